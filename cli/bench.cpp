@@ -1,0 +1,17 @@
+#include <cstdio>
+#include <cstring>
+
+#include "cli/commands.h"
+#include "topk/core.h"
+
+namespace topk::cli {
+
+int bench_attention(int argc, char** argv);
+
+int bench(int argc, char** argv) {
+  if (argc >= 2 && !std::strcmp(argv[1], "attention")) return bench_attention(argc - 1, argv + 1);
+  std::fprintf(stderr, "usage: topk bench attention [--json] [options]\n");
+  return 2;
+}
+
+}  // namespace topk::cli

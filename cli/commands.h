@@ -1,0 +1,9 @@
+// Subcommands of the topk tool. Each takes (argc, argv) with argv[0] = its own name.
+#pragma once
+
+namespace topk::cli {
+
+int bench(int argc, char** argv);
+int version(int argc, char** argv);
+
+}  // namespace topk::cli

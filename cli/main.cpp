@@ -1,0 +1,34 @@
+// topk command-line tool: one file per subcommand; this file only routes.
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "cli/commands.h"
+#include "topk/core.h"
+
+static void usage() {
+  std::printf(
+      "topk: native top-k sparse attention\n\n"
+      "usage: topk <command> [options]   (topk <command> --help for its options)\n\n"
+      "commands:\n"
+      "  bench attention   CPU attention benchmark: full vs exact top-k decode\n"
+      "  version           print the version and the backends of this build\n");
+}
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    usage();
+    return argc < 2 ? 2 : 0;
+  }
+  std::string cmd = argv[1];
+  try {
+    if (cmd == "bench") return topk::cli::bench(argc - 1, argv + 1);
+    if (cmd == "version") return topk::cli::version(argc - 1, argv + 1);
+    std::fprintf(stderr, "topk: unknown command '%s'\n\n", cmd.c_str());
+    usage();
+    return 2;
+  } catch (const topk::Error& e) {
+    std::fprintf(stderr, "topk %s: error: %s\n", cmd.c_str(), e.what());
+    return 1;
+  }
+}
