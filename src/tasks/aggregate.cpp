@@ -63,7 +63,12 @@ const char* kCwePrefix = " Answer: The top 10 words that appear most often in th
 
 std::string numbered(const std::vector<std::string>& w) {
   std::string s;
-  for (size_t i = 0; i < w.size(); i++) s += " " + std::to_string(i + 1) + ". " + w[i];
+  for (size_t i = 0; i < w.size(); i++) {
+    s += ' ';
+    s += std::to_string(i + 1);
+    s += ". ";
+    s += w[i];
+  }
   return s;
 }
 
@@ -154,7 +159,7 @@ Example generate_fwe(const Config& cfg, const Tokenizer& tok) {
     d.answer_prefix =
         " Answer: According to the coded text above, the three most frequently appeared words are:";
     d.gold = {vocab[1], vocab[2], vocab[3]};
-    d.target = " " + join(d.gold, " ");
+    d.target = std::string(1, ' ') + join(d.gold, " ");
     return d;
   };
   return fit("fwe", Scorer::match_all, cfg, tok, n_min, int64_t(1) << 40, build);

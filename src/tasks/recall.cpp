@@ -114,7 +114,7 @@ Example generate_mqar(const Config& cfg, const Tokenizer& tok) {
       d.needles.push_back(span[size_t(i)]);
     }
     d.answer_prefix = "\nAnswer:";
-    d.target = " " + join(d.gold, " ");
+    d.target = std::string(" ") + join(d.gold, " ");
     return d;
   };
   return fit("mqar", Scorer::match_all, cfg, tok, kQueries, int64_t(1) << 40, build);

@@ -76,13 +76,14 @@ Example generate(std::string_view task, const Config& cfg, const Tokenizer& tok)
   return {};
 }
 
-int64_t min_length(std::string_view task, const Tokenizer& tok) {
+int64_t min_length(std::string_view task, const Tokenizer& tok, uint64_t seed) {
   // The smallest length that fits is found by bisection on the length itself.
   int64_t lo = 1, hi = 1;
   auto ok = [&](int64_t n) {
     try {
       Config c;
       c.length = n;
+      c.seed = seed;
       generate(task, c, tok);
       return true;
     } catch (const Error&) {

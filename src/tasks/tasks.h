@@ -85,8 +85,9 @@ const TaskInfo* find_task(std::string_view name);  // nullptr when unknown
 // needles to place), or a length below what the task needs with this tokenizer.
 Example generate(std::string_view task, const Config& cfg, const Tokenizer& tok = byte_tokenizer());
 
-// Smallest Config::length for which generate() succeeds (content at its minimum).
-int64_t min_length(std::string_view task, const Tokenizer& tok = byte_tokenizer());
+// Smallest Config::length for which generate() succeeds with this seed (content at its
+// minimum; it varies by a few tokens with the seed, as key and value lengths do).
+int64_t min_length(std::string_view task, const Tokenizer& tok = byte_tokenizer(), uint64_t seed = 0);
 
 // RULER scoring; the prediction is stripped, matching is ASCII case-insensitive. In [0, 100].
 double string_match_all(std::string_view prediction, const std::vector<std::string>& gold);

@@ -161,7 +161,10 @@ const std::vector<std::string>& dictionary_words() {
 
 std::string join(const std::vector<std::string>& v, const char* sep) {
   std::string s;
-  for (size_t i = 0; i < v.size(); i++) s += (i ? sep : "") + v[i];
+  for (size_t i = 0; i < v.size(); i++) {
+    if (i) s += sep;
+    s += v[i];
+  }
   return s;
 }
 

@@ -1,0 +1,76 @@
+// topk data: output and errors of the command-line tool (run as a subprocess).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+namespace fs = std::filesystem;
+
+// The topk binary sits next to the tests folder of the build tree.
+static std::string topk_bin() {
+  fs::path self = fs::read_symlink("/proc/self/exe");
+  return (self.parent_path().parent_path() / "topk").string();
+}
+
+static int run(const std::string& args, std::string& out) {
+  std::string cmd = topk_bin() + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return -1;
+  std::array<char, 4096> buf;
+  out.clear();
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+TEST(TasksCli, BinaryExists) { ASSERT_TRUE(fs::exists(topk_bin())) << topk_bin(); }
+
+TEST(TasksCli, ListsTasks) {
+  std::string out;
+  ASSERT_EQ(run("data --list", out), 0) << out;
+  for (const char* t : {"niah_single_1", "niah_multiquery", "vt", "cwe", "fwe", "json_kv", "passkey", "mqar"})
+    EXPECT_NE(out.find(t), std::string::npos) << t;
+  EXPECT_NE(out.find("format v1"), std::string::npos);
+}
+
+TEST(TasksCli, PrintsExamples) {
+  std::string out;
+  ASSERT_EQ(run("data --task passkey --length 256 --n 2 --seed 4", out), 0) << out;
+  EXPECT_NE(out.find("=== passkey #0  seed 4"), std::string::npos) << out;
+  EXPECT_NE(out.find("=== passkey #1  seed 5"), std::string::npos) << out;
+  EXPECT_NE(out.find("What is the pass key?"), std::string::npos);
+  ASSERT_EQ(run("data --task mqar --length 512 --n 3 --json --depth 0.5", out), 0) << out;
+  int lines = 0;
+  for (char c : out) lines += c == '\n';
+  EXPECT_EQ(lines, 3);
+  EXPECT_NE(out.find("\"scorer\":\"string_match_all\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"needles\":[{\"chars\":["), std::string::npos) << out;
+  EXPECT_NE(out.find("\"version\":1"), std::string::npos);
+}
+
+TEST(TasksCli, Errors) {
+  std::string out;
+  EXPECT_EQ(run("data --task nope --length 1024", out), 1);
+  EXPECT_NE(out.find("unknown task 'nope'"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task vt --length 4k", out), 1);
+  EXPECT_NE(out.find("--length expects a number, got '4k'"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task vt --length -5", out), 1);
+  EXPECT_NE(out.find("--length must be a positive"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task cwe --length 256", out), 1);
+  EXPECT_NE(out.find("needs a length of at least"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task vt --length 1024 --depth 1.5", out), 1);
+  EXPECT_NE(out.find("depth must be in [0, 1]"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task vt", out), 1);
+  EXPECT_NE(out.find("--length"), std::string::npos) << out;
+  EXPECT_EQ(run("data --length 1024", out), 1);
+  EXPECT_NE(out.find("--task is required"), std::string::npos) << out;
+  EXPECT_EQ(run("data --frobnicate", out), 1);
+  EXPECT_NE(out.find("unknown option"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task vt --length", out), 1);
+  EXPECT_NE(out.find("needs a value"), std::string::npos) << out;
+}
