@@ -159,7 +159,7 @@ Example generate_fwe(const Config& cfg, const Tokenizer& tok) {
     d.answer_prefix =
         " Answer: According to the coded text above, the three most frequently appeared words are:";
     d.gold = {vocab[1], vocab[2], vocab[3]};
-    d.target = std::string(1, ' ') + join(d.gold, " ");
+    d.target = cat({" ", join(d.gold, " ")});
     return d;
   };
   return fit("fwe", Scorer::match_all, cfg, tok, n_min, int64_t(1) << 40, build);

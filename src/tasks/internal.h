@@ -2,6 +2,8 @@
 // haystacks and random values. Not part of the tasks API.
 #pragma once
 #include <functional>
+#include <initializer_list>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -68,6 +70,12 @@ const std::vector<std::string>& dictionary_words();
 // RULER's query join: "a"; "a, and b"; "a, b, and c".
 std::string join_and(const std::vector<std::string>& v);
 std::string join(const std::vector<std::string>& v, const char* sep);
+// Concatenation by appends (GCC 12 warns falsely on some `literal + std::string` chains).
+inline std::string cat(std::initializer_list<std::string_view> parts) {
+  std::string s;
+  for (auto p : parts) s += p;
+  return s;
+}
 template <class T> void shuffle(Rng& r, std::vector<T>& v) {
   for (size_t i = v.size(); i > 1; i--) std::swap(v[i - 1], v[r.below(i)]);
 }

@@ -87,7 +87,7 @@ Example generate_niah(const NiahSpec& sp, const Config& cfg, const Tokenizer& to
     for (size_t i = 0; i < needles.size(); i++)
       if (needles[i].gold)
         d.needles.push_back({d.context_begin + spans[i].first, d.context_begin + spans[i].second});
-    d.target = " " + join_and(gold) + ".";
+    d.target = cat({" ", join_and(gold), "."});
     d.gold = std::move(gold);
     return d;
   };
