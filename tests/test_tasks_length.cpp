@@ -112,6 +112,35 @@ static Tokenizer word_tokenizer() {
   return t;
 }
 
+// The same tokenizer with token start offsets: positions from one pass must equal the
+// prefix-encoding ones (no token of it spans a needle boundary).
+static Tokenizer word_tokenizer_with_starts() {
+  Tokenizer t = word_tokenizer();
+  t.starts = [enc = t.encode](std::string_view s) {
+    std::vector<int32_t> ids = enc(s);
+    std::vector<int64_t> st{-1};
+    int64_t off = 0;
+    for (size_t i = 1; i < ids.size(); i++) st.push_back(off), off += ids[i];
+    return st;
+  };
+  return t;
+}
+
+TEST(TasksLength, TokenStartsGiveTheSamePositions) {
+  Tokenizer a = word_tokenizer(), b = word_tokenizer_with_starts();
+  for (const char* t : {"niah_multivalue", "vt", "cwe", "fwe", "json_kv", "mqar"}) {
+    Config c;
+    c.length = 4096;
+    c.seed = 5;
+    Example x = generate(t, c, a), y = generate(t, c, b);
+    ASSERT_EQ(x.needles.size(), y.needles.size()) << t;
+    for (size_t i = 0; i < x.needles.size(); i++) {
+      EXPECT_EQ(x.needles[i].token_begin, y.needles[i].token_begin) << t;
+      EXPECT_EQ(x.needles[i].token_end, y.needles[i].token_end) << t;
+    }
+  }
+}
+
 TEST(TasksLength, OtherTokenizer) {
   Tokenizer tok = word_tokenizer();
   for (const auto& info : task_list()) {

@@ -101,12 +101,29 @@ Example fit(const char* task, Scorer scorer, const Config& cfg, const Tokenizer&
   e.context_begin = d.context_begin;
   e.context_end = d.context_end;
   std::sort(d.needles.begin(), d.needles.end());
+  std::vector<int64_t> starts;
+  if (!tok.byte_level && tok.starts) {
+    starts = tok.starts(d.prompt);
+    TOPK_CHECK(starts.size() == tok.encode(d.prompt).size(),
+               "tokenizer %s: starts() gave %zu offsets for %zu tokens", tok.name.c_str(),
+               starts.size(), tok.encode(d.prompt).size());
+    TOPK_CHECK(std::is_sorted(starts.begin(), starts.end()),
+               "tokenizer %s: starts() must be non-decreasing", tok.name.c_str());
+  }
   for (auto [b, en] : d.needles) {
     Needle nd;
     nd.char_begin = b;
     nd.char_end = en;
-    nd.token_begin = count(tok, std::string_view(d.prompt).substr(0, size_t(b)));
-    nd.token_end = count(tok, std::string_view(d.prompt).substr(0, size_t(en)));
+    if (tok.byte_level) {
+      nd.token_begin = tok.n_bos + b;
+      nd.token_end = tok.n_bos + en;
+    } else if (tok.starts) {  // the token holding byte b; the first token starting at or after en
+      nd.token_begin = int64_t(std::upper_bound(starts.begin(), starts.end(), b) - starts.begin()) - 1;
+      nd.token_end = int64_t(std::lower_bound(starts.begin(), starts.end(), en) - starts.begin());
+    } else {
+      nd.token_begin = count(tok, std::string_view(d.prompt).substr(0, size_t(b)));
+      nd.token_end = count(tok, std::string_view(d.prompt).substr(0, size_t(en)));
+    }
     e.needles.push_back(nd);
   }
   e.prompt = std::move(d.prompt);

@@ -23,14 +23,18 @@ enum class Scorer : uint8_t {
 };
 const char* scorer_name(Scorer s);
 
-// The evaluated model's tokenizer. encode() returns the ids the model sees for a whole text,
-// including any BOS it prepends. Needle token positions are tokens(prompt[0, offset)), which
-// equals the position in encode(prompt) whenever tokenization does not merge across the
-// needle's first byte (always for byte-level tokenizers).
+// The evaluated model's tokenizer, as plain callbacks (no model type).
+//  encode: the ids the model sees for a whole text, including any BOS it prepends.
+//  starts: optional; for each token of encode(s), the byte offset where it starts (-1 for
+//          tokens that cover no text, such as BOS). With it, needle positions come from one
+//          pass over the prompt: token_begin is the token holding the needle's first byte,
+//          token_end the first token starting at or after its end. Without it they are
+//          encode(prompt[0, offset)).size(), the same whenever no token spans the offset.
+//  byte_level: set when encode(s).size() == n_bos + s.size() for every s (counts are free).
 struct Tokenizer {
   std::string name;
   std::function<std::vector<int32_t>(std::string_view)> encode;
-  // Set when encode(s).size() == n_bos + s.size() for every s: counts skip encode().
+  std::function<std::vector<int64_t>(std::string_view)> starts;
   bool byte_level = false;
   int n_bos = 0;
 };
