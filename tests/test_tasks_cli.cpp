@@ -71,6 +71,9 @@ TEST(TasksCli, Errors) {
   EXPECT_NE(out.find("--task is required"), std::string::npos) << out;
   EXPECT_EQ(run("data --frobnicate", out), 1);
   EXPECT_NE(out.find("unknown option"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task cwe --length 2048 >/dev/null; TOPK_WORDLIST=/nonexistent/words " +
+                    topk_bin() + " data --task cwe --length 2048", out), 1);
+  EXPECT_NE(out.find("install the Debian package 'wamerican-small'"), std::string::npos) << out;
   EXPECT_EQ(run("data --task vt --length", out), 1);
   EXPECT_NE(out.find("needs a value"), std::string::npos) << out;
 }

@@ -62,9 +62,9 @@ std::string key_words(Rng& r);               // "adjective-noun"
 std::string digits(Rng& r, int n);           // n digits, no leading zero
 std::string uuid4(Rng& r);                   // 8-4-4-4-12 lowercase hex, version 4
 std::string letters(Rng& r, int n, bool upper);
-// Lowercase words of 3..6 letters from the system word list (Debian package wamerican,
-// /usr/share/dict/american-english; TOPK_WORDLIST overrides the path). Throws topk::Error
-// naming the package when the file is missing.
+// Lowercase words of 3..6 letters from the system word list (Debian package wamerican-small,
+// /usr/share/dict/american-english-small; TOPK_WORDLIST overrides the path), less a few vulgar
+// words. Throws topk::Error naming the package when the file is missing.
 const std::vector<std::string>& dictionary_words();
 
 // RULER's query join: "a"; "a, and b"; "a, b, and c".

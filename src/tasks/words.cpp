@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <set>
 
 #include "tasks/internal.h"
 #include "topk/core.h"
@@ -87,8 +88,13 @@ std::vector<std::string> prose_sentence(Rng& r) {
              pick(r, kPreps) + " the " + adj() + " " + noun();
       break;
     }
-    case 3: text = "In the " + noun() + ", the " + noun() + " " + third(verb()) + " a " + adj() + " " +
-                   noun(); break;
+    case 3: {
+      std::string a = adj();
+      text = "In the " + noun() + ", the " + noun() + " " + third(verb()) +
+             (std::string_view("aeiou").find(a[0]) != std::string_view::npos ? " an " : " a ") + a +
+             " " + noun();
+      break;
+    }
     case 4: text = "Some " + plural(noun()) + " " + verb() + " when the " + noun() + " " +
                    third(verb()) + " " + pick(r, kAdverbs); break;
     default: text = "Every " + noun() + " " + past(verb()) + " the " + adj() + " " + noun() +
@@ -137,16 +143,22 @@ std::string letters(Rng& r, int n, bool upper) {
 const std::vector<std::string>& dictionary_words() {
   static const std::vector<std::string> words = [] {
     const char* env = std::getenv("TOPK_WORDLIST");
-    std::string path = env && *env ? env : "/usr/share/dict/american-english";
+    std::string path = env && *env ? env : "/usr/share/dict/american-english-small";
     std::ifstream f(path);
     TOPK_CHECK(f.good(),
-               "word list %s not found: install the Debian package 'wamerican' "
+               "word list %s not found: install the Debian package 'wamerican-small' "
                "(tools/install-deps.sh does), or set TOPK_WORDLIST to a file of one word per line",
                path.c_str());
+    // Vulgar and loaded words are left out of generated lists.
+    static const std::set<std::string_view> excluded = {
+        "anal", "anus", "ass", "asses", "bitch", "booby", "butt", "butts", "cock", "cocks",
+        "crap", "cum", "damn", "gay", "horny", "kinky", "penis", "prick", "pussy", "queer",
+        "rape", "raped", "rapes", "rapist", "semen", "sex", "sexy", "slut", "sluts", "smut",
+        "sperm", "tit", "tits", "vagina", "whore", "whores"};
     std::vector<std::string> out;
     std::string w;
     while (std::getline(f, w)) {
-      bool ok = w.size() >= 3 && w.size() <= 6;
+      bool ok = w.size() >= 3 && w.size() <= 6 && !excluded.count(w);
       for (char c : w) ok = ok && c >= 'a' && c <= 'z';
       if (ok) out.push_back(w);
     }
