@@ -3,7 +3,6 @@
 #include <charconv>
 #include <cstdio>
 #include <cstring>
-#include <nlohmann/json.hpp>
 #include <string>
 
 #include "cli/commands.h"
@@ -18,15 +17,17 @@ void data_usage(FILE* f) {
   std::fprintf(f,
                "usage: topk data --list\n"
                "       topk data --task NAME --length N [--n 3] [--seed S] [--depth F]\n"
-               "                 [--answer-tokens N] [--json]\n\n"
+               "                 [--answer-tokens N] [--json] [--out PATH]\n\n"
                "  --task NAME         a task of --list\n"
                "  --length N          target tokens (byte tokenizer: BOS + one per byte), counting\n"
                "                      the prompt, the answer prefix and the answer budget\n"
                "  --n K               number of examples (example i uses seed S + i); default 3\n"
                "  --seed S            default 0\n"
-               "  --depth F           gold needle depth in [0, 1]; default random\n"
+               "  --depth F|even      gold needle depth in [0, 1]; 'even': example i of K at\n"
+               "                      i / (K - 1); default random\n"
                "  --answer-tokens N   answer budget; default the canonical answer's tokens\n"
-               "  --json              one JSON object per example per line\n");
+               "  --json              one JSON object per example per line\n"
+               "  --out PATH          write the JSON lines to PATH instead of printing\n");
 }
 
 template <class T> T parse_num(const char* flag, const char* s) {
@@ -57,28 +58,6 @@ void print_text(const tasks::Example& e, int i) {
   std::printf("\n\n");
 }
 
-void print_json(const tasks::Example& e) {
-  nlohmann::json j;
-  j["task"] = e.task;
-  j["version"] = e.version;
-  j["seed"] = e.seed;
-  j["depth"] = e.depth;
-  j["length"] = e.target_tokens;
-  j["prompt_tokens"] = e.prompt_tokens;
-  j["answer_tokens"] = e.answer_tokens;
-  j["units"] = e.units;
-  j["prompt"] = e.prompt;
-  j["answer_prefix"] = e.answer_prefix;
-  j["target"] = e.target;
-  j["gold"] = e.gold;
-  j["scorer"] = tasks::scorer_name(e.scorer);
-  j["context"] = {e.context_begin, e.context_end};
-  auto& n = j["needles"] = nlohmann::json::array();
-  for (const auto& nd : e.needles)
-    n.push_back({{"chars", {nd.char_begin, nd.char_end}}, {"tokens", {nd.token_begin, nd.token_end}}});
-  std::printf("%s\n", j.dump().c_str());
-}
-
 }  // namespace
 
 int data(int argc, char** argv) {
@@ -86,7 +65,8 @@ int data(int argc, char** argv) {
   tasks::Config cfg;
   cfg.length = -1;
   int n = 3;
-  bool json = false, list = false;
+  bool json = false, list = false, even = false;
+  std::string out;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto value = [&]() -> const char* {
@@ -100,7 +80,11 @@ int data(int argc, char** argv) {
     else if (a == "--length") cfg.length = parse_num<int64_t>("--length", value());
     else if (a == "--n") n = parse_num<int>("--n", value());
     else if (a == "--seed") cfg.seed = parse_num<uint64_t>("--seed", value());
-    else if (a == "--depth") cfg.depth = parse_num<double>("--depth", value());
+    else if (a == "--depth") {
+      const char* v = value();
+      if (!std::strcmp(v, "even")) even = true;
+      else cfg.depth = parse_num<double>("--depth", v);
+    } else if (a == "--out") out = value();
     else if (a == "--answer-tokens") cfg.answer_tokens = parse_num<int64_t>("--answer-tokens", value());
     else TOPK_CHECK(false, "unknown option '%s' (see topk data --help)", a.c_str());
   }
@@ -119,11 +103,18 @@ int data(int argc, char** argv) {
   TOPK_CHECK(tasks::find_task(task), "unknown task '%s' (topk data --list shows the tasks)",
              task.c_str());
   uint64_t seed0 = cfg.seed;
+  std::vector<tasks::Example> all;
   for (int i = 0; i < n; i++) {
     cfg.seed = seed0 + uint64_t(i);
+    if (even) cfg.depth = n > 1 ? double(i) / double(n - 1) : 0.5;
     tasks::Example e = tasks::generate(task, cfg, tok);
-    if (json) print_json(e);
+    if (!out.empty()) all.push_back(std::move(e));
+    else if (json) std::printf("%s\n", tasks::to_json(e).c_str());
     else print_text(e, i);
+  }
+  if (!out.empty()) {
+    tasks::write_jsonl(out, all);
+    std::fprintf(stderr, "wrote %d %s examples to %s\n", n, task.c_str(), out.c_str());
   }
   return 0;
 }

@@ -260,6 +260,19 @@ TEST(Tasks, Errors) {
   }
 }
 
+TEST(Tasks, JsonLinesRoundTripTheFields) {
+  Example e = gen("niah_multivalue", 1024, 2);
+  std::string j = to_json(e);
+  EXPECT_EQ(j.find('\n'), std::string::npos) << "one line per example";
+  EXPECT_NE(j.find("\"task\":\"niah_multivalue\""), std::string::npos);
+  EXPECT_NE(j.find("\"gold\":[\"" + e.gold[0] + "\",\""), std::string::npos) << j;
+  EXPECT_NE(j.find("{\"chars\":[" + std::to_string(e.needles[0].char_begin) + "," +
+                   std::to_string(e.needles[0].char_end) + "],\"tokens\":[" +
+                   std::to_string(e.needles[0].token_begin) + ","), std::string::npos) << j;
+  EXPECT_NE(j.find("mentioned in the provided text?\""), std::string::npos);
+  EXPECT_THROW(write_jsonl("/nonexistent-dir/x.jsonl", {e}), topk::Error);
+}
+
 TEST(Scorers, StringMatchAllAndPart) {
   std::vector<std::string> gold{"1234567", "Apple", "xyz"};
   EXPECT_DOUBLE_EQ(string_match_all("  1234567, apple and XYZ. ", gold), 100.0);

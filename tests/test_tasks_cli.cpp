@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace fs = std::filesystem;
 
@@ -51,6 +52,27 @@ TEST(TasksCli, PrintsExamples) {
   EXPECT_NE(out.find("\"scorer\":\"string_match_all\""), std::string::npos) << out;
   EXPECT_NE(out.find("\"needles\":[{\"chars\":["), std::string::npos) << out;
   EXPECT_NE(out.find("\"version\":1"), std::string::npos);
+}
+
+TEST(TasksCli, EvenDepthsAndOutFile) {
+  fs::path dir = fs::temp_directory_path() / ("topk_tasks_cli_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  std::string path = (dir / "ex.jsonl").string(), out;
+  ASSERT_EQ(run("data --task niah_single_1 --length 2048 --n 5 --depth even --out " + path, out), 0) << out;
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
+  std::FILE* f = std::fopen(path.c_str(), "r");
+  ASSERT_TRUE(f);
+  char line[1 << 14];
+  std::vector<std::string> depths;
+  while (std::fgets(line, sizeof line, f)) {
+    std::string l(line);
+    size_t p = l.find("\"depth\":");
+    ASSERT_NE(p, std::string::npos);
+    depths.push_back(l.substr(p + 8, l.find(',', p) - p - 8));
+  }
+  std::fclose(f);
+  EXPECT_EQ(depths, (std::vector<std::string>{"0.0", "0.25", "0.5", "0.75", "1.0"}));
+  fs::remove_all(dir);
 }
 
 TEST(TasksCli, Errors) {

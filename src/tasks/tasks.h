@@ -93,6 +93,13 @@ Example generate(std::string_view task, const Config& cfg, const Tokenizer& tok 
 // minimum; it varies by a few tokens with the seed, as key and value lengths do).
 int64_t min_length(std::string_view task, const Tokenizer& tok = byte_tokenizer(), uint64_t seed = 0);
 
+// One example as a single-line JSON object: task, version, seed, depth, length, prompt_tokens,
+// answer_tokens, units, prompt, answer_prefix, target, gold, scorer, context [begin, end),
+// needles [{chars: [b, e), tokens: [b, e)}].
+std::string to_json(const Example& e);
+// Writes one JSON line per example to path (through path.tmp and a rename).
+void write_jsonl(const std::string& path, const std::vector<Example>& examples);
+
 // RULER scoring; the prediction is stripped, matching is ASCII case-insensitive. In [0, 100].
 double string_match_all(std::string_view prediction, const std::vector<std::string>& gold);
 double string_match_part(std::string_view prediction, const std::vector<std::string>& gold);
