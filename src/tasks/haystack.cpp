@@ -122,6 +122,11 @@ std::vector<Elem> prose_sentences(uint64_t seed, int64_t nwords) {
   return to_sentences(w, pe);
 }
 
+int64_t slots(const std::vector<Elem>& hay) {
+  int64_t n = int64_t(hay.size());
+  return n > 0 && hay.back().text.back() != '.' ? n - 1 : n;
+}
+
 int64_t boundary(Rng& r, double depth, int64_t n) {
   if (depth < 0) return int64_t(r.below(uint64_t(n) + 1));
   return std::min<int64_t>(n, int64_t(std::llround(depth * double(n))));

@@ -56,6 +56,9 @@ std::vector<Elem> prose_sentences(uint64_t seed, int64_t nwords);
 
 // Position of an item among n+1 boundaries: round(depth * n) for depth >= 0, else uniform.
 int64_t boundary(Rng& r, double depth, int64_t n);
+// Insertion slots of a haystack: its size, less one when it ends in a cut sentence or line,
+// so that nothing is inserted after a fragment ("... The sky One of the special ...").
+int64_t slots(const std::vector<Elem>& hay);
 
 // --- random values ---
 std::string key_words(Rng& r);               // "adjective-noun"

@@ -59,7 +59,7 @@ Example generate_niah(const NiahSpec& sp, const Config& cfg, const Tokenizer& to
     std::vector<int64_t> at;
     for (auto& nd : needles) {
       items.push_back(Elem{nd.text, sep, int(items.size())});
-      at.push_back(boundary(pr, nd.gold ? cfg.depth : -1.0, int64_t(hay.size())));
+      at.push_back(boundary(pr, nd.gold ? cfg.depth : -1.0, slots(hay)));
     }
     std::vector<std::pair<int64_t, int64_t>> spans;
     std::string context = assemble(hay, at, items, spans);

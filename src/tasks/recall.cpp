@@ -53,7 +53,7 @@ Example generate_passkey(const Config& cfg, const Tokenizer& tok) {
     std::string key = digits(r, 5);
     std::vector<Elem> hay = noise_sentences(n);
     Rng pr(sub_seed(cfg.seed, 3));
-    std::vector<int64_t> at{boundary(pr, cfg.depth, int64_t(hay.size()))};
+    std::vector<int64_t> at{boundary(pr, cfg.depth, slots(hay))};
     std::vector<Elem> items{
         Elem{"The pass key is " + key + ". Remember it. " + key + " is the pass key.", ' ', 0}};
     std::vector<std::pair<int64_t, int64_t>> spans;

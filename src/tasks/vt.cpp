@@ -44,7 +44,7 @@ Chain make_chain(Rng& r, int name_len) {
 // random boundaries after it.
 std::string place(const Chain& c, const std::vector<Elem>& hay, Rng& pr, double depth,
                   std::vector<std::pair<int64_t, int64_t>>& spans) {
-  int64_t S = int64_t(hay.size());
+  int64_t S = slots(hay);
   std::vector<int64_t> at{boundary(pr, depth, S)};
   std::vector<int64_t> rest;
   for (int i = 0; i < kHops; i++) rest.push_back(at[0] + int64_t(pr.below(uint64_t(S - at[0] + 1))));
