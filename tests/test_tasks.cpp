@@ -246,6 +246,13 @@ TEST(Tasks, Errors) {
   EXPECT_THROW(gen("no_such_task", 1024, 0), topk::Error);
   EXPECT_THROW(gen("niah_single_1", 100, 0), topk::Error);
   EXPECT_THROW(gen("passkey", 0, 0), topk::Error);
+  EXPECT_THROW(gen("passkey", kMaxLength + 1, 0), topk::Error);
+  try {
+    gen("cwe", 1 << 20, 0);
+    FAIL() << "the word list cannot fill a million tokens";
+  } catch (const topk::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("content runs out"), std::string::npos) << e.what();
+  }
   try {
     gen("cwe", 300, 0);
     FAIL() << "cwe at 300 tokens must not fit";

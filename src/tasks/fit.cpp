@@ -88,6 +88,11 @@ Example fit(const char* task, Scorer scorer, const Config& cfg, const Tokenizer&
   d = build(n_lo);
   c = cost(d, cfg, tok);
   TOPK_ASSERT(c.total() <= cfg.length);
+  TOPK_CHECK(n_lo < max_units || cfg.length - c.total() <= std::max<int64_t>(16, cfg.length / 50),
+             "task %s: its content runs out at %lld units (%lld tokens), short of length %lld; "
+             "use a shorter length%s",
+             task, (long long)max_units, (long long)c.total(), (long long)cfg.length,
+             std::string(task) == "cwe" ? " or a larger word list (TOPK_WORDLIST)" : "");
 
   Example e;
   e.task = task;

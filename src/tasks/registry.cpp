@@ -62,8 +62,9 @@ Example generate(std::string_view task, const Config& cfg, const Tokenizer& tok)
              "task %s: depth must be in [0, 1] (or negative for random), got %g", info->name, cfg.depth);
   TOPK_CHECK(cfg.depth < 0 || info->has_depth,
              "task %s has no single needle to place: depth does not apply", info->name);
-  TOPK_CHECK(cfg.length > 0, "task %s: length must be a positive number of tokens, got %lld",
-             info->name, (long long)cfg.length);
+  TOPK_CHECK(cfg.length > 0 && cfg.length <= kMaxLength,
+             "task %s: length must be a number of tokens in [1, %lld], got %lld", info->name,
+             (long long)kMaxLength, (long long)cfg.length);
   for (const auto& sp : kNiah)
     if (task == sp.name) return generate_niah(sp, cfg, tok);
   if (task == "vt") return generate_vt(cfg, tok);

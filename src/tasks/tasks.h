@@ -17,6 +17,9 @@ namespace topk::tasks {
 // Bumped whenever a prompt's wording, a haystack or a length rule changes.
 inline constexpr int kFormatVersion = 1;
 
+// Longest target length accepted (16M tokens).
+inline constexpr int64_t kMaxLength = int64_t(1) << 24;
+
 enum class Scorer : uint8_t {
   match_all,   // RULER string_match_all: 100 * fraction of gold strings found in the prediction
   match_part,  // RULER string_match_part: 100 if any gold string is found, else 0
