@@ -63,8 +63,8 @@ Example fit(const char* task, Scorer scorer, const Config& cfg, const Tokenizer&
              task, (long long)c.total(), tok.name.c_str(), (long long)cfg.length);
   // Grow geometrically from an estimate of tokens per unit, then bisect [fits, too long).
   int64_t n_hi = -1;
-  int64_t step = std::max<int64_t>(1, min_units);
-  {
+  int64_t step = std::min(std::max<int64_t>(1, min_units), max_units - n_lo);
+  if (step > 0) {
     Draft d2 = build(n_lo + step);
     int64_t per = std::max<int64_t>(1, (cost(d2, cfg, tok).total() - c.total()) / step);
     int64_t guess = n_lo + (cfg.length - c.total()) / per;

@@ -50,7 +50,7 @@ Example generate_niah(const NiahSpec& sp, const Config& cfg, const Tokenizer& to
       Rng hr(sub_seed(cfg.seed, 2));
       for (int64_t i = 0; i < n; i++) {
         std::string key = fresh(hr, sp.uuid_keys, used, false);
-        std::string value = sp.uuid_values ? uuid4(hr) : digits(hr, 7);
+        std::string value = fresh(hr, sp.uuid_values, used, true);  // never a gold value
         hay.push_back(Elem{needle_text(type, key, value), '\n'});
       }
     }

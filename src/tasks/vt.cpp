@@ -65,7 +65,7 @@ Example generate_vt(const Config& cfg, const Tokenizer& tok) {
     Rng r(sub_seed(cfg.seed, 4));
     Chain c = make_chain(r, 3);
     std::vector<std::pair<int64_t, int64_t>> spans;
-    std::string ctx = place(c, noise_sentences(54), r, -1.0, spans);
+    std::string ctx = place(c, noise_sentences(3 * 19), r, -1.0, spans);  // 19 words a paragraph
     icl = vt_question(ctx, c.value) + vt_prefix(c.value) + join(c.vars, " ") + "\n\n";
     int64_t n = int64_t(tok.encode(icl).size()) - int64_t(tok.encode("").size());
     if (n > cfg.length / 4) icl.clear();
