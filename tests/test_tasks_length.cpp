@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "core/rng.h"
 #include "tasks/tasks.h"
 #include "topk/core.h"
 
@@ -156,4 +157,21 @@ TEST(TasksLength, OtherTokenizer) {
     }
   }
   EXPECT_LT(min_length("passkey", tok), min_length("passkey", byte_tokenizer()));
+}
+
+// Lengths off the grid, with depths, for every task: never over, within tolerance.
+TEST(TasksLength, RandomLengthsAndDepths) {
+  Tokenizer tok = byte_tokenizer();
+  topk::Rng r(2024);
+  for (const auto& info : task_list()) {
+    std::string t = info.name;
+    for (int i = 0; i < 12; i++) {
+      Config c;
+      c.seed = r.next();
+      c.length = min_length(t, tok, c.seed) + int64_t(r.below(20000));
+      if (info.has_depth && r.below(2)) c.depth = r.uniform();
+      Example e = generate(t, c, tok);
+      check(e, tok, c.length, tolerance(t, c.length));
+    }
+  }
 }
