@@ -7,6 +7,7 @@
 #include <regex>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "tasks/tasks.h"
 #include "topk/core.h"
@@ -265,6 +266,16 @@ TEST(Tasks, Errors) {
   } catch (const topk::Error& e) {
     EXPECT_NE(std::string(e.what()).find("niah_single_1"), std::string::npos) << "lists the tasks";
   }
+}
+
+TEST(Tasks, ThreadsGiveTheSameExamples) {
+  std::vector<std::string> serial, parallel(task_list().size());
+  for (const auto& t : task_list()) serial.push_back(gen(t.name, 3000, 17).prompt);
+  std::vector<std::thread> th;
+  for (size_t i = 0; i < task_list().size(); i++)
+    th.emplace_back([&, i] { parallel[i] = gen(task_list()[i].name, 3000, 17).prompt; });
+  for (auto& t : th) t.join();
+  EXPECT_EQ(serial, parallel);
 }
 
 TEST(Tasks, JsonLinesRoundTripTheFields) {
