@@ -4,6 +4,7 @@
 namespace topk::cli {
 
 int bench(int argc, char** argv);
+int data(int argc, char** argv);
 int version(int argc, char** argv);
 
 }  // namespace topk::cli

@@ -12,6 +12,7 @@ static void usage() {
       "usage: topk <command> [options]   (topk <command> --help for its options)\n\n"
       "commands:\n"
       "  bench attention   CPU attention benchmark: full vs exact top-k decode\n"
+      "  data              print synthetic long-context task examples (--list for tasks)\n"
       "  version           print the version and the backends of this build\n");
 }
 
@@ -23,6 +24,7 @@ int main(int argc, char** argv) {
   std::string cmd = argv[1];
   try {
     if (cmd == "bench") return topk::cli::bench(argc - 1, argv + 1);
+    if (cmd == "data") return topk::cli::data(argc - 1, argv + 1);
     if (cmd == "version") return topk::cli::version(argc - 1, argv + 1);
     std::fprintf(stderr, "topk: unknown command '%s'\n\n", cmd.c_str());
     usage();

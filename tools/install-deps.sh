@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build needs. A no-op when they are all present.
 set -euo pipefail
-packages=(g++ make cmake ninja-build libgtest-dev nlohmann-json3-dev libcli11-dev libopenblas-dev)
+packages=(g++ make cmake ninja-build libgtest-dev nlohmann-json3-dev libcli11-dev libopenblas-dev
+          wamerican-small)  # wamerican-small: the word list of the cwe task
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

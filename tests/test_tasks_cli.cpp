@@ -1,0 +1,101 @@
+// topk data: output and errors of the command-line tool (run as a subprocess).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+
+// The topk binary sits next to the tests folder of the build tree.
+static std::string topk_bin() {
+  fs::path self = fs::read_symlink("/proc/self/exe");
+  return (self.parent_path().parent_path() / "topk").string();
+}
+
+static int run(const std::string& args, std::string& out) {
+  std::string cmd = topk_bin() + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return -1;
+  std::array<char, 4096> buf;
+  out.clear();
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+TEST(TasksCli, BinaryExists) { ASSERT_TRUE(fs::exists(topk_bin())) << topk_bin(); }
+
+TEST(TasksCli, ListsTasks) {
+  std::string out;
+  ASSERT_EQ(run("data --list", out), 0) << out;
+  for (const char* t : {"niah_single_1", "niah_multiquery", "vt", "cwe", "fwe", "json_kv", "passkey", "mqar"})
+    EXPECT_NE(out.find(t), std::string::npos) << t;
+  EXPECT_NE(out.find("format v1"), std::string::npos);
+}
+
+TEST(TasksCli, PrintsExamples) {
+  std::string out;
+  ASSERT_EQ(run("data --task passkey --length 256 --n 2 --seed 4", out), 0) << out;
+  EXPECT_NE(out.find("=== passkey #0  seed 4"), std::string::npos) << out;
+  EXPECT_NE(out.find("=== passkey #1  seed 5"), std::string::npos) << out;
+  EXPECT_NE(out.find("What is the pass key?"), std::string::npos);
+  ASSERT_EQ(run("data --task mqar --length 512 --n 3 --json --depth 0.5", out), 0) << out;
+  int lines = 0;
+  for (char c : out) lines += c == '\n';
+  EXPECT_EQ(lines, 3);
+  EXPECT_NE(out.find("\"scorer\":\"string_match_all\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"needles\":[{\"chars\":["), std::string::npos) << out;
+  EXPECT_NE(out.find("\"version\":1"), std::string::npos);
+}
+
+TEST(TasksCli, EvenDepthsAndOutFile) {
+  fs::path dir = fs::temp_directory_path() / ("topk_tasks_cli_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  std::string path = (dir / "ex.jsonl").string(), out;
+  ASSERT_EQ(run("data --task niah_single_1 --length 2048 --n 5 --depth even --out " + path, out), 0) << out;
+  EXPECT_FALSE(fs::exists(path + ".tmp"));
+  std::FILE* f = std::fopen(path.c_str(), "r");
+  ASSERT_TRUE(f);
+  char line[1 << 14];
+  std::vector<std::string> depths;
+  while (std::fgets(line, sizeof line, f)) {
+    std::string l(line);
+    size_t p = l.find("\"depth\":");
+    ASSERT_NE(p, std::string::npos);
+    depths.push_back(l.substr(p + 8, l.find(',', p) - p - 8));
+  }
+  std::fclose(f);
+  EXPECT_EQ(depths, (std::vector<std::string>{"0.0", "0.25", "0.5", "0.75", "1.0"}));
+  fs::remove_all(dir);
+}
+
+TEST(TasksCli, Errors) {
+  std::string out;
+  EXPECT_EQ(run("data --task nope --length 1024", out), 1);
+  EXPECT_NE(out.find("unknown task 'nope'"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task vt --length 4k", out), 1);
+  EXPECT_NE(out.find("--length expects a number, got '4k'"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task vt --length -5", out), 1);
+  EXPECT_NE(out.find("--length must be a positive"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task cwe --length 256", out), 1);
+  EXPECT_NE(out.find("needs a length of at least"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task vt --length 1024 --depth 1.5", out), 1);
+  EXPECT_NE(out.find("depth must be in [0, 1]"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task vt", out), 1);
+  EXPECT_NE(out.find("--length"), std::string::npos) << out;
+  EXPECT_EQ(run("data --length 1024", out), 1);
+  EXPECT_NE(out.find("--task is required"), std::string::npos) << out;
+  EXPECT_EQ(run("data --frobnicate", out), 1);
+  EXPECT_NE(out.find("unknown option"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task cwe --length 2048 >/dev/null; TOPK_WORDLIST=/nonexistent/words " +
+                    topk_bin() + " data --task cwe --length 2048", out), 1);
+  EXPECT_NE(out.find("install the Debian package 'wamerican-small'"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task vt --length", out), 1);
+  EXPECT_NE(out.find("needs a value"), std::string::npos) << out;
+}
