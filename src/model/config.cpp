@@ -152,7 +152,7 @@ ModelConfig config_from_json_text(const std::string& text, const std::string& wh
                "multiple of num_attention_heads (%d)", w, c.hidden, c.heads);
     c.head_dim = c.hidden / c.heads;
   }
-  c.rms_eps = float(get_num(j, "rms_norm_eps", what, 1e-6));
+  c.rms_eps = get_num(j, "rms_norm_eps", what, 1e-6);
   c.max_pos = get_int(j, "max_position_embeddings", what, false, 2048);
   c.tie_embeddings = get_bool(j, "tie_word_embeddings", what, false);
   c.attention_bias = get_bool(j, "attention_bias", what, false);

@@ -34,7 +34,7 @@ struct ModelConfig {
   int kv_heads = 0;      // Hkv
   int head_dim = 0;      // D
   int vocab = 0;         // V
-  float rms_eps = 1e-6f;
+  double rms_eps = 1e-6;
   RopeConfig rope;
   bool tie_embeddings = false;
   bool attention_bias = false;  // Llama/Qwen3: q,k,v,o biases. Qwen2 always has q,k,v biases.
