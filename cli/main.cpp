@@ -12,6 +12,8 @@ static void usage() {
       "usage: topk <command> [options]   (topk <command> --help for its options)\n\n"
       "commands:\n"
       "  bench attention   CPU attention benchmark: full vs exact top-k decode\n"
+      "  generate          stream a continuation from a model folder (top-k decoding)\n"
+      "  train             train a model from a JSON run file\n"
       "  version           print the version and the backends of this build\n");
 }
 
@@ -23,6 +25,8 @@ int main(int argc, char** argv) {
   std::string cmd = argv[1];
   try {
     if (cmd == "bench") return topk::cli::bench(argc - 1, argv + 1);
+    if (cmd == "generate") return topk::cli::generate(argc - 1, argv + 1);
+    if (cmd == "train") return topk::cli::train(argc - 1, argv + 1);
     if (cmd == "version") return topk::cli::version(argc - 1, argv + 1);
     std::fprintf(stderr, "topk: unknown command '%s'\n\n", cmd.c_str());
     usage();
