@@ -81,6 +81,7 @@ TrainConfig train_config_from_json_text(const std::string& text, const std::stri
              "must be >= 0", w);
   validate_task(c.task);
   c.sched.total = c.steps;
+  c.source = j.dump();
   return c;
 }
 
@@ -118,6 +119,7 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out) 
   auto checkpoint = [&](double loss) {
     json st = {{"step", step}, {"seed", cfg.seed}, {"loss", loss},
                {"attention", policy_str(cfg.attention)}};
+    if (!cfg.source.empty()) st["run"] = json::parse(cfg.source);
     save_checkpoint(ckdir, m, opt, st);
     r.checkpoint = ckdir;
   };

@@ -33,6 +33,7 @@ struct TrainConfig {
   int checkpoint_every = 0;  // 0: only at the end
   int log_every = 10;        // 0: silent
   bool resume = true;        // continue from out/checkpoint when it exists
+  std::string source;        // the run file's JSON, kept in each checkpoint's trainer_state.json
 };
 
 // Parses a run file's text; unknown keys are errors (a typo must not silently do nothing).
