@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/json.h"
 #include "core/safetensors.h"
 #include "model/forward.h"
 #include "model/infer.h"
@@ -125,6 +126,27 @@ TEST(ModelIo, SaveLoadRoundTripF32AndBf16) {
     EXPECT_NE(std::string(e.what()).find("missing tensor 'model.norm.weight'"), std::string::npos)
         << e.what();
   }
+}
+
+TEST(ModelIo, LoadsShardedCheckpoint) {
+  Model m = model_load(fixture("llama"));
+  std::string dir = testing::TempDir() + "topk_sharded_" + std::to_string(getpid());
+  make_dirs(dir);
+  save_config(dir, m.cfg);
+  std::vector<StWrite> a, b;
+  std::string map;
+  for (size_t i = 0; i < m.params.size(); i++) {
+    const ParamInfo& p = m.params[i];
+    (i % 2 ? a : b).push_back({p.name, DType::f32, p.shape, m.w.data() + p.offset});
+    map += std::string(map.empty() ? "" : ",") + "\"" + p.name + "\": \"" +
+           (i % 2 ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors") + "\"";
+  }
+  st_save(dir + "/model-00001-of-00002.safetensors", a);
+  st_save(dir + "/model-00002-of-00002.safetensors", b);
+  write_file_atomic(dir + "/model.safetensors.index.json",
+                    "{\"metadata\": {}, \"weight_map\": {" + map + "}}");
+  Model r = model_load(dir);
+  EXPECT_EQ(r.w, m.w);
 }
 
 TEST(AttnPolicy, ParsesAndRejects) {

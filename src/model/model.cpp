@@ -5,6 +5,9 @@
 #include <cerrno>
 #include <cstring>
 
+#include <map>
+
+#include "core/json.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
 #include "topk/core.h"
@@ -91,9 +94,36 @@ void model_load_weights(Model& m, const std::string& path) {
   }
 }
 
+// Sharded checkpoints (model.safetensors.index.json with a weight_map of tensor -> file).
+static void load_sharded(Model& m, const std::string& dir) {
+  std::string path = dir + "/model.safetensors.index.json";
+  json idx = read_json_file(path);
+  TOPK_CHECK(idx.is_object() && idx.contains("weight_map") && idx["weight_map"].is_object(),
+             "%s: no weight_map object", path.c_str());
+  const json& map = idx["weight_map"];
+  std::map<std::string, SafeTensors> shards;
+  for (const auto& p : m.params) {
+    TOPK_CHECK(map.contains(p.name) && map[p.name].is_string(), "%s: weight_map has no tensor '%s'",
+               path.c_str(), p.name.c_str());
+    std::string file = map[p.name].get<std::string>();
+    TOPK_CHECK(file.find('/') == std::string::npos, "%s: shard name '%s' must be a plain file name",
+               path.c_str(), file.c_str());
+    if (!shards.count(file)) shards.emplace(file, st_load(dir + "/" + file));
+    const StTensor& t = shards.at(file).get(p.name, p.shape);
+    TOPK_CHECK(t.dtype != DType::i32, "%s: tensor '%s' is I32; weights must be F32, BF16 or F16",
+               file.c_str(), p.name.c_str());
+    st_to_f32(t, m.w.data() + p.offset, p.numel);
+  }
+}
+
 Model model_load(const std::string& dir) {
   Model m = model_create(load_config(dir));
-  model_load_weights(m, dir + "/model.safetensors");
+  struct stat sb;
+  std::string single = dir + "/model.safetensors";
+  if (stat(single.c_str(), &sb) != 0 && stat((dir + "/model.safetensors.index.json").c_str(), &sb) == 0)
+    load_sharded(m, dir);
+  else
+    model_load_weights(m, single);
   return m;
 }
 

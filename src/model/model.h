@@ -39,7 +39,8 @@ struct Model {
 Model model_create(const ModelConfig& cfg);
 // Matrices ~ N(0, std^2), norms 1, biases 0; the same seed gives the same weights.
 void model_init(Model& m, uint64_t seed, float std = 0.02f);
-// dir/config.json + dir/model.safetensors (F32, BF16 or F16 tensors; converted to fp32).
+// dir/config.json + dir/model.safetensors, or the shards that model.safetensors.index.json
+// names (F32, BF16 or F16 tensors; converted to fp32).
 Model model_load(const std::string& dir);
 void model_load_weights(Model& m, const std::string& path);
 // Writes dir/config.json and dir/model.safetensors (dtype from cfg.dtype), each atomically.
