@@ -97,6 +97,15 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out) 
     TOPK_CHECK(st.value("seed", uint64_t(0)) == cfg.seed, "%s: checkpoint was trained with seed "
                "%llu, the run file says %llu", found.c_str(),
                (unsigned long long)st.value("seed", uint64_t(0)), (unsigned long long)cfg.seed);
+    if (cfg.init.empty()) {
+      const ModelConfig& a = cfg.model;
+      const ModelConfig& b = m.cfg;
+      TOPK_CHECK(a.arch == b.arch && a.hidden == b.hidden && a.inter == b.inter &&
+                     a.layers == b.layers && a.heads == b.heads && a.kv_heads == b.kv_heads &&
+                     a.head_dim == b.head_dim && a.vocab == b.vocab,
+                 "%s holds a different model than the run file's \"model\"; use another \"out\" "
+                 "or --no-resume", found.c_str());
+    }
     if (cfg.log_every) std::fprintf(stderr, "resuming from %s at step %lld\n", found.c_str(),
                                     (long long)r.start_step);
   } else {
