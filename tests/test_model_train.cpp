@@ -8,6 +8,7 @@
 #include "model/forward.h"
 #include "model/infer.h"
 #include "train/checkpoint.h"
+#include "train/evaluate.h"
 #include "train/trainer.h"
 
 using namespace topk;
@@ -169,6 +170,13 @@ TEST_P(TrainCopy, TinyModelLearnsCopy) {
     exact += got == w;
   }
   EXPECT_GE(exact, 2);
+  // Held-out exact-match accuracy, full and top-k decoding (k = 4 of up to 14 keys).
+  EvalResult full = task_accuracy(m, cfg.task, 50, 99, AttnPolicy{}, AttnPolicy{});
+  EvalResult topk = task_accuracy(m, cfg.task, 50, 99, AttnPolicy{}, parse_policy("topk:k=4"));
+  std::printf("copy (%s): accuracy full decode %.2f, top-k decode %.2f\n", GetParam(),
+              full.accuracy(), topk.accuracy());
+  EXPECT_GE(full.accuracy(), 0.9);
+  EXPECT_GE(topk.accuracy(), 0.8);
   remove_tree(out);
 }
 

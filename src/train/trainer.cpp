@@ -7,6 +7,7 @@
 #include "core/timer.h"
 #include "model/forward.h"
 #include "train/checkpoint.h"
+#include "train/evaluate.h"
 
 namespace topk {
 
@@ -22,7 +23,7 @@ TrainConfig train_config_from_json_text(const std::string& text, const std::stri
   static const std::set<std::string> keys = {
       "out", "init", "model", "init_std", "task", "attention", "steps", "batch_tokens",
       "grad_accum", "lr", "min_lr", "warmup", "weight_decay", "clip", "beta1", "beta2", "seed",
-      "checkpoint_every", "log_every", "resume"};
+      "checkpoint_every", "log_every", "resume", "eval_examples", "eval_attention"};
   for (auto it = j.begin(); it != j.end(); ++it)
     TOPK_CHECK(keys.count(it.key()), "%s: unknown key '%s'", w, it.key().c_str());
   TrainConfig c;
@@ -45,6 +46,8 @@ TrainConfig train_config_from_json_text(const std::string& text, const std::stri
     c.log_every = j.value("log_every", c.log_every);
     c.resume = j.value("resume", c.resume);
     c.attention = parse_policy(j.value("attention", std::string("full")));
+    c.eval_examples = j.value("eval_examples", 0);
+    c.eval_attention = parse_policy(j.value("eval_attention", policy_str(c.attention)));
     if (j.contains("task")) {
       const json& t = j["task"];
       TOPK_CHECK(t.is_object(), "%s: task must be an object", w);
@@ -167,6 +170,14 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out) 
     if (last || (cfg.checkpoint_every && step % cfg.checkpoint_every == 0)) checkpoint(loss);
   }
   r.end_step = step;
+  if (cfg.eval_examples > 0 && step == cfg.steps) {
+    EvalResult e = task_accuracy(m, cfg.task, cfg.eval_examples, cfg.seed + 7919, AttnPolicy{},
+                                 cfg.eval_attention);
+    r.accuracy = e.accuracy();
+    if (cfg.log_every)
+      std::fprintf(stderr, "held-out exact match (%s decode): %d/%d = %.3f\n",
+                   policy_str(cfg.eval_attention).c_str(), e.exact, e.examples, r.accuracy);
+  }
   if (r.checkpoint.empty() && cfg.resume) r.checkpoint = found;
   if (model_out) *model_out = std::move(m);
   return r;

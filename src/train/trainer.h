@@ -5,7 +5,8 @@
 //    "task": {"name": "copy", "min_len": 4, "max_len": 12, "alphabet": 8},
 //    "attention": "full", "steps": 300, "batch_tokens": 512, "grad_accum": 1,
 //    "lr": 3e-3, "min_lr": 3e-4, "warmup": 20, "weight_decay": 0.0, "clip": 1.0,
-//    "seed": 1, "checkpoint_every": 100, "log_every": 10, "resume": true}
+//    "seed": 1, "checkpoint_every": 100, "log_every": 10, "resume": true,
+//    "eval_examples": 200, "eval_attention": "topk:k=4"}
 #pragma once
 #include <cstdint>
 #include <string>
@@ -33,6 +34,8 @@ struct TrainConfig {
   int checkpoint_every = 0;  // 0: only at the end
   int log_every = 10;        // 0: silent
   bool resume = true;        // continue from out/checkpoint when it exists
+  int eval_examples = 0;     // > 0: report held-out exact-match accuracy at the end
+  AttnPolicy eval_attention; // decode policy of that evaluation (prefill is full)
   std::string source;        // the run file's JSON, kept in each checkpoint's trainer_state.json
 };
 
@@ -43,6 +46,7 @@ struct TrainResult {
   int64_t start_step = 0, end_step = 0;
   std::vector<double> losses;  // mean masked loss of each step run here
   std::string checkpoint;      // folder of the last checkpoint written
+  double accuracy = -1;        // held-out exact match (eval_examples > 0), else -1
 };
 
 // Runs steps until cfg.steps (or until stop_after steps were taken here, when >= 0, writing a
