@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "core/timer.h"
 #include "model/infer.h"
 #include "model/tokenizer.h"
 
@@ -63,19 +64,28 @@ int generate(int argc, char** argv) {
   TOPK_CHECK(!ids.empty(), "the prompt is empty");
   KVCache kc = kv_cache_create(m.cfg, int(ids.size()) + max_new);
   std::vector<float> logits;
+  double t0 = now_seconds();
   model_step(m, kc, ids.data(), int(ids.size()), pre, logits, true);
+  double t1 = now_seconds();
+  int produced = 0;
   Sampler s = sampler_create(so);
   for (int n = 0; n < max_new; n++) {
     int t = sample(s, logits.data(), m.cfg.vocab);
     bool eos = tok.present ? t == tok.eos : false;
     for (int e : m.cfg.eos_ids) eos |= t == e;
     if (eos) break;
+    produced++;
     if (tok.present) std::fputs(tok_piece(tok, t).c_str(), stdout);
     else std::printf("%s%d", n ? "," : "", t);
     std::fflush(stdout);
     if (n + 1 < max_new) model_step(m, kc, &t, 1, dec, logits, true);
   }
   std::printf("\n");
+  std::fflush(stdout);
+  double t2 = now_seconds();
+  std::fprintf(stderr, "prefill %zu tokens (%s) %.1f ms; decoded %d tokens (%s) at %.1f tok/s\n",
+               ids.size(), policy_str(pre).c_str(), 1e3 * (t1 - t0), produced,
+               policy_str(dec).c_str(), produced > 1 ? (produced - 1) / (t2 - t1) : 0.0);
   return 0;
 }
 
