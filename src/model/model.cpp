@@ -1,0 +1,150 @@
+#include "model/model.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <map>
+
+#include "core/json.h"
+#include "core/rng.h"
+#include "core/safetensors.h"
+#include "topk/core.h"
+
+namespace topk {
+
+Model model_create(const ModelConfig& cfg) {
+  validate(cfg);
+  Model m;
+  m.cfg = cfg;
+  size_t at = 0;
+  auto add = [&](const std::string& name, std::vector<int64_t> shape, bool decay) {
+    ParamInfo p;
+    p.name = name;
+    p.shape = shape;
+    p.offset = at;
+    p.numel = 1;
+    for (int64_t s : shape) p.numel *= s;
+    p.decay = decay;
+    at += size_t(p.numel);
+    m.params.push_back(p);
+    return p.offset;
+  };
+  const int64_t H = cfg.hidden, I = cfg.inter, Q = cfg.q_dim(), KV = cfg.kv_dim(), D = cfg.head_dim;
+  m.embed = add("model.embed_tokens.weight", {cfg.vocab, H}, true);
+  for (int l = 0; l < cfg.layers; l++) {
+    std::string p = "model.layers." + std::to_string(l) + ".";
+    LayerParams lp;
+    lp.in_norm = add(p + "input_layernorm.weight", {H}, false);
+    lp.q = add(p + "self_attn.q_proj.weight", {Q, H}, true);
+    lp.k = add(p + "self_attn.k_proj.weight", {KV, H}, true);
+    lp.v = add(p + "self_attn.v_proj.weight", {KV, H}, true);
+    lp.o = add(p + "self_attn.o_proj.weight", {H, Q}, true);
+    bool qkvb = cfg.qkv_bias();
+    lp.q_b = qkvb ? add(p + "self_attn.q_proj.bias", {Q}, false) : kNoParam;
+    lp.k_b = qkvb ? add(p + "self_attn.k_proj.bias", {KV}, false) : kNoParam;
+    lp.v_b = qkvb ? add(p + "self_attn.v_proj.bias", {KV}, false) : kNoParam;
+    lp.o_b = cfg.o_bias() ? add(p + "self_attn.o_proj.bias", {H}, false) : kNoParam;
+    lp.q_norm = cfg.qk_norm() ? add(p + "self_attn.q_norm.weight", {D}, false) : kNoParam;
+    lp.k_norm = cfg.qk_norm() ? add(p + "self_attn.k_norm.weight", {D}, false) : kNoParam;
+    lp.post_norm = add(p + "post_attention_layernorm.weight", {H}, false);
+    lp.gate = add(p + "mlp.gate_proj.weight", {I, H}, true);
+    lp.up = add(p + "mlp.up_proj.weight", {I, H}, true);
+    lp.down = add(p + "mlp.down_proj.weight", {H, I}, true);
+    m.layer.push_back(lp);
+  }
+  m.final_norm = add("model.norm.weight", {H}, false);
+  m.lm_head = cfg.tie_embeddings ? m.embed : add("lm_head.weight", {cfg.vocab, H}, true);
+  m.w.assign(at, 0.0f);
+  return m;
+}
+
+void model_init(Model& m, uint64_t seed, float std) {
+  Rng rng(seed);
+  for (const auto& p : m.params) {
+    float* w = m.w.data() + p.offset;
+    bool norm = p.name.find("norm.weight") != std::string::npos;
+    bool bias = p.name.size() > 5 && p.name.compare(p.name.size() - 5, 5, ".bias") == 0;
+    for (int64_t i = 0; i < p.numel; i++) w[i] = norm ? 1.0f : bias ? 0.0f : std * rng.normal();
+  }
+}
+
+int64_t model_param_count(const Model& m) { return int64_t(m.w.size()); }
+
+void model_load_weights(Model& m, const std::string& path) {
+  SafeTensors st = st_load(path);
+  for (const auto& p : m.params) {
+    const StTensor& t = st.get(p.name, p.shape);
+    TOPK_CHECK(t.dtype != DType::i32, "%s: tensor '%s' is I32; weights must be F32, BF16 or F16",
+               path.c_str(), p.name.c_str());
+    st_to_f32(t, m.w.data() + p.offset, p.numel);
+  }
+  // A tied model's file may still carry lm_head.weight: it must then equal the embeddings.
+  if (m.cfg.tie_embeddings) {
+    if (const StTensor* t = st.find("lm_head.weight")) {
+      std::vector<float> h(size_t(t->numel()));
+      TOPK_CHECK(t->numel() == int64_t(m.cfg.vocab) * m.cfg.hidden, "%s: lm_head.weight has shape "
+                 "%s", path.c_str(), t->shape_str().c_str());
+      st_to_f32(*t, h.data(), t->numel());
+      TOPK_CHECK(std::memcmp(h.data(), m.at(m.embed), h.size() * 4) == 0,
+                 "%s: tie_word_embeddings is true but lm_head.weight differs from "
+                 "model.embed_tokens.weight", path.c_str());
+    }
+  }
+}
+
+// Sharded checkpoints (model.safetensors.index.json with a weight_map of tensor -> file).
+static void load_sharded(Model& m, const std::string& dir) {
+  std::string path = dir + "/model.safetensors.index.json";
+  json idx = read_json_file(path);
+  TOPK_CHECK(idx.is_object() && idx.contains("weight_map") && idx["weight_map"].is_object(),
+             "%s: no weight_map object", path.c_str());
+  const json& map = idx["weight_map"];
+  std::map<std::string, SafeTensors> shards;
+  for (const auto& p : m.params) {
+    TOPK_CHECK(map.contains(p.name) && map[p.name].is_string(), "%s: weight_map has no tensor '%s'",
+               path.c_str(), p.name.c_str());
+    std::string file = map[p.name].get<std::string>();
+    TOPK_CHECK(file.find('/') == std::string::npos, "%s: shard name '%s' must be a plain file name",
+               path.c_str(), file.c_str());
+    if (!shards.count(file)) shards.emplace(file, st_load(dir + "/" + file));
+    const StTensor& t = shards.at(file).get(p.name, p.shape);
+    TOPK_CHECK(t.dtype != DType::i32, "%s: tensor '%s' is I32; weights must be F32, BF16 or F16",
+               file.c_str(), p.name.c_str());
+    st_to_f32(t, m.w.data() + p.offset, p.numel);
+  }
+}
+
+Model model_load(const std::string& dir) {
+  Model m = model_create(load_config(dir));
+  struct stat sb;
+  std::string single = dir + "/model.safetensors";
+  if (stat(single.c_str(), &sb) != 0 && stat((dir + "/model.safetensors.index.json").c_str(), &sb) == 0)
+    load_sharded(m, dir);
+  else
+    model_load_weights(m, single);
+  return m;
+}
+
+void make_dirs(const std::string& dir) {
+  for (size_t i = 1; i <= dir.size(); i++) {
+    if (i == dir.size() || dir[i] == '/') {
+      std::string d = dir.substr(0, i);
+      if (mkdir(d.c_str(), 0755) != 0 && errno != EEXIST)
+        TOPK_CHECK(false, "cannot create folder %s: %s", d.c_str(), std::strerror(errno));
+    }
+  }
+}
+
+void model_save(const std::string& dir, const Model& m) {
+  make_dirs(dir);
+  DType dt = m.cfg.dtype == "bfloat16" ? DType::bf16 : m.cfg.dtype == "float16" ? DType::f16
+                                                                                 : DType::f32;
+  std::vector<StWrite> ts;
+  for (const auto& p : m.params) ts.push_back({p.name, dt, p.shape, m.w.data() + p.offset});
+  st_save(dir + "/model.safetensors", ts, {{"format", "pt"}});
+  save_config(dir, m.cfg);
+}
+
+}  // namespace topk

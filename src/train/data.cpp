@@ -1,0 +1,66 @@
+#include "train/data.h"
+
+#include <algorithm>
+
+namespace topk {
+
+void validate_task(const TaskOpts& t) {
+  TOPK_CHECK(t.name == "copy" || t.name == "recall", "task '%s' unknown (copy or recall)",
+             t.name.c_str());
+  TOPK_CHECK(t.min_len >= 1 && t.max_len >= t.min_len, "task %s: need 1 <= min_len <= max_len, got "
+             "%d and %d", t.name.c_str(), t.min_len, t.max_len);
+  TOPK_CHECK(t.alphabet >= 2 && t.alphabet <= 26, "task %s: alphabet must be in [2, 26], got %d",
+             t.name.c_str(), t.alphabet);
+  TOPK_CHECK(t.name != "recall" || t.max_len <= t.alphabet, "task recall: %d pairs need distinct "
+             "keys, but the alphabet has only %d", t.max_len, t.alphabet);
+}
+
+Example make_example(const TaskOpts& t, const TokenizerConfig& tok, Rng& rng) {
+  Example e;
+  e.tokens.push_back(tok.bos);
+  int n = t.min_len + int(rng.below(uint64_t(t.max_len - t.min_len + 1)));
+  if (t.name == "copy") {
+    std::vector<int> s;
+    for (int i = 0; i < n; i++) s.push_back('a' + int(rng.below(uint64_t(t.alphabet))));
+    e.tokens.insert(e.tokens.end(), s.begin(), s.end());
+    e.loss_from = int(e.tokens.size());  // predicting after '|'
+    e.tokens.push_back('|');
+    e.answer_from = int(e.tokens.size());
+    e.tokens.insert(e.tokens.end(), s.begin(), s.end());
+  } else {
+    std::vector<int> keys(size_t(t.alphabet));
+    for (int i = 0; i < t.alphabet; i++) keys[size_t(i)] = 'a' + i;
+    for (int i = 0; i < n; i++) std::swap(keys[size_t(i)], keys[size_t(i) + rng.below(uint64_t(t.alphabet - i))]);
+    std::vector<int> vals;
+    for (int i = 0; i < n; i++) {
+      vals.push_back('0' + int(rng.below(10)));
+      e.tokens.insert(e.tokens.end(), {keys[size_t(i)], '=', vals.back(), ' '});
+    }
+    int q = int(rng.below(uint64_t(n)));
+    e.tokens.insert(e.tokens.end(), {'?', keys[size_t(q)], ':'});
+    e.loss_from = int(e.tokens.size()) - 1;
+    e.answer_from = int(e.tokens.size());
+    e.tokens.push_back(vals[size_t(q)]);
+  }
+  e.tokens.push_back(tok.eos);
+  return e;
+}
+
+Batch make_task_batch(const TaskOpts& t, const TokenizerConfig& tok, uint64_t seed, int64_t step,
+                      int micro, int tokens) {
+  validate_task(t);
+  Rng rng(seed * 0x9E3779B97F4A7C15ull + uint64_t(step) * 1000003ull + uint64_t(micro) + 1);
+  std::vector<std::vector<int>> seqs;
+  std::vector<int> from;
+  int total = 0;
+  for (;;) {
+    Example e = make_example(t, tok, rng);
+    if (!seqs.empty() && total + int(e.tokens.size()) > tokens) break;
+    total += int(e.tokens.size());
+    seqs.push_back(std::move(e.tokens));
+    from.push_back(e.loss_from);
+  }
+  return make_batch(seqs, from);
+}
+
+}  // namespace topk

@@ -1,0 +1,35 @@
+// Built-in training data: small synthetic tasks over the byte tokenizer, packed into batches.
+//  copy:   BOS a b c ... | a b c ... EOS         (the loss counts from the '|' on)
+//  recall: BOS k1=v1 k2=v2 ... ?kq: vq EOS       (associative recall; the loss counts the answer)
+// Examples are a pure function of (seed, step, micro-batch), so a resumed run sees the same data.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "model/config.h"
+#include "model/forward.h"
+
+namespace topk {
+
+struct TaskOpts {
+  std::string name = "copy";  // copy | recall
+  int min_len = 4, max_len = 12;  // copy: string length; recall: number of pairs
+  int alphabet = 8;               // symbols 'a', 'b', ... (recall values use digits '0'..)
+};
+
+struct Example {
+  std::vector<int> tokens;
+  int loss_from = 0;  // first position whose next-token target counts
+  int answer_from = 0;  // first answer token (what a model must generate)
+};
+
+Example make_example(const TaskOpts& t, const TokenizerConfig& tok, Rng& rng);
+// Packs whole examples until adding one more would pass `tokens` (at least one example).
+Batch make_task_batch(const TaskOpts& t, const TokenizerConfig& tok, uint64_t seed, int64_t step,
+                      int micro, int tokens);
+
+void validate_task(const TaskOpts& t);
+
+}  // namespace topk

@@ -1,0 +1,186 @@
+#include "train/trainer.h"
+
+#include <set>
+
+#include "core/json.h"
+#include "core/progress.h"
+#include "core/timer.h"
+#include "model/forward.h"
+#include "train/checkpoint.h"
+#include "train/evaluate.h"
+
+namespace topk {
+
+TrainConfig train_config_from_json_text(const std::string& text, const std::string& what) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    throw Error(what + ": invalid JSON: " + e.what());
+  }
+  const char* w = what.c_str();
+  TOPK_CHECK(j.is_object(), "%s: a run file is a JSON object", w);
+  static const std::set<std::string> keys = {
+      "out", "init", "model", "init_std", "task", "attention", "steps", "batch_tokens",
+      "grad_accum", "lr", "min_lr", "warmup", "weight_decay", "clip", "beta1", "beta2", "seed",
+      "checkpoint_every", "log_every", "resume", "eval_examples", "eval_attention"};
+  for (auto it = j.begin(); it != j.end(); ++it)
+    TOPK_CHECK(keys.count(it.key()), "%s: unknown key '%s'", w, it.key().c_str());
+  TrainConfig c;
+  try {
+    c.out = j.value("out", "");
+    c.init = j.value("init", "");
+    c.init_std = j.value("init_std", c.init_std);
+    c.steps = j.value("steps", c.steps);
+    c.batch_tokens = j.value("batch_tokens", c.batch_tokens);
+    c.grad_accum = j.value("grad_accum", c.grad_accum);
+    c.sched.lr = j.value("lr", c.sched.lr);
+    c.sched.min_lr = j.value("min_lr", c.sched.lr * 0.1f);
+    c.sched.warmup = j.value("warmup", c.sched.warmup);
+    c.adam.weight_decay = j.value("weight_decay", c.adam.weight_decay);
+    c.adam.beta1 = j.value("beta1", c.adam.beta1);
+    c.adam.beta2 = j.value("beta2", c.adam.beta2);
+    c.clip = j.value("clip", c.clip);
+    c.seed = j.value("seed", c.seed);
+    c.checkpoint_every = j.value("checkpoint_every", c.checkpoint_every);
+    c.log_every = j.value("log_every", c.log_every);
+    c.resume = j.value("resume", c.resume);
+    c.attention = parse_policy(j.value("attention", std::string("full")));
+    c.eval_examples = j.value("eval_examples", 0);
+    c.eval_attention = parse_policy(j.value("eval_attention", policy_str(c.attention)));
+    if (j.contains("task")) {
+      const json& t = j["task"];
+      TOPK_CHECK(t.is_object(), "%s: task must be an object", w);
+      for (auto it = t.begin(); it != t.end(); ++it)
+        TOPK_CHECK(it.key() == "name" || it.key() == "min_len" || it.key() == "max_len" ||
+                       it.key() == "alphabet",
+                   "%s: unknown task key '%s'", w, it.key().c_str());
+      c.task.name = t.value("name", c.task.name);
+      c.task.min_len = t.value("min_len", c.task.min_len);
+      c.task.max_len = t.value("max_len", c.task.max_len);
+      c.task.alphabet = t.value("alphabet", c.task.alphabet);
+    }
+  } catch (const json::exception& e) {
+    throw Error(what + ": " + e.what());
+  }
+  TOPK_CHECK(c.init.empty() != !j.contains("model"), "%s: give exactly one of \"model\" (a new "
+             "model's config.json fields) and \"init\" (a model folder)", w);
+  if (j.contains("model")) {
+    json m = j["model"];
+    TOPK_CHECK(m.is_object(), "%s: model must be an object of config.json fields", w);
+    if (!m.contains("vocab_size")) m["vocab_size"] = 259;
+    if (!m.contains("topk_tokenizer"))
+      m["topk_tokenizer"] = {{"type", "bytes"}, {"bos", 256}, {"eos", 257}, {"pad", 258}};
+    for (auto [k, v] : {std::pair{"bos_token_id", 256}, {"eos_token_id", 257}, {"pad_token_id", 258}})
+      if (!m.contains(k)) m[k] = v;
+    c.model = config_from_json_text(m.dump(), what + " model");
+  }
+  TOPK_CHECK(!c.out.empty(), "%s: \"out\" (the output folder) is required", w);
+  TOPK_CHECK(c.steps > 0 && c.batch_tokens > 0 && c.grad_accum > 0, "%s: steps, batch_tokens and "
+             "grad_accum must be positive", w);
+  TOPK_CHECK(c.sched.lr > 0 && c.sched.min_lr >= 0 && c.sched.warmup >= 0, "%s: need lr > 0, "
+             "min_lr >= 0, warmup >= 0", w);
+  TOPK_CHECK(c.checkpoint_every >= 0 && c.log_every >= 0, "%s: checkpoint_every and log_every "
+             "must be >= 0", w);
+  validate_task(c.task);
+  c.sched.total = c.steps;
+  c.source = j.dump();
+  return c;
+}
+
+TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out) {
+  std::string ckdir = cfg.out + "/checkpoint", found;
+  Model m;
+  AdamW opt;
+  TrainResult r;
+  if (cfg.resume && find_checkpoint(ckdir, &found)) {
+    json st;
+    load_checkpoint(found, m, opt, st);
+    r.start_step = st.at("step").get<int64_t>();
+    TOPK_CHECK(st.value("seed", uint64_t(0)) == cfg.seed, "%s: checkpoint was trained with seed "
+               "%llu, the run file says %llu", found.c_str(),
+               (unsigned long long)st.value("seed", uint64_t(0)), (unsigned long long)cfg.seed);
+    if (cfg.init.empty()) {
+      const ModelConfig& a = cfg.model;
+      const ModelConfig& b = m.cfg;
+      TOPK_CHECK(a.arch == b.arch && a.hidden == b.hidden && a.inter == b.inter &&
+                     a.layers == b.layers && a.heads == b.heads && a.kv_heads == b.kv_heads &&
+                     a.head_dim == b.head_dim && a.vocab == b.vocab,
+                 "%s holds a different model than the run file's \"model\"; use another \"out\" "
+                 "or --no-resume", found.c_str());
+    }
+    if (cfg.log_every) std::fprintf(stderr, "resuming from %s at step %lld\n", found.c_str(),
+                                    (long long)r.start_step);
+  } else {
+    if (!cfg.init.empty()) {
+      m = model_load(cfg.init);
+    } else {
+      m = model_create(cfg.model);
+      model_init(m, cfg.seed, cfg.init_std);
+    }
+    opt = adamw_create(m);
+  }
+  const ModelConfig& mc = m.cfg;
+  TOPK_CHECK(mc.tokenizer.present, "training needs a model with the byte tokenizer "
+             "(topk_tokenizer in its config.json)");
+  make_dirs(cfg.out);
+  std::vector<float> grad(m.w.size()), dlogits;
+  Progress prog = progress_start(cfg.steps, r.start_step);
+  int64_t step = r.start_step, taken = 0;
+  double t_last = now_seconds(), tokens_since = 0;
+  auto checkpoint = [&](double loss) {
+    json st = {{"step", step}, {"seed", cfg.seed}, {"loss", loss},
+               {"attention", policy_str(cfg.attention)}};
+    if (!cfg.source.empty()) st["run"] = json::parse(cfg.source);
+    save_checkpoint(ckdir, m, opt, st);
+    r.checkpoint = ckdir;
+  };
+  while (step < cfg.steps && (stop_after < 0 || taken < stop_after)) {
+    std::vector<Batch> micro;
+    double count = 0;
+    for (int a = 0; a < cfg.grad_accum; a++) {
+      micro.push_back(make_task_batch(cfg.task, mc.tokenizer, cfg.seed, step, a, cfg.batch_tokens));
+      for (size_t i = 0; i < micro.back().mask.size(); i++)
+        count += micro.back().targets[i] >= 0 ? micro.back().mask[i] : 0.0f;
+    }
+    TOPK_CHECK(count > 0, "step %lld: the batch has no token in the loss", (long long)step);
+    std::fill(grad.begin(), grad.end(), 0.0f);
+    double loss = 0;
+    for (const Batch& b : micro) {
+      Acts acts;
+      model_forward(m, b, cfg.attention, acts);
+      dlogits.resize(acts.logits.size());
+      loss += cross_entropy(acts.logits.data(), b, mc.vocab, dlogits.data(), float(1.0 / count),
+                            nullptr);
+      model_backward(m, b, cfg.attention, acts, dlogits.data(), grad.data());
+      tokens_since += b.size();
+    }
+    loss /= count;
+    clip_grad_norm(grad.data(), grad.size(), cfg.clip);
+    float lr = lr_at(cfg.sched, step);
+    adamw_step(opt, m, grad.data(), lr, cfg.adam);
+    r.losses.push_back(loss);
+    step++, taken++;
+    bool last = step == cfg.steps || taken == stop_after;
+    if (cfg.log_every && (step % cfg.log_every == 0 || last)) {
+      double now = now_seconds();
+      progress_print(prog, progress_line(prog, step, loss, lr, tokens_since / (now - t_last)), last);
+      t_last = now, tokens_since = 0;
+    }
+    if (last || (cfg.checkpoint_every && step % cfg.checkpoint_every == 0)) checkpoint(loss);
+  }
+  r.end_step = step;
+  if (cfg.eval_examples > 0 && step == cfg.steps) {
+    EvalResult e = task_accuracy(m, cfg.task, cfg.eval_examples, cfg.seed + 7919, AttnPolicy{},
+                                 cfg.eval_attention);
+    r.accuracy = e.accuracy();
+    if (cfg.log_every)
+      std::fprintf(stderr, "held-out exact match (%s decode): %d/%d = %.3f\n",
+                   policy_str(cfg.eval_attention).c_str(), e.exact, e.examples, r.accuracy);
+  }
+  if (r.checkpoint.empty() && cfg.resume) r.checkpoint = found;
+  if (model_out) *model_out = std::move(m);
+  return r;
+}
+
+}  // namespace topk

@@ -1,0 +1,56 @@
+// The training loop: data -> forward -> loss -> backward -> clip -> AdamW, with gradient
+// accumulation, a warm-up + cosine schedule, checkpoints and exact resume. Configured by a JSON
+// run file (see docs/engine.md):
+//   {"out": "runs/copy", "model": {config.json fields} | "init": "DIR",
+//    "task": {"name": "copy", "min_len": 4, "max_len": 12, "alphabet": 8},
+//    "attention": "full", "steps": 300, "batch_tokens": 512, "grad_accum": 1,
+//    "lr": 3e-3, "min_lr": 3e-4, "warmup": 20, "weight_decay": 0.0, "clip": 1.0,
+//    "seed": 1, "checkpoint_every": 100, "log_every": 10, "resume": true,
+//    "eval_examples": 200, "eval_attention": "topk:k=4"}
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/model.h"
+#include "model/policy.h"
+#include "train/data.h"
+#include "train/optim.h"
+
+namespace topk {
+
+struct TrainConfig {
+  std::string out;          // checkpoints go to out/checkpoint
+  std::string init;         // start from this model folder; else a new model from `model`
+  ModelConfig model;
+  float init_std = 0.02f;
+  TaskOpts task;
+  AttnPolicy attention;     // used in the training forward
+  int steps = 100, batch_tokens = 512, grad_accum = 1;
+  Schedule sched;           // sched.total = steps
+  AdamWOpts adam;
+  float clip = 1.0f;
+  uint64_t seed = 0;
+  int checkpoint_every = 0;  // 0: only at the end
+  int log_every = 10;        // 0: silent
+  bool resume = true;        // continue from out/checkpoint when it exists
+  int eval_examples = 0;     // > 0: report held-out exact-match accuracy at the end
+  AttnPolicy eval_attention; // decode policy of that evaluation (prefill is full)
+  std::string source;        // the run file's JSON, kept in each checkpoint's trainer_state.json
+};
+
+// Parses a run file's text; unknown keys are errors (a typo must not silently do nothing).
+TrainConfig train_config_from_json_text(const std::string& text, const std::string& what);
+
+struct TrainResult {
+  int64_t start_step = 0, end_step = 0;
+  std::vector<double> losses;  // mean masked loss of each step run here
+  std::string checkpoint;      // folder of the last checkpoint written
+  double accuracy = -1;        // held-out exact match (eval_examples > 0), else -1
+};
+
+// Runs steps until cfg.steps (or until stop_after steps were taken here, when >= 0, writing a
+// checkpoint there as if interrupted). Returns the final model in *model when given.
+TrainResult train_run(const TrainConfig& cfg, int stop_after = -1, Model* model = nullptr);
+
+}  // namespace topk
