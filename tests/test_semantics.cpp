@@ -206,6 +206,23 @@ TEST_P(Semantics, PackedSequencesNeverSeeEachOther) {
   }
 }
 
+TEST_P(Semantics, PackedSelectionCapacityFollowsLongestSequence) {
+  int H = 2, D = 8;
+  std::vector<int32_t> cu = {0, 30, 40, 100};  // longest sequence: 60 keys
+  Buffer q = randn({1, 100, H, D}, 40), k = randn({1, 100, H, D}, 41), v = randn({1, 100, H, D}, 42);
+  SelectOpts sel{.ratio = 0.1};
+  EXPECT_EQ(select_capacity(sel, 60), 6);
+  Buffer o(DType::f32, {1, 100, H, D}), lse(DType::f32, {1, 100, H}), idx(DType::i32, {1, 100, H, 6});
+  Seqs packed{.cu_seqlens_q = cu, .cu_seqlens_k = cu};
+  topk_attention_forward(q, k, v, packed, opts(true), sel, o, lse, idx);
+  // The last query of the longest sequence sees 60 keys and selects ceil(0.1 * 60) = 6 of them,
+  // all inside its own sequence.
+  const int32_t* last = idx.ptr<int32_t>() + (99 * H) * 6;
+  for (int i = 0; i < 6; i++) EXPECT_TRUE(last[i] >= 0 && last[i] < 60) << last[i];
+  Buffer small(DType::i32, {1, 100, H, 5});
+  EXPECT_THROW(topk_attention_forward(q, k, v, packed, opts(true), sel, o, lse, small), Error);
+}
+
 TEST_P(Semantics, RaggedCacheIgnoresPadding) {
   int S = 16, H = 2, D = 8;
   Buffer q = randn({2, 1, H, D}, 10), k = randn({2, S, H, D}, 11), v = randn({2, S, H, D}, 12);

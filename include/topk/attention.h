@@ -58,7 +58,8 @@ struct SelectOpts {
   int window = 0;
 };
 
-// Columns of the indices tensor that a selection over at most S keys needs.
+// Columns of the indices tensor that a selection over at most S keys needs. Pass the key count
+// of the longest sequence (S for batched layouts; the longest cu_seqlens_k span when packed).
 int64_t select_capacity(const SelectOpts& sel, int64_t S);
 
 // Full attention. lse[b,t,h] = ln sum_j exp(s_j) over the visible keys; a query that sees no
@@ -78,7 +79,7 @@ void attention_scores(const TensorView& q, const TensorView& k, const Seqs& seqs
 
 // Top-k selection over score rows [B, T, Hq, S] (as attention_scores writes them; the visible
 // keys of each query follow seqs and opts.causal). indices: [B, T, Hsel, K] with
-// K >= select_capacity(sel, S); a row's selected key indices come first, then -1.
+// K >= select_capacity(sel, longest sequence's keys); selected key indices come first, then -1.
 // The CPU backends write each row in ascending key order; CUDA leaves the order unspecified.
 void topk_select(const TensorView& scores, const Seqs& seqs, const AttnOpts& opts,
                  const SelectOpts& sel, const TensorView& indices);

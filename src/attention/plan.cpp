@@ -66,6 +66,12 @@ Rows rows_of(const TensorView& t) {
   return r;
 }
 
+int64_t longest_keys(const Plan& plan) {
+  int64_t m = 0;
+  for (const SeqDesc& s : plan.seqs) m = s.S > m ? s.S : m;
+  return m;
+}
+
 static std::vector<SeqDesc> make_seqs(const char* op, const Seqs& seqs, int64_t B, int64_t T,
                                       int64_t S) {
   std::vector<SeqDesc> out;

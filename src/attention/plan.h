@@ -30,6 +30,9 @@ void check_dtype(const char* op, const char* name, const TensorView& t, DType wa
 
 Rows rows_of(const TensorView& t);
 
+// Keys of the longest sequence: index columns a selection needs follow it, not the packed rows.
+int64_t longest_keys(const Plan& plan);
+
 // Raises for a backend/op pair that has no implementation in this build.
 [[noreturn]] void no_backend(const char* op, Backend b);
 

@@ -40,10 +40,6 @@ void topk_select(const TensorView& scores, const Seqs& seqs, const AttnOpts& opt
   TOPK_CHECK(sel.share_group || hsel == Hq,
              "%s: per-head selection needs indices with Hq = %lld heads (got %lld); set share_group "
              "for one selection per KV group", op, (long long)Hq, (long long)hsel);
-  int64_t cap = select_capacity(sel, S);
-  TOPK_CHECK(indices.shape[3] >= cap, "%s: indices have %lld columns; this budget needs %lld", op,
-             (long long)indices.shape[3], (long long)cap);
-
   // Scores carry no head dim of k: a stand-in k view of the right shape gives the plan its sizes.
   TensorView kshape = scores;
   kshape.ndim = 4;
@@ -56,6 +52,9 @@ void topk_select(const TensorView& scores, const Seqs& seqs, const AttnOpts& opt
   qshape.shape[1] = T;
   qshape.shape[2] = Hq;
   Plan plan = plan_attention(op, qshape, kshape, TensorView{}, seqs, opts);
+  int64_t cap = select_capacity(sel, longest_keys(plan));
+  TOPK_CHECK(indices.shape[3] >= cap, "%s: indices have %lld columns; this budget needs %lld", op,
+             (long long)indices.shape[3], (long long)cap);
   SelectParams sp;
   sp.a = plan.p;
   sp.scores = scores.ptr<float>();

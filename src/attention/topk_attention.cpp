@@ -18,7 +18,7 @@ void topk_attention_forward(const TensorView& q, const TensorView& k, const Tens
   TOPK_CHECK(sel.share_group ? p.Hsel == p.Hkv : p.Hsel == p.Hq,
              "%s: indices have %d heads; %s selection needs %d", op, p.Hsel,
              sel.share_group ? "group-shared" : "per-head", sel.share_group ? p.Hkv : p.Hq);
-  int64_t cap = select_capacity(sel, k.shape[1]);
+  int64_t cap = select_capacity(sel, longest_keys(plan));
   TOPK_CHECK(p.K >= cap, "%s: indices have %lld columns; this budget needs %lld", op,
              (long long)p.K, (long long)cap);
   check_tensor(op, "o", o, {q.shape[0], q.shape[1], q.shape[2], q.shape[3]}, true, false, q.device);
