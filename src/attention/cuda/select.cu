@@ -1,0 +1,394 @@
+// Exact top-k selection over rank rows (scores, or group probability sums) on CUDA.
+// One block per (row, selection head). Forced sink/window keys are written directly; the
+// rest compete in a radix select on order-preserving 32-bit keys:
+//   pass 1  histogram of the top 12 bits over the row -> threshold bin b1;
+//   pass 2  ordered gather: keys above b1 are selected, keys in b1 become candidates (kept in
+//           shared memory in index order when they fit, else re-read from the row);
+//   pass 3-4 histograms of bits 19..8 and 7..0 over the candidates -> the exact threshold key T;
+//   final   candidates above T are selected, and of those equal to T the lowest indices.
+// The result is exact, ties to the lower index, like the reference; the order of the
+// indices in a row is unspecified. Also the group ranking (sum of softmax probabilities).
+#include <cmath>
+
+#include "attention/cuda/common.cuh"
+#include "attention/cuda/launch.h"
+
+namespace topk::cuda {
+
+namespace {
+
+constexpr int kSelThreads = 1024;
+constexpr int kItems = 4;
+constexpr int kSelTile = kSelThreads * kItems;
+constexpr int kBins = 4096;
+constexpr int kCap = 8192;  // candidates kept in shared memory
+constexpr size_t kSelSmem = kBins * 4 + kCap * 8;
+
+struct SelectArgs {
+  const DSeq* seqs;
+  int nseq;
+  int64_t r0;
+  int Hsel;
+  int64_t Smax, Tq;
+  bool causal, in_compact;
+  const float* in;
+  int k;
+  double ratio;
+  int min_k, sink, window;
+  int32_t* out;
+  int64_t K;
+};
+
+// The bin holding the need-th largest element (need >= 1) of a histogram of nbins <= 4096,
+// and the count of elements in higher bins. Every thread gets the result.
+__device__ void find_bin(const int* hist, int nbins, int need, int* tmp, int* s_res, int& bin,
+                         int& above) {
+  int loc[kItems];
+  int sum = 0;
+#pragma unroll
+  for (int c = 0; c < kItems; c++) {
+    int b = nbins - 1 - (int(threadIdx.x) * kItems + c);
+    loc[c] = b >= 0 ? hist[b] : 0;
+    sum += loc[c];
+  }
+  int total;
+  int run = block_exclusive_scan(sum, tmp, &total);
+#pragma unroll
+  for (int c = 0; c < kItems; c++) {
+    int b = nbins - 1 - (int(threadIdx.x) * kItems + c);
+    if (b >= 0 && run < need && run + loc[c] >= need) {
+      s_res[0] = b;
+      s_res[1] = run;
+    }
+    run += loc[c];
+  }
+  __syncthreads();
+  bin = s_res[0];
+  above = s_res[1];
+  __syncthreads();
+}
+
+__global__ void __launch_bounds__(kSelThreads, 1) select_kernel(const SelectArgs a) {
+  extern __shared__ int smem[];
+  int* hist = smem;                                          // [kBins]
+  uint32_t* ckey = reinterpret_cast<uint32_t*>(smem + kBins);  // [kCap]
+  int32_t* cidx = reinterpret_cast<int32_t*>(ckey + kCap);     // [kCap]
+  __shared__ int tmp[33];
+  __shared__ int s_res[2];
+
+  const int tid = threadIdx.x;
+  const int64_t rr = blockIdx.x / a.Hsel;
+  const int hs = blockIdx.x % a.Hsel;
+  const int64_t r = a.r0 + rr;
+  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
+  const int64_t t = r - s.r0;
+  const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
+  const int64_t n = visible_keys(s, t, a.causal);
+  const float* row = a.in + ((a.in_compact ? rr : qrow) * a.Hsel + hs) * a.Smax;
+  int32_t* orow = a.out + (qrow * a.Hsel + hs) * a.K;
+
+  const int64_t W = budget_dev(a.k, a.ratio, a.min_k, n);
+  const int64_t lo = a.sink < n ? a.sink : n;
+  int64_t hi = a.window < n ? n - a.window : 0;
+  if (hi < lo) hi = lo;
+  const int64_t forced = lo + (n - hi);
+  for (int64_t i = tid; i < lo; i += kSelThreads) orow[i] = int32_t(i);
+  for (int64_t i = tid; i < n - hi; i += kSelThreads) orow[lo + i] = int32_t(hi + i);
+  const int64_t m = hi - lo;
+  const int64_t room = W - forced;
+  const int64_t take = room <= 0 ? 0 : (room < m ? room : m);
+  int32_t* sel = orow + forced;
+  for (int64_t i = take + forced + tid; i < a.K; i += kSelThreads) orow[i] = -1;
+  if (take == 0) return;
+  if (take == m) {
+    for (int64_t i = tid; i < m; i += kSelThreads) sel[i] = int32_t(lo + i);
+    return;
+  }
+
+  // Pass 1: histogram of the top 12 bits.
+  const bool aligned = (reinterpret_cast<uintptr_t>(row + lo) & 15) == 0;
+  for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
+  __syncthreads();
+  if (aligned) {
+    for (int64_t i = lo + int64_t(tid) * 4; i < hi; i += int64_t(kSelThreads) * 4) {
+      if (i + 4 <= hi) {
+        float4 x = *reinterpret_cast<const float4*>(row + i);
+        atomicAdd(&hist[order_key(x.x) >> 20], 1);
+        atomicAdd(&hist[order_key(x.y) >> 20], 1);
+        atomicAdd(&hist[order_key(x.z) >> 20], 1);
+        atomicAdd(&hist[order_key(x.w) >> 20], 1);
+      } else {
+        for (int64_t j = i; j < hi; j++) atomicAdd(&hist[order_key(row[j]) >> 20], 1);
+      }
+    }
+  } else {
+    for (int64_t i = lo + tid; i < hi; i += kSelThreads) atomicAdd(&hist[order_key(row[i]) >> 20], 1);
+  }
+  __syncthreads();
+  int b1, a1;
+  find_bin(hist, kBins, int(take), tmp, s_res, b1, a1);
+  const int need1 = int(take) - a1;
+  const int neq = hist[b1];
+  const bool in_smem = neq <= kCap;
+
+  // Pass 2: ordered gather over the row.
+  {
+    int nsure = 0, ncand = 0;
+    for (int64_t t0 = lo; t0 < hi; t0 += kSelTile) {
+      uint32_t key[kItems];
+      int64_t i0 = t0 + int64_t(tid) * kItems;
+      if (aligned && i0 + 4 <= hi) {
+        float4 x = *reinterpret_cast<const float4*>(row + i0);
+        key[0] = order_key(x.x); key[1] = order_key(x.y);
+        key[2] = order_key(x.z); key[3] = order_key(x.w);
+      } else {
+#pragma unroll
+        for (int c = 0; c < kItems; c++) key[c] = i0 + c < hi ? order_key(row[i0 + c]) : 0u;
+      }
+      int cs = 0, cc = 0;
+#pragma unroll
+      for (int c = 0; c < kItems; c++) {
+        if (i0 + c >= hi) continue;
+        int d = int(key[c] >> 20);
+        cs += d > b1;
+        cc += d == b1;
+      }
+      int tot;
+      int off = block_exclusive_scan((cs << 16) | cc, tmp, &tot);
+      int os = nsure + (off >> 16), oc = ncand + (off & 0xffff);
+#pragma unroll
+      for (int c = 0; c < kItems; c++) {
+        if (i0 + c >= hi) continue;
+        int d = int(key[c] >> 20);
+        if (d > b1) sel[os++] = int32_t(i0 + c);
+        else if (d == b1 && in_smem) {
+          ckey[oc] = key[c];
+          cidx[oc] = int32_t(i0 + c);
+          oc++;
+        }
+      }
+      nsure += tot >> 16;
+      ncand += tot & 0xffff;
+    }
+  }
+  __syncthreads();
+
+  // The candidates: shared memory (index order) or the row filtered by the top digit.
+  const int64_t cb = in_smem ? 0 : lo, ce = in_smem ? neq : hi;
+  auto get = [&](int64_t i, uint32_t& key, int64_t& idx) -> bool {
+    if (in_smem) {
+      key = ckey[i];
+      idx = cidx[i];
+      return true;
+    }
+    key = order_key(row[i]);
+    idx = i;
+    return int(key >> 20) == b1;
+  };
+
+  // Pass 3: bits 19..8.
+  for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
+  __syncthreads();
+  for (int64_t i = cb + tid; i < ce; i += kSelThreads) {
+    uint32_t key;
+    int64_t idx;
+    if (get(i, key, idx)) atomicAdd(&hist[(key >> 8) & 0xfff], 1);
+  }
+  __syncthreads();
+  int b2, a2;
+  find_bin(hist, kBins, need1, tmp, s_res, b2, a2);
+  const int need2 = need1 - a2;
+  const uint32_t pre2 = (uint32_t(b1) << 12) | uint32_t(b2);
+
+  // Pass 4: bits 7..0.
+  for (int i = tid; i < 256; i += kSelThreads) hist[i] = 0;
+  __syncthreads();
+  for (int64_t i = cb + tid; i < ce; i += kSelThreads) {
+    uint32_t key;
+    int64_t idx;
+    if (get(i, key, idx) && (key >> 8) == pre2) atomicAdd(&hist[key & 0xff], 1);
+  }
+  __syncthreads();
+  int b3, a3;
+  find_bin(hist, 256, need2, tmp, s_res, b3, a3);
+  const int need3 = need2 - a3;
+  const uint32_t T = (pre2 << 8) | uint32_t(b3);
+
+  // Final: candidates above T, then the need3 lowest indices equal to T.
+  {
+    int32_t* gt_out = sel + a1;
+    int32_t* eq_out = sel + a1 + a2 + a3;
+    int ngt = 0, neqr = 0;
+    for (int64_t t0 = cb; t0 < ce; t0 += kSelTile) {
+      uint32_t key[kItems];
+      int64_t idx[kItems];
+      bool ok[kItems];
+      int cg = 0, ceq = 0;
+#pragma unroll
+      for (int c = 0; c < kItems; c++) {
+        int64_t i = t0 + int64_t(tid) * kItems + c;
+        ok[c] = i < ce && get(i, key[c], idx[c]);
+        if (ok[c]) {
+          cg += key[c] > T;
+          ceq += key[c] == T;
+        }
+      }
+      int tot;
+      int off = block_exclusive_scan((cg << 16) | ceq, tmp, &tot);
+      int og = ngt + (off >> 16), oe = neqr + (off & 0xffff);
+#pragma unroll
+      for (int c = 0; c < kItems; c++) {
+        if (!ok[c]) continue;
+        if (key[c] > T) gt_out[og++] = int32_t(idx[c]);
+        else if (key[c] == T) {
+          if (oe < need3) eq_out[oe] = int32_t(idx[c]);
+          oe++;
+        }
+      }
+      ngt += tot >> 16;
+      neqr += tot & 0xffff;
+    }
+  }
+}
+
+// lse of each (row, head) score row over its visible keys; +inf when no key has weight.
+__global__ void row_lse_kernel(const SelectArgs a, int Hq, const float* scores, bool in_compact,
+                               float* lse) {
+  __shared__ float red[32];
+  const int64_t rr = blockIdx.x / Hq;
+  const int h = blockIdx.x % Hq;
+  const int64_t r = a.r0 + rr;
+  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
+  const int64_t t = r - s.r0;
+  const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
+  const int64_t n = visible_keys(s, t, a.causal);
+  const float* row = scores + ((in_compact ? rr : qrow) * Hq + h) * a.Smax;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  float mx = -INFINITY;
+  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) mx = fmaxf(mx, row[j]);
+  for (int o = 16; o >= 1; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+  if (lane == 0) red[warp] = mx;
+  __syncthreads();
+  mx = -INFINITY;
+  for (int i = 0; i < nw; i++) mx = fmaxf(mx, red[i]);
+  __syncthreads();
+  float sum = 0.f;
+  if (mx != -INFINITY)
+    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) sum += expf(row[j] - mx);
+  for (int o = 16; o >= 1; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+  if (lane == 0) red[warp] = sum;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float tsum = 0.f;
+    for (int i = 0; i < nw; i++) tsum += red[i];
+    lse[rr * Hq + h] = mx == -INFINITY ? INFINITY : mx + logf(tsum);
+  }
+}
+
+// rank[rr, kvh, j] = sum over the group's heads of exp(s - lse).
+__global__ void group_rank_kernel(const SelectArgs a, int Hq, int G, const float* scores,
+                                  bool in_compact, const float* lse, float* rank) {
+  const int64_t rr = blockIdx.y / a.Hsel;
+  const int kvh = blockIdx.y % a.Hsel;
+  const int64_t r = a.r0 + rr;
+  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
+  const int64_t t = r - s.r0;
+  const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
+  const int64_t n = visible_keys(s, t, a.causal);
+  const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (j >= n) return;
+  const float* sr = scores + ((in_compact ? rr : qrow) * Hq + int64_t(kvh) * G) * a.Smax;
+  float x = 0.f;
+  for (int g = 0; g < G; g++) {
+    float l = lse[rr * Hq + kvh * G + g];
+    if (l < INFINITY && l > -INFINITY) x += expf(sr[int64_t(g) * a.Smax + j] - l);
+  }
+  rank[(rr * a.Hsel + kvh) * a.Smax + j] = x;
+}
+
+SelectArgs make_args(const AttnParams& p, const SeqTable& st, int64_t r0, int Hsel) {
+  SelectArgs a;
+  a.seqs = st.d;
+  a.nseq = st.n;
+  a.r0 = r0;
+  a.Hsel = Hsel;
+  a.Smax = p.Smax;
+  a.Tq = p.Tq;
+  a.causal = p.causal;
+  a.in_compact = false;
+  a.in = nullptr;
+  a.k = 0;
+  a.ratio = 0;
+  a.min_k = a.sink = a.window = 0;
+  a.out = nullptr;
+  a.K = 0;
+  return a;
+}
+
+void group_rank(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                const float* scores, bool in_compact, float* rank) {
+  int64_t rows = r1 - r0;
+  if (rows <= 0 || p.Smax == 0) return;
+  SelectArgs a = make_args(p, st, r0, p.Hkv);
+  float* lse = static_cast<float*>(workspace(kWsLse, size_t(rows) * p.Hq * sizeof(float)));
+  row_lse_kernel<<<unsigned(rows * p.Hq), 512, 0, stream()>>>(a, p.Hq, scores, in_compact, lse);
+  TOPK_CUDA_LAUNCH();
+  dim3 grid(unsigned((p.Smax + 255) / 256), unsigned(rows * p.Hkv));
+  group_rank_kernel<<<grid, 256, 0, stream()>>>(a, p.Hq, p.group(), scores, in_compact, lse, rank);
+  TOPK_CUDA_LAUNCH();
+}
+
+}  // namespace
+
+void launch_group_rank(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                       const float* scores, float* rank) {
+  group_rank(p, st, r0, r1, scores, true, rank);
+}
+
+void launch_select(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                   const float* in, bool in_compact, int Hsel, const SelectOpts& sel,
+                   int32_t* out, int64_t K) {
+  int64_t rows = r1 - r0;
+  if (rows <= 0) return;
+  static bool attr = false;
+  if (!attr) {
+    TOPK_CUDA(cudaFuncSetAttribute(select_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   int(kSelSmem)));
+    attr = true;
+  }
+  SelectArgs a = make_args(p, st, r0, Hsel);
+  a.in = in;
+  a.in_compact = in_compact;
+  a.k = sel.k;
+  a.ratio = sel.ratio;
+  a.min_k = sel.min_k;
+  a.sink = sel.sink;
+  a.window = sel.window;
+  a.out = out;
+  a.K = K;
+  int64_t blocks = rows * Hsel;
+  TOPK_CHECK(blocks < (int64_t(1) << 31), "topk_select: too many rows for one launch");
+  select_kernel<<<unsigned(blocks), kSelThreads, kSelSmem, stream()>>>(a);
+  TOPK_CUDA_LAUNCH();
+}
+
+void topk_select(const SelectParams& sp) {
+  const AttnParams& p = sp.a;
+  SeqTable st = upload_seqs(p);
+  int G = p.Hq / sp.Hsel;
+  if (!(sp.sel.share_group && G > 1)) {
+    launch_select(p, st, 0, st.rows, sp.scores, false, sp.Hsel, sp.sel, sp.out, sp.K);
+    return;
+  }
+  // Group sharing: rank rows in row ranges of at most ~1 GiB.
+  int64_t per_row = int64_t(sp.Hsel) * p.Smax * 4;
+  int64_t step = std::max<int64_t>(1, (int64_t(1) << 30) / std::max<int64_t>(1, per_row));
+  for (int64_t r0 = 0; r0 < st.rows; r0 += step) {
+    int64_t r1 = std::min(st.rows, r0 + step);
+    float* rank = static_cast<float*>(workspace(kWsRank, size_t((r1 - r0) * per_row)));
+    group_rank(p, st, r0, r1, sp.scores, false, rank);
+    launch_select(p, st, r0, r1, rank, true, sp.Hsel, sp.sel, sp.out, sp.K);
+  }
+}
+
+}  // namespace topk::cuda
