@@ -162,6 +162,27 @@ int bench_cuda(int argc, char** argv) {
                double(sh.B) * Hq * K * 4;
     tk.k_bytes = double(kv_bytes);
     results.push_back(tk);
+
+    // The pipeline's stages through the public ops (the fused path runs the same kernels
+    // without the score tensor's extra layout): scores, select over them, sparse attention.
+    if (sh.B * Hq * sh.S * 4 <= (int64_t(1) << 30)) {
+      Buffer sc(DType::f32, {sh.B, 1, Hq, sh.S}, Device::cuda);
+      Result a{"stage_scores_" + tag, "stage_scores", sh.B, sh.S, Hq, Hkv, D, 0};
+      a.us = time_us([&](int) { attention_scores(qs[0], ks[0], {}, {}, sc); }, reps);
+      a.bytes = double(kv_bytes) + double(sh.B) * Hq * sh.S * 4;
+      a.k_bytes = double(kv_bytes);
+      results.push_back(a);
+      Result b{"stage_select_" + tag, "stage_select", sh.B, sh.S, Hq, Hkv, D, K};
+      b.us = time_us([&](int) { topk_select(sc, {}, {}, sel, idx); }, reps);
+      b.bytes = double(sh.B) * Hq * sh.S * 4;
+      b.k_bytes = b.bytes;
+      results.push_back(b);
+      Result c{"stage_sparse_" + tag, "stage_sparse", sh.B, sh.S, Hq, Hkv, D, K};
+      c.us = time_us([&](int) { sparse_attention_forward(qs[0], ks[0], vs[0], idx, {}, {}, o, lse); }, reps);
+      c.bytes = 2.0 * sh.B * Hq * K * D * 2;
+      c.k_bytes = c.bytes / 2;
+      results.push_back(c);
+    }
   }
 
   // Standalone select over [256, 131072] f32 rows, k = 2048.

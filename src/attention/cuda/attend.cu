@@ -35,7 +35,7 @@ struct AttendArgs {
 };
 
 template <int D, int HB>
-__global__ void __launch_bounds__(kThreads, (HB <= 4 && D < 128) || HB == 1 ? 2 : 1) attend_kernel(const AttendArgs a) {
+__global__ void __launch_bounds__(kThreads, HB <= 4 ? 2 : 1) attend_kernel(const AttendArgs a) {
   constexpr int TPR = D / 8;
   constexpr int SLOTS = kThreads / TPR;
   constexpr int KPT = kTile / SLOTS;
@@ -72,15 +72,21 @@ __global__ void __launch_bounds__(kThreads, (HB <= 4 && D < 128) || HB == 1 ? 2 
   const int64_t vbase = int64_t(s.batch) * a.v.sb + int64_t(s.k_start) * a.v.st + int64_t(kvh) * a.v.sh;
   const float* pre_row = a.pre ? a.pre + (rr * a.Hq + h0) * a.Smax : nullptr;
 
-  float qv[HB][8];
+  // q of the block's heads in shared memory (registers go to raw K, dots and acc).
+  __shared__ __align__(16) float sq[HB][D];
   if (!a.pre) {
-#pragma unroll
-    for (int h = 0; h < HB; h++) {
-      int64_t qo = a.q.offset(s.batch, s.q_start + t, h0 + (h < nh ? h : 0)) + dg * 8;
-#pragma unroll
-      for (int e = 0; e < 8; e++) qv[h][e] = h < nh ? load1(a.q.data, a.q.dt, qo + e) : 0.f;
+    for (int e = tid; e < HB * D; e += kThreads) {
+      int h = e / D, d = e % D;
+      sq[h][d] = h < nh ? load1(a.q.data, a.q.dt, a.q.offset(s.batch, s.q_start + t, h0 + h) + d) : 0.f;
     }
   }
+  __syncthreads();
+  auto load_q = [&](int h, float (&qh)[8]) {
+    float4 x = *reinterpret_cast<const float4*>(&sq[h][dg * 8]);
+    float4 y = *reinterpret_cast<const float4*>(&sq[h][dg * 8 + 4]);
+    qh[0] = x.x; qh[1] = x.y; qh[2] = x.z; qh[3] = x.w;
+    qh[4] = y.x; qh[5] = y.y; qh[6] = y.z; qh[7] = y.w;
+  };
   float acc[HB][8];
 #pragma unroll
   for (int h = 0; h < HB; h++)
@@ -118,15 +124,37 @@ __global__ void __launch_bounds__(kThreads, (HB <= 4 && D < 128) || HB == 1 ? 2 
           off[k] = kbase + int64_t(key[b0 + k]) * a.k.st + dg * 8;
           vb[k] = valid[b0 + k];
         }
-        load_groups<KB>(a.k, off, vb, a.vec, [&](int k, const float (&x)[8]) {
+        if (a.k.dt != kF32) {
+          uint4 raw[KB];
+#pragma unroll
+          for (int k = 0; k < KB; k++) raw[k] = vb[k] ? load_part(a.k, off[k], 0, a.vec) : make_uint4(0, 0, 0, 0);
 #pragma unroll
           for (int h = 0; h < HB; h++) {
-            float d = 0.f;
+            float qh[8];
+            load_q(h, qh);
 #pragma unroll
-            for (int e = 0; e < 8; e++) d = fmaf(qv[h][e], x[e], d);
-            v[k * HB + h] = d;
+            for (int k = 0; k < KB; k++) {
+              float x[8];
+              cvt8(raw[k], a.k.dt, x);
+              float d = 0.f;
+#pragma unroll
+              for (int e = 0; e < 8; e++) d = fmaf(qh[e], x[e], d);
+              v[k * HB + h] = d;
+            }
           }
-        });
+        } else {
+          load_groups<KB>(a.k, off, vb, a.vec, [&](int k, const float (&x)[8]) {
+#pragma unroll
+            for (int h = 0; h < HB; h++) {
+              float qh[8];
+              load_q(h, qh);
+              float d = 0.f;
+#pragma unroll
+              for (int e = 0; e < 8; e++) d = fmaf(qh[e], x[e], d);
+              v[k * HB + h] = d;
+            }
+          });
+        }
         reduce_scatter<NB, TPR>(v);
 #pragma unroll
         for (int i = 0; i < NB / TPR; i++) {
@@ -143,15 +171,18 @@ __global__ void __launch_bounds__(kThreads, (HB <= 4 && D < 128) || HB == 1 ? 2 
         sc[buf][dg][slot + k * SLOTS] =
             valid[k] && dg < nh ? pre_row[int64_t(dg) * a.Smax + key[k]] : -INFINITY;
     }
-    // V rows of this tile: issued before the softmax so that they arrive meanwhile.
+    // V rows of this tile: with one head per block, issued before the softmax so that they
+    // arrive meanwhile; with more heads, after it (registers).
+    constexpr bool kEarlyV = HB == 1;
     uint4 vraw[KPT];
     const bool v16 = a.v.dt != kF32;
-    if (v16) {
+    auto load_v16 = [&]() {
 #pragma unroll
       for (int k = 0; k < KPT; k++)
         vraw[k] = valid[k] ? load_part(a.v, vbase + int64_t(key[k]) * a.v.st + dg * 8, 0, a.vec)
                            : make_uint4(0, 0, 0, 0);
-    }
+    };
+    if (kEarlyV && v16) load_v16();
     __syncthreads();
     if (warp < nh) {
       float x[kTile / 32];
@@ -194,6 +225,7 @@ __global__ void __launch_bounds__(kThreads, (HB <= 4 && D < 128) || HB == 1 ? 2 
       }
     };
     if (v16) {
+      if (!kEarlyV) load_v16();
 #pragma unroll
       for (int k = 0; k < KPT; k++) {
         float x[8];
@@ -244,7 +276,6 @@ struct CombineArgs {
 
 // One block per (row, head): o = sum_s e^(m_s - M) acc_s / L, lse = M + ln L.
 __global__ void combine_kernel(const CombineArgs a) {
-  extern __shared__ float w[];  // [nsplit]
   __shared__ float sM, sL;
   const int64_t rr = blockIdx.x / a.Hq;
   const int h = blockIdx.x % a.Hq;
@@ -260,7 +291,6 @@ __global__ void combine_kernel(const CombineArgs a) {
     for (int i = threadIdx.x; i < a.nsplit; i += 32) {
       float2 x = ml[i];
       float wi = (M == -INFINITY || x.x == -INFINITY) ? 0.f : __expf(x.x - M);
-      w[i] = wi;
       L += wi * x.y;
     }
     for (int o = 16; o >= 1; o >>= 1) L += __shfl_xor_sync(0xffffffffu, L, o);
@@ -277,8 +307,13 @@ __global__ void combine_kernel(const CombineArgs a) {
   int64_t ooff = int64_t(s.batch) * a.osb + int64_t(s.q_start + t) * a.ost + int64_t(h) * a.osh;
   for (int d = threadIdx.x; d < a.D; d += blockDim.x) {
     float x = 0.f;
-    if (!empty)
-      for (int i = 0; i < a.nsplit; i++) x = fmaf(w[i], acc[int64_t(i) * a.D + d], x);
+    if (!empty) {
+      for (int i = 0; i < a.nsplit; i++) {
+        float mi = ml[i].x;
+        float wi = mi == -INFINITY ? 0.f : __expf(mi - sM);
+        x = fmaf(wi, acc[int64_t(i) * a.D + d], x);
+      }
+    }
     store1(a.o, a.odt, ooff + d, x * inv);
   }
   if (threadIdx.x == 0) {
@@ -329,7 +364,7 @@ void run_attend(const AttnParams& p, AttendArgs a, int64_t npos, int max_splits)
   c.ost = p.o.st;
   c.osh = p.o.sh;
   c.lse = p.lse;
-  combine_kernel<<<unsigned(a.nrows * a.Hq), D, size_t(a.nsplit) * sizeof(float), stream()>>>(c);
+  combine_kernel<<<unsigned(a.nrows * a.Hq), D, 0, stream()>>>(c);
   TOPK_CUDA_LAUNCH();
 }
 

@@ -68,7 +68,7 @@ __device__ void find_bin(const int* hist, int nbins, int need, int* tmp, int* s_
   __syncthreads();
 }
 
-__global__ void __launch_bounds__(kSelThreads, 1) select_kernel(const SelectArgs a) {
+__global__ void __launch_bounds__(kSelThreads, 2) select_kernel(const SelectArgs a) {
   extern __shared__ int smem[];
   int* hist = smem;                                          // [kBins]
   uint32_t* ckey = reinterpret_cast<uint32_t*>(smem + kBins);  // [kCap]
