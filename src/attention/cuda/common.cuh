@@ -99,7 +99,7 @@ __device__ __forceinline__ void store1(void* base, int dt, int64_t i, float x) {
 // parts 0 and 1 (elements 0-3, 4-7) for f32. vec: 16-byte aligned rows (else scalar loads).
 __device__ __forceinline__ uint4 ldg16(const void* p) {
   uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
                : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
                : "l"(p));
   return r;

@@ -17,10 +17,11 @@ namespace topk::cuda {
 
 namespace {
 
-constexpr int kSelThreads = 1024;
-constexpr int kItems = 4;
+constexpr int kSelThreads = 512;
+constexpr int kItems = 16;  // consecutive elements per thread and tile step: 4 loads in flight
 constexpr int kSelTile = kSelThreads * kItems;
 constexpr int kBins = 4096;
+constexpr int kBinsPerThread = kBins / kSelThreads;
 constexpr int kCap = 8192;  // candidates kept in shared memory
 constexpr size_t kSelSmem = kBins * 4 + kCap * 8;
 
@@ -43,19 +44,19 @@ struct SelectArgs {
 // and the count of elements in higher bins. Every thread gets the result.
 __device__ void find_bin(const int* hist, int nbins, int need, int* tmp, int* s_res, int& bin,
                          int& above) {
-  int loc[kItems];
+  int loc[kBinsPerThread];
   int sum = 0;
 #pragma unroll
-  for (int c = 0; c < kItems; c++) {
-    int b = nbins - 1 - (int(threadIdx.x) * kItems + c);
+  for (int c = 0; c < kBinsPerThread; c++) {
+    int b = nbins - 1 - (int(threadIdx.x) * kBinsPerThread + c);
     loc[c] = b >= 0 ? hist[b] : 0;
     sum += loc[c];
   }
   int total;
   int run = block_exclusive_scan(sum, tmp, &total);
 #pragma unroll
-  for (int c = 0; c < kItems; c++) {
-    int b = nbins - 1 - (int(threadIdx.x) * kItems + c);
+  for (int c = 0; c < kBinsPerThread; c++) {
+    int b = nbins - 1 - (int(threadIdx.x) * kBinsPerThread + c);
     if (b >= 0 && run < need && run + loc[c] >= need) {
       s_res[0] = b;
       s_res[1] = run;
@@ -66,6 +67,26 @@ __device__ void find_bin(const int* hist, int nbins, int need, int* tmp, int* s_
   bin = s_res[0];
   above = s_res[1];
   __syncthreads();
+}
+
+// Keys of the kItems consecutive elements i0.. of a row (0 past hi), loads issued together.
+__device__ __forceinline__ void load_keys(const float* row, int64_t i0, int64_t hi, bool aligned,
+                                          uint32_t (&key)[kItems]) {
+  if (aligned && i0 + kItems <= hi) {
+    float4 x[kItems / 4];
+#pragma unroll
+    for (int q = 0; q < kItems / 4; q++) x[q] = reinterpret_cast<const float4*>(row + i0)[q];
+#pragma unroll
+    for (int q = 0; q < kItems / 4; q++) {
+      key[4 * q] = order_key(x[q].x);
+      key[4 * q + 1] = order_key(x[q].y);
+      key[4 * q + 2] = order_key(x[q].z);
+      key[4 * q + 3] = order_key(x[q].w);
+    }
+  } else {
+#pragma unroll
+    for (int c = 0; c < kItems; c++) key[c] = i0 + c < hi ? order_key(row[i0 + c]) : 0u;
+  }
 }
 
 __global__ void __launch_bounds__(kSelThreads, 2) select_kernel(const SelectArgs a) {
@@ -106,23 +127,16 @@ __global__ void __launch_bounds__(kSelThreads, 2) select_kernel(const SelectArgs
   }
 
   // Pass 1: histogram of the top 12 bits.
-  const bool aligned = (reinterpret_cast<uintptr_t>(row + lo) & 15) == 0;
+  const bool aligned = (reinterpret_cast<uintptr_t>(row + lo) & 15) == 0;  // then every i0 is
   for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
   __syncthreads();
-  if (aligned) {
-    for (int64_t i = lo + int64_t(tid) * 4; i < hi; i += int64_t(kSelThreads) * 4) {
-      if (i + 4 <= hi) {
-        float4 x = *reinterpret_cast<const float4*>(row + i);
-        atomicAdd(&hist[order_key(x.x) >> 20], 1);
-        atomicAdd(&hist[order_key(x.y) >> 20], 1);
-        atomicAdd(&hist[order_key(x.z) >> 20], 1);
-        atomicAdd(&hist[order_key(x.w) >> 20], 1);
-      } else {
-        for (int64_t j = i; j < hi; j++) atomicAdd(&hist[order_key(row[j]) >> 20], 1);
-      }
-    }
-  } else {
-    for (int64_t i = lo + tid; i < hi; i += kSelThreads) atomicAdd(&hist[order_key(row[i]) >> 20], 1);
+  for (int64_t t0 = lo; t0 < hi; t0 += kSelTile) {
+    uint32_t key[kItems];
+    int64_t i0 = t0 + int64_t(tid) * kItems;
+    load_keys(row, i0, hi, aligned, key);
+#pragma unroll
+    for (int c = 0; c < kItems; c++)
+      if (i0 + c < hi) atomicAdd(&hist[key[c] >> 20], 1);
   }
   __syncthreads();
   int b1, a1;
@@ -137,14 +151,7 @@ __global__ void __launch_bounds__(kSelThreads, 2) select_kernel(const SelectArgs
     for (int64_t t0 = lo; t0 < hi; t0 += kSelTile) {
       uint32_t key[kItems];
       int64_t i0 = t0 + int64_t(tid) * kItems;
-      if (aligned && i0 + 4 <= hi) {
-        float4 x = *reinterpret_cast<const float4*>(row + i0);
-        key[0] = order_key(x.x); key[1] = order_key(x.y);
-        key[2] = order_key(x.z); key[3] = order_key(x.w);
-      } else {
-#pragma unroll
-        for (int c = 0; c < kItems; c++) key[c] = i0 + c < hi ? order_key(row[i0 + c]) : 0u;
-      }
+      load_keys(row, i0, hi, aligned, key);
       int cs = 0, cc = 0;
 #pragma unroll
       for (int c = 0; c < kItems; c++) {
@@ -221,13 +228,15 @@ __global__ void __launch_bounds__(kSelThreads, 2) select_kernel(const SelectArgs
     int ngt = 0, neqr = 0;
     for (int64_t t0 = cb; t0 < ce; t0 += kSelTile) {
       uint32_t key[kItems];
-      int64_t idx[kItems];
+      int32_t idx[kItems];
       bool ok[kItems];
       int cg = 0, ceq = 0;
 #pragma unroll
       for (int c = 0; c < kItems; c++) {
         int64_t i = t0 + int64_t(tid) * kItems + c;
-        ok[c] = i < ce && get(i, key[c], idx[c]);
+        int64_t ix = 0;
+        ok[c] = i < ce && get(i, key[c], ix);
+        idx[c] = int32_t(ix);
         if (ok[c]) {
           cg += key[c] > T;
           ceq += key[c] == T;
