@@ -357,6 +357,23 @@ TEST(CudaSelect, TiesAndCausal) {
   check_select(2, 9, 300, 4, 4, true, {300, 9}, r, 302, false);  // causal rows
 }
 
+TEST(CudaSelect, LongRowsFewRows) {
+  // Few long rows take the cluster path (a row split over several blocks).
+  NEED_GPU();
+  SelectOpts sel;
+  sel.k = 2048;
+  check_select(2, 1, 70001, 4, 4, false, {70001, 33000}, sel, 350, false);
+  sel.sink = 3;
+  sel.window = 100;
+  check_select(1, 1, 40000, 2, 2, false, {}, sel, 351, false);
+  SelectOpts r;
+  r.ratio = 0.25;
+  check_select(1, 1, 50000, 2, 2, false, {}, r, 352, false);
+  sel.k = 9000;
+  sel.sink = sel.window = 0;
+  check_select(1, 1, 33000, 1, 1, false, {}, sel, 353, true);  // ties, many candidates
+}
+
 TEST(CudaSelect, GroupSharing) {
   NEED_GPU();
   SelectOpts sel;
@@ -467,6 +484,15 @@ TEST(CudaTopk, Decode) {
         SCOPED_TRACE(testing::Message() << "D=" << D << " Hq=" << Hq << " Hkv=" << Hkv << " share=" << share);
         check_topk(s, sel, seed++);
       }
+}
+
+TEST(CudaTopk, LongDecode) {
+  NEED_GPU();
+  Shape s{2, 1, 40000, 8, 2, 128};
+  s.seqlens = {40000, 36000};
+  SelectOpts sel;
+  sel.k = 2048;
+  check_topk(s, sel, 650);
 }
 
 TEST(CudaTopk, RatiosForcedAndFull) {

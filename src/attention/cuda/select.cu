@@ -8,6 +8,8 @@
 //   final   candidates above T are selected, and of those equal to T the lowest indices.
 // The result is exact, ties to the lower index, like the reference; the order of the
 // indices in a row is unspecified. Also the group ranking (sum of softmax probabilities).
+#include <cooperative_groups.h>
+
 #include <cmath>
 
 #include "attention/cuda/common.cuh"
@@ -86,6 +88,93 @@ __device__ __forceinline__ void load_keys(const float* row, int64_t i0, int64_t 
   } else {
 #pragma unroll
     for (int c = 0; c < kItems; c++) key[c] = i0 + c < hi ? order_key(row[i0 + c]) : 0u;
+  }
+}
+
+// Passes 3, 4 and the final pass over the candidates of top bin b1 (need1 of them to take):
+// shared memory (index order, in_smem) or the row [lo, hi) filtered by the top digit. Writes
+// the chosen candidates to out[0 .. need1).
+__device__ void resolve_candidates(const float* row, int64_t lo, int64_t hi, int b1, int need1,
+                                   bool in_smem, int neq, int* hist, const uint32_t* ckey,
+                                   const int32_t* cidx, int* tmp, int* s_res, int32_t* out) {
+  const int tid = threadIdx.x;
+  // The candidates: shared memory (index order) or the row filtered by the top digit.
+  const int64_t cb = in_smem ? 0 : lo, ce = in_smem ? neq : hi;
+  auto get = [&](int64_t i, uint32_t& key, int64_t& idx) -> bool {
+    if (in_smem) {
+      key = ckey[i];
+      idx = cidx[i];
+      return true;
+    }
+    key = order_key(row[i]);
+    idx = i;
+    return int(key >> 20) == b1;
+  };
+
+  // Pass 3: bits 19..8.
+  for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
+  __syncthreads();
+  for (int64_t i = cb + tid; i < ce; i += kSelThreads) {
+    uint32_t key;
+    int64_t idx;
+    if (get(i, key, idx)) atomicAdd(&hist[(key >> 8) & 0xfff], 1);
+  }
+  __syncthreads();
+  int b2, a2;
+  find_bin(hist, kBins, need1, tmp, s_res, b2, a2);
+  const int need2 = need1 - a2;
+  const uint32_t pre2 = (uint32_t(b1) << 12) | uint32_t(b2);
+
+  // Pass 4: bits 7..0.
+  for (int i = tid; i < 256; i += kSelThreads) hist[i] = 0;
+  __syncthreads();
+  for (int64_t i = cb + tid; i < ce; i += kSelThreads) {
+    uint32_t key;
+    int64_t idx;
+    if (get(i, key, idx) && (key >> 8) == pre2) atomicAdd(&hist[key & 0xff], 1);
+  }
+  __syncthreads();
+  int b3, a3;
+  find_bin(hist, 256, need2, tmp, s_res, b3, a3);
+  const int need3 = need2 - a3;
+  const uint32_t T = (pre2 << 8) | uint32_t(b3);
+
+  // Final: candidates above T, then the need3 lowest indices equal to T.
+  {
+    int32_t* gt_out = out;
+    int32_t* eq_out = out + a2 + a3;
+    int ngt = 0, neqr = 0;
+    for (int64_t t0 = cb; t0 < ce; t0 += kSelTile) {
+      uint32_t key[kItems];
+      int32_t idx[kItems];
+      bool ok[kItems];
+      int cg = 0, ceq = 0;
+#pragma unroll
+      for (int c = 0; c < kItems; c++) {
+        int64_t i = t0 + int64_t(tid) * kItems + c;
+        int64_t ix = 0;
+        ok[c] = i < ce && get(i, key[c], ix);
+        idx[c] = int32_t(ix);
+        if (ok[c]) {
+          cg += key[c] > T;
+          ceq += key[c] == T;
+        }
+      }
+      int tot;
+      int off = block_exclusive_scan((cg << 16) | ceq, tmp, &tot);
+      int og = ngt + (off >> 16), oe = neqr + (off & 0xffff);
+#pragma unroll
+      for (int c = 0; c < kItems; c++) {
+        if (!ok[c]) continue;
+        if (key[c] > T) gt_out[og++] = int32_t(idx[c]);
+        else if (key[c] == T) {
+          if (oe < need3) eq_out[oe] = int32_t(idx[c]);
+          oe++;
+        }
+      }
+      ngt += tot >> 16;
+      neqr += tot & 0xffff;
+    }
   }
 }
 
@@ -180,84 +269,149 @@ __global__ void __launch_bounds__(kSelThreads, 2) select_kernel(const SelectArgs
   }
   __syncthreads();
 
-  // The candidates: shared memory (index order) or the row filtered by the top digit.
-  const int64_t cb = in_smem ? 0 : lo, ce = in_smem ? neq : hi;
-  auto get = [&](int64_t i, uint32_t& key, int64_t& idx) -> bool {
-    if (in_smem) {
-      key = ckey[i];
-      idx = cidx[i];
-      return true;
-    }
-    key = order_key(row[i]);
-    idx = i;
-    return int(key >> 20) == b1;
-  };
+  resolve_candidates(row, lo, hi, b1, need1, in_smem, neq, hist, ckey, cidx, tmp, s_res, sel + a1);
+}
 
-  // Pass 3: bits 19..8.
+// Few long rows (decode at small batch): a cluster of kCl blocks per row. Each block
+// histograms a slice; the cluster merges the histograms through distributed shared memory;
+// each block gathers its slice (selected keys straight to the output, candidates in index
+// order into block 0's shared memory); block 0 resolves the candidates.
+constexpr int kCl = 8;
+
+__global__ void __cluster_dims__(kCl, 1, 1) __launch_bounds__(kSelThreads, 2)
+    select_cluster_kernel(const SelectArgs a) {
+  namespace cg = cooperative_groups;
+  extern __shared__ int smem[];
+  int* hist = smem;
+  uint32_t* ckey = reinterpret_cast<uint32_t*>(smem + kBins);
+  int32_t* cidx = reinterpret_cast<int32_t*>(ckey + kCap);
+  __shared__ int tmp[33];
+  __shared__ int s_res[2];
+  __shared__ int s_cnt[2];
+  cg::cluster_group cluster = cg::this_cluster();
+  const int rank = int(cluster.block_rank());
+
+  const int tid = threadIdx.x;
+  const int64_t rr = blockIdx.y / a.Hsel;
+  const int hs = blockIdx.y % a.Hsel;
+  const int64_t r = a.r0 + rr;
+  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
+  const int64_t t = r - s.r0;
+  const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
+  const int64_t n = visible_keys(s, t, a.causal);
+  const float* row = a.in + ((a.in_compact ? rr : qrow) * a.Hsel + hs) * a.Smax;
+  int32_t* orow = a.out + (qrow * a.Hsel + hs) * a.K;
+
+  const int64_t W = budget_dev(a.k, a.ratio, a.min_k, n);
+  const int64_t lo = a.sink < n ? a.sink : n;
+  int64_t hi = a.window < n ? n - a.window : 0;
+  if (hi < lo) hi = lo;
+  const int64_t forced = lo + (n - hi);
+  const int64_t m = hi - lo;
+  const int64_t room = W - forced;
+  const int64_t take = room <= 0 ? 0 : (room < m ? room : m);
+  int32_t* sel = orow + forced;
+  if (rank == 0) {
+    for (int64_t i = tid; i < lo; i += kSelThreads) orow[i] = int32_t(i);
+    for (int64_t i = tid; i < n - hi; i += kSelThreads) orow[lo + i] = int32_t(hi + i);
+    for (int64_t i = take + forced + tid; i < a.K; i += kSelThreads) orow[i] = -1;
+    if (take == m)
+      for (int64_t i = tid; i < m; i += kSelThreads) sel[i] = int32_t(lo + i);
+  }
+  if (take == 0 || take == m) return;  // the same for every block of the cluster
+
+  const int64_t per = ((m + kCl - 1) / kCl + kItems - 1) / kItems * kItems;
+  const int64_t s0 = lo + rank * per < hi ? lo + rank * per : hi;
+  const int64_t s1 = s0 + per < hi ? s0 + per : hi;
+  const bool aligned = (reinterpret_cast<uintptr_t>(row + lo) & 15) == 0;
+
+  // Pass 1: local histogram of the slice.
   for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
+  if (tid < 2) s_cnt[tid] = 0;
   __syncthreads();
-  for (int64_t i = cb + tid; i < ce; i += kSelThreads) {
-    uint32_t key;
-    int64_t idx;
-    if (get(i, key, idx)) atomicAdd(&hist[(key >> 8) & 0xfff], 1);
+  for (int64_t t0 = s0; t0 < s1; t0 += kSelTile) {
+    uint32_t key[kItems];
+    int64_t i0 = t0 + int64_t(tid) * kItems;
+    load_keys(row, i0, s1, aligned, key);
+#pragma unroll
+    for (int c = 0; c < kItems; c++)
+      if (i0 + c < s1) atomicAdd(&hist[key[c] >> 20], 1);
+  }
+  cluster.sync();
+  int* total = reinterpret_cast<int*>(ckey);  // the cluster's histogram, in the candidate area
+  for (int b = tid; b < kBins; b += kSelThreads) {
+    int x = 0;
+#pragma unroll
+    for (int q = 0; q < kCl; q++) x += cluster.map_shared_rank(hist, q)[b];
+    total[b] = x;
   }
   __syncthreads();
-  int b2, a2;
-  find_bin(hist, kBins, need1, tmp, s_res, b2, a2);
-  const int need2 = need1 - a2;
-  const uint32_t pre2 = (uint32_t(b1) << 12) | uint32_t(b2);
+  int b1, a1;
+  find_bin(total, kBins, int(take), tmp, s_res, b1, a1);
+  const int need1 = int(take) - a1;
+  const int neq = total[b1];
+  const bool in_smem = neq <= kCap;
 
-  // Pass 4: bits 7..0.
-  for (int i = tid; i < 256; i += kSelThreads) hist[i] = 0;
-  __syncthreads();
-  for (int64_t i = cb + tid; i < ce; i += kSelThreads) {
-    uint32_t key;
-    int64_t idx;
-    if (get(i, key, idx) && (key >> 8) == pre2) atomicAdd(&hist[key & 0xff], 1);
-  }
-  __syncthreads();
-  int b3, a3;
-  find_bin(hist, 256, need2, tmp, s_res, b3, a3);
-  const int need3 = need2 - a3;
-  const uint32_t T = (pre2 << 8) | uint32_t(b3);
-
-  // Final: candidates above T, then the need3 lowest indices equal to T.
+  // Pass 2a: counts of this slice.
   {
-    int32_t* gt_out = sel + a1;
-    int32_t* eq_out = sel + a1 + a2 + a3;
-    int ngt = 0, neqr = 0;
-    for (int64_t t0 = cb; t0 < ce; t0 += kSelTile) {
+    int cs = 0, cc = 0;
+    for (int64_t t0 = s0; t0 < s1; t0 += kSelTile) {
       uint32_t key[kItems];
-      int32_t idx[kItems];
-      bool ok[kItems];
-      int cg = 0, ceq = 0;
+      int64_t i0 = t0 + int64_t(tid) * kItems;
+      load_keys(row, i0, s1, aligned, key);
 #pragma unroll
       for (int c = 0; c < kItems; c++) {
-        int64_t i = t0 + int64_t(tid) * kItems + c;
-        int64_t ix = 0;
-        ok[c] = i < ce && get(i, key[c], ix);
-        idx[c] = int32_t(ix);
-        if (ok[c]) {
-          cg += key[c] > T;
-          ceq += key[c] == T;
-        }
+        if (i0 + c >= s1) continue;
+        int d = int(key[c] >> 20);
+        cs += d > b1;
+        cc += d == b1;
       }
-      int tot;
-      int off = block_exclusive_scan((cg << 16) | ceq, tmp, &tot);
-      int og = ngt + (off >> 16), oe = neqr + (off & 0xffff);
-#pragma unroll
-      for (int c = 0; c < kItems; c++) {
-        if (!ok[c]) continue;
-        if (key[c] > T) gt_out[og++] = int32_t(idx[c]);
-        else if (key[c] == T) {
-          if (oe < need3) eq_out[oe] = int32_t(idx[c]);
-          oe++;
-        }
-      }
-      ngt += tot >> 16;
-      neqr += tot & 0xffff;
     }
+    if (cs) atomicAdd(&s_cnt[0], cs);
+    if (cc) atomicAdd(&s_cnt[1], cc);
   }
+  cluster.sync();
+  int nsure = 0, ncand = 0;
+  for (int q = 0; q < rank; q++) {
+    const int* c = cluster.map_shared_rank(s_cnt, q);
+    nsure += c[0];
+    ncand += c[1];
+  }
+  uint32_t* ckey0 = cluster.map_shared_rank(ckey, 0);
+  int32_t* cidx0 = cluster.map_shared_rank(cidx, 0);
+  // Pass 2b: ordered gather of the slice.
+  for (int64_t t0 = s0; t0 < s1; t0 += kSelTile) {
+    uint32_t key[kItems];
+    int64_t i0 = t0 + int64_t(tid) * kItems;
+    load_keys(row, i0, s1, aligned, key);
+    int cs = 0, cc = 0;
+#pragma unroll
+    for (int c = 0; c < kItems; c++) {
+      if (i0 + c >= s1) continue;
+      int d = int(key[c] >> 20);
+      cs += d > b1;
+      cc += d == b1;
+    }
+    int tot;
+    int off = block_exclusive_scan((cs << 16) | cc, tmp, &tot);
+    int os = nsure + (off >> 16), oc = ncand + (off & 0xffff);
+#pragma unroll
+    for (int c = 0; c < kItems; c++) {
+      if (i0 + c >= s1) continue;
+      int d = int(key[c] >> 20);
+      if (d > b1) sel[os++] = int32_t(i0 + c);
+      else if (d == b1 && in_smem) {
+        ckey0[oc] = key[c];
+        cidx0[oc] = int32_t(i0 + c);
+        oc++;
+      }
+    }
+    nsure += tot >> 16;
+    ncand += tot & 0xffff;
+  }
+  cluster.sync();  // candidates in place; no block reads another's memory after this
+  if (rank != 0) return;
+  resolve_candidates(row, lo, hi, b1, need1, in_smem, neq, hist, ckey, cidx, tmp, s_res, sel + a1);
 }
 
 // lse of each (row, head) score row over its visible keys; +inf when no key has weight.
@@ -377,7 +531,17 @@ void launch_select(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t 
   a.K = K;
   int64_t blocks = rows * Hsel;
   TOPK_CHECK(blocks < (int64_t(1) << 31), "topk_select: too many rows for one launch");
-  select_kernel<<<unsigned(blocks), kSelThreads, kSelSmem, stream()>>>(a);
+  if (blocks < num_sms() && p.Smax >= 4 * kSelTile && blocks < 65536) {
+    static bool cattr = false;
+    if (!cattr) {
+      TOPK_CUDA(cudaFuncSetAttribute(select_cluster_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     int(kSelSmem)));
+      cattr = true;
+    }
+    select_cluster_kernel<<<dim3(kCl, unsigned(blocks)), kSelThreads, kSelSmem, stream()>>>(a);
+  } else {
+    select_kernel<<<unsigned(blocks), kSelThreads, kSelSmem, stream()>>>(a);
+  }
   TOPK_CUDA_LAUNCH();
 }
 
