@@ -272,7 +272,9 @@ void compare_row(const int32_t* got, const int32_t* want, int64_t K, const std::
   double lo = 1e300;
   for (int32_t x : w) lo = std::min(lo, (*rank)[x]);
   for (int32_t x : gs) {
-    if (!ws.count(x)) EXPECT_GE((*rank)[x], lo - tol) << where << ": chose " << x;
+    if (!ws.count(x)) {
+      EXPECT_GE((*rank)[x], lo - tol) << where << ": chose " << x;
+    }
   }
 }
 
