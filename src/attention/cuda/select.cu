@@ -276,7 +276,7 @@ __global__ void __launch_bounds__(kSelThreads, 2) select_kernel(const SelectArgs
 // histograms a slice; the cluster merges the histograms through distributed shared memory;
 // each block gathers its slice (selected keys straight to the output, candidates in index
 // order into block 0's shared memory); block 0 resolves the candidates.
-constexpr int kCl = 8;
+constexpr int kCl = 4;
 
 __global__ void __cluster_dims__(kCl, 1, 1) __launch_bounds__(kSelThreads, 2)
     select_cluster_kernel(const SelectArgs a) {
@@ -338,18 +338,38 @@ __global__ void __cluster_dims__(kCl, 1, 1) __launch_bounds__(kSelThreads, 2)
       if (i0 + c < s1) atomicAdd(&hist[key[c] >> 20], 1);
   }
   cluster.sync();
-  int* total = reinterpret_cast<int*>(ckey);  // the cluster's histogram, in the candidate area
-  for (int b = tid; b < kBins; b += kSelThreads) {
-    int x = 0;
+  // The cluster's histogram in block 0's candidate area: each block sums a slice of the bins
+  // over the cluster (16-byte remote loads); block 0 finds the threshold bin for all.
+  {
+    int* total0 = reinterpret_cast<int*>(cluster.map_shared_rank(ckey, 0));
+    constexpr int kSlice = kBins / kCl;
+    for (int v = tid; v < kSlice / 4; v += kSelThreads) {
+      int b = rank * kSlice + v * 4;
+      int4 x = make_int4(0, 0, 0, 0);
 #pragma unroll
-    for (int q = 0; q < kCl; q++) x += cluster.map_shared_rank(hist, q)[b];
-    total[b] = x;
+      for (int q = 0; q < kCl; q++) {
+        int4 y = *reinterpret_cast<const int4*>(cluster.map_shared_rank(hist, q) + b);
+        x.x += y.x; x.y += y.y; x.z += y.z; x.w += y.w;
+      }
+      *reinterpret_cast<int4*>(total0 + b) = x;
+    }
   }
-  __syncthreads();
-  int b1, a1;
-  find_bin(total, kBins, int(take), tmp, s_res, b1, a1);
+  cluster.sync();
+  __shared__ int s_bin[3];
+  if (rank == 0) {
+    const int* total = reinterpret_cast<const int*>(ckey);
+    int bb, aa;
+    find_bin(total, kBins, int(take), tmp, s_res, bb, aa);
+    if (tid == 0) {
+      s_bin[0] = bb;
+      s_bin[1] = aa;
+      s_bin[2] = total[bb];
+    }
+  }
+  cluster.sync();
+  const int* bin0 = cluster.map_shared_rank(s_bin, 0);
+  const int b1 = bin0[0], a1 = bin0[1], neq = bin0[2];
   const int need1 = int(take) - a1;
-  const int neq = total[b1];
   const bool in_smem = neq <= kCap;
 
   // Pass 2a: counts of this slice.
