@@ -471,14 +471,14 @@ __global__ void row_lse_kernel(const SelectArgs a, int Hq, const float* scores, 
 // rank[rr, kvh, j] = sum over the group's heads of exp(s - lse).
 __global__ void group_rank_kernel(const SelectArgs a, int Hq, int G, const float* scores,
                                   bool in_compact, const float* lse, float* rank) {
-  const int64_t rr = blockIdx.y / a.Hsel;
-  const int kvh = blockIdx.y % a.Hsel;
+  const int64_t rr = blockIdx.x / a.Hsel;
+  const int kvh = blockIdx.x % a.Hsel;
   const int64_t r = a.r0 + rr;
   const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
   const int64_t t = r - s.r0;
   const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
   const int64_t n = visible_keys(s, t, a.causal);
-  const int64_t j = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t j = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
   if (j >= n) return;
   const float* sr = scores + ((in_compact ? rr : qrow) * Hq + int64_t(kvh) * G) * a.Smax;
   float x = 0.f;
@@ -512,11 +512,12 @@ void group_rank(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
                 const float* scores, bool in_compact, float* rank) {
   int64_t rows = r1 - r0;
   if (rows <= 0 || p.Smax == 0) return;
+  TOPK_CHECK((p.Smax + 255) / 256 < 65536, "topk_select: group ranking supports up to 2^24 keys");
   SelectArgs a = make_args(p, st, r0, p.Hkv);
   float* lse = static_cast<float*>(workspace(kWsLse, size_t(rows) * p.Hq * sizeof(float)));
   row_lse_kernel<<<unsigned(rows * p.Hq), 512, 0, stream()>>>(a, p.Hq, scores, in_compact, lse);
   TOPK_CUDA_LAUNCH();
-  dim3 grid(unsigned((p.Smax + 255) / 256), unsigned(rows * p.Hkv));
+  dim3 grid(unsigned(rows * p.Hkv), unsigned((p.Smax + 255) / 256));
   group_rank_kernel<<<grid, 256, 0, stream()>>>(a, p.Hq, p.group(), scores, in_compact, lse, rank);
   TOPK_CUDA_LAUNCH();
 }
