@@ -6,7 +6,8 @@
 #   tools/gpu-check.sh [BUILD_DIR]     (default: build; built here when its binaries are missing)
 #
 # Environment: TOPK_BIN (folder holding prebuilt `topk` and `topk_cuda_tests`, instead of a
-# build dir), SANITIZER_FILTER (gtest filter for the sanitizer runs), SKIP_TORCH=1, REPS.
+# build dir), SANITIZER_FILTER (gtest filter for the sanitizer runs), SKIP_TORCH=1, REPS
+# (timed runs per case, default 50), STEP_TIMEOUT (seconds per step, default 900).
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-./out}
