@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Joins `topk bench cuda --json` and bench/torch_baselines.py output into one markdown table:
+times, achieved bandwidth, floors (counted bytes / copy bandwidth measured in the same run)
+and the ratios behind the targets.
+
+  python3 bench/join_bench.py ours.json torch.json
+"""
+import json
+import sys
+
+
+def main():
+    ours = json.load(open(sys.argv[1]))
+    base = json.load(open(sys.argv[2]))
+    bw = ours["copy_gbps"]
+    oc = {c["name"]: c for c in ours["cases"]}
+    tc = {c["name"]: c for c in base["cases"]}
+    print(f"Device: {ours['device']}; copy bandwidth (read + write): ours {bw:.0f} GB/s, "
+          f"torch {base['copy_gbps']:.0f} GB/s\n")
+    print("| case | time (us) | GB/s | floor (us) | floor / time |")
+    print("|---|---:|---:|---:|---:|")
+    for c in ours["cases"]:
+        print(f"| {c['name']} (ours) | {c['time_us']:.1f} | {c['gbps']:.0f} | {c['floor_us']:.1f} | "
+              f"{100 * c['floor_us'] / c['time_us']:.0f}% |")
+    for c in base["cases"]:
+        fl = c["bytes"] / (bw * 1e3)
+        print(f"| {c['name']} (torch) | {c['time_us']:.1f} | {c['gbps']:.0f} | {fl:.1f} | "
+              f"{100 * fl / c['time_us']:.0f}% |")
+
+    print("\n| target | measured | met |")
+    print("|---|---:|:-:|")
+
+    def row(text, value, ok):
+        print(f"| {text} | {value} | {'yes' if ok else 'no'} |")
+
+    def get(d, k):
+        return d.get(k)
+
+    t8, s8 = get(oc, "topk_decode_B8_S131072"), get(tc, "sdpa_decode_B8_S131072")
+    if t8 and s8:
+        r = s8["time_us"] / t8["time_us"]
+        row("B=8 S=128K: top-k decode >= 1.7x faster than SDPA", f"{r:.2f}x", r >= 1.7)
+        f = t8["primary_gbps"] / bw
+        row("B=8 S=128K: K read (K bytes / top-k time) >= 85% of copy bandwidth", f"{100 * f:.0f}%", f >= 0.85)
+    t1, s1 = get(oc, "topk_decode_B1_S32768"), get(tc, "sdpa_decode_B1_S32768")
+    if t1 and s1:
+        r = s1["time_us"] / t1["time_us"]
+        row("B=1 S=32K: top-k decode no slower than SDPA", f"{r:.2f}x", r >= 1.0)
+    f8 = get(oc, "full_decode_B8_S131072")
+    if f8 and s8:
+        r = f8["time_us"] / s8["time_us"]
+        row("B=8 S=128K: full decode within 10% of SDPA (ours / SDPA)", f"{r:.2f}", r <= 1.10)
+    se, tt = get(oc, "select_256x131072"), get(tc, "torch_topk_256x131072")
+    if se and tt:
+        r = tt["time_us"] / se["time_us"]
+        row("select [256, 131072] k=2048 >= 3x faster than torch.topk", f"{r:.2f}x", r >= 3.0)
+    for name in ("B8_S131072", "B1_S32768", "B1_S131072"):
+        a, b = get(oc, "topk_decode_" + name), get(tc, "naive_topk_decode_" + name)
+        if a and b:
+            print(f"| (info) {name}: naive torch top-k / ours | {b['time_us'] / a['time_us']:.2f}x | |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""PyTorch baselines for `topk bench cuda`, on the same shapes (a baseline only: the product
+never depends on Python). Writes JSON like the C++ benchmark: CUDA events, warm-up, median.
+
+  python3 bench/torch_baselines.py [--out FILE] [--reps N] [--quick]
+"""
+import argparse
+import json
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def time_us(fn, reps, warmup=5):
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+    for a, b in ev:
+        a.record()
+        fn()
+        b.record()
+    torch.cuda.synchronize()
+    t = sorted(a.elapsed_time(b) * 1e3 for a, b in ev)
+    return t[len(t) // 2]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="")
+    ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    props = torch.cuda.get_device_properties(0)
+
+    n = 1 << 30
+    a = torch.empty(n, dtype=torch.uint8, device=dev).fill_(1)
+    b = torch.empty_like(a)
+    copy_gbps = 2 * n / (time_us(lambda: b.copy_(a), args.reps) * 1e3)
+    del a, b
+
+    cases = []
+    Hq, Hkv, D, K = 32, 8, 128, 2048
+    G = Hq // Hkv
+    shapes = [(8, 131072), (1, 32768), (1, 131072)] if not args.quick else [(1, 32768)]
+    for B, S in shapes:
+        # Torch's preferred layout: [B, H, S, D].
+        q = torch.randn(B, Hq, 1, D, device=dev, dtype=torch.bfloat16)
+        k = torch.randn(B, Hkv, S, D, device=dev, dtype=torch.bfloat16)
+        v = torch.randn(B, Hkv, S, D, device=dev, dtype=torch.bfloat16)
+        kv_bytes = B * S * Hkv * D * 2
+        tag = f"B{B}_S{S}"
+        with torch.no_grad():
+            us = time_us(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True), args.reps)
+            cases.append(dict(name=f"sdpa_decode_{tag}", op="sdpa_decode", B=B, S=S, time_us=us,
+                              bytes=2 * kv_bytes, gbps=2 * kv_bytes / (us * 1e3)))
+            scale = 1.0 / math.sqrt(D)
+
+            def naive():
+                qg = q.view(B, Hkv, G, D)
+                s = torch.einsum("bhgd,bhsd->bhgs", qg, k).float() * scale  # [B, Hkv, G, S]
+                top = s.topk(K, dim=-1)
+                p = torch.softmax(top.values, dim=-1)
+                idx = top.indices.reshape(B, Hkv, G * K, 1).expand(-1, -1, -1, D)
+                vs = torch.gather(v, 2, idx).view(B, Hkv, G, K, D)
+                return torch.einsum("bhgk,bhgkd->bhgd", p.to(v.dtype), vs)
+
+            us = time_us(naive, args.reps)
+            cases.append(dict(name=f"naive_topk_decode_{tag}", op="naive_topk_decode", B=B, S=S,
+                              time_us=us, bytes=kv_bytes, gbps=kv_bytes / (us * 1e3)))
+        del q, k, v
+        torch.cuda.empty_cache()
+
+    if not args.quick:
+        x = torch.randn(256, 131072, device=dev, dtype=torch.float32)
+        us = time_us(lambda: torch.topk(x, K, dim=-1), args.reps)
+        cases.append(dict(name="torch_topk_256x131072", op="torch_topk", B=1, S=131072,
+                          time_us=us, bytes=x.numel() * 4, gbps=x.numel() * 4 / (us * 1e3)))
+
+    out = dict(tool="bench/torch_baselines.py", device=props.name, torch=torch.__version__,
+               copy_gbps=copy_gbps, reps=args.reps, cases=cases)
+    text = json.dumps(out, indent=2)
+    if args.out:
+        with open(args.out + ".tmp", "w") as f:
+            f.write(text)
+        import os
+        os.replace(args.out + ".tmp", args.out)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

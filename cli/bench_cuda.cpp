@@ -1,0 +1,261 @@
+// `topk bench cuda [--json] [--out FILE] [--reps N]`: GPU decode benchmarks of our ops beside
+// a device-to-device copy measured in the same run. CUDA events around each call, warm-up,
+// median of many runs, inputs rotated when a set fits in L2. Bytes are counted per case and
+// the floor is bytes / measured copy bandwidth (copy counts bytes read plus bytes written).
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "core/rng.h"
+#include "topk/attention.h"
+
+#ifdef TOPK_HAVE_CUDA
+#include <cuda_runtime.h>
+#include <nlohmann/json.hpp>
+
+namespace topk::cli {
+
+namespace {
+
+#define BCHECK(x)                                                                          \
+  do {                                                                                      \
+    cudaError_t e_ = (x);                                                                   \
+    if (e_ != cudaSuccess) throw Error(std::string("bench cuda: ") + cudaGetErrorString(e_)); \
+  } while (0)
+
+// Median time in microseconds of fn(i) over reps runs (i = run number), after warm-up.
+template <class F>
+double time_us(F&& fn, int reps, int warmup = 5) {
+  for (int i = 0; i < warmup; i++) fn(i);
+  BCHECK(cudaDeviceSynchronize());
+  std::vector<cudaEvent_t> ev(size_t(2 * reps));
+  for (auto& e : ev) BCHECK(cudaEventCreate(&e));
+  for (int i = 0; i < reps; i++) {
+    BCHECK(cudaEventRecord(ev[size_t(2 * i)]));
+    fn(i);
+    BCHECK(cudaEventRecord(ev[size_t(2 * i + 1)]));
+  }
+  BCHECK(cudaDeviceSynchronize());
+  std::vector<double> t(static_cast<size_t>(reps));
+  for (int i = 0; i < reps; i++) {
+    float ms = 0;
+    BCHECK(cudaEventElapsedTime(&ms, ev[size_t(2 * i)], ev[size_t(2 * i + 1)]));
+    t[size_t(i)] = ms * 1e3;
+  }
+  for (auto& e : ev) cudaEventDestroy(e);
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+// Fills a device buffer with random normal values (bf16 or f32) through a host staging copy.
+void fill(Buffer& dev, uint64_t seed) {
+  Rng rng(seed);
+  TensorView v = dev.view();
+  const int64_t chunk = int64_t(1) << 24;
+  Buffer h(v.dtype, {std::min(chunk, v.numel())});
+  for (int64_t o = 0; o < v.numel(); o += chunk) {
+    int64_t n = std::min(chunk, v.numel() - o);
+    for (int64_t i = 0; i < n; i++) {
+      float x = rng.normal();
+      if (v.dtype == DType::f32) {
+        h.ptr<float>()[i] = x;
+        continue;
+      }
+      else {
+        uint32_t u;
+        std::memcpy(&u, &x, 4);
+        u += 0x7fffu + ((u >> 16) & 1u);
+        h.ptr<uint16_t>()[i] = uint16_t(u >> 16);
+      }
+    }
+    BCHECK(cudaMemcpy(static_cast<char*>(v.data) + o * dtype_size(v.dtype), h.ptr<void>(),
+                      size_t(n) * dtype_size(v.dtype), cudaMemcpyHostToDevice));
+  }
+}
+
+struct Result {
+  std::string name, op;
+  int64_t B = 0, S = 0, Hq = 0, Hkv = 0, D = 0, k = 0;
+  double us = 0, bytes = 0, k_bytes = 0;
+};
+
+}  // namespace
+
+int bench_cuda(int argc, char** argv) {
+  bool json = false;
+  std::string out;
+  int reps = 50;
+  bool quick = false;
+  for (int i = 1; i < argc; i++) {
+    if (!std::strcmp(argv[i], "--json")) json = true;
+    else if (!std::strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
+    else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else {
+      std::fprintf(stderr, "usage: topk bench cuda [--json] [--out FILE] [--reps N] [--quick]\n");
+      return 2;
+    }
+  }
+  if (!cuda_available()) {
+    std::fprintf(stderr, "bench cuda: no CUDA device\n");
+    return 1;
+  }
+  cudaDeviceProp prop;
+  BCHECK(cudaGetDeviceProperties(&prop, 0));
+  const double l2 = double(prop.l2CacheSize);
+
+  // Device-to-device copy of 1 GiB: bytes read + bytes written.
+  double copy_gbps;
+  {
+    size_t n = size_t(1) << 30;
+    void *a, *b;
+    BCHECK(cudaMalloc(&a, n));
+    BCHECK(cudaMalloc(&b, n));
+    BCHECK(cudaMemset(a, 1, n));
+    double us = time_us([&](int) { BCHECK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice)); }, reps);
+    copy_gbps = 2.0 * double(n) / (us * 1e3);
+    cudaFree(a);
+    cudaFree(b);
+  }
+
+  std::vector<Result> results;
+  const int Hq = 32, Hkv = 8, D = 128, K = 2048;
+  struct Shape { int64_t B, S; };
+  std::vector<Shape> shapes = {{8, 131072}, {1, 32768}, {1, 131072}};
+  if (quick) shapes = {{1, 32768}};
+  for (const Shape& sh : shapes) {
+    int64_t kv_bytes = sh.B * sh.S * Hkv * D * 2;
+    int rot = kv_bytes * 2 < 2 * l2 ? int(std::min(8.0, std::ceil(2 * l2 / double(kv_bytes * 2)))) : 1;
+    std::vector<Buffer> ks, vs, qs;
+    for (int r = 0; r < rot; r++) {
+      ks.emplace_back(DType::bf16, std::initializer_list<int64_t>{sh.B, sh.S, Hkv, D}, Device::cuda);
+      vs.emplace_back(DType::bf16, std::initializer_list<int64_t>{sh.B, sh.S, Hkv, D}, Device::cuda);
+      qs.emplace_back(DType::bf16, std::initializer_list<int64_t>{sh.B, 1, Hq, D}, Device::cuda);
+      fill(ks.back(), 10 + r);
+      fill(vs.back(), 20 + r);
+      fill(qs.back(), 30 + r);
+    }
+    Buffer o(DType::bf16, {sh.B, 1, Hq, D}, Device::cuda), lse(DType::f32, {sh.B, 1, Hq}, Device::cuda);
+    Buffer idx(DType::i32, {sh.B, 1, Hq, K}, Device::cuda);
+    std::string tag = "B" + std::to_string(sh.B) + "_S" + std::to_string(sh.S);
+    Result full{"full_decode_" + tag, "full_decode", sh.B, sh.S, Hq, Hkv, D, 0};
+    full.us = time_us([&](int i) {
+      int r = i % rot;
+      attention_forward(qs[size_t(r)], ks[size_t(r)], vs[size_t(r)], {}, {}, o, lse);
+    }, reps);
+    full.bytes = 2.0 * double(kv_bytes);
+    full.k_bytes = double(kv_bytes);
+    results.push_back(full);
+
+    SelectOpts sel;
+    sel.k = K;
+    Result tk{"topk_decode_" + tag, "topk_decode", sh.B, sh.S, Hq, Hkv, D, K};
+    tk.us = time_us([&](int i) {
+      int r = i % rot;
+      topk_attention_forward(qs[size_t(r)], ks[size_t(r)], vs[size_t(r)], {}, {}, sel, o, lse, idx);
+    }, reps);
+    // K once; scores written and read once; the chosen V rows; the indices.
+    tk.bytes = double(kv_bytes) + 2.0 * sh.B * Hq * sh.S * 4 + double(sh.B) * Hq * K * D * 2 +
+               double(sh.B) * Hq * K * 4;
+    tk.k_bytes = double(kv_bytes);
+    results.push_back(tk);
+
+    // The pipeline's stages through the public ops (the fused path runs the same kernels
+    // without the score tensor's extra layout): scores, select over them, sparse attention.
+    if (sh.B * Hq * sh.S * 4 <= (int64_t(1) << 30)) {
+      Buffer sc(DType::f32, {sh.B, 1, Hq, sh.S}, Device::cuda);
+      Result a{"stage_scores_" + tag, "stage_scores", sh.B, sh.S, Hq, Hkv, D, 0};
+      a.us = time_us([&](int) { attention_scores(qs[0], ks[0], {}, {}, sc); }, reps);
+      a.bytes = double(kv_bytes) + double(sh.B) * Hq * sh.S * 4;
+      a.k_bytes = double(kv_bytes);
+      results.push_back(a);
+      Result b{"stage_select_" + tag, "stage_select", sh.B, sh.S, Hq, Hkv, D, K};
+      b.us = time_us([&](int) { topk_select(sc, {}, {}, sel, idx); }, reps);
+      b.bytes = double(sh.B) * Hq * sh.S * 4;
+      b.k_bytes = b.bytes;
+      results.push_back(b);
+      Result c{"stage_sparse_" + tag, "stage_sparse", sh.B, sh.S, Hq, Hkv, D, K};
+      c.us = time_us([&](int) { sparse_attention_forward(qs[0], ks[0], vs[0], idx, {}, {}, o, lse); }, reps);
+      c.bytes = 2.0 * sh.B * Hq * K * D * 2;
+      c.k_bytes = c.bytes / 2;
+      results.push_back(c);
+    }
+  }
+
+  // Standalone select over [256, 131072] f32 rows, k = 2048.
+  if (!quick) {
+    int64_t rows = 256, S = 131072;
+    Buffer sc(DType::f32, {1, 1, rows, S}, Device::cuda);
+    fill(sc, 77);
+    Buffer idx(DType::i32, {1, 1, rows, K}, Device::cuda);
+    SelectOpts sel;
+    sel.k = K;
+    Result r{"select_256x131072", "select", 1, S, rows, rows, 1, K};
+    r.us = time_us([&](int) { topk_select(sc, {}, {}, sel, idx); }, reps);
+    r.bytes = double(rows) * S * 4 + double(rows) * K * 4;
+    r.k_bytes = double(rows) * S * 4;
+    results.push_back(r);
+  }
+
+  nlohmann::json j;
+  j["tool"] = "topk bench cuda";
+  j["device"] = prop.name;
+  j["sms"] = prop.multiProcessorCount;
+  j["l2_bytes"] = prop.l2CacheSize;
+  j["copy_gbps"] = copy_gbps;
+  j["reps"] = reps;
+  for (const Result& r : results) {
+    nlohmann::json c;
+    c["name"] = r.name;
+    c["op"] = r.op;
+    c["B"] = r.B;
+    c["S"] = r.S;
+    c["Hq"] = r.Hq;
+    c["Hkv"] = r.Hkv;
+    c["D"] = r.D;
+    c["k"] = r.k;
+    c["time_us"] = r.us;
+    c["bytes"] = r.bytes;
+    c["gbps"] = r.bytes / (r.us * 1e3);
+    c["primary_bytes"] = r.k_bytes;
+    c["primary_gbps"] = r.k_bytes / (r.us * 1e3);
+    c["floor_us"] = r.bytes / (copy_gbps * 1e3);
+    j["cases"].push_back(c);
+  }
+  std::string text = j.dump(2);
+  if (!out.empty()) {
+    std::string tmp = out + ".tmp";
+    FILE* f = std::fopen(tmp.c_str(), "w");
+    TOPK_CHECK(f, "bench cuda: cannot write %s", tmp.c_str());
+    std::fputs(text.c_str(), f);
+    std::fclose(f);
+    std::rename(tmp.c_str(), out.c_str());
+  }
+  if (json) {
+    std::printf("%s\n", text.c_str());
+  } else {
+    std::printf("%s, copy %.0f GB/s (read + write)\n", prop.name, copy_gbps);
+    std::printf("%-28s %10s %10s %10s %9s\n", "case", "time_us", "GB/s", "floor_us", "floor/t");
+    for (const Result& r : results) {
+      double fl = r.bytes / (copy_gbps * 1e3);
+      std::printf("%-28s %10.1f %10.0f %10.1f %8.0f%%\n", r.name.c_str(), r.us, r.bytes / (r.us * 1e3), fl, 100 * fl / r.us);
+    }
+  }
+  return 0;
+}
+
+}  // namespace topk::cli
+
+#else
+
+namespace topk::cli {
+int bench_cuda(int, char**) {
+  std::fprintf(stderr, "bench cuda: this build of topk has no CUDA backend\n");
+  return 1;
+}
+}  // namespace topk::cli
+
+#endif

@@ -1,0 +1,278 @@
+// Shared device helpers of the CUDA attention kernels: sequence table, loads of 8 elements
+// of any float dtype, order-preserving score keys, block scans, and the host-side context
+// (cached sequence upload, workspace, SM count). Kernels of one op live in its own .cu file.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "attention/params.h"
+#include "core/cuda_check.cuh"
+
+namespace topk::cuda {
+
+// Dtype codes as kernels see them.
+enum : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
+inline int dt_code(DType t) { return t == DType::f32 ? kF32 : t == DType::bf16 ? kBF16 : kF16; }
+
+// One sequence as kernels see it: SeqDesc plus r0, its first compact query row (the prefix
+// sum of T over the sequences before it). Compact rows number the queries of a call 0..R-1.
+struct DSeq {
+  int32_t batch, q_start, T, k_start, S, q_pos, r0;
+};
+
+// A [B, rows, H, D] tensor (unit stride over D), strides in elements.
+struct DRows {
+  const char* data;
+  int dt, esize;
+  int64_t sb, st, sh;
+  __host__ __device__ int64_t offset(int64_t b, int64_t row, int64_t h) const {
+    return b * sb + row * st + h * sh;
+  }
+};
+
+inline DRows drows(const Rows& r) {
+  DRows d;
+  d.data = static_cast<const char*>(r.data);
+  d.dt = dt_code(r.dtype);
+  d.esize = r.dtype == DType::f32 ? 4 : 2;
+  d.sb = r.sb;
+  d.st = r.st;
+  d.sh = r.sh;
+  return d;
+}
+
+// 16-byte loads need 16-byte aligned rows: base and every stride.
+inline bool rows_aligned(const DRows& r) {
+  auto ok = [&](int64_t s) { return (s * r.esize) % 16 == 0; };
+  return (reinterpret_cast<uintptr_t>(r.data) % 16) == 0 && ok(r.sb) && ok(r.st) && ok(r.sh);
+}
+
+// Uploaded sequence table of a call.
+struct SeqTable {
+  const DSeq* d = nullptr;
+  int n = 0;
+  int64_t rows = 0;   // R = sum of T
+  int64_t max_T = 0;  // largest T
+};
+
+// Uploads the sequence table (skipped when it equals the last one uploaded).
+SeqTable upload_seqs(const AttnParams& p);
+// A cached device buffer per slot, grown as needed (never shrinks); contents undefined.
+void* workspace(int slot, size_t bytes);
+enum : int { kWsScores = 0, kWsRank = 1, kWsPartial = 2, kWsLse = 3, kWsCount = 4 };
+int num_sms();
+cudaStream_t stream();  // the stream all ops run on (the legacy default stream)
+
+// Compact row -> sequence index (binary search on r0).
+__device__ __forceinline__ int seq_of_row(const DSeq* seqs, int nseq, int64_t r) {
+  int lo = 0, hi = nseq - 1;
+  while (lo < hi) {
+    int mid = (lo + hi + 1) >> 1;
+    if (seqs[mid].r0 <= r) lo = mid; else hi = mid - 1;
+  }
+  return lo;
+}
+
+__device__ __forceinline__ int64_t visible_keys(const DSeq& s, int64_t t, bool causal) {
+  if (!causal) return s.S;
+  int64_t n = int64_t(s.q_pos) + t + 1;
+  return n < 0 ? 0 : (n > s.S ? s.S : n);
+}
+
+__device__ __forceinline__ float load1(const char* base, int dt, int64_t i) {
+  if (dt == kF32) return reinterpret_cast<const float*>(base)[i];
+  uint16_t h = reinterpret_cast<const uint16_t*>(base)[i];
+  if (dt == kBF16) return __uint_as_float(uint32_t(h) << 16);
+  return __half2float(__ushort_as_half(h));
+}
+
+__device__ __forceinline__ void store1(void* base, int dt, int64_t i, float x) {
+  if (dt == kF32) reinterpret_cast<float*>(base)[i] = x;
+  else if (dt == kBF16) reinterpret_cast<__nv_bfloat16*>(base)[i] = __float2bfloat16_rn(x);
+  else reinterpret_cast<__half*>(base)[i] = __float2half_rn(x);
+}
+
+// 16 raw bytes of the 8-element group at element offset `off` of r: part 0 for 16-bit dtypes;
+// parts 0 and 1 (elements 0-3, 4-7) for f32. vec: 16-byte aligned rows (else scalar loads).
+__device__ __forceinline__ uint4 ldg16(const void* p) {
+  uint4 r;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+
+__device__ __forceinline__ uint4 load_part(const DRows& r, int64_t off, int part, bool vec) {
+  const char* p = r.data + off * r.esize + part * 16;
+  if (vec) return ldg16(p);
+  if (r.dt == kF32) {
+    const uint32_t* q = reinterpret_cast<const uint32_t*>(p);
+    return make_uint4(q[0], q[1], q[2], q[3]);
+  }
+  const uint16_t* q = reinterpret_cast<const uint16_t*>(p);
+  return make_uint4(q[0] | (uint32_t(q[1]) << 16), q[2] | (uint32_t(q[3]) << 16),
+                    q[4] | (uint32_t(q[5]) << 16), q[6] | (uint32_t(q[7]) << 16));
+}
+
+__device__ __forceinline__ void cvt2(uint32_t w, int dt, float& lo, float& hi) {
+  if (dt == kBF16) {
+    lo = __uint_as_float(w << 16);
+    hi = __uint_as_float(w & 0xffff0000u);
+  } else {
+    float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w));
+    lo = f.x;
+    hi = f.y;
+  }
+}
+
+// 8 elements of a 16-bit dtype.
+__device__ __forceinline__ void cvt8(const uint4& x, int dt, float (&f)[8]) {
+  cvt2(x.x, dt, f[0], f[1]);
+  cvt2(x.y, dt, f[2], f[3]);
+  cvt2(x.z, dt, f[4], f[5]);
+  cvt2(x.w, dt, f[6], f[7]);
+}
+// 8 elements of f32 from its two parts.
+__device__ __forceinline__ void cvt8(const uint4& x, const uint4& y, float (&f)[8]) {
+  f[0] = __uint_as_float(x.x); f[1] = __uint_as_float(x.y);
+  f[2] = __uint_as_float(x.z); f[3] = __uint_as_float(x.w);
+  f[4] = __uint_as_float(y.x); f[5] = __uint_as_float(y.y);
+  f[6] = __uint_as_float(y.z); f[7] = __uint_as_float(y.w);
+}
+
+// Loads U groups of 8 elements (offsets off[u], valid[u]) and calls f(u, vals) for each;
+// all loads of a batch are issued before the first use. f32 runs in two batches of U/2 so
+// that the raw registers stay at U x 16 bytes for every dtype.
+template <int U, class F>
+__device__ __forceinline__ void load_groups(const DRows& r, const int64_t (&off)[U],
+                                            const bool (&valid)[U], bool vec, F&& f) {
+  if (r.dt != kF32) {
+    uint4 raw[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) raw[u] = valid[u] ? load_part(r, off[u], 0, vec) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      float x[8];
+      cvt8(raw[u], r.dt, x);
+      f(u, x);
+    }
+  } else {
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      constexpr int H = U / 2 > 0 ? U / 2 : 1;
+      uint4 raw[2 * H];
+#pragma unroll
+      for (int i = 0; i < H; i++) {
+        int u = h * H + i;
+        if (u < U) {
+          raw[2 * i] = valid[u] ? load_part(r, off[u], 0, vec) : make_uint4(0, 0, 0, 0);
+          raw[2 * i + 1] = valid[u] ? load_part(r, off[u], 1, vec) : make_uint4(0, 0, 0, 0);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < H; i++) {
+        int u = h * H + i;
+        if (u < U) {
+          float x[8];
+          cvt8(raw[2 * i], raw[2 * i + 1], x);
+          f(u, x);
+        }
+      }
+    }
+  }
+}
+
+// Sum of v[0..N) over groups of W consecutive lanes, scattered: afterwards lane l of a group
+// holds in v[0..N/W) the sums of entries (l % W) * (N / W) + i. N >= W, both powers of two.
+template <int N, int OFF, int n>
+__device__ __forceinline__ void reduce_scatter_step(float (&v)[N], int lane) {
+  if constexpr (OFF >= 1) {
+    bool upper = (lane & OFF) != 0;
+#pragma unroll
+    for (int i = 0; i < n / 2; i++) {
+      float send = upper ? v[i] : v[i + n / 2];
+      float keep = upper ? v[i + n / 2] : v[i];
+      v[i] = keep + __shfl_xor_sync(0xffffffffu, send, OFF);
+    }
+    reduce_scatter_step<N, OFF / 2, n / 2>(v, lane);
+  }
+}
+template <int N, int W>
+__device__ __forceinline__ void reduce_scatter(float (&v)[N]) {
+  static_assert(N >= W, "reduce_scatter needs N >= W");
+  reduce_scatter_step<N, W / 2, N>(v, int(threadIdx.x & 31));
+}
+
+// Order-preserving key of a score: larger float -> larger key; NaN lowest (0); -0 == +0.
+__device__ __forceinline__ uint32_t order_key(float f) {
+  uint32_t u = __float_as_uint(f);
+  if (f != f) return 0u;
+  if (u == 0x80000000u) u = 0;
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Budget W of a row that sees n keys (params.h select_budget, on the device).
+__device__ __forceinline__ int64_t budget_dev(int k, double ratio, int min_k, int64_t n) {
+  if (n <= 0) return 0;
+  int64_t w;
+  if (k > 0) {
+    w = k;
+  } else {
+    double x = __dmul_rn(ratio, double(n));
+    w = int64_t(ceil(__dsub_rn(x, __dmul_rn(1e-9, x))));
+  }
+  if (w < min_k) w = min_k;
+  if (w < 1) w = 1;
+  if (w > n) w = n;
+  return w;
+}
+
+// Block-wide exclusive scan of one int per thread (blockDim.x a multiple of 32, <= 1024).
+// `tmp` holds 33 ints of shared memory. Returns the exclusive prefix; *total gets the sum.
+__device__ __forceinline__ int block_exclusive_scan(int x, int* tmp, int* total) {
+  int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  int v = x;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    int y = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o) v += y;
+  }
+  if (lane == 31) tmp[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    int w = lane < nw ? tmp[lane] : 0;
+    int s = w;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      int y = __shfl_up_sync(0xffffffffu, s, o);
+      if (lane >= o) s += y;
+    }
+    if (lane < nw) tmp[lane] = s - w;
+    if (lane == 31) tmp[32] = s;
+  }
+  __syncthreads();
+  int r = tmp[warp] + v - x;
+  *total = tmp[32];
+  __syncthreads();
+  return r;
+}
+
+// Keys of a work unit are split into chunks of this many (multiples of the kernels' tiles).
+constexpr int kTile = 128;
+
+// Number of splits of an item's keys so that items * splits blocks fill whole waves.
+int choose_splits(int64_t items, int64_t keys, int blocks_per_sm, int max_splits);
+
+}  // namespace topk::cuda
+
+// Dispatch on the compile-time head dim; anything else is a caller error.
+#define TOPK_CUDA_HEAD_DIM_SWITCH(D, op, ...)                                               \
+  switch (D) {                                                                               \
+    case 64: { constexpr int kD = 64; __VA_ARGS__; break; }                                  \
+    case 128: { constexpr int kD = 128; __VA_ARGS__; break; }                                \
+    default: throw ::topk::Error(::topk::detail::format_error(                               \
+        "%s: unsupported head dim %d on CUDA (64 and 128 are built)", op, int(D)));          \
+  }

@@ -1,0 +1,110 @@
+// Host-side state shared by the CUDA ops: the uploaded sequence table (re-sent only when it
+// changes, so a decode loop pays no copy), growing workspaces, and device properties.
+// Not thread-safe: one host thread drives the CUDA backend at a time.
+#include <cstring>
+#include <vector>
+
+#include "attention/cuda/common.cuh"
+
+namespace topk::cuda {
+
+namespace {
+struct Context {
+  int device = -1;
+  int sms = 0;
+  DSeq* seq_dev = nullptr;
+  size_t seq_cap = 0;
+  std::vector<DSeq> seq_last;
+  void* ws[kWsCount] = {};
+  size_t ws_cap[kWsCount] = {};
+};
+Context& ctx() {
+  static Context c;
+  int dev = 0;
+  TOPK_CUDA(cudaGetDevice(&dev));
+  if (dev != c.device) {  // a new device: drop the cache of the old one
+    c = Context();
+    c.device = dev;
+    TOPK_CUDA(cudaDeviceGetAttribute(&c.sms, cudaDevAttrMultiProcessorCount, dev));
+  }
+  return c;
+}
+}  // namespace
+
+cudaStream_t stream() { return 0; }
+
+int num_sms() { return ctx().sms; }
+
+SeqTable upload_seqs(const AttnParams& p) {
+  Context& c = ctx();
+  std::vector<DSeq> h(size_t(p.nseq));
+  SeqTable t;
+  int64_t r0 = 0;
+  for (int i = 0; i < p.nseq; i++) {
+    const SeqDesc& s = p.seqs[i];
+    h[i] = {s.batch, s.q_start, s.T, s.k_start, s.S, s.q_pos, int32_t(r0)};
+    r0 += s.T;
+    if (s.T > t.max_T) t.max_T = s.T;
+  }
+  TOPK_CHECK(r0 < (int64_t(1) << 31), "cuda: more than 2^31 query rows in one call");
+  t.n = p.nseq;
+  t.rows = r0;
+  if (h.size() > c.seq_cap) {
+    if (c.seq_dev) cudaFree(c.seq_dev);
+    c.seq_dev = nullptr;
+    c.seq_cap = 0;
+    c.seq_last.clear();
+    size_t cap = h.size() < 64 ? 64 : h.size() * 2;
+    TOPK_CUDA(cudaMalloc(&c.seq_dev, cap * sizeof(DSeq)));
+    c.seq_cap = cap;
+  }
+  bool same = c.seq_last.size() == h.size() &&
+              (h.empty() || std::memcmp(c.seq_last.data(), h.data(), h.size() * sizeof(DSeq)) == 0);
+  if (!same && !h.empty()) {
+    // Stream-ordered after earlier kernels that read the old table.
+    TOPK_CUDA(cudaMemcpyAsync(c.seq_dev, h.data(), h.size() * sizeof(DSeq),
+                              cudaMemcpyHostToDevice, stream()));
+    c.seq_last = h;
+  }
+  t.d = c.seq_dev;
+  return t;
+}
+
+void* workspace(int slot, size_t bytes) {
+  Context& c = ctx();
+  if (bytes < 256) bytes = 256;
+  if (bytes > c.ws_cap[slot]) {
+    if (c.ws[slot]) {
+      TOPK_CUDA(cudaDeviceSynchronize());  // earlier kernels may still use the old buffer
+      cudaFree(c.ws[slot]);
+    }
+    c.ws[slot] = nullptr;
+    c.ws_cap[slot] = 0;
+    TOPK_CUDA(cudaMalloc(&c.ws[slot], bytes));
+    c.ws_cap[slot] = bytes;
+  }
+  return c.ws[slot];
+}
+
+int choose_splits(int64_t items, int64_t keys, int blocks_per_sm, int max_splits) {
+  int64_t slots = int64_t(num_sms()) * (blocks_per_sm > 0 ? blocks_per_sm : 1);
+  int64_t tiles = (keys + kTile - 1) / kTile;
+  int64_t lim = tiles < max_splits ? tiles : max_splits;
+  if (lim < 1) lim = 1;
+  if (items >= 4 * slots) return 1;
+  int best = 1;
+  double best_cost = 1e30;
+  for (int64_t ns = 1; ns <= lim; ns++) {
+    // Time ~ waves * tiles per split, plus a small cost per split for the combine.
+    int64_t per = (tiles + ns - 1) / ns;
+    int64_t waves = (items * ns + slots - 1) / slots;
+    double cost = double(waves * per) + 0.02 * double(ns);
+    if (cost < best_cost - 1e-9) {
+      best_cost = cost;
+      best = int(ns);
+    }
+  }
+  return best;
+}
+
+}  // namespace topk::cuda

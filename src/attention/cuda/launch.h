@@ -1,0 +1,33 @@
+// Internal launchers shared by the CUDA ops (plain C++ declarations; kernels live in the .cu
+// files). Rows are compact query rows [r0, r1) of the uploaded sequence table.
+#pragma once
+#include <cstdint>
+
+#include "attention/params.h"
+
+namespace topk::cuda {
+
+struct SeqTable;
+
+// Scores scale * q.k into out: compact rows ([r1-r0, Hq, Smax]) or the caller's per-query
+// layout ([B, Tq, Hq, Smax]). fill_tail: also write -inf past each row's visible keys.
+void launch_scores(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1, float* out,
+                   bool out_compact, bool fill_tail);
+
+// Attention of rows [r0, r1): full (idx == nullptr) or over idx [B, Tq, Hsel, K]. prescored:
+// compact scores [r1-r0, Hq, Smax] of the same rows (skips reading K). Writes o and lse.
+void launch_attend(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                   const int32_t* idx, int Hsel, int64_t K, const float* prescored);
+
+// Top-k selection of rows [r0, r1) from rank rows `in` ([rows, Hsel, Smax], compact or
+// per-query) into out [B, Tq, Hsel, K]. For per-head selection in holds scores with Hsel = Hq.
+void launch_select(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                   const float* in, bool in_compact, int Hsel, const SelectOpts& sel,
+                   int32_t* out, int64_t K);
+
+// Group ranking: rank[rr, kvh, j] = sum over the group's heads of softmax probabilities of
+// the compact scores [r1-r0, Hq, Smax]. rank is compact [r1-r0, Hkv, Smax].
+void launch_group_rank(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                       const float* scores, float* rank);
+
+}  // namespace topk::cuda

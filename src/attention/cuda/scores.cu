@@ -1,0 +1,173 @@
+// Exact scores scale * q.k. One persistent grid walks (row, KV head, head slice, key tile)
+// units in contiguous ranges; each K row is read once with 16-byte loads for all the heads of
+// its group (up to HB per slice), reduced across lanes, staged in shared memory and written
+// with coalesced stores. Used by attention_scores and by the top-k attention pipeline.
+#include <cmath>
+
+#include "attention/cuda/common.cuh"
+#include "attention/cuda/launch.h"
+
+namespace topk::cuda {
+
+namespace {
+
+struct ScoreArgs {
+  const DSeq* seqs;
+  int nseq;
+  int64_t r0, nrows;
+  int Hq, Hkv, G, nslice;
+  int64_t Smax, tiles, units;
+  float scale;
+  bool causal, vec, fill_tail, out_compact;
+  DRows q, k;
+  float* out;
+  int64_t Tq;
+};
+
+constexpr int kThreads = 256;
+
+template <int D, int HB>
+__global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) {
+  constexpr int TPR = D / 8;              // threads per key row
+  constexpr int SLOTS = kThreads / TPR;   // key rows in flight per step
+  constexpr int KPT = kTile / SLOTS;      // keys per thread per tile
+  constexpr int KB = HB >= 8 ? KPT / 2 : KPT;  // keys per dot batch
+  constexpr int NB = KB * HB;
+  static_assert(NB >= TPR, "reduce_scatter needs NB >= TPR");
+  __shared__ float sc[2][HB][kTile];
+
+  const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR;
+  int64_t u0 = int64_t(blockIdx.x) * a.units / gridDim.x;
+  int64_t u1 = int64_t(blockIdx.x + 1) * a.units / gridDim.x;
+  int64_t cur_item = -1;
+  float qv[HB][8];
+  int64_t n = 0, kbase = 0, orow = 0;
+  int h0 = 0, nh = 0, kvh = 0;
+  int buf = 0;
+  for (int64_t u = u0; u < u1; u++) {
+    int64_t item = u / a.tiles;
+    int64_t tile0 = (u % a.tiles) * kTile;
+    if (item != cur_item) {
+      cur_item = item;
+      int64_t rr = item / (a.Hkv * a.nslice);
+      int rest = int(item % (a.Hkv * a.nslice));
+      kvh = rest / a.nslice;
+      int slice = rest % a.nslice;
+      int64_t r = a.r0 + rr;
+      const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
+      int64_t t = r - s.r0;
+      n = visible_keys(s, t, a.causal);
+      h0 = kvh * a.G + slice * HB;
+      nh = min(HB, a.G - slice * HB);
+      kbase = int64_t(s.batch) * a.k.sb + int64_t(s.k_start) * a.k.st + int64_t(kvh) * a.k.sh;
+      orow = a.out_compact ? rr : int64_t(s.batch) * a.Tq + s.q_start + t;
+#pragma unroll
+      for (int h = 0; h < HB; h++) {
+        int64_t qo = a.q.offset(s.batch, s.q_start + t, h0 + (h < nh ? h : 0)) + dg * 8;
+#pragma unroll
+        for (int e = 0; e < 8; e++) qv[h][e] = h < nh ? load1(a.q.data, a.q.dt, qo + e) : 0.f;
+      }
+    }
+    if (tile0 >= n && !a.fill_tail) continue;  // uniform over the block
+
+    // In batches of KB keys, so that raw K, partial dots and q fit in registers.
+#pragma unroll
+    for (int b0 = 0; b0 < KPT; b0 += KB) {
+      float v[NB];
+#pragma unroll
+      for (int i = 0; i < NB; i++) v[i] = 0.f;
+      int64_t off[KB];
+      bool valid[KB];
+#pragma unroll
+      for (int k = 0; k < KB; k++) {
+        int64_t j = tile0 + slot + (b0 + k) * SLOTS;
+        valid[k] = j < n;
+        off[k] = kbase + j * a.k.st + dg * 8;
+      }
+      load_groups<KB>(a.k, off, valid, a.vec, [&](int k, const float (&x)[8]) {
+#pragma unroll
+        for (int h = 0; h < HB; h++) {
+          float s = 0.f;
+#pragma unroll
+          for (int e = 0; e < 8; e++) s = fmaf(qv[h][e], x[e], s);
+          v[k * HB + h] = s;
+        }
+      });
+      reduce_scatter<NB, TPR>(v);
+#pragma unroll
+      for (int i = 0; i < NB / TPR; i++) {
+        int idx = dg * (NB / TPR) + i;
+        int k = b0 + idx / HB, h = idx % HB;
+        int64_t j = tile0 + slot + k * SLOTS;
+        sc[buf][h][slot + k * SLOTS] = j < n ? v[i] * a.scale : -INFINITY;
+      }
+    }
+    __syncthreads();
+    float* out0 = a.out + (orow * a.Hq + h0) * a.Smax + tile0;
+    if (a.vec && tile0 + kTile <= a.Smax && (a.Smax % 4) == 0) {
+      for (int e = tid; e < nh * (kTile / 4); e += kThreads) {
+        int h = e / (kTile / 4), c = e % (kTile / 4);
+        float4 x = *reinterpret_cast<const float4*>(&sc[buf][h][c * 4]);
+        *reinterpret_cast<float4*>(out0 + h * a.Smax + c * 4) = x;
+      }
+    } else {
+      for (int e = tid; e < nh * kTile; e += kThreads) {
+        int h = e / kTile, c = e % kTile;
+        if (tile0 + c < a.Smax) out0[h * a.Smax + c] = sc[buf][h][c];
+      }
+    }
+    buf ^= 1;
+  }
+}
+
+template <int D, int HB>
+void run_scores(const ScoreArgs& a) {
+  static int per_sm = -1;
+  if (per_sm < 0) {
+    TOPK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, scores_kernel<D, HB>, kThreads, 0));
+    if (per_sm < 1) per_sm = 1;
+  }
+  int64_t grid = int64_t(num_sms()) * per_sm;
+  if (grid > a.units) grid = a.units;
+  if (grid < 1) return;
+  scores_kernel<D, HB><<<unsigned(grid), kThreads, 0, stream()>>>(a);
+  TOPK_CUDA_LAUNCH();
+}
+
+}  // namespace
+
+void launch_scores(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1, float* out,
+                   bool out_compact, bool fill_tail) {
+  if (r1 <= r0 || p.Smax == 0) return;
+  ScoreArgs a;
+  a.seqs = st.d;
+  a.nseq = st.n;
+  a.r0 = r0;
+  a.nrows = r1 - r0;
+  a.Hq = p.Hq;
+  a.Hkv = p.Hkv;
+  a.G = p.group();
+  int HB = a.G <= 4 ? 4 : 8;
+  a.nslice = (a.G + HB - 1) / HB;
+  a.Smax = p.Smax;
+  a.tiles = (p.Smax + kTile - 1) / kTile;
+  a.units = a.nrows * a.Hkv * a.nslice * a.tiles;
+  a.scale = p.scale;
+  a.causal = p.causal;
+  a.q = drows(p.q);
+  a.k = drows(p.k);
+  a.vec = rows_aligned(a.k) && (reinterpret_cast<uintptr_t>(out) % 16) == 0;
+  a.fill_tail = fill_tail;
+  a.out_compact = out_compact;
+  a.out = out;
+  a.Tq = p.Tq;
+  TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "attention_scores",
+      if (HB == 4) run_scores<kD, 4>(a); else run_scores<kD, 8>(a));
+}
+
+void attention_scores(const AttnParams& p, float* scores) {
+  SeqTable st = upload_seqs(p);
+  launch_scores(p, st, 0, st.rows, scores, false, true);
+}
+
+}  // namespace topk::cuda
