@@ -26,6 +26,21 @@ std::string csv_field(const std::string& s) {
   return r + "\"";
 }
 
+// Predictions are raw bytes of a byte-level model: keep ASCII, write other bytes as \xNN so the
+// JSON stays valid UTF-8.
+std::string printable(const std::string& s) {
+  std::string r;
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c < 0x7f) r += char(c);
+    else {
+      char b[8];
+      std::snprintf(b, sizeof b, "\\x%02x", unsigned(c));
+      r += b;
+    }
+  }
+  return r;
+}
+
 }  // namespace
 
 std::string format_table(const Report& r) {
@@ -71,14 +86,15 @@ std::vector<std::string> write_outputs(const Report& r, const std::string& dir) 
   j["seconds"] = r.seconds;
   json cells = json::array();
   for (const Cell& c : r.cells) {
-    json layers = json::array();
+    json layers = json::array(), preds = json::array();
+    for (const auto& p : c.predictions) preds.push_back(printable(p));
     for (const LayerStats& l : c.layers) layers.push_back(layer_json(l));
     cells.push_back({{"task", c.task}, {"length", c.length}, {"policy", c.policy},
                      {"examples", c.examples}, {"score", c.score}, {"rho", c.rho},
                      {"precision", jnum(c.precision)}, {"mass", c.mass}, {"entropy", c.entropy},
                      {"entropy_norm", c.entropy_norm}, {"decode_steps", c.decode_steps},
                      {"context_tokens", c.context}, {"seconds", c.seconds}, {"layers", layers},
-                     {"predictions", c.predictions}});
+                     {"predictions", preds}});
   }
   j["results"] = cells;
   write_json_file(dir + "/results.json", j);
