@@ -33,7 +33,7 @@ Example make_example(const TaskOpts& t, const TokenizerConfig& tok, Rng& rng) {
     cfg.seed = rng.next();
     tasks::Example x = tasks::generate(t.name, cfg);
     e.tokens = tok_encode(tok, x.prompt + x.answer_prefix, true);
-    e.loss_from = int(e.tokens.size()) - 1;
+    e.loss_from = t.loss_all ? 0 : int(e.tokens.size()) - 1;
     e.answer_from = int(e.tokens.size());
     std::vector<int> ans = tok_encode(tok, x.target, false);
     e.tokens.insert(e.tokens.end(), ans.begin(), ans.end());
