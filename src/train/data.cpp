@@ -13,6 +13,8 @@ void validate_task(const TaskOpts& t) {
   if (is_suite_task(t)) {
     TOPK_CHECK(t.length > 0, "task %s: set \"length\" (target tokens per example, e.g. 256)",
                t.name.c_str());
+    TOPK_CHECK(t.min_length <= t.length, "task %s: min_length %d exceeds length %d",
+               t.name.c_str(), t.min_length, t.length);
     return;
   }
   TOPK_CHECK(t.name == "copy" || t.name == "recall", "task '%s' unknown (copy, recall or a task "
@@ -30,6 +32,7 @@ Example make_example(const TaskOpts& t, const TokenizerConfig& tok, Rng& rng) {
   if (is_suite_task(t)) {
     tasks::Config cfg;
     cfg.length = t.length;
+    if (t.min_length > 0) cfg.length = t.min_length + int64_t(rng.below(uint64_t(t.length - t.min_length + 1)));
     cfg.seed = rng.next();
     tasks::Example x = tasks::generate(t.name, cfg);
     e.tokens = tok_encode(tok, x.prompt + x.answer_prefix, true);
