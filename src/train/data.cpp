@@ -13,6 +13,8 @@ void validate_task(const TaskOpts& t) {
   if (is_suite_task(t)) {
     TOPK_CHECK(t.length > 0, "task %s: set \"length\" (target tokens per example, e.g. 256)",
                t.name.c_str());
+    TOPK_CHECK(t.loss == "answer" || t.loss == "question" || t.loss == "all", "task %s: loss "
+               "must be answer, question or all, got '%s'", t.name.c_str(), t.loss.c_str());
     TOPK_CHECK(t.min_length <= t.length, "task %s: min_length %d exceeds length %d",
                t.name.c_str(), t.min_length, t.length);
     return;
@@ -36,7 +38,10 @@ Example make_example(const TaskOpts& t, const TokenizerConfig& tok, Rng& rng) {
     cfg.seed = rng.next();
     tasks::Example x = tasks::generate(t.name, cfg);
     e.tokens = tok_encode(tok, x.prompt + x.answer_prefix, true);
-    e.loss_from = t.loss_all ? 0 : int(e.tokens.size()) - 1;
+    e.loss_from = int(e.tokens.size()) - 1;
+    if (t.loss == "all") e.loss_from = 0;
+    if (t.loss == "question")
+      e.loss_from = int(tok_encode(tok, x.prompt.substr(0, size_t(x.context_end)), true).size()) - 1;
     e.answer_from = int(e.tokens.size());
     std::vector<int> ans = tok_encode(tok, x.target, false);
     e.tokens.insert(e.tokens.end(), ans.begin(), ans.end());

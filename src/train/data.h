@@ -21,8 +21,8 @@ struct TaskOpts {
   int alphabet = 8;               // symbols 'a', 'b', ... (recall values use digits '0'..)
   int length = 0;                 // tasks of src/tasks: target tokens per example
   int min_length = 0;             // > 0: each example's length is uniform in [min_length, length]
-  bool loss_all = false;          // tasks of src/tasks: the loss counts every token, not only
-                                  // the answer ("loss": "all" in a run file)
+  std::string loss = "answer";    // tasks of src/tasks: the loss counts the answer, every
+                                  // token after the context ("question"), or every token ("all")
 };
 
 struct Example {

@@ -62,10 +62,7 @@ TrainConfig train_config_from_json_text(const std::string& text, const std::stri
       c.task.alphabet = t.value("alphabet", c.task.alphabet);
       c.task.length = t.value("length", c.task.length);
       c.task.min_length = t.value("min_length", c.task.min_length);
-      std::string loss = t.value("loss", std::string("answer"));
-      TOPK_CHECK(loss == "answer" || loss == "all", "%s: task loss must be \"answer\" or \"all\", "
-                 "got \"%s\"", w, loss.c_str());
-      c.task.loss_all = loss == "all";
+      c.task.loss = t.value("loss", c.task.loss);
     }
   } catch (const json::exception& e) {
     throw Error(what + ": " + e.what());
