@@ -302,3 +302,44 @@ TEST(EvalEndToEnd, BadInputExitsWithMessage) {
   EXPECT_NE(run_cli("eval --tasks passkey --lengths 256 --policy full", out), 0);
   EXPECT_NE(out.find("--model DIR is required"), std::string::npos) << out;
 }
+
+// Training on a task of src/tasks: the example is BOS prompt prefix target EOS, and the loss
+// starts at the answer, after the context, or at the first token.
+TEST(EvalTrainData, SuiteTaskExamplesAndLoss) {
+  TokenizerConfig tok;
+  tok.present = true;
+  TaskOpts t;
+  t.name = "ar";
+  t.length = 64;
+  for (const char* loss : {"answer", "question", "all"}) {
+    t.loss = loss;
+    Rng rng(4);
+    Example e = make_example(t, tok, rng);
+    ASSERT_LE(int(e.tokens.size()), 64 + 1);  // + EOS
+    EXPECT_EQ(e.tokens.front(), tok.bos);
+    EXPECT_EQ(e.tokens.back(), tok.eos);
+    EXPECT_EQ(e.answer_from, int(e.tokens.size()) - 2);  // one digit, then EOS
+    EXPECT_TRUE(e.tokens[size_t(e.answer_from)] >= '0' && e.tokens[size_t(e.answer_from)] <= '9');
+    int want = std::string(loss) == "all" ? 0 : e.answer_from - 1;
+    if (std::string(loss) == "question") {  // predicting from the '\n' that ends the pairs on
+      want = 0;
+      while (e.tokens[size_t(want)] != '\n') want++;
+      want--;
+    }
+    EXPECT_EQ(e.loss_from, want) << loss;
+  }
+  t.min_length = 40;
+  t.loss = "answer";
+  Rng rng(5);
+  std::set<size_t> sizes;
+  for (int i = 0; i < 20; i++) sizes.insert(make_example(t, tok, rng).tokens.size());
+  EXPECT_GT(sizes.size(), 3u) << "min_length draws lengths from [40, 64]";
+  EXPECT_LE(*sizes.rbegin(), 65u);
+  t.loss = "everything";
+  EXPECT_THROW(validate_task(t), Error);
+  t.loss = "answer";
+  t.length = 0;
+  EXPECT_THROW(validate_task(t), Error);
+  EXPECT_THROW(train_config_from_json_text(R"({"out": "x", "init": "m", "task": {"name": "ar",
+      "length": 64, "loss": "some"}})", "r"), Error);
+}

@@ -124,8 +124,9 @@ Example generate_mqar(const Config& cfg, const Tokenizer& tok) {
 
 namespace topk::tasks {
 
-// Associative recall for tiny byte-level models: pairs of a one-letter key and a one-digit value
-// ("a3 c7 b1"), then queries answered in place ("c7 a3"); the last query's value is the answer.
+// Associative recall for tiny byte-level models: pairs of a one-digit value and a one-letter key
+// ("3a 7c 1b": the value first, so that a key token can carry its value forward), then queries
+// answered in place ("c7 a3"); the last query's value is the answer.
 // A unit is one query; the pairs number min(units, 52) (keys a-z, then A-Z). The first queries
 // ask every pair once in random order, later ones repeat keys at random.
 Example generate_ar(const Config& cfg, const Tokenizer& tok) {
@@ -151,7 +152,7 @@ Example generate_ar(const Config& cfg, const Tokenizer& tok) {
     for (int64_t i = 0; i < pairs; i++) {
       d.prompt += ' ';
       at[size_t(i)] = int64_t(d.prompt.size());
-      d.prompt += std::string{keys[size_t(i)], values[size_t(i)]};
+      d.prompt += std::string{values[size_t(i)], keys[size_t(i)]};
     }
     d.context_end = int64_t(d.prompt.size());
     d.prompt += "\nQueries:";
