@@ -22,13 +22,13 @@ const char* kDemoRun = R"({
   "model": {"architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
             "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
             "max_position_embeddings": 512},
-  "task": {"name": "ar", "length": 128, "min_length": 40, "loss": "question"},
-  "attention": "full", "steps": 4000, "batch_tokens": 512, "lr": 0.003, "min_lr": 0.0003,
+  "task": {"name": "ar", "length": 64, "min_length": 40, "loss": "question"},
+  "attention": "full", "steps": 3000, "batch_tokens": 512, "lr": 0.003, "min_lr": 0.0003,
   "warmup": 30, "seed": 1, "log_every": 250, "checkpoint_every": 1000
 })";
 
 const char* kDemoTask = "ar";
-const int64_t kDemoLength = 128;
+const int64_t kDemoLength = 64;
 
 void demo_usage(FILE* f) {
   std::fprintf(f,
@@ -81,9 +81,9 @@ int demo(int argc, char** argv) {
     remove_tree(ck + ".old");
   }
   if (!trained) {
-    std::printf("training a %d-layer, d=%d model on %s (%lld tokens) for %d steps; "
+    std::printf("training a %d-layer, d=%d model on %s (examples of %d-%d tokens) for %d steps; "
                 "checkpoint in %s\n", cfg.model.layers, cfg.model.hidden, kDemoTask,
-                (long long)kDemoLength, cfg.steps, ck.c_str());
+                cfg.task.min_length, cfg.task.length, cfg.steps, ck.c_str());
     std::fflush(stdout);
     train_run(cfg);
   } else {
@@ -99,9 +99,9 @@ int demo(int argc, char** argv) {
   o.seed = 1000000;  // far from the training examples' seeds
   o.progress = true;
   o.policies = {"full", "topk:ratio=0.5", "topk:ratio=0.25", "topk:ratio=0.1", "topk:ratio=0.05",
-                "topk:ratio=0.02", "topk:k=16", "oracle:k=16,precision=0.75",
-                "oracle:k=16,precision=0.5", "oracle:k=16,precision=0.25",
-                "oracle:k=16,precision=0", "window:w=12,sink=4"};
+                "topk:ratio=0.02", "topk:k=8", "oracle:k=8,precision=1", "oracle:k=8,precision=0.75",
+                "oracle:k=8,precision=0.5", "oracle:k=8,precision=0.25", "oracle:k=8,precision=0",
+                "window:w=6,sink=2"};
   eval::Report r = eval::run(m, o);
   r.model = ck;
   std::printf("\n%s: %d held-out examples of %lld tokens; full-attention prefill, greedy decode\n",

@@ -1,6 +1,7 @@
 // The eval sweep: examples -> prefill -> greedy decode under each policy -> score + statistics.
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -140,7 +141,8 @@ Report run(const Model& m, const EvalOpts& o) {
 #pragma omp critical
         {
           done++;
-          if (o.progress) {
+          // On a terminal the line redraws for every example; in a log, about 20 lines in all.
+          if (o.progress && (pr.tty || done == total || done % std::max<int64_t>(1, total / 20) == 0)) {
             double el = now_seconds() - pr.t0;
             char buf[256];
             std::snprintf(buf, sizeof buf, "eval %lld/%lld examples  %s @ %lld  elapsed %s  ETA %s",
