@@ -44,7 +44,7 @@ struct Cell {
   double mass = 0, entropy = 0, entropy_norm = 0;
   int64_t decode_steps = 0;  // steps the statistics average over
   int64_t context = 0;       // mean prompt tokens
-  double seconds = 0;        // wall time of this cell's decoding
+  double seconds = 0;        // wall time of the (task, length) sweep, shared equally by its policies
   std::vector<LayerStats> layers;  // [L]
   std::vector<std::string> predictions;  // [examples]
 };
