@@ -5,9 +5,11 @@
 #include <unistd.h>
 
 #include <array>
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "core/json.h"
@@ -15,6 +17,7 @@
 #include "eval/eval.h"
 #include "model/attend.h"
 #include "model/policy.h"
+#include "tasks/tasks.h"
 #include "train/trainer.h"
 
 using namespace topk;
@@ -342,4 +345,30 @@ TEST(EvalTrainData, SuiteTaskExamplesAndLoss) {
   EXPECT_THROW(validate_task(t), Error);
   EXPECT_THROW(train_config_from_json_text(R"({"out": "x", "init": "m", "task": {"name": "ar",
       "length": 64, "loss": "some"}})", "r"), Error);
+}
+
+// The ar task: value-key pairs, answered queries consistent with them, the gold pair at the
+// recorded needle.
+TEST(EvalTrainData, ArTaskIsConsistent) {
+  for (int64_t len : {40, 64, 128, 400}) {
+    tasks::Config c;
+    c.length = len;
+    c.seed = uint64_t(len);
+    tasks::Example e = tasks::generate("ar", c);
+    ASSERT_EQ(e.prompt.rfind("Pairs: ", 0), 0u);
+    size_t q = e.prompt.find("\nQueries:");
+    ASSERT_NE(q, std::string::npos);
+    std::map<char, char> value;
+    for (size_t i = 7; i + 1 < q; i += 3) {
+      ASSERT_TRUE(std::isdigit(e.prompt[i]) && std::isalpha(e.prompt[i + 1])) << e.prompt;
+      EXPECT_TRUE(value.emplace(e.prompt[i + 1], e.prompt[i]).second) << "keys are distinct";
+    }
+    for (size_t i = q + 10; i + 1 < e.prompt.size(); i += 3)
+      EXPECT_EQ(value.at(e.prompt[i]), e.prompt[i + 1]) << "answered query at " << i;
+    ASSERT_EQ(e.answer_prefix.size(), 2u);
+    EXPECT_EQ(e.gold, std::vector<std::string>{std::string(1, value.at(e.answer_prefix[1]))});
+    ASSERT_EQ(e.needles.size(), 1u);
+    EXPECT_EQ(e.prompt.substr(size_t(e.needles[0].char_begin), 2),
+              e.gold[0] + e.answer_prefix.substr(1));
+  }
 }
