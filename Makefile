@@ -25,8 +25,10 @@ test: build
 test-cuda: build
 	cd $(BUILD) && ctest -L cuda --output-on-failure
 
+# Trains a small retrieval model (cached in $(BUILD)/demo; a few minutes on 2 cores the first
+# time), then prints full attention vs top-k decoding at several rho and writes plots.
 demo: build
-	$(BUILD)/topk bench attention
+	$(BUILD)/topk demo --dir $(BUILD)/demo
 
 bench: build
 	$(BUILD)/topk bench attention

@@ -13,6 +13,8 @@ static void usage() {
       "commands:\n"
       "  bench attention   CPU attention benchmark: full vs exact top-k decode\n"
       "  data              print synthetic long-context task examples (--list for tasks)\n"
+      "  demo              train (or reuse) a small retrieval model, then full vs top-k decoding\n"
+      "  eval              accuracy, retrieval precision and entropy of attention policies\n"
       "  generate          stream a continuation from a model folder (top-k decoding)\n"
       "  train             train a model from a JSON run file\n"
       "  version           print the version and the backends of this build\n");
@@ -27,6 +29,8 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "bench") return topk::cli::bench(argc - 1, argv + 1);
     if (cmd == "data") return topk::cli::data(argc - 1, argv + 1);
+    if (cmd == "demo") return topk::cli::demo(argc - 1, argv + 1);
+    if (cmd == "eval") return topk::cli::eval(argc - 1, argv + 1);
     if (cmd == "generate") return topk::cli::generate(argc - 1, argv + 1);
     if (cmd == "train") return topk::cli::train(argc - 1, argv + 1);
     if (cmd == "version") return topk::cli::version(argc - 1, argv + 1);

@@ -150,9 +150,9 @@ TEST(ModelIo, LoadsShardedCheckpoint) {
 }
 
 TEST(AttnPolicy, ParsesAndRejects) {
-  EXPECT_FALSE(parse_policy("full").topk);
+  EXPECT_FALSE(parse_policy("full").is_topk());
   AttnPolicy p = parse_policy("topk:ratio=0.05,share=group");
-  EXPECT_TRUE(p.topk);
+  EXPECT_TRUE(p.is_topk());
   EXPECT_DOUBLE_EQ(p.sel.ratio, 0.05);
   EXPECT_TRUE(p.sel.share_group);
   EXPECT_EQ(policy_str(p), "topk:ratio=0.05,share=group");

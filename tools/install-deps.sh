@@ -2,7 +2,7 @@
 # Installs the Debian packages the build needs. A no-op when they are all present.
 set -euo pipefail
 packages=(g++ make cmake ninja-build libgtest-dev nlohmann-json3-dev libcli11-dev libopenblas-dev
-          wamerican-small)  # wamerican-small: the word list of the cwe task
+          wamerican-small gnuplot-nox)  # wamerican-small: the cwe word list; gnuplot-nox: eval plots
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -59,6 +59,9 @@ void model_forward(const Model& m, const Batch& b, const AttnPolicy& pol, Acts& 
              "model_forward: batch of %d tokens has inconsistent cu_seqlens/pos", N);
   for (int t : b.tokens)
     TOPK_CHECK(t >= 0 && t < V, "model_forward: token id %d outside the vocabulary [0, %d)", t, V);
+  TOPK_CHECK(pol.kind == PolicyKind::full || pol.kind == PolicyKind::topk, "model_forward: "
+             "policy '%s' is for decoding only; training and whole-sequence forwards take full or "
+             "topk", policy_str(pol).c_str());
   std::vector<float> inv = rope_inv_freq(c);
   a.L.resize(size_t(c.layers));
   std::vector<float> h(size_t(N) * H);
@@ -88,7 +91,7 @@ void model_forward(const Model& m, const Batch& b, const AttnPolicy& pol, Acts& 
     rope_apply(A.k.data(), b.pos.data(), N, c.kv_heads, D, inv.data(), false);
     A.o.resize(size_t(N) * Q), A.lse.resize(size_t(N) * c.heads);
     Attn at = attn_views(c, b, A);
-    if (pol.topk) {
+    if (pol.is_topk()) {
       int hsel = pol.sel.share_group ? c.kv_heads : c.heads;
       A.K = select_capacity(pol.sel, N);
       A.idx.assign(size_t(N) * hsel * A.K, -1);
@@ -179,7 +182,7 @@ void model_backward(const Model& m, const Batch& b, const AttnPolicy& pol, Acts&
     TensorView vdq = make_view(dq.data(), DType::f32, {1, N, c.heads, D});
     TensorView vdk = make_view(dk.data(), DType::f32, {1, N, c.kv_heads, D});
     TensorView vdv = make_view(dv.data(), DType::f32, {1, N, c.kv_heads, D});
-    if (pol.topk) {
+    if (pol.is_topk()) {
       int hsel = pol.sel.share_group ? c.kv_heads : c.heads;
       at.idx = make_view(A.idx.data(), DType::i32, {1, N, hsel, A.K});
       sparse_attention_backward(at.q, at.k, at.v, at.idx, at.o, at.lse, vdo, at.seqs, at.opts, vdq,

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "core/rng.h"
+#include "model/attend.h"
 #include "model/ops.h"
 #include "topk/attention.h"
 
@@ -22,7 +23,7 @@ KVCache kv_cache_create(const ModelConfig& c, int max_len) {
 }
 
 void model_step(const Model& m, KVCache& kc, const int* tokens, int T, const AttnPolicy& pol,
-                std::vector<float>& logits, bool last_only) {
+                std::vector<float>& logits, bool last_only, std::vector<AttnStats>* stats) {
   const ModelConfig& c = m.cfg;
   const int H = c.hidden, Q = c.q_dim(), KV = c.kv_dim(), D = c.head_dim, I = c.inter, V = c.vocab;
   TOPK_CHECK(T > 0, "model_step: no tokens");
@@ -43,7 +44,7 @@ void model_step(const Model& m, KVCache& kc, const int* tokens, int T, const Att
       gate(size_t(T) * I), up(size_t(T) * I), y(size_t(T) * H);
   for (int t = 0; t < T; t++)
     std::memcpy(&h[size_t(t) * H], m.at(m.embed) + size_t(tokens[t]) * H, sizeof(float) * H);
-  std::vector<int32_t> idx;
+  if (stats) stats->resize(size_t(c.layers));
   for (int l = 0; l < c.layers; l++) {
     const LayerParams& p = m.layer[size_t(l)];
     float* kc_l = kc.k[size_t(l)].data() + size_t(kc.len) * KV;
@@ -66,17 +67,7 @@ void model_step(const Model& m, KVCache& kc, const int* tokens, int T, const Att
     TensorView vv = make_view(kc.v[size_t(l)].data(), DType::f32, {1, S, c.kv_heads, D});
     TensorView vo = make_view(o.data(), DType::f32, {1, T, c.heads, D});
     TensorView vl = make_view(lse.data(), DType::f32, {1, T, c.heads});
-    AttnOpts opts;
-    opts.causal = true;  // query t sits at position S - T + t
-    if (pol.topk) {
-      int hsel = pol.sel.share_group ? c.kv_heads : c.heads;
-      int64_t K = select_capacity(pol.sel, S);
-      idx.assign(size_t(T) * hsel * K, -1);
-      TensorView vi = make_view(idx.data(), DType::i32, {1, T, hsel, K});
-      topk_attention_forward(vq, vk, vv, Seqs{}, opts, pol.sel, vo, vl, vi);
-    } else {
-      attention_forward(vq, vk, vv, Seqs{}, opts, vo, vl);
-    }
+    policy_attention(pol, l, vq, vk, vv, vo, vl, stats ? &(*stats)[size_t(l)] : nullptr);
     linear_fwd(o.data(), m.at(p.o), m.at(p.o_b), y.data(), T, Q, H);
     for (size_t i = 0; i < h.size(); i++) h[i] += y[i];
     rmsnorm_fwd(h.data(), m.at(p.post_norm), xn.data(), rs.data(), T, H, c.rms_eps);

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "model/attend.h"
 #include "model/model.h"
 #include "model/policy.h"
 
@@ -19,9 +20,11 @@ struct KVCache {
 KVCache kv_cache_create(const ModelConfig& c, int max_len);
 
 // Runs tokens[0..T) at positions cache.len .. cache.len+T-1, appends their keys and values and
-// writes logits [T, V] (only the last row, [1, V], when last_only).
+// writes logits [T, V] (only the last row, [1, V], when last_only). stats (optional): per layer,
+// the attention statistics of the last token (model/attend.h).
 void model_step(const Model& m, KVCache& cache, const int* tokens, int T, const AttnPolicy& pol,
-                std::vector<float>& logits, bool last_only);
+                std::vector<float>& logits, bool last_only,
+                std::vector<AttnStats>* stats = nullptr);
 
 struct SampleOpts {
   float temperature = 0;  // 0: greedy (ties: lowest id)

@@ -97,5 +97,6 @@ Example generate_fwe(const Config& cfg, const Tokenizer& tok);
 Example generate_json_kv(const Config& cfg, const Tokenizer& tok);
 Example generate_passkey(const Config& cfg, const Tokenizer& tok);
 Example generate_mqar(const Config& cfg, const Tokenizer& tok);
+Example generate_ar(const Config& cfg, const Tokenizer& tok);
 
 }  // namespace topk::tasks

@@ -121,3 +121,51 @@ Example generate_mqar(const Config& cfg, const Tokenizer& tok) {
 }
 
 }  // namespace topk::tasks
+
+namespace topk::tasks {
+
+// Associative recall for tiny byte-level models: pairs of a one-digit value and a one-letter key
+// ("3a 7c 1b": the value first, so that a key token can carry its value forward), then queries
+// answered in place ("c7 a3"); the last query's value is the answer.
+// A unit is one query; the pairs number min(units, 52) (keys a-z, then A-Z). The first queries
+// ask every pair once in random order, later ones repeat keys at random.
+Example generate_ar(const Config& cfg, const Tokenizer& tok) {
+  constexpr int64_t kMaxPairs = 52;
+  BuildFn build = [&](int64_t n) {
+    const int64_t pairs = std::min(n, kMaxPairs);
+    Rng r(sub_seed(cfg.seed, 1));
+    std::vector<char> keys;
+    for (int i = 0; i < kMaxPairs; i++) keys.push_back(char(i < 26 ? 'a' + i : 'A' + i - 26));
+    shuffle(r, keys);
+    keys.resize(size_t(pairs));
+    std::vector<char> values;
+    for (int64_t i = 0; i < pairs; i++) values.push_back(char('0' + r.below(10)));
+    Rng qr(sub_seed(cfg.seed, 3));
+    std::vector<int64_t> q;
+    for (int64_t i = 0; i < pairs; i++) q.push_back(i);
+    shuffle(qr, q);
+    while (int64_t(q.size()) < n) q.push_back(int64_t(qr.below(uint64_t(pairs))));
+    Draft d;
+    d.prompt = "Pairs:";
+    d.context_begin = int64_t(d.prompt.size());
+    std::vector<int64_t> at(static_cast<size_t>(pairs));
+    for (int64_t i = 0; i < pairs; i++) {
+      d.prompt += ' ';
+      at[size_t(i)] = int64_t(d.prompt.size());
+      d.prompt += std::string{values[size_t(i)], keys[size_t(i)]};
+    }
+    d.context_end = int64_t(d.prompt.size());
+    d.prompt += "\nQueries:";
+    for (size_t i = 0; i + 1 < q.size(); i++)
+      d.prompt += std::string{' ', keys[size_t(q[i])], values[size_t(q[i])]};
+    const int64_t g = q.back();
+    d.answer_prefix = std::string{' ', keys[size_t(g)]};
+    d.gold = {std::string(1, values[size_t(g)])};
+    d.target = d.gold[0];
+    d.needles.push_back({at[size_t(g)], at[size_t(g)] + 2});
+    return d;
+  };
+  return fit("ar", Scorer::match_all, cfg, tok, 4, int64_t(1) << 40, build);
+}
+
+}  // namespace topk::tasks

@@ -39,6 +39,7 @@ const std::vector<TaskInfo>& task_list() {
       {"json_kv", "HELMET JSON key-value retrieval: UUID pairs", Scorer::match_all, true},
       {"passkey", "passkey: a 5-digit key in the noise filler (compact)", Scorer::match_all, true},
       {"mqar", "multi-query associative recall: 4 queried key=value pairs (compact)", Scorer::match_all, true},
+      {"ar", "associative recall for tiny models: one-letter keys, one-digit values", Scorer::match_all, false},
   };
   return list;
 }
@@ -73,6 +74,7 @@ Example generate(std::string_view task, const Config& cfg, const Tokenizer& tok)
   if (task == "json_kv") return generate_json_kv(cfg, tok);
   if (task == "passkey") return generate_passkey(cfg, tok);
   if (task == "mqar") return generate_mqar(cfg, tok);
+  if (task == "ar") return generate_ar(cfg, tok);
   TOPK_ASSERT(false);
   return {};
 }

@@ -2,11 +2,25 @@
 
 #include <algorithm>
 
+#include "model/tokenizer.h"
+#include "tasks/tasks.h"
+
 namespace topk {
 
+static bool is_suite_task(const TaskOpts& t) { return tasks::find_task(t.name) != nullptr; }
+
 void validate_task(const TaskOpts& t) {
-  TOPK_CHECK(t.name == "copy" || t.name == "recall", "task '%s' unknown (copy or recall)",
-             t.name.c_str());
+  if (is_suite_task(t)) {
+    TOPK_CHECK(t.length > 0, "task %s: set \"length\" (target tokens per example, e.g. 256)",
+               t.name.c_str());
+    TOPK_CHECK(t.loss == "answer" || t.loss == "question" || t.loss == "all", "task %s: loss "
+               "must be answer, question or all, got '%s'", t.name.c_str(), t.loss.c_str());
+    TOPK_CHECK(t.min_length <= t.length, "task %s: min_length %d exceeds length %d",
+               t.name.c_str(), t.min_length, t.length);
+    return;
+  }
+  TOPK_CHECK(t.name == "copy" || t.name == "recall", "task '%s' unknown (copy, recall or a task "
+             "of topk data --list)", t.name.c_str());
   TOPK_CHECK(t.min_len >= 1 && t.max_len >= t.min_len, "task %s: need 1 <= min_len <= max_len, got "
              "%d and %d", t.name.c_str(), t.min_len, t.max_len);
   TOPK_CHECK(t.alphabet >= 2 && t.alphabet <= 26, "task %s: alphabet must be in [2, 26], got %d",
@@ -17,6 +31,23 @@ void validate_task(const TaskOpts& t) {
 
 Example make_example(const TaskOpts& t, const TokenizerConfig& tok, Rng& rng) {
   Example e;
+  if (is_suite_task(t)) {
+    tasks::Config cfg;
+    cfg.length = t.length;
+    if (t.min_length > 0) cfg.length = t.min_length + int64_t(rng.below(uint64_t(t.length - t.min_length + 1)));
+    cfg.seed = rng.next();
+    tasks::Example x = tasks::generate(t.name, cfg);
+    e.tokens = tok_encode(tok, x.prompt + x.answer_prefix, true);
+    e.loss_from = int(e.tokens.size()) - 1;
+    if (t.loss == "all") e.loss_from = 0;
+    if (t.loss == "question")
+      e.loss_from = int(tok_encode(tok, x.prompt.substr(0, size_t(x.context_end)), true).size()) - 1;
+    e.answer_from = int(e.tokens.size());
+    std::vector<int> ans = tok_encode(tok, x.target, false);
+    e.tokens.insert(e.tokens.end(), ans.begin(), ans.end());
+    e.tokens.push_back(tok.eos);
+    return e;
+  }
   e.tokens.push_back(tok.bos);
   int n = t.min_len + int(rng.below(uint64_t(t.max_len - t.min_len + 1)));
   if (t.name == "copy") {

@@ -1,6 +1,8 @@
 // Built-in training data: small synthetic tasks over the byte tokenizer, packed into batches.
 //  copy:   BOS a b c ... | a b c ... EOS         (the loss counts from the '|' on)
 //  recall: BOS k1=v1 k2=v2 ... ?kq: vq EOS       (associative recall; the loss counts the answer)
+//  any task of src/tasks (passkey, mqar, niah_single, ...): BOS prompt answer_prefix target EOS
+//          at `length` tokens (the loss counts the target and EOS)
 // Examples are a pure function of (seed, step, micro-batch), so a resumed run sees the same data.
 #pragma once
 #include <cstdint>
@@ -14,9 +16,13 @@
 namespace topk {
 
 struct TaskOpts {
-  std::string name = "copy";  // copy | recall
+  std::string name = "copy";  // copy | recall | a task of tasks::task_list()
   int min_len = 4, max_len = 12;  // copy: string length; recall: number of pairs
   int alphabet = 8;               // symbols 'a', 'b', ... (recall values use digits '0'..)
+  int length = 0;                 // tasks of src/tasks: target tokens per example
+  int min_length = 0;             // > 0: each example's length is uniform in [min_length, length]
+  std::string loss = "answer";    // tasks of src/tasks: the loss counts the answer, every
+                                  // token after the context ("question"), or every token ("all")
 };
 
 struct Example {

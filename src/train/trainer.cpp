@@ -53,12 +53,16 @@ TrainConfig train_config_from_json_text(const std::string& text, const std::stri
       TOPK_CHECK(t.is_object(), "%s: task must be an object", w);
       for (auto it = t.begin(); it != t.end(); ++it)
         TOPK_CHECK(it.key() == "name" || it.key() == "min_len" || it.key() == "max_len" ||
-                       it.key() == "alphabet",
+                       it.key() == "alphabet" || it.key() == "length" || it.key() == "loss" ||
+                       it.key() == "min_length",
                    "%s: unknown task key '%s'", w, it.key().c_str());
       c.task.name = t.value("name", c.task.name);
       c.task.min_len = t.value("min_len", c.task.min_len);
       c.task.max_len = t.value("max_len", c.task.max_len);
       c.task.alphabet = t.value("alphabet", c.task.alphabet);
+      c.task.length = t.value("length", c.task.length);
+      c.task.min_length = t.value("min_length", c.task.min_length);
+      c.task.loss = t.value("loss", c.task.loss);
     }
   } catch (const json::exception& e) {
     throw Error(what + ": " + e.what());
