@@ -34,7 +34,7 @@ void run_tile(const AttnParams& p, const Tile& tl, int64_t ja, int64_t jb, float
   int G = p.group(), D = p.D, nh = (tl.kh1 - tl.kh0) * G, M = tl.nt * nh;
   w.Q.resize(size_t(M) * D);
   w.S.resize(size_t(M) * kBk);
-  w.kbuf.resize(D);
+  w.kbuf.resize(2 * D);
   w.vbuf.resize(size_t(kBk) * D);
   w.vptr.resize(kBk);
   load_q(p, s, tl.t0, tl.nt, tl.kh0, tl.kh1, w.Q.data());
@@ -45,7 +45,7 @@ void run_tile(const AttnParams& p, const Tile& tl, int64_t ja, int64_t jb, float
   for (int64_t j0 = ja; j0 < jb; j0 += kBk) {
     int nk = int(std::min<int64_t>(kBk, jb - j0));
     score_block(p, s, w.Q.data(), tl.nt, tl.kh0, tl.kh1, nh, tl.kh0 * G, j0, j0 + nk, S, kBk, j0,
-                w.kbuf.data());
+                w.kbuf.data(), true);
     for (int r = 0; r < M; r++) {
       float* sr = S + int64_t(r) * kBk;
       int64_t vis = p.visible(s, tl.t0 + r / nh);

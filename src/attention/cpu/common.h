@@ -126,47 +126,95 @@ inline float exp_sub_sum(float* x, int64_t n, float m) {
   return s;
 }
 
-// out[r * lds] = scale * (q_r . k) for R query rows q_r = q + r * ldq; k is read once.
-template <int R>
-inline void dot_rows(const float* q, int64_t ldq, const float* k, int D, float scale, float* out,
-                     int64_t lds) {
-  float s[R];
+// out[r * lds + c] = scale * (q_r . k_c) for R query rows q_r = q + r * ldq and NK keys k[c]:
+// each key vector load serves R rows. The FMA latency (4 cycles, 2 per cycle) needs about 8
+// independent accumulators, so few rows also split D over U accumulators.
+template <int R, int NK>
+inline void dot_keys(const float* q, int64_t ldq, const float* const* k, int D, float scale,
+                     float* out, int64_t lds) {
+  constexpr int U = R >= 4 ? 1 : (R == 1 ? 4 : 2);
+  float s[R][NK];
   int d = 0;
 #ifdef __AVX2__
-  __m256 acc[R];
-  for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
-  for (; d + 8 <= D; d += 8) {
-    __m256 kv = _mm256_loadu_ps(k + d);
-    for (int r = 0; r < R; r++) acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * ldq + d), kv, acc[r]);
-  }
-  for (int r = 0; r < R; r++) s[r] = hsum(acc[r]);
+  __m256 acc[R][NK][U];
+  for (int r = 0; r < R; r++)
+    for (int c = 0; c < NK; c++)
+      for (int u = 0; u < U; u++) acc[r][c][u] = _mm256_setzero_ps();
+  for (; d + 8 * U <= D; d += 8 * U)
+    for (int u = 0; u < U; u++) {
+      __m256 kv[NK];
+      for (int c = 0; c < NK; c++) kv[c] = _mm256_loadu_ps(k[c] + d + 8 * u);
+      for (int r = 0; r < R; r++) {
+        __m256 qv = _mm256_loadu_ps(q + r * ldq + d + 8 * u);
+        for (int c = 0; c < NK; c++) acc[r][c][u] = _mm256_fmadd_ps(qv, kv[c], acc[r][c][u]);
+      }
+    }
+  for (; d + 8 <= D; d += 8)
+    for (int c = 0; c < NK; c++) {
+      __m256 kv = _mm256_loadu_ps(k[c] + d);
+      for (int r = 0; r < R; r++)
+        acc[r][c][0] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * ldq + d), kv, acc[r][c][0]);
+    }
+  for (int r = 0; r < R; r++)
+    for (int c = 0; c < NK; c++) {
+      __m256 t = acc[r][c][0];
+      for (int u = 1; u < U; u++) t = _mm256_add_ps(t, acc[r][c][u]);
+      s[r][c] = hsum(t);
+    }
 #else
-  for (int r = 0; r < R; r++) s[r] = 0;
+  for (int r = 0; r < R; r++)
+    for (int c = 0; c < NK; c++) s[r][c] = 0;
 #endif
   for (; d < D; d++)
-    for (int r = 0; r < R; r++) s[r] += q[r * ldq + d] * k[d];
-  for (int r = 0; r < R; r++) out[r * lds] = scale * s[r];
+    for (int r = 0; r < R; r++)
+      for (int c = 0; c < NK; c++) s[r][c] += q[r * ldq + d] * k[c][d];
+  for (int r = 0; r < R; r++)
+    for (int c = 0; c < NK; c++) out[r * lds + c] = scale * s[r][c];
 }
 
-// Any number of rows, 4 at a time.
-inline void dot_nrows(const float* q, int64_t ldq, int nr, const float* k, int D, float scale,
-                      float* out, int64_t lds) {
+// Any number of rows (4 at a time) against NK keys.
+template <int NK>
+inline void dot_nrows_keys(const float* q, int64_t ldq, int nr, const float* const* k, int D,
+                           float scale, float* out, int64_t lds) {
   int r = 0;
-  for (; r + 4 <= nr; r += 4) dot_rows<4>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds);
+  for (; r + 4 <= nr; r += 4) dot_keys<4, NK>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds);
   switch (nr - r) {
-    case 3: dot_rows<3>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds); break;
-    case 2: dot_rows<2>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds); break;
-    case 1: dot_rows<1>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds); break;
+    case 3: dot_keys<3, NK>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds); break;
+    case 2: dot_keys<2, NK>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds); break;
+    case 1: dot_keys<1, NK>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds); break;
     default: break;
   }
 }
 
+// out[r * lds] = scale * (q_r . k) for nr rows and one key.
+inline void dot_nrows(const float* q, int64_t ldq, int nr, const float* k, int D, float scale,
+                      float* out, int64_t lds) {
+  dot_nrows_keys<1>(q, ldq, nr, &k, D, scale, out, lds);
+}
+
 // o_r += sum_j P[r * ldp + j] * v_j for R rows o_r = o + r * ldo and nk value rows v[j].
+// U vectors of D per step keep R * U >= 8 accumulators in flight.
 template <int R>
 inline void pv_rows(float* o, int64_t ldo, const float* P, int64_t ldp, const float* const* v,
                     int nk, int D) {
   int d = 0;
 #ifdef __AVX2__
+  constexpr int U = R >= 4 ? 2 : (R == 1 ? 8 : 4);
+  for (; d + 8 * U <= D; d += 8 * U) {
+    __m256 acc[R][U];
+    for (int r = 0; r < R; r++)
+      for (int u = 0; u < U; u++) acc[r][u] = _mm256_loadu_ps(o + r * ldo + d + 8 * u);
+    for (int j = 0; j < nk; j++) {
+      __m256 pr[R];
+      for (int r = 0; r < R; r++) pr[r] = _mm256_broadcast_ss(P + r * ldp + j);
+      for (int u = 0; u < U; u++) {
+        __m256 vv = _mm256_loadu_ps(v[j] + d + 8 * u);
+        for (int r = 0; r < R; r++) acc[r][u] = _mm256_fmadd_ps(pr[r], vv, acc[r][u]);
+      }
+    }
+    for (int r = 0; r < R; r++)
+      for (int u = 0; u < U; u++) _mm256_storeu_ps(o + r * ldo + d + 8 * u, acc[r][u]);
+  }
   for (; d + 8 <= D; d += 8) {
     __m256 acc[R];
     for (int r = 0; r < R; r++) acc[r] = _mm256_loadu_ps(o + r * ldo + d);
@@ -211,7 +259,7 @@ inline void scale_row(float* y, float a, int D) {
 
 inline float dot1(const float* a, const float* b, int D) {
   float s;
-  dot_rows<1>(a, 0, b, D, 1.0f, &s, 0);
+  dot_keys<1, 1>(a, 0, &b, D, 1.0f, &s, 0);
   return s;
 }
 
@@ -233,21 +281,48 @@ inline void load_q(const AttnParams& p, const SeqDesc& s, int64_t t0, int nt, in
              Q + (int64_t(t) * nh + hl) * p.D);
 }
 
+constexpr int kPrefetch = 0;  // keys ahead
+
+// Prefetches rows j .. j+n-1, heads [kh0, kh1), of a [B, S, H, D] tensor into the caches.
+inline void prefetch_rows(const Rows& r, const SeqDesc& s, int64_t j, int n, int kh0, int kh1, int D) {
+#ifdef __AVX2__
+  size_t es = dtype_size(r.dtype);
+  for (int i = 0; i < n; i++)
+    for (int kh = kh0; kh < kh1; kh++) {
+      const char* a = static_cast<const char*>(r.data) + r.offset(s.batch, s.k_start + j + i, kh) * es;
+      for (size_t b = 0; b < D * es; b += 64) _mm_prefetch(a + b, _MM_HINT_T0);
+    }
+#endif
+}
+
 // Scores scale * q.k against keys [ja, jb) of sequence s for queries t < nt and the heads of
 // KV heads [kh0, kh1). Query row (t, h) is r = t * qh + h - h0 in both Q (fp32 [*, D], as
 // load_q lays it out with qh = (kh1 - kh0) * G, h0 = kh0 * G) and out (row stride lds, column
 // j - jbase). Keys run in the outer loop and every KV head of a key row is used before the next
-// row, so K is streamed once, in memory order. kbuf: [D] scratch for non-f32 keys.
+// row, so K is streamed once, in memory order. kbuf: [2 * D] scratch for non-f32 keys.
 inline void score_block(const AttnParams& p, const SeqDesc& s, const float* Q, int nt, int kh0,
                         int kh1, int qh, int h0, int64_t ja, int64_t jb, float* out, int64_t lds,
-                        int64_t jbase, float* kbuf) {
+                        int64_t jbase, float* kbuf, bool vpf = false) {
   int G = p.group(), D = p.D;
-  for (int64_t j = ja; j < jb; j++) {
+  for (int64_t j = ja; j < jb; j += 2) {
+    bool two = j + 1 < jb;
+    // The hardware prefetcher alone does not run far enough ahead of this loop for the loads
+    // to overlap the math: fetch K rows kPrefetch keys ahead (and V rows for the caller's PV
+    // step that follows) explicitly.
+    if (j + kPrefetch + 2 <= jb) {
+      prefetch_rows(p.k, s, j + kPrefetch, 2, kh0, kh1, D);
+      if (vpf) prefetch_rows(p.v, s, j, 2, kh0, kh1, D);
+    }
     for (int kh = kh0; kh < kh1; kh++) {
-      const float* k = row_f32(p.k, s.batch, s.k_start + j, kh, D, kbuf);
+      const float* k[2];
+      k[0] = row_f32(p.k, s.batch, s.k_start + j, kh, D, kbuf);
+      if (two) k[1] = row_f32(p.k, s.batch, s.k_start + j + 1, kh, D, kbuf + D);
       for (int t = 0; t < nt; t++) {
         int64_t r = int64_t(t) * qh + kh * G - h0;
-        dot_nrows(Q + r * D, D, G, k, D, p.scale, out + r * lds + (j - jbase), lds);
+        if (two)
+          dot_nrows_keys<2>(Q + r * D, D, G, k, D, p.scale, out + r * lds + (j - jbase), lds);
+        else
+          dot_nrows_keys<1>(Q + r * D, D, G, k, D, p.scale, out + r * lds + (j - jbase), lds);
       }
     }
   }

@@ -27,7 +27,7 @@ void for_rows(const AttnParams& p, Fn fn) {
       int64_t nchunk = (vis + kChunk - 1) / kChunk;
 #pragma omp parallel
       {
-        std::vector<float> kbuf(p.D);
+        std::vector<float> kbuf(2 * p.D);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t c = 0; c < nchunk; c++)
           score_block(p, s, Q.data(), nt, 0, p.Hkv, p.Hq, 0, c * kChunk,

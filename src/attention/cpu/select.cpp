@@ -11,20 +11,21 @@ namespace topk::cpu {
 namespace {
 
 // Order-preserving maps: a ranks before b (by value) iff key(a) > key(b). -0 equals +0 (the
-// reference compares with ==); NaN is 0, below every number including -inf.
+// reference compares with ==; adding +0 turns -0 into +0); NaN is 0, below every number
+// including -inf. Branch-free: score signs are random, a branch here would mispredict.
 inline uint32_t order_key(float f) {
-  if (f != f) return 0;
-  if (f == 0) f = 0.0f;
+  float z = f + 0.0f;
   uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  std::memcpy(&u, &z, 4);
+  uint32_t flip = uint32_t(int32_t(u) >> 31) | 0x80000000u;
+  return f != f ? 0u : u ^ flip;
 }
 inline uint64_t order_key(double f) {
-  if (f != f) return 0;
-  if (f == 0) f = 0.0;
+  double z = f + 0.0;
   uint64_t u;
-  std::memcpy(&u, &f, 8);
-  return (u & (1ull << 63)) ? ~u : (u | (1ull << 63));
+  std::memcpy(&u, &z, 8);
+  uint64_t flip = uint64_t(int64_t(u) >> 63) | (1ull << 63);
+  return f != f ? 0ull : u ^ flip;
 }
 
 constexpr int kDigit = 11;  // radix bits per pass: a 2048-bin histogram (8 KiB) stays in L1

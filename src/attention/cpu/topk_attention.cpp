@@ -77,7 +77,7 @@ void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t*
       int64_t nchunk = (vis + kChunk - 1) / kChunk;
 #pragma omp parallel
       {
-        std::vector<float> kbuf(D);
+        std::vector<float> kbuf(2 * D);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < nchunk * nkh; it++) {
           int64_t ja = (it / nkh) * kChunk, jb = std::min(vis, ja + kChunk);
