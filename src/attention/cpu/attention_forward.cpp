@@ -45,7 +45,7 @@ void run_tile(const AttnParams& p, const Tile& tl, int64_t ja, int64_t jb, float
   for (int64_t j0 = ja; j0 < jb; j0 += kBk) {
     int nk = int(std::min<int64_t>(kBk, jb - j0));
     score_block(p, s, w.Q.data(), tl.nt, tl.kh0, tl.kh1, nh, tl.kh0 * G, j0, j0 + nk, S, kBk, j0,
-                w.kbuf.data(), true);
+                w.kbuf.data(), jb, true);
     for (int r = 0; r < M; r++) {
       float* sr = S + int64_t(r) * kBk;
       int64_t vis = p.visible(s, tl.t0 + r / nh);
@@ -101,8 +101,11 @@ void attention_forward(const AttnParams& p) {
   chunk = std::max<int64_t>(kBk, (chunk + kBk - 1) / kBk * kBk);
   int Mmax = nt_tile * (all_heads ? p.Hq : G);
   // Partial results per (tile, split): acc [Mmax, D], m [Mmax], l [Mmax].
-  std::vector<float> acc(size_t(ntile * nsplit) * Mmax * D), mm(size_t(ntile * nsplit) * Mmax),
-      ll(mm.size());
+  size_t nitem = size_t(ntile * nsplit);
+  static thread_local RawBuf<float> acc_buf, m_buf, l_buf;
+  float* acc = acc_buf.get(nitem * Mmax * D);
+  float* mm = m_buf.get(nitem * Mmax);
+  float* ll = l_buf.get(nitem * Mmax);
 
 #pragma omp parallel
   {

@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #ifdef __AVX2__
@@ -18,6 +20,21 @@
 namespace topk::cpu {
 
 constexpr float kInfF = std::numeric_limits<float>::infinity();
+
+// A grow-only scratch buffer that is not zero-filled: the ops write before they read, and
+// zeroing (and page-faulting) megabytes of scores per decode step is measurable.
+template <class T>
+struct RawBuf {
+  std::unique_ptr<T[]> p;
+  size_t n = 0;
+  T* get(size_t m) {
+    if (m > n) {
+      p = std::make_unique_for_overwrite<T[]>(m);
+      n = m;
+    }
+    return p.get();
+  }
+};
 
 // Converts D elements at element offset `off` of a float buffer of dtype t into fp32.
 inline void to_f32(const void* data, DType t, int64_t off, int D, float* out) {
@@ -66,6 +83,17 @@ inline float hmax(__m256 v) {
   x = _mm_max_ps(x, _mm_movehl_ps(x, x));
   x = _mm_max_ss(x, _mm_movehdup_ps(x));
   return _mm_cvtss_f32(x);
+}
+
+// The 8 horizontal sums of a[0..7] in one vector, lane i = sum of a[i] (a transpose-add tree:
+// 11 instructions instead of 8 separate horizontal sums).
+inline __m256 reduce8(const __m256* a) {
+  __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+  __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+  t0 = _mm256_hadd_ps(t0, t1);  // lanes: a0 a1 a2 a3 (low halves) | a0 a1 a2 a3 (high halves)
+  t2 = _mm256_hadd_ps(t2, t3);
+  __m256 lo = _mm256_permute2f128_ps(t0, t2, 0x20), hi = _mm256_permute2f128_ps(t0, t2, 0x31);
+  return _mm256_add_ps(lo, hi);
 }
 
 // exp(x) in fp32 (Cephes polynomial, ~1 ulp); exp(-inf) = 0, NaN stays NaN.
@@ -155,12 +183,22 @@ inline void dot_keys(const float* q, int64_t ldq, const float* const* k, int D, 
       for (int r = 0; r < R; r++)
         acc[r][c][0] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * ldq + d), kv, acc[r][c][0]);
     }
-  for (int r = 0; r < R; r++)
-    for (int c = 0; c < NK; c++) {
-      __m256 t = acc[r][c][0];
-      for (int u = 1; u < U; u++) t = _mm256_add_ps(t, acc[r][c][u]);
-      s[r][c] = hsum(t);
-    }
+  if constexpr (R * NK == 8 && U == 1) {
+    __m256 v[8];
+    for (int r = 0; r < R; r++)
+      for (int c = 0; c < NK; c++) v[r * NK + c] = acc[r][c][0];
+    alignas(32) float tmp[8];
+    _mm256_store_ps(tmp, reduce8(v));
+    for (int r = 0; r < R; r++)
+      for (int c = 0; c < NK; c++) s[r][c] = tmp[r * NK + c];
+  } else {
+    for (int r = 0; r < R; r++)
+      for (int c = 0; c < NK; c++) {
+        __m256 t = acc[r][c][0];
+        for (int u = 1; u < U; u++) t = _mm256_add_ps(t, acc[r][c][u]);
+        s[r][c] = hsum(t);
+      }
+  }
 #else
   for (int r = 0; r < R; r++)
     for (int c = 0; c < NK; c++) s[r][c] = 0;
@@ -281,7 +319,7 @@ inline void load_q(const AttnParams& p, const SeqDesc& s, int64_t t0, int nt, in
              Q + (int64_t(t) * nh + hl) * p.D);
 }
 
-constexpr int kPrefetch = 0;  // keys ahead
+inline int prefetch_keys() { static int d = getenv("TOPK_PF") ? atoi(getenv("TOPK_PF")) : 16; return d; }  // keys ahead
 
 // Prefetches rows j .. j+n-1, heads [kh0, kh1), of a [B, S, H, D] tensor into the caches.
 inline void prefetch_rows(const Rows& r, const SeqDesc& s, int64_t j, int n, int kh0, int kh1, int D) {
@@ -302,15 +340,15 @@ inline void prefetch_rows(const Rows& r, const SeqDesc& s, int64_t j, int n, int
 // row, so K is streamed once, in memory order. kbuf: [2 * D] scratch for non-f32 keys.
 inline void score_block(const AttnParams& p, const SeqDesc& s, const float* Q, int nt, int kh0,
                         int kh1, int qh, int h0, int64_t ja, int64_t jb, float* out, int64_t lds,
-                        int64_t jbase, float* kbuf, bool vpf = false) {
+                        int64_t jbase, float* kbuf, int64_t pf_end = 0, bool vpf = false) {
   int G = p.group(), D = p.D;
   for (int64_t j = ja; j < jb; j += 2) {
     bool two = j + 1 < jb;
     // The hardware prefetcher alone does not run far enough ahead of this loop for the loads
     // to overlap the math: fetch K rows kPrefetch keys ahead (and V rows for the caller's PV
     // step that follows) explicitly.
-    if (j + kPrefetch + 2 <= jb) {
-      prefetch_rows(p.k, s, j + kPrefetch, 2, kh0, kh1, D);
+    if (prefetch_keys() > 0 && j + prefetch_keys() + 2 <= std::max(jb, pf_end)) {
+      prefetch_rows(p.k, s, j + prefetch_keys(), 2, kh0, kh1, D);
       if (vpf) prefetch_rows(p.v, s, j, 2, kh0, kh1, D);
     }
     for (int kh = kh0; kh < kh1; kh++) {

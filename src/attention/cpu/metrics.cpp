@@ -13,29 +13,31 @@ constexpr int64_t kChunk = 512;
 // Calls fn(s, t, h, row, n) for every query row with its n visible fp32 scores.
 template <class Fn>
 void for_rows(const AttnParams& p, Fn fn) {
-  std::vector<float> Sc, Q;
+  // Kept between calls by the calling thread: a decode loop reuses the same pages.
+  static thread_local RawBuf<float> sc_buf, q_buf;
   for (int si = 0; si < p.nseq; si++) {
     const SeqDesc& s = p.seqs[si];
-    int64_t ld = std::max<int64_t>(s.S, 1);
+    // Padded row stride: rows a power of two apart would share one L1 set.
+    int64_t ld = s.S + 16;
     int Tb = int(std::clamp<int64_t>(kScoreFloats / (int64_t(p.Hq) * ld), 1, kMaxTb));
-    Sc.resize(size_t(Tb) * p.Hq * ld);
-    Q.resize(size_t(Tb) * p.Hq * p.D);
+    float* Sc = sc_buf.get(size_t(Tb) * p.Hq * ld);
+    float* Q = q_buf.get(size_t(Tb) * p.Hq * p.D);
     for (int64_t t0 = 0; t0 < s.T; t0 += Tb) {
       int nt = int(std::min<int64_t>(Tb, s.T - t0));
       int64_t vis = p.visible(s, t0 + nt - 1);
-      load_q(p, s, t0, nt, 0, p.Hkv, Q.data());
+      load_q(p, s, t0, nt, 0, p.Hkv, Q);
       int64_t nchunk = (vis + kChunk - 1) / kChunk;
 #pragma omp parallel
       {
         std::vector<float> kbuf(2 * p.D);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t c = 0; c < nchunk; c++)
-          score_block(p, s, Q.data(), nt, 0, p.Hkv, p.Hq, 0, c * kChunk,
-                      std::min(vis, (c + 1) * kChunk), Sc.data(), ld, 0, kbuf.data());
+          score_block(p, s, Q, nt, 0, p.Hkv, p.Hq, 0, c * kChunk,
+                      std::min(vis, (c + 1) * kChunk), Sc, ld, 0, kbuf.data());
 #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < int64_t(nt) * p.Hq; i++) {
           int64_t t = t0 + i / p.Hq;
-          fn(s, t, int(i % p.Hq), Sc.data() + i * ld, p.visible(s, t));
+          fn(s, t, int(i % p.Hq), Sc + i * ld, p.visible(s, t));
         }
       }
     }

@@ -30,76 +30,99 @@ inline uint64_t order_key(double f) {
 
 constexpr int kDigit = 11;  // radix bits per pass: a 2048-bin histogram (8 KiB) stays in L1
 
-// Finds the key tau of the room-th best candidate among x[lo..hi) and how many keys equal to
-// tau are taken (the first ones by index): all keys > tau plus take_eq keys == tau make room.
+// Picks the bin (from the top) that holds the room-th best key; room becomes the rank inside it.
+inline uint32_t pick_bin(const uint32_t* hist, int nbins, int64_t& room) {
+  int64_t cum = 0;
+  int b = nbins - 1;
+  for (; b > 0; b--) {
+    if (cum + hist[b] >= room) break;
+    cum += hist[b];
+  }
+  room -= cum;
+  return uint32_t(b);
+}
+
+// Selects `room` of the candidates x[lo..hi) and appends their indices, ascending, to out.
+//  A: keys of every candidate and a histogram of the top digit (4 interleaved histograms on
+//     long rows, so runs of equal bins do not serialise on one counter);
+//  B: keep (key, index) of the candidates at or above the boundary bin, in index order;
+//  C: resolve the boundary bin digit by digit over its keys alone: threshold tau, and how
+//     many keys equal to tau are taken (the first by index);
+//  D: emit from the kept pairs only.
 template <class U, class F>
-void threshold(const F* x, int64_t lo, int64_t hi, int64_t room, std::vector<U>& buf, U& tau,
-               int64_t& take_eq) {
+int64_t select_candidates(const F* x, int64_t lo, int64_t hi, int64_t room, int32_t* out,
+                          std::vector<U>& keys, std::vector<U>& buf, std::vector<int32_t>& idx) {
   constexpr int bits = int(sizeof(U) * 8);
-  uint32_t hist[1 << kDigit];
+  int64_t n = hi - lo;
+  keys.resize(size_t(n));
+  for (int64_t i = 0; i < n; i++) keys[i] = order_key(x[lo + i]);
   int shift = bits - kDigit;
-  U prefix = 0;
-  // First digit straight from the scores; later digits over the keys of the chosen bucket.
-  std::memset(hist, 0, sizeof(hist));
-  for (int64_t j = lo; j < hi; j++) hist[order_key(x[j]) >> shift]++;
-  auto pick = [&](int nbins) {
-    int64_t cum = 0;
-    int b = nbins - 1;
-    for (; b > 0; b--) {
-      if (cum + hist[b] >= room) break;
-      cum += hist[b];
-    }
-    room -= cum;
-    return b;
-  };
-  U b = U(pick(1 << kDigit));
-  prefix = b << shift;
-  buf.clear();
-  for (int64_t j = lo; j < hi; j++) {
-    U k = order_key(x[j]);
-    if ((k >> shift) == b) buf.push_back(k);
+  const int nh = n >= 8192 ? 4 : 1;
+  static thread_local uint32_t hist[4][1 << kDigit];
+  std::memset(hist, 0, sizeof(uint32_t) * nh << kDigit);
+  int64_t i = 0;
+  if (nh == 4)
+    for (; i + 4 <= n; i += 4)
+      for (int h = 0; h < 4; h++) hist[h][keys[i + h] >> shift]++;
+  for (; i < n; i++) hist[0][keys[i] >> shift]++;
+  for (int h = 1; h < nh; h++)
+    for (int b = 0; b < (1 << kDigit); b++) hist[0][b] += hist[h][b];
+  U b = U(pick_bin(hist[0], 1 << kDigit, room));
+  U lowest = b << shift;  // every kept key is >= this
+  // B: branch-free compaction (the condition is rarely true: a branch would be cheap too, but
+  // on ties-heavy rows it is not).
+  buf.resize(size_t(n));
+  idx.resize(size_t(n));
+  size_t m = 0;
+  for (int64_t j = 0; j < n; j++) {
+    buf[m] = keys[j];
+    idx[m] = int32_t(lo + j);
+    m += keys[j] >= lowest;
   }
+  // C: the boundary bin's keys (into keys[], no longer needed).
+  size_t nb = 0;
+  for (size_t j = 0; j < m; j++) {
+    keys[nb] = buf[j];
+    nb += (buf[j] >> shift) == b;
+  }
+  U prefix = lowest;
   while (shift > 0) {
-    int nb = shift < kDigit ? shift : kDigit;
-    shift -= nb;
-    U mask = (U(1) << nb) - 1;
-    std::memset(hist, 0, sizeof(uint32_t) << nb);
-    for (U k : buf) hist[(k >> shift) & mask]++;
-    U d = U(pick(1 << nb));
+    int w = shift < kDigit ? shift : kDigit;
+    shift -= w;
+    U mask = (U(1) << w) - 1;
+    std::memset(hist[0], 0, sizeof(uint32_t) << w);
+    for (size_t j = 0; j < nb; j++) hist[0][(keys[j] >> shift) & mask]++;
+    U d = U(pick_bin(hist[0], 1 << w, room));
     prefix |= d << shift;
-    size_t m = 0;
-    for (U k : buf)
-      if (((k >> shift) & mask) == d) buf[m++] = k;
-    buf.resize(m);
+    size_t k = 0;
+    for (size_t j = 0; j < nb; j++) {
+      keys[k] = keys[j];
+      k += ((keys[j] >> shift) & mask) == d;
+    }
+    nb = k;
   }
-  tau = prefix;
-  take_eq = room;
+  U tau = prefix;
+  int64_t take_eq = room, c = 0;
+  for (size_t j = 0; j < m; j++)
+    if (buf[j] > tau || (buf[j] == tau && take_eq-- > 0)) out[c++] = idx[j];
+  return c;
 }
 
 template <class U, class F>
 void select_impl(const F* x, int64_t n, const SelectOpts& sel, int32_t* out, int64_t K,
-                 std::vector<U>& buf) {
+                 std::vector<U>& keys, std::vector<U>& buf, std::vector<int32_t>& idx) {
   int64_t W = select_budget(sel, n);
   int64_t lo = std::min<int64_t>(sel.sink, n);                 // candidates: [lo, hi)
   int64_t hi = std::max<int64_t>(n - int64_t(sel.window), lo);
   int64_t room = W - (n - (hi - lo));
   int64_t c = 0;
-  auto emit_range = [&](int64_t a, int64_t b) {
-    for (int64_t j = a; j < b; j++) out[c++] = int32_t(j);
-  };
-  emit_range(0, lo);
+  for (int64_t j = 0; j < lo; j++) out[c++] = int32_t(j);
   if (room >= hi - lo) {
-    emit_range(lo, hi);
+    for (int64_t j = lo; j < hi; j++) out[c++] = int32_t(j);
   } else if (room > 0) {
-    U tau;
-    int64_t take_eq;
-    threshold<U>(x, lo, hi, room, buf, tau, take_eq);
-    for (int64_t j = lo; j < hi; j++) {
-      U k = order_key(x[j]);
-      if (k > tau || (k == tau && take_eq-- > 0)) out[c++] = int32_t(j);
-    }
+    c += select_candidates<U>(x, lo, hi, room, out + c, keys, buf, idx);
   }
-  emit_range(hi, n);
+  for (int64_t j = hi; j < n; j++) out[c++] = int32_t(j);
   for (int64_t i = c; i < K; i++) out[i] = -1;
 }
 
@@ -107,12 +130,12 @@ void select_impl(const F* x, int64_t n, const SelectOpts& sel, int32_t* out, int
 
 void select_row(const float* score, int64_t n, const SelectOpts& sel, int32_t* out, int64_t K,
                 SelectScratch& w) {
-  select_impl<uint32_t>(score, n, sel, out, K, w.k32);
+  select_impl<uint32_t>(score, n, sel, out, K, w.k32, w.b32, w.idx);
 }
 
 void select_row(const double* rank, int64_t n, const SelectOpts& sel, int32_t* out, int64_t K,
                 SelectScratch& w) {
-  select_impl<uint64_t>(rank, n, sel, out, K, w.k64);
+  select_impl<uint64_t>(rank, n, sel, out, K, w.k64, w.b64, w.idx);
 }
 
 void group_rank(const float* scores, int64_t ld, int G, int64_t n, double* rank) {

@@ -12,8 +12,9 @@
 namespace topk::cpu {
 
 struct SelectScratch {
-  std::vector<uint32_t> k32;
-  std::vector<uint64_t> k64;
+  std::vector<uint32_t> k32, b32;
+  std::vector<uint64_t> k64, b64;
+  std::vector<int32_t> idx;
   std::vector<double> rank;
 };
 

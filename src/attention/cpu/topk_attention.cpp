@@ -58,18 +58,20 @@ void attend_row(const AttnParams& p, const SeqDesc& s, int64_t t, int h0, int nh
 void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t* indices,
                             int64_t K) {
   int D = p.D, Gs = p.Hq / p.Hsel;
-  std::vector<float> Sc, Q;
+  // Kept between calls by the calling thread: a decode loop reuses the same pages.
+  static thread_local RawBuf<float> sc_buf, q_buf;
   for (int si = 0; si < p.nseq; si++) {
     const SeqDesc& s = p.seqs[si];
     if (s.T == 0) continue;
-    int64_t ld = std::max<int64_t>(s.S, 1);
+    // Padded row stride: rows a power of two apart would share one L1 set.
+    int64_t ld = s.S + 16;
     int Tb = int(std::clamp<int64_t>(kScoreFloats / (int64_t(p.Hq) * ld), 1, kMaxTb));
-    Sc.resize(size_t(Tb) * p.Hq * ld);
-    Q.resize(size_t(Tb) * p.Hq * D);
+    float* Sc = sc_buf.get(size_t(Tb) * p.Hq * ld);
+    float* Q = q_buf.get(size_t(Tb) * p.Hq * D);
     for (int64_t t0 = 0; t0 < s.T; t0 += Tb) {
       int nt = int(std::min<int64_t>(Tb, s.T - t0));
       int64_t vis = p.visible(s, t0 + nt - 1);
-      load_q(p, s, t0, nt, 0, p.Hkv, Q.data());
+      load_q(p, s, t0, nt, 0, p.Hkv, Q);
       // 1. Scores [nt, Hq, vis]: all KV heads per item when the rows are few (decode), so K
       // is read in memory order; one KV head per item otherwise.
       bool all_heads = int64_t(nt) * p.Hq <= kRows;
@@ -82,7 +84,7 @@ void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t*
         for (int64_t it = 0; it < nchunk * nkh; it++) {
           int64_t ja = (it / nkh) * kChunk, jb = std::min(vis, ja + kChunk);
           int kh0 = all_heads ? 0 : int(it % nkh), kh1 = all_heads ? p.Hkv : kh0 + 1;
-          score_block(p, s, Q.data(), nt, kh0, kh1, p.Hq, 0, ja, jb, Sc.data(), ld, 0,
+          score_block(p, s, Q, nt, kh0, kh1, p.Hq, 0, ja, jb, Sc, ld, 0,
                       kbuf.data());
         }
       }
@@ -96,7 +98,7 @@ void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t*
           int64_t t = t0 + i / p.Hsel;
           int hs = int(i % p.Hsel);
           int64_t n = p.visible(s, t);
-          const float* row = Sc.data() + ((t - t0) * p.Hq + int64_t(hs) * Gs) * ld;
+          const float* row = Sc + ((t - t0) * p.Hq + int64_t(hs) * Gs) * ld;
           int32_t* out = indices + (p.qrow(s, t) * p.Hsel + hs) * K;
           if (Gs == 1) {
             select_row(row, n, sel, out, K, w);
