@@ -333,6 +333,15 @@ inline void prefetch_rows(const Rows& r, const SeqDesc& s, int64_t j, int n, int
 #endif
 }
 
+// Prefetches one row (b, row, h) of D elements.
+inline void prefetch_row(const Rows& r, int64_t b, int64_t row, int64_t h, int D) {
+#ifdef __AVX2__
+  size_t es = dtype_size(r.dtype);
+  const char* a = static_cast<const char*>(r.data) + r.offset(b, row, h) * es;
+  for (size_t o = 0; o < D * es; o += 64) _mm_prefetch(a + o, _MM_HINT_T0);
+#endif
+}
+
 // Scores scale * q.k against keys [ja, jb) of sequence s for queries t < nt and the heads of
 // KV heads [kh0, kh1). Query row (t, h) is r = t * qh + h - h0 in both Q (fp32 [*, D], as
 // load_q lays it out with qh = (kh1 - kh0) * G, h0 = kh0 * G) and out (row stride lds, column

@@ -44,8 +44,12 @@ void attend_row(const AttnParams& p, const SeqDesc& s, int64_t t, int h0, int nh
   }
   const float* vptr[kVb];
   int kh = h0 / p.group();
+  // The gather is latency bound: the indices are known, so fetch one block ahead.
+  for (int64_t i = 0; i < std::min<int64_t>(kVb, n); i++) prefetch_row(p.v, s.batch, s.k_start + idx[i], kh, D);
   for (int64_t i0 = 0; i0 < n; i0 += kVb) {
     int nk = int(std::min<int64_t>(kVb, n - i0));
+    for (int64_t i = i0 + kVb; i < std::min<int64_t>(i0 + 2 * kVb, n); i++)
+      prefetch_row(p.v, s.batch, s.k_start + idx[i], kh, D);
     for (int j = 0; j < nk; j++)
       vptr[j] = row_f32(p.v, s.batch, s.k_start + idx[i0 + j], kh, D, vbuf.data() + int64_t(j) * D);
     pv_nrows(acc.data(), D, nh, P.data() + i0, n, vptr, nk, D);
