@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <limits>
 #include <memory>
 #include <vector>
@@ -319,7 +318,7 @@ inline void load_q(const AttnParams& p, const SeqDesc& s, int64_t t0, int nt, in
              Q + (int64_t(t) * nh + hl) * p.D);
 }
 
-inline int prefetch_keys() { static int d = getenv("TOPK_PF") ? atoi(getenv("TOPK_PF")) : 16; return d; }  // keys ahead
+constexpr int kPrefetch = 16;  // keys ahead: ~64 KiB of K for 8 KV heads of D = 128, f32
 
 // Prefetches rows j .. j+n-1, heads [kh0, kh1), of a [B, S, H, D] tensor into the caches.
 inline void prefetch_rows(const Rows& r, const SeqDesc& s, int64_t j, int n, int kh0, int kh1, int D) {
@@ -347,6 +346,8 @@ inline void prefetch_row(const Rows& r, int64_t b, int64_t row, int64_t h, int D
 // load_q lays it out with qh = (kh1 - kh0) * G, h0 = kh0 * G) and out (row stride lds, column
 // j - jbase). Keys run in the outer loop and every KV head of a key row is used before the next
 // row, so K is streamed once, in memory order. kbuf: [2 * D] scratch for non-f32 keys.
+// pf_end: K rows are prefetched up to this key (the caller's range may go past jb); vpf: also
+// prefetch the V rows of the keys scored, for a PV step that follows.
 inline void score_block(const AttnParams& p, const SeqDesc& s, const float* Q, int nt, int kh0,
                         int kh1, int qh, int h0, int64_t ja, int64_t jb, float* out, int64_t lds,
                         int64_t jbase, float* kbuf, int64_t pf_end = 0, bool vpf = false) {
@@ -356,10 +357,8 @@ inline void score_block(const AttnParams& p, const SeqDesc& s, const float* Q, i
     // The hardware prefetcher alone does not run far enough ahead of this loop for the loads
     // to overlap the math: fetch K rows kPrefetch keys ahead (and V rows for the caller's PV
     // step that follows) explicitly.
-    if (prefetch_keys() > 0 && j + prefetch_keys() + 2 <= std::max(jb, pf_end)) {
-      prefetch_rows(p.k, s, j + prefetch_keys(), 2, kh0, kh1, D);
-      if (vpf) prefetch_rows(p.v, s, j, 2, kh0, kh1, D);
-    }
+    if (j + kPrefetch + 2 <= std::max(jb, pf_end)) prefetch_rows(p.k, s, j + kPrefetch, 2, kh0, kh1, D);
+    if (vpf && two) prefetch_rows(p.v, s, j, 2, kh0, kh1, D);
     for (int kh = kh0; kh < kh1; kh++) {
       const float* k[2];
       k[0] = row_f32(p.k, s.batch, s.k_start + j, kh, D, kbuf);
