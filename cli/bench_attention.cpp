@@ -13,6 +13,7 @@
 #include <omp.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -94,8 +95,12 @@ struct Mem {
   ~Mem() { std::free(p); }
 };
 
+struct Timing {
+  double median_ms, min_ms;
+};
+
 template <class F>
-double median_ms(int warmup, int repeats, F fn) {
+Timing time_ms(int warmup, int repeats, F fn) {
   for (int i = 0; i < warmup; i++) fn();
   std::vector<double> t;
   for (int i = 0; i < repeats; i++) {
@@ -103,7 +108,24 @@ double median_ms(int warmup, int repeats, F fn) {
     fn();
     t.push_back((now_seconds() - t0) * 1e3);
   }
-  return median(t);
+  return {median(t), *std::min_element(t.begin(), t.end())};
+}
+
+// The CPU model, for the report.
+std::string cpu_model() {
+  FILE* f = std::fopen("/proc/cpuinfo", "r");
+  if (!f) return "unknown CPU";
+  char line[512];
+  std::string m = "unknown CPU";
+  while (std::fgets(line, sizeof(line), f)) {
+    if (!std::strncmp(line, "model name", 10)) {
+      const char* c = std::strchr(line, ':');
+      if (c) m = std::string(c + 2, std::strcspn(c + 2, "\n"));
+      break;
+    }
+  }
+  std::fclose(f);
+  return m;
 }
 
 // Read-only sum over the buffer, static split over the threads, 4 independent accumulators so
@@ -161,68 +183,72 @@ int bench_attention(int argc, char** argv) {
 
   // (a) bandwidth roof.
   double scan_bytes = double(o.scan_mib << 20);
-  double scan_ms;
+  Timing scan_t;
   {
     Mem smem(size_t(scan_bytes), o.hugepages);
     float* x = static_cast<float*>(smem.p);
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < int64_t(scan_bytes / 4); i++) x[i] = 1.0f;
     volatile float sink = 0;
-    scan_ms = median_ms(2, o.repeats, [&] { sink = scan(x, int64_t(scan_bytes / 4)); });
+    scan_t = time_ms(2, o.repeats, [&] { sink = scan(x, int64_t(scan_bytes / 4)); });
     (void)sink;
   }
-  double scan_gbs = scan_bytes / scan_ms * 1e-6;
+  double scan_gbs = scan_bytes / scan_t.median_ms * 1e-6;
 
   // (b) full attention decode, (c) scores alone, (d) exact top-k decode.
   double kv_bytes = double(kv_elems) * es, qo_bytes = double(q_elems) * 8 + o.B * o.Hq * 4.0;
-  double full_ms = median_ms(o.warmup, o.repeats,
-                             [&] { attention_forward(q, k, v, seqs, ao, out, lse); });
-  double sc_ms = median_ms(o.warmup, o.repeats, [&] { attention_scores(q, k, seqs, ao, scores); });
-  double topk_ms = median_ms(o.warmup, o.repeats, [&] {
+  Timing full_t = time_ms(o.warmup, o.repeats,
+                          [&] { attention_forward(q, k, v, seqs, ao, out, lse); });
+  Timing sc_t = time_ms(o.warmup, o.repeats, [&] { attention_scores(q, k, seqs, ao, scores); });
+  Timing topk_t = time_ms(o.warmup, o.repeats, [&] {
     topk_attention_forward(q, k, v, seqs, ao, sel, out, lse, idx);
   });
+  double full_ms = full_t.median_ms;
   int64_t selected = 0;
   for (int64_t i = 0; i < idx.numel(); i++) selected += idx.ptr<int32_t>()[i] >= 0;
 
   struct Row {
     const char* name;
-    double ms, bytes, kbytes;
+    Timing t;
+    double bytes, kbytes;
   };
   double row_bytes = double(o.D) * es;
   Row rows[] = {
-      {"scan", scan_ms, scan_bytes, 0},
-      {"full", full_ms, 2 * kv_bytes + qo_bytes, kv_bytes},
-      {"scores", sc_ms, kv_bytes + double(o.B) * o.Hq * o.S * 4 + q_elems * 4.0, kv_bytes},
-      {"topk", topk_ms, kv_bytes + selected * row_bytes + qo_bytes + idx.numel() * 4.0, kv_bytes},
+      {"scan", scan_t, scan_bytes, 0},
+      {"full", full_t, 2 * kv_bytes + qo_bytes, kv_bytes},
+      {"scores", sc_t, kv_bytes + double(o.B) * o.Hq * o.S * 4 + q_elems * 4.0, kv_bytes},
+      {"topk", topk_t, kv_bytes + selected * row_bytes + qo_bytes + idx.numel() * 4.0, kv_bytes},
   };
   char shape[160];
   std::snprintf(shape, sizeof(shape), "B=%d S=%d Hq=%d Hkv=%d D=%d %s k=%d", o.B, o.S, o.Hq,
                 o.Hkv, o.D, o.dtype.c_str(), o.k);
-  std::printf("CPU attention decode, %d threads, %s%s\n", threads, shape,
+  std::printf("CPU attention decode: %s, %d threads; %s%s\n", cpu_model().c_str(), threads, shape,
               o.hugepages ? "" : " (no huge pages)");
-  std::printf("%-7s %12s %10s %9s %9s %12s %10s\n", "name", "median_ms", "GB/s", "of_scan", "K_GB/s",
-              "K_of_scan", "vs_full");
+  std::printf("%-7s %10s %9s %9s %8s %9s %10s %8s\n", "name", "median_ms", "min_ms", "GB/s",
+              "of_scan", "K_GB/s", "K_of_scan", "vs_full");
   for (const Row& r : rows) {
-    double gbs = r.bytes / r.ms * 1e-6, kgbs = r.kbytes / r.ms * 1e-6;
-    std::printf("%-7s %12.3f %10.2f %8.0f%% ", r.name, r.ms, gbs, 100 * gbs / scan_gbs);
-    if (r.kbytes > 0) std::printf("%9.2f %11.0f%% %9.2fx\n", kgbs, 100 * kgbs / scan_gbs, full_ms / r.ms);
-    else std::printf("%9s %12s %10s\n", "-", "-", "-");
+    double ms = r.t.median_ms, gbs = r.bytes / ms * 1e-6, kgbs = r.kbytes / ms * 1e-6;
+    std::printf("%-7s %10.3f %9.3f %9.2f %7.0f%% ", r.name, ms, r.t.min_ms, gbs, 100 * gbs / scan_gbs);
+    if (r.kbytes > 0) std::printf("%9.2f %9.0f%% %7.2fx\n", kgbs, 100 * kgbs / scan_gbs, full_ms / ms);
+    else std::printf("%9s %10s %8s\n", "-", "-", "-");
   }
-  std::printf("top-k reads %lld selected V rows (%.1f%% of V); K GB/s = K bytes / whole op time\n",
+  std::printf("GB/s, ratios: from the median. top-k reads %lld selected V rows (%.1f%% of V); "
+              "K_GB/s = K bytes / whole op time\n",
               (long long)selected, 100.0 * double(selected) / (double(o.B) * o.Hq * o.S));
   if (o.json) {
     for (const Row& r : rows) {
       nlohmann::json j;
       j["name"] = r.name;
       j["shape"] = r.name == std::string("scan") ? std::to_string(o.scan_mib) + " MiB" : shape;
-      j["median_ms"] = r.ms;
+      j["median_ms"] = r.t.median_ms;
+      j["min_ms"] = r.t.min_ms;
       j["bytes"] = r.bytes;
-      j["gb_per_s"] = r.bytes / r.ms * 1e-6;
+      j["gb_per_s"] = r.bytes / r.t.median_ms * 1e-6;
       j["scan_gb_per_s"] = scan_gbs;
       j["threads"] = threads;
       if (r.kbytes > 0) {
-        j["k_gb_per_s"] = r.kbytes / r.ms * 1e-6;
-        j["ratio_vs_full"] = full_ms / r.ms;
+        j["k_gb_per_s"] = r.kbytes / r.t.median_ms * 1e-6;
+        j["ratio_vs_full"] = full_ms / r.t.median_ms;
       }
       std::printf("%s\n", j.dump().c_str());
     }

@@ -88,6 +88,31 @@ TEST(CpuSelect, MatchesRefExactly) {
   }
 }
 
+// Long rows take the linear-bucket path (rows of at least 1024 candidates): sizes around that,
+// heavy ties, rows with no spread or no finite values, and a huge dynamic range.
+TEST(CpuSelect, LongRowsMatchRefExactly) {
+  Rng rng(12);
+  for (int S : {1023, 1024, 1025, 5000}) {
+    Case c{"long", 1, 2, S, 4, 2, 1, true};
+    for (int kind = 0; kind < 7; kind++) {
+      Buffer scores = tie_scores(c.B, c.T, c.Hq, c.S, rng, kind == 0 ? 4 : kind == 1 ? 1000 : 0);
+      float* x = scores.ptr<float>();
+      for (int64_t i = 0; i < scores.numel(); i++) {
+        if (kind == 3) x[i] = 1.5f;                                          // no spread
+        if (kind == 4) x[i] = i % 3 == 0 ? std::nanf("") : i % 3 == 1 ? INFINITY : -INFINITY;
+        if (kind == 5 && i % 97 != 0) x[i] = std::nanf("");                  // few finite
+        if (kind == 6 && i % 50 == 0) x[i] = i % 100 == 0 ? 1e30f : -1e30f;  // huge range
+      }
+      for (const SelectOpts& sel : budgets()) {
+        SCOPED_TRACE("S " + std::to_string(S) + " kind " + std::to_string(kind) + " k " +
+                     std::to_string(sel.k) + " ratio " + std::to_string(sel.ratio) +
+                     (sel.share_group ? " shared" : ""));
+        check_select(c, sel, scores, sel.share_group ? c.Hkv : c.Hq);
+      }
+    }
+  }
+}
+
 TEST(CpuSelect, TiesGoToLowerIndexAndOrderIsAscending) {
   // Every score equal: the selection must be exactly keys 0..k-1.
   Case c{"flat", 1, 1, 500, 2, 2, 1};

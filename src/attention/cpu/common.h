@@ -318,7 +318,7 @@ inline void load_q(const AttnParams& p, const SeqDesc& s, int64_t t0, int nt, in
              Q + (int64_t(t) * nh + hl) * p.D);
 }
 
-constexpr int kPrefetch = 16;  // keys ahead: ~64 KiB of K for 8 KV heads of D = 128, f32
+constexpr int kPrefetch = 8;  // keys ahead: 32 KiB of K for 8 KV heads of D = 128, f32
 
 // Prefetches rows j .. j+n-1, heads [kh0, kh1), of a [B, S, H, D] tensor into the caches.
 inline void prefetch_rows(const Rows& r, const SeqDesc& s, int64_t j, int n, int kh0, int kh1, int D) {
@@ -356,10 +356,12 @@ inline void score_block(const AttnParams& p, const SeqDesc& s, const float* Q, i
     bool two = j + 1 < jb;
     // The hardware prefetcher alone does not run far enough ahead of this loop for the loads
     // to overlap the math: fetch K rows kPrefetch keys ahead (and V rows for the caller's PV
-    // step that follows) explicitly.
-    if (j + kPrefetch + 2 <= std::max(jb, pf_end)) prefetch_rows(p.k, s, j + kPrefetch, 2, kh0, kh1, D);
-    if (vpf && two) prefetch_rows(p.v, s, j, 2, kh0, kh1, D);
+    // step that follows) explicitly, a head at a time between the dot products. (Issuing a
+    // whole row's prefetches at once fills the miss queue and stalls: 18 vs 26 GB/s.)
+    bool pf = j + kPrefetch + 2 <= std::max(jb, pf_end);
     for (int kh = kh0; kh < kh1; kh++) {
+      if (pf) prefetch_rows(p.k, s, j + kPrefetch, 2, kh, kh + 1, D);
+      if (vpf && two) prefetch_rows(p.v, s, j, 2, kh, kh + 1, D);
       const float* k[2];
       k[0] = row_f32(p.k, s.batch, s.k_start + j, kh, D, kbuf);
       if (two) k[1] = row_f32(p.k, s.batch, s.k_start + j + 1, kh, D, kbuf + D);
@@ -371,6 +373,26 @@ inline void score_block(const AttnParams& p, const SeqDesc& s, const float* Q, i
           dot_nrows_keys<1>(Q + r * D, D, G, k, D, p.scale, out + r * lds + (j - jbase), lds);
       }
     }
+  }
+}
+
+// score_block for rows of all heads (qh = Hq, h0 = 0) into out[(t * Hq + h) * ld + j], through
+// a small tile of kTile keys: rows of a long score matrix are far apart, and writing them key
+// by key would keep 32+ lines of scattered rows in flight (and alias to one cache set when ld
+// is a power of two). tile: scratch of nt * Hq * kTile floats. pf_end as in score_block.
+constexpr int kTile = 64;
+inline void score_rows(const AttnParams& p, const SeqDesc& s, const float* Q, int nt, int kh0,
+                       int kh1, int64_t ja, int64_t jb, float* out, int64_t ld, float* tile,
+                       float* kbuf, int64_t pf_end) {
+  int G = p.group();
+  for (int64_t j0 = ja; j0 < jb; j0 += kTile) {
+    int64_t j1 = std::min(jb, j0 + kTile);
+    score_block(p, s, Q, nt, kh0, kh1, p.Hq, 0, j0, j1, tile, kTile, j0, kbuf, pf_end);
+    for (int t = 0; t < nt; t++)
+      for (int h = kh0 * G; h < kh1 * G; h++) {
+        const float* src = tile + (int64_t(t) * p.Hq + h) * kTile;
+        std::copy(src, src + (j1 - j0), out + (int64_t(t) * p.Hq + h) * ld + j0);
+      }
   }
 }
 

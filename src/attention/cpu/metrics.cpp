@@ -29,11 +29,12 @@ void for_rows(const AttnParams& p, Fn fn) {
       int64_t nchunk = (vis + kChunk - 1) / kChunk;
 #pragma omp parallel
       {
-        std::vector<float> kbuf(2 * p.D);
+        std::vector<float> kbuf(2 * p.D), tile(size_t(nt) * p.Hq * kTile);
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t c = 0; c < nchunk; c++)
-          score_block(p, s, Q, nt, 0, p.Hkv, p.Hq, 0, c * kChunk,
-                      std::min(vis, (c + 1) * kChunk), Sc, ld, 0, kbuf.data());
+        for (int64_t c = 0; c < nchunk; c++) {
+          int64_t jb = std::min(vis, (c + 1) * kChunk);
+          score_rows(p, s, Q, nt, 0, p.Hkv, c * kChunk, jb, Sc, ld, tile.data(), kbuf.data(), jb);
+        }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t i = 0; i < int64_t(nt) * p.Hq; i++) {
           int64_t t = t0 + i / p.Hq;

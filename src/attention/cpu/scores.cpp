@@ -7,7 +7,6 @@ namespace topk::cpu {
 namespace {
 constexpr int kRows = 64;        // query rows (queries x heads) per tile: Q tile stays in L1/L2
 constexpr int64_t kChunk = 2048; // keys per item
-constexpr int kBk = 64;          // keys per tile
 }  // namespace
 
 void attention_scores(const AttnParams& p, float* scores) {
@@ -35,17 +34,9 @@ void attention_scores(const AttnParams& p, float* scores) {
       Q.resize(size_t(it.nt) * p.Hq * p.D);
       load_q(p, s, it.t0, it.nt, 0, p.Hkv, Q.data());
       float* out = scores + p.qrow(s, it.t0) * p.Hq * p.Smax;
-      // Score kBk keys into a small tile, then copy its rows out: the output rows are Smax
-      // apart, and writing them key by key would thrash one cache set when Smax is a power of 2.
-      int nr = it.nt * p.Hq;
-      tile.resize(size_t(nr) * kBk);
-      for (int64_t j0 = it.ja; j0 < it.jb; j0 += kBk) {
-        int64_t j1 = std::min(it.jb, j0 + kBk);
-        score_block(p, s, Q.data(), it.nt, 0, p.Hkv, p.Hq, 0, j0, j1, tile.data(), kBk, j0,
-                    kbuf.data(), it.jb);
-        for (int r = 0; r < nr; r++)
-          std::copy(&tile[size_t(r) * kBk], &tile[size_t(r) * kBk] + (j1 - j0), out + r * p.Smax + j0);
-      }
+      tile.resize(size_t(it.nt) * p.Hq * kTile);
+      score_rows(p, s, Q.data(), it.nt, 0, p.Hkv, it.ja, it.jb, out, p.Smax, tile.data(),
+                 kbuf.data(), it.jb);
       // Causal mask inside the chunk, and the never-visible tail once (first chunk).
       for (int t = 0; t < it.nt; t++) {
         int64_t n = p.visible(s, it.t0 + t);

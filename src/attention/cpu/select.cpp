@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "attention/cpu/common.h"
 
@@ -49,6 +50,7 @@ inline void keys_of(const double* x, int64_t n, uint64_t* out) {
 }
 
 constexpr int kDigit = 11;  // radix bits per pass: a 2048-bin histogram (8 KiB) stays in L1
+constexpr int64_t kLinearMin = 1024;  // rows at least this long take select_linear
 
 // Picks the bin (from the top) that holds the room-th best key; room becomes the rank inside it.
 inline uint32_t pick_bin(const uint32_t* hist, int nbins, int64_t& room) {
@@ -60,6 +62,33 @@ inline uint32_t pick_bin(const uint32_t* hist, int nbins, int64_t& room) {
   }
   room -= cum;
   return uint32_t(b);
+}
+
+// The room-th best of a short list of keys, digit by digit: tau, and how many keys equal to
+// tau are taken (the first by index). keys is consumed.
+template <class U>
+void resolve(std::vector<U>& keys, int64_t room, U& tau, int64_t& take_eq) {
+  constexpr int bits = int(sizeof(U) * 8);
+  uint32_t hist[1 << kDigit];
+  U prefix = 0;
+  size_t nk = keys.size();
+  for (int shift = bits; shift > 0;) {
+    int w = shift < kDigit ? shift : kDigit;
+    shift -= w;
+    U mask = (U(1) << w) - 1;
+    std::memset(hist, 0, sizeof(uint32_t) << w);
+    for (size_t j = 0; j < nk; j++) hist[(keys[j] >> shift) & mask]++;
+    U d = U(pick_bin(hist, 1 << w, room));
+    prefix |= d << shift;
+    size_t k = 0;
+    for (size_t j = 0; j < nk; j++) {
+      keys[k] = keys[j];
+      k += ((keys[j] >> shift) & mask) == d;
+    }
+    nk = k;
+  }
+  tau = prefix;
+  take_eq = room;
 }
 
 // Selects `room` of the candidates x[lo..hi) and appends their indices, ascending, to out.
@@ -105,32 +134,109 @@ int64_t select_candidates(const F* x, int64_t lo, int64_t hi, int64_t room, int3
     keys[nb] = buf[j];
     nb += (buf[j] >> shift) == b;
   }
-  U prefix = lowest;
-  while (shift > 0) {
-    int w = shift < kDigit ? shift : kDigit;
-    shift -= w;
-    U mask = (U(1) << w) - 1;
-    std::memset(hist[0], 0, sizeof(uint32_t) << w);
-    for (size_t j = 0; j < nb; j++) hist[0][(keys[j] >> shift) & mask]++;
-    U d = U(pick_bin(hist[0], 1 << w, room));
-    prefix |= d << shift;
-    size_t k = 0;
-    for (size_t j = 0; j < nb; j++) {
-      keys[k] = keys[j];
-      k += ((keys[j] >> shift) & mask) == d;
-    }
-    nb = k;
-  }
-  U tau = prefix;
-  int64_t take_eq = room, c = 0;
+  keys.resize(nb);
+  U tau;
+  int64_t take_eq;
+  resolve(keys, room, tau, take_eq);
+  int64_t c = 0;
   for (size_t j = 0; j < m; j++)
     if (buf[j] > tau || (buf[j] == tau && take_eq-- > 0)) out[c++] = idx[j];
   return c;
 }
 
+#ifdef __AVX2__
+// The f32 path for long rows. The top bits of a float key bunch normal scores into a few dozen
+// bins (one per binade), so that histogram serialises on a handful of counters. Instead the
+// first pass buckets linearly between the row's finite min and max: bin(x) = (x - min) * inv,
+// clamped, is monotone in x (every step rounds monotonically), so a higher bin means a strictly
+// higher score and only the boundary bin needs the exact keys. NaN and -inf land in bin 0, +inf
+// in the top bin; the exact keys order them inside it. Returns -1 when the row has no spread
+// (no finite values, or all equal): the caller takes the radix path.
+int64_t select_linear(const float* x, int64_t lo, int64_t hi, int64_t room, int32_t* out,
+                      std::vector<uint16_t>& bins, std::vector<uint32_t>& keys,
+                      std::vector<int32_t>& idx) {
+  constexpr int nb = 2048;
+  const float* y = x + lo;
+  int64_t n = hi - lo, i = 0;
+  const __m256 inf = _mm256_set1_ps(kInfF), sign = _mm256_set1_ps(-0.0f);
+  __m256 vmin = inf, vmax = _mm256_sub_ps(_mm256_setzero_ps(), inf);
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(y + i);
+    __m256 fin = _mm256_cmp_ps(_mm256_andnot_ps(sign, v), inf, _CMP_LT_OQ);  // false for NaN, inf
+    vmin = _mm256_min_ps(vmin, _mm256_blendv_ps(inf, v, fin));
+    vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(_mm256_sub_ps(_mm256_setzero_ps(), inf), v, fin));
+  }
+  alignas(32) float a[8], b[8];
+  _mm256_store_ps(a, vmin);
+  _mm256_store_ps(b, vmax);
+  float mn = kInfF, mx = -kInfF;
+  for (int l = 0; l < 8; l++) mn = std::min(mn, a[l]), mx = std::max(mx, b[l]);
+  for (; i < n; i++)
+    if (std::fabs(y[i]) < kInfF) mn = std::min(mn, y[i]), mx = std::max(mx, y[i]);
+  if (!(mx > mn)) return -1;
+  float inv = float(nb - 1) / (mx - mn);
+  if (!(inv < kInfF)) return -1;
+  // Bins and a histogram (4 interleaved counters per bin).
+  bins.resize(size_t(n) + 16);
+  uint32_t hist[4][nb];
+  std::memset(hist, 0, sizeof(hist));
+  const __m256 vmn = _mm256_set1_ps(mn), vinv = _mm256_set1_ps(inv),
+               top = _mm256_set1_ps(float(nb - 1)), zero = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= n; i += 8) {
+    __m256 t = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(y + i), vmn), vinv);
+    t = _mm256_min_ps(_mm256_max_ps(t, zero), top);  // max(NaN, 0) = 0
+    __m256i b32 = _mm256_cvttps_epi32(t);
+    __m128i b16 = _mm_packus_epi32(_mm256_castsi256_si128(b32), _mm256_extracti128_si256(b32, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(&bins[i]), b16);
+  }
+  for (; i < n; i++) {
+    float t = (y[i] - mn) * inv;
+    t = t != t ? 0.0f : std::min(std::max(t, 0.0f), float(nb - 1));
+    bins[i] = uint16_t(t);
+  }
+  for (i = 0; i + 4 <= n; i += 4)
+    for (int h = 0; h < 4; h++) hist[h][bins[i + h]]++;
+  for (; i < n; i++) hist[0][bins[i]]++;
+  for (int h = 1; h < 4; h++)
+    for (int k = 0; k < nb; k++) hist[0][k] += hist[h][k];
+  int bb = int(pick_bin(hist[0], nb, room));
+  // Indices of bins >= bb in index order, 16 bins per compare.
+  idx.clear();
+  const __m256i lim = _mm256_set1_epi16(int16_t(bb - 1));
+  for (i = 0; i + 16 <= n; i += 16) {
+    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&bins[i]));
+    uint32_t m = uint32_t(_mm256_movemask_epi8(_mm256_cmpgt_epi16(v, lim))) & 0x55555555u;
+    while (m) {
+      idx.push_back(int32_t(i + (__builtin_ctz(m) >> 1)));
+      m &= m - 1;
+    }
+  }
+  for (; i < n; i++)
+    if (bins[i] >= bb) idx.push_back(int32_t(i));
+  // Exact keys of the boundary bin; everything above it is taken.
+  keys.clear();
+  for (int32_t j : idx)
+    if (bins[j] == bb) keys.push_back(order_key(y[j]));
+  uint32_t tau = 0;
+  int64_t take_eq = 0;
+  resolve(keys, room, tau, take_eq);
+  int64_t c = 0;
+  for (int32_t j : idx) {
+    bool take = bins[j] > bb;
+    if (!take) {
+      uint32_t k = order_key(y[j]);
+      take = k > tau || (k == tau && take_eq-- > 0);
+    }
+    if (take) out[c++] = int32_t(lo + j);
+  }
+  return c;
+}
+#endif
+
 template <class U, class F>
 void select_impl(const F* x, int64_t n, const SelectOpts& sel, int32_t* out, int64_t K,
-                 std::vector<U>& keys, std::vector<U>& buf, std::vector<int32_t>& idx) {
+                 std::vector<U>& keys, std::vector<U>& buf, std::vector<int32_t>& idx,
+                 SelectScratch& w) {
   int64_t W = select_budget(sel, n);
   int64_t lo = std::min<int64_t>(sel.sink, n);                 // candidates: [lo, hi)
   int64_t hi = std::max<int64_t>(n - int64_t(sel.window), lo);
@@ -140,7 +246,13 @@ void select_impl(const F* x, int64_t n, const SelectOpts& sel, int32_t* out, int
   if (room >= hi - lo) {
     for (int64_t j = lo; j < hi; j++) out[c++] = int32_t(j);
   } else if (room > 0) {
-    c += select_candidates<U>(x, lo, hi, room, out + c, keys, buf, idx);
+    int64_t got = -1;
+#ifdef __AVX2__
+    if constexpr (std::is_same_v<F, float>)
+      if (hi - lo >= kLinearMin) got = select_linear(x, lo, hi, room, out + c, w.bins, w.k32, w.idx);
+#endif
+    if (got < 0) got = select_candidates<U>(x, lo, hi, room, out + c, keys, buf, idx);
+    c += got;
   }
   for (int64_t j = hi; j < n; j++) out[c++] = int32_t(j);
   for (int64_t i = c; i < K; i++) out[i] = -1;
@@ -150,12 +262,12 @@ void select_impl(const F* x, int64_t n, const SelectOpts& sel, int32_t* out, int
 
 void select_row(const float* score, int64_t n, const SelectOpts& sel, int32_t* out, int64_t K,
                 SelectScratch& w) {
-  select_impl<uint32_t>(score, n, sel, out, K, w.k32, w.b32, w.idx);
+  select_impl<uint32_t>(score, n, sel, out, K, w.k32, w.b32, w.idx, w);
 }
 
 void select_row(const double* rank, int64_t n, const SelectOpts& sel, int32_t* out, int64_t K,
                 SelectScratch& w) {
-  select_impl<uint64_t>(rank, n, sel, out, K, w.k64, w.b64, w.idx);
+  select_impl<uint64_t>(rank, n, sel, out, K, w.k64, w.b64, w.idx, w);
 }
 
 void group_rank(const float* scores, int64_t ld, int G, int64_t n, double* rank) {

@@ -15,6 +15,7 @@ struct SelectScratch {
   std::vector<uint32_t> k32, b32;
   std::vector<uint64_t> k64, b64;
   std::vector<int32_t> idx;
+  std::vector<uint16_t> bins;
   std::vector<double> rank;
 };
 
