@@ -125,18 +125,26 @@ TEST(CpuAttention, PackedSequencesDoNotSeeEachOther) {
     Buffer k = randn(c.dt, {1, c.S, c.Hkv, c.D}, rng);
     Buffer v = randn(c.dt, {1, c.S, c.Hkv, c.D}, rng);
     Buffer o1(DType::f32, {1, c.T, c.Hq, c.D}), o2(DType::f32, {1, c.T, c.Hq, c.D});
+    Buffer t1(DType::f32, {1, c.T, c.Hq, c.D}), t2(DType::f32, {1, c.T, c.Hq, c.D});
     Buffer l1(DType::f32, {1, c.T, c.Hq}), l2(DType::f32, {1, c.T, c.Hq});
+    SelectOpts sel;
+    sel.k = 16;
+    Buffer idx(DType::i32, {1, c.T, c.Hq, select_capacity(sel, c.S)});
     attention_forward(q, k, v, c.seqs(), c.opts(Backend::cpu), o1, l1);
+    topk_attention_forward(q, k, v, c.seqs(), c.opts(Backend::cpu), sel, t1, l1, idx);
     // Perturb sequence 1's keys and values (rows 200..299).
     for (int64_t i = 200 * c.Hkv * c.D; i < c.S * c.Hkv * c.D; i++) {
       k.ptr<float>()[i] += 0.5f;
       v.ptr<float>()[i] -= 0.5f;
     }
     attention_forward(q, k, v, c.seqs(), c.opts(Backend::cpu), o2, l2);
+    topk_attention_forward(q, k, v, c.seqs(), c.opts(Backend::cpu), sel, t2, l2, idx);
     size_t row = size_t(c.Hq) * c.D;
-    EXPECT_EQ(0, std::memcmp(o1.ptr<float>(), o2.ptr<float>(), 5 * row * 4)) << "sequence 0 changed";
-    EXPECT_NE(0, std::memcmp(o1.ptr<float>() + 5 * row, o2.ptr<float>() + 5 * row, 7 * row * 4))
-        << "sequence 1 did not change";
+    for (auto [a, b] : {std::pair{&o1, &o2}, std::pair{&t1, &t2}}) {
+      EXPECT_EQ(0, std::memcmp(a->ptr<float>(), b->ptr<float>(), 5 * row * 4)) << "sequence 0 changed";
+      EXPECT_NE(0, std::memcmp(a->ptr<float>() + 5 * row, b->ptr<float>() + 5 * row, 7 * row * 4))
+          << "sequence 1 did not change";
+    }
   }
 }
 
