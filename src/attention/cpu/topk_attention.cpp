@@ -14,7 +14,7 @@ namespace {
 constexpr int64_t kScoreFloats = int64_t(1) << 22;  // score block cap: 16 MiB
 constexpr int kMaxTb = 64;                            // queries per block
 constexpr int kRows = 64;     // rows (queries x heads) per scoring item with all KV heads
-constexpr int64_t kChunk = 256;  // keys per scoring item
+constexpr int64_t kChunk = 1024;  // keys per scoring item
 constexpr int kVb = 16;  // V rows gathered per step; the next step's rows are prefetched meanwhile
 
 // Softmax over the selected keys of one selection row and o for each of its nh heads:
@@ -88,7 +88,8 @@ void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t*
         for (int64_t it = 0; it < nchunk * nkh; it++) {
           int64_t ja = (it / nkh) * kChunk, jb = std::min(vis, ja + kChunk);
           int kh0 = all_heads ? 0 : int(it % nkh), kh1 = all_heads ? p.Hkv : kh0 + 1;
-          score_rows(p, s, Q, nt, kh0, kh1, ja, jb, Sc, ld, tile.data(), kbuf.data(), jb);
+          score_rows(p, s, Q, nt, kh0, kh1, ja, jb, Sc, ld, tile.data(), kbuf.data(),
+                     std::min(vis, jb + kPrefetch));
         }
       }
       // 2 + 3. Per selection row: select, then attend with its heads.
