@@ -360,10 +360,8 @@ inline void score_block(const AttnParams& p, const SeqDesc& s, const float* Q, i
                         int kh1, int qh, int h0, int64_t ja, int64_t jb, float* out, int64_t lds,
                         int64_t jbase, float* kbuf, int64_t pf_end = 0, bool vpf = false) {
   int G = p.group(), D = p.D;
-  if (vpf && p.k.dtype == DType::f32 && p.v.dtype == DType::f32) {
-    // f32 K and V for full attention: plain pointer arithmetic in the hot loop (no conversion,
-    // no dtype switch). Measured on the decode benchmark (quiet 2-core runs): ~5% faster for
-    // full attention, ~5% slower for the K-only scan of top-k, which keeps the generic loop.
+  if (p.k.dtype == DType::f32 && (!vpf || p.v.dtype == DType::f32)) {
+    // f32 keys: plain pointer arithmetic in the hot loop (no conversion, no dtype switch).
     const float* kb = static_cast<const float*>(p.k.data) + p.k.offset(s.batch, s.k_start, 0);
     const float* vb = vpf ? static_cast<const float*>(p.v.data) + p.v.offset(s.batch, s.k_start, 0) : nullptr;
     int64_t kst = p.k.st, ksh = p.k.sh, vst = p.v.st, vsh = p.v.sh;
