@@ -341,6 +341,10 @@ inline void prefetch_row(const Rows& r, int64_t b, int64_t row, int64_t h, int D
 #endif
 }
 
+// k[1] is only read for a pair of keys (NK = 2), where it is set; GCC cannot see that.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 // Scores scale * q.k against keys [ja, jb) of sequence s for queries t < nt and the heads of
 // KV heads [kh0, kh1). Query row (t, h) is r = t * qh + h - h0 in both Q (fp32 [*, D], as
 // load_q lays it out with qh = (kh1 - kh0) * G, h0 = kh0 * G) and out (row stride lds, column
@@ -375,6 +379,7 @@ inline void score_block(const AttnParams& p, const SeqDesc& s, const float* Q, i
     }
   }
 }
+#pragma GCC diagnostic pop
 
 // score_block for rows of all heads (qh = Hq, h0 = 0) into out[(t * Hq + h) * ld + j], through
 // a small tile of kTile keys: rows of a long score matrix are far apart, and writing them key
