@@ -7,10 +7,13 @@
 namespace topk::cli {
 
 int bench_attention(int argc, char** argv);
+int bench_train(int argc, char** argv);
 
 int bench(int argc, char** argv) {
   if (argc >= 2 && !std::strcmp(argv[1], "attention")) return bench_attention(argc - 1, argv + 1);
-  std::fprintf(stderr, "usage: topk bench attention [--json] [options]\n");
+  if (argc >= 2 && !std::strcmp(argv[1], "train")) return bench_train(argc - 1, argv + 1);
+  std::fprintf(stderr, "usage: topk bench attention [--json] [options]\n"
+                       "       topk bench train [--json] [options]\n");
   return 2;
 }
 
