@@ -1,0 +1,415 @@
+// Shared pieces of the CPU fast paths: fp32 rows from any storage dtype, SIMD dot / axpy
+// kernels over a few query rows at once, a vectorised exp, and the block score loop.
+// SIMD is chosen at compile time (AVX2+FMA under x86-64-v3, scalar otherwise), so it is fixed
+// for every call. Every reduction runs in a fixed order: results do not depend on threads.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
+
+#include "attention/params.h"
+
+namespace topk::cpu {
+
+constexpr float kInfF = std::numeric_limits<float>::infinity();
+
+// A grow-only scratch buffer that is not zero-filled: the ops write before they read, and
+// zeroing (and page-faulting) megabytes of scores per decode step is measurable.
+template <class T>
+struct RawBuf {
+  std::unique_ptr<T[]> p;
+  size_t n = 0;
+  T* get(size_t m) {
+    if (m > n) {
+      p = std::make_unique_for_overwrite<T[]>(m);
+      n = m;
+    }
+    return p.get();
+  }
+};
+
+// Converts D elements at element offset `off` of a float buffer of dtype t into fp32.
+inline void to_f32(const void* data, DType t, int64_t off, int D, float* out) {
+  int d = 0;
+  if (t == DType::f32) {
+    const float* s = static_cast<const float*>(data) + off;
+    std::copy(s, s + D, out);
+    return;
+  }
+  const uint16_t* s = static_cast<const uint16_t*>(data) + off;
+#ifdef __AVX2__
+  if (t == DType::bf16) {
+    for (; d + 8 <= D; d += 8) {
+      __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + d));
+      __m256i u = _mm256_slli_epi32(_mm256_cvtepu16_epi32(x), 16);
+      _mm256_storeu_ps(out + d, _mm256_castsi256_ps(u));
+    }
+  }
+#endif
+#ifdef __F16C__
+  if (t == DType::f16) {
+    for (; d + 8 <= D; d += 8)
+      _mm256_storeu_ps(out + d, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + d))));
+  }
+#endif
+  for (; d < D; d++) out[d] = load_f32(data, t, off + d);
+}
+
+// Pointer to row (b, row, h) as fp32: in place for f32, else converted into buf [D].
+inline const float* row_f32(const Rows& r, int64_t b, int64_t row, int64_t h, int D, float* buf) {
+  int64_t off = r.offset(b, row, h);
+  if (r.dtype == DType::f32) return static_cast<const float*>(r.data) + off;
+  to_f32(r.data, r.dtype, off, D, buf);
+  return buf;
+}
+
+#ifdef __AVX2__
+inline float hsum(__m256 v) {
+  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_add_ss(x, _mm_movehdup_ps(x));
+  return _mm_cvtss_f32(x);
+}
+inline float hmax(__m256 v) {
+  __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_max_ss(x, _mm_movehdup_ps(x));
+  return _mm_cvtss_f32(x);
+}
+
+// The 8 horizontal sums of a[0..7] in one vector, lane i = sum of a[i] (a transpose-add tree:
+// 11 instructions instead of 8 separate horizontal sums).
+inline __m256 reduce8(const __m256* a) {
+  __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+  __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+  t0 = _mm256_hadd_ps(t0, t1);  // lanes: a0 a1 a2 a3 (low halves) | a0 a1 a2 a3 (high halves)
+  t2 = _mm256_hadd_ps(t2, t3);
+  __m256 lo = _mm256_permute2f128_ps(t0, t2, 0x20), hi = _mm256_permute2f128_ps(t0, t2, 0x31);
+  return _mm256_add_ps(lo, hi);
+}
+
+// exp(x) in fp32 (Cephes polynomial, ~1 ulp); exp(-inf) = 0, NaN stays NaN.
+inline __m256 exp256(__m256 x) {
+  const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.5f);
+  __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+  __m256 tiny = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  __m256 xc = _mm256_max_ps(_mm256_min_ps(x, hi), lo);
+  __m256 fx = _mm256_fmadd_ps(xc, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
+  fx = _mm256_floor_ps(fx);
+  xc = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), xc);
+  xc = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), xc);
+  __m256 z = _mm256_mul_ps(xc, xc);
+  __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+  y = _mm256_fmadd_ps(y, xc, _mm256_set1_ps(1.3981999507E-3f));
+  y = _mm256_fmadd_ps(y, xc, _mm256_set1_ps(8.3334519073E-3f));
+  y = _mm256_fmadd_ps(y, xc, _mm256_set1_ps(4.1665795894E-2f));
+  y = _mm256_fmadd_ps(y, xc, _mm256_set1_ps(1.6666665459E-1f));
+  y = _mm256_fmadd_ps(y, xc, _mm256_set1_ps(5.0000001201E-1f));
+  y = _mm256_fmadd_ps(y, z, _mm256_add_ps(xc, _mm256_set1_ps(1.0f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+  y = _mm256_andnot_ps(tiny, y);  // below ~-87.5 the result is 0 (< 1e-38 in truth)
+  return _mm256_blendv_ps(y, x, nan);
+}
+#endif
+
+// max over x[0..n) (NaN ignored where a non-NaN exists; -inf for an empty or all -inf row).
+inline float row_max(const float* x, int64_t n) {
+  float m = -kInfF;
+  int64_t j = 0;
+#ifdef __AVX2__
+  __m256 vm = _mm256_set1_ps(-kInfF);
+  for (; j + 8 <= n; j += 8) vm = _mm256_max_ps(_mm256_loadu_ps(x + j), vm);
+  m = hmax(vm);
+#endif
+  for (; j < n; j++) m = x[j] > m ? x[j] : m;
+  return m;
+}
+
+// x[j] = exp(x[j] - m) for j < n; returns the sum (fixed order).
+inline float exp_sub_sum(float* x, int64_t n, float m) {
+  int64_t j = 0;
+  float s = 0;
+#ifdef __AVX2__
+  __m256 vm = _mm256_set1_ps(m), acc = _mm256_setzero_ps();
+  for (; j + 8 <= n; j += 8) {
+    __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + j), vm));
+    _mm256_storeu_ps(x + j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  s = hsum(acc);
+#endif
+  for (; j < n; j++) {
+    x[j] = std::exp(x[j] - m);
+    s += x[j];
+  }
+  return s;
+}
+
+// out[r * lds + c] = scale * (q_r . k_c) for R query rows q_r = q + r * ldq and NK keys k[c]:
+// each key vector load serves R rows. The FMA latency (4 cycles, 2 per cycle) needs about 8
+// independent accumulators, so few rows also split D over U accumulators.
+template <int R, int NK>
+inline void dot_keys(const float* q, int64_t ldq, const float* const* k, int D, float scale,
+                     float* out, int64_t lds) {
+  constexpr int U = R >= 4 ? 1 : (R == 1 ? 4 : 2);
+  float s[R][NK];
+  int d = 0;
+#ifdef __AVX2__
+  __m256 acc[R][NK][U];
+  for (int r = 0; r < R; r++)
+    for (int c = 0; c < NK; c++)
+      for (int u = 0; u < U; u++) acc[r][c][u] = _mm256_setzero_ps();
+  for (; d + 8 * U <= D; d += 8 * U)
+    for (int u = 0; u < U; u++) {
+      __m256 kv[NK];
+      for (int c = 0; c < NK; c++) kv[c] = _mm256_loadu_ps(k[c] + d + 8 * u);
+      for (int r = 0; r < R; r++) {
+        __m256 qv = _mm256_loadu_ps(q + r * ldq + d + 8 * u);
+        for (int c = 0; c < NK; c++) acc[r][c][u] = _mm256_fmadd_ps(qv, kv[c], acc[r][c][u]);
+      }
+    }
+  for (; d + 8 <= D; d += 8)
+    for (int c = 0; c < NK; c++) {
+      __m256 kv = _mm256_loadu_ps(k[c] + d);
+      for (int r = 0; r < R; r++)
+        acc[r][c][0] = _mm256_fmadd_ps(_mm256_loadu_ps(q + r * ldq + d), kv, acc[r][c][0]);
+    }
+  if constexpr (R * NK == 8 && U == 1) {
+    __m256 v[8];
+    for (int r = 0; r < R; r++)
+      for (int c = 0; c < NK; c++) v[r * NK + c] = acc[r][c][0];
+    alignas(32) float tmp[8];
+    _mm256_store_ps(tmp, reduce8(v));
+    for (int r = 0; r < R; r++)
+      for (int c = 0; c < NK; c++) s[r][c] = tmp[r * NK + c];
+  } else {
+    for (int r = 0; r < R; r++)
+      for (int c = 0; c < NK; c++) {
+        __m256 t = acc[r][c][0];
+        for (int u = 1; u < U; u++) t = _mm256_add_ps(t, acc[r][c][u]);
+        s[r][c] = hsum(t);
+      }
+  }
+#else
+  for (int r = 0; r < R; r++)
+    for (int c = 0; c < NK; c++) s[r][c] = 0;
+#endif
+  for (; d < D; d++)
+    for (int r = 0; r < R; r++)
+      for (int c = 0; c < NK; c++) s[r][c] += q[r * ldq + d] * k[c][d];
+  for (int r = 0; r < R; r++)
+    for (int c = 0; c < NK; c++) out[r * lds + c] = scale * s[r][c];
+}
+
+// Any number of rows (4 at a time) against NK keys.
+template <int NK>
+inline void dot_nrows_keys(const float* q, int64_t ldq, int nr, const float* const* k, int D,
+                           float scale, float* out, int64_t lds) {
+  int r = 0;
+  for (; r + 4 <= nr; r += 4) dot_keys<4, NK>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds);
+  switch (nr - r) {
+    case 3: dot_keys<3, NK>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds); break;
+    case 2: dot_keys<2, NK>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds); break;
+    case 1: dot_keys<1, NK>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds); break;
+    default: break;
+  }
+}
+
+// out[r * lds] = scale * (q_r . k) for nr rows and one key.
+inline void dot_nrows(const float* q, int64_t ldq, int nr, const float* k, int D, float scale,
+                      float* out, int64_t lds) {
+  dot_nrows_keys<1>(q, ldq, nr, &k, D, scale, out, lds);
+}
+
+// o_r += sum_j P[r * ldp + j] * v_j for R rows o_r = o + r * ldo and nk value rows v[j].
+// U vectors of D per step keep R * U >= 8 accumulators in flight.
+template <int R>
+inline void pv_rows(float* o, int64_t ldo, const float* P, int64_t ldp, const float* const* v,
+                    int nk, int D) {
+  int d = 0;
+#ifdef __AVX2__
+  constexpr int U = R >= 4 ? 2 : (R == 1 ? 8 : 4);
+  for (; d + 8 * U <= D; d += 8 * U) {
+    __m256 acc[R][U];
+    for (int r = 0; r < R; r++)
+      for (int u = 0; u < U; u++) acc[r][u] = _mm256_loadu_ps(o + r * ldo + d + 8 * u);
+    for (int j = 0; j < nk; j++) {
+      __m256 pr[R];
+      for (int r = 0; r < R; r++) pr[r] = _mm256_broadcast_ss(P + r * ldp + j);
+      for (int u = 0; u < U; u++) {
+        __m256 vv = _mm256_loadu_ps(v[j] + d + 8 * u);
+        for (int r = 0; r < R; r++) acc[r][u] = _mm256_fmadd_ps(pr[r], vv, acc[r][u]);
+      }
+    }
+    for (int r = 0; r < R; r++)
+      for (int u = 0; u < U; u++) _mm256_storeu_ps(o + r * ldo + d + 8 * u, acc[r][u]);
+  }
+  for (; d + 8 <= D; d += 8) {
+    __m256 acc[R];
+    for (int r = 0; r < R; r++) acc[r] = _mm256_loadu_ps(o + r * ldo + d);
+    for (int j = 0; j < nk; j++) {
+      __m256 vv = _mm256_loadu_ps(v[j] + d);
+      for (int r = 0; r < R; r++)
+        acc[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(P + r * ldp + j), vv, acc[r]);
+    }
+    for (int r = 0; r < R; r++) _mm256_storeu_ps(o + r * ldo + d, acc[r]);
+  }
+#endif
+  for (; d < D; d++)
+    for (int r = 0; r < R; r++) {
+      float a = o[r * ldo + d];
+      for (int j = 0; j < nk; j++) a += P[r * ldp + j] * v[j][d];
+      o[r * ldo + d] = a;
+    }
+}
+
+inline void pv_nrows(float* o, int64_t ldo, int nr, const float* P, int64_t ldp,
+                     const float* const* v, int nk, int D) {
+  int r = 0;
+  for (; r + 4 <= nr; r += 4) pv_rows<4>(o + r * ldo, ldo, P + r * ldp, ldp, v, nk, D);
+  switch (nr - r) {
+    case 3: pv_rows<3>(o + r * ldo, ldo, P + r * ldp, ldp, v, nk, D); break;
+    case 2: pv_rows<2>(o + r * ldo, ldo, P + r * ldp, ldp, v, nk, D); break;
+    case 1: pv_rows<1>(o + r * ldo, ldo, P + r * ldp, ldp, v, nk, D); break;
+    default: break;
+  }
+}
+
+// y += a * x over D.
+inline void axpy(float* y, float a, const float* x, int D) {
+#pragma omp simd
+  for (int d = 0; d < D; d++) y[d] += a * x[d];
+}
+
+inline void scale_row(float* y, float a, int D) {
+#pragma omp simd
+  for (int d = 0; d < D; d++) y[d] *= a;
+}
+
+inline float dot1(const float* a, const float* b, int D) {
+  float s;
+  dot_keys<1, 1>(a, 0, &b, D, 1.0f, &s, 0);
+  return s;
+}
+
+// Number of batches covered by the sequences (rows of the contiguous per-query arrays).
+inline int64_t batches(const AttnParams& p) {
+  int64_t B = 0;
+  for (int i = 0; i < p.nseq; i++) B = std::max<int64_t>(B, p.seqs[i].batch + 1);
+  return B;
+}
+
+// Loads the queries t0..t0+nt-1, heads of KV heads [kh0, kh1), of sequence s as fp32:
+// Q[(t * nh + hl) * D + d] with nh = (kh1 - kh0) * G local heads.
+inline void load_q(const AttnParams& p, const SeqDesc& s, int64_t t0, int nt, int kh0, int kh1,
+                   float* Q) {
+  int G = p.group(), nh = (kh1 - kh0) * G;
+  for (int t = 0; t < nt; t++)
+    for (int hl = 0; hl < nh; hl++)
+      to_f32(p.q.data, p.q.dtype, p.q.offset(s.batch, s.q_start + t0 + t, kh0 * G + hl), p.D,
+             Q + (int64_t(t) * nh + hl) * p.D);
+}
+
+constexpr int kPrefetch = 8;  // keys ahead: 32 KiB of K for 8 KV heads of D = 128, f32
+
+// Prefetches rows j .. j+n-1, heads [kh0, kh1), of a [B, S, H, D] tensor into the caches.
+inline void prefetch_rows(const Rows& r, const SeqDesc& s, int64_t j, int n, int kh0, int kh1, int D) {
+#ifdef __AVX2__
+  size_t es = dtype_size(r.dtype);
+  for (int i = 0; i < n; i++)
+    for (int kh = kh0; kh < kh1; kh++) {
+      const char* a = static_cast<const char*>(r.data) + r.offset(s.batch, s.k_start + j + i, kh) * es;
+      for (size_t b = 0; b < D * es; b += 64) _mm_prefetch(a + b, _MM_HINT_T0);
+    }
+#endif
+}
+
+// Prefetches one row (b, row, h) of D elements.
+inline void prefetch_row(const Rows& r, int64_t b, int64_t row, int64_t h, int D) {
+#ifdef __AVX2__
+  size_t es = dtype_size(r.dtype);
+  const char* a = static_cast<const char*>(r.data) + r.offset(b, row, h) * es;
+  for (size_t o = 0; o < D * es; o += 64) _mm_prefetch(a + o, _MM_HINT_T0);
+#endif
+}
+
+// Scores scale * q.k against keys [ja, jb) of sequence s for queries t < nt and the heads of
+// KV heads [kh0, kh1). Query row (t, h) is r = t * qh + h - h0 in both Q (fp32 [*, D], as
+// load_q lays it out with qh = (kh1 - kh0) * G, h0 = kh0 * G) and out (row stride lds, column
+// j - jbase). Keys run in the outer loop and every KV head of a key row is used before the next
+// row, so K is streamed once, in memory order. kbuf: [2 * D] scratch for non-f32 keys.
+// pf_end: K rows are prefetched up to this key (the caller's range may go past jb); vpf: also
+// prefetch the V rows of the keys scored, for a PV step that follows.
+inline void score_block(const AttnParams& p, const SeqDesc& s, const float* Q, int nt, int kh0,
+                        int kh1, int qh, int h0, int64_t ja, int64_t jb, float* out, int64_t lds,
+                        int64_t jbase, float* kbuf, int64_t pf_end = 0, bool vpf = false) {
+  int G = p.group(), D = p.D;
+  for (int64_t j = ja; j < jb; j += 2) {
+    bool two = j + 1 < jb;
+    // The hardware prefetcher alone does not run far enough ahead of this loop for the loads
+    // to overlap the math: fetch K rows kPrefetch keys ahead (and V rows for the caller's PV
+    // step that follows) explicitly, a head at a time between the dot products. (Issuing a
+    // whole row's prefetches at once fills the miss queue and stalls: 18 vs 26 GB/s.)
+    bool pf = j + kPrefetch + 2 <= std::max(jb, pf_end);
+    for (int kh = kh0; kh < kh1; kh++) {
+      if (pf) prefetch_rows(p.k, s, j + kPrefetch, 2, kh, kh + 1, D);
+      if (vpf && two) prefetch_rows(p.v, s, j, 2, kh, kh + 1, D);
+      const float* k[2];
+      k[0] = row_f32(p.k, s.batch, s.k_start + j, kh, D, kbuf);
+      if (two) k[1] = row_f32(p.k, s.batch, s.k_start + j + 1, kh, D, kbuf + D);
+      for (int t = 0; t < nt; t++) {
+        int64_t r = int64_t(t) * qh + kh * G - h0;
+        if (two)
+          dot_nrows_keys<2>(Q + r * D, D, G, k, D, p.scale, out + r * lds + (j - jbase), lds);
+        else
+          dot_nrows_keys<1>(Q + r * D, D, G, k, D, p.scale, out + r * lds + (j - jbase), lds);
+      }
+    }
+  }
+}
+
+// score_block for rows of all heads (qh = Hq, h0 = 0) into out[(t * Hq + h) * ld + j], through
+// a small tile of kTile keys: rows of a long score matrix are far apart, and writing them key
+// by key would keep 32+ lines of scattered rows in flight (and alias to one cache set when ld
+// is a power of two). tile: scratch of nt * Hq * kTile floats. pf_end as in score_block.
+constexpr int kTile = 64;
+inline void score_rows(const AttnParams& p, const SeqDesc& s, const float* Q, int nt, int kh0,
+                       int kh1, int64_t ja, int64_t jb, float* out, int64_t ld, float* tile,
+                       float* kbuf, int64_t pf_end) {
+  int G = p.group();
+  for (int64_t j0 = ja; j0 < jb; j0 += kTile) {
+    int64_t j1 = std::min(jb, j0 + kTile);
+    score_block(p, s, Q, nt, kh0, kh1, p.Hq, 0, j0, j1, tile, kTile, j0, kbuf, pf_end);
+    for (int t = 0; t < nt; t++)
+      for (int h = kh0 * G; h < kh1 * G; h++) {
+        const float* src = tile + (int64_t(t) * p.Hq + h) * kTile;
+        std::copy(src, src + (j1 - j0), out + (int64_t(t) * p.Hq + h) * ld + j0);
+      }
+  }
+}
+
+// Writes o = acc / l and lse = m + ln l for query t, head h of sequence s. A row that saw no
+// key with weight (l == 0) gets o = 0 and lse = +inf.
+inline void write_row(const AttnParams& p, const SeqDesc& s, int64_t t, int h, const float* acc,
+                      float m, float l) {
+  int64_t off = p.o.offset(s.batch, s.q_start + t, h);
+  bool empty = !(l > 0) && !(l != l);
+  float inv = empty ? 0.0f : 1.0f / l;
+  if (p.o.dtype == DType::f32) {
+    float* o = static_cast<float*>(p.o_data) + off;
+    for (int d = 0; d < p.D; d++) o[d] = acc[d] * inv;
+  } else {
+    for (int d = 0; d < p.D; d++) store_f32(p.o_data, p.o.dtype, off + d, acc[d] * inv);
+  }
+  p.lse[p.qrow(s, t) * p.Hq + h] = empty ? kInfF : m + std::log(l);
+}
+
+}  // namespace topk::cpu

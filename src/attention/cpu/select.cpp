@@ -1,0 +1,322 @@
+// CPU top-k select: rows in parallel, each by radix select (see select.h).
+#include "attention/cpu/select.h"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+
+#include "attention/cpu/common.h"
+
+namespace topk::cpu {
+namespace {
+
+// Order-preserving maps: a ranks before b (by value) iff key(a) > key(b). -0 equals +0 (the
+// reference compares with ==; adding +0 turns -0 into +0); NaN is 0, below every number
+// including -inf. Branch-free: score signs are random, a branch here would mispredict.
+inline uint32_t order_key(float f) {
+  float z = f + 0.0f;
+  uint32_t u;
+  std::memcpy(&u, &z, 4);
+  uint32_t flip = uint32_t(int32_t(u) >> 31) | 0x80000000u;
+  return f != f ? 0u : u ^ flip;
+}
+inline uint64_t order_key(double f) {
+  double z = f + 0.0;
+  uint64_t u;
+  std::memcpy(&u, &z, 8);
+  uint64_t flip = uint64_t(int64_t(u) >> 63) | (1ull << 63);
+  return f != f ? 0ull : u ^ flip;
+}
+
+// Keys of a whole row. The f32 one is explicit AVX2: the compiler keeps the NaN test scalar.
+inline void keys_of(const float* x, int64_t n, uint32_t* out) {
+  int64_t i = 0;
+#ifdef __AVX2__
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256i top = _mm256_set1_epi32(int(0x80000000u));
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(x + i);
+    __m256i u = _mm256_castps_si256(_mm256_add_ps(v, zero));
+    __m256i k = _mm256_xor_si256(u, _mm256_or_si256(_mm256_srai_epi32(u, 31), top));
+    __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), _mm256_andnot_si256(nan, k));
+  }
+#endif
+  for (; i < n; i++) out[i] = order_key(x[i]);
+}
+inline void keys_of(const double* x, int64_t n, uint64_t* out) {
+  for (int64_t i = 0; i < n; i++) out[i] = order_key(x[i]);
+}
+
+constexpr int kDigit = 11;  // radix bits per pass: a 2048-bin histogram (8 KiB) stays in L1
+constexpr int64_t kLinearMin = 1024;  // rows at least this long take select_linear
+
+// Picks the bin (from the top) that holds the room-th best key; room becomes the rank inside it.
+inline uint32_t pick_bin(const uint32_t* hist, int nbins, int64_t& room) {
+  int64_t cum = 0;
+  int b = nbins - 1;
+  for (; b > 0; b--) {
+    if (cum + hist[b] >= room) break;
+    cum += hist[b];
+  }
+  room -= cum;
+  return uint32_t(b);
+}
+
+// The room-th best of a short list of keys, digit by digit: tau, and how many keys equal to
+// tau are taken (the first by index). keys is consumed.
+template <class U>
+void resolve(std::vector<U>& keys, int64_t room, U& tau, int64_t& take_eq) {
+  constexpr int bits = int(sizeof(U) * 8);
+  uint32_t hist[1 << kDigit];
+  U prefix = 0;
+  size_t nk = keys.size();
+  for (int shift = bits; shift > 0;) {
+    int w = shift < kDigit ? shift : kDigit;
+    shift -= w;
+    U mask = (U(1) << w) - 1;
+    std::memset(hist, 0, sizeof(uint32_t) << w);
+    for (size_t j = 0; j < nk; j++) hist[(keys[j] >> shift) & mask]++;
+    U d = U(pick_bin(hist, 1 << w, room));
+    prefix |= d << shift;
+    size_t k = 0;
+    for (size_t j = 0; j < nk; j++) {
+      keys[k] = keys[j];
+      k += ((keys[j] >> shift) & mask) == d;
+    }
+    nk = k;
+  }
+  tau = prefix;
+  take_eq = room;
+}
+
+// Selects `room` of the candidates x[lo..hi) and appends their indices, ascending, to out.
+//  A: keys of every candidate and a histogram of the top digit (4 interleaved histograms on
+//     long rows, so runs of equal bins do not serialise on one counter);
+//  B: keep (key, index) of the candidates at or above the boundary bin, in index order;
+//  C: resolve the boundary bin digit by digit over its keys alone: threshold tau, and how
+//     many keys equal to tau are taken (the first by index);
+//  D: emit from the kept pairs only.
+template <class U, class F>
+int64_t select_candidates(const F* x, int64_t lo, int64_t hi, int64_t room, int32_t* out,
+                          std::vector<U>& keys, std::vector<U>& buf, std::vector<int32_t>& idx) {
+  constexpr int bits = int(sizeof(U) * 8);
+  int64_t n = hi - lo;
+  keys.resize(size_t(n));
+  keys_of(x + lo, n, keys.data());
+  int shift = bits - kDigit;
+  const int nh = n >= 8192 ? 4 : 1;
+  static thread_local uint32_t hist[4][1 << kDigit];
+  std::memset(hist, 0, sizeof(uint32_t) * nh << kDigit);
+  int64_t i = 0;
+  if (nh == 4)
+    for (; i + 4 <= n; i += 4)
+      for (int h = 0; h < 4; h++) hist[h][keys[i + h] >> shift]++;
+  for (; i < n; i++) hist[0][keys[i] >> shift]++;
+  for (int h = 1; h < nh; h++)
+    for (int b = 0; b < (1 << kDigit); b++) hist[0][b] += hist[h][b];
+  U b = U(pick_bin(hist[0], 1 << kDigit, room));
+  U lowest = b << shift;  // every kept key is >= this
+  // B: the condition is rarely true (about W of n keys), so a branch predicts well.
+  buf.resize(size_t(n));
+  idx.resize(size_t(n));
+  size_t m = 0;
+  for (int64_t j = 0; j < n; j++) {
+    if (keys[j] >= lowest) {
+      buf[m] = keys[j];
+      idx[m++] = int32_t(lo + j);
+    }
+  }
+  // C: the boundary bin's keys (into keys[], no longer needed).
+  size_t nb = 0;
+  for (size_t j = 0; j < m; j++) {
+    keys[nb] = buf[j];
+    nb += (buf[j] >> shift) == b;
+  }
+  keys.resize(nb);
+  U tau;
+  int64_t take_eq;
+  resolve(keys, room, tau, take_eq);
+  int64_t c = 0;
+  for (size_t j = 0; j < m; j++)
+    if (buf[j] > tau || (buf[j] == tau && take_eq-- > 0)) out[c++] = idx[j];
+  return c;
+}
+
+#ifdef __AVX2__
+// The f32 path for long rows. The top bits of a float key bunch normal scores into a few dozen
+// bins (one per binade), so that histogram serialises on a handful of counters. Instead the
+// first pass buckets linearly between the row's finite min and max: bin(x) = (x - min) * inv,
+// clamped, is monotone in x (every step rounds monotonically), so a higher bin means a strictly
+// higher score and only the boundary bin needs the exact keys. NaN and -inf land in bin 0, +inf
+// in the top bin; the exact keys order them inside it. Returns -1 when the row has no spread
+// (no finite values, or all equal): the caller takes the radix path.
+int64_t select_linear(const float* x, int64_t lo, int64_t hi, int64_t room, int32_t* out,
+                      std::vector<uint16_t>& bins, std::vector<uint32_t>& keys,
+                      std::vector<int32_t>& idx) {
+  constexpr int nb = 2048;
+  const float* y = x + lo;
+  int64_t n = hi - lo, i = 0;
+  const __m256 inf = _mm256_set1_ps(kInfF), sign = _mm256_set1_ps(-0.0f);
+  __m256 vmin = inf, vmax = _mm256_sub_ps(_mm256_setzero_ps(), inf);
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_loadu_ps(y + i);
+    __m256 fin = _mm256_cmp_ps(_mm256_andnot_ps(sign, v), inf, _CMP_LT_OQ);  // false for NaN, inf
+    vmin = _mm256_min_ps(vmin, _mm256_blendv_ps(inf, v, fin));
+    vmax = _mm256_max_ps(vmax, _mm256_blendv_ps(_mm256_sub_ps(_mm256_setzero_ps(), inf), v, fin));
+  }
+  alignas(32) float a[8], b[8];
+  _mm256_store_ps(a, vmin);
+  _mm256_store_ps(b, vmax);
+  float mn = kInfF, mx = -kInfF;
+  for (int l = 0; l < 8; l++) mn = std::min(mn, a[l]), mx = std::max(mx, b[l]);
+  for (; i < n; i++)
+    if (std::fabs(y[i]) < kInfF) mn = std::min(mn, y[i]), mx = std::max(mx, y[i]);
+  if (!(mx > mn)) return -1;
+  float inv = float(nb - 1) / (mx - mn);
+  if (!(inv < kInfF)) return -1;
+  // Bins and a histogram (4 interleaved counters per bin).
+  bins.resize(size_t(n) + 16);
+  uint32_t hist[4][nb];
+  std::memset(hist, 0, sizeof(hist));
+  const __m256 vmn = _mm256_set1_ps(mn), vinv = _mm256_set1_ps(inv),
+               top = _mm256_set1_ps(float(nb - 1)), zero = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= n; i += 8) {
+    __m256 t = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(y + i), vmn), vinv);
+    t = _mm256_min_ps(_mm256_max_ps(t, zero), top);  // max(NaN, 0) = 0
+    __m256i b32 = _mm256_cvttps_epi32(t);
+    __m128i b16 = _mm_packus_epi32(_mm256_castsi256_si128(b32), _mm256_extracti128_si256(b32, 1));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(&bins[i]), b16);
+  }
+  for (; i < n; i++) {
+    float t = (y[i] - mn) * inv;
+    t = t != t ? 0.0f : std::min(std::max(t, 0.0f), float(nb - 1));
+    bins[i] = uint16_t(t);
+  }
+  for (i = 0; i + 4 <= n; i += 4)
+    for (int h = 0; h < 4; h++) hist[h][bins[i + h]]++;
+  for (; i < n; i++) hist[0][bins[i]]++;
+  for (int h = 1; h < 4; h++)
+    for (int k = 0; k < nb; k++) hist[0][k] += hist[h][k];
+  int bb = int(pick_bin(hist[0], nb, room));
+  // Indices of bins >= bb in index order, 16 bins per compare.
+  idx.clear();
+  const __m256i lim = _mm256_set1_epi16(int16_t(bb - 1));
+  for (i = 0; i + 16 <= n; i += 16) {
+    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(&bins[i]));
+    uint32_t m = uint32_t(_mm256_movemask_epi8(_mm256_cmpgt_epi16(v, lim))) & 0x55555555u;
+    while (m) {
+      idx.push_back(int32_t(i + (__builtin_ctz(m) >> 1)));
+      m &= m - 1;
+    }
+  }
+  for (; i < n; i++)
+    if (bins[i] >= bb) idx.push_back(int32_t(i));
+  // Exact keys of the boundary bin; everything above it is taken.
+  keys.clear();
+  for (int32_t j : idx)
+    if (bins[j] == bb) keys.push_back(order_key(y[j]));
+  uint32_t tau = 0;
+  int64_t take_eq = 0;
+  resolve(keys, room, tau, take_eq);
+  int64_t c = 0;
+  for (int32_t j : idx) {
+    bool take = bins[j] > bb;
+    if (!take) {
+      uint32_t k = order_key(y[j]);
+      take = k > tau || (k == tau && take_eq-- > 0);
+    }
+    if (take) out[c++] = int32_t(lo + j);
+  }
+  return c;
+}
+#endif
+
+template <class U, class F>
+void select_impl(const F* x, int64_t n, const SelectOpts& sel, int32_t* out, int64_t K,
+                 std::vector<U>& keys, std::vector<U>& buf, std::vector<int32_t>& idx,
+                 SelectScratch& w) {
+  int64_t W = select_budget(sel, n);
+  int64_t lo = std::min<int64_t>(sel.sink, n);                 // candidates: [lo, hi)
+  int64_t hi = std::max<int64_t>(n - int64_t(sel.window), lo);
+  int64_t room = W - (n - (hi - lo));
+  int64_t c = 0;
+  for (int64_t j = 0; j < lo; j++) out[c++] = int32_t(j);
+  if (room >= hi - lo) {
+    for (int64_t j = lo; j < hi; j++) out[c++] = int32_t(j);
+  } else if (room > 0) {
+    int64_t got = -1;
+#ifdef __AVX2__
+    if constexpr (std::is_same_v<F, float>)
+      if (hi - lo >= kLinearMin) got = select_linear(x, lo, hi, room, out + c, w.bins, w.k32, w.idx);
+#endif
+    if (got < 0) got = select_candidates<U>(x, lo, hi, room, out + c, keys, buf, idx);
+    c += got;
+  }
+  for (int64_t j = hi; j < n; j++) out[c++] = int32_t(j);
+  for (int64_t i = c; i < K; i++) out[i] = -1;
+}
+
+}  // namespace
+
+void select_row(const float* score, int64_t n, const SelectOpts& sel, int32_t* out, int64_t K,
+                SelectScratch& w) {
+  select_impl<uint32_t>(score, n, sel, out, K, w.k32, w.b32, w.idx, w);
+}
+
+void select_row(const double* rank, int64_t n, const SelectOpts& sel, int32_t* out, int64_t K,
+                SelectScratch& w) {
+  select_impl<uint64_t>(rank, n, sel, out, K, w.k64, w.b64, w.idx, w);
+}
+
+void group_rank(const float* scores, int64_t ld, int G, int64_t n, double* rank) {
+  const double inf = std::numeric_limits<double>::infinity();
+  for (int64_t j = 0; j < n; j++) rank[j] = 0.0;
+  if (n == 0) return;
+  for (int g = 0; g < G; g++) {
+    const float* row = scores + g * ld;
+    // The reference's softmax, operation for operation (no reassociation, no SIMD exp).
+    double m = -inf;
+    for (int64_t j = 0; j < n; j++) {
+      double x = row[j];
+      m = x > m ? x : m;
+    }
+    if (m == -inf) continue;  // every probability is 0
+    double l = 0;
+    for (int64_t j = 0; j < n; j++) l += std::exp(double(row[j]) - m);
+    double lse = m + std::log(l);
+    for (int64_t j = 0; j < n; j++) rank[j] += std::exp(double(row[j]) - lse);
+  }
+}
+
+void topk_select(const SelectParams& sp) {
+  const AttnParams& p = sp.a;
+  int G = p.Hq / sp.Hsel;
+  std::vector<std::pair<int, int64_t>> qrows;  // (sequence, t)
+  for (int si = 0; si < p.nseq; si++)
+    for (int64_t t = 0; t < p.seqs[si].T; t++) qrows.push_back({si, t});
+  int64_t nrows = int64_t(qrows.size()) * sp.Hsel;
+#pragma omp parallel
+  {
+    SelectScratch w;
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t i = 0; i < nrows; i++) {
+      const SeqDesc& s = p.seqs[qrows[i / sp.Hsel].first];
+      int64_t t = qrows[i / sp.Hsel].second;
+      int hs = int(i % sp.Hsel);
+      int64_t n = p.visible(s, t);
+      const float* row = sp.scores + (p.qrow(s, t) * p.Hq + int64_t(hs) * G) * p.Smax;
+      int32_t* out = sp.out + (p.qrow(s, t) * sp.Hsel + hs) * sp.K;
+      if (G == 1) {
+        select_row(row, n, sp.sel, out, sp.K, w);
+      } else {
+        w.rank.resize(n);
+        group_rank(row, p.Smax, G, n, w.rank.data());
+        select_row(w.rank.data(), n, sp.sel, out, sp.K, w);
+      }
+    }
+  }
+}
+
+}  // namespace topk::cpu

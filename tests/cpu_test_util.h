@@ -1,0 +1,90 @@
+// Helpers of the CPU-vs-reference attention tests: cases, random tensors, comparisons.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/rng.h"
+#include "topk/attention.h"
+
+namespace topk::test {
+
+// One problem: sizes, layout of the sequences, dtypes.
+struct Case {
+  std::string name;
+  int B = 1, T = 1, S = 16, Hq = 4, Hkv = 2, D = 64;
+  bool causal = false;
+  DType dt = DType::f32;   // q, k, v
+  DType odt = DType::f32;  // o
+  std::vector<int32_t> seqlens_k, cu_q, cu_k, q_pos;
+  Seqs seqs() const {
+    Seqs s;
+    s.seqlens_k = seqlens_k;
+    s.cu_seqlens_q = cu_q;
+    s.cu_seqlens_k = cu_k;
+    s.q_pos = q_pos;
+    return s;
+  }
+  AttnOpts opts(Backend b) const {
+    AttnOpts o;
+    o.causal = causal;
+    o.backend = b;
+    return o;
+  }
+};
+
+inline std::string case_name(const Case& c) {
+  return c.name + " [B" + std::to_string(c.B) + " T" + std::to_string(c.T) + " S" +
+         std::to_string(c.S) + " Hq" + std::to_string(c.Hq) + " Hkv" + std::to_string(c.Hkv) +
+         " D" + std::to_string(c.D) + (c.causal ? " causal" : "") + " " + dtype_name(c.dt) + "]";
+}
+
+inline Buffer randn(DType dt, std::initializer_list<int64_t> shape, Rng& rng, float scale = 1.0f) {
+  Buffer b(dt, shape);
+  for (int64_t i = 0; i < b.numel(); i++) store_f32(b.view().data, dt, i, scale * rng.normal());
+  return b;
+}
+
+inline std::vector<float> to_vec(const TensorView& t) {
+  std::vector<float> v(size_t(t.numel()));
+  for (size_t i = 0; i < v.size(); i++) v[i] = load_f32(t.data, t.dtype, int64_t(i));
+  return v;
+}
+
+inline std::vector<int32_t> ivec(const TensorView& t) {
+  const int32_t* p = t.ptr<int32_t>();
+  return std::vector<int32_t>(p, p + t.numel());
+}
+
+// Inf/NaN positions must agree first; then |got - want| <= atol + rtol * |want|.
+inline void expect_close(const std::vector<float>& got, const std::vector<float>& want,
+                         double rtol, double atol, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  int bad = 0;
+  for (size_t i = 0; i < got.size() && bad < 5; i++) {
+    float g = got[i], w = want[i];
+    bool ok;
+    if (std::isnan(w) || std::isnan(g)) ok = std::isnan(w) && std::isnan(g);
+    else if (std::isinf(w) || std::isinf(g)) ok = g == w;
+    else ok = std::fabs(double(g) - double(w)) <= atol + rtol * std::fabs(double(w));
+    if (!ok) {
+      bad++;
+      ADD_FAILURE() << what << ": element " << i << " got " << g << " want " << w;
+    }
+  }
+}
+
+inline bool bit_equal(const TensorView& a, const TensorView& b) {
+  return a.numel() == b.numel() &&
+         std::memcmp(a.data, b.data, size_t(a.numel()) * dtype_size(a.dtype)) == 0;
+}
+
+// The fp32 tolerance of the fast paths against the double reference, and the looser one of
+// bf16/f16 outputs (one rounding of the output may land on the neighbouring value).
+inline double rtol_for(DType out) { return out == DType::f32 ? 2e-5 : 1e-2; }
+inline double atol_for(DType out) { return out == DType::f32 ? 2e-6 : 1e-2; }
+
+}  // namespace topk::test

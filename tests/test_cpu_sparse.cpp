@@ -1,0 +1,141 @@
+// CPU sparse attention (forward, backward) and fused exact top-k attention against the
+// reference.
+#include "cpu_test_util.h"
+
+namespace topk::test {
+namespace {
+
+std::vector<Case> sparse_cases() {
+  std::vector<Case> cs;
+  cs.push_back({"decode_g4", 1, 1, 200, 8, 2, 64});
+  cs.push_back({"mha_d128", 2, 3, 100, 4, 4, 128});
+  cs.push_back({"g2_d48", 1, 5, 65, 4, 2, 48, true});
+  cs.push_back({"h1_d20", 1, 4, 64, 1, 1, 20});
+  Case bf{"bf16", 1, 3, 90, 4, 2, 80, false, DType::bf16, DType::bf16};
+  cs.push_back(bf);
+  Case rag{"ragged", 3, 2, 100, 4, 2, 64};
+  rag.seqlens_k = {0, 37, 100};
+  cs.push_back(rag);
+  Case pk{"packed", 1, 10, 130, 4, 1, 64};
+  pk.cu_q = {0, 3, 3, 10};
+  pk.cu_k = {0, 40, 50, 130};
+  cs.push_back(pk);
+  return cs;
+}
+
+// Random index lists: out-of-range and negative entries, duplicates, and row 0 all invalid.
+Buffer random_indices(const Case& c, int hsel, int64_t K, Rng& rng) {
+  Buffer idx(DType::i32, {c.B, c.T, hsel, K});
+  int32_t* x = idx.ptr<int32_t>();
+  for (int64_t i = 0; i < idx.numel(); i++) {
+    uint64_t r = rng.below(10);
+    x[i] = r == 0 ? -1 : r == 1 ? int32_t(c.S + rng.below(3)) : int32_t(rng.below(c.S));
+  }
+  for (int64_t i = 0; i < K; i++) x[i] = i % 2 ? -1 : c.S;
+  if (K > 3) x[K + 1] = x[K + 2];  // a duplicate in row 1
+  return idx;
+}
+
+TEST(CpuSparse, ForwardAndBackwardMatchRef) {
+  Rng rng(21);
+  for (const Case& c : sparse_cases()) {
+    for (int hsel : {c.Hq, c.Hkv}) {
+      for (int64_t K : {1, 16, 65}) {
+        SCOPED_TRACE(case_name(c) + " Hsel " + std::to_string(hsel) + " K " + std::to_string(K));
+        Buffer q = randn(c.dt, {c.B, c.T, c.Hq, c.D}, rng, 2.0f);
+        Buffer k = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
+        Buffer v = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
+        Buffer idx = random_indices(c, hsel, K, rng);
+        Buffer o1(c.odt, {c.B, c.T, c.Hq, c.D}), o2(c.odt, {c.B, c.T, c.Hq, c.D});
+        Buffer l1(DType::f32, {c.B, c.T, c.Hq}), l2(DType::f32, {c.B, c.T, c.Hq});
+        sparse_attention_forward(q, k, v, idx, c.seqs(), c.opts(Backend::ref), o1, l1);
+        sparse_attention_forward(q, k, v, idx, c.seqs(), c.opts(Backend::cpu), o2, l2);
+        expect_close(to_vec(o2), to_vec(o1), rtol_for(c.odt), atol_for(c.odt), "o");
+        expect_close(to_vec(l2), to_vec(l1), 2e-5, 2e-6, "lse");
+
+        Buffer dout = randn(c.dt, {c.B, c.T, c.Hq, c.D}, rng);
+        Buffer dq1(DType::f32, {c.B, c.T, c.Hq, c.D}), dk1(DType::f32, {c.B, c.S, c.Hkv, c.D}),
+            dv1(DType::f32, {c.B, c.S, c.Hkv, c.D});
+        Buffer dq2(DType::f32, {c.B, c.T, c.Hq, c.D}), dk2(DType::f32, {c.B, c.S, c.Hkv, c.D}),
+            dv2(DType::f32, {c.B, c.S, c.Hkv, c.D});
+        sparse_attention_backward(q, k, v, idx, o1, l1, dout, c.seqs(), c.opts(Backend::ref), dq1, dk1, dv1);
+        sparse_attention_backward(q, k, v, idx, o1, l1, dout, c.seqs(), c.opts(Backend::cpu), dq2, dk2, dv2);
+        expect_close(to_vec(dq2), to_vec(dq1), 1e-4, 1e-5, "dq");
+        expect_close(to_vec(dk2), to_vec(dk1), 1e-4, 1e-5, "dk");
+        expect_close(to_vec(dv2), to_vec(dv1), 1e-4, 1e-5, "dv");
+      }
+    }
+  }
+}
+
+std::vector<Case> topk_cases() {
+  std::vector<Case> cs;
+  for (int S : {1, 255, 256, 257, 1000}) cs.push_back({"decode_g4", 1, 1, S, 8, 2, 128});
+  cs.push_back({"decode_g1_d48", 2, 1, 300, 4, 4, 48});
+  cs.push_back({"decode_g96", 1, 1, 100, 96, 1, 64});  // more heads than one attend call takes
+  cs.push_back({"prefill_g4", 1, 70, 70, 8, 2, 64, true});  // two query blocks, per-head items
+  cs.push_back({"prefill_h1_d20", 1, 65, 65, 1, 1, 20, true});
+  Case bf{"bf16", 1, 3, 300, 4, 2, 80, true, DType::bf16, DType::bf16};
+  cs.push_back(bf);
+  Case rag{"ragged", 3, 2, 100, 4, 2, 64, true};
+  rag.seqlens_k = {0, 37, 100};
+  cs.push_back(rag);
+  Case pk{"packed", 1, 10, 130, 4, 1, 64, true};
+  pk.cu_q = {0, 3, 3, 10};
+  pk.cu_k = {0, 40, 50, 130};
+  cs.push_back(pk);
+  Case qp{"q_pos", 2, 4, 90, 4, 2, 64, true};
+  qp.q_pos = {0, 40};
+  cs.push_back(qp);
+  return cs;
+}
+
+std::vector<SelectOpts> topk_budgets() {
+  std::vector<SelectOpts> v(6);
+  v[0].k = 16;
+  v[1].k = 64;
+  v[1].share_group = true;
+  v[2].ratio = 0.1;
+  v[2].min_k = 4;
+  v[3].k = 8;
+  v[3].sink = 2;
+  v[3].window = 3;
+  v[4].ratio = 0.05;
+  v[4].share_group = true;
+  v[4].sink = 1;
+  v[5].k = 100000;  // every visible key
+  return v;
+}
+
+// Fused top-k attention: the same indices as the reference composition, and the same outputs.
+TEST(CpuTopk, FusedMatchesRef) {
+  Rng rng(31);
+  for (const Case& c : topk_cases()) {
+    for (const SelectOpts& sel : topk_budgets()) {
+      SCOPED_TRACE(case_name(c) + " k " + std::to_string(sel.k) + " ratio " +
+                   std::to_string(sel.ratio) + (sel.share_group ? " shared" : ""));
+      int hsel = sel.share_group ? c.Hkv : c.Hq;
+      int64_t K = select_capacity(sel, c.S);
+      Buffer q = randn(c.dt, {c.B, c.T, c.Hq, c.D}, rng, 2.0f);
+      Buffer k = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
+      Buffer v = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
+      Buffer o1(c.odt, {c.B, c.T, c.Hq, c.D}), o2(c.odt, {c.B, c.T, c.Hq, c.D});
+      Buffer l1(DType::f32, {c.B, c.T, c.Hq}), l2(DType::f32, {c.B, c.T, c.Hq});
+      Buffer i1(DType::i32, {c.B, c.T, hsel, K}), i2(DType::i32, {c.B, c.T, hsel, K});
+      topk_attention_forward(q, k, v, c.seqs(), c.opts(Backend::ref), sel, o1, l1, i1);
+      topk_attention_forward(q, k, v, c.seqs(), c.opts(Backend::cpu), sel, o2, l2, i2);
+      EXPECT_EQ(ivec(i2), ivec(i1));
+      expect_close(to_vec(o2), to_vec(o1), rtol_for(c.odt), atol_for(c.odt), "o");
+      expect_close(to_vec(l2), to_vec(l1), 2e-5, 2e-6, "lse");
+      if (sel.k >= c.S) {  // W >= visible keys: exactly full attention
+        Buffer of(c.odt, {c.B, c.T, c.Hq, c.D}), lf(DType::f32, {c.B, c.T, c.Hq});
+        attention_forward(q, k, v, c.seqs(), c.opts(Backend::ref), of, lf);
+        expect_close(to_vec(o2), to_vec(of), rtol_for(c.odt), atol_for(c.odt), "o vs full");
+        expect_close(to_vec(l2), to_vec(lf), 2e-5, 2e-6, "lse vs full");
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace topk::test
