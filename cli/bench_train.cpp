@@ -4,7 +4,8 @@
 //
 // One step = forward + cross-entropy + backward + clip + AdamW, as `topk train` takes it.
 // Each (S, policy) row starts from the same initial weights and sees the same batches; the
-// reported time is the median step after the warm-up steps. Where the time goes is measured
+// policies of one S take their steps in turn; the reported time is the median step after the
+// warm-up steps. Where the time goes is measured
 // inside the step: the attention ops (forward, backward) against everything else (matmuls,
 // norms, RoPE, MLP activations), the loss and the optimizer.
 #include <cblas.h>
@@ -33,7 +34,7 @@ struct TrainBenchOpts {
   std::vector<int> S = {512, 2048};
   int batch_tokens = 2048;  // tokens per step: batch_tokens / S packed sequences of length S
   std::vector<std::string> policies;  // besides full
-  int threads = 0;
+  int threads = 0, blas_threads = 0;
   bool json = false;
   uint64_t seed = 1;
 };
@@ -64,6 +65,7 @@ void usage() {
                "  --policy P         a training attention policy to compare with full;\n"
                "                     repeatable (default topk:k=64 and topk:ratio=0.05)\n"
                "  --threads N        OpenMP and OpenBLAS threads (default: as configured)\n"
+               "  --blas-threads N   OpenBLAS threads only (after --threads)\n"
                "  --seed N           weights and data (default 1)\n"
                "  --json             one JSON object per row instead of the table\n");
 }
@@ -103,53 +105,67 @@ Batch bench_batch(const TrainBenchOpts& o, int S, int step) {
   return make_batch(seqs);
 }
 
-Row run_row(const TrainBenchOpts& o, const ModelConfig& c, int S, const std::string& policy) {
-  AttnPolicy pol = parse_policy(policy);
-  Model m = model_create(c);
-  model_init(m, o.seed);
-  AdamW opt = adamw_create(m);
-  AdamWOpts ao;
-  std::vector<float> grad(m.w.size()), dlogits;
+// One policy's training run at one S: its own copy of the initial weights and optimizer; the
+// activations are kept between steps (as a long run would), so steps do not time page faults.
+struct Runner {
+  AttnPolicy pol;
+  Model m;
+  AdamW opt;
+  Acts acts;
+  std::vector<float> grad, dlogits;
   std::vector<Phase> ph;
   Row row;
-  row.S = S;
-  row.policy = policy_str(pol);
-  for (int step = 0; step < o.warmup + o.steps; step++) {
-    Batch b = bench_batch(o, S, step);
-    row.seqs = int(b.cu_seqlens.size()) - 1;
-    Phase p;
-    double t0 = now_seconds();
-    std::fill(grad.begin(), grad.end(), 0.0f);
-    Acts acts;
-    model_forward(m, b, pol, acts);
-    double t1 = now_seconds();
-    double count = 0;
-    for (size_t i = 0; i < b.mask.size(); i++) count += b.targets[i] >= 0 ? b.mask[i] : 0.0f;
-    dlogits.resize(acts.logits.size());
-    double loss = cross_entropy(acts.logits.data(), b, c.vocab, dlogits.data(), float(1 / count),
-                                nullptr) / count;
-    double t2 = now_seconds();
-    model_backward(m, b, pol, acts, dlogits.data(), grad.data());
-    double t3 = now_seconds();
-    clip_grad_norm(grad.data(), grad.size(), 1.0f);
-    adamw_step(opt, m, grad.data(), 1e-3f, ao);
-    double t4 = now_seconds();
-    if (step == 0) row.first_loss = loss;
-    row.last_loss = loss;
-    p.step = 1e3 * (t4 - t0), p.fwd = 1e3 * (t1 - t0), p.loss = 1e3 * (t2 - t1);
-    p.bwd = 1e3 * (t3 - t2), p.optim = 1e3 * (t4 - t3);
-    p.attn_fwd = 1e3 * acts.attn_fwd_s, p.attn_bwd = 1e3 * acts.attn_bwd_s;
-    if (step >= o.warmup) ph.push_back(p);
-  }
+};
+
+Runner make_runner(const TrainBenchOpts& o, const ModelConfig& c, int S, const std::string& policy) {
+  Runner r;
+  r.pol = parse_policy(policy);
+  r.m = model_create(c);
+  model_init(r.m, o.seed);
+  r.opt = adamw_create(r.m);
+  r.grad.resize(r.m.w.size());
+  r.row.S = S;
+  r.row.policy = policy_str(r.pol);
+  return r;
+}
+
+void train_step(Runner& r, const Batch& b, bool measured) {
+  const int V = r.m.cfg.vocab;
+  Phase p;
+  double t0 = now_seconds();
+  std::fill(r.grad.begin(), r.grad.end(), 0.0f);
+  r.acts.attn_fwd_s = r.acts.attn_bwd_s = 0;
+  model_forward(r.m, b, r.pol, r.acts);
+  double t1 = now_seconds();
+  double count = 0;
+  for (size_t i = 0; i < b.mask.size(); i++) count += b.targets[i] >= 0 ? b.mask[i] : 0.0f;
+  r.dlogits.resize(r.acts.logits.size());
+  double loss = cross_entropy(r.acts.logits.data(), b, V, r.dlogits.data(), float(1 / count),
+                              nullptr) / count;
+  double t2 = now_seconds();
+  model_backward(r.m, b, r.pol, r.acts, r.dlogits.data(), r.grad.data());
+  double t3 = now_seconds();
+  clip_grad_norm(r.grad.data(), r.grad.size(), 1.0f);
+  adamw_step(r.opt, r.m, r.grad.data(), 1e-3f, AdamWOpts{});
+  double t4 = now_seconds();
+  if (r.opt.t == 1) r.row.first_loss = loss;
+  r.row.last_loss = loss;
+  r.row.seqs = int(b.cu_seqlens.size()) - 1;
+  p.step = 1e3 * (t4 - t0), p.fwd = 1e3 * (t1 - t0), p.loss = 1e3 * (t2 - t1);
+  p.bwd = 1e3 * (t3 - t2), p.optim = 1e3 * (t4 - t3);
+  p.attn_fwd = 1e3 * r.acts.attn_fwd_s, p.attn_bwd = 1e3 * r.acts.attn_bwd_s;
+  if (measured) r.ph.push_back(p);
+}
+
+void finish(Runner& r) {
   auto med = [&](double Phase::*f) {
     std::vector<double> v;
-    for (const Phase& p : ph) v.push_back(p.*f);
+    for (const Phase& p : r.ph) v.push_back(p.*f);
     return median(v);
   };
-  row.med = {med(&Phase::step), med(&Phase::fwd), med(&Phase::attn_fwd), med(&Phase::loss),
-             med(&Phase::bwd), med(&Phase::attn_bwd), med(&Phase::optim)};
-  row.tokens_per_s = double(row.seqs) * S / (row.med.step * 1e-3);
-  return row;
+  r.row.med = {med(&Phase::step), med(&Phase::fwd), med(&Phase::attn_fwd), med(&Phase::loss),
+               med(&Phase::bwd), med(&Phase::attn_bwd), med(&Phase::optim)};
+  r.row.tokens_per_s = double(r.row.seqs) * r.row.S / (r.row.med.step * 1e-3);
 }
 
 std::vector<int> parse_list(const std::string& flag, const std::string& s) {
@@ -185,6 +201,7 @@ int bench_train(int argc, char** argv) {
     else if (a == "--ffn") o.ffn = to_int(a, next(), 1);
     else if (a == "--policy") o.policies.push_back(next());
     else if (a == "--threads") o.threads = to_int(a, next(), 1);
+    else if (a == "--blas-threads") o.blas_threads = to_int(a, next(), 1);
     else if (a == "--seed") o.seed = uint64_t(to_int(a, next(), 0));
     else if (a == "--json") o.json = true;
     else if (a == "--help" || a == "-h") return usage(), 0;
@@ -199,39 +216,48 @@ int bench_train(int argc, char** argv) {
     omp_set_num_threads(o.threads);
     openblas_set_num_threads(o.threads);
   }
+  if (o.blas_threads) openblas_set_num_threads(o.blas_threads);
   ModelConfig c = bench_model(o);
   Model probe = model_create(c);
   int threads = omp_get_max_threads(), blas = openblas_get_num_threads();
+  double load[3] = {0, 0, 0};  // the machine's load: other work there skews every timing
+  getloadavg(load, 3);
   char cfg[160];
   std::snprintf(cfg, sizeof cfg, "L=%d d=%d Hq=%d Hkv=%d D=%d ffn=%d V=%d", c.layers, c.hidden,
                 c.heads, c.kv_heads, c.head_dim, c.inter, c.vocab);
   if (!o.json) {
-    std::printf("topk bench train: CPU, %d OpenMP threads, %d OpenBLAS threads; median of %d steps "
-                "after %d warm-up\nmodel: Llama %s, %.2fM parameters; %d tokens per step "
+    std::printf("topk bench train: CPU, %d OpenMP threads, %d OpenBLAS threads, load average "
+                "%.2f at start; median of %d steps after %d warm-up\nmodel: Llama %s, %.2fM parameters; %d tokens per step "
                 "(packed sequences of length S, random bytes)\n"
                 "step = forward + loss + backward + clip + AdamW; ms columns are medians; "
                 "'other' = matmuls, norms, RoPE, MLP\n\n",
-                threads, blas, o.steps, o.warmup, cfg, model_param_count(probe) / 1e6,
+                threads, blas, load[0], o.steps, o.warmup, cfg, model_param_count(probe) / 1e6,
                 o.batch_tokens);
     std::printf("%6s %4s  %-18s %9s %8s %7s | %8s %8s %8s %8s %6s %6s  %s\n", "S", "seqs", "policy",
                 "step ms", "tok/s", "vs full", "attn fwd", "attn bwd", "othr fwd", "othr bwd",
                 "loss", "optim", "loss first->last");
   }
   for (int S : o.S) {
-    std::vector<std::string> pols = {"full"};
-    pols.insert(pols.end(), o.policies.begin(), o.policies.end());
-    double full_ms = 0;
-    for (const std::string& pol : pols) {
-      Row r = run_row(o, c, S, pol);
-      if (pol == "full") full_ms = r.med.step;
-      r.ratio = r.med.step / full_ms;
+    // The policies take their steps in turn (step 0 of each, then step 1, ...), so a change in
+    // the machine's load during the run falls on all of them alike.
+    std::vector<Runner> rs;
+    rs.push_back(make_runner(o, c, S, "full"));
+    for (const std::string& pol : o.policies) rs.push_back(make_runner(o, c, S, pol));
+    for (int step = 0; step < o.warmup + o.steps; step++) {
+      Batch b = bench_batch(o, S, step);
+      for (Runner& r : rs) train_step(r, b, step >= o.warmup);
+    }
+    for (Runner& rn : rs) {
+      finish(rn);
+      Row& r = rn.row;
+      r.ratio = r.med.step / rs[0].row.med.step;
       const Phase& p = r.med;
       if (o.json) {
         nlohmann::json j = {
             {"name", "train_step"}, {"config", cfg}, {"policy", r.policy}, {"S", S},
             {"seqs", r.seqs}, {"tokens_per_step", r.seqs * S}, {"median_step_ms", p.step},
             {"tokens_per_s", r.tokens_per_s}, {"ratio_vs_full", r.ratio}, {"threads", threads},
-            {"blas_threads", blas}, {"steps", o.steps}, {"warmup", o.warmup},
+            {"blas_threads", blas}, {"load_avg_1m", load[0]}, {"steps", o.steps}, {"warmup", o.warmup},
             {"breakdown_ms", {{"attn_fwd", p.attn_fwd}, {"attn_bwd", p.attn_bwd},
                               {"other_fwd", p.fwd - p.attn_fwd}, {"other_bwd", p.bwd - p.attn_bwd},
                               {"loss", p.loss}, {"optim", p.optim}}},
