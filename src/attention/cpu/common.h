@@ -320,6 +320,14 @@ inline void load_q(const AttnParams& p, const SeqDesc& s, int64_t t0, int nt, in
 
 constexpr int kPrefetch = 8;  // keys ahead: 32 KiB of K for 8 KV heads of D = 128, f32
 
+// Prefetches the cache lines of [a, a + bytes) into L1.
+inline void prefetch_bytes(const void* a, int bytes) {
+#ifdef __AVX2__
+  const char* c = static_cast<const char*>(a);
+  for (int b = 0; b < bytes; b += 64) _mm_prefetch(c + b, _MM_HINT_T0);
+#endif
+}
+
 // Prefetches rows j .. j+n-1, heads [kh0, kh1), of a [B, S, H, D] tensor into the caches.
 inline void prefetch_rows(const Rows& r, const SeqDesc& s, int64_t j, int n, int kh0, int kh1, int D) {
 #ifdef __AVX2__
@@ -352,6 +360,35 @@ inline void score_block(const AttnParams& p, const SeqDesc& s, const float* Q, i
                         int kh1, int qh, int h0, int64_t ja, int64_t jb, float* out, int64_t lds,
                         int64_t jbase, float* kbuf, int64_t pf_end = 0, bool vpf = false) {
   int G = p.group(), D = p.D;
+  if (p.k.dtype == DType::f32 && (!vpf || p.v.dtype == DType::f32)) {
+    // f32 keys: plain pointer arithmetic in the hot loop (no conversion, no dtype switch).
+    const float* kb = static_cast<const float*>(p.k.data) + p.k.offset(s.batch, s.k_start, 0);
+    const float* vb = vpf ? static_cast<const float*>(p.v.data) + p.v.offset(s.batch, s.k_start, 0) : nullptr;
+    int64_t kst = p.k.st, ksh = p.k.sh, vst = p.v.st, vsh = p.v.sh;
+    for (int64_t j = ja; j < jb; j += 2) {
+      bool two = j + 1 < jb;
+      bool pf = j + kPrefetch + 2 <= std::max(jb, pf_end);
+      for (int kh = kh0; kh < kh1; kh++) {
+        const float* k[2] = {kb + j * kst + kh * ksh, kb + (j + 1) * kst + kh * ksh};
+        if (pf) {
+          prefetch_bytes(k[0] + kPrefetch * kst, D * 4);
+          prefetch_bytes(k[1] + kPrefetch * kst, D * 4);
+        }
+        if (vpf && two) {
+          prefetch_bytes(vb + j * vst + kh * vsh, D * 4);
+          prefetch_bytes(vb + (j + 1) * vst + kh * vsh, D * 4);
+        }
+        for (int t = 0; t < nt; t++) {
+          int64_t r = int64_t(t) * qh + kh * G - h0;
+          if (two)
+            dot_nrows_keys<2>(Q + r * D, D, G, k, D, p.scale, out + r * lds + (j - jbase), lds);
+          else
+            dot_nrows_keys<1>(Q + r * D, D, G, k, D, p.scale, out + r * lds + (j - jbase), lds);
+        }
+      }
+    }
+    return;
+  }
   for (int64_t j = ja; j < jb; j += 2) {
     bool two = j + 1 < jb;
     // The hardware prefetcher alone does not run far enough ahead of this loop for the loads
