@@ -174,7 +174,7 @@ std::vector<int> parse_list(const std::string& flag, const std::string& s) {
   while (a <= s.size()) {
     size_t b = s.find(',', a);
     if (b == std::string::npos) b = s.size();
-    r.push_back(to_int(flag, s.substr(a, b - a), 1));
+    r.push_back(to_int(flag, s.substr(a, b - a), 2));  // a step needs a next-token target
     a = b + 1;
   }
   return r;
@@ -227,7 +227,8 @@ int bench_train(int argc, char** argv) {
                 c.heads, c.kv_heads, c.head_dim, c.inter, c.vocab);
   if (!o.json) {
     std::printf("topk bench train: CPU, %d OpenMP threads, %d OpenBLAS threads, load average "
-                "%.2f at start; median of %d steps after %d warm-up\nmodel: Llama %s, %.2fM parameters; %d tokens per step "
+                "%.2f at start; median of %d steps after %d warm-up\n"
+                "model: Llama %s, %.2fM parameters; %d tokens per step "
                 "(packed sequences of length S, random bytes)\n"
                 "step = forward + loss + backward + clip + AdamW; ms columns are medians; "
                 "'other' = matmuls, norms, RoPE, MLP\n\n",

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace fs = std::filesystem;
 
@@ -163,6 +164,59 @@ TEST_F(TrainCli, BadRunFilesFailClearlyAndKeepTheCheckpoint) {
   Proc g = topk("generate --model " + ck.string() + " --prompt 'ab|' --attention topk:k=4 --max-new 2",
                dir);
   EXPECT_EQ(g.rc, 0) << g.err;
+}
+
+// topk bench train on a very small model: one JSON row per (S, policy), the ratio's baseline is
+// the full row, and a top-k budget that covers every key trains exactly as full attention does.
+TEST(TrainBenchCli, JsonRowsAndErrors) {
+  fs::path dir = fs::temp_directory_path() / ("topk_bench_train_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  Proc r = topk("bench train --S 16,32 --batch-tokens 64 --layers 1 --d-model 32 --heads 2 "
+                "--kv-heads 1 --ffn 32 --steps 2 --warmup 1 --threads 1 --policy topk:k=32 "
+                "--policy topk:k=4 --json", dir);
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  std::vector<std::string> rows;
+  std::stringstream ss(r.out);
+  for (std::string l; std::getline(ss, l);) rows.push_back(l);
+  ASSERT_EQ(rows.size(), 6u) << r.out;
+  auto field = [](const std::string& row, const std::string& key) {
+    size_t p = row.find("\"" + key + "\":");
+    EXPECT_NE(p, std::string::npos) << key << " in " << row;
+    return p == std::string::npos ? std::string() : row.substr(p + key.size() + 3, 24);
+  };
+  const char* pols[] = {"full", "topk:k=32", "topk:k=4"};
+  for (int i = 0; i < 6; i++) {
+    const std::string& row = rows[size_t(i)];
+    EXPECT_EQ(field(row, "policy").rfind(std::string("\"") + pols[i % 3] + "\"", 0), 0u) << row;
+    EXPECT_EQ(std::atoi(field(row, "S").c_str()), i < 3 ? 16 : 32) << row;
+    EXPECT_EQ(std::atoi(field(row, "seqs").c_str()), i < 3 ? 4 : 2) << row;
+    EXPECT_EQ(std::atoi(field(row, "threads").c_str()), 1) << row;
+    EXPECT_GT(std::atof(field(row, "median_step_ms").c_str()), 0.0) << row;
+    EXPECT_GT(std::atof(field(row, "tokens_per_s").c_str()), 0.0) << row;
+    for (const char* k : {"attn_fwd", "attn_bwd", "other_fwd", "other_bwd", "loss", "optim"})
+      EXPECT_GE(std::atof(field(row, k).c_str()), 0.0) << k << " " << row;
+    if (i % 3 == 0) {
+      EXPECT_EQ(std::atof(field(row, "ratio_vs_full").c_str()), 1.0) << row;
+    }
+  }
+  // k = 32 keeps every key of sequences of 16 and 32 tokens: the same losses as full.
+  for (int i : {0, 3}) {
+    for (const char* k : {"loss_first", "loss_last"}) {
+      double full = std::atof(field(rows[size_t(i)], k).c_str());
+      double all = std::atof(field(rows[size_t(i + 1)], k).c_str());
+      EXPECT_NEAR(all, full, 1e-4) << k << " row " << i;
+    }
+  }
+  r = topk("bench train --policy full", dir);
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("--policy 'full'"), std::string::npos) << r.err;
+  r = topk("bench train --S 1", dir);
+  EXPECT_EQ(r.rc, 1);
+  EXPECT_NE(r.err.find("--S must be in [2,"), std::string::npos) << r.err;
+  r = topk("bench train --frobnicate", dir);
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("unknown option '--frobnicate'"), std::string::npos) << r.err;
+  fs::remove_all(dir);
 }
 
 }  // namespace
