@@ -12,6 +12,7 @@ static void usage() {
       "usage: topk <command> [options]   (topk <command> --help for its options)\n\n"
       "commands:\n"
       "  bench attention   CPU attention benchmark: full vs exact top-k decode\n"
+      "  bench train       CPU training step time: full vs native top-k attention\n"
       "  data              print synthetic long-context task examples (--list for tasks)\n"
       "  demo              train (or reuse) a small retrieval model, then full vs top-k decoding\n"
       "  eval              accuracy, retrieval precision and entropy of attention policies\n"

@@ -1,5 +1,7 @@
 // CPU sparse attention (forward, backward) and fused exact top-k attention against the
 // reference.
+#include <omp.h>
+
 #include "cpu_test_util.h"
 
 namespace topk::test {
@@ -134,6 +136,42 @@ TEST(CpuTopk, FusedMatchesRef) {
         expect_close(to_vec(l2), to_vec(lf), 2e-5, 2e-6, "lse vs full");
       }
     }
+  }
+}
+
+// Decode takes one of two partitions (per KV head when there are enough heads for the threads,
+// else per key chunk); both must give bit-identical results, equal to the reference.
+TEST(CpuTopk, DecodePartitionsAgree) {
+  Rng rng(32);
+  Case c{"decode_hkv8", 2, 1, 700, 16, 8, 64};
+  int saved = omp_get_max_threads();
+  for (bool share : {false, true}) {
+    SelectOpts sel;
+    sel.k = 50;
+    sel.share_group = share;
+    int hsel = share ? c.Hkv : c.Hq;
+    int64_t K = select_capacity(sel, c.S);
+    Buffer q = randn(c.dt, {c.B, c.T, c.Hq, c.D}, rng, 2.0f);
+    Buffer k = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
+    Buffer v = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
+    std::vector<std::vector<float>> outs;
+    std::vector<std::vector<int32_t>> idxs;
+    for (int threads : {1, 64}) {  // 1: per KV head (8 >= 2); 64: per key chunk (8 < 128)
+      omp_set_num_threads(threads);
+      Buffer o(c.odt, {c.B, c.T, c.Hq, c.D}), l(DType::f32, {c.B, c.T, c.Hq});
+      Buffer idx(DType::i32, {c.B, c.T, hsel, K});
+      topk_attention_forward(q, k, v, c.seqs(), c.opts(Backend::cpu), sel, o, l, idx);
+      outs.push_back(to_vec(o));
+      idxs.push_back(ivec(idx));
+    }
+    omp_set_num_threads(saved);
+    EXPECT_EQ(outs[0], outs[1]);
+    EXPECT_EQ(idxs[0], idxs[1]);
+    Buffer o(c.odt, {c.B, c.T, c.Hq, c.D}), l(DType::f32, {c.B, c.T, c.Hq});
+    Buffer idx(DType::i32, {c.B, c.T, hsel, K});
+    topk_attention_forward(q, k, v, c.seqs(), c.opts(Backend::ref), sel, o, l, idx);
+    EXPECT_EQ(idxs[0], ivec(idx));
+    expect_close(outs[0], to_vec(o), 2e-5, 2e-6, "o");
   }
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/timer.h"
 #include "model/ops.h"
 #include "topk/attention.h"
 
@@ -91,6 +92,7 @@ void model_forward(const Model& m, const Batch& b, const AttnPolicy& pol, Acts& 
     rope_apply(A.k.data(), b.pos.data(), N, c.kv_heads, D, inv.data(), false);
     A.o.resize(size_t(N) * Q), A.lse.resize(size_t(N) * c.heads);
     Attn at = attn_views(c, b, A);
+    double t0 = now_seconds();
     if (pol.is_topk()) {
       int hsel = pol.sel.share_group ? c.kv_heads : c.heads;
       A.K = select_capacity(pol.sel, N);
@@ -100,6 +102,7 @@ void model_forward(const Model& m, const Batch& b, const AttnPolicy& pol, Acts& 
     } else {
       attention_forward(at.q, at.k, at.v, at.seqs, at.opts, at.o, at.lse);
     }
+    a.attn_fwd_s += now_seconds() - t0;
     A.h1.resize(size_t(N) * H);
     linear_fwd(A.o.data(), m.at(p.o), m.at(p.o_b), A.h1.data(), N, Q, H);
     for (size_t i = 0; i < A.h1.size(); i++) A.h1[i] += A.x[i];
@@ -182,6 +185,7 @@ void model_backward(const Model& m, const Batch& b, const AttnPolicy& pol, Acts&
     TensorView vdq = make_view(dq.data(), DType::f32, {1, N, c.heads, D});
     TensorView vdk = make_view(dk.data(), DType::f32, {1, N, c.kv_heads, D});
     TensorView vdv = make_view(dv.data(), DType::f32, {1, N, c.kv_heads, D});
+    double t0 = now_seconds();
     if (pol.is_topk()) {
       int hsel = pol.sel.share_group ? c.kv_heads : c.heads;
       at.idx = make_view(A.idx.data(), DType::i32, {1, N, hsel, A.K});
@@ -190,6 +194,7 @@ void model_backward(const Model& m, const Batch& b, const AttnPolicy& pol, Acts&
     } else {
       attention_backward(at.q, at.k, at.v, at.o, at.lse, vdo, at.seqs, at.opts, vdq, vdk, vdv);
     }
+    a.attn_bwd_s += now_seconds() - t0;
     rope_apply(dq.data(), b.pos.data(), N, c.heads, D, inv.data(), true);
     rope_apply(dk.data(), b.pos.data(), N, c.kv_heads, D, inv.data(), true);
     float* dqp = dq.data();

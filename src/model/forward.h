@@ -33,6 +33,9 @@ struct LayerActs {
 struct Acts {
   std::vector<LayerActs> L;
   std::vector<float> xf, rstdf, xnf, logits;  // logits [N, V]
+  // Seconds spent inside the attention ops, summed over layers (model_forward adds to attn_fwd_s,
+  // model_backward to attn_bwd_s): the split that `topk bench train` reports.
+  double attn_fwd_s = 0, attn_bwd_s = 0;
 };
 
 // Runs the model; logits land in a.logits. Saves what the backward needs.

@@ -129,6 +129,7 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out) 
              "(topk_tokenizer in its config.json)");
   make_dirs(cfg.out);
   std::vector<float> grad(m.w.size()), dlogits;
+  Acts acts;  // reused by every micro-batch: no fresh pages to fault in each step
   Progress prog = progress_start(cfg.steps, r.start_step);
   int64_t step = r.start_step, taken = 0;
   double t_last = now_seconds(), tokens_since = 0;
@@ -151,7 +152,6 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out) 
     std::fill(grad.begin(), grad.end(), 0.0f);
     double loss = 0;
     for (const Batch& b : micro) {
-      Acts acts;
       model_forward(m, b, cfg.attention, acts);
       dlogits.resize(acts.logits.size());
       loss += cross_entropy(acts.logits.data(), b, mc.vocab, dlogits.data(), float(1.0 / count),

@@ -5,6 +5,8 @@
 //   3. attend: softmax over the selected scores (no K re-read) and a gather of only the
 //      selected V rows.
 // For decode (T = 1) this reads K once and V only where selected.
+#include <omp.h>
+
 #include "attention/cpu/common.h"
 #include "attention/cpu/select.h"
 
@@ -76,6 +78,44 @@ void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t*
       int nt = int(std::min<int64_t>(Tb, s.T - t0));
       int64_t vis = p.visible(s, t0 + nt - 1);
       load_q(p, s, t0, nt, 0, p.Hkv, Q);
+      // Steps 2 + 3 for selection row i = (t - t0) * Hsel + hs: select, then attend with
+      // the heads that share the selection.
+      auto select_attend = [&](int64_t i, SelectScratch& w, std::vector<float>& P,
+                               std::vector<float>& vbuf, std::vector<float>& acc) {
+        int64_t t = t0 + i / p.Hsel;
+        int hs = int(i % p.Hsel);
+        int64_t n = p.visible(s, t);
+        const float* row = Sc + ((t - t0) * p.Hq + int64_t(hs) * Gs) * ld;
+        int32_t* out = indices + (p.qrow(s, t) * p.Hsel + hs) * K;
+        if (Gs == 1) {
+          select_row(row, n, sel, out, K, w);
+        } else {
+          w.rank.resize(n);
+          group_rank(row, ld, Gs, n, w.rank.data());
+          select_row(w.rank.data(), n, sel, out, K, w);
+        }
+        for (int g0 = 0; g0 < Gs; g0 += 64)
+          attend_row(p, s, t, hs * Gs + g0, std::min(64, Gs - g0), row + int64_t(g0) * ld, ld,
+                     out, K, P, vbuf, acc);
+      };
+      if (nt == 1 && p.Hkv >= 2 * omp_get_max_threads()) {
+        // Decode with enough KV heads to keep every thread busy: one item per KV head scores
+        // its G rows over all keys and at once selects and attends them. No barrier between
+        // the steps, and each thread selects from scores in its own cache. (The partition
+        // does not change any result: every score and every row is computed the same way.)
+#pragma omp parallel
+        {
+          std::vector<float> kbuf(2 * D), tile(size_t(p.Hq) * kTile), P, vbuf, acc;
+          SelectScratch w;
+#pragma omp for schedule(dynamic, 1)
+          for (int kh = 0; kh < p.Hkv; kh++) {
+            score_rows(p, s, Q, 1, kh, kh + 1, 0, vis, Sc, ld, tile.data(), kbuf.data(), vis);
+            int G = p.group();
+            for (int hs = kh * G / Gs; hs < (kh + 1) * G / Gs; hs++) select_attend(hs, w, P, vbuf, acc);
+          }
+        }
+        continue;
+      }
       // 1. Scores [nt, Hq, vis]: all KV heads per item when the rows are few (decode), so K
       // is read in memory order; one KV head per item otherwise.
       bool all_heads = int64_t(nt) * p.Hq <= kRows;
@@ -92,29 +132,13 @@ void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t*
                      std::min(vis, jb + kPrefetch));
         }
       }
-      // 2 + 3. Per selection row: select, then attend with its heads.
+      // 2 + 3. Per selection row.
 #pragma omp parallel
       {
         SelectScratch w;
         std::vector<float> P, vbuf, acc;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t i = 0; i < int64_t(nt) * p.Hsel; i++) {
-          int64_t t = t0 + i / p.Hsel;
-          int hs = int(i % p.Hsel);
-          int64_t n = p.visible(s, t);
-          const float* row = Sc + ((t - t0) * p.Hq + int64_t(hs) * Gs) * ld;
-          int32_t* out = indices + (p.qrow(s, t) * p.Hsel + hs) * K;
-          if (Gs == 1) {
-            select_row(row, n, sel, out, K, w);
-          } else {
-            w.rank.resize(n);
-            group_rank(row, ld, Gs, n, w.rank.data());
-            select_row(w.rank.data(), n, sel, out, K, w);
-          }
-          for (int g0 = 0; g0 < Gs; g0 += 64)
-            attend_row(p, s, t, hs * Gs + g0, std::min(64, Gs - g0), row + int64_t(g0) * ld, ld,
-                       out, K, P, vbuf, acc);
-        }
+        for (int64_t i = 0; i < int64_t(nt) * p.Hsel; i++) select_attend(i, w, P, vbuf, acc);
       }
     }
   }
