@@ -209,7 +209,7 @@ int bench_train(int argc, char** argv) {
   }
   if (o.policies.empty()) o.policies = {"topk:k=64", "topk:ratio=0.05"};
   for (const std::string& p : o.policies) {
-    TOPK_CHECK(parse_policy(p).topk, "--policy '%s': compare a top-k policy with full (full is "
+    TOPK_CHECK(parse_policy(p).is_topk(), "--policy '%s': compare a top-k policy with full (full is "
                "always measured)", p.c_str());
   }
   if (o.threads) {
