@@ -95,7 +95,11 @@ void model_forward(const Model& m, const Batch& b, const AttnPolicy& pol, Acts& 
     double t0 = now_seconds();
     if (pol.is_topk()) {
       int hsel = pol.sel.share_group ? c.kv_heads : c.heads;
-      A.K = select_capacity(pol.sel, N);
+      // Index columns follow the longest packed sequence, not the packed total.
+      int64_t longest = 0;
+      for (size_t i = 0; i + 1 < b.cu_seqlens.size(); i++)
+        longest = std::max<int64_t>(longest, b.cu_seqlens[i + 1] - b.cu_seqlens[i]);
+      A.K = select_capacity(pol.sel, longest);
       A.idx.assign(size_t(N) * hsel * A.K, -1);
       at.idx = make_view(A.idx.data(), DType::i32, {1, N, hsel, A.K});
       topk_attention_forward(at.q, at.k, at.v, at.seqs, at.opts, pol.sel, at.o, at.lse, at.idx);
