@@ -23,7 +23,7 @@ const char* kDemoRun = R"({
             "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
             "max_position_embeddings": 512},
   "task": {"name": "ar", "length": 64, "min_length": 40, "loss": "question"},
-  "attention": "full", "steps": 3000, "batch_tokens": 512, "lr": 0.003, "min_lr": 0.0003,
+  "attention": "full", "steps": 8000, "batch_tokens": 512, "lr": 0.003, "min_lr": 0.0003,
   "warmup": 30, "seed": 1, "log_every": 250, "checkpoint_every": 1000
 })";
 

@@ -1,6 +1,8 @@
 // Eval: policy strings, the window and oracle selectors, the eval sweep end to end (library and
 // command line) and its error messages.
 #include <gtest/gtest.h>
+
+#include "cli_util.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -221,18 +223,7 @@ static std::string tiny_model(const fs::path& dir) {
   return (dir / "checkpoint").string();
 }
 
-static int run_cli(const std::string& args, std::string& out) {
-  fs::path self = fs::read_symlink("/proc/self/exe");
-  std::string cmd = (self.parent_path().parent_path() / "topk").string() + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return -1;
-  std::array<char, 4096> buf;
-  out.clear();
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static int run_cli(const std::string& args, std::string& out) { return test::run_topk(args, out); }
 
 TEST(EvalEndToEnd, SweepWritesValidOutputs) {
   fs::path dir = tmpdir("e2e");

@@ -1,5 +1,7 @@
 // topk data: output and errors of the command-line tool (run as a subprocess).
 #include <gtest/gtest.h>
+
+#include "cli_util.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,22 +14,8 @@
 namespace fs = std::filesystem;
 
 // The topk binary sits next to the tests folder of the build tree.
-static std::string topk_bin() {
-  fs::path self = fs::read_symlink("/proc/self/exe");
-  return (self.parent_path().parent_path() / "topk").string();
-}
-
-static int run(const std::string& args, std::string& out) {
-  std::string cmd = topk_bin() + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return -1;
-  std::array<char, 4096> buf;
-  out.clear();
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int st = pclose(p);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+using topk::test::topk_bin;
+static int run(const std::string& args, std::string& out) { return topk::test::run_topk(args, out); }
 
 TEST(TasksCli, BinaryExists) { ASSERT_TRUE(fs::exists(topk_bin())) << topk_bin(); }
 
