@@ -39,6 +39,22 @@ struct Case {
   }
 };
 
+// The sequence layouts every op is checked on: a ragged cache (with an empty sequence), packed
+// sequences (with an empty one), and explicit query positions (queries at q_pos and q_pos2 of a
+// cache of S keys).
+inline void add_layout_cases(std::vector<Case>& cs, int q_pos_S = 50, int q_pos2 = 20) {
+  Case rag{"ragged", 3, 2, 100, 4, 2, 64, true};
+  rag.seqlens_k = {0, 37, 100};
+  cs.push_back(rag);
+  Case pk{"packed", 1, 10, 130, 4, 1, 64, true};
+  pk.cu_q = {0, 3, 3, 10};
+  pk.cu_k = {0, 40, 50, 130};
+  cs.push_back(pk);
+  Case qp{"q_pos", 2, 4, q_pos_S, 4, 2, 64, true};
+  qp.q_pos = {0, q_pos2};
+  cs.push_back(qp);
+}
+
 inline std::string case_name(const Case& c) {
   return c.name + " [B" + std::to_string(c.B) + " T" + std::to_string(c.T) + " S" +
          std::to_string(c.S) + " Hq" + std::to_string(c.Hq) + " Hkv" + std::to_string(c.Hkv) +

@@ -25,20 +25,11 @@ std::vector<Case> forward_cases() {
   cs.push_back(bf32);
   Case f16{"f16", 1, 2, 90, 4, 2, 64, true, DType::f16, DType::f32};
   cs.push_back(f16);
-  Case rag{"ragged", 3, 2, 100, 4, 2, 64, true};
-  rag.seqlens_k = {0, 37, 100};
-  cs.push_back(rag);
-  Case rag2 = rag;
+  add_layout_cases(cs);
+  Case rag2 = cs[cs.size() - 3];  // the ragged case, without the causal mask
   rag2.name = "ragged_noncausal";
   rag2.causal = false;
   cs.push_back(rag2);
-  Case pk{"packed", 1, 10, 130, 4, 1, 64, true};
-  pk.cu_q = {0, 3, 3, 10};
-  pk.cu_k = {0, 40, 50, 130};
-  cs.push_back(pk);
-  Case qp{"q_pos", 2, 4, 50, 4, 2, 64, true};
-  qp.q_pos = {0, 20};
-  cs.push_back(qp);
   return cs;
 }
 

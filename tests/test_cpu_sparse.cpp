@@ -79,16 +79,7 @@ std::vector<Case> topk_cases() {
   cs.push_back({"prefill_h1_d20", 1, 65, 65, 1, 1, 20, true});
   Case bf{"bf16", 1, 3, 300, 4, 2, 80, true, DType::bf16, DType::bf16};
   cs.push_back(bf);
-  Case rag{"ragged", 3, 2, 100, 4, 2, 64, true};
-  rag.seqlens_k = {0, 37, 100};
-  cs.push_back(rag);
-  Case pk{"packed", 1, 10, 130, 4, 1, 64, true};
-  pk.cu_q = {0, 3, 3, 10};
-  pk.cu_k = {0, 40, 50, 130};
-  cs.push_back(pk);
-  Case qp{"q_pos", 2, 4, 90, 4, 2, 64, true};
-  qp.q_pos = {0, 40};
-  cs.push_back(qp);
+  add_layout_cases(cs, 90, 40);
   return cs;
 }
 

@@ -47,14 +47,15 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   });
 }
 
-json read_json_file(const std::string& path) {
-  std::string text = read_file(path);
+json parse_json(const std::string& text, const std::string& what) {
   try {
     return json::parse(text);
   } catch (const json::exception& e) {
-    throw Error(path + ": invalid JSON: " + e.what());
+    throw Error(what + ": invalid JSON: " + e.what());
   }
 }
+
+json read_json_file(const std::string& path) { return parse_json(read_file(path), path); }
 
 void write_json_file(const std::string& path, const json& j) {
   write_file_atomic(path, j.dump(2) + "\n");

@@ -18,6 +18,8 @@ std::string read_file(const std::string& path);
 void write_file_atomic(const std::string& path, const std::function<bool(std::FILE*)>& fill);
 void write_file_atomic(const std::string& path, const std::string& bytes);
 
+// Parses JSON text; the error names `what` (a path or a description) and the parser's position.
+json parse_json(const std::string& text, const std::string& what);
 // Parses a JSON file; the error names the file and the parser's position.
 json read_json_file(const std::string& path);
 void write_json_file(const std::string& path, const json& j);  // pretty, atomic

@@ -111,12 +111,7 @@ static void parse_rope(const json& r, const std::string& what, RopeConfig& rope)
 }
 
 ModelConfig config_from_json_text(const std::string& text, const std::string& what) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    throw Error(what + ": invalid JSON: " + e.what());
-  }
+  json j = parse_json(text, what);
   const char* w = what.c_str();
   TOPK_CHECK(j.is_object(), "%s: must be a JSON object", w);
   ModelConfig c;

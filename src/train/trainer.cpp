@@ -12,12 +12,7 @@
 namespace topk {
 
 TrainConfig train_config_from_json_text(const std::string& text, const std::string& what) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    throw Error(what + ": invalid JSON: " + e.what());
-  }
+  json j = parse_json(text, what);
   const char* w = what.c_str();
   TOPK_CHECK(j.is_object(), "%s: a run file is a JSON object", w);
   static const std::set<std::string> keys = {
