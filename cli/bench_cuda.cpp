@@ -157,14 +157,13 @@ int bench_cuda(int argc, char** argv) {
       int r = i % rot;
       topk_attention_forward(qs[size_t(r)], ks[size_t(r)], vs[size_t(r)], {}, {}, sel, o, lse, idx);
     }, reps);
-    // K once; scores written and read once; the chosen V rows; the indices.
-    tk.bytes = double(kv_bytes) + 2.0 * sh.B * Hq * sh.S * 4 + double(sh.B) * Hq * K * D * 2 +
-               double(sh.B) * Hq * K * 4;
+    // K once, the chosen V rows, the indices (the candidates stay in L2).
+    tk.bytes = double(kv_bytes) + double(sh.B) * Hq * K * D * 2 + double(sh.B) * Hq * K * 4;
     tk.k_bytes = double(kv_bytes);
     results.push_back(tk);
 
-    // The pipeline's stages through the public ops (the fused path runs the same kernels
-    // without the score tensor's extra layout): scores, select over them, sparse attention.
+    // The three public ops that make the general (group-sharing) pipeline: scores, select
+    // over them, sparse attention over the selection.
     if (sh.B * Hq * sh.S * 4 <= (int64_t(1) << 30)) {
       Buffer sc(DType::f32, {sh.B, 1, Hq, sh.S}, Device::cuda);
       Result a{"stage_scores_" + tag, "stage_scores", sh.B, sh.S, Hq, Hkv, D, 0};

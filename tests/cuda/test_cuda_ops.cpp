@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "attention/cuda/threshold.h"
 #include "core/rng.h"
 #include "topk/attention.h"
 
@@ -423,8 +424,8 @@ TEST(CudaSparse, GivenIndices) {
 
 namespace {
 
-void check_topk(const Shape& sh, const SelectOpts& sel, uint64_t seed) {
-  Inputs in(sh, seed);
+void check_topk_inputs(Inputs& in, const SelectOpts& sel) {
+  const Shape& sh = in.s;
   int Hsel = sel.share_group ? sh.Hkv : sh.Hq;
   int64_t K = select_capacity(sel, sh.S);
   Pair o(sh.odt, {sh.B, sh.T, sh.Hq, sh.D}), lse(DType::f32, {sh.B, sh.T, sh.Hq});
@@ -466,6 +467,11 @@ void check_topk(const Shape& sh, const SelectOpts& sel, uint64_t seed) {
   float tol = sh.odt == DType::f32 ? 2e-4f : 1e-2f;
   expect_close(o.download(), host_vals(o_ref), tol, tol, "o");
   expect_close(lse.download(), host_vals(lse_ref), 1e-4f, 1e-5f, "lse");
+}
+
+void check_topk(const Shape& sh, const SelectOpts& sel, uint64_t seed) {
+  Inputs in(sh, seed);
+  check_topk_inputs(in, sel);
 }
 
 }  // namespace
@@ -527,4 +533,75 @@ TEST(CudaTopk, CausalPrefill) {
   check_topk(s, sel, 800);
   sel.share_group = true;
   check_topk(s, sel, 801);
+}
+
+// Rows long enough for the sampled-threshold path of per-head top-k (rows of more than
+// threshold_cap competing keys): ragged lengths, groups of 8, D = 64, f32 K/V, ratio budgets
+// with sink and window.
+TEST(CudaTopk, ThresholdPath) {
+  NEED_GPU();
+  Shape s{3, 1, 20000, 16, 2, 64};
+  s.seqlens = {20000, 5000, 3100};
+  s.kvdt = DType::f32;
+  SelectOpts sel;
+  sel.k = 64;
+  check_topk(s, sel, 900);
+  SelectOpts r;
+  r.ratio = 0.01;
+  r.min_k = 150;
+  r.sink = 4;
+  r.window = 32;
+  check_topk(s, r, 901);
+  Shape d{2, 1, 70000, 32, 8, 128};
+  d.seqlens = {70000, 12345};
+  d.odt = DType::bf16;
+  SelectOpts big;
+  big.k = 2048;
+  check_topk(d, big, 902);
+}
+
+// Rows whose candidates cannot decide the selection are redone from full scores: every score
+// tied (too many candidates), and keys that put every sampled position far above the rest
+// (fewer candidates than the budget).
+TEST(CudaTopk, ThresholdFallback) {
+  NEED_GPU();
+  Shape s{2, 1, 20000, 8, 2, 128};
+  s.seqlens = {20000, 9000};
+  {
+    Inputs in(s, 950);
+    for (int64_t i = 0; i < in.q.host.numel(); i++) store_f32(in.q.host.ptr<void>(), s.qdt, i, 0.f);
+    in.q.upload();
+    SelectOpts sel;
+    sel.k = 300;
+    sel.sink = 2;
+    check_topk_inputs(in, sel);
+  }
+  {
+    Inputs in(s, 951);
+    // q . k = 8 * k[0] for every head; sampled keys get k[0] = 4, the others |k[0]| < 1.
+    for (int64_t i = 0; i < in.q.host.numel(); i++)
+      store_f32(in.q.host.ptr<void>(), s.qdt, i, i % s.D == 0 ? 8.f : 0.f);
+    SelectOpts sel;
+    sel.k = 1000;
+    for (int b = 0; b < s.B; b++) {
+      const int64_t m = s.seqlens[size_t(b)], take = sel.k;
+      const int64_t ns = cuda::threshold_samples(take, m);
+      ASSERT_GT(m, cuda::threshold_cap(sel.k, s.S));
+      ASSERT_LT(ns, take);
+      for (int64_t j = 0; j < m; j++)
+        for (int h = 0; h < s.Hkv; h++) {
+          int64_t e = ((b * s.S + j) * s.Hkv + h) * s.D;
+          float x = load_f32(in.k.host.ptr<void>(), s.kvdt, e);
+          store_f32(in.k.host.ptr<void>(), s.kvdt, e, std::fmod(x, 1.f));
+        }
+      for (int64_t i = 0; i < ns; i++)
+        for (int h = 0; h < s.Hkv; h++) {
+          int64_t j = cuda::threshold_sample_pos(i, ns, m);
+          store_f32(in.k.host.ptr<void>(), s.kvdt, ((b * s.S + j) * s.Hkv + h) * s.D, 4.f);
+        }
+    }
+    in.q.upload();
+    in.k.upload();
+    check_topk_inputs(in, sel);
+  }
 }

@@ -62,7 +62,11 @@ struct SeqTable {
 SeqTable upload_seqs(const AttnParams& p);
 // A cached device buffer per slot, grown as needed (never shrinks); contents undefined.
 void* workspace(int slot, size_t bytes);
-enum : int { kWsScores = 0, kWsRank = 1, kWsPartial = 2, kWsLse = 3, kWsCount = 4 };
+enum : int {
+  kWsScores = 0, kWsRank, kWsPartial, kWsLse,
+  kWsThr, kWsCand, kWsSelScores,  // threshold path of top-k attention
+  kWsCount
+};
 int num_sms();
 cudaStream_t stream();  // the stream all ops run on (the legacy default stream)
 
@@ -228,6 +232,30 @@ __device__ __forceinline__ int64_t budget_dev(int k, double ratio, int min_k, in
   if (w < 1) w = 1;
   if (w > n) w = n;
   return w;
+}
+
+// The selection of a row that sees n keys: the forced sink [0, lo) and window [hi, n), and
+// `take` of the m = hi - lo keys between them that compete (docs/semantics.md).
+struct RowSel {
+  int64_t lo, hi, m, forced, take;
+};
+__device__ __forceinline__ RowSel row_sel(int k, double ratio, int min_k, int sink, int window,
+                                          int64_t n) {
+  RowSel r;
+  const int64_t W = budget_dev(k, ratio, min_k, n);
+  r.lo = sink < n ? sink : n;
+  r.hi = window < n ? n - window : 0;
+  if (r.hi < r.lo) r.hi = r.lo;
+  r.m = r.hi - r.lo;
+  r.forced = r.lo + (n - r.hi);
+  const int64_t room = W - r.forced;
+  r.take = room <= 0 ? 0 : (room < r.m ? room : r.m);
+  return r;
+}
+
+// Inverse of order_key (NaN keys come back as a NaN).
+__device__ __forceinline__ float key_score(uint32_t k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
 }
 
 // Block-wide exclusive scan of one int per thread (blockDim.x a multiple of 32, <= 1024).

@@ -30,4 +30,18 @@ void launch_select(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t 
 void launch_group_rank(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
                        const float* scores, float* rank);
 
+// Threshold path of top-k attention (threshold.h) over rows [r0, r1), per-head selection.
+// thr, cnt: [r1-r0, Hq]; cand: (key, index) pairs [r1-r0, Hq, cap]; sel_scores: the scores of
+// each row's selection in its index order [r1-r0, Hq, K]; scratch: [r1-r0, Hq, Smax] floats,
+// used only by rows whose candidates do not decide the selection.
+void launch_sample_thresholds(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                              const SelectOpts& sel, int64_t cap, uint32_t* thr, int* cnt);
+void launch_scores_filter(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                          const SelectOpts& sel, const uint32_t* thr, int* cnt, uint32_t* cand,
+                          int64_t cap, float* sel_scores, int64_t K);
+void launch_select_attend(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                          const SelectOpts& sel, const int* cnt, const uint32_t* cand,
+                          int64_t cap, float* sel_scores, float* scratch, int32_t* indices,
+                          int64_t K);
+
 }  // namespace topk::cuda

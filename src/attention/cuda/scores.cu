@@ -1,7 +1,10 @@
 // Exact scores scale * q.k. One persistent grid walks (row, KV head, head slice, key tile)
 // units in contiguous ranges; each K row is read once with 16-byte loads for all the heads of
-// its group (up to HB per slice), reduced across lanes, staged in shared memory and written
-// with coalesced stores. Used by attention_scores and by the top-k attention pipeline.
+// its group (up to HB per slice), reduced across lanes and staged in shared memory. Then
+// either every score is written with coalesced stores (attention_scores, the general top-k
+// pipeline), or, for the threshold path of top-k decode (threshold.h), only the candidates:
+// competing keys whose score reaches the row's threshold are appended to the row's list, and
+// the forced keys' scores go straight to their slots of the selection.
 #include <cmath>
 
 #include "attention/cuda/common.cuh"
@@ -22,11 +25,58 @@ struct ScoreArgs {
   DRows q, k;
   float* out;
   int64_t Tq;
+  // Threshold path (FILTER): thresholds and candidate counts [rows, Hq], candidate lists
+  // [rows, Hq, cap] of (key, index), scores of the selection [rows, Hq, K].
+  SelectOpts sel;
+  const uint32_t* thr;
+  int* cnt;
+  uint2* cand;
+  int64_t cap, K;
+  float* sel_scores;
 };
 
 constexpr int kThreads = 256;
 
-template <int D, int HB>
+// The candidates of one scored tile (FILTER): warp w takes head w of the slice (row hrow + w
+// of the [rows, Hq] lists). One atomic per warp and tile reserves the list slots.
+__device__ __forceinline__ void filter_tile(const ScoreArgs& a, const float* tile, int w, int nh,
+                                            int64_t hrow0, int64_t tile0, int64_t n,
+                                            const RowSel& rs, uint32_t thr) {
+  if (w >= nh) return;
+  const int lane = threadIdx.x & 31;
+  const int64_t hrow = hrow0 + w;
+  constexpr int kPer = kTile / 32;
+  uint32_t key[kPer], mask[kPer];
+  int total = 0;
+#pragma unroll
+  for (int i = 0; i < kPer; i++) {
+    const int c = lane + 32 * i;
+    const int64_t j = tile0 + c;
+    const float x = tile[w * kTile + c];
+    key[i] = order_key(x);
+    bool cand = j >= rs.lo && j < rs.hi && key[i] >= thr;
+    if (j < rs.lo) a.sel_scores[hrow * a.K + j] = x;
+    else if (j >= rs.hi && j < n) a.sel_scores[hrow * a.K + rs.lo + rs.take + (j - rs.hi)] = x;
+    mask[i] = __ballot_sync(0xffffffffu, cand);
+    total += __popc(mask[i]);
+  }
+  if (total == 0) return;
+  int base = 0;
+  if (lane == 0) base = atomicAdd(&a.cnt[hrow], total);
+  base = __shfl_sync(0xffffffffu, base, 0);
+  const uint32_t below = (1u << lane) - 1;
+  uint2* list = a.cand + hrow * a.cap;
+#pragma unroll
+  for (int i = 0; i < kPer; i++) {
+    if (mask[i] >> lane & 1u) {
+      int pos = base + __popc(mask[i] & below);
+      if (pos < a.cap) list[pos] = make_uint2(key[i], uint32_t(tile0 + lane + 32 * i));
+    }
+    base += __popc(mask[i]);
+  }
+}
+
+template <int D, int HB, bool FILTER>
 __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) {
   constexpr int TPR = D / 8;              // threads per key row
   constexpr int SLOTS = kThreads / TPR;   // key rows in flight per step
@@ -44,6 +94,8 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
   int64_t n = 0, kbase = 0, orow = 0;
   int h0 = 0, nh = 0, kvh = 0;
   int buf = 0;
+  RowSel rs{};
+  uint32_t thr = 0;  // FILTER: the threshold of head h0 + warp
   for (int64_t u = u0; u < u1; u++) {
     int64_t item = u / a.tiles;
     int64_t tile0 = (u % a.tiles) * kTile;
@@ -61,6 +113,10 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
       nh = min(HB, a.G - slice * HB);
       kbase = int64_t(s.batch) * a.k.sb + int64_t(s.k_start) * a.k.st + int64_t(kvh) * a.k.sh;
       orow = a.out_compact ? rr : int64_t(s.batch) * a.Tq + s.q_start + t;
+      if constexpr (FILTER) {
+        rs = row_sel(a.sel.k, a.sel.ratio, a.sel.min_k, a.sel.sink, a.sel.window, n);
+        thr = tid / 32 < nh ? a.thr[rr * a.Hq + h0 + tid / 32] : 0xffffffffu;
+      }
 #pragma unroll
       for (int h = 0; h < HB; h++) {
         int64_t qo = a.q.offset(s.batch, s.q_start + t, h0 + (h < nh ? h : 0)) + dg * 8;
@@ -103,43 +159,43 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
       }
     }
     __syncthreads();
-    float* out0 = a.out + (orow * a.Hq + h0) * a.Smax + tile0;
-    if (a.vec && tile0 + kTile <= a.Smax && (a.Smax % 4) == 0) {
-      for (int e = tid; e < nh * (kTile / 4); e += kThreads) {
-        int h = e / (kTile / 4), c = e % (kTile / 4);
-        float4 x = *reinterpret_cast<const float4*>(&sc[buf][h][c * 4]);
-        *reinterpret_cast<float4*>(out0 + h * a.Smax + c * 4) = x;
-      }
+    if constexpr (FILTER) {
+      filter_tile(a, sc[buf][0], tid / 32, nh, orow * a.Hq + h0, tile0, n, rs, thr);
     } else {
-      for (int e = tid; e < nh * kTile; e += kThreads) {
-        int h = e / kTile, c = e % kTile;
-        if (tile0 + c < a.Smax) out0[h * a.Smax + c] = sc[buf][h][c];
+      float* out0 = a.out + (orow * a.Hq + h0) * a.Smax + tile0;
+      if (a.vec && tile0 + kTile <= a.Smax && (a.Smax % 4) == 0) {
+        for (int e = tid; e < nh * (kTile / 4); e += kThreads) {
+          int h = e / (kTile / 4), c = e % (kTile / 4);
+          float4 x = *reinterpret_cast<const float4*>(&sc[buf][h][c * 4]);
+          *reinterpret_cast<float4*>(out0 + h * a.Smax + c * 4) = x;
+        }
+      } else {
+        for (int e = tid; e < nh * kTile; e += kThreads) {
+          int h = e / kTile, c = e % kTile;
+          if (tile0 + c < a.Smax) out0[h * a.Smax + c] = sc[buf][h][c];
+        }
       }
     }
     buf ^= 1;
   }
 }
 
-template <int D, int HB>
+template <int D, int HB, bool FILTER>
 void run_scores(const ScoreArgs& a) {
   static int per_sm = -1;
   if (per_sm < 0) {
-    TOPK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, scores_kernel<D, HB>, kThreads, 0));
+    TOPK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, scores_kernel<D, HB, FILTER>, kThreads, 0));
     if (per_sm < 1) per_sm = 1;
   }
   int64_t grid = int64_t(num_sms()) * per_sm;
   if (grid > a.units) grid = a.units;
   if (grid < 1) return;
-  scores_kernel<D, HB><<<unsigned(grid), kThreads, 0, stream()>>>(a);
+  scores_kernel<D, HB, FILTER><<<unsigned(grid), kThreads, 0, stream()>>>(a);
   TOPK_CUDA_LAUNCH();
 }
 
-}  // namespace
-
-void launch_scores(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1, float* out,
-                   bool out_compact, bool fill_tail) {
-  if (r1 <= r0 || p.Smax == 0) return;
-  ScoreArgs a;
+ScoreArgs score_args(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1) {
+  ScoreArgs a{};
   a.seqs = st.d;
   a.nseq = st.n;
   a.r0 = r0;
@@ -156,13 +212,40 @@ void launch_scores(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t 
   a.causal = p.causal;
   a.q = drows(p.q);
   a.k = drows(p.k);
-  a.vec = rows_aligned(a.k) && (reinterpret_cast<uintptr_t>(out) % 16) == 0;
+  a.vec = rows_aligned(a.k);
+  a.Tq = p.Tq;
+  return a;
+}
+
+}  // namespace
+
+void launch_scores(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1, float* out,
+                   bool out_compact, bool fill_tail) {
+  if (r1 <= r0 || p.Smax == 0) return;
+  ScoreArgs a = score_args(p, st, r0, r1);
+  a.vec = a.vec && (reinterpret_cast<uintptr_t>(out) % 16) == 0;
   a.fill_tail = fill_tail;
   a.out_compact = out_compact;
   a.out = out;
-  a.Tq = p.Tq;
   TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "attention_scores",
-      if (HB == 4) run_scores<kD, 4>(a); else run_scores<kD, 8>(a));
+      if (a.G <= 4) run_scores<kD, 4, false>(a); else run_scores<kD, 8, false>(a));
+}
+
+void launch_scores_filter(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                          const SelectOpts& sel, const uint32_t* thr, int* cnt, uint32_t* cand,
+                          int64_t cap, float* sel_scores, int64_t K) {
+  if (r1 <= r0 || p.Smax == 0) return;
+  ScoreArgs a = score_args(p, st, r0, r1);
+  a.out_compact = true;
+  a.sel = sel;
+  a.thr = thr;
+  a.cnt = cnt;
+  a.cand = reinterpret_cast<uint2*>(cand);
+  a.cap = cap;
+  a.K = K;
+  a.sel_scores = sel_scores;
+  TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "topk_attention_forward",
+      if (a.G <= 4) run_scores<kD, 4, true>(a); else run_scores<kD, 8, true>(a));
 }
 
 void attention_scores(const AttnParams& p, float* scores) {

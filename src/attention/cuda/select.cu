@@ -1,31 +1,19 @@
-// Exact top-k selection over rank rows (scores, or group probability sums) on CUDA.
-// One block per (row, selection head). Forced sink/window keys are written directly; the
-// rest compete in a radix select on order-preserving 32-bit keys:
-//   pass 1  histogram of the top 12 bits over the row -> threshold bin b1;
-//   pass 2  ordered gather: keys above b1 are selected, keys in b1 become candidates (kept in
-//           shared memory in index order when they fit, else re-read from the row);
-//   pass 3-4 histograms of bits 19..8 and 7..0 over the candidates -> the exact threshold key T;
-//   final   candidates above T are selected, and of those equal to T the lowest indices.
-// The result is exact, ties to the lower index, like the reference; the order of the
-// indices in a row is unspecified. Also the group ranking (sum of softmax probabilities).
+// Exact top-k selection over rank rows (scores, or group probability sums) on CUDA: one block
+// per (row, selection head) running select_row_block (select_row.cuh), or for few long rows a
+// cluster of blocks that share the histograms. Forced sink/window keys are written directly.
+// The order of the indices in a row is unspecified. Also the group ranking (sum of softmax
+// probabilities).
 #include <cooperative_groups.h>
 
 #include <cmath>
 
 #include "attention/cuda/common.cuh"
 #include "attention/cuda/launch.h"
+#include "attention/cuda/select_row.cuh"
 
 namespace topk::cuda {
 
 namespace {
-
-constexpr int kSelThreads = 512;
-constexpr int kItems = 16;  // consecutive elements per thread and tile step: 4 loads in flight
-constexpr int kSelTile = kSelThreads * kItems;
-constexpr int kBins = 4096;
-constexpr int kBinsPerThread = kBins / kSelThreads;
-constexpr int kCap = 8192;  // candidates kept in shared memory
-constexpr size_t kSelSmem = kBins * 4 + kCap * 8;
 
 struct SelectArgs {
   const DSeq* seqs;
@@ -42,147 +30,8 @@ struct SelectArgs {
   int64_t K;
 };
 
-// The bin holding the need-th largest element (need >= 1) of a histogram of nbins <= 4096,
-// and the count of elements in higher bins. Every thread gets the result.
-__device__ void find_bin(const int* hist, int nbins, int need, int* tmp, int* s_res, int& bin,
-                         int& above) {
-  int loc[kBinsPerThread];
-  int sum = 0;
-#pragma unroll
-  for (int c = 0; c < kBinsPerThread; c++) {
-    int b = nbins - 1 - (int(threadIdx.x) * kBinsPerThread + c);
-    loc[c] = b >= 0 ? hist[b] : 0;
-    sum += loc[c];
-  }
-  int total;
-  int run = block_exclusive_scan(sum, tmp, &total);
-#pragma unroll
-  for (int c = 0; c < kBinsPerThread; c++) {
-    int b = nbins - 1 - (int(threadIdx.x) * kBinsPerThread + c);
-    if (b >= 0 && run < need && run + loc[c] >= need) {
-      s_res[0] = b;
-      s_res[1] = run;
-    }
-    run += loc[c];
-  }
-  __syncthreads();
-  bin = s_res[0];
-  above = s_res[1];
-  __syncthreads();
-}
-
-// Keys of the kItems consecutive elements i0.. of a row (0 past hi), loads issued together.
-__device__ __forceinline__ void load_keys(const float* row, int64_t i0, int64_t hi, bool aligned,
-                                          uint32_t (&key)[kItems]) {
-  if (aligned && i0 + kItems <= hi) {
-    float4 x[kItems / 4];
-#pragma unroll
-    for (int q = 0; q < kItems / 4; q++) x[q] = reinterpret_cast<const float4*>(row + i0)[q];
-#pragma unroll
-    for (int q = 0; q < kItems / 4; q++) {
-      key[4 * q] = order_key(x[q].x);
-      key[4 * q + 1] = order_key(x[q].y);
-      key[4 * q + 2] = order_key(x[q].z);
-      key[4 * q + 3] = order_key(x[q].w);
-    }
-  } else {
-#pragma unroll
-    for (int c = 0; c < kItems; c++) key[c] = i0 + c < hi ? order_key(row[i0 + c]) : 0u;
-  }
-}
-
-// Passes 3, 4 and the final pass over the candidates of top bin b1 (need1 of them to take):
-// shared memory (index order, in_smem) or the row [lo, hi) filtered by the top digit. Writes
-// the chosen candidates to out[0 .. need1).
-__device__ void resolve_candidates(const float* row, int64_t lo, int64_t hi, int b1, int need1,
-                                   bool in_smem, int neq, int* hist, const uint32_t* ckey,
-                                   const int32_t* cidx, int* tmp, int* s_res, int32_t* out) {
-  const int tid = threadIdx.x;
-  // The candidates: shared memory (index order) or the row filtered by the top digit.
-  const int64_t cb = in_smem ? 0 : lo, ce = in_smem ? neq : hi;
-  auto get = [&](int64_t i, uint32_t& key, int64_t& idx) -> bool {
-    if (in_smem) {
-      key = ckey[i];
-      idx = cidx[i];
-      return true;
-    }
-    key = order_key(row[i]);
-    idx = i;
-    return int(key >> 20) == b1;
-  };
-
-  // Pass 3: bits 19..8.
-  for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
-  __syncthreads();
-  for (int64_t i = cb + tid; i < ce; i += kSelThreads) {
-    uint32_t key;
-    int64_t idx;
-    if (get(i, key, idx)) atomicAdd(&hist[(key >> 8) & 0xfff], 1);
-  }
-  __syncthreads();
-  int b2, a2;
-  find_bin(hist, kBins, need1, tmp, s_res, b2, a2);
-  const int need2 = need1 - a2;
-  const uint32_t pre2 = (uint32_t(b1) << 12) | uint32_t(b2);
-
-  // Pass 4: bits 7..0.
-  for (int i = tid; i < 256; i += kSelThreads) hist[i] = 0;
-  __syncthreads();
-  for (int64_t i = cb + tid; i < ce; i += kSelThreads) {
-    uint32_t key;
-    int64_t idx;
-    if (get(i, key, idx) && (key >> 8) == pre2) atomicAdd(&hist[key & 0xff], 1);
-  }
-  __syncthreads();
-  int b3, a3;
-  find_bin(hist, 256, need2, tmp, s_res, b3, a3);
-  const int need3 = need2 - a3;
-  const uint32_t T = (pre2 << 8) | uint32_t(b3);
-
-  // Final: candidates above T, then the need3 lowest indices equal to T.
-  {
-    int32_t* gt_out = out;
-    int32_t* eq_out = out + a2 + a3;
-    int ngt = 0, neqr = 0;
-    for (int64_t t0 = cb; t0 < ce; t0 += kSelTile) {
-      uint32_t key[kItems];
-      int32_t idx[kItems];
-      bool ok[kItems];
-      int cg = 0, ceq = 0;
-#pragma unroll
-      for (int c = 0; c < kItems; c++) {
-        int64_t i = t0 + int64_t(tid) * kItems + c;
-        int64_t ix = 0;
-        ok[c] = i < ce && get(i, key[c], ix);
-        idx[c] = int32_t(ix);
-        if (ok[c]) {
-          cg += key[c] > T;
-          ceq += key[c] == T;
-        }
-      }
-      int tot;
-      int off = block_exclusive_scan((cg << 16) | ceq, tmp, &tot);
-      int og = ngt + (off >> 16), oe = neqr + (off & 0xffff);
-#pragma unroll
-      for (int c = 0; c < kItems; c++) {
-        if (!ok[c]) continue;
-        if (key[c] > T) gt_out[og++] = int32_t(idx[c]);
-        else if (key[c] == T) {
-          if (oe < need3) eq_out[oe] = int32_t(idx[c]);
-          oe++;
-        }
-      }
-      ngt += tot >> 16;
-      neqr += tot & 0xffff;
-    }
-  }
-}
-
 __global__ void __launch_bounds__(kSelThreads, 2) select_kernel(const SelectArgs a) {
   extern __shared__ int smem[];
-  int* hist = smem;                                          // [kBins]
-  uint32_t* ckey = reinterpret_cast<uint32_t*>(smem + kBins);  // [kCap]
-  int32_t* cidx = reinterpret_cast<int32_t*>(ckey + kCap);     // [kCap]
   __shared__ int tmp[33];
   __shared__ int s_res[2];
 
@@ -197,16 +46,10 @@ __global__ void __launch_bounds__(kSelThreads, 2) select_kernel(const SelectArgs
   const float* row = a.in + ((a.in_compact ? rr : qrow) * a.Hsel + hs) * a.Smax;
   int32_t* orow = a.out + (qrow * a.Hsel + hs) * a.K;
 
-  const int64_t W = budget_dev(a.k, a.ratio, a.min_k, n);
-  const int64_t lo = a.sink < n ? a.sink : n;
-  int64_t hi = a.window < n ? n - a.window : 0;
-  if (hi < lo) hi = lo;
-  const int64_t forced = lo + (n - hi);
+  const RowSel rs = row_sel(a.k, a.ratio, a.min_k, a.sink, a.window, n);
+  const int64_t lo = rs.lo, hi = rs.hi, forced = rs.forced, m = rs.m, take = rs.take;
   for (int64_t i = tid; i < lo; i += kSelThreads) orow[i] = int32_t(i);
   for (int64_t i = tid; i < n - hi; i += kSelThreads) orow[lo + i] = int32_t(hi + i);
-  const int64_t m = hi - lo;
-  const int64_t room = W - forced;
-  const int64_t take = room <= 0 ? 0 : (room < m ? room : m);
   int32_t* sel = orow + forced;
   for (int64_t i = take + forced + tid; i < a.K; i += kSelThreads) orow[i] = -1;
   if (take == 0) return;
@@ -215,61 +58,7 @@ __global__ void __launch_bounds__(kSelThreads, 2) select_kernel(const SelectArgs
     return;
   }
 
-  // Pass 1: histogram of the top 12 bits.
-  const bool aligned = (reinterpret_cast<uintptr_t>(row + lo) & 15) == 0;  // then every i0 is
-  for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
-  __syncthreads();
-  for (int64_t t0 = lo; t0 < hi; t0 += kSelTile) {
-    uint32_t key[kItems];
-    int64_t i0 = t0 + int64_t(tid) * kItems;
-    load_keys(row, i0, hi, aligned, key);
-#pragma unroll
-    for (int c = 0; c < kItems; c++)
-      if (i0 + c < hi) atomicAdd(&hist[key[c] >> 20], 1);
-  }
-  __syncthreads();
-  int b1, a1;
-  find_bin(hist, kBins, int(take), tmp, s_res, b1, a1);
-  const int need1 = int(take) - a1;
-  const int neq = hist[b1];
-  const bool in_smem = neq <= kCap;
-
-  // Pass 2: ordered gather over the row.
-  {
-    int nsure = 0, ncand = 0;
-    for (int64_t t0 = lo; t0 < hi; t0 += kSelTile) {
-      uint32_t key[kItems];
-      int64_t i0 = t0 + int64_t(tid) * kItems;
-      load_keys(row, i0, hi, aligned, key);
-      int cs = 0, cc = 0;
-#pragma unroll
-      for (int c = 0; c < kItems; c++) {
-        if (i0 + c >= hi) continue;
-        int d = int(key[c] >> 20);
-        cs += d > b1;
-        cc += d == b1;
-      }
-      int tot;
-      int off = block_exclusive_scan((cs << 16) | cc, tmp, &tot);
-      int os = nsure + (off >> 16), oc = ncand + (off & 0xffff);
-#pragma unroll
-      for (int c = 0; c < kItems; c++) {
-        if (i0 + c >= hi) continue;
-        int d = int(key[c] >> 20);
-        if (d > b1) sel[os++] = int32_t(i0 + c);
-        else if (d == b1 && in_smem) {
-          ckey[oc] = key[c];
-          cidx[oc] = int32_t(i0 + c);
-          oc++;
-        }
-      }
-      nsure += tot >> 16;
-      ncand += tot & 0xffff;
-    }
-  }
-  __syncthreads();
-
-  resolve_candidates(row, lo, hi, b1, need1, in_smem, neq, hist, ckey, cidx, tmp, s_res, sel + a1);
+  select_row_block(row, lo, hi, take, smem, tmp, s_res, sel);
 }
 
 // Few long rows (decode at small batch): a cluster of kCl blocks per row. Each block
@@ -302,14 +91,8 @@ __global__ void __cluster_dims__(kCl, 1, 1) __launch_bounds__(kSelThreads, 2)
   const float* row = a.in + ((a.in_compact ? rr : qrow) * a.Hsel + hs) * a.Smax;
   int32_t* orow = a.out + (qrow * a.Hsel + hs) * a.K;
 
-  const int64_t W = budget_dev(a.k, a.ratio, a.min_k, n);
-  const int64_t lo = a.sink < n ? a.sink : n;
-  int64_t hi = a.window < n ? n - a.window : 0;
-  if (hi < lo) hi = lo;
-  const int64_t forced = lo + (n - hi);
-  const int64_t m = hi - lo;
-  const int64_t room = W - forced;
-  const int64_t take = room <= 0 ? 0 : (room < m ? room : m);
+  const RowSel rs = row_sel(a.k, a.ratio, a.min_k, a.sink, a.window, n);
+  const int64_t lo = rs.lo, hi = rs.hi, forced = rs.forced, m = rs.m, take = rs.take;
   int32_t* sel = orow + forced;
   if (rank == 0) {
     for (int64_t i = tid; i < lo; i += kSelThreads) orow[i] = int32_t(i);
@@ -400,35 +183,7 @@ __global__ void __cluster_dims__(kCl, 1, 1) __launch_bounds__(kSelThreads, 2)
   uint32_t* ckey0 = cluster.map_shared_rank(ckey, 0);
   int32_t* cidx0 = cluster.map_shared_rank(cidx, 0);
   // Pass 2b: ordered gather of the slice.
-  for (int64_t t0 = s0; t0 < s1; t0 += kSelTile) {
-    uint32_t key[kItems];
-    int64_t i0 = t0 + int64_t(tid) * kItems;
-    load_keys(row, i0, s1, aligned, key);
-    int cs = 0, cc = 0;
-#pragma unroll
-    for (int c = 0; c < kItems; c++) {
-      if (i0 + c >= s1) continue;
-      int d = int(key[c] >> 20);
-      cs += d > b1;
-      cc += d == b1;
-    }
-    int tot;
-    int off = block_exclusive_scan((cs << 16) | cc, tmp, &tot);
-    int os = nsure + (off >> 16), oc = ncand + (off & 0xffff);
-#pragma unroll
-    for (int c = 0; c < kItems; c++) {
-      if (i0 + c >= s1) continue;
-      int d = int(key[c] >> 20);
-      if (d > b1) sel[os++] = int32_t(i0 + c);
-      else if (d == b1 && in_smem) {
-        ckey0[oc] = key[c];
-        cidx0[oc] = int32_t(i0 + c);
-        oc++;
-      }
-    }
-    nsure += tot >> 16;
-    ncand += tot & 0xffff;
-  }
+  ordered_gather(row, s0, s1, aligned, b1, in_smem, nsure, ncand, tmp, sel, ckey0, cidx0);
   cluster.sync();  // candidates in place; no block reads another's memory after this
   if (rank != 0) return;
   resolve_candidates(row, lo, hi, b1, need1, in_smem, neq, hist, ckey, cidx, tmp, s_res, sel + a1);

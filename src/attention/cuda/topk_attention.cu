@@ -1,35 +1,62 @@
-// Exact top-k attention on CUDA: scores (each K row read once for its whole group) ->
-// exact radix selection -> sparse attention over the chosen keys that reuses the stored
-// scores, so K is read once and only the chosen V rows are gathered. Rows go in ranges whose
-// score buffer stays under ~1 GiB, so causal prefill of any length works (slowly: the score
-// pass is the plain split-KV path).
+// Exact top-k attention on CUDA. Two pipelines, both exact:
+//   threshold path (per-head selection, threshold.h): sampled thresholds -> one score pass
+//     over K that keeps only candidates -> select among them and attend, in one kernel. K is
+//     read once, no score row is written, and only the chosen V rows are gathered.
+//   general path (group sharing): scores (each K row read once for its whole group) -> group
+//     ranking -> exact radix selection -> sparse attention over the chosen keys that reuses
+//     the stored scores.
+// Rows go in ranges whose buffers stay under ~1 GiB, so causal prefill of any length works
+// (slowly: each query row scans its keys on its own).
 #include <algorithm>
 
 #include "attention/cuda/common.cuh"
 #include "attention/cuda/launch.h"
+#include "attention/cuda/threshold.h"
 
 namespace topk::cuda {
+
+namespace {
+
+void threshold_path(const AttnParams& p, const SeqTable& st, const SelectOpts& sel,
+                    int32_t* indices, int64_t K) {
+  const int64_t cap = threshold_cap(K, p.Smax);
+  const int64_t per_row = int64_t(p.Hq) * (p.Smax * 4 + cap * 8 + K * 4 + 8);
+  const int64_t step = std::max<int64_t>(1, (int64_t(1) << 30) / per_row);
+  for (int64_t r0 = 0; r0 < st.rows; r0 += step) {
+    const int64_t r1 = std::min(st.rows, r0 + step), hr = (r1 - r0) * p.Hq;
+    uint32_t* thr = static_cast<uint32_t*>(workspace(kWsThr, size_t(hr) * 8));
+    int* cnt = reinterpret_cast<int*>(thr + hr);
+    uint32_t* cand = static_cast<uint32_t*>(workspace(kWsCand, size_t(hr * cap) * 8));
+    float* sel_scores = static_cast<float*>(workspace(kWsSelScores, size_t(hr * K) * 4));
+    float* scratch = static_cast<float*>(workspace(kWsScores, size_t(hr * p.Smax) * 4));
+    launch_sample_thresholds(p, st, r0, r1, sel, cap, thr, cnt);
+    launch_scores_filter(p, st, r0, r1, sel, thr, cnt, cand, cap, sel_scores, K);
+    launch_select_attend(p, st, r0, r1, sel, cnt, cand, cap, sel_scores, scratch, indices, K);
+  }
+}
+
+}  // namespace
 
 void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t* indices,
                             int64_t K) {
   SeqTable st = upload_seqs(p);
   if (st.rows == 0) return;
   const bool shared = sel.share_group && p.group() > 1;
+  if (!shared) {
+    threshold_path(p, st, sel, indices, K);
+    return;
+  }
   const int Hsel = p.Hsel;
   const int64_t per_row = int64_t(p.Hq) * p.Smax * 4;
-  const int64_t rank_row = shared ? int64_t(p.Hkv) * p.Smax * 4 : 0;
+  const int64_t rank_row = int64_t(p.Hkv) * p.Smax * 4;
   const int64_t step = std::max<int64_t>(1, (int64_t(1) << 30) / std::max<int64_t>(1, per_row + rank_row));
   for (int64_t r0 = 0; r0 < st.rows; r0 += step) {
     int64_t r1 = std::min(st.rows, r0 + step);
     float* scores = static_cast<float*>(workspace(kWsScores, size_t((r1 - r0) * per_row)));
+    float* rank = static_cast<float*>(workspace(kWsRank, size_t((r1 - r0) * rank_row)));
     launch_scores(p, st, r0, r1, scores, true, false);
-    if (shared) {
-      float* rank = static_cast<float*>(workspace(kWsRank, size_t((r1 - r0) * rank_row)));
-      launch_group_rank(p, st, r0, r1, scores, rank);
-      launch_select(p, st, r0, r1, rank, true, Hsel, sel, indices, K);
-    } else {
-      launch_select(p, st, r0, r1, scores, true, Hsel, sel, indices, K);
-    }
+    launch_group_rank(p, st, r0, r1, scores, rank);
+    launch_select(p, st, r0, r1, rank, true, Hsel, sel, indices, K);
     launch_attend(p, st, r0, r1, indices, Hsel, K, scores);
   }
 }

@@ -1,0 +1,204 @@
+// Thresholds of the top-k decode's threshold path (threshold.h): for each (row, query head),
+// score an evenly spaced sample of the competing keys and take the lower edge of the 16-bit
+// key bin that holds the r-th largest sampled score, r = E * samples / m. About E keys of the
+// row then reach it. Rows short enough for every key to be a candidate get threshold 0 (all
+// keys pass); rows that select nothing get one no score reaches. Also zeroes the candidate
+// counts that the filtering score pass appends to.
+#include <cmath>
+
+#include "attention/cuda/common.cuh"
+#include "attention/cuda/launch.h"
+#include "attention/cuda/threshold.h"
+
+namespace topk::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kMaxSamples = 2048;
+
+struct SampleArgs {
+  const DSeq* seqs;
+  int nseq;
+  int64_t r0;
+  int Hq, Hkv, G, nslice;
+  float scale;
+  bool causal, vec;
+  DRows q, k;
+  SelectOpts sel;
+  int64_t cap;
+  uint32_t* thr;  // [rows, Hq]
+  int* cnt;       // [rows, Hq]
+};
+
+// The bin of a 256-bin histogram (counted from the top) that holds the need-th largest
+// element, and the count above it; one warp, every lane gets the result.
+__device__ int warp_find_bin(const int* hist, int need, int* above) {
+  const int lane = threadIdx.x & 31;
+  int loc[8], sum = 0;
+#pragma unroll
+  for (int c = 0; c < 8; c++) {
+    loc[c] = hist[255 - (lane * 8 + c)];
+    sum += loc[c];
+  }
+  int incl = sum;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    int y = __shfl_up_sync(0xffffffffu, incl, o);
+    if (lane >= o) incl += y;
+  }
+  int run = incl - sum;
+  const bool mine = run < need && incl >= need;
+  int bin = 0;
+  if (mine) {
+#pragma unroll
+    for (int c = 0; c < 8; c++) {
+      if (run < need && run + loc[c] >= need) {
+        bin = 255 - (lane * 8 + c);
+        *above = run;
+      }
+      run += loc[c];
+    }
+  }
+  const int src = __ffs(__ballot_sync(0xffffffffu, mine)) - 1;
+  *above = __shfl_sync(0xffffffffu, *above, src);
+  return __shfl_sync(0xffffffffu, bin, src);
+}
+
+template <int D, int HB>
+__global__ void __launch_bounds__(kThreads) sample_kernel(const SampleArgs a) {
+  constexpr int TPR = D / 8;             // threads per key row
+  constexpr int SLOTS = kThreads / TPR;  // key rows per step
+  constexpr int U = 4;                   // key rows in flight per thread
+  extern __shared__ uint32_t skey[];     // [HB][kMaxSamples]
+  __shared__ int hist[HB][256];
+  __shared__ int s_bin[HB], s_above[HB];
+
+  const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR, warp = tid / 32;
+  const int64_t rr = blockIdx.x / (a.Hkv * a.nslice);
+  const int rest = int(blockIdx.x % (a.Hkv * a.nslice));
+  const int kvh = rest / a.nslice, slice = rest % a.nslice;
+  const int h0 = kvh * a.G + slice * HB;
+  const int nh = min(HB, a.G - slice * HB);
+  const int64_t r = a.r0 + rr;
+  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
+  const int64_t t = r - s.r0;
+  const int64_t n = visible_keys(s, t, a.causal);
+  const RowSel rs = row_sel(a.sel.k, a.sel.ratio, a.sel.min_k, a.sel.sink, a.sel.window, n);
+  uint32_t* thr = a.thr + rr * a.Hq + h0;
+  if (tid < nh) a.cnt[rr * a.Hq + h0 + tid] = 0;
+  if (rs.take == 0 || rs.m <= a.cap) {
+    if (tid < nh) thr[tid] = rs.take == 0 ? 0xffffffffu : 0u;
+    return;
+  }
+  const int64_t ns = threshold_samples(rs.take, rs.m);
+  const int64_t e = threshold_target(rs.take, rs.m);
+  const int64_t want = (e * ns + rs.m - 1) / rs.m;
+  const int need = int(want < ns ? want : ns);
+
+  float qv[HB][8];
+#pragma unroll
+  for (int h = 0; h < HB; h++) {
+    int64_t qo = a.q.offset(s.batch, s.q_start + t, h0 + (h < nh ? h : 0)) + dg * 8;
+#pragma unroll
+    for (int c = 0; c < 8; c++) qv[h][c] = h < nh ? load1(a.q.data, a.q.dt, qo + c) : 0.f;
+  }
+  const int64_t kbase = int64_t(s.batch) * a.k.sb + int64_t(s.k_start) * a.k.st + int64_t(kvh) * a.k.sh;
+  // The same trip count for every thread: the dot products reduce across lanes.
+  for (int64_t b0 = 0; b0 < ns; b0 += SLOTS * U) {
+    const int64_t i0 = b0 + slot;
+    int64_t off[U];
+    bool valid[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      int64_t i = i0 + u * SLOTS;
+      valid[u] = i < ns;
+      off[u] = kbase + (rs.lo + threshold_sample_pos(valid[u] ? i : 0, ns, rs.m)) * a.k.st + dg * 8;
+    }
+    load_groups<U>(a.k, off, valid, a.vec, [&](int u, const float (&x)[8]) {
+#pragma unroll
+      for (int h = 0; h < HB; h++) {
+        float d = 0.f;
+#pragma unroll
+        for (int c = 0; c < 8; c++) d = fmaf(qv[h][c], x[c], d);
+#pragma unroll
+        for (int o = TPR / 2; o >= 1; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+        if (dg == 0 && valid[u] && h < nh) skey[h * kMaxSamples + i0 + u * SLOTS] = order_key(d * a.scale);
+      }
+    });
+  }
+  for (int i = tid; i < HB * 256; i += kThreads) (&hist[0][0])[i] = 0;
+  __syncthreads();
+
+  // Two radix digits of 8 bits: the top 16 bits of the need-th largest sampled key.
+  for (int i = tid; i < nh * ns; i += kThreads) {
+    int h = i / int(ns);
+    atomicAdd(&hist[h][skey[h * kMaxSamples + i % ns] >> 24], 1);
+  }
+  __syncthreads();
+  if (warp < nh) {
+    int above = 0;
+    int b = warp_find_bin(hist[warp], need, &above);
+    if ((tid & 31) == 0) {
+      s_bin[warp] = b;
+      s_above[warp] = above;
+    }
+  }
+  __syncthreads();
+  for (int i = tid; i < HB * 256; i += kThreads) (&hist[0][0])[i] = 0;
+  __syncthreads();
+  for (int i = tid; i < nh * ns; i += kThreads) {
+    int h = i / int(ns);
+    uint32_t key = skey[h * kMaxSamples + i % ns];
+    if (int(key >> 24) == s_bin[h]) atomicAdd(&hist[h][(key >> 16) & 0xff], 1);
+  }
+  __syncthreads();
+  if (warp < nh) {
+    int above = 0;
+    int b = warp_find_bin(hist[warp], need - s_above[warp], &above);
+    if ((tid & 31) == 0) thr[warp] = (uint32_t(s_bin[warp]) << 24) | (uint32_t(b) << 16);
+  }
+}
+
+template <int D, int HB>
+void run_sample(const SampleArgs& a, int64_t blocks) {
+  constexpr size_t smem = size_t(HB) * kMaxSamples * 4;
+  static bool attr = false;
+  if (!attr) {
+    TOPK_CUDA(cudaFuncSetAttribute(sample_kernel<D, HB>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    attr = true;
+  }
+  sample_kernel<D, HB><<<unsigned(blocks), kThreads, smem, stream()>>>(a);
+  TOPK_CUDA_LAUNCH();
+}
+
+}  // namespace
+
+void launch_sample_thresholds(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                              const SelectOpts& sel, int64_t cap, uint32_t* thr, int* cnt) {
+  if (r1 <= r0) return;
+  SampleArgs a;
+  a.seqs = st.d;
+  a.nseq = st.n;
+  a.r0 = r0;
+  a.Hq = p.Hq;
+  a.Hkv = p.Hkv;
+  a.G = p.group();
+  const int HB = a.G <= 4 ? 4 : 8;
+  a.nslice = (a.G + HB - 1) / HB;
+  a.scale = p.scale;
+  a.causal = p.causal;
+  a.q = drows(p.q);
+  a.k = drows(p.k);
+  a.vec = rows_aligned(a.k);
+  a.sel = sel;
+  a.cap = cap;
+  a.thr = thr;
+  a.cnt = cnt;
+  int64_t blocks = (r1 - r0) * p.Hkv * a.nslice;
+  TOPK_CHECK(blocks < (int64_t(1) << 31), "topk_attention_forward: too many rows for one launch");
+  TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "topk_attention_forward",
+      if (HB == 4) run_sample<kD, 4>(a, blocks); else run_sample<kD, 8>(a, blocks));
+}
+
+}  // namespace topk::cuda

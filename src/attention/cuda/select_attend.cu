@@ -1,0 +1,328 @@
+// Selection and attention of the threshold path of top-k attention (threshold.h): one block
+// per (row, query head), after the filtering score pass.
+//   select  When the row kept between `take` and `cap` candidates, a three-digit radix select
+//           over them finds the exact threshold key T and how many keys equal to T to keep;
+//           a bitmap of the survivors over the key positions then gives each its slot in
+//           index order (ties to the lower index). Otherwise the row is scored again in full
+//           into scratch and selected by select_row_block.
+//   attend  Softmax over the selection's scores (sink, selected and window keys in index
+//           order) and the weighted sum of their V rows, in a fixed order, into o and lse.
+#include <cmath>
+
+#include "attention/cuda/common.cuh"
+#include "attention/cuda/launch.h"
+#include "attention/cuda/select_row.cuh"
+
+namespace topk::cuda {
+
+namespace {
+
+constexpr int kWin = 131072;  // key positions per bitmap window
+constexpr int kWords = kWin / 32;
+constexpr int kWordsPerThread = kWords / kSelThreads;
+
+struct SAArgs {
+  const DSeq* seqs;
+  int nseq;
+  int64_t r0;
+  int Hq, Hkv, G;
+  int64_t Smax, Tq, K, cap;
+  float scale;
+  bool causal, vec_k, vec_v;
+  DRows q, k, v;
+  SelectOpts sel;
+  const int* cnt;
+  const uint2* cand;
+  float* sel_scores;
+  float* scratch;
+  int32_t* out;
+  void* o;
+  int odt;
+  int64_t osb, ost, osh;
+  float* lse;
+};
+
+// Exact top-`take` of the c candidates (c >= take): positions lo.. in index order in sel, their
+// scores in fsel.
+__device__ void select_candidates(const uint2* cand, int c, int take, int64_t lo, int64_t hi,
+                                  int* smem, int* tmp, int* s_res, int32_t* sel, float* fsel) {
+  const int tid = threadIdx.x;
+  int* hist = smem;
+  // Three radix digits (12, 12, 8 bits) of the take-th largest key.
+  for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
+  __syncthreads();
+  for (int i = tid; i < c; i += kSelThreads) atomicAdd(&hist[cand[i].x >> 20], 1);
+  __syncthreads();
+  int b1, a1;
+  find_bin(hist, kBins, take, tmp, s_res, b1, a1);
+  const int need1 = take - a1;
+  for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
+  __syncthreads();
+  for (int i = tid; i < c; i += kSelThreads) {
+    uint32_t k = cand[i].x;
+    if (int(k >> 20) == b1) atomicAdd(&hist[(k >> 8) & 0xfff], 1);
+  }
+  __syncthreads();
+  int b2, a2;
+  find_bin(hist, kBins, need1, tmp, s_res, b2, a2);
+  const int need2 = need1 - a2;
+  const uint32_t pre2 = (uint32_t(b1) << 12) | uint32_t(b2);
+  for (int i = tid; i < 256; i += kSelThreads) hist[i] = 0;
+  __syncthreads();
+  for (int i = tid; i < c; i += kSelThreads) {
+    uint32_t k = cand[i].x;
+    if ((k >> 8) == pre2) atomicAdd(&hist[k & 0xff], 1);
+  }
+  __syncthreads();
+  int b3, a3;
+  find_bin(hist, 256, need2, tmp, s_res, b3, a3);
+  const int need3 = need2 - a3;  // keys equal to T to keep: the lowest indices
+  const uint32_t T = (pre2 << 8) | uint32_t(b3);
+
+  // Slots in index order: a key's slot is the number of kept keys before it, counted from
+  // bitmaps of the keys above T and equal to T (thread i owns words 8i .. 8i+7).
+  uint32_t* gtw = reinterpret_cast<uint32_t*>(smem + kBins);
+  uint32_t* eqw = gtw + kWords;
+  int* tpg = reinterpret_cast<int*>(eqw + kWords);
+  int* tpe = tpg + kSelThreads;
+  int gbase = 0, ebase = 0;
+  for (int64_t w0 = lo; w0 < hi; w0 += kWin) {
+    for (int i = tid; i < kWords; i += kSelThreads) {
+      gtw[i] = 0;
+      eqw[i] = 0;
+    }
+    __syncthreads();
+    for (int i = tid; i < c; i += kSelThreads) {
+      uint2 e = cand[i];
+      int64_t b = int64_t(e.y) - w0;
+      if (b >= 0 && b < kWin && e.x >= T) atomicOr(&(e.x > T ? gtw : eqw)[b >> 5], 1u << (b & 31));
+    }
+    __syncthreads();
+    int cgt = 0, ceq = 0;
+#pragma unroll
+    for (int q = 0; q < kWordsPerThread; q++) {
+      cgt += __popc(gtw[tid * kWordsPerThread + q]);
+      ceq += __popc(eqw[tid * kWordsPerThread + q]);
+    }
+    int tg, te;
+    const int pg = block_exclusive_scan(cgt, tmp, &tg);
+    const int pe = block_exclusive_scan(ceq, tmp, &te);
+    tpg[tid] = gbase + pg;
+    tpe[tid] = ebase + pe;
+    __syncthreads();
+    for (int i = tid; i < c; i += kSelThreads) {
+      uint2 e = cand[i];
+      int64_t b = int64_t(e.y) - w0;
+      if (b < 0 || b >= kWin || e.x < T) continue;
+      const int wd = int(b >> 5), own = wd / kWordsPerThread;
+      int gb = tpg[own], eb = tpe[own];
+      for (int q = own * kWordsPerThread; q < wd; q++) {
+        gb += __popc(gtw[q]);
+        eb += __popc(eqw[q]);
+      }
+      const uint32_t below = (1u << (b & 31)) - 1u;
+      gb += __popc(gtw[wd] & below);
+      eb += __popc(eqw[wd] & below);
+      int pos;
+      if (e.x > T) {
+        pos = gb + min(eb, need3);
+      } else {
+        if (eb >= need3) continue;
+        pos = gb + eb;
+      }
+      sel[pos] = int32_t(e.y);
+      fsel[pos] = key_score(e.x);
+    }
+    gbase += tg;
+    ebase += te;
+    __syncthreads();
+  }
+}
+
+// The row's candidates do not decide it: score all its competing keys into srow (one block,
+// slow but rare) and select from the full row.
+template <int D>
+__device__ void select_full_row(const SAArgs& a, const DSeq& s, int64_t t, int kvh, int h,
+                                float* srow, const RowSel& rs, int* smem, int* tmp, int* s_res,
+                                int32_t* sel, float* fsel) {
+  constexpr int TPR = D / 8, SLOTS = kSelThreads / TPR;
+  const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR;
+  float qv[8];
+  const int64_t qo = a.q.offset(s.batch, s.q_start + t, h) + dg * 8;
+#pragma unroll
+  for (int e = 0; e < 8; e++) qv[e] = load1(a.q.data, a.q.dt, qo + e);
+  const int64_t kbase = int64_t(s.batch) * a.k.sb + int64_t(s.k_start) * a.k.st + int64_t(kvh) * a.k.sh;
+  for (int64_t j0 = rs.lo; j0 < rs.hi; j0 += SLOTS) {  // uniform trip count: lanes reduce
+    const int64_t j = j0 + slot;
+    const bool ok = j < rs.hi;
+    const int64_t off[1] = {kbase + (ok ? j : rs.lo) * a.k.st + dg * 8};
+    const bool valid[1] = {ok};
+    load_groups<1>(a.k, off, valid, a.vec_k, [&](int, const float (&x)[8]) {
+      float d = 0.f;
+#pragma unroll
+      for (int e = 0; e < 8; e++) d = fmaf(qv[e], x[e], d);
+#pragma unroll
+      for (int o = TPR / 2; o >= 1; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+      if (dg == 0 && ok) srow[j] = d * a.scale;
+    });
+  }
+  __syncthreads();
+  if (rs.take == rs.m) {
+    for (int64_t i = tid; i < rs.m; i += kSelThreads) sel[i] = int32_t(rs.lo + i);
+  } else {
+    select_row_block(srow, rs.lo, rs.hi, rs.take, smem, tmp, s_res, sel);
+  }
+  __syncthreads();
+  for (int64_t i = tid; i < rs.take; i += kSelThreads) fsel[i] = srow[sel[i]];
+}
+
+__device__ float block_reduce(float x, bool is_max, float* red) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int o = 16; o >= 1; o >>= 1) {
+    float y = __shfl_xor_sync(0xffffffffu, x, o);
+    x = is_max ? fmaxf(x, y) : x + y;
+  }
+  if (lane == 0) red[warp] = x;
+  __syncthreads();
+  x = red[0];
+  for (int w = 1; w < kSelThreads / 32; w++) x = is_max ? fmaxf(x, red[w]) : x + red[w];
+  __syncthreads();
+  return x;
+}
+
+template <int D>
+__global__ void __launch_bounds__(kSelThreads, 2) select_attend_kernel(const SAArgs a) {
+  constexpr int TPR = D / 8, SLOTS = kSelThreads / TPR, U = 4;
+  extern __shared__ int smem[];
+  __shared__ int tmp[33];
+  __shared__ int s_res[2];
+  __shared__ float s_red[kSelThreads / 32];
+
+  const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR;
+  const int64_t rr = blockIdx.x / a.Hq;
+  const int h = int(blockIdx.x % a.Hq), kvh = h / a.G;
+  const int64_t r = a.r0 + rr;
+  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
+  const int64_t t = r - s.r0;
+  const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
+  const int64_t n = visible_keys(s, t, a.causal);
+  const RowSel rs = row_sel(a.sel.k, a.sel.ratio, a.sel.min_k, a.sel.sink, a.sel.window, n);
+  const int64_t nsel = rs.forced + rs.take;
+  int32_t* orow = a.out + (qrow * a.Hq + h) * a.K;
+  float* frow = a.sel_scores + (rr * a.Hq + h) * a.K;
+
+  // Index order: sink, the selected keys, window; -1 after.
+  for (int64_t i = tid; i < rs.lo; i += kSelThreads) orow[i] = int32_t(i);
+  for (int64_t i = tid; i < n - rs.hi; i += kSelThreads) orow[rs.lo + rs.take + i] = int32_t(rs.hi + i);
+  for (int64_t i = nsel + tid; i < a.K; i += kSelThreads) orow[i] = -1;
+  if (rs.take > 0) {
+    const int c = a.cnt[rr * a.Hq + h];
+    if (c >= rs.take && c <= a.cap)
+      select_candidates(a.cand + (rr * a.Hq + h) * a.cap, c, int(rs.take), rs.lo, rs.hi, smem,
+                        tmp, s_res, orow + rs.lo, frow + rs.lo);
+    else
+      select_full_row<D>(a, s, t, kvh, h, a.scratch + (rr * a.Hq + h) * a.Smax, rs, smem, tmp,
+                         s_res, orow + rs.lo, frow + rs.lo);
+  }
+  __syncthreads();
+
+  // Softmax over the selection's scores, then the V rows weighted in index order.
+  float mx = -INFINITY;
+  for (int64_t i = tid; i < nsel; i += kSelThreads) mx = fmaxf(mx, frow[i]);
+  mx = block_reduce(mx, true, s_red);
+  float sum = 0.f;
+  if (mx != -INFINITY)
+    for (int64_t i = tid; i < nsel; i += kSelThreads) sum += expf(frow[i] - mx);
+  const float L = block_reduce(sum, false, s_red);
+  const int64_t vbase = int64_t(s.batch) * a.v.sb + int64_t(s.k_start) * a.v.st + int64_t(kvh) * a.v.sh;
+  float acc[8];
+#pragma unroll
+  for (int e = 0; e < 8; e++) acc[e] = 0.f;
+  for (int64_t b0 = 0; b0 < nsel; b0 += SLOTS * U) {
+    int64_t off[U];
+    bool valid[U];
+    float pr[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int64_t i = b0 + slot + u * SLOTS;
+      valid[u] = i < nsel;
+      const int64_t j = valid[u] ? orow[i] : 0;
+      pr[u] = valid[u] && mx != -INFINITY ? expf(frow[i] - mx) : 0.f;
+      off[u] = vbase + j * a.v.st + dg * 8;
+    }
+    load_groups<U>(a.v, off, valid, a.vec_v, [&](int u, const float (&x)[8]) {
+#pragma unroll
+      for (int e = 0; e < 8; e++) acc[e] = fmaf(pr[u], x[e], acc[e]);
+    });
+  }
+  float* red = reinterpret_cast<float*>(smem);  // [SLOTS][D]; the selection is done with smem
+#pragma unroll
+  for (int e = 0; e < 8; e++) red[slot * D + dg * 8 + e] = acc[e];
+  __syncthreads();
+  const bool empty = !(L > 0.f);
+  const int64_t ooff = int64_t(s.batch) * a.osb + int64_t(s.q_start + t) * a.ost + int64_t(h) * a.osh;
+  for (int d = tid; d < D; d += kSelThreads) {
+    float x = 0.f;
+    for (int sl = 0; sl < SLOTS; sl++) x += red[sl * D + d];
+    store1(a.o, a.odt, ooff + d, empty ? 0.f : x / L);
+  }
+  if (tid == 0) a.lse[qrow * a.Hq + h] = empty ? INFINITY : mx + logf(L);
+}
+
+template <int D>
+void run_select_attend(const SAArgs& a, int64_t blocks) {
+  static bool attr = false;
+  if (!attr) {
+    TOPK_CUDA(cudaFuncSetAttribute(select_attend_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   int(kSelSmem)));
+    attr = true;
+  }
+  select_attend_kernel<D><<<unsigned(blocks), kSelThreads, kSelSmem, stream()>>>(a);
+  TOPK_CUDA_LAUNCH();
+}
+
+}  // namespace
+
+void launch_select_attend(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                          const SelectOpts& sel, const int* cnt, const uint32_t* cand,
+                          int64_t cap, float* sel_scores, float* scratch, int32_t* indices,
+                          int64_t K) {
+  if (r1 <= r0) return;
+  static_assert(kBins + 2 * kWords + 2 * kSelThreads <= int(kSelSmem / 4), "bitmaps fit");
+  SAArgs a;
+  a.seqs = st.d;
+  a.nseq = st.n;
+  a.r0 = r0;
+  a.Hq = p.Hq;
+  a.Hkv = p.Hkv;
+  a.G = p.group();
+  a.Smax = p.Smax;
+  a.Tq = p.Tq;
+  a.K = K;
+  a.cap = cap;
+  a.scale = p.scale;
+  a.causal = p.causal;
+  a.q = drows(p.q);
+  a.k = drows(p.k);
+  a.v = drows(p.v);
+  a.vec_k = rows_aligned(a.k);
+  a.vec_v = rows_aligned(a.v);
+  a.sel = sel;
+  a.cnt = cnt;
+  a.cand = reinterpret_cast<const uint2*>(cand);
+  a.sel_scores = sel_scores;
+  a.scratch = scratch;
+  a.out = indices;
+  a.o = p.o_data;
+  a.odt = dt_code(p.o.dtype);
+  a.osb = p.o.sb;
+  a.ost = p.o.st;
+  a.osh = p.o.sh;
+  a.lse = p.lse;
+  int64_t blocks = (r1 - r0) * p.Hq;
+  TOPK_CHECK(blocks < (int64_t(1) << 31), "topk_attention_forward: too many rows for one launch");
+  TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "topk_attention_forward", run_select_attend<kD>(a, blocks));
+}
+
+}  // namespace topk::cuda
