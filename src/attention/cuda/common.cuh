@@ -64,9 +64,11 @@ SeqTable upload_seqs(const AttnParams& p);
 void* workspace(int slot, size_t bytes);
 enum : int {
   kWsScores = 0, kWsRank, kWsPartial, kWsLse,
-  kWsThr, kWsCand, kWsSelScores,  // threshold path of top-k attention
+  kWsThr, kWsCand, kWsSelScores, kWsSamples, kWsCounters,  // threshold path of top-k
   kWsCount
 };
+// Counters that kernels leave at zero when they finish (last-block-done); zeroed when allocated.
+int* zeroed_counters(size_t n);
 int num_sms();
 cudaStream_t stream();  // the stream all ops run on (the legacy default stream)
 

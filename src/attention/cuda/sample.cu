@@ -4,6 +4,10 @@
 // row then reach it. Rows short enough for every key to be a candidate get threshold 0 (all
 // keys pass); rows that select nothing get one no score reaches. Also zeroes the candidate
 // counts that the filtering score pass appends to.
+// The sample of an item (row, KV head, head slice) is split over `parts` blocks so that its
+// loads run in parallel; the last block of the item to finish (a counter) picks the
+// thresholds from the sampled keys in global memory.
+#include <algorithm>
 #include <cmath>
 
 #include "attention/cuda/common.cuh"
@@ -15,7 +19,7 @@ namespace topk::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kMaxSamples = 2048;
+constexpr int kMaxSamples = int(kThresholdMaxSamples);
 
 struct SampleArgs {
   const DSeq* seqs;
@@ -27,8 +31,11 @@ struct SampleArgs {
   DRows q, k;
   SelectOpts sel;
   int64_t cap;
-  uint32_t* thr;  // [rows, Hq]
-  int* cnt;       // [rows, Hq]
+  int parts;
+  uint32_t* thr;    // [rows, Hq]
+  int* cnt;         // [rows, Hq]
+  uint32_t* skeys;  // [rows, Hq, kMaxSamples]
+  int* done;        // [items], zero between calls
 };
 
 // The bin of a 256-bin histogram (counted from the top) that holds the need-th largest
@@ -73,10 +80,13 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const SampleArgs a) {
   extern __shared__ uint32_t skey[];     // [HB][kMaxSamples]
   __shared__ int hist[HB][256];
   __shared__ int s_bin[HB], s_above[HB];
+  __shared__ bool s_last;
 
   const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR, warp = tid / 32;
-  const int64_t rr = blockIdx.x / (a.Hkv * a.nslice);
-  const int rest = int(blockIdx.x % (a.Hkv * a.nslice));
+  const int64_t item = blockIdx.x / a.parts;
+  const int part = int(blockIdx.x % a.parts);
+  const int64_t rr = item / (a.Hkv * a.nslice);
+  const int rest = int(item % (a.Hkv * a.nslice));
   const int kvh = rest / a.nslice, slice = rest % a.nslice;
   const int h0 = kvh * a.G + slice * HB;
   const int nh = min(HB, a.G - slice * HB);
@@ -86,16 +96,21 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const SampleArgs a) {
   const int64_t n = visible_keys(s, t, a.causal);
   const RowSel rs = row_sel(a.sel.k, a.sel.ratio, a.sel.min_k, a.sel.sink, a.sel.window, n);
   uint32_t* thr = a.thr + rr * a.Hq + h0;
-  if (tid < nh) a.cnt[rr * a.Hq + h0 + tid] = 0;
   if (rs.take == 0 || rs.m <= a.cap) {
-    if (tid < nh) thr[tid] = rs.take == 0 ? 0xffffffffu : 0u;
+    if (part == 0 && tid < nh) {
+      a.cnt[rr * a.Hq + h0 + tid] = 0;
+      thr[tid] = rs.take == 0 ? 0xffffffffu : 0u;
+    }
     return;
   }
   const int64_t ns = threshold_samples(rs.take, rs.m);
   const int64_t e = threshold_target(rs.take, rs.m);
   const int64_t want = (e * ns + rs.m - 1) / rs.m;
   const int need = int(want < ns ? want : ns);
+  uint32_t* gkeys = a.skeys + (rr * a.Hq + h0) * kMaxSamples;
 
+  // This block's share of the sample: keys [i_lo, i_hi) of the ns sampled ones.
+  const int64_t i_lo = part * ns / a.parts, i_hi = (part + 1) * ns / a.parts;
   float qv[HB][8];
 #pragma unroll
   for (int h = 0; h < HB; h++) {
@@ -105,15 +120,14 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const SampleArgs a) {
   }
   const int64_t kbase = int64_t(s.batch) * a.k.sb + int64_t(s.k_start) * a.k.st + int64_t(kvh) * a.k.sh;
   // The same trip count for every thread: the dot products reduce across lanes.
-  for (int64_t b0 = 0; b0 < ns; b0 += SLOTS * U) {
-    const int64_t i0 = b0 + slot;
-    int64_t off[U];
+  for (int64_t b0 = i_lo; b0 < i_hi; b0 += SLOTS * U) {
+    int64_t off[U], idx[U];
     bool valid[U];
 #pragma unroll
     for (int u = 0; u < U; u++) {
-      int64_t i = i0 + u * SLOTS;
-      valid[u] = i < ns;
-      off[u] = kbase + (rs.lo + threshold_sample_pos(valid[u] ? i : 0, ns, rs.m)) * a.k.st + dg * 8;
+      idx[u] = b0 + slot + u * SLOTS;
+      valid[u] = idx[u] < i_hi;
+      off[u] = kbase + (rs.lo + threshold_sample_pos(valid[u] ? idx[u] : i_lo, ns, rs.m)) * a.k.st + dg * 8;
     }
     load_groups<U>(a.k, off, valid, a.vec, [&](int u, const float (&x)[8]) {
 #pragma unroll
@@ -123,9 +137,25 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const SampleArgs a) {
         for (int c = 0; c < 8; c++) d = fmaf(qv[h][c], x[c], d);
 #pragma unroll
         for (int o = TPR / 2; o >= 1; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-        if (dg == 0 && valid[u] && h < nh) skey[h * kMaxSamples + i0 + u * SLOTS] = order_key(d * a.scale);
+        if (dg == 0 && valid[u] && h < nh) gkeys[h * kMaxSamples + idx[u]] = order_key(d * a.scale);
       }
     });
+  }
+  // Last block of the item: every part's keys are visible after the fence and the counter.
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) {
+    int prev = atomicAdd(&a.done[item], 1);
+    s_last = prev == a.parts - 1;
+    if (s_last) a.done[item] = 0;
+  }
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  if (tid < nh) a.cnt[rr * a.Hq + h0 + tid] = 0;
+  for (int i = tid; i < nh * ns; i += kThreads) {
+    int h = i / int(ns), j = i % int(ns);
+    skey[h * kMaxSamples + j] = __ldcg(gkeys + h * kMaxSamples + j);
   }
   for (int i = tid; i < HB * 256; i += kThreads) (&hist[0][0])[i] = 0;
   __syncthreads();
@@ -175,7 +205,8 @@ void run_sample(const SampleArgs& a, int64_t blocks) {
 }  // namespace
 
 void launch_sample_thresholds(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
-                              const SelectOpts& sel, int64_t cap, uint32_t* thr, int* cnt) {
+                              const SelectOpts& sel, int64_t cap, uint32_t* thr, int* cnt,
+                              uint32_t* skeys) {
   if (r1 <= r0) return;
   SampleArgs a;
   a.seqs = st.d;
@@ -195,7 +226,13 @@ void launch_sample_thresholds(const AttnParams& p, const SeqTable& st, int64_t r
   a.cap = cap;
   a.thr = thr;
   a.cnt = cnt;
-  int64_t blocks = (r1 - r0) * p.Hkv * a.nslice;
+  const int64_t items = (r1 - r0) * p.Hkv * a.nslice;
+  // Enough parts for about two blocks per SM, each with at least 64 sampled keys.
+  int64_t parts = (2 * num_sms() + items - 1) / items;
+  a.parts = int(std::max<int64_t>(1, std::min<int64_t>(parts, 8)));
+  a.skeys = skeys;
+  a.done = zeroed_counters(size_t(items));
+  int64_t blocks = items * a.parts;
   TOPK_CHECK(blocks < (int64_t(1) << 31), "topk_attention_forward: too many rows for one launch");
   TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "topk_attention_forward",
       if (HB == 4) run_sample<kD, 4>(a, blocks); else run_sample<kD, 8>(a, blocks));

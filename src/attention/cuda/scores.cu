@@ -37,14 +37,34 @@ struct ScoreArgs {
 
 constexpr int kThreads = 256;
 
-// The candidates of one scored tile (FILTER): warp w takes head w of the slice (row hrow + w
-// of the [rows, Hq] lists). One atomic per warp and tile reserves the list slots.
-__device__ __forceinline__ void filter_tile(const ScoreArgs& a, const float* tile, int w, int nh,
-                                            int64_t hrow0, int64_t tile0, int64_t n,
-                                            const RowSel& rs, uint32_t thr) {
-  if (w >= nh) return;
+// Candidates of the FILTER pass are staged per warp in shared memory and appended to the
+// row's list in batches: reserving list slots is an atomic whose result the warp must wait
+// for, and one per tile stalled the K stream by ~20%.
+constexpr int kStage = 512;
+
+// Appends a warp's staged candidates to list row hrow and empties the stage.
+__device__ __forceinline__ void flush_stage(const ScoreArgs& a, uint2* stage, int& staged,
+                                            int64_t hrow) {
+  if (staged == 0) return;
   const int lane = threadIdx.x & 31;
-  const int64_t hrow = hrow0 + w;
+  int base = 0;
+  if (lane == 0) base = atomicAdd(&a.cnt[hrow], staged);
+  base = __shfl_sync(0xffffffffu, base, 0);
+  uint2* list = a.cand + hrow * a.cap;
+  for (int i = lane; i < staged; i += 32)
+    if (base + i < a.cap) list[base + i] = stage[i];
+  __syncwarp();
+  staged = 0;
+}
+
+// The candidates of one scored tile (FILTER), for head w of the slice (list row hrow): the
+// forced keys' scores go to their slots of the selection, competing keys at or above the
+// threshold to the warp's stage.
+__device__ __forceinline__ void filter_tile(const ScoreArgs& a, const float* tile, int w,
+                                            int64_t hrow, int64_t tile0, int64_t n,
+                                            const RowSel& rs, uint32_t thr, uint2* stage,
+                                            int& staged) {
+  const int lane = threadIdx.x & 31;
   constexpr int kPer = kTile / 32;
   uint32_t key[kPer], mask[kPer];
   int total = 0;
@@ -61,19 +81,15 @@ __device__ __forceinline__ void filter_tile(const ScoreArgs& a, const float* til
     total += __popc(mask[i]);
   }
   if (total == 0) return;
-  int base = 0;
-  if (lane == 0) base = atomicAdd(&a.cnt[hrow], total);
-  base = __shfl_sync(0xffffffffu, base, 0);
+  if (staged + total > kStage) flush_stage(a, stage, staged, hrow);
   const uint32_t below = (1u << lane) - 1;
-  uint2* list = a.cand + hrow * a.cap;
 #pragma unroll
   for (int i = 0; i < kPer; i++) {
-    if (mask[i] >> lane & 1u) {
-      int pos = base + __popc(mask[i] & below);
-      if (pos < a.cap) list[pos] = make_uint2(key[i], uint32_t(tile0 + lane + 32 * i));
-    }
-    base += __popc(mask[i]);
+    if (mask[i] >> lane & 1u)
+      stage[staged + __popc(mask[i] & below)] = make_uint2(key[i], uint32_t(tile0 + lane + 32 * i));
+    staged += __popc(mask[i]);
   }
+  __syncwarp();
 }
 
 template <int D, int HB, bool FILTER>
@@ -85,8 +101,9 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
   constexpr int NB = KB * HB;
   static_assert(NB >= TPR, "reduce_scatter needs NB >= TPR");
   __shared__ float sc[2][HB][kTile];
+  __shared__ uint2 stage[FILTER ? HB : 1][FILTER ? kStage : 1];
 
-  const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR;
+  const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR, warp = tid / 32;
   int64_t u0 = int64_t(blockIdx.x) * a.units / gridDim.x;
   int64_t u1 = int64_t(blockIdx.x + 1) * a.units / gridDim.x;
   int64_t cur_item = -1;
@@ -95,11 +112,15 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
   int h0 = 0, nh = 0, kvh = 0;
   int buf = 0;
   RowSel rs{};
-  uint32_t thr = 0;  // FILTER: the threshold of head h0 + warp
+  uint32_t thr = 0;     // FILTER: the threshold of head h0 + warp
+  int staged = 0;       // FILTER: candidates in this warp's stage
+  int64_t hrow = 0;     // FILTER: the list row of head h0 + warp
   for (int64_t u = u0; u < u1; u++) {
     int64_t item = u / a.tiles;
     int64_t tile0 = (u % a.tiles) * kTile;
     if (item != cur_item) {
+      if constexpr (FILTER)
+        if (warp < nh) flush_stage(a, stage[warp], staged, hrow);
       cur_item = item;
       int64_t rr = item / (a.Hkv * a.nslice);
       int rest = int(item % (a.Hkv * a.nslice));
@@ -115,7 +136,8 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
       orow = a.out_compact ? rr : int64_t(s.batch) * a.Tq + s.q_start + t;
       if constexpr (FILTER) {
         rs = row_sel(a.sel.k, a.sel.ratio, a.sel.min_k, a.sel.sink, a.sel.window, n);
-        thr = tid / 32 < nh ? a.thr[rr * a.Hq + h0 + tid / 32] : 0xffffffffu;
+        hrow = rr * a.Hq + h0 + warp;
+        thr = warp < nh ? a.thr[hrow] : 0xffffffffu;
       }
 #pragma unroll
       for (int h = 0; h < HB; h++) {
@@ -160,7 +182,7 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
     }
     __syncthreads();
     if constexpr (FILTER) {
-      filter_tile(a, sc[buf][0], tid / 32, nh, orow * a.Hq + h0, tile0, n, rs, thr);
+      if (warp < nh) filter_tile(a, sc[buf][0], warp, hrow, tile0, n, rs, thr, stage[warp], staged);
     } else {
       float* out0 = a.out + (orow * a.Hq + h0) * a.Smax + tile0;
       if (a.vec && tile0 + kTile <= a.Smax && (a.Smax % 4) == 0) {
@@ -178,6 +200,8 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
     }
     buf ^= 1;
   }
+  if constexpr (FILTER)
+    if (warp < nh) flush_stage(a, stage[warp], staged, hrow);
 }
 
 template <int D, int HB, bool FILTER>

@@ -20,6 +20,13 @@ namespace {
 constexpr int kWin = 131072;  // key positions per bitmap window
 constexpr int kWords = kWin / 32;
 constexpr int kWordsPerThread = kWords / kSelThreads;
+// Dynamic shared memory: region A holds the candidates (keys, then indices), later the
+// selection (indices, then scores); region B the histogram or the bitmaps and per-thread
+// counts, later the V reduction. The fallback's select_row_block uses the first kSelSmem bytes.
+constexpr int kSmemList = 8192;                       // entries of region A
+constexpr int kRegionB = kBins > 2 * kWords ? kBins : 2 * kWords;
+constexpr size_t kSASmem = size_t(2 * kSmemList + kRegionB + 2 * kSelThreads) * 4;
+static_assert(kSASmem >= kSelSmem, "the fallback's select needs kSelSmem bytes");
 
 struct SAArgs {
   const DSeq* seqs;
@@ -42,16 +49,41 @@ struct SAArgs {
   float* lse;
 };
 
-// Exact top-`take` of the c candidates (c >= take): positions lo.. in index order in sel, their
-// scores in fsel.
-__device__ void select_candidates(const uint2* cand, int c, int take, int64_t lo, int64_t hi,
+// Exact top-`take` of the c candidates (c >= take): in index order to sel (from position 0),
+// their scores to fsel.
+__device__ void select_candidates(const uint2* gcand, int c, int take, int64_t lo, int64_t hi,
                                   int* smem, int* tmp, int* s_res, int32_t* sel, float* fsel) {
   const int tid = threadIdx.x;
-  int* hist = smem;
+  uint32_t* ck = reinterpret_cast<uint32_t*>(smem);
+  uint32_t* ci = ck + kSmemList;
+  int* hist = smem + 2 * kSmemList;
+  // The candidates into shared memory when they fit, all loads of a thread in flight at once.
+  const bool in_smem = c <= kSmemList;
+  if (in_smem) {
+    constexpr int U = 8;
+    for (int i0 = 0; i0 < c; i0 += U * kSelThreads) {
+      uint2 v[U];
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        int i = i0 + tid + u * kSelThreads;
+        v[u] = i < c ? gcand[i] : make_uint2(0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        int i = i0 + tid + u * kSelThreads;
+        if (i < c) {
+          ck[i] = v[u].x;
+          ci[i] = v[u].y;
+        }
+      }
+    }
+  }
+  auto cand = [&](int i) { return in_smem ? make_uint2(ck[i], ci[i]) : gcand[i]; };
+
   // Three radix digits (12, 12, 8 bits) of the take-th largest key.
   for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
   __syncthreads();
-  for (int i = tid; i < c; i += kSelThreads) atomicAdd(&hist[cand[i].x >> 20], 1);
+  for (int i = tid; i < c; i += kSelThreads) atomicAdd(&hist[cand(i).x >> 20], 1);
   __syncthreads();
   int b1, a1;
   find_bin(hist, kBins, take, tmp, s_res, b1, a1);
@@ -59,7 +91,7 @@ __device__ void select_candidates(const uint2* cand, int c, int take, int64_t lo
   for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
   __syncthreads();
   for (int i = tid; i < c; i += kSelThreads) {
-    uint32_t k = cand[i].x;
+    uint32_t k = cand(i).x;
     if (int(k >> 20) == b1) atomicAdd(&hist[(k >> 8) & 0xfff], 1);
   }
   __syncthreads();
@@ -70,7 +102,7 @@ __device__ void select_candidates(const uint2* cand, int c, int take, int64_t lo
   for (int i = tid; i < 256; i += kSelThreads) hist[i] = 0;
   __syncthreads();
   for (int i = tid; i < c; i += kSelThreads) {
-    uint32_t k = cand[i].x;
+    uint32_t k = cand(i).x;
     if ((k >> 8) == pre2) atomicAdd(&hist[k & 0xff], 1);
   }
   __syncthreads();
@@ -81,7 +113,7 @@ __device__ void select_candidates(const uint2* cand, int c, int take, int64_t lo
 
   // Slots in index order: a key's slot is the number of kept keys before it, counted from
   // bitmaps of the keys above T and equal to T (thread i owns words 8i .. 8i+7).
-  uint32_t* gtw = reinterpret_cast<uint32_t*>(smem + kBins);
+  uint32_t* gtw = reinterpret_cast<uint32_t*>(hist);
   uint32_t* eqw = gtw + kWords;
   int* tpg = reinterpret_cast<int*>(eqw + kWords);
   int* tpe = tpg + kSelThreads;
@@ -93,7 +125,7 @@ __device__ void select_candidates(const uint2* cand, int c, int take, int64_t lo
     }
     __syncthreads();
     for (int i = tid; i < c; i += kSelThreads) {
-      uint2 e = cand[i];
+      uint2 e = cand(i);
       int64_t b = int64_t(e.y) - w0;
       if (b >= 0 && b < kWin && e.x >= T) atomicOr(&(e.x > T ? gtw : eqw)[b >> 5], 1u << (b & 31));
     }
@@ -111,7 +143,7 @@ __device__ void select_candidates(const uint2* cand, int c, int take, int64_t lo
     tpe[tid] = ebase + pe;
     __syncthreads();
     for (int i = tid; i < c; i += kSelThreads) {
-      uint2 e = cand[i];
+      uint2 e = cand(i);
       int64_t b = int64_t(e.y) - w0;
       if (b < 0 || b >= kWin || e.x < T) continue;
       const int wd = int(b >> 5), own = wd / kWordsPerThread;
@@ -191,9 +223,11 @@ __device__ float block_reduce(float x, bool is_max, float* red) {
   return x;
 }
 
-template <int D>
-__global__ void __launch_bounds__(kSelThreads, 2) select_attend_kernel(const SAArgs a) {
-  constexpr int TPR = D / 8, SLOTS = kSelThreads / TPR, U = 4;
+// U: V rows in flight per thread. Few blocks (small batch) are latency-bound and take U = 8
+// at one block per SM; many take U = 4 at two per SM (the registers of U = 8 would spill).
+template <int D, int U>
+__global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_kernel(const SAArgs a) {
+  constexpr int TPR = D / 8, SLOTS = kSelThreads / TPR;
   extern __shared__ int smem[];
   __shared__ int tmp[33];
   __shared__ int s_res[2];
@@ -227,13 +261,41 @@ __global__ void __launch_bounds__(kSelThreads, 2) select_attend_kernel(const SAA
   }
   __syncthreads();
 
+  // The selection (written to global memory by many threads) into shared memory when it fits.
+  int32_t* sidx = reinterpret_cast<int32_t*>(smem);
+  float* ssc = reinterpret_cast<float*>(smem + kSmemList);
+  const bool sel_smem = nsel <= kSmemList;
+  if (sel_smem) {
+    for (int64_t i0 = 0; i0 < nsel; i0 += 4 * kSelThreads) {
+      int32_t x[4];
+      float y[4];
+#pragma unroll
+      for (int u = 0; u < 4; u++) {
+        int64_t i = i0 + tid + u * kSelThreads;
+        x[u] = i < nsel ? __ldcg(orow + i) : 0;
+        y[u] = i < nsel ? __ldcg(frow + i) : 0.f;
+      }
+#pragma unroll
+      for (int u = 0; u < 4; u++) {
+        int64_t i = i0 + tid + u * kSelThreads;
+        if (i < nsel) {
+          sidx[i] = x[u];
+          ssc[i] = y[u];
+        }
+      }
+    }
+    __syncthreads();
+  }
+  auto score_at = [&](int64_t i) { return sel_smem ? ssc[i] : __ldcg(frow + i); };
+  auto index_at = [&](int64_t i) { return sel_smem ? sidx[i] : __ldcg(orow + i); };
+
   // Softmax over the selection's scores, then the V rows weighted in index order.
   float mx = -INFINITY;
-  for (int64_t i = tid; i < nsel; i += kSelThreads) mx = fmaxf(mx, frow[i]);
+  for (int64_t i = tid; i < nsel; i += kSelThreads) mx = fmaxf(mx, score_at(i));
   mx = block_reduce(mx, true, s_red);
   float sum = 0.f;
   if (mx != -INFINITY)
-    for (int64_t i = tid; i < nsel; i += kSelThreads) sum += expf(frow[i] - mx);
+    for (int64_t i = tid; i < nsel; i += kSelThreads) sum += expf(score_at(i) - mx);
   const float L = block_reduce(sum, false, s_red);
   const int64_t vbase = int64_t(s.batch) * a.v.sb + int64_t(s.k_start) * a.v.st + int64_t(kvh) * a.v.sh;
   float acc[8];
@@ -242,21 +304,22 @@ __global__ void __launch_bounds__(kSelThreads, 2) select_attend_kernel(const SAA
   for (int64_t b0 = 0; b0 < nsel; b0 += SLOTS * U) {
     int64_t off[U];
     bool valid[U];
-    float pr[U];
 #pragma unroll
     for (int u = 0; u < U; u++) {
       const int64_t i = b0 + slot + u * SLOTS;
       valid[u] = i < nsel;
-      const int64_t j = valid[u] ? orow[i] : 0;
-      pr[u] = valid[u] && mx != -INFINITY ? expf(frow[i] - mx) : 0.f;
-      off[u] = vbase + j * a.v.st + dg * 8;
+      off[u] = vbase + int64_t(valid[u] ? index_at(i) : 0) * a.v.st + dg * 8;
     }
+    // The weights are computed while the V rows are on their way.
     load_groups<U>(a.v, off, valid, a.vec_v, [&](int u, const float (&x)[8]) {
+      const int64_t i = b0 + slot + u * SLOTS;
+      const float pr = valid[u] && mx != -INFINITY ? expf(score_at(i) - mx) : 0.f;
 #pragma unroll
-      for (int e = 0; e < 8; e++) acc[e] = fmaf(pr[u], x[e], acc[e]);
+      for (int e = 0; e < 8; e++) acc[e] = fmaf(pr, x[e], acc[e]);
     });
   }
-  float* red = reinterpret_cast<float*>(smem);  // [SLOTS][D]; the selection is done with smem
+  __syncthreads();  // region B is free once every thread is past the selection copy
+  float* red = reinterpret_cast<float*>(smem + 2 * kSmemList);  // [SLOTS][D] in region B
 #pragma unroll
   for (int e = 0; e < 8; e++) red[slot * D + dg * 8 + e] = acc[e];
   __syncthreads();
@@ -270,15 +333,15 @@ __global__ void __launch_bounds__(kSelThreads, 2) select_attend_kernel(const SAA
   if (tid == 0) a.lse[qrow * a.Hq + h] = empty ? INFINITY : mx + logf(L);
 }
 
-template <int D>
+template <int D, int U>
 void run_select_attend(const SAArgs& a, int64_t blocks) {
   static bool attr = false;
   if (!attr) {
-    TOPK_CUDA(cudaFuncSetAttribute(select_attend_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   int(kSelSmem)));
+    TOPK_CUDA(cudaFuncSetAttribute(select_attend_kernel<D, U>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSASmem)));
     attr = true;
   }
-  select_attend_kernel<D><<<unsigned(blocks), kSelThreads, kSelSmem, stream()>>>(a);
+  select_attend_kernel<D, U><<<unsigned(blocks), kSelThreads, kSASmem, stream()>>>(a);
   TOPK_CUDA_LAUNCH();
 }
 
@@ -289,7 +352,6 @@ void launch_select_attend(const AttnParams& p, const SeqTable& st, int64_t r0, i
                           int64_t cap, float* sel_scores, float* scratch, int32_t* indices,
                           int64_t K) {
   if (r1 <= r0) return;
-  static_assert(kBins + 2 * kWords + 2 * kSelThreads <= int(kSelSmem / 4), "bitmaps fit");
   SAArgs a;
   a.seqs = st.d;
   a.nseq = st.n;
@@ -322,7 +384,9 @@ void launch_select_attend(const AttnParams& p, const SeqTable& st, int64_t r0, i
   a.lse = p.lse;
   int64_t blocks = (r1 - r0) * p.Hq;
   TOPK_CHECK(blocks < (int64_t(1) << 31), "topk_attention_forward: too many rows for one launch");
-  TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "topk_attention_forward", run_select_attend<kD>(a, blocks));
+  const bool few = blocks <= num_sms();
+  TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "topk_attention_forward",
+      if (few) run_select_attend<kD, 8>(a, blocks); else run_select_attend<kD, 4>(a, blocks));
 }
 
 }  // namespace topk::cuda

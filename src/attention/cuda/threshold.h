@@ -17,6 +17,8 @@
 
 namespace topk::cuda {
 
+constexpr int64_t kThresholdMaxSamples = 2048;
+
 // Candidates a row aims for: twice its budget, at least 1024, and at least m / 64 so that the
 // sample (at most 2048 keys) puts >= 32 of its keys above the threshold.
 TOPK_HD inline int64_t threshold_target(int64_t take, int64_t m) {
@@ -38,7 +40,7 @@ TOPK_HD inline int64_t threshold_samples(int64_t take, int64_t m) {
   int64_t e = threshold_target(take, m);
   int64_t n = (32 * m + e - 1) / e;
   if (n < 512) n = 512;
-  if (n > 2048) n = 2048;
+  if (n > kThresholdMaxSamples) n = kThresholdMaxSamples;
   return n;
 }
 
