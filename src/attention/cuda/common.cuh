@@ -64,11 +64,9 @@ SeqTable upload_seqs(const AttnParams& p);
 void* workspace(int slot, size_t bytes);
 enum : int {
   kWsScores = 0, kWsRank, kWsPartial, kWsLse,
-  kWsThr, kWsCand, kWsSelScores, kWsSamples, kWsCounters,  // threshold path of top-k
+  kWsThr, kWsCand, kWsSelScores,  // threshold path of top-k attention
   kWsCount
 };
-// Counters that kernels leave at zero when they finish (last-block-done); zeroed when allocated.
-int* zeroed_counters(size_t n);
 int num_sms();
 cudaStream_t stream();  // the stream all ops run on (the legacy default stream)
 
@@ -191,6 +189,42 @@ __device__ __forceinline__ void load_groups(const DRows& r, const int64_t (&off)
   }
 }
 
+__host__ __device__ constexpr int ilog2(int x) { return x <= 1 ? 0 : 1 + ilog2(x / 2); }
+
+// Asynchronous 16-byte global -> shared copies (cp.async, bypassing L1) and their groups.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// 16 bytes from global to shared memory: asynchronous when the source is 16-byte aligned
+// (vec), else element by element (esize bytes each, synchronous).
+__device__ __forceinline__ void copy16(void* smem, const char* gmem, bool vec, int esize) {
+  if (vec) {
+    cp_async16(smem, gmem);
+  } else if (esize == 4) {
+    for (int i = 0; i < 4; i++)
+      reinterpret_cast<uint32_t*>(smem)[i] = reinterpret_cast<const uint32_t*>(gmem)[i];
+  } else {
+    for (int i = 0; i < 8; i++)
+      reinterpret_cast<uint16_t*>(smem)[i] = reinterpret_cast<const uint16_t*>(gmem)[i];
+  }
+}
+
+// 8 elements of dtype dt starting at p (shared memory, 16-byte aligned) as fp32.
+__device__ __forceinline__ void load8_shared(const unsigned char* p, int dt, float (&x)[8]) {
+  if (dt == kF32) {
+    cvt8(*reinterpret_cast<const uint4*>(p), *reinterpret_cast<const uint4*>(p + 16), x);
+  } else {
+    cvt8(*reinterpret_cast<const uint4*>(p), dt, x);
+  }
+}
+
 // Sum of v[0..N) over groups of W consecutive lanes, scattered: afterwards lane l of a group
 // holds in v[0..N/W) the sums of entries (l % W) * (N / W) + i. N >= W, both powers of two.
 template <int N, int OFF, int n>
@@ -258,6 +292,16 @@ __device__ __forceinline__ RowSel row_sel(int k, double ratio, int min_k, int si
 // Inverse of order_key (NaN keys come back as a NaN).
 __device__ __forceinline__ float key_score(uint32_t k) {
   return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+// hist[bin] += 1 for every lane with `on`, one shared-memory atomic per distinct bin of the
+// warp: scores bunch into few bins, and atomics on one address serialize. Every lane of the
+// warp must call it.
+__device__ __forceinline__ void hist_add(int* hist, int bin, bool on) {
+  const unsigned active = __ballot_sync(0xffffffffu, on);
+  if (!on) return;
+  const unsigned peers = __match_any_sync(active, bin);
+  if (int(threadIdx.x & 31) == __ffs(peers) - 1) atomicAdd(&hist[bin], __popc(peers));
 }
 
 // Block-wide exclusive scan of one int per thread (blockDim.x a multiple of 32, <= 1024).

@@ -86,14 +86,6 @@ void* workspace(int slot, size_t bytes) {
   return c.ws[slot];
 }
 
-int* zeroed_counters(size_t n) {
-  Context& c = ctx();
-  size_t cap = c.ws_cap[kWsCounters];
-  int* p = static_cast<int*>(workspace(kWsCounters, n * sizeof(int)));
-  if (c.ws_cap[kWsCounters] != cap) TOPK_CUDA(cudaMemset(p, 0, c.ws_cap[kWsCounters]));
-  return p;
-}
-
 int choose_splits(int64_t items, int64_t keys, int blocks_per_sm, int max_splits) {
   int64_t slots = int64_t(num_sms()) * (blocks_per_sm > 0 ? blocks_per_sm : 1);
   int64_t tiles = (keys + kTile - 1) / kTile;

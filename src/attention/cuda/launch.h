@@ -34,10 +34,8 @@ void launch_group_rank(const AttnParams& p, const SeqTable& st, int64_t r0, int6
 // thr, cnt: [r1-r0, Hq]; cand: (key, index) pairs [r1-r0, Hq, cap]; sel_scores: the scores of
 // each row's selection in its index order [r1-r0, Hq, K]; scratch: [r1-r0, Hq, Smax] floats,
 // used only by rows whose candidates do not decide the selection.
-// skeys: sampled keys [r1-r0, Hq, kThresholdMaxSamples].
 void launch_sample_thresholds(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
-                              const SelectOpts& sel, int64_t cap, uint32_t* thr, int* cnt,
-                              uint32_t* skeys);
+                              const SelectOpts& sel, int64_t cap, uint32_t* thr, int* cnt);
 void launch_scores_filter(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
                           const SelectOpts& sel, const uint32_t* thr, int* cnt, uint32_t* cand,
                           int64_t cap, float* sel_scores, int64_t K);

@@ -4,9 +4,11 @@
 // row then reach it. Rows short enough for every key to be a candidate get threshold 0 (all
 // keys pass); rows that select nothing get one no score reaches. Also zeroes the candidate
 // counts that the filtering score pass appends to.
-// The sample of an item (row, KV head, head slice) is split over `parts` blocks so that its
-// loads run in parallel; the last block of the item to finish (a counter) picks the
-// thresholds from the sampled keys in global memory.
+// The sample of an item (row, KV head, head slice) is split over a cluster of `parts` blocks
+// so that its loads run in parallel; each block writes its sampled keys into the shared memory
+// of the cluster's first block, which picks the thresholds.
+#include <cooperative_groups.h>
+
 #include <algorithm>
 #include <cmath>
 
@@ -32,10 +34,8 @@ struct SampleArgs {
   SelectOpts sel;
   int64_t cap;
   int parts;
-  uint32_t* thr;    // [rows, Hq]
-  int* cnt;         // [rows, Hq]
-  uint32_t* skeys;  // [rows, Hq, kMaxSamples]
-  int* done;        // [items], zero between calls
+  uint32_t* thr;  // [rows, Hq]
+  int* cnt;       // [rows, Hq]
 };
 
 // The bin of a 256-bin histogram (counted from the top) that holds the need-th largest
@@ -80,11 +80,12 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const SampleArgs a) {
   extern __shared__ uint32_t skey[];     // [HB][kMaxSamples]
   __shared__ int hist[HB][256];
   __shared__ int s_bin[HB], s_above[HB];
-  __shared__ bool s_last;
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
 
   const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR, warp = tid / 32;
   const int64_t item = blockIdx.x / a.parts;
-  const int part = int(blockIdx.x % a.parts);
+  const int part = int(cluster.block_rank());
   const int64_t rr = item / (a.Hkv * a.nslice);
   const int rest = int(item % (a.Hkv * a.nslice));
   const int kvh = rest / a.nslice, slice = rest % a.nslice;
@@ -96,7 +97,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const SampleArgs a) {
   const int64_t n = visible_keys(s, t, a.causal);
   const RowSel rs = row_sel(a.sel.k, a.sel.ratio, a.sel.min_k, a.sel.sink, a.sel.window, n);
   uint32_t* thr = a.thr + rr * a.Hq + h0;
-  if (rs.take == 0 || rs.m <= a.cap) {
+  if (rs.take == 0 || rs.m <= a.cap) {  // the same for the whole cluster
     if (part == 0 && tid < nh) {
       a.cnt[rr * a.Hq + h0 + tid] = 0;
       thr[tid] = rs.take == 0 ? 0xffffffffu : 0u;
@@ -107,7 +108,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const SampleArgs a) {
   const int64_t e = threshold_target(rs.take, rs.m);
   const int64_t want = (e * ns + rs.m - 1) / rs.m;
   const int need = int(want < ns ? want : ns);
-  uint32_t* gkeys = a.skeys + (rr * a.Hq + h0) * kMaxSamples;
+  uint32_t* skey0 = cluster.map_shared_rank(skey, 0);
+  cluster.sync();  // the first block is running before anyone writes to its shared memory
 
   // This block's share of the sample: keys [i_lo, i_hi) of the ns sampled ones.
   const int64_t i_lo = part * ns / a.parts, i_hi = (part + 1) * ns / a.parts;
@@ -137,33 +139,23 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const SampleArgs a) {
         for (int c = 0; c < 8; c++) d = fmaf(qv[h][c], x[c], d);
 #pragma unroll
         for (int o = TPR / 2; o >= 1; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
-        if (dg == 0 && valid[u] && h < nh) gkeys[h * kMaxSamples + idx[u]] = order_key(d * a.scale);
+        if (dg == 0 && valid[u] && h < nh) skey0[h * kMaxSamples + idx[u]] = order_key(d * a.scale);
       }
     });
   }
-  // Last block of the item: every part's keys are visible after the fence and the counter.
-  __threadfence();
-  __syncthreads();
-  if (tid == 0) {
-    int prev = atomicAdd(&a.done[item], 1);
-    s_last = prev == a.parts - 1;
-    if (s_last) a.done[item] = 0;
-  }
-  __syncthreads();
-  if (!s_last) return;
-  __threadfence();
+  cluster.sync();  // every sampled key is in the first block's shared memory
+  if (part != 0) return;
   if (tid < nh) a.cnt[rr * a.Hq + h0 + tid] = 0;
-  for (int i = tid; i < nh * ns; i += kThreads) {
-    int h = i / int(ns), j = i % int(ns);
-    skey[h * kMaxSamples + j] = __ldcg(gkeys + h * kMaxSamples + j);
-  }
   for (int i = tid; i < HB * 256; i += kThreads) (&hist[0][0])[i] = 0;
   __syncthreads();
 
-  // Two radix digits of 8 bits: the top 16 bits of the need-th largest sampled key.
-  for (int i = tid; i < nh * ns; i += kThreads) {
-    int h = i / int(ns);
-    atomicAdd(&hist[h][skey[h * kMaxSamples + i % ns] >> 24], 1);
+  // Two radix digits of 8 bits: the top 16 bits of the need-th largest sampled key. Uniform
+  // loops: hist_add needs every lane of a warp.
+  for (int i0 = 0; i0 < nh * ns; i0 += kThreads) {
+    const int i = i0 + tid;
+    const bool on = i < nh * ns;
+    const int h = on ? i / int(ns) : 0;
+    hist_add(hist[h], on ? int(skey[h * kMaxSamples + i % ns] >> 24) : 0, on);
   }
   __syncthreads();
   if (warp < nh) {
@@ -177,10 +169,12 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const SampleArgs a) {
   __syncthreads();
   for (int i = tid; i < HB * 256; i += kThreads) (&hist[0][0])[i] = 0;
   __syncthreads();
-  for (int i = tid; i < nh * ns; i += kThreads) {
-    int h = i / int(ns);
-    uint32_t key = skey[h * kMaxSamples + i % ns];
-    if (int(key >> 24) == s_bin[h]) atomicAdd(&hist[h][(key >> 16) & 0xff], 1);
+  for (int i0 = 0; i0 < nh * ns; i0 += kThreads) {
+    const int i = i0 + tid;
+    const bool on = i < nh * ns;
+    const int h = on ? i / int(ns) : 0;
+    const uint32_t key = on ? skey[h * kMaxSamples + i % ns] : 0u;
+    hist_add(hist[h], int((key >> 16) & 0xff), on && int(key >> 24) == s_bin[h]);
   }
   __syncthreads();
   if (warp < nh) {
@@ -196,17 +190,29 @@ void run_sample(const SampleArgs& a, int64_t blocks) {
   static bool attr = false;
   if (!attr) {
     TOPK_CUDA(cudaFuncSetAttribute(sample_kernel<D, HB>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    TOPK_CUDA(cudaFuncSetAttribute(sample_kernel<D, HB>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
     attr = true;
   }
-  sample_kernel<D, HB><<<unsigned(blocks), kThreads, smem, stream()>>>(a);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(unsigned(blocks));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream();
+  cudaLaunchAttribute attr_cl[1];
+  attr_cl[0].id = cudaLaunchAttributeClusterDimension;
+  attr_cl[0].val.clusterDim.x = unsigned(a.parts);
+  attr_cl[0].val.clusterDim.y = 1;
+  attr_cl[0].val.clusterDim.z = 1;
+  cfg.attrs = attr_cl;
+  cfg.numAttrs = 1;
+  TOPK_CUDA(cudaLaunchKernelEx(&cfg, sample_kernel<D, HB>, a));
   TOPK_CUDA_LAUNCH();
 }
 
 }  // namespace
 
 void launch_sample_thresholds(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
-                              const SelectOpts& sel, int64_t cap, uint32_t* thr, int* cnt,
-                              uint32_t* skeys) {
+                              const SelectOpts& sel, int64_t cap, uint32_t* thr, int* cnt) {
   if (r1 <= r0) return;
   SampleArgs a;
   a.seqs = st.d;
@@ -227,11 +233,9 @@ void launch_sample_thresholds(const AttnParams& p, const SeqTable& st, int64_t r
   a.thr = thr;
   a.cnt = cnt;
   const int64_t items = (r1 - r0) * p.Hkv * a.nslice;
-  // Enough parts for about two blocks per SM, each with at least 64 sampled keys.
-  int64_t parts = (2 * num_sms() + items - 1) / items;
-  a.parts = int(std::max<int64_t>(1, std::min<int64_t>(parts, 8)));
-  a.skeys = skeys;
-  a.done = zeroed_counters(size_t(items));
+  // Clusters of 1, 2, 4 or 8 blocks: about two blocks per SM.
+  const int64_t want = (2 * num_sms() + items - 1) / items;
+  a.parts = want >= 8 ? 8 : want >= 4 ? 4 : want >= 2 ? 2 : 1;
   int64_t blocks = items * a.parts;
   TOPK_CHECK(blocks < (int64_t(1) << 31), "topk_attention_forward: too many rows for one launch");
   TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "topk_attention_forward",

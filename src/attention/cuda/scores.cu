@@ -21,7 +21,7 @@ struct ScoreArgs {
   int Hq, Hkv, G, nslice;
   int64_t Smax, tiles, units;
   float scale;
-  bool causal, vec, fill_tail, out_compact;
+  bool causal, kvec, ovec, fill_tail, out_compact;
   DRows q, k;
   float* out;
   int64_t Tq;
@@ -40,7 +40,7 @@ constexpr int kThreads = 256;
 // Candidates of the FILTER pass are staged per warp in shared memory and appended to the
 // row's list in batches: reserving list slots is an atomic whose result the warp must wait
 // for, and one per tile stalled the K stream by ~20%.
-constexpr int kStage = 512;
+constexpr int kStage = 256;
 
 // Appends a warp's staged candidates to list row hrow and empties the stage.
 __device__ __forceinline__ void flush_stage(const ScoreArgs& a, uint2* stage, int& staged,
@@ -92,39 +92,78 @@ __device__ __forceinline__ void filter_tile(const ScoreArgs& a, const float* til
   __syncwarp();
 }
 
-template <int D, int HB, bool FILTER>
+// K tiles stream through a ring of NS shared-memory stages filled with cp.async, NS - 1 tiles
+// ahead of the tile being scored, so the loads of a block never stop for its arithmetic,
+// barriers or stores.
+template <int D, int HB, bool FILTER, int NS>
 __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) {
   constexpr int TPR = D / 8;              // threads per key row
-  constexpr int SLOTS = kThreads / TPR;   // key rows in flight per step
+  constexpr int SLOTS = kThreads / TPR;   // key rows per step
   constexpr int KPT = kTile / SLOTS;      // keys per thread per tile
   constexpr int KB = HB >= 8 ? KPT / 2 : KPT;  // keys per dot batch
   constexpr int NB = KB * HB;
   static_assert(NB >= TPR, "reduce_scatter needs NB >= TPR");
+  extern __shared__ __align__(16) unsigned char kring[];  // [NS][kTile][D * esize]
   __shared__ float sc[2][HB][kTile];
   __shared__ uint2 stage[FILTER ? HB : 1][FILTER ? kStage : 1];
 
   const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR, warp = tid / 32;
-  int64_t u0 = int64_t(blockIdx.x) * a.units / gridDim.x;
-  int64_t u1 = int64_t(blockIdx.x + 1) * a.units / gridDim.x;
+  const int64_t u0 = int64_t(blockIdx.x) * a.units / gridDim.x;
+  const int64_t u1 = int64_t(blockIdx.x + 1) * a.units / gridDim.x;
+  const int esize = a.k.esize;
+  const int rowb = D * esize;                          // bytes of a K row
+  const int lg_cpr = esize == 4 ? ilog2(D / 4) : ilog2(D / 8);  // log2 of 16-byte chunks per row
+
+  // Loads of unit u into stage u % NS (rows past the visible keys are not read), then a
+  // commit, even with nothing to load, so that group counts stay uniform.
+  int64_t is_item = -1, is_kbase = 0, is_n = 0;
+  auto issue = [&](int64_t u) {
+    if (u < u1) {
+      const int64_t item = u / a.tiles, tile0 = (u % a.tiles) * kTile;
+      if (item != is_item) {
+        is_item = item;
+        const int64_t rr = item / (a.Hkv * a.nslice);
+        const int kv = int(item % (a.Hkv * a.nslice)) / a.nslice;
+        const int64_t r = a.r0 + rr;
+        const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
+        is_n = visible_keys(s, r - s.r0, a.causal);
+        is_kbase = int64_t(s.batch) * a.k.sb + int64_t(s.k_start) * a.k.st + int64_t(kv) * a.k.sh;
+      }
+      const int64_t left = is_n - tile0;
+      const int rows = left <= 0 ? 0 : (left < kTile ? int(left) : kTile);
+      unsigned char* dst = kring + (u % NS) * (kTile * rowb);
+      const char* src = a.k.data + (is_kbase + tile0 * a.k.st) * esize;
+      for (int e = tid; e < (rows << lg_cpr); e += kThreads) {
+        const int r = e >> lg_cpr, c = e & ((1 << lg_cpr) - 1);
+        copy16(dst + r * rowb + c * 16, src + int64_t(r) * a.k.st * esize + c * 16, a.kvec, esize);
+      }
+    }
+    cp_async_commit();
+  };
+
   int64_t cur_item = -1;
   float qv[HB][8];
-  int64_t n = 0, kbase = 0, orow = 0;
-  int h0 = 0, nh = 0, kvh = 0;
+  int64_t n = 0, orow = 0;
+  int h0 = 0, nh = 0;
   int buf = 0;
   RowSel rs{};
   uint32_t thr = 0;     // FILTER: the threshold of head h0 + warp
   int staged = 0;       // FILTER: candidates in this warp's stage
   int64_t hrow = 0;     // FILTER: the list row of head h0 + warp
+  for (int i = 0; i < NS - 1; i++) issue(u0 + i);
   for (int64_t u = u0; u < u1; u++) {
-    int64_t item = u / a.tiles;
-    int64_t tile0 = (u % a.tiles) * kTile;
+    cp_async_wait<NS - 2>();
+    __syncthreads();  // unit u's tile is in; every thread is done with stage (u - 1) % NS
+    issue(u + NS - 1);
+    const int64_t item = u / a.tiles;
+    const int64_t tile0 = (u % a.tiles) * kTile;
     if (item != cur_item) {
       if constexpr (FILTER)
         if (warp < nh) flush_stage(a, stage[warp], staged, hrow);
       cur_item = item;
       int64_t rr = item / (a.Hkv * a.nslice);
       int rest = int(item % (a.Hkv * a.nslice));
-      kvh = rest / a.nslice;
+      int kvh = rest / a.nslice;
       int slice = rest % a.nslice;
       int64_t r = a.r0 + rr;
       const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
@@ -132,7 +171,6 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
       n = visible_keys(s, t, a.causal);
       h0 = kvh * a.G + slice * HB;
       nh = min(HB, a.G - slice * HB);
-      kbase = int64_t(s.batch) * a.k.sb + int64_t(s.k_start) * a.k.st + int64_t(kvh) * a.k.sh;
       orow = a.out_compact ? rr : int64_t(s.batch) * a.Tq + s.q_start + t;
       if constexpr (FILTER) {
         rs = row_sel(a.sel.k, a.sel.ratio, a.sel.min_k, a.sel.sink, a.sel.window, n);
@@ -148,29 +186,23 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
     }
     if (tile0 >= n && !a.fill_tail) continue;  // uniform over the block
 
-    // In batches of KB keys, so that raw K, partial dots and q fit in registers.
+    const unsigned char* kt = kring + (u % NS) * (kTile * rowb) + dg * 8 * esize;
 #pragma unroll
     for (int b0 = 0; b0 < KPT; b0 += KB) {
       float v[NB];
 #pragma unroll
-      for (int i = 0; i < NB; i++) v[i] = 0.f;
-      int64_t off[KB];
-      bool valid[KB];
-#pragma unroll
       for (int k = 0; k < KB; k++) {
-        int64_t j = tile0 + slot + (b0 + k) * SLOTS;
-        valid[k] = j < n;
-        off[k] = kbase + j * a.k.st + dg * 8;
-      }
-      load_groups<KB>(a.k, off, valid, a.vec, [&](int k, const float (&x)[8]) {
+        const int row = slot + (b0 + k) * SLOTS;
+        float x[8];
+        load8_shared(kt + row * rowb, a.k.dt, x);
 #pragma unroll
         for (int h = 0; h < HB; h++) {
-          float s = 0.f;
+          float d = 0.f;
 #pragma unroll
-          for (int e = 0; e < 8; e++) s = fmaf(qv[h][e], x[e], s);
-          v[k * HB + h] = s;
+          for (int e = 0; e < 8; e++) d = fmaf(qv[h][e], x[e], d);
+          v[k * HB + h] = d;
         }
-      });
+      }
       reduce_scatter<NB, TPR>(v);
 #pragma unroll
       for (int i = 0; i < NB / TPR; i++) {
@@ -185,7 +217,7 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
       if (warp < nh) filter_tile(a, sc[buf][0], warp, hrow, tile0, n, rs, thr, stage[warp], staged);
     } else {
       float* out0 = a.out + (orow * a.Hq + h0) * a.Smax + tile0;
-      if (a.vec && tile0 + kTile <= a.Smax && (a.Smax % 4) == 0) {
+      if (a.ovec && tile0 + kTile <= a.Smax && (a.Smax % 4) == 0) {
         for (int e = tid; e < nh * (kTile / 4); e += kThreads) {
           int h = e / (kTile / 4), c = e % (kTile / 4);
           float4 x = *reinterpret_cast<const float4*>(&sc[buf][h][c * 4]);
@@ -200,22 +232,47 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
     }
     buf ^= 1;
   }
+  cp_async_wait<0>();
   if constexpr (FILTER)
     if (warp < nh) flush_stage(a, stage[warp], staged, hrow);
 }
 
-template <int D, int HB, bool FILTER>
-void run_scores(const ScoreArgs& a) {
-  static int per_sm = -1;
-  if (per_sm < 0) {
-    TOPK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, scores_kernel<D, HB, FILTER>, kThreads, 0));
-    if (per_sm < 1) per_sm = 1;
+// Ring depth: three stages when two blocks per SM still fit in shared memory, else two.
+template <int D, int HB, bool FILTER, int NS>
+void launch_ring(const ScoreArgs& a, size_t ring) {
+  static int per_sm[2] = {-1, -1};  // by K element size (2, 4)
+  int& ps = per_sm[a.k.esize == 4];
+  if (ps < 0) {
+    TOPK_CUDA(cudaFuncSetAttribute(scores_kernel<D, HB, FILTER, NS>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, int(ring)));
+    TOPK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ps, scores_kernel<D, HB, FILTER, NS>,
+                                                            kThreads, ring));
+    if (ps < 1) ps = 1;
   }
-  int64_t grid = int64_t(num_sms()) * per_sm;
+  int64_t grid = int64_t(num_sms()) * ps;
   if (grid > a.units) grid = a.units;
   if (grid < 1) return;
-  scores_kernel<D, HB, FILTER><<<unsigned(grid), kThreads, 0, stream()>>>(a);
+  scores_kernel<D, HB, FILTER, NS><<<unsigned(grid), kThreads, ring, stream()>>>(a);
   TOPK_CUDA_LAUNCH();
+}
+
+template <int D, int HB, bool FILTER>
+void run_scores(const ScoreArgs& a) {
+  static size_t static_smem = 0, sm_smem = 0;
+  if (sm_smem == 0) {
+    cudaFuncAttributes fa;
+    TOPK_CUDA(cudaFuncGetAttributes(&fa, scores_kernel<D, HB, FILTER, 3>));
+    static_smem = fa.sharedSizeBytes;
+    int dev = 0, v = 0;
+    TOPK_CUDA(cudaGetDevice(&dev));
+    TOPK_CUDA(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
+    sm_smem = size_t(v);
+  }
+  const size_t stage_bytes = size_t(kTile) * D * a.k.esize;
+  if (2 * (3 * stage_bytes + static_smem + 1024) <= sm_smem)
+    launch_ring<D, HB, FILTER, 3>(a, 3 * stage_bytes);
+  else
+    launch_ring<D, HB, FILTER, 2>(a, 2 * stage_bytes);
 }
 
 ScoreArgs score_args(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1) {
@@ -236,7 +293,7 @@ ScoreArgs score_args(const AttnParams& p, const SeqTable& st, int64_t r0, int64_
   a.causal = p.causal;
   a.q = drows(p.q);
   a.k = drows(p.k);
-  a.vec = rows_aligned(a.k);
+  a.kvec = rows_aligned(a.k);
   a.Tq = p.Tq;
   return a;
 }
@@ -247,7 +304,7 @@ void launch_scores(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t 
                    bool out_compact, bool fill_tail) {
   if (r1 <= r0 || p.Smax == 0) return;
   ScoreArgs a = score_args(p, st, r0, r1);
-  a.vec = a.vec && (reinterpret_cast<uintptr_t>(out) % 16) == 0;
+  a.ovec = (reinterpret_cast<uintptr_t>(out) % 16) == 0;
   a.fill_tail = fill_tail;
   a.out_compact = out_compact;
   a.out = out;

@@ -83,16 +83,21 @@ __device__ void select_candidates(const uint2* gcand, int c, int take, int64_t l
   // Three radix digits (12, 12, 8 bits) of the take-th largest key.
   for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
   __syncthreads();
-  for (int i = tid; i < c; i += kSelThreads) atomicAdd(&hist[cand(i).x >> 20], 1);
+  // Uniform loops: hist_add needs every lane of a warp.
+  for (int i0 = 0; i0 < c; i0 += kSelThreads) {
+    const int i = i0 + tid;
+    hist_add(hist, i < c ? int(cand(i).x >> 20) : 0, i < c);
+  }
   __syncthreads();
   int b1, a1;
   find_bin(hist, kBins, take, tmp, s_res, b1, a1);
   const int need1 = take - a1;
   for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
   __syncthreads();
-  for (int i = tid; i < c; i += kSelThreads) {
-    uint32_t k = cand(i).x;
-    if (int(k >> 20) == b1) atomicAdd(&hist[(k >> 8) & 0xfff], 1);
+  for (int i0 = 0; i0 < c; i0 += kSelThreads) {
+    const int i = i0 + tid;
+    const uint32_t k = i < c ? cand(i).x : 0u;
+    hist_add(hist, int((k >> 8) & 0xfff), i < c && int(k >> 20) == b1);
   }
   __syncthreads();
   int b2, a2;
@@ -101,9 +106,10 @@ __device__ void select_candidates(const uint2* gcand, int c, int take, int64_t l
   const uint32_t pre2 = (uint32_t(b1) << 12) | uint32_t(b2);
   for (int i = tid; i < 256; i += kSelThreads) hist[i] = 0;
   __syncthreads();
-  for (int i = tid; i < c; i += kSelThreads) {
-    uint32_t k = cand(i).x;
-    if ((k >> 8) == pre2) atomicAdd(&hist[k & 0xff], 1);
+  for (int i0 = 0; i0 < c; i0 += kSelThreads) {
+    const int i = i0 + tid;
+    const uint32_t k = i < c ? cand(i).x : 0u;
+    hist_add(hist, int(k & 0xff), i < c && (k >> 8) == pre2);
   }
   __syncthreads();
   int b3, a3;

@@ -20,7 +20,7 @@ namespace {
 void threshold_path(const AttnParams& p, const SeqTable& st, const SelectOpts& sel,
                     int32_t* indices, int64_t K) {
   const int64_t cap = threshold_cap(K, p.Smax);
-  const int64_t per_row = int64_t(p.Hq) * (p.Smax * 4 + cap * 8 + K * 4 + 8 + kThresholdMaxSamples * 4);
+  const int64_t per_row = int64_t(p.Hq) * (p.Smax * 4 + cap * 8 + K * 4 + 8);
   const int64_t step = std::max<int64_t>(1, (int64_t(1) << 30) / per_row);
   for (int64_t r0 = 0; r0 < st.rows; r0 += step) {
     const int64_t r1 = std::min(st.rows, r0 + step), hr = (r1 - r0) * p.Hq;
@@ -29,8 +29,7 @@ void threshold_path(const AttnParams& p, const SeqTable& st, const SelectOpts& s
     uint32_t* cand = static_cast<uint32_t*>(workspace(kWsCand, size_t(hr * cap) * 8));
     float* sel_scores = static_cast<float*>(workspace(kWsSelScores, size_t(hr * K) * 4));
     float* scratch = static_cast<float*>(workspace(kWsScores, size_t(hr * p.Smax) * 4));
-    uint32_t* skeys = static_cast<uint32_t*>(workspace(kWsSamples, size_t(hr * kThresholdMaxSamples) * 4));
-    launch_sample_thresholds(p, st, r0, r1, sel, cap, thr, cnt, skeys);
+    launch_sample_thresholds(p, st, r0, r1, sel, cap, thr, cnt);
     launch_scores_filter(p, st, r0, r1, sel, thr, cnt, cand, cap, sel_scores, K);
     launch_select_attend(p, st, r0, r1, sel, cnt, cand, cap, sel_scores, scratch, indices, K);
   }
