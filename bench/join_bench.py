@@ -54,6 +54,13 @@ def main():
     if se and tt:
         r = tt["time_us"] / se["time_us"]
         row("select [256, 131072] k=2048 >= 3x faster than torch.topk", f"{r:.2f}x", r >= 3.0)
+    # The same targets with our kernels on SDPA's own [B, H, S, D] cache layout.
+    for name, sd in (("B8_S131072", s8), ("B1_S32768", s1)):
+        th, fh = get(oc, "topk_decode_hnd_" + name), get(oc, "full_decode_hnd_" + name)
+        if th and sd:
+            print(f"| (info) {name}, head-major cache: SDPA / top-k decode | {sd['time_us'] / th['time_us']:.2f}x | |")
+        if fh and sd:
+            print(f"| (info) {name}, head-major cache: full decode / SDPA | {fh['time_us'] / sd['time_us']:.2f} | |")
     for name in ("B8_S131072", "B1_S32768", "B1_S131072"):
         a, b = get(oc, "topk_decode_" + name), get(tc, "naive_topk_decode_" + name)
         if a and b:

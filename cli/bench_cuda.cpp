@@ -162,6 +162,32 @@ int bench_cuda(int argc, char** argv) {
     tk.k_bytes = double(kv_bytes);
     results.push_back(tk);
 
+    // The same calls on a head-major cache: K and V stored [B, Hkv, S, D] (torch SDPA's
+    // layout), passed as strided [B, S, Hkv, D] views, so each KV head's keys are contiguous.
+    if (sh.S == 131072 || sh.B == 1) {
+      Buffer kh(DType::bf16, {sh.B, Hkv, sh.S, D}, Device::cuda), vh(DType::bf16, {sh.B, Hkv, sh.S, D}, Device::cuda);
+      fill(kh, 40);
+      fill(vh, 41);
+      auto bshd = [&](const Buffer& b) {
+        TensorView v = b.view();
+        v.shape[1] = sh.S;
+        v.shape[2] = Hkv;
+        v.stride[1] = D;
+        v.stride[2] = sh.S * D;
+        return v;
+      };
+      Result fh{"full_decode_hnd_" + tag, "full_decode_hnd", sh.B, sh.S, Hq, Hkv, D, 0};
+      fh.us = time_us([&](int) { attention_forward(qs[0], bshd(kh), bshd(vh), {}, {}, o, lse); }, reps);
+      fh.bytes = full.bytes;
+      fh.k_bytes = full.k_bytes;
+      results.push_back(fh);
+      Result th{"topk_decode_hnd_" + tag, "topk_decode_hnd", sh.B, sh.S, Hq, Hkv, D, K};
+      th.us = time_us([&](int) { topk_attention_forward(qs[0], bshd(kh), bshd(vh), {}, {}, sel, o, lse, idx); }, reps);
+      th.bytes = tk.bytes;
+      th.k_bytes = tk.k_bytes;
+      results.push_back(th);
+    }
+
     // The three public ops that make the general (group-sharing) pipeline: scores, select
     // over them, sparse attention over the selection.
     if (sh.B * Hq * sh.S * 4 <= (int64_t(1) << 30)) {

@@ -155,7 +155,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const SampleArgs a) {
     const int i = i0 + tid;
     const bool on = i < nh * ns;
     const int h = on ? i / int(ns) : 0;
-    hist_add(hist[h], on ? int(skey[h * kMaxSamples + i % ns] >> 24) : 0, on);
+    hist_add(&hist[0][0], h * 256 + (on ? int(skey[h * kMaxSamples + i % ns] >> 24) : 0), on);
   }
   __syncthreads();
   if (warp < nh) {
@@ -174,7 +174,7 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const SampleArgs a) {
     const bool on = i < nh * ns;
     const int h = on ? i / int(ns) : 0;
     const uint32_t key = on ? skey[h * kMaxSamples + i % ns] : 0u;
-    hist_add(hist[h], int((key >> 16) & 0xff), on && int(key >> 24) == s_bin[h]);
+    hist_add(&hist[0][0], h * 256 + int((key >> 16) & 0xff), on && int(key >> 24) == s_bin[h]);
   }
   __syncthreads();
   if (warp < nh) {

@@ -118,7 +118,7 @@ __global__ void __cluster_dims__(kCl, 1, 1) __launch_bounds__(kSelThreads, 2)
     load_keys(row, i0, s1, aligned, key);
 #pragma unroll
     for (int c = 0; c < kItems; c++)
-      hist_add(hist, int(key[c] >> 20), i0 + c < s1);
+      if (i0 + c < s1) atomicAdd(&hist[key[c] >> 20], 1);
   }
   cluster.sync();
   // The cluster's histogram in block 0's candidate area: each block sums a slice of the bins

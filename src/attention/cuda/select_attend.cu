@@ -295,14 +295,21 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_ker
   auto score_at = [&](int64_t i) { return sel_smem ? ssc[i] : __ldcg(frow + i); };
   auto index_at = [&](int64_t i) { return sel_smem ? sidx[i] : __ldcg(orow + i); };
 
-  // Softmax over the selection's scores, then the V rows weighted in index order.
+  // Softmax over the selection's scores (in shared memory the scores become the weights
+  // exp(s - max), computed once), then the V rows weighted in index order.
   float mx = -INFINITY;
   for (int64_t i = tid; i < nsel; i += kSelThreads) mx = fmaxf(mx, score_at(i));
   mx = block_reduce(mx, true, s_red);
   float sum = 0.f;
-  if (mx != -INFINITY)
-    for (int64_t i = tid; i < nsel; i += kSelThreads) sum += expf(score_at(i) - mx);
-  const float L = block_reduce(sum, false, s_red);
+  for (int64_t i = tid; i < nsel; i += kSelThreads) {
+    const float w = mx == -INFINITY ? 0.f : expf(score_at(i) - mx);
+    if (sel_smem) ssc[i] = w;
+    sum += w;
+  }
+  const float L = block_reduce(sum, false, s_red);  // its barriers publish the weights
+  auto weight_at = [&](int64_t i) {
+    return sel_smem ? ssc[i] : (mx == -INFINITY ? 0.f : expf(__ldcg(frow + i) - mx));
+  };
   const int64_t vbase = int64_t(s.batch) * a.v.sb + int64_t(s.k_start) * a.v.st + int64_t(kvh) * a.v.sh;
   float acc[8];
 #pragma unroll
@@ -319,7 +326,7 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_ker
     // The weights are computed while the V rows are on their way.
     load_groups<U>(a.v, off, valid, a.vec_v, [&](int u, const float (&x)[8]) {
       const int64_t i = b0 + slot + u * SLOTS;
-      const float pr = valid[u] && mx != -INFINITY ? expf(score_at(i) - mx) : 0.f;
+      const float pr = valid[u] ? weight_at(i) : 0.f;
 #pragma unroll
       for (int e = 0; e < 8; e++) acc[e] = fmaf(pr, x[e], acc[e]);
     });

@@ -213,7 +213,7 @@ __device__ inline void select_row_block(const float* row, int64_t lo, int64_t hi
     load_keys(row, i0, hi, aligned, key);
 #pragma unroll
     for (int c = 0; c < kItems; c++)
-      hist_add(hist, int(key[c] >> 20), i0 + c < hi);
+      if (i0 + c < hi) atomicAdd(&hist[key[c] >> 20], 1);
   }
   __syncthreads();
   int b1, a1;
