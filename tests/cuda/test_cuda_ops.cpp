@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <set>
@@ -469,9 +470,21 @@ void check_topk_inputs(Inputs& in, const SelectOpts& sel) {
   expect_close(lse.download(), host_vals(lse_ref), 1e-4f, 1e-5f, "lse");
 }
 
+// Forces one top-k pipeline (TOPK_CUDA_TOPK_PATH) while alive.
+struct ForcePath {
+  explicit ForcePath(const char* path) { setenv("TOPK_CUDA_TOPK_PATH", path, 1); }
+  ~ForcePath() { unsetenv("TOPK_CUDA_TOPK_PATH"); }
+};
+
+// Per-head selection runs through both pipelines; group sharing has one.
 void check_topk(const Shape& sh, const SelectOpts& sel, uint64_t seed) {
   Inputs in(sh, seed);
-  check_topk_inputs(in, sel);
+  for (const char* path : {"general", "threshold"}) {
+    SCOPED_TRACE(path);
+    ForcePath force(path);
+    check_topk_inputs(in, sel);
+    if (sel.share_group || testing::Test::HasFailure()) return;
+  }
 }
 
 }  // namespace
@@ -538,6 +551,19 @@ TEST(CudaTopk, CausalPrefill) {
 // Rows long enough for the sampled-threshold path of per-head top-k (rows of more than
 // threshold_cap competing keys): ragged lengths, groups of 8, D = 64, f32 K/V, ratio budgets
 // with sink and window.
+// The threshold path on rows that are sampled, small enough for the sanitizers.
+TEST(CudaTopk, ThresholdSmall) {
+  NEED_GPU();
+  Shape s{2, 1, 5000, 8, 2, 128};
+  s.seqlens = {5000, 3500};
+  SelectOpts sel;
+  sel.k = 64;
+  sel.sink = 3;
+  sel.window = 20;
+  ASSERT_GT(3500 - 23, cuda::threshold_cap(64, s.S));
+  check_topk(s, sel, 850);
+}
+
 TEST(CudaTopk, ThresholdPath) {
   NEED_GPU();
   Shape s{3, 1, 20000, 16, 2, 64};
@@ -565,6 +591,7 @@ TEST(CudaTopk, ThresholdPath) {
 // (fewer candidates than the budget).
 TEST(CudaTopk, ThresholdFallback) {
   NEED_GPU();
+  ForcePath force("threshold");
   Shape s{2, 1, 20000, 8, 2, 128};
   s.seqlens = {20000, 9000};
   {

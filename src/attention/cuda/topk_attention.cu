@@ -2,12 +2,18 @@
 //   threshold path (per-head selection, threshold.h): sampled thresholds -> one score pass
 //     over K that keeps only candidates -> select among them and attend, in one kernel. K is
 //     read once, no score row is written, and only the chosen V rows are gathered.
-//   general path (group sharing): scores (each K row read once for its whole group) -> group
-//     ranking -> exact radix selection -> sparse attention over the chosen keys that reuses
-//     the stored scores.
+//   general path: scores (each K row read once for its whole group) -> group ranking when
+//     shared -> exact radix selection (a cluster per row when rows are few) -> split-KV
+//     sparse attention over the chosen keys that reuses the stored scores.
+// Per-head selection takes the threshold path when there are more (row, head) pairs than
+// SMs. With fewer, its one block per pair leaves most SMs idle and the general path is faster
+// (H100, S = 32K, one row: 80 vs 106 us; docs/benchmarks.md). TOPK_CUDA_TOPK_PATH=threshold
+// or =general forces one (the tests run both).
 // Rows go in ranges whose buffers stay under ~1 GiB, so causal prefill of any length works
 // (slowly: each query row scans its keys on its own).
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 
 #include "attention/cuda/common.cuh"
 #include "attention/cuda/launch.h"
@@ -35,6 +41,14 @@ void threshold_path(const AttnParams& p, const SeqTable& st, const SelectOpts& s
   }
 }
 
+bool use_threshold_path(int64_t row_heads) {
+  const char* e = std::getenv("TOPK_CUDA_TOPK_PATH");
+  if (!e || !*e) return row_heads > num_sms();
+  if (!std::strcmp(e, "threshold")) return true;
+  if (!std::strcmp(e, "general")) return false;
+  throw Error(detail::format_error("TOPK_CUDA_TOPK_PATH=%s: expected threshold or general", e));
+}
+
 }  // namespace
 
 void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t* indices,
@@ -42,21 +56,25 @@ void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t*
   SeqTable st = upload_seqs(p);
   if (st.rows == 0) return;
   const bool shared = sel.share_group && p.group() > 1;
-  if (!shared) {
+  if (!shared && use_threshold_path(st.rows * p.Hq)) {
     threshold_path(p, st, sel, indices, K);
     return;
   }
   const int Hsel = p.Hsel;
   const int64_t per_row = int64_t(p.Hq) * p.Smax * 4;
-  const int64_t rank_row = int64_t(p.Hkv) * p.Smax * 4;
+  const int64_t rank_row = shared ? int64_t(p.Hkv) * p.Smax * 4 : 0;
   const int64_t step = std::max<int64_t>(1, (int64_t(1) << 30) / std::max<int64_t>(1, per_row + rank_row));
   for (int64_t r0 = 0; r0 < st.rows; r0 += step) {
     int64_t r1 = std::min(st.rows, r0 + step);
     float* scores = static_cast<float*>(workspace(kWsScores, size_t((r1 - r0) * per_row)));
-    float* rank = static_cast<float*>(workspace(kWsRank, size_t((r1 - r0) * rank_row)));
     launch_scores(p, st, r0, r1, scores, true, false);
-    launch_group_rank(p, st, r0, r1, scores, rank);
-    launch_select(p, st, r0, r1, rank, true, Hsel, sel, indices, K);
+    if (shared) {
+      float* rank = static_cast<float*>(workspace(kWsRank, size_t((r1 - r0) * rank_row)));
+      launch_group_rank(p, st, r0, r1, scores, rank);
+      launch_select(p, st, r0, r1, rank, true, Hsel, sel, indices, K);
+    } else {
+      launch_select(p, st, r0, r1, scores, true, Hsel, sel, indices, K);
+    }
     launch_attend(p, st, r0, r1, indices, Hsel, K, scores);
   }
 }
