@@ -58,7 +58,9 @@ std::vector<SelectOpts> budgets() {
   return v;
 }
 
-TEST(CpuSelect, MatchesRefExactly) {
+class CpuSelect : public IsaTest {};
+
+TEST_P(CpuSelect, MatchesRefExactly) {
   Rng rng(11);
   std::vector<Case> cs;
   cs.push_back({"decode", 1, 1, 300, 8, 2, 1});
@@ -90,7 +92,7 @@ TEST(CpuSelect, MatchesRefExactly) {
 
 // Long rows take the linear-bucket path (rows of at least 1024 candidates): sizes around that,
 // heavy ties, rows with no spread or no finite values, and a huge dynamic range.
-TEST(CpuSelect, LongRowsMatchRefExactly) {
+TEST_P(CpuSelect, LongRowsMatchRefExactly) {
   Rng rng(12);
   for (int S : {1023, 1024, 1025, 5000}) {
     Case c{"long", 1, 2, S, 4, 2, 1, true};
@@ -113,7 +115,7 @@ TEST(CpuSelect, LongRowsMatchRefExactly) {
   }
 }
 
-TEST(CpuSelect, TiesGoToLowerIndexAndOrderIsAscending) {
+TEST_P(CpuSelect, TiesGoToLowerIndexAndOrderIsAscending) {
   // Every score equal: the selection must be exactly keys 0..k-1.
   Case c{"flat", 1, 1, 500, 2, 2, 1};
   Buffer scores(DType::f32, {1, 1, 2, 500});
@@ -133,6 +135,8 @@ TEST(CpuSelect, TiesGoToLowerIndexAndOrderIsAscending) {
   topk_select(scores, c.seqs(), c.opts(Backend::cpu), sel, idx);
   for (int i = 0; i < 100; i++) ASSERT_EQ(idx.ptr<int32_t>()[i], 400 + i);
 }
+
+TOPK_PER_ISA(CpuSelect);
 
 }  // namespace
 }  // namespace topk::test

@@ -38,7 +38,9 @@ Buffer random_indices(const Case& c, int hsel, int64_t K, Rng& rng) {
   return idx;
 }
 
-TEST(CpuSparse, ForwardAndBackwardMatchRef) {
+class CpuSparse : public IsaTest {};
+
+TEST_P(CpuSparse, ForwardAndBackwardMatchRef) {
   Rng rng(21);
   for (const Case& c : sparse_cases()) {
     for (int hsel : {c.Hq, c.Hkv}) {
@@ -100,8 +102,10 @@ std::vector<SelectOpts> topk_budgets() {
   return v;
 }
 
+class CpuTopk : public IsaTest {};
+
 // Fused top-k attention: the same indices as the reference composition, and the same outputs.
-TEST(CpuTopk, FusedMatchesRef) {
+TEST_P(CpuTopk, FusedMatchesRef) {
   Rng rng(31);
   for (const Case& c : topk_cases()) {
     for (const SelectOpts& sel : topk_budgets()) {
@@ -132,7 +136,7 @@ TEST(CpuTopk, FusedMatchesRef) {
 
 // Decode takes one of two partitions (per KV head when there are enough heads for the threads,
 // else per key chunk); both must give bit-identical results, equal to the reference.
-TEST(CpuTopk, DecodePartitionsAgree) {
+TEST_P(CpuTopk, DecodePartitionsAgree) {
   Rng rng(32);
   Case c{"decode_hkv8", 2, 1, 700, 16, 8, 64};
   int saved = omp_get_max_threads();
@@ -165,6 +169,9 @@ TEST(CpuTopk, DecodePartitionsAgree) {
     expect_close(outs[0], to_vec(o), 2e-5, 2e-6, "o");
   }
 }
+
+TOPK_PER_ISA(CpuSparse);
+TOPK_PER_ISA(CpuTopk);
 
 }  // namespace
 }  // namespace topk::test

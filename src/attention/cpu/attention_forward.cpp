@@ -8,7 +8,7 @@
 // never on the thread count, so the result is the same on every run and every machine.
 #include "attention/cpu/common.h"
 
-namespace topk::cpu {
+namespace topk::cpu::TOPK_ISA {
 namespace {
 
 constexpr int kBk = 64;              // keys per block: a block of scores stays in L1
@@ -28,8 +28,8 @@ struct Scratch {
 };
 
 // Online softmax of the rows of one tile over keys [ja, jb): acc [M, D] (unnormalised), m, l.
-void run_tile(const AttnParams& p, const Tile& tl, int64_t ja, int64_t jb, float* acc, float* m,
-              float* l, Scratch& w) {
+TOPK_TARGET void run_tile(const AttnParams& p, const Tile& tl, int64_t ja, int64_t jb, float* acc,
+                          float* m, float* l, Scratch& w) {
   const SeqDesc& s = p.seqs[tl.seq];
   int G = p.group(), D = p.D, nh = (tl.kh1 - tl.kh0) * G, M = tl.nt * nh;
   w.Q.resize(size_t(M) * D);
@@ -75,7 +75,7 @@ void run_tile(const AttnParams& p, const Tile& tl, int64_t ja, int64_t jb, float
 
 }  // namespace
 
-void attention_forward(const AttnParams& p) {
+TOPK_TARGET void attention_forward(const AttnParams& p) {
   int G = p.group(), D = p.D;
   bool all_heads = p.Hq <= kRows;
   int nt_tile = std::max(1, kRows / (all_heads ? p.Hq : G));
@@ -147,4 +147,4 @@ void attention_forward(const AttnParams& p) {
   }
 }
 
-}  // namespace topk::cpu
+}  // namespace topk::cpu::TOPK_ISA

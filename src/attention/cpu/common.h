@@ -1,7 +1,14 @@
 // Shared pieces of the CPU fast paths: fp32 rows from any storage dtype, SIMD dot / axpy
 // kernels over a few query rows at once, a vectorised exp, and the block score loop.
-// SIMD is chosen at compile time (AVX2+FMA under x86-64-v3, scalar otherwise), so it is fixed
-// for every call. Every reduction runs in a fixed order: results do not depend on threads.
+// Every reduction runs in a fixed order: results do not depend on threads.
+//
+// Every file of src/attention/cpu except dispatch.cpp is compiled once per instruction set
+// (CMakeLists.txt): TOPK_SIMD is 0 (scalar: no intrinsics), 256 (AVX2 + FMA) or 512
+// (AVX-512 F/BW/DQ/VL), each copy lives in its own namespace topk::cpu::TOPK_ISA, and
+// dispatch.cpp picks one copy at run time. The instruction set is given per function
+// (TOPK_TARGET on every function of these files), not per file: library code that a copy
+// instantiates (std::vector and the like) stays baseline code, so whichever copy of it the
+// linker keeps runs on every CPU.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -10,13 +17,26 @@
 #include <memory>
 #include <vector>
 
-#ifdef __AVX2__
+#if TOPK_SIMD == 512
+#define TOPK_ISA avx512
+#define TOPK_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")))
+#elif TOPK_SIMD == 256
+#define TOPK_ISA avx2
+#define TOPK_TARGET __attribute__((target("avx2,fma,f16c")))
+#elif TOPK_SIMD == 0
+#define TOPK_ISA scalar
+#define TOPK_TARGET
+#else
+#error "TOPK_SIMD must be 0, 256 or 512 (set by CMakeLists.txt)"
+#endif
+
+#if TOPK_SIMD > 0
 #include <immintrin.h>
 #endif
 
 #include "attention/params.h"
 
-namespace topk::cpu {
+namespace topk::cpu::TOPK_ISA {
 
 constexpr float kInfF = std::numeric_limits<float>::infinity();
 
@@ -36,15 +56,15 @@ struct RawBuf {
 };
 
 // Converts D elements at element offset `off` of a float buffer of dtype t into fp32.
-inline void to_f32(const void* data, DType t, int64_t off, int D, float* out) {
+TOPK_TARGET inline void to_f32(const void* data, DType t, int64_t off, int D, float* out) {
   int d = 0;
   if (t == DType::f32) {
     const float* s = static_cast<const float*>(data) + off;
     std::copy(s, s + D, out);
     return;
   }
-  const uint16_t* s = static_cast<const uint16_t*>(data) + off;
-#ifdef __AVX2__
+  [[maybe_unused]] const uint16_t* s = static_cast<const uint16_t*>(data) + off;
+#if TOPK_SIMD >= 256
   if (t == DType::bf16) {
     for (; d + 8 <= D; d += 8) {
       __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + d));
@@ -53,7 +73,7 @@ inline void to_f32(const void* data, DType t, int64_t off, int D, float* out) {
     }
   }
 #endif
-#ifdef __F16C__
+#if TOPK_SIMD >= 256
   if (t == DType::f16) {
     for (; d + 8 <= D; d += 8)
       _mm256_storeu_ps(out + d, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + d))));
@@ -63,21 +83,22 @@ inline void to_f32(const void* data, DType t, int64_t off, int D, float* out) {
 }
 
 // Pointer to row (b, row, h) as fp32: in place for f32, else converted into buf [D].
-inline const float* row_f32(const Rows& r, int64_t b, int64_t row, int64_t h, int D, float* buf) {
+TOPK_TARGET inline const float* row_f32(const Rows& r, int64_t b, int64_t row, int64_t h, int D,
+                                        float* buf) {
   int64_t off = r.offset(b, row, h);
   if (r.dtype == DType::f32) return static_cast<const float*>(r.data) + off;
   to_f32(r.data, r.dtype, off, D, buf);
   return buf;
 }
 
-#ifdef __AVX2__
-inline float hsum(__m256 v) {
+#if TOPK_SIMD >= 256
+TOPK_TARGET inline float hsum(__m256 v) {
   __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   x = _mm_add_ps(x, _mm_movehl_ps(x, x));
   x = _mm_add_ss(x, _mm_movehdup_ps(x));
   return _mm_cvtss_f32(x);
 }
-inline float hmax(__m256 v) {
+TOPK_TARGET inline float hmax(__m256 v) {
   __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   x = _mm_max_ps(x, _mm_movehl_ps(x, x));
   x = _mm_max_ss(x, _mm_movehdup_ps(x));
@@ -86,7 +107,7 @@ inline float hmax(__m256 v) {
 
 // The 8 horizontal sums of a[0..7] in one vector, lane i = sum of a[i] (a transpose-add tree:
 // 11 instructions instead of 8 separate horizontal sums).
-inline __m256 reduce8(const __m256* a) {
+TOPK_TARGET inline __m256 reduce8(const __m256* a) {
   __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
   __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
   t0 = _mm256_hadd_ps(t0, t1);  // lanes: a0 a1 a2 a3 (low halves) | a0 a1 a2 a3 (high halves)
@@ -96,7 +117,7 @@ inline __m256 reduce8(const __m256* a) {
 }
 
 // exp(x) in fp32 (Cephes polynomial, ~1 ulp); exp(-inf) = 0, NaN stays NaN.
-inline __m256 exp256(__m256 x) {
+TOPK_TARGET inline __m256 exp256(__m256 x) {
   const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.5f);
   __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
   __m256 tiny = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
@@ -121,10 +142,10 @@ inline __m256 exp256(__m256 x) {
 #endif
 
 // max over x[0..n) (NaN ignored where a non-NaN exists; -inf for an empty or all -inf row).
-inline float row_max(const float* x, int64_t n) {
+TOPK_TARGET inline float row_max(const float* x, int64_t n) {
   float m = -kInfF;
   int64_t j = 0;
-#ifdef __AVX2__
+#if TOPK_SIMD >= 256
   __m256 vm = _mm256_set1_ps(-kInfF);
   for (; j + 8 <= n; j += 8) vm = _mm256_max_ps(_mm256_loadu_ps(x + j), vm);
   m = hmax(vm);
@@ -134,10 +155,10 @@ inline float row_max(const float* x, int64_t n) {
 }
 
 // x[j] = exp(x[j] - m) for j < n; returns the sum (fixed order).
-inline float exp_sub_sum(float* x, int64_t n, float m) {
+TOPK_TARGET inline float exp_sub_sum(float* x, int64_t n, float m) {
   int64_t j = 0;
   float s = 0;
-#ifdef __AVX2__
+#if TOPK_SIMD >= 256
   __m256 vm = _mm256_set1_ps(m), acc = _mm256_setzero_ps();
   for (; j + 8 <= n; j += 8) {
     __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + j), vm));
@@ -157,12 +178,12 @@ inline float exp_sub_sum(float* x, int64_t n, float m) {
 // each key vector load serves R rows. The FMA latency (4 cycles, 2 per cycle) needs about 8
 // independent accumulators, so few rows also split D over U accumulators.
 template <int R, int NK>
-inline void dot_keys(const float* q, int64_t ldq, const float* const* k, int D, float scale,
-                     float* out, int64_t lds) {
-  constexpr int U = R >= 4 ? 1 : (R == 1 ? 4 : 2);
+TOPK_TARGET inline void dot_keys(const float* q, int64_t ldq, const float* const* k, int D,
+                                 float scale, float* out, int64_t lds) {
+  [[maybe_unused]] constexpr int U = R >= 4 ? 1 : (R == 1 ? 4 : 2);
   float s[R][NK];
   int d = 0;
-#ifdef __AVX2__
+#if TOPK_SIMD >= 256
   __m256 acc[R][NK][U];
   for (int r = 0; r < R; r++)
     for (int c = 0; c < NK; c++)
@@ -211,8 +232,8 @@ inline void dot_keys(const float* q, int64_t ldq, const float* const* k, int D, 
 
 // Any number of rows (4 at a time) against NK keys.
 template <int NK>
-inline void dot_nrows_keys(const float* q, int64_t ldq, int nr, const float* const* k, int D,
-                           float scale, float* out, int64_t lds) {
+TOPK_TARGET inline void dot_nrows_keys(const float* q, int64_t ldq, int nr, const float* const* k,
+                                       int D, float scale, float* out, int64_t lds) {
   int r = 0;
   for (; r + 4 <= nr; r += 4) dot_keys<4, NK>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds);
   switch (nr - r) {
@@ -224,18 +245,18 @@ inline void dot_nrows_keys(const float* q, int64_t ldq, int nr, const float* con
 }
 
 // out[r * lds] = scale * (q_r . k) for nr rows and one key.
-inline void dot_nrows(const float* q, int64_t ldq, int nr, const float* k, int D, float scale,
-                      float* out, int64_t lds) {
+TOPK_TARGET inline void dot_nrows(const float* q, int64_t ldq, int nr, const float* k, int D,
+                                  float scale, float* out, int64_t lds) {
   dot_nrows_keys<1>(q, ldq, nr, &k, D, scale, out, lds);
 }
 
 // o_r += sum_j P[r * ldp + j] * v_j for R rows o_r = o + r * ldo and nk value rows v[j].
 // U vectors of D per step keep R * U >= 8 accumulators in flight.
 template <int R>
-inline void pv_rows(float* o, int64_t ldo, const float* P, int64_t ldp, const float* const* v,
-                    int nk, int D) {
+TOPK_TARGET inline void pv_rows(float* o, int64_t ldo, const float* P, int64_t ldp,
+                                const float* const* v, int nk, int D) {
   int d = 0;
-#ifdef __AVX2__
+#if TOPK_SIMD >= 256
   constexpr int U = R >= 4 ? 2 : (R == 1 ? 8 : 4);
   for (; d + 8 * U <= D; d += 8 * U) {
     __m256 acc[R][U];
@@ -271,8 +292,8 @@ inline void pv_rows(float* o, int64_t ldo, const float* P, int64_t ldp, const fl
     }
 }
 
-inline void pv_nrows(float* o, int64_t ldo, int nr, const float* P, int64_t ldp,
-                     const float* const* v, int nk, int D) {
+TOPK_TARGET inline void pv_nrows(float* o, int64_t ldo, int nr, const float* P, int64_t ldp,
+                                 const float* const* v, int nk, int D) {
   int r = 0;
   for (; r + 4 <= nr; r += 4) pv_rows<4>(o + r * ldo, ldo, P + r * ldp, ldp, v, nk, D);
   switch (nr - r) {
@@ -284,24 +305,24 @@ inline void pv_nrows(float* o, int64_t ldo, int nr, const float* P, int64_t ldp,
 }
 
 // y += a * x over D.
-inline void axpy(float* y, float a, const float* x, int D) {
+TOPK_TARGET inline void axpy(float* y, float a, const float* x, int D) {
 #pragma omp simd
   for (int d = 0; d < D; d++) y[d] += a * x[d];
 }
 
-inline void scale_row(float* y, float a, int D) {
+TOPK_TARGET inline void scale_row(float* y, float a, int D) {
 #pragma omp simd
   for (int d = 0; d < D; d++) y[d] *= a;
 }
 
-inline float dot1(const float* a, const float* b, int D) {
+TOPK_TARGET inline float dot1(const float* a, const float* b, int D) {
   float s;
   dot_keys<1, 1>(a, 0, &b, D, 1.0f, &s, 0);
   return s;
 }
 
 // Number of batches covered by the sequences (rows of the contiguous per-query arrays).
-inline int64_t batches(const AttnParams& p) {
+TOPK_TARGET inline int64_t batches(const AttnParams& p) {
   int64_t B = 0;
   for (int i = 0; i < p.nseq; i++) B = std::max<int64_t>(B, p.seqs[i].batch + 1);
   return B;
@@ -309,8 +330,8 @@ inline int64_t batches(const AttnParams& p) {
 
 // Loads the queries t0..t0+nt-1, heads of KV heads [kh0, kh1), of sequence s as fp32:
 // Q[(t * nh + hl) * D + d] with nh = (kh1 - kh0) * G local heads.
-inline void load_q(const AttnParams& p, const SeqDesc& s, int64_t t0, int nt, int kh0, int kh1,
-                   float* Q) {
+TOPK_TARGET inline void load_q(const AttnParams& p, const SeqDesc& s, int64_t t0, int nt, int kh0,
+                               int kh1, float* Q) {
   int G = p.group(), nh = (kh1 - kh0) * G;
   for (int t = 0; t < nt; t++)
     for (int hl = 0; hl < nh; hl++)
@@ -321,8 +342,9 @@ inline void load_q(const AttnParams& p, const SeqDesc& s, int64_t t0, int nt, in
 constexpr int kPrefetch = 8;  // keys ahead: 32 KiB of K for 8 KV heads of D = 128, f32
 
 // Prefetches rows j .. j+n-1, heads [kh0, kh1), of a [B, S, H, D] tensor into the caches.
-inline void prefetch_rows(const Rows& r, const SeqDesc& s, int64_t j, int n, int kh0, int kh1, int D) {
-#ifdef __AVX2__
+TOPK_TARGET inline void prefetch_rows(const Rows& r, const SeqDesc& s, int64_t j, int n, int kh0,
+                                      int kh1, int D) {
+#if TOPK_SIMD >= 256
   size_t es = dtype_size(r.dtype);
   for (int i = 0; i < n; i++)
     for (int kh = kh0; kh < kh1; kh++) {
@@ -333,8 +355,8 @@ inline void prefetch_rows(const Rows& r, const SeqDesc& s, int64_t j, int n, int
 }
 
 // Prefetches one row (b, row, h) of D elements.
-inline void prefetch_row(const Rows& r, int64_t b, int64_t row, int64_t h, int D) {
-#ifdef __AVX2__
+TOPK_TARGET inline void prefetch_row(const Rows& r, int64_t b, int64_t row, int64_t h, int D) {
+#if TOPK_SIMD >= 256
   size_t es = dtype_size(r.dtype);
   const char* a = static_cast<const char*>(r.data) + r.offset(b, row, h) * es;
   for (size_t o = 0; o < D * es; o += 64) _mm_prefetch(a + o, _MM_HINT_T0);
@@ -352,9 +374,10 @@ inline void prefetch_row(const Rows& r, int64_t b, int64_t row, int64_t h, int D
 // row, so K is streamed once, in memory order. kbuf: [2 * D] scratch for non-f32 keys.
 // pf_end: K rows are prefetched up to this key (the caller's range may go past jb); vpf: also
 // prefetch the V rows of the keys scored, for a PV step that follows.
-inline void score_block(const AttnParams& p, const SeqDesc& s, const float* Q, int nt, int kh0,
-                        int kh1, int qh, int h0, int64_t ja, int64_t jb, float* out, int64_t lds,
-                        int64_t jbase, float* kbuf, int64_t pf_end = 0, bool vpf = false) {
+TOPK_TARGET inline void score_block(const AttnParams& p, const SeqDesc& s, const float* Q, int nt,
+                                    int kh0, int kh1, int qh, int h0, int64_t ja, int64_t jb,
+                                    float* out, int64_t lds, int64_t jbase, float* kbuf,
+                                    int64_t pf_end = 0, bool vpf = false) {
   int G = p.group(), D = p.D;
   for (int64_t j = ja; j < jb; j += 2) {
     bool two = j + 1 < jb;
@@ -386,9 +409,9 @@ inline void score_block(const AttnParams& p, const SeqDesc& s, const float* Q, i
 // by key would keep 32+ lines of scattered rows in flight (and alias to one cache set when ld
 // is a power of two). tile: scratch of nt * Hq * kTile floats. pf_end as in score_block.
 constexpr int kTile = 64;
-inline void score_rows(const AttnParams& p, const SeqDesc& s, const float* Q, int nt, int kh0,
-                       int kh1, int64_t ja, int64_t jb, float* out, int64_t ld, float* tile,
-                       float* kbuf, int64_t pf_end) {
+TOPK_TARGET inline void score_rows(const AttnParams& p, const SeqDesc& s, const float* Q, int nt,
+                                   int kh0, int kh1, int64_t ja, int64_t jb, float* out, int64_t ld,
+                                   float* tile, float* kbuf, int64_t pf_end) {
   int G = p.group();
   for (int64_t j0 = ja; j0 < jb; j0 += kTile) {
     int64_t j1 = std::min(jb, j0 + kTile);
@@ -403,8 +426,8 @@ inline void score_rows(const AttnParams& p, const SeqDesc& s, const float* Q, in
 
 // Writes o = acc / l and lse = m + ln l for query t, head h of sequence s. A row that saw no
 // key with weight (l == 0) gets o = 0 and lse = +inf.
-inline void write_row(const AttnParams& p, const SeqDesc& s, int64_t t, int h, const float* acc,
-                      float m, float l) {
+TOPK_TARGET inline void write_row(const AttnParams& p, const SeqDesc& s, int64_t t, int h,
+                                  const float* acc, float m, float l) {
   int64_t off = p.o.offset(s.batch, s.q_start + t, h);
   bool empty = !(l > 0) && !(l != l);
   float inv = empty ? 0.0f : 1.0f / l;
@@ -417,4 +440,4 @@ inline void write_row(const AttnParams& p, const SeqDesc& s, int64_t t, int h, c
   p.lse[p.qrow(s, t) * p.Hq + h] = empty ? kInfF : m + std::log(l);
 }
 
-}  // namespace topk::cpu
+}  // namespace topk::cpu::TOPK_ISA

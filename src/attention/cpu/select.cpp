@@ -8,20 +8,20 @@
 
 #include "attention/cpu/common.h"
 
-namespace topk::cpu {
+namespace topk::cpu::TOPK_ISA {
 namespace {
 
 // Order-preserving maps: a ranks before b (by value) iff key(a) > key(b). -0 equals +0 (the
 // reference compares with ==; adding +0 turns -0 into +0); NaN is 0, below every number
 // including -inf. Branch-free: score signs are random, a branch here would mispredict.
-inline uint32_t order_key(float f) {
+TOPK_TARGET inline uint32_t order_key(float f) {
   float z = f + 0.0f;
   uint32_t u;
   std::memcpy(&u, &z, 4);
   uint32_t flip = uint32_t(int32_t(u) >> 31) | 0x80000000u;
   return f != f ? 0u : u ^ flip;
 }
-inline uint64_t order_key(double f) {
+TOPK_TARGET inline uint64_t order_key(double f) {
   double z = f + 0.0;
   uint64_t u;
   std::memcpy(&u, &z, 8);
@@ -30,9 +30,9 @@ inline uint64_t order_key(double f) {
 }
 
 // Keys of a whole row. The f32 one is explicit AVX2: the compiler keeps the NaN test scalar.
-inline void keys_of(const float* x, int64_t n, uint32_t* out) {
+TOPK_TARGET inline void keys_of(const float* x, int64_t n, uint32_t* out) {
   int64_t i = 0;
-#ifdef __AVX2__
+#if TOPK_SIMD >= 256
   const __m256 zero = _mm256_setzero_ps();
   const __m256i top = _mm256_set1_epi32(int(0x80000000u));
   for (; i + 8 <= n; i += 8) {
@@ -45,7 +45,7 @@ inline void keys_of(const float* x, int64_t n, uint32_t* out) {
 #endif
   for (; i < n; i++) out[i] = order_key(x[i]);
 }
-inline void keys_of(const double* x, int64_t n, uint64_t* out) {
+TOPK_TARGET inline void keys_of(const double* x, int64_t n, uint64_t* out) {
   for (int64_t i = 0; i < n; i++) out[i] = order_key(x[i]);
 }
 
@@ -53,7 +53,7 @@ constexpr int kDigit = 11;  // radix bits per pass: a 2048-bin histogram (8 KiB)
 constexpr int64_t kLinearMin = 1024;  // rows at least this long take select_linear
 
 // Picks the bin (from the top) that holds the room-th best key; room becomes the rank inside it.
-inline uint32_t pick_bin(const uint32_t* hist, int nbins, int64_t& room) {
+TOPK_TARGET inline uint32_t pick_bin(const uint32_t* hist, int nbins, int64_t& room) {
   int64_t cum = 0;
   int b = nbins - 1;
   for (; b > 0; b--) {
@@ -67,7 +67,7 @@ inline uint32_t pick_bin(const uint32_t* hist, int nbins, int64_t& room) {
 // The room-th best of a short list of keys, digit by digit: tau, and how many keys equal to
 // tau are taken (the first by index). keys is consumed.
 template <class U>
-void resolve(std::vector<U>& keys, int64_t room, U& tau, int64_t& take_eq) {
+TOPK_TARGET void resolve(std::vector<U>& keys, int64_t room, U& tau, int64_t& take_eq) {
   constexpr int bits = int(sizeof(U) * 8);
   uint32_t hist[1 << kDigit];
   U prefix = 0;
@@ -99,8 +99,9 @@ void resolve(std::vector<U>& keys, int64_t room, U& tau, int64_t& take_eq) {
 //     many keys equal to tau are taken (the first by index);
 //  D: emit from the kept pairs only.
 template <class U, class F>
-int64_t select_candidates(const F* x, int64_t lo, int64_t hi, int64_t room, int32_t* out,
-                          std::vector<U>& keys, std::vector<U>& buf, std::vector<int32_t>& idx) {
+TOPK_TARGET int64_t select_candidates(const F* x, int64_t lo, int64_t hi, int64_t room,
+                                      int32_t* out, std::vector<U>& keys, std::vector<U>& buf,
+                                      std::vector<int32_t>& idx) {
   constexpr int bits = int(sizeof(U) * 8);
   int64_t n = hi - lo;
   keys.resize(size_t(n));
@@ -144,7 +145,7 @@ int64_t select_candidates(const F* x, int64_t lo, int64_t hi, int64_t room, int3
   return c;
 }
 
-#ifdef __AVX2__
+#if TOPK_SIMD >= 256
 // The f32 path for long rows. The top bits of a float key bunch normal scores into a few dozen
 // bins (one per binade), so that histogram serialises on a handful of counters. Instead the
 // first pass buckets linearly between the row's finite min and max: bin(x) = (x - min) * inv,
@@ -152,9 +153,9 @@ int64_t select_candidates(const F* x, int64_t lo, int64_t hi, int64_t room, int3
 // higher score and only the boundary bin needs the exact keys. NaN and -inf land in bin 0, +inf
 // in the top bin; the exact keys order them inside it. Returns -1 when the row has no spread
 // (no finite values, or all equal): the caller takes the radix path.
-int64_t select_linear(const float* x, int64_t lo, int64_t hi, int64_t room, int32_t* out,
-                      std::vector<uint16_t>& bins, std::vector<uint32_t>& keys,
-                      std::vector<int32_t>& idx) {
+TOPK_TARGET int64_t select_linear(const float* x, int64_t lo, int64_t hi, int64_t room,
+                                  int32_t* out, std::vector<uint16_t>& bins,
+                                  std::vector<uint32_t>& keys, std::vector<int32_t>& idx) {
   constexpr int nb = 2048;
   const float* y = x + lo;
   int64_t n = hi - lo, i = 0;
@@ -234,9 +235,9 @@ int64_t select_linear(const float* x, int64_t lo, int64_t hi, int64_t room, int3
 #endif
 
 template <class U, class F>
-void select_impl(const F* x, int64_t n, const SelectOpts& sel, int32_t* out, int64_t K,
-                 std::vector<U>& keys, std::vector<U>& buf, std::vector<int32_t>& idx,
-                 SelectScratch& w) {
+TOPK_TARGET void select_impl(const F* x, int64_t n, const SelectOpts& sel, int32_t* out, int64_t K,
+                             std::vector<U>& keys, std::vector<U>& buf, std::vector<int32_t>& idx,
+                             SelectScratch& w) {
   int64_t W = select_budget(sel, n);
   int64_t lo = std::min<int64_t>(sel.sink, n);                 // candidates: [lo, hi)
   int64_t hi = std::max<int64_t>(n - int64_t(sel.window), lo);
@@ -247,7 +248,7 @@ void select_impl(const F* x, int64_t n, const SelectOpts& sel, int32_t* out, int
     for (int64_t j = lo; j < hi; j++) out[c++] = int32_t(j);
   } else if (room > 0) {
     int64_t got = -1;
-#ifdef __AVX2__
+#if TOPK_SIMD >= 256
     if constexpr (std::is_same_v<F, float>)
       if (hi - lo >= kLinearMin) got = select_linear(x, lo, hi, room, out + c, w.bins, w.k32, w.idx);
 #endif
@@ -260,17 +261,17 @@ void select_impl(const F* x, int64_t n, const SelectOpts& sel, int32_t* out, int
 
 }  // namespace
 
-void select_row(const float* score, int64_t n, const SelectOpts& sel, int32_t* out, int64_t K,
-                SelectScratch& w) {
+TOPK_TARGET void select_row(const float* score, int64_t n, const SelectOpts& sel, int32_t* out,
+                            int64_t K, SelectScratch& w) {
   select_impl<uint32_t>(score, n, sel, out, K, w.k32, w.b32, w.idx, w);
 }
 
-void select_row(const double* rank, int64_t n, const SelectOpts& sel, int32_t* out, int64_t K,
-                SelectScratch& w) {
+TOPK_TARGET void select_row(const double* rank, int64_t n, const SelectOpts& sel, int32_t* out,
+                            int64_t K, SelectScratch& w) {
   select_impl<uint64_t>(rank, n, sel, out, K, w.k64, w.b64, w.idx, w);
 }
 
-void group_rank(const float* scores, int64_t ld, int G, int64_t n, double* rank) {
+TOPK_TARGET void group_rank(const float* scores, int64_t ld, int G, int64_t n, double* rank) {
   const double inf = std::numeric_limits<double>::infinity();
   for (int64_t j = 0; j < n; j++) rank[j] = 0.0;
   if (n == 0) return;
@@ -290,7 +291,7 @@ void group_rank(const float* scores, int64_t ld, int G, int64_t n, double* rank)
   }
 }
 
-void topk_select(const SelectParams& sp) {
+TOPK_TARGET void topk_select(const SelectParams& sp) {
   const AttnParams& p = sp.a;
   int G = p.Hq / sp.Hsel;
   std::vector<std::pair<int, int64_t>> qrows;  // (sequence, t)
@@ -319,4 +320,4 @@ void topk_select(const SelectParams& sp) {
   }
 }
 
-}  // namespace topk::cpu
+}  // namespace topk::cpu::TOPK_ISA

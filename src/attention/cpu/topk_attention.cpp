@@ -10,7 +10,7 @@
 #include "attention/cpu/common.h"
 #include "attention/cpu/select.h"
 
-namespace topk::cpu {
+namespace topk::cpu::TOPK_ISA {
 namespace {
 
 constexpr int64_t kScoreFloats = int64_t(1) << 22;  // score block cap: 16 MiB
@@ -22,9 +22,10 @@ constexpr int kVb = 16;  // V rows gathered per step; the next step's rows are p
 // Softmax over the selected keys of one selection row and o for each of its nh heads:
 // heads h0 .. h0+nh-1, score rows at Sc + (h - h0) * lds, selection idx[0..K) (ascending,
 // -1 padded). P [nh, K], vbuf [kVb, D], acc [nh, D] scratch.
-void attend_row(const AttnParams& p, const SeqDesc& s, int64_t t, int h0, int nh, const float* Sc,
-                int64_t lds, const int32_t* idx, int64_t K, std::vector<float>& P,
-                std::vector<float>& vbuf, std::vector<float>& acc) {
+TOPK_TARGET void attend_row(const AttnParams& p, const SeqDesc& s, int64_t t, int h0, int nh,
+                            const float* Sc, int64_t lds, const int32_t* idx, int64_t K,
+                            std::vector<float>& P, std::vector<float>& vbuf,
+                            std::vector<float>& acc) {
   int D = p.D;
   int64_t n = 0;
   while (n < K && idx[n] >= 0) n++;
@@ -61,8 +62,8 @@ void attend_row(const AttnParams& p, const SeqDesc& s, int64_t t, int h0, int nh
 
 }  // namespace
 
-void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t* indices,
-                            int64_t K) {
+TOPK_TARGET void topk_attention_forward(const AttnParams& p, const SelectOpts& sel,
+                                        int32_t* indices, int64_t K) {
   int D = p.D, Gs = p.Hq / p.Hsel;
   // Kept between calls by the calling thread: a decode loop reuses the same pages.
   static thread_local RawBuf<float> sc_buf, q_buf;
@@ -144,4 +145,4 @@ void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t*
   }
 }
 
-}  // namespace topk::cpu
+}  // namespace topk::cpu::TOPK_ISA
