@@ -5,8 +5,6 @@
 //   3. attend: softmax over the selected scores (no K re-read) and a gather of only the
 //      selected V rows.
 // For decode (T = 1) this reads K once and V only where selected.
-#include <omp.h>
-
 #include "attention/cpu/common.h"
 #include "attention/cpu/select.h"
 
@@ -99,24 +97,6 @@ TOPK_TARGET void topk_attention_forward(const AttnParams& p, const SelectOpts& s
           attend_row(p, s, t, hs * Gs + g0, std::min(64, Gs - g0), row + int64_t(g0) * ld, ld,
                      out, K, P, vbuf, acc);
       };
-      if (nt == 1 && p.Hkv >= 2 * omp_get_max_threads()) {
-        // Decode with enough KV heads to keep every thread busy: one item per KV head scores
-        // its G rows over all keys and at once selects and attends them. No barrier between
-        // the steps, and each thread selects from scores in its own cache. (The partition
-        // does not change any result: every score and every row is computed the same way.)
-#pragma omp parallel
-        {
-          std::vector<float> kbuf(2 * D), tile(size_t(p.Hq) * kTile), P, vbuf, acc;
-          SelectScratch w;
-#pragma omp for schedule(dynamic, 1)
-          for (int kh = 0; kh < p.Hkv; kh++) {
-            score_rows(p, s, Q, 1, kh, kh + 1, 0, vis, Sc, ld, tile.data(), kbuf.data(), vis);
-            int G = p.group();
-            for (int hs = kh * G / Gs; hs < (kh + 1) * G / Gs; hs++) select_attend(hs, w, P, vbuf, acc);
-          }
-        }
-        continue;
-      }
       // 1. Scores [nt, Hq, vis]: all KV heads per item when the rows are few (decode), so K
       // is read in memory order; one KV head per item otherwise.
       bool all_heads = int64_t(nt) * p.Hq <= kRows;
