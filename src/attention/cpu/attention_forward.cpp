@@ -34,7 +34,7 @@ TOPK_TARGET void run_tile(const AttnParams& p, const Tile& tl, int64_t ja, int64
   int G = p.group(), D = p.D, nh = (tl.kh1 - tl.kh0) * G, M = tl.nt * nh;
   w.Q.resize(size_t(M) * D);
   w.S.resize(size_t(M) * kBk);
-  w.kbuf.resize(2 * D);
+  w.kbuf.resize(kKeys * D);
   w.vbuf.resize(size_t(kBk) * D);
   w.vptr.resize(kBk);
   load_q(p, s, tl.t0, tl.nt, tl.kh0, tl.kh1, w.Q.data());

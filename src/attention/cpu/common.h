@@ -37,8 +37,14 @@
 #include "attention/params.h"
 
 namespace topk::cpu::TOPK_ISA {
-
 constexpr float kInfF = std::numeric_limits<float>::infinity();
+}  // namespace topk::cpu::TOPK_ISA
+
+#if TOPK_SIMD == 512
+#include "attention/cpu/avx512.h"
+#endif
+
+namespace topk::cpu::TOPK_ISA {
 
 // A grow-only scratch buffer that is not zero-filled: the ops write before they read, and
 // zeroing (and page-faulting) megabytes of scores per decode step is measurable.
@@ -143,6 +149,9 @@ TOPK_TARGET inline __m256 exp256(__m256 x) {
 
 // max over x[0..n) (NaN ignored where a non-NaN exists; -inf for an empty or all -inf row).
 TOPK_TARGET inline float row_max(const float* x, int64_t n) {
+#if TOPK_SIMD == 512
+  return row_max512(x, n);
+#else
   float m = -kInfF;
   int64_t j = 0;
 #if TOPK_SIMD >= 256
@@ -152,10 +161,14 @@ TOPK_TARGET inline float row_max(const float* x, int64_t n) {
 #endif
   for (; j < n; j++) m = x[j] > m ? x[j] : m;
   return m;
+#endif
 }
 
 // x[j] = exp(x[j] - m) for j < n; returns the sum (fixed order).
 TOPK_TARGET inline float exp_sub_sum(float* x, int64_t n, float m) {
+#if TOPK_SIMD == 512
+  return exp_sub_sum512(x, n, m);
+#else
   int64_t j = 0;
   float s = 0;
 #if TOPK_SIMD >= 256
@@ -172,6 +185,7 @@ TOPK_TARGET inline float exp_sub_sum(float* x, int64_t n, float m) {
     s += x[j];
   }
   return s;
+#endif
 }
 
 // out[r * lds + c] = scale * (q_r . k_c) for R query rows q_r = q + r * ldq and NK keys k[c]:
@@ -180,10 +194,13 @@ TOPK_TARGET inline float exp_sub_sum(float* x, int64_t n, float m) {
 template <int R, int NK>
 TOPK_TARGET inline void dot_keys(const float* q, int64_t ldq, const float* const* k, int D,
                                  float scale, float* out, int64_t lds) {
-  [[maybe_unused]] constexpr int U = R >= 4 ? 1 : (R == 1 ? 4 : 2);
+#if TOPK_SIMD == 512
+  dot_keys512<R, NK>(q, ldq, k, D, scale, out, lds);
+#else
   float s[R][NK];
   int d = 0;
 #if TOPK_SIMD >= 256
+  constexpr int U = R >= 4 ? 1 : (R == 1 ? 4 : 2);
   __m256 acc[R][NK][U];
   for (int r = 0; r < R; r++)
     for (int c = 0; c < NK; c++)
@@ -228,6 +245,7 @@ TOPK_TARGET inline void dot_keys(const float* q, int64_t ldq, const float* const
       for (int c = 0; c < NK; c++) s[r][c] += q[r * ldq + d] * k[c][d];
   for (int r = 0; r < R; r++)
     for (int c = 0; c < NK; c++) out[r * lds + c] = scale * s[r][c];
+#endif
 }
 
 // Any number of rows (4 at a time) against NK keys.
@@ -255,6 +273,9 @@ TOPK_TARGET inline void dot_nrows(const float* q, int64_t ldq, int nr, const flo
 template <int R>
 TOPK_TARGET inline void pv_rows(float* o, int64_t ldo, const float* P, int64_t ldp,
                                 const float* const* v, int nk, int D) {
+#if TOPK_SIMD == 512
+  pv_rows512<R>(o, ldo, P, ldp, v, nk, D);
+#else
   int d = 0;
 #if TOPK_SIMD >= 256
   constexpr int U = R >= 4 ? 2 : (R == 1 ? 8 : 4);
@@ -290,6 +311,7 @@ TOPK_TARGET inline void pv_rows(float* o, int64_t ldo, const float* P, int64_t l
       for (int j = 0; j < nk; j++) a += P[r * ldp + j] * v[j][d];
       o[r * ldo + d] = a;
     }
+#endif
 }
 
 TOPK_TARGET inline void pv_nrows(float* o, int64_t ldo, int nr, const float* P, int64_t ldp,
@@ -363,15 +385,15 @@ TOPK_TARGET inline void prefetch_row(const Rows& r, int64_t b, int64_t row, int6
 #endif
 }
 
-// k[1] is only read for a pair of keys (NK = 2), where it is set; GCC cannot see that.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+// Keys per step of the score loop: 4 keys x 4 heads of a group fill one reduce16 (AVX-512);
+// AVX2 has registers for 2 keys x 4 heads.
+constexpr int kKeys = TOPK_SIMD == 512 ? 4 : 2;
 
 // Scores scale * q.k against keys [ja, jb) of sequence s for queries t < nt and the heads of
 // KV heads [kh0, kh1). Query row (t, h) is r = t * qh + h - h0 in both Q (fp32 [*, D], as
 // load_q lays it out with qh = (kh1 - kh0) * G, h0 = kh0 * G) and out (row stride lds, column
 // j - jbase). Keys run in the outer loop and every KV head of a key row is used before the next
-// row, so K is streamed once, in memory order. kbuf: [2 * D] scratch for non-f32 keys.
+// row, so K is streamed once, in memory order. kbuf: [kKeys * D] scratch for non-f32 keys.
 // pf_end: K rows are prefetched up to this key (the caller's range may go past jb); vpf: also
 // prefetch the V rows of the keys scored, for a PV step that follows.
 TOPK_TARGET inline void score_block(const AttnParams& p, const SeqDesc& s, const float* Q, int nt,
@@ -379,30 +401,31 @@ TOPK_TARGET inline void score_block(const AttnParams& p, const SeqDesc& s, const
                                     float* out, int64_t lds, int64_t jbase, float* kbuf,
                                     int64_t pf_end = 0, bool vpf = false) {
   int G = p.group(), D = p.D;
-  for (int64_t j = ja; j < jb; j += 2) {
-    bool two = j + 1 < jb;
+  for (int64_t j = ja; j < jb; j += kKeys) {
+    int nk = int(std::min<int64_t>(kKeys, jb - j));
     // The hardware prefetcher alone does not run far enough ahead of this loop for the loads
     // to overlap the math: fetch K rows kPrefetch keys ahead (and V rows for the caller's PV
     // step that follows) explicitly, a head at a time between the dot products. (Issuing a
     // whole row's prefetches at once fills the miss queue and stalls: 18 vs 26 GB/s.)
-    bool pf = j + kPrefetch + 2 <= std::max(jb, pf_end);
+    bool pf = j + kPrefetch + kKeys <= std::max(jb, pf_end);
     for (int kh = kh0; kh < kh1; kh++) {
-      if (pf) prefetch_rows(p.k, s, j + kPrefetch, 2, kh, kh + 1, D);
-      if (vpf && two) prefetch_rows(p.v, s, j, 2, kh, kh + 1, D);
-      const float* k[2];
-      k[0] = row_f32(p.k, s.batch, s.k_start + j, kh, D, kbuf);
-      if (two) k[1] = row_f32(p.k, s.batch, s.k_start + j + 1, kh, D, kbuf + D);
+      if (pf) prefetch_rows(p.k, s, j + kPrefetch, kKeys, kh, kh + 1, D);
+      if (vpf) prefetch_rows(p.v, s, j, nk, kh, kh + 1, D);
+      const float* k[kKeys];
+      for (int c = 0; c < nk; c++)
+        k[c] = row_f32(p.k, s.batch, s.k_start + j + c, kh, D, kbuf + int64_t(c) * D);
       for (int t = 0; t < nt; t++) {
         int64_t r = int64_t(t) * qh + kh * G - h0;
-        if (two)
-          dot_nrows_keys<2>(Q + r * D, D, G, k, D, p.scale, out + r * lds + (j - jbase), lds);
-        else
-          dot_nrows_keys<1>(Q + r * D, D, G, k, D, p.scale, out + r * lds + (j - jbase), lds);
+        float* o = out + r * lds + (j - jbase);
+        if (nk == kKeys) {
+          dot_nrows_keys<kKeys>(Q + r * D, D, G, k, D, p.scale, o, lds);
+        } else {
+          for (int c = 0; c < nk; c++) dot_nrows_keys<1>(Q + r * D, D, G, k + c, D, p.scale, o + c, lds);
+        }
       }
     }
   }
 }
-#pragma GCC diagnostic pop
 
 // score_block for rows of all heads (qh = Hq, h0 = 0) into out[(t * Hq + h) * ld + j], through
 // a small tile of kTile keys: rows of a long score matrix are far apart, and writing them key

@@ -29,7 +29,7 @@ TOPK_TARGET void for_rows(const AttnParams& p, Fn fn) {
       int64_t nchunk = (vis + kChunk - 1) / kChunk;
 #pragma omp parallel
       {
-        std::vector<float> kbuf(2 * p.D), tile(size_t(nt) * p.Hq * kTile);
+        std::vector<float> kbuf(kKeys * p.D), tile(size_t(nt) * p.Hq * kTile);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t c = 0; c < nchunk; c++) {
           int64_t jb = std::min(vis, (c + 1) * kChunk);

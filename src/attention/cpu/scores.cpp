@@ -26,7 +26,7 @@ TOPK_TARGET void attention_scores(const AttnParams& p, float* scores) {
   }
 #pragma omp parallel
   {
-    std::vector<float> Q, tile, kbuf(2 * p.D);
+    std::vector<float> Q, tile, kbuf(kKeys * p.D);
 #pragma omp for schedule(dynamic, 1)
     for (size_t i = 0; i < items.size(); i++) {
       const Item& it = items[i];

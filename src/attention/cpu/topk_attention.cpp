@@ -104,7 +104,7 @@ TOPK_TARGET void topk_attention_forward(const AttnParams& p, const SelectOpts& s
       int64_t nchunk = (vis + kChunk - 1) / kChunk;
 #pragma omp parallel
       {
-        std::vector<float> kbuf(2 * D), tile(size_t(nt) * p.Hq * kTile);
+        std::vector<float> kbuf(kKeys * D), tile(size_t(nt) * p.Hq * kTile);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < nchunk * nkh; it++) {
           int64_t ja = (it / nkh) * kChunk, jb = std::min(vis, ja + kChunk);
