@@ -134,6 +134,37 @@ TEST_P(CpuTopk, FusedMatchesRef) {
   }
 }
 
+// Decode over more than 16 MiB of K writes its score rows with streaming stores and selects
+// from rows of 33024 keys (the sampled threshold of the AVX-512 copy).
+TEST_P(CpuTopk, LongDecodeMatchesRef) {
+  Rng rng(33);
+  Case c{"long_decode", 1, 1, 33024, 4, 1, 128};
+  Buffer q = randn(c.dt, {c.B, c.T, c.Hq, c.D}, rng, 2.0f);
+  Buffer k = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
+  Buffer v = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
+  std::vector<SelectOpts> sels(4);
+  sels[0].k = 64;
+  sels[1].ratio = 0.02;
+  sels[2].k = 40;
+  sels[2].sink = 4;
+  sels[2].window = 16;
+  sels[3].k = 64;
+  sels[3].share_group = true;
+  for (const SelectOpts& sel : sels) {
+    SCOPED_TRACE("k " + std::to_string(sel.k) + (sel.share_group ? " shared" : ""));
+    int hsel = sel.share_group ? c.Hkv : c.Hq;
+    int64_t K = select_capacity(sel, c.S);
+    Buffer o1(c.odt, {c.B, c.T, c.Hq, c.D}), o2(c.odt, {c.B, c.T, c.Hq, c.D});
+    Buffer l1(DType::f32, {c.B, c.T, c.Hq}), l2(DType::f32, {c.B, c.T, c.Hq});
+    Buffer i1(DType::i32, {c.B, c.T, hsel, K}), i2(DType::i32, {c.B, c.T, hsel, K});
+    topk_attention_forward(q, k, v, c.seqs(), c.opts(Backend::ref), sel, o1, l1, i1);
+    topk_attention_forward(q, k, v, c.seqs(), c.opts(Backend::cpu), sel, o2, l2, i2);
+    EXPECT_EQ(ivec(i2), ivec(i1));
+    expect_close(to_vec(o2), to_vec(o1), rtol_for(c.odt), atol_for(c.odt), "o");
+    expect_close(to_vec(l2), to_vec(l1), 2e-5, 2e-6, "lse");
+  }
+}
+
 // Decode splits the keys into chunks over the threads: any thread count must give bit-identical
 // results, equal to the reference.
 TEST_P(CpuTopk, DecodeSameForAnyThreadCount) {

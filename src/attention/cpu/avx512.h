@@ -4,18 +4,12 @@
 // not bit-identical to the AVX2 copy: the lanes split the sums differently).
 #pragma once
 
-// GCC 12 warns of an uninitialised variable inside its own AVX-512 intrinsics (the "undefined"
-// source operand of _mm512_castps512_ps256, _mm512_shuffle_f32x4 and others; GCC bug 105593).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-
 namespace topk::cpu::TOPK_ISA {
 
 // The first n (<= 16) lanes.
-TOPK_TARGET inline __mmask16 lanes(int n) { return __mmask16((1u << n) - 1); }
+TOPK_TARGET TOPK_INLINE __mmask16 lanes(int n) { return __mmask16((1u << n) - 1); }
 
-TOPK_TARGET inline float hsum512(__m512 v) {
+TOPK_TARGET TOPK_INLINE float hsum512(__m512 v) {
   __m256 x = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
   __m128 y = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
   y = _mm_add_ps(y, _mm_movehl_ps(y, y));
@@ -23,7 +17,7 @@ TOPK_TARGET inline float hsum512(__m512 v) {
   return _mm_cvtss_f32(y);
 }
 
-TOPK_TARGET inline float hmax512(__m512 v) {
+TOPK_TARGET TOPK_INLINE float hmax512(__m512 v) {
   __m256 x = _mm256_max_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
   __m128 y = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
   y = _mm_max_ps(y, _mm_movehl_ps(y, y));
@@ -33,16 +27,17 @@ TOPK_TARGET inline float hmax512(__m512 v) {
 
 // The 16 horizontal sums of a[0..15] in one vector, lane i = sum of a[i]: a transpose-add tree
 // (45 instructions instead of 16 separate horizontal sums of ~8 each). Each level adds the
-// halves of pairs of vectors: 256-bit halves, then 128-bit quarters, then pairs of lanes.
-TOPK_TARGET inline __m512 reduce16(const __m512* a) {
-  // The tree leaves lane 4c + p holding vector p + {0, 8, 4, 12}[c]: feed it blocks 1 and 2
-  // swapped so that lane i holds a[i].
-  static constexpr int order[16] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15};
+// halves of pairs of vectors: 256-bit halves, then 128-bit quarters, then pairs of lanes. The
+// tree leaves lane 4c + p holding vector p + {0, 8, 4, 12}[c], so it is fed blocks 1 and 2
+// swapped: lane i holds a[i].
+TOPK_TARGET TOPK_INLINE __m512 reduce16(const __m512 (&a)[16]) {
   __m512 x[8], z[4];
+#pragma GCC unroll 8
   for (int i = 0; i < 8; i++) {
-    __m512 lo = a[order[i]], hi = a[order[i + 8]];
+    __m512 lo = a[i < 4 ? i : i + 4], hi = a[i < 4 ? i + 4 : i + 8];
     x[i] = _mm512_add_ps(_mm512_shuffle_f32x4(lo, hi, 0x44), _mm512_shuffle_f32x4(lo, hi, 0xEE));
   }
+#pragma GCC unroll 4
   for (int i = 0; i < 4; i++)
     z[i] = _mm512_add_ps(_mm512_shuffle_f32x4(x[i], x[i + 4], 0x88),
                          _mm512_shuffle_f32x4(x[i], x[i + 4], 0xDD));
@@ -54,7 +49,7 @@ TOPK_TARGET inline __m512 reduce16(const __m512* a) {
 }
 
 // exp(x), the same Cephes polynomial as exp256; exp(-inf) = 0, NaN stays NaN.
-TOPK_TARGET inline __m512 exp512(__m512 x) {
+TOPK_TARGET TOPK_INLINE __m512 exp512(__m512 x) {
   const __m512 hi = _mm512_set1_ps(88.3762626647949f), lo = _mm512_set1_ps(-87.5f);
   __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
   __mmask16 tiny = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
@@ -71,21 +66,25 @@ TOPK_TARGET inline __m512 exp512(__m512 x) {
   y = _mm512_fmadd_ps(y, xc, _mm512_set1_ps(1.6666665459E-1f));
   y = _mm512_fmadd_ps(y, xc, _mm512_set1_ps(5.0000001201E-1f));
   y = _mm512_fmadd_ps(y, z, _mm512_add_ps(xc, _mm512_set1_ps(1.0f)));
-  __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(fx), _mm512_set1_epi32(127)), 23);
+  __m512i e = _mm512_add_epi32(_mm512_cvttps_epi32(fx), _mm512_set1_epi32(127));
+  e = _mm512_slli_epi32(e, 23);
   y = _mm512_mul_ps(y, _mm512_castsi512_ps(e));
   y = _mm512_maskz_mov_ps(__mmask16(~tiny), y);  // below ~-87.5 the result is 0
   return _mm512_mask_mov_ps(y, nan, x);
 }
 
-TOPK_TARGET inline float row_max512(const float* x, int64_t n) {
+TOPK_TARGET TOPK_INLINE float row_max512(const float* x, int64_t n) {
   __m512 vm = _mm512_set1_ps(-kInfF);
   int64_t j = 0;
   for (; j + 16 <= n; j += 16) vm = _mm512_max_ps(_mm512_loadu_ps(x + j), vm);
-  if (j < n) vm = _mm512_mask_max_ps(vm, lanes(int(n - j)), _mm512_maskz_loadu_ps(lanes(int(n - j)), x + j), vm);
+  if (j < n) {
+    __mmask16 k = lanes(int(n - j));
+    vm = _mm512_mask_max_ps(vm, k, _mm512_maskz_loadu_ps(k, x + j), vm);
+  }
   return hmax512(vm);
 }
 
-TOPK_TARGET inline float exp_sub_sum512(float* x, int64_t n, float m) {
+TOPK_TARGET TOPK_INLINE float exp_sub_sum512(float* x, int64_t n, float m) {
   __m512 vm = _mm512_set1_ps(m), acc = _mm512_setzero_ps();
   int64_t j = 0;
   for (; j + 16 <= n; j += 16) {
@@ -102,57 +101,75 @@ TOPK_TARGET inline float exp_sub_sum512(float* x, int64_t n, float m) {
   return hsum512(acc);
 }
 
+// order_key (select.cpp) of 16 scores: unsigned keys in score order, -0 = +0, NaN lowest (0).
+TOPK_TARGET TOPK_INLINE __m512i score_keys512(__m512 v) {
+  __m512i u = _mm512_castps_si512(_mm512_add_ps(v, _mm512_setzero_ps()));  // -0 -> +0
+  __m512i k = _mm512_xor_si512(u, _mm512_or_si512(_mm512_srai_epi32(u, 31),
+                                                  _mm512_set1_epi32(int(0x80000000u))));
+  return _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), k);  // NaN -> 0
+}
+
 // out[r * lds + c] = scale * (q_r . k_c) for R query rows and NK keys (see dot_keys). With
-// R * NK = 16 (4 heads x 4 keys, the decode case) the 16 sums come out of one reduce16.
+// R * NK = 16 (4 heads x 4 keys, the decode case) the 16 sums come out of one reduce16 and each
+// row's 4 scores leave in one 128-bit store.
 template <int R, int NK>
-TOPK_TARGET inline void dot_keys512(const float* q, int64_t ldq, const float* const* k, int D,
-                                    float scale, float* out, int64_t lds) {
+TOPK_TARGET TOPK_INLINE void dot_keys512(const float* q, int64_t ldq, const float* const* k, int D,
+                                         float scale, float* out, int64_t lds) {
   constexpr int U = R * NK >= 8 ? 1 : (R * NK >= 4 ? 2 : 4);
-  __m512 acc[R][NK][U];
-  for (int r = 0; r < R; r++)
-    for (int c = 0; c < NK; c++)
-      for (int u = 0; u < U; u++) acc[r][c][u] = _mm512_setzero_ps();
+  __m512 acc[R * NK * U];
+#pragma GCC unroll 64
+  for (int i = 0; i < R * NK * U; i++) acc[i] = _mm512_setzero_ps();
   int d = 0;
-  for (; d + 16 * U <= D; d += 16 * U)
+  for (; d + 16 * U <= D; d += 16 * U) {
+#pragma GCC unroll 4
     for (int u = 0; u < U; u++) {
       __m512 kv[NK];
+#pragma GCC unroll 16
       for (int c = 0; c < NK; c++) kv[c] = _mm512_loadu_ps(k[c] + d + 16 * u);
+#pragma GCC unroll 16
       for (int r = 0; r < R; r++) {
         __m512 qv = _mm512_loadu_ps(q + r * ldq + d + 16 * u);
-        for (int c = 0; c < NK; c++) acc[r][c][u] = _mm512_fmadd_ps(qv, kv[c], acc[r][c][u]);
+#pragma GCC unroll 16
+        for (int c = 0; c < NK; c++)
+          acc[(r * NK + c) * U + u] = _mm512_fmadd_ps(qv, kv[c], acc[(r * NK + c) * U + u]);
       }
     }
+  }
   for (; d < D; d += 16) {
     __mmask16 m = lanes(std::min(16, D - d));
     __m512 kv[NK];
+#pragma GCC unroll 16
     for (int c = 0; c < NK; c++) kv[c] = _mm512_maskz_loadu_ps(m, k[c] + d);
+#pragma GCC unroll 16
     for (int r = 0; r < R; r++) {
       __m512 qv = _mm512_maskz_loadu_ps(m, q + r * ldq + d);
-      for (int c = 0; c < NK; c++) acc[r][c][0] = _mm512_fmadd_ps(qv, kv[c], acc[r][c][0]);
+#pragma GCC unroll 16
+      for (int c = 0; c < NK; c++)
+        acc[(r * NK + c) * U] = _mm512_fmadd_ps(qv, kv[c], acc[(r * NK + c) * U]);
     }
   }
-  for (int r = 0; r < R; r++)
-    for (int c = 0; c < NK; c++)
-      for (int u = 1; u < U; u++) acc[r][c][0] = _mm512_add_ps(acc[r][c][0], acc[r][c][u]);
-  if constexpr (R * NK == 16) {
-    __m512 v[16];
-    for (int r = 0; r < R; r++)
-      for (int c = 0; c < NK; c++) v[r * NK + c] = acc[r][c][0];
-    alignas(64) float s[16];
-    _mm512_store_ps(s, _mm512_mul_ps(_mm512_set1_ps(scale), reduce16(v)));
-    for (int r = 0; r < R; r++)
-      for (int c = 0; c < NK; c++) out[r * lds + c] = s[r * NK + c];
+  if constexpr (R == 4 && NK == 4) {
+    __m512 v = _mm512_mul_ps(_mm512_set1_ps(scale), reduce16(acc));
+    _mm_storeu_ps(out, _mm512_extractf32x4_ps(v, 0));
+    _mm_storeu_ps(out + lds, _mm512_extractf32x4_ps(v, 1));
+    _mm_storeu_ps(out + 2 * lds, _mm512_extractf32x4_ps(v, 2));
+    _mm_storeu_ps(out + 3 * lds, _mm512_extractf32x4_ps(v, 3));
   } else {
-    for (int r = 0; r < R; r++)
-      for (int c = 0; c < NK; c++) out[r * lds + c] = scale * hsum512(acc[r][c][0]);
+#pragma GCC unroll 16
+    for (int i = 0; i < R * NK; i++) {
+      __m512 t = acc[i * U];
+#pragma GCC unroll 4
+      for (int u = 1; u < U; u++) t = _mm512_add_ps(t, acc[i * U + u]);
+      out[(i / NK) * lds + i % NK] = scale * hsum512(t);
+    }
   }
 }
 
 // o_r += sum_j P[r * ldp + j] * v_j (see pv_rows): R * U = 16 accumulators of o stay in
 // registers while the value rows stream past.
 template <int R>
-TOPK_TARGET inline void pv_rows512(float* o, int64_t ldo, const float* P, int64_t ldp,
-                                   const float* const* v, int nk, int D) {
+TOPK_TARGET TOPK_INLINE void pv_rows512(float* o, int64_t ldo, const float* P, int64_t ldp,
+                                        const float* const* v, int nk, int D) {
   constexpr int U = R >= 4 ? 4 : (R == 1 ? 8 : (R == 2 ? 8 : 4));
   int d = 0;
   for (; d + 16 * U <= D; d += 16 * U) {
@@ -176,12 +193,11 @@ TOPK_TARGET inline void pv_rows512(float* o, int64_t ldo, const float* P, int64_
     for (int r = 0; r < R; r++) acc[r] = _mm512_maskz_loadu_ps(m, o + r * ldo + d);
     for (int j = 0; j < nk; j++) {
       __m512 vv = _mm512_maskz_loadu_ps(m, v[j] + d);
-      for (int r = 0; r < R; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(P[r * ldp + j]), vv, acc[r]);
+      for (int r = 0; r < R; r++)
+        acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(P[r * ldp + j]), vv, acc[r]);
     }
     for (int r = 0; r < R; r++) _mm512_mask_storeu_ps(o + r * ldo + d, m, acc[r]);
   }
 }
 
 }  // namespace topk::cpu::TOPK_ISA
-
-#pragma GCC diagnostic pop

@@ -34,6 +34,10 @@
 #include <immintrin.h>
 #endif
 
+// The SIMD kernels are small and called in the innermost loops: a call, with its spills of the
+// accumulator registers, costs as much as the arithmetic.
+#define TOPK_INLINE inline __attribute__((always_inline))
+
 #include "attention/params.h"
 
 namespace topk::cpu::TOPK_ISA {
@@ -41,6 +45,11 @@ constexpr float kInfF = std::numeric_limits<float>::infinity();
 }  // namespace topk::cpu::TOPK_ISA
 
 #if TOPK_SIMD == 512
+// GCC 12 warns of an uninitialised variable inside its own AVX-512 intrinsics wherever they are
+// inlined (the "undefined" source operand of _mm512_castps512_ps256, _mm512_max_ps and others;
+// GCC bug 105593). The scalar and AVX2 copies of the same files keep both warnings.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include "attention/cpu/avx512.h"
 #endif
 
@@ -98,13 +107,13 @@ TOPK_TARGET inline const float* row_f32(const Rows& r, int64_t b, int64_t row, i
 }
 
 #if TOPK_SIMD >= 256
-TOPK_TARGET inline float hsum(__m256 v) {
+TOPK_TARGET TOPK_INLINE float hsum(__m256 v) {
   __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   x = _mm_add_ps(x, _mm_movehl_ps(x, x));
   x = _mm_add_ss(x, _mm_movehdup_ps(x));
   return _mm_cvtss_f32(x);
 }
-TOPK_TARGET inline float hmax(__m256 v) {
+TOPK_TARGET TOPK_INLINE float hmax(__m256 v) {
   __m128 x = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   x = _mm_max_ps(x, _mm_movehl_ps(x, x));
   x = _mm_max_ss(x, _mm_movehdup_ps(x));
@@ -113,7 +122,7 @@ TOPK_TARGET inline float hmax(__m256 v) {
 
 // The 8 horizontal sums of a[0..7] in one vector, lane i = sum of a[i] (a transpose-add tree:
 // 11 instructions instead of 8 separate horizontal sums).
-TOPK_TARGET inline __m256 reduce8(const __m256* a) {
+TOPK_TARGET TOPK_INLINE __m256 reduce8(const __m256* a) {
   __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
   __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
   t0 = _mm256_hadd_ps(t0, t1);  // lanes: a0 a1 a2 a3 (low halves) | a0 a1 a2 a3 (high halves)
@@ -123,7 +132,7 @@ TOPK_TARGET inline __m256 reduce8(const __m256* a) {
 }
 
 // exp(x) in fp32 (Cephes polynomial, ~1 ulp); exp(-inf) = 0, NaN stays NaN.
-TOPK_TARGET inline __m256 exp256(__m256 x) {
+TOPK_TARGET TOPK_INLINE __m256 exp256(__m256 x) {
   const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.5f);
   __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
   __m256 tiny = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
@@ -192,8 +201,8 @@ TOPK_TARGET inline float exp_sub_sum(float* x, int64_t n, float m) {
 // each key vector load serves R rows. The FMA latency (4 cycles, 2 per cycle) needs about 8
 // independent accumulators, so few rows also split D over U accumulators.
 template <int R, int NK>
-TOPK_TARGET inline void dot_keys(const float* q, int64_t ldq, const float* const* k, int D,
-                                 float scale, float* out, int64_t lds) {
+TOPK_TARGET TOPK_INLINE void dot_keys(const float* q, int64_t ldq, const float* const* k, int D,
+                                      float scale, float* out, int64_t lds) {
 #if TOPK_SIMD == 512
   dot_keys512<R, NK>(q, ldq, k, D, scale, out, lds);
 #else
@@ -250,8 +259,9 @@ TOPK_TARGET inline void dot_keys(const float* q, int64_t ldq, const float* const
 
 // Any number of rows (4 at a time) against NK keys.
 template <int NK>
-TOPK_TARGET inline void dot_nrows_keys(const float* q, int64_t ldq, int nr, const float* const* k,
-                                       int D, float scale, float* out, int64_t lds) {
+TOPK_TARGET TOPK_INLINE void dot_nrows_keys(const float* q, int64_t ldq, int nr,
+                                            const float* const* k, int D, float scale, float* out,
+                                            int64_t lds) {
   int r = 0;
   for (; r + 4 <= nr; r += 4) dot_keys<4, NK>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds);
   switch (nr - r) {
@@ -271,8 +281,8 @@ TOPK_TARGET inline void dot_nrows(const float* q, int64_t ldq, int nr, const flo
 // o_r += sum_j P[r * ldp + j] * v_j for R rows o_r = o + r * ldo and nk value rows v[j].
 // U vectors of D per step keep R * U >= 8 accumulators in flight.
 template <int R>
-TOPK_TARGET inline void pv_rows(float* o, int64_t ldo, const float* P, int64_t ldp,
-                                const float* const* v, int nk, int D) {
+TOPK_TARGET TOPK_INLINE void pv_rows(float* o, int64_t ldo, const float* P, int64_t ldp,
+                                     const float* const* v, int nk, int D) {
 #if TOPK_SIMD == 512
   pv_rows512<R>(o, ldo, P, ldp, v, nk, D);
 #else
@@ -314,8 +324,8 @@ TOPK_TARGET inline void pv_rows(float* o, int64_t ldo, const float* P, int64_t l
 #endif
 }
 
-TOPK_TARGET inline void pv_nrows(float* o, int64_t ldo, int nr, const float* P, int64_t ldp,
-                                 const float* const* v, int nk, int D) {
+TOPK_TARGET TOPK_INLINE void pv_nrows(float* o, int64_t ldo, int nr, const float* P, int64_t ldp,
+                                      const float* const* v, int nk, int D) {
   int r = 0;
   for (; r + 4 <= nr; r += 4) pv_rows<4>(o + r * ldo, ldo, P + r * ldp, ldp, v, nk, D);
   switch (nr - r) {
@@ -363,26 +373,21 @@ TOPK_TARGET inline void load_q(const AttnParams& p, const SeqDesc& s, int64_t t0
 
 constexpr int kPrefetch = 8;  // keys ahead: 32 KiB of K for 8 KV heads of D = 128, f32
 
-// Prefetches rows j .. j+n-1, heads [kh0, kh1), of a [B, S, H, D] tensor into the caches.
-TOPK_TARGET inline void prefetch_rows(const Rows& r, const SeqDesc& s, int64_t j, int n, int kh0,
-                                      int kh1, int D) {
-#if TOPK_SIMD >= 256
-  size_t es = dtype_size(r.dtype);
+// Bytes per element of a float storage dtype (f32, bf16, f16).
+TOPK_TARGET TOPK_INLINE int elem_bytes(DType t) { return t == DType::f32 ? 4 : 2; }
+
+// Prefetches n rows of `bytes` bytes each, `stride` bytes apart, from a.
+TOPK_TARGET TOPK_INLINE void prefetch_lines(const char* a, int64_t stride, int n, int bytes) {
+#if TOPK_SIMD > 0
   for (int i = 0; i < n; i++)
-    for (int kh = kh0; kh < kh1; kh++) {
-      const char* a = static_cast<const char*>(r.data) + r.offset(s.batch, s.k_start + j + i, kh) * es;
-      for (size_t b = 0; b < D * es; b += 64) _mm_prefetch(a + b, _MM_HINT_T0);
-    }
+    for (int b = 0; b < bytes; b += 64) _mm_prefetch(a + i * stride + b, _MM_HINT_T0);
 #endif
 }
 
 // Prefetches one row (b, row, h) of D elements.
-TOPK_TARGET inline void prefetch_row(const Rows& r, int64_t b, int64_t row, int64_t h, int D) {
-#if TOPK_SIMD >= 256
-  size_t es = dtype_size(r.dtype);
-  const char* a = static_cast<const char*>(r.data) + r.offset(b, row, h) * es;
-  for (size_t o = 0; o < D * es; o += 64) _mm_prefetch(a + o, _MM_HINT_T0);
-#endif
+TOPK_TARGET TOPK_INLINE void prefetch_row(const Rows& r, int64_t b, int64_t row, int64_t h, int D) {
+  int es = elem_bytes(r.dtype);
+  prefetch_lines(static_cast<const char*>(r.data) + r.offset(b, row, h) * es, 0, 1, D * es);
 }
 
 // Keys per step of the score loop: 4 keys x 4 heads of a group fill one reduce16 (AVX-512);
@@ -400,27 +405,42 @@ TOPK_TARGET inline void score_block(const AttnParams& p, const SeqDesc& s, const
                                     int kh0, int kh1, int qh, int h0, int64_t ja, int64_t jb,
                                     float* out, int64_t lds, int64_t jbase, float* kbuf,
                                     int64_t pf_end = 0, bool vpf = false) {
-  int G = p.group(), D = p.D;
+  int G = p.group(), D = p.D, es = elem_bytes(p.k.dtype), ves = elem_bytes(p.v.dtype);
+  bool f32 = p.k.dtype == DType::f32;
+  // Byte addresses: key j, KV head kh of K is at kb + j * kst + kh * ksh (V likewise).
+  const char* kb = static_cast<const char*>(p.k.data) + p.k.offset(s.batch, s.k_start, 0) * es;
+  const char* vb = nullptr;
+  if (vpf) vb = static_cast<const char*>(p.v.data) + p.v.offset(s.batch, s.k_start, 0) * ves;
+  int64_t kst = p.k.st * es, ksh = p.k.sh * es, vst = p.v.st * ves, vsh = p.v.sh * ves;
+  int64_t pf_last = std::max(jb, pf_end) - kKeys;  // last key a prefetch may start at
   for (int64_t j = ja; j < jb; j += kKeys) {
     int nk = int(std::min<int64_t>(kKeys, jb - j));
     // The hardware prefetcher alone does not run far enough ahead of this loop for the loads
     // to overlap the math: fetch K rows kPrefetch keys ahead (and V rows for the caller's PV
     // step that follows) explicitly, a head at a time between the dot products. (Issuing a
     // whole row's prefetches at once fills the miss queue and stalls: 18 vs 26 GB/s.)
-    bool pf = j + kPrefetch + kKeys <= std::max(jb, pf_end);
+    bool pf = j + kPrefetch <= pf_last;
     for (int kh = kh0; kh < kh1; kh++) {
-      if (pf) prefetch_rows(p.k, s, j + kPrefetch, kKeys, kh, kh + 1, D);
-      if (vpf) prefetch_rows(p.v, s, j, nk, kh, kh + 1, D);
+      const char* kr = kb + j * kst + kh * ksh;
+      if (pf) prefetch_lines(kr + kPrefetch * kst, kst, kKeys, D * es);
+      if (vpf) prefetch_lines(vb + j * vst + kh * vsh, vst, nk, D * ves);
       const float* k[kKeys];
-      for (int c = 0; c < nk; c++)
-        k[c] = row_f32(p.k, s.batch, s.k_start + j + c, kh, D, kbuf + int64_t(c) * D);
+      for (int c = 0; c < nk; c++) {
+        if (f32) {
+          k[c] = reinterpret_cast<const float*>(kr + c * kst);
+        } else {
+          to_f32(kr + c * kst, p.k.dtype, 0, D, kbuf + c * D);
+          k[c] = kbuf + c * D;
+        }
+      }
       for (int t = 0; t < nt; t++) {
         int64_t r = int64_t(t) * qh + kh * G - h0;
         float* o = out + r * lds + (j - jbase);
         if (nk == kKeys) {
           dot_nrows_keys<kKeys>(Q + r * D, D, G, k, D, p.scale, o, lds);
         } else {
-          for (int c = 0; c < nk; c++) dot_nrows_keys<1>(Q + r * D, D, G, k + c, D, p.scale, o + c, lds);
+          for (int c = 0; c < nk; c++)
+            dot_nrows_keys<1>(Q + r * D, D, G, k + c, D, p.scale, o + c, lds);
         }
       }
     }
@@ -431,10 +451,11 @@ TOPK_TARGET inline void score_block(const AttnParams& p, const SeqDesc& s, const
 // a small tile of kTile keys: rows of a long score matrix are far apart, and writing them key
 // by key would keep 32+ lines of scattered rows in flight (and alias to one cache set when ld
 // is a power of two). tile: scratch of nt * Hq * kTile floats. pf_end as in score_block.
+// stream: full tiles go out with streaming stores where out's rows are 64-byte aligned.
 constexpr int kTile = 64;
 TOPK_TARGET inline void score_rows(const AttnParams& p, const SeqDesc& s, const float* Q, int nt,
                                    int kh0, int kh1, int64_t ja, int64_t jb, float* out, int64_t ld,
-                                   float* tile, float* kbuf, int64_t pf_end) {
+                                   float* tile, float* kbuf, int64_t pf_end, bool stream = false) {
   int G = p.group();
   for (int64_t j0 = ja; j0 < jb; j0 += kTile) {
     int64_t j1 = std::min(jb, j0 + kTile);
@@ -442,9 +463,23 @@ TOPK_TARGET inline void score_rows(const AttnParams& p, const SeqDesc& s, const 
     for (int t = 0; t < nt; t++)
       for (int h = kh0 * G; h < kh1 * G; h++) {
         const float* src = tile + (int64_t(t) * p.Hq + h) * kTile;
-        std::copy(src, src + (j1 - j0), out + (int64_t(t) * p.Hq + h) * ld + j0);
+        float* dst = out + (int64_t(t) * p.Hq + h) * ld + j0;
+#if TOPK_SIMD > 0
+        if (stream && j1 - j0 == kTile && (reinterpret_cast<uintptr_t>(dst) & 63) == 0) {
+#if TOPK_SIMD == 512
+          for (int c = 0; c < kTile; c += 16) _mm512_stream_ps(dst + c, _mm512_loadu_ps(src + c));
+#else
+          for (int c = 0; c < kTile; c += 8) _mm256_stream_ps(dst + c, _mm256_loadu_ps(src + c));
+#endif
+          continue;
+        }
+#endif
+        std::copy(src, src + (j1 - j0), dst);
       }
   }
+#if TOPK_SIMD > 0
+  if (stream) _mm_sfence();  // order the streaming stores before the barrier that ends step 1
+#endif
 }
 
 // Writes o = acc / l and lse = m + ln l for query t, head h of sequence s. A row that saw no
