@@ -25,6 +25,8 @@ std::vector<Case> forward_cases() {
   cs.push_back(bf32);
   Case f16{"f16", 1, 2, 90, 4, 2, 64, true, DType::f16, DType::f32};
   cs.push_back(f16);
+  Case bf40{"bf16_d40", 1, 1, 203, 8, 2, 40, false, DType::bf16, DType::f32};  // masked bf16 tails
+  cs.push_back(bf40);
   add_layout_cases(cs);
   Case rag2 = cs[cs.size() - 3];  // the ragged case, without the causal mask
   rag2.name = "ragged_noncausal";

@@ -81,6 +81,8 @@ std::vector<Case> topk_cases() {
   cs.push_back({"prefill_h1_d20", 1, 65, 65, 1, 1, 20, true});
   Case bf{"bf16", 1, 3, 300, 4, 2, 80, true, DType::bf16, DType::bf16};
   cs.push_back(bf);
+  Case bf40{"bf16_decode_d40", 1, 1, 1500, 8, 2, 40, false, DType::bf16, DType::f32};
+  cs.push_back(bf40);
   add_layout_cases(cs, 90, 40);
   return cs;
 }

@@ -63,6 +63,17 @@ TOPK_TARGET void run_tile(const AttnParams& p, const Tile& tl, int64_t ja, int64
       m[r] = mn;
     }
     for (int kh = tl.kh0; kh < tl.kh1; kh++) {
+#if TOPK_SIMD == 512
+      if (p.v.dtype == DType::bf16) {  // widened in registers, no copy
+        const uint16_t* vp[kBk];
+        for (int j = 0; j < nk; j++) vp[j] = bf16_row(p.v, s.batch, s.k_start + j0 + j, kh);
+        for (int t = 0; t < tl.nt; t++) {
+          int64_t r = int64_t(t) * nh + (kh - tl.kh0) * G;
+          pv_nrows(acc + r * D, D, G, S + r * kBk, kBk, vp, nk, D);
+        }
+        continue;
+      }
+#endif
       for (int j = 0; j < nk; j++)
         w.vptr[j] = row_f32(p.v, s.batch, s.k_start + j0 + j, kh, D, w.vbuf.data() + int64_t(j) * D);
       for (int t = 0; t < tl.nt; t++) {

@@ -101,6 +101,22 @@ TOPK_TARGET TOPK_INLINE float exp_sub_sum512(float* x, int64_t n, float m) {
   return hsum512(acc);
 }
 
+// 16 fp32 values from f32 storage, or from bf16 storage (the bits of a bf16 are the top half of
+// the f32 with the same value: widening is a shift, exact). The masked forms read only the
+// first lanes(n) elements.
+TOPK_TARGET TOPK_INLINE __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+TOPK_TARGET TOPK_INLINE __m512 load16(const uint16_t* p) {
+  __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+TOPK_TARGET TOPK_INLINE __m512 load16(__mmask16 m, const float* p) {
+  return _mm512_maskz_loadu_ps(m, p);
+}
+TOPK_TARGET TOPK_INLINE __m512 load16(__mmask16 m, const uint16_t* p) {
+  __m256i h = _mm256_maskz_loadu_epi16(m, p);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
 // order_key (select.cpp) of 16 scores: unsigned keys in score order, -0 = +0, NaN lowest (0).
 TOPK_TARGET TOPK_INLINE __m512i score_keys512(__m512 v) {
   __m512i u = _mm512_castps_si512(_mm512_add_ps(v, _mm512_setzero_ps()));  // -0 -> +0
@@ -109,11 +125,11 @@ TOPK_TARGET TOPK_INLINE __m512i score_keys512(__m512 v) {
   return _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(v, v, _CMP_ORD_Q), k);  // NaN -> 0
 }
 
-// out[r * lds + c] = scale * (q_r . k_c) for R query rows and NK keys (see dot_keys). With
-// R * NK = 16 (4 heads x 4 keys, the decode case) the 16 sums come out of one reduce16 and each
-// row's 4 scores leave in one 128-bit store.
-template <int R, int NK>
-TOPK_TARGET TOPK_INLINE void dot_keys512(const float* q, int64_t ldq, const float* const* k, int D,
+// out[r * lds + c] = scale * (q_r . k_c) for R query rows and NK keys (see dot_keys), keys
+// stored as T (float, or uint16_t for bf16). With R * NK = 16 (4 heads x 4 keys, the decode
+// case) the 16 sums come out of one reduce16 and each row's 4 scores leave in one 128-bit store.
+template <int R, int NK, class T>
+TOPK_TARGET TOPK_INLINE void dot_keys512(const float* q, int64_t ldq, const T* const* k, int D,
                                          float scale, float* out, int64_t lds) {
   constexpr int U = R * NK >= 8 ? 1 : (R * NK >= 4 ? 2 : 4);
   __m512 acc[R * NK * U];
@@ -125,7 +141,7 @@ TOPK_TARGET TOPK_INLINE void dot_keys512(const float* q, int64_t ldq, const floa
     for (int u = 0; u < U; u++) {
       __m512 kv[NK];
 #pragma GCC unroll 16
-      for (int c = 0; c < NK; c++) kv[c] = _mm512_loadu_ps(k[c] + d + 16 * u);
+      for (int c = 0; c < NK; c++) kv[c] = load16(k[c] + d + 16 * u);
 #pragma GCC unroll 16
       for (int r = 0; r < R; r++) {
         __m512 qv = _mm512_loadu_ps(q + r * ldq + d + 16 * u);
@@ -139,7 +155,7 @@ TOPK_TARGET TOPK_INLINE void dot_keys512(const float* q, int64_t ldq, const floa
     __mmask16 m = lanes(std::min(16, D - d));
     __m512 kv[NK];
 #pragma GCC unroll 16
-    for (int c = 0; c < NK; c++) kv[c] = _mm512_maskz_loadu_ps(m, k[c] + d);
+    for (int c = 0; c < NK; c++) kv[c] = load16(m, k[c] + d);
 #pragma GCC unroll 16
     for (int r = 0; r < R; r++) {
       __m512 qv = _mm512_maskz_loadu_ps(m, q + r * ldq + d);
@@ -165,11 +181,11 @@ TOPK_TARGET TOPK_INLINE void dot_keys512(const float* q, int64_t ldq, const floa
   }
 }
 
-// o_r += sum_j P[r * ldp + j] * v_j (see pv_rows): R * U = 16 accumulators of o stay in
-// registers while the value rows stream past.
-template <int R>
+// o_r += sum_j P[r * ldp + j] * v_j (see pv_rows), value rows stored as T: R * U = 16
+// accumulators of o stay in registers while the value rows stream past.
+template <int R, class T>
 TOPK_TARGET TOPK_INLINE void pv_rows512(float* o, int64_t ldo, const float* P, int64_t ldp,
-                                        const float* const* v, int nk, int D) {
+                                        const T* const* v, int nk, int D) {
   constexpr int U = R >= 4 ? 4 : (R == 1 ? 8 : (R == 2 ? 8 : 4));
   int d = 0;
   for (; d + 16 * U <= D; d += 16 * U) {
@@ -180,7 +196,7 @@ TOPK_TARGET TOPK_INLINE void pv_rows512(float* o, int64_t ldo, const float* P, i
       __m512 pr[R];
       for (int r = 0; r < R; r++) pr[r] = _mm512_set1_ps(P[r * ldp + j]);
       for (int u = 0; u < U; u++) {
-        __m512 vv = _mm512_loadu_ps(v[j] + d + 16 * u);
+        __m512 vv = load16(v[j] + d + 16 * u);
         for (int r = 0; r < R; r++) acc[r][u] = _mm512_fmadd_ps(pr[r], vv, acc[r][u]);
       }
     }
@@ -192,7 +208,7 @@ TOPK_TARGET TOPK_INLINE void pv_rows512(float* o, int64_t ldo, const float* P, i
     __m512 acc[R];
     for (int r = 0; r < R; r++) acc[r] = _mm512_maskz_loadu_ps(m, o + r * ldo + d);
     for (int j = 0; j < nk; j++) {
-      __m512 vv = _mm512_maskz_loadu_ps(m, v[j] + d);
+      __m512 vv = load16(m, v[j] + d);
       for (int r = 0; r < R; r++)
         acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(P[r * ldp + j]), vv, acc[r]);
     }

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #if TOPK_SIMD == 512
@@ -104,6 +105,11 @@ TOPK_TARGET inline const float* row_f32(const Rows& r, int64_t b, int64_t row, i
   if (r.dtype == DType::f32) return static_cast<const float*>(r.data) + off;
   to_f32(r.data, r.dtype, off, D, buf);
   return buf;
+}
+
+// Row (b, row, h) of a bf16 tensor, as its raw 16-bit values.
+TOPK_TARGET TOPK_INLINE const uint16_t* bf16_row(const Rows& r, int64_t b, int64_t row, int64_t h) {
+  return static_cast<const uint16_t*>(r.data) + r.offset(b, row, h);
 }
 
 #if TOPK_SIMD >= 256
@@ -199,13 +205,15 @@ TOPK_TARGET inline float exp_sub_sum(float* x, int64_t n, float m) {
 
 // out[r * lds + c] = scale * (q_r . k_c) for R query rows q_r = q + r * ldq and NK keys k[c]:
 // each key vector load serves R rows. The FMA latency (4 cycles, 2 per cycle) needs about 8
-// independent accumulators, so few rows also split D over U accumulators.
-template <int R, int NK>
-TOPK_TARGET TOPK_INLINE void dot_keys(const float* q, int64_t ldq, const float* const* k, int D,
+// independent accumulators, so few rows also split D over U accumulators. T: the keys' storage,
+// float, or uint16_t for bf16 rows that the AVX-512 kernels widen in registers.
+template <int R, int NK, class T>
+TOPK_TARGET TOPK_INLINE void dot_keys(const float* q, int64_t ldq, const T* const* k, int D,
                                       float scale, float* out, int64_t lds) {
 #if TOPK_SIMD == 512
-  dot_keys512<R, NK>(q, ldq, k, D, scale, out, lds);
+  dot_keys512<R, NK, T>(q, ldq, k, D, scale, out, lds);
 #else
+  static_assert(std::is_same_v<T, float>, "only the AVX-512 kernels read bf16 rows");
   float s[R][NK];
   int d = 0;
 #if TOPK_SIMD >= 256
@@ -258,16 +266,15 @@ TOPK_TARGET TOPK_INLINE void dot_keys(const float* q, int64_t ldq, const float* 
 }
 
 // Any number of rows (4 at a time) against NK keys.
-template <int NK>
-TOPK_TARGET TOPK_INLINE void dot_nrows_keys(const float* q, int64_t ldq, int nr,
-                                            const float* const* k, int D, float scale, float* out,
-                                            int64_t lds) {
+template <int NK, class T>
+TOPK_TARGET TOPK_INLINE void dot_nrows_keys(const float* q, int64_t ldq, int nr, const T* const* k,
+                                            int D, float scale, float* out, int64_t lds) {
   int r = 0;
-  for (; r + 4 <= nr; r += 4) dot_keys<4, NK>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds);
+  for (; r + 4 <= nr; r += 4) dot_keys<4, NK, T>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds);
   switch (nr - r) {
-    case 3: dot_keys<3, NK>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds); break;
-    case 2: dot_keys<2, NK>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds); break;
-    case 1: dot_keys<1, NK>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds); break;
+    case 3: dot_keys<3, NK, T>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds); break;
+    case 2: dot_keys<2, NK, T>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds); break;
+    case 1: dot_keys<1, NK, T>(q + r * ldq, ldq, k, D, scale, out + r * lds, lds); break;
     default: break;
   }
 }
@@ -275,17 +282,18 @@ TOPK_TARGET TOPK_INLINE void dot_nrows_keys(const float* q, int64_t ldq, int nr,
 // out[r * lds] = scale * (q_r . k) for nr rows and one key.
 TOPK_TARGET inline void dot_nrows(const float* q, int64_t ldq, int nr, const float* k, int D,
                                   float scale, float* out, int64_t lds) {
-  dot_nrows_keys<1>(q, ldq, nr, &k, D, scale, out, lds);
+  dot_nrows_keys<1, float>(q, ldq, nr, &k, D, scale, out, lds);
 }
 
 // o_r += sum_j P[r * ldp + j] * v_j for R rows o_r = o + r * ldo and nk value rows v[j].
-// U vectors of D per step keep R * U >= 8 accumulators in flight.
-template <int R>
+// U vectors of D per step keep R * U >= 8 accumulators in flight. T as for dot_keys.
+template <int R, class T>
 TOPK_TARGET TOPK_INLINE void pv_rows(float* o, int64_t ldo, const float* P, int64_t ldp,
-                                     const float* const* v, int nk, int D) {
+                                     const T* const* v, int nk, int D) {
 #if TOPK_SIMD == 512
-  pv_rows512<R>(o, ldo, P, ldp, v, nk, D);
+  pv_rows512<R, T>(o, ldo, P, ldp, v, nk, D);
 #else
+  static_assert(std::is_same_v<T, float>, "only the AVX-512 kernels read bf16 rows");
   int d = 0;
 #if TOPK_SIMD >= 256
   constexpr int U = R >= 4 ? 2 : (R == 1 ? 8 : 4);
@@ -324,14 +332,15 @@ TOPK_TARGET TOPK_INLINE void pv_rows(float* o, int64_t ldo, const float* P, int6
 #endif
 }
 
+template <class T>
 TOPK_TARGET TOPK_INLINE void pv_nrows(float* o, int64_t ldo, int nr, const float* P, int64_t ldp,
-                                      const float* const* v, int nk, int D) {
+                                      const T* const* v, int nk, int D) {
   int r = 0;
-  for (; r + 4 <= nr; r += 4) pv_rows<4>(o + r * ldo, ldo, P + r * ldp, ldp, v, nk, D);
+  for (; r + 4 <= nr; r += 4) pv_rows<4, T>(o + r * ldo, ldo, P + r * ldp, ldp, v, nk, D);
   switch (nr - r) {
-    case 3: pv_rows<3>(o + r * ldo, ldo, P + r * ldp, ldp, v, nk, D); break;
-    case 2: pv_rows<2>(o + r * ldo, ldo, P + r * ldp, ldp, v, nk, D); break;
-    case 1: pv_rows<1>(o + r * ldo, ldo, P + r * ldp, ldp, v, nk, D); break;
+    case 3: pv_rows<3, T>(o + r * ldo, ldo, P + r * ldp, ldp, v, nk, D); break;
+    case 2: pv_rows<2, T>(o + r * ldo, ldo, P + r * ldp, ldp, v, nk, D); break;
+    case 1: pv_rows<1, T>(o + r * ldo, ldo, P + r * ldp, ldp, v, nk, D); break;
     default: break;
   }
 }
@@ -349,7 +358,7 @@ TOPK_TARGET inline void scale_row(float* y, float a, int D) {
 
 TOPK_TARGET inline float dot1(const float* a, const float* b, int D) {
   float s;
-  dot_keys<1, 1>(a, 0, &b, D, 1.0f, &s, 0);
+  dot_keys<1, 1, float>(a, 0, &b, D, 1.0f, &s, 0);
   return s;
 }
 
@@ -394,6 +403,23 @@ TOPK_TARGET TOPK_INLINE void prefetch_row(const Rows& r, int64_t b, int64_t row,
 // AVX2 has registers for 2 keys x 4 heads.
 constexpr int kKeys = TOPK_SIMD == 512 ? 4 : 2;
 
+// One step of score_block: nk <= kKeys keys k[c] (stored as T) against the G query rows
+// r = t * qh + r0 .. + G - 1 of each query t < nt: out[r * lds + c].
+template <class T>
+TOPK_TARGET TOPK_INLINE void score_step(const float* Q, int nt, int qh, int64_t r0, int G, int D,
+                                        float scale, const T* const* k, int nk, float* out,
+                                        int64_t lds) {
+  for (int t = 0; t < nt; t++) {
+    int64_t r = int64_t(t) * qh + r0;
+    if (nk == kKeys) {
+      dot_nrows_keys<kKeys, T>(Q + r * D, D, G, k, D, scale, out + r * lds, lds);
+    } else {
+      for (int c = 0; c < nk; c++)
+        dot_nrows_keys<1, T>(Q + r * D, D, G, k + c, D, scale, out + r * lds + c, lds);
+    }
+  }
+}
+
 // Scores scale * q.k against keys [ja, jb) of sequence s for queries t < nt and the heads of
 // KV heads [kh0, kh1). Query row (t, h) is r = t * qh + h - h0 in both Q (fp32 [*, D], as
 // load_q lays it out with qh = (kh1 - kh0) * G, h0 = kh0 * G) and out (row stride lds, column
@@ -424,6 +450,15 @@ TOPK_TARGET inline void score_block(const AttnParams& p, const SeqDesc& s, const
       const char* kr = kb + j * kst + kh * ksh;
       if (pf) prefetch_lines(kr + kPrefetch * kst, kst, kKeys, D * es);
       if (vpf) prefetch_lines(vb + j * vst + kh * vsh, vst, nk, D * ves);
+      float* o = out + (j - jbase);
+#if TOPK_SIMD == 512
+      if (p.k.dtype == DType::bf16) {  // widened in registers, no copy
+        const uint16_t* k[kKeys];
+        for (int c = 0; c < nk; c++) k[c] = reinterpret_cast<const uint16_t*>(kr + c * kst);
+        score_step(Q, nt, qh, kh * G - h0, G, D, p.scale, k, nk, o, lds);
+        continue;
+      }
+#endif
       const float* k[kKeys];
       for (int c = 0; c < nk; c++) {
         if (f32) {
@@ -433,16 +468,7 @@ TOPK_TARGET inline void score_block(const AttnParams& p, const SeqDesc& s, const
           k[c] = kbuf + c * D;
         }
       }
-      for (int t = 0; t < nt; t++) {
-        int64_t r = int64_t(t) * qh + kh * G - h0;
-        float* o = out + r * lds + (j - jbase);
-        if (nk == kKeys) {
-          dot_nrows_keys<kKeys>(Q + r * D, D, G, k, D, p.scale, o, lds);
-        } else {
-          for (int c = 0; c < nk; c++)
-            dot_nrows_keys<1>(Q + r * D, D, G, k + c, D, p.scale, o + c, lds);
-        }
-      }
+      score_step(Q, nt, qh, kh * G - h0, G, D, p.scale, k, nk, o, lds);
     }
   }
 }

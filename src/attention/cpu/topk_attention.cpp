@@ -43,7 +43,6 @@ TOPK_TARGET void attend_row(const AttnParams& p, const SeqDesc& s, int64_t t, in
     }
   }
   int kh = h0 / p.group();
-  const float* vptr[kVb];
   // The gather is latency bound: the indices are known, so the rows kAhead ahead are fetched
   // while a step is summed, a few at a time (a burst of prefetches fills the miss queue).
   for (int64_t i = 0; i < std::min<int64_t>(kAhead, n); i++)
@@ -52,6 +51,15 @@ TOPK_TARGET void attend_row(const AttnParams& p, const SeqDesc& s, int64_t t, in
     int nk = int(std::min<int64_t>(kVb, n - i0));
     for (int64_t i = i0 + kAhead; i < std::min<int64_t>(i0 + kAhead + kVb, n); i++)
       prefetch_row(p.v, s.batch, s.k_start + idx[i], kh, D);
+#if TOPK_SIMD == 512
+    if (p.v.dtype == DType::bf16) {  // widened in registers, no copy
+      const uint16_t* vp[kVb];
+      for (int j = 0; j < nk; j++) vp[j] = bf16_row(p.v, s.batch, s.k_start + idx[i0 + j], kh);
+      pv_nrows(acc.data(), D, nh, P + i0, n, vp, nk, D);
+      continue;
+    }
+#endif
+    const float* vptr[kVb];
     for (int j = 0; j < nk; j++)
       vptr[j] = row_f32(p.v, s.batch, s.k_start + idx[i0 + j], kh, D, vbuf.data() + int64_t(j) * D);
     pv_nrows(acc.data(), D, nh, P + i0, n, vptr, nk, D);
