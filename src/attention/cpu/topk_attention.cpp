@@ -43,6 +43,19 @@ TOPK_TARGET void attend_row(const AttnParams& p, const SeqDesc& s, int64_t t, in
     }
   }
   int kh = h0 / p.group();
+#if TOPK_SIMD == 512
+  // One head (per-head selection, the decode case) of f32 or bf16 rows: a row at a time.
+  if (nh == 1 && D <= 256 && (p.v.dtype == DType::f32 || p.v.dtype == DType::bf16)) {
+    int64_t off = p.v.offset(s.batch, s.k_start, kh);
+    const void* v = p.v.data;
+    if (p.v.dtype == DType::f32)
+      gather_pv512(acc.data(), P, idx, n, static_cast<const float*>(v) + off, p.v.st, D, 8);
+    else
+      gather_pv512(acc.data(), P, idx, n, static_cast<const uint16_t*>(v) + off, p.v.st, D, 8);
+    write_row(p, s, t, h0, acc.data(), m[0], l[0]);
+    return;
+  }
+#endif
   // The gather is latency bound: the indices are known, so the rows kAhead ahead are fetched
   // while a step is summed, a few at a time (a burst of prefetches fills the miss queue).
   for (int64_t i = 0; i < std::min<int64_t>(kAhead, n); i++)
