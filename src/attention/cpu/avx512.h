@@ -151,17 +151,25 @@ TOPK_TARGET TOPK_INLINE void dot_keys512(const float* q, int64_t ldq, const T* c
       }
     }
   }
-  for (; d < D; d += 16) {
-    __mmask16 m = lanes(std::min(16, D - d));
-    __m512 kv[NK];
+  // The tail (short or odd D): up to U vectors, the last one masked, each into its own
+  // accumulator, so that small dots (D = 32 in a training step) do not chain their FMAs. (The
+  // accumulator indices must stay constants, or the array leaves the registers.)
+  for (; d < D; d += 16 * U) {
+#pragma GCC unroll 4
+    for (int u = 0; u < U; u++) {
+      int du = d + 16 * u;
+      if (du >= D) break;
+      __mmask16 m = lanes(std::min(16, D - du));
+      __m512 kv[NK];
 #pragma GCC unroll 16
-    for (int c = 0; c < NK; c++) kv[c] = load16(m, k[c] + d);
+      for (int c = 0; c < NK; c++) kv[c] = load16(m, k[c] + du);
 #pragma GCC unroll 16
-    for (int r = 0; r < R; r++) {
-      __m512 qv = _mm512_maskz_loadu_ps(m, q + r * ldq + d);
+      for (int r = 0; r < R; r++) {
+        __m512 qv = _mm512_maskz_loadu_ps(m, q + r * ldq + du);
 #pragma GCC unroll 16
-      for (int c = 0; c < NK; c++)
-        acc[(r * NK + c) * U] = _mm512_fmadd_ps(qv, kv[c], acc[(r * NK + c) * U]);
+        for (int c = 0; c < NK; c++)
+          acc[(r * NK + c) * U + u] = _mm512_fmadd_ps(qv, kv[c], acc[(r * NK + c) * U + u]);
+      }
     }
   }
   if constexpr (R == 4 && NK == 4) {
@@ -173,9 +181,11 @@ TOPK_TARGET TOPK_INLINE void dot_keys512(const float* q, int64_t ldq, const T* c
   } else {
 #pragma GCC unroll 16
     for (int i = 0; i < R * NK; i++) {
-      __m512 t = acc[i * U];
-#pragma GCC unroll 4
-      for (int u = 1; u < U; u++) t = _mm512_add_ps(t, acc[i * U + u]);
+      // A tree over the U accumulators: short dots sit on this latency.
+      __m512* a = acc + i * U;
+      __m512 t = U == 1 ? a[0]
+                 : U == 2 ? _mm512_add_ps(a[0], a[1])
+                          : _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
       out[(i / NK) * lds + i % NK] = scale * hsum512(t);
     }
   }
