@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "attention/cpu/isa.h"
 #include "cli/commands.h"
 #include "core/dtype.h"
 #include "core/rng.h"
@@ -48,7 +49,8 @@ void usage() {
       "  --threads N    OpenMP threads (all)  --repeats N timed runs (20)\n"
       "  --scan-mib N   size of the bandwidth scan buffer in MiB (1024)\n"
       "  --no-hugepages do not ask for transparent huge pages on the big buffers\n"
-      "  --json         also print one JSON object per line\n");
+      "  --json         also print one JSON object per line\n"
+      "The CPU kernels are the best this CPU runs; TOPK_CPU_ISA=scalar|avx2|avx512 forces a copy.\n");
 }
 
 bool parse(int argc, char** argv, Opts& o) {
@@ -222,8 +224,9 @@ int bench_attention(int argc, char** argv) {
   char shape[160];
   std::snprintf(shape, sizeof(shape), "B=%d S=%d Hq=%d Hkv=%d D=%d %s k=%d", o.B, o.S, o.Hq,
                 o.Hkv, o.D, o.dtype.c_str(), o.k);
-  std::printf("CPU attention decode: %s, %d threads; %s%s\n", cpu_model().c_str(), threads, shape,
-              o.hugepages ? "" : " (no huge pages)");
+  const char* isa = cpu::isa_name(cpu::isa());
+  std::printf("CPU attention decode: %s, %d threads, %s kernels; %s%s\n", cpu_model().c_str(),
+              threads, isa, shape, o.hugepages ? "" : " (no huge pages)");
   std::printf("%-7s %10s %9s %9s %8s %9s %10s %8s\n", "name", "median_ms", "min_ms", "GB/s",
               "of_scan", "K_GB/s", "K_of_scan", "vs_full");
   for (const Row& r : rows) {
@@ -246,6 +249,7 @@ int bench_attention(int argc, char** argv) {
       j["gb_per_s"] = r.bytes / r.t.median_ms * 1e-6;
       j["scan_gb_per_s"] = scan_gbs;
       j["threads"] = threads;
+      j["isa"] = isa;
       if (r.kbytes > 0) {
         j["k_gb_per_s"] = r.kbytes / r.t.median_ms * 1e-6;
         j["ratio_vs_full"] = full_ms / r.t.median_ms;

@@ -8,6 +8,7 @@
 
 #include "core/dtype.h"
 #include "core/rng.h"
+#include "isa_util.h"
 #include "topk/attention.h"
 
 // Cases are written as brace lists that leave the sequence vectors empty on purpose.

@@ -25,6 +25,8 @@ std::vector<Case> forward_cases() {
   cs.push_back(bf32);
   Case f16{"f16", 1, 2, 90, 4, 2, 64, true, DType::f16, DType::f32};
   cs.push_back(f16);
+  Case bf40{"bf16_d40", 1, 1, 203, 8, 2, 40, false, DType::bf16, DType::f32};  // masked bf16 tails
+  cs.push_back(bf40);
   add_layout_cases(cs);
   Case rag2 = cs[cs.size() - 3];  // the ragged case, without the causal mask
   rag2.name = "ragged_noncausal";
@@ -33,7 +35,9 @@ std::vector<Case> forward_cases() {
   return cs;
 }
 
-TEST(CpuAttention, ForwardMatchesRef) {
+class CpuAttention : public IsaTest {};
+
+TEST_P(CpuAttention, ForwardMatchesRef) {
   Rng rng(1);
   for (const Case& c : forward_cases()) {
     SCOPED_TRACE(case_name(c));
@@ -49,7 +53,7 @@ TEST(CpuAttention, ForwardMatchesRef) {
   }
 }
 
-TEST(CpuAttention, ScoresMatchRef) {
+TEST_P(CpuAttention, ScoresMatchRef) {
   Rng rng(2);
   for (const Case& c : forward_cases()) {
     SCOPED_TRACE(case_name(c));
@@ -62,7 +66,7 @@ TEST(CpuAttention, ScoresMatchRef) {
   }
 }
 
-TEST(CpuAttention, MetricsMatchRef) {
+TEST_P(CpuAttention, MetricsMatchRef) {
   Rng rng(3);
   for (const Case& c : forward_cases()) {
     SCOPED_TRACE(case_name(c));
@@ -89,7 +93,7 @@ TEST(CpuAttention, MetricsMatchRef) {
   }
 }
 
-TEST(CpuAttention, EmptyRowsGiveZeroAndInfLse) {
+TEST_P(CpuAttention, EmptyRowsGiveZeroAndInfLse) {
   // Sequence 0 has no keys; with causal and q_pos = 0 every query of sequence 1 sees t+1.
   Case c{"empty", 2, 2, 8, 2, 1, 64, true};
   c.seqlens_k = {0, 8};
@@ -105,7 +109,7 @@ TEST(CpuAttention, EmptyRowsGiveZeroAndInfLse) {
   for (int64_t i = c.T * c.Hq; i < 2 * c.T * c.Hq; i++) EXPECT_TRUE(std::isfinite(l.ptr<float>()[i]));
 }
 
-TEST(CpuAttention, PackedSequencesDoNotSeeEachOther) {
+TEST_P(CpuAttention, PackedSequencesDoNotSeeEachOther) {
   Case c{"packed", 1, 12, 300, 4, 2, 64, true};
   c.cu_q = {0, 5, 12};
   c.cu_k = {0, 200, 300};
@@ -139,7 +143,7 @@ TEST(CpuAttention, PackedSequencesDoNotSeeEachOther) {
   }
 }
 
-TEST(CpuAttention, Deterministic) {
+TEST_P(CpuAttention, Deterministic) {
   Rng rng(6);
   // Split decode (flash-decoding combine), prefill, and the fused top-k path.
   for (Case c : {Case{"split", 1, 1, 5000, 8, 2, 128}, Case{"prefill", 1, 80, 80, 4, 2, 64, true}}) {
@@ -172,6 +176,8 @@ TEST(CpuAttention, Deterministic) {
     EXPECT_TRUE(bit_equal(dq1, dq2) && bit_equal(dk1, dk2) && bit_equal(dv1, dv2));
   }
 }
+
+TOPK_PER_ISA(CpuAttention);
 
 }  // namespace
 }  // namespace topk::test

@@ -98,7 +98,9 @@ std::vector<Case> grad_cases() {
   return cs;
 }
 
-TEST(CpuGrad, FullBackwardMatchesRef) {
+class CpuBackward : public IsaTest {};
+
+TEST_P(CpuBackward, FullMatchesRef) {
   Rng rng(42);
   for (const Case& c : grad_cases()) {
     SCOPED_TRACE(case_name(c));
@@ -115,6 +117,8 @@ TEST(CpuGrad, FullBackwardMatchesRef) {
     expect_close(to_vec(g2.dv), to_vec(g1.dv), 1e-4, 1e-5, "dv");
   }
 }
+
+TOPK_PER_ISA(CpuBackward);
 
 }  // namespace
 }  // namespace topk::test

@@ -58,7 +58,9 @@ std::vector<SelectOpts> budgets() {
   return v;
 }
 
-TEST(CpuSelect, MatchesRefExactly) {
+class CpuSelect : public IsaTest {};
+
+TEST_P(CpuSelect, MatchesRefExactly) {
   Rng rng(11);
   std::vector<Case> cs;
   cs.push_back({"decode", 1, 1, 300, 8, 2, 1});
@@ -90,7 +92,7 @@ TEST(CpuSelect, MatchesRefExactly) {
 
 // Long rows take the linear-bucket path (rows of at least 1024 candidates): sizes around that,
 // heavy ties, rows with no spread or no finite values, and a huge dynamic range.
-TEST(CpuSelect, LongRowsMatchRefExactly) {
+TEST_P(CpuSelect, LongRowsMatchRefExactly) {
   Rng rng(12);
   for (int S : {1023, 1024, 1025, 5000}) {
     Case c{"long", 1, 2, S, 4, 2, 1, true};
@@ -113,7 +115,47 @@ TEST(CpuSelect, LongRowsMatchRefExactly) {
   }
 }
 
-TEST(CpuSelect, TiesGoToLowerIndexAndOrderIsAscending) {
+// Rows of at least 8192 candidates and a budget of at most an eighth of them take a threshold
+// from a sample first (AVX-512 copy): ties across its bucket boundary, NaN and infinities, a
+// huge range, rising scores (the best at the end), the best scores exactly where the sample
+// looks (so the sampled threshold keeps too few and the exact path takes over), and budgets at
+// the limit.
+TEST_P(CpuSelect, VeryLongRowsMatchRefExactly) {
+  Rng rng(13);
+  for (int S : {8192, 8195, 20000}) {
+    Case c{"very_long", 1, 1, S, 4, 2, 1};
+    for (int kind = 0; kind < 6; kind++) {
+      Buffer scores = tie_scores(c.B, c.T, c.Hq, c.S, rng, kind == 1 ? 4 : kind == 2 ? 5000 : 0);
+      float* x = scores.ptr<float>();
+      for (int64_t i = 0; i < scores.numel(); i++) {
+        if (kind == 3 && i % 50 == 0) x[i] = i % 100 == 0 ? 1e30f : -1e30f;
+        if (kind == 4) x[i] = float(i % S) * 1e-3f;
+        if (kind == 5) x[i] = (i % S) % 128 < 16 ? 10.0f + x[i] : x[i];
+      }
+      std::vector<SelectOpts> sels;
+      for (int k : {1, 37, 1000, S / 8, S / 8 + 1}) {
+        SelectOpts s;
+        s.k = k;
+        sels.push_back(s);
+      }
+      SelectOpts r;
+      r.ratio = 0.05;
+      sels.push_back(r);
+      SelectOpts f;
+      f.k = 100;
+      f.sink = 3;
+      f.window = 5;
+      sels.push_back(f);
+      for (const SelectOpts& sel : sels) {
+        SCOPED_TRACE("S " + std::to_string(S) + " kind " + std::to_string(kind) + " k " +
+                     std::to_string(sel.k) + " ratio " + std::to_string(sel.ratio));
+        check_select(c, sel, scores, c.Hq);
+      }
+    }
+  }
+}
+
+TEST_P(CpuSelect, TiesGoToLowerIndexAndOrderIsAscending) {
   // Every score equal: the selection must be exactly keys 0..k-1.
   Case c{"flat", 1, 1, 500, 2, 2, 1};
   Buffer scores(DType::f32, {1, 1, 2, 500});
@@ -133,6 +175,8 @@ TEST(CpuSelect, TiesGoToLowerIndexAndOrderIsAscending) {
   topk_select(scores, c.seqs(), c.opts(Backend::cpu), sel, idx);
   for (int i = 0; i < 100; i++) ASSERT_EQ(idx.ptr<int32_t>()[i], 400 + i);
 }
+
+TOPK_PER_ISA(CpuSelect);
 
 }  // namespace
 }  // namespace topk::test

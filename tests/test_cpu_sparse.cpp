@@ -38,7 +38,9 @@ Buffer random_indices(const Case& c, int hsel, int64_t K, Rng& rng) {
   return idx;
 }
 
-TEST(CpuSparse, ForwardAndBackwardMatchRef) {
+class CpuSparse : public IsaTest {};
+
+TEST_P(CpuSparse, ForwardAndBackwardMatchRef) {
   Rng rng(21);
   for (const Case& c : sparse_cases()) {
     for (int hsel : {c.Hq, c.Hkv}) {
@@ -79,6 +81,8 @@ std::vector<Case> topk_cases() {
   cs.push_back({"prefill_h1_d20", 1, 65, 65, 1, 1, 20, true});
   Case bf{"bf16", 1, 3, 300, 4, 2, 80, true, DType::bf16, DType::bf16};
   cs.push_back(bf);
+  Case bf40{"bf16_decode_d40", 1, 1, 1500, 8, 2, 40, false, DType::bf16, DType::f32};
+  cs.push_back(bf40);
   add_layout_cases(cs, 90, 40);
   return cs;
 }
@@ -100,8 +104,10 @@ std::vector<SelectOpts> topk_budgets() {
   return v;
 }
 
+class CpuTopk : public IsaTest {};
+
 // Fused top-k attention: the same indices as the reference composition, and the same outputs.
-TEST(CpuTopk, FusedMatchesRef) {
+TEST_P(CpuTopk, FusedMatchesRef) {
   Rng rng(31);
   for (const Case& c : topk_cases()) {
     for (const SelectOpts& sel : topk_budgets()) {
@@ -130,9 +136,40 @@ TEST(CpuTopk, FusedMatchesRef) {
   }
 }
 
-// Decode takes one of two partitions (per KV head when there are enough heads for the threads,
-// else per key chunk); both must give bit-identical results, equal to the reference.
-TEST(CpuTopk, DecodePartitionsAgree) {
+// Decode over more than 16 MiB of K writes its score rows with streaming stores and selects
+// from rows of 33024 keys (the sampled threshold of the AVX-512 copy).
+TEST_P(CpuTopk, LongDecodeMatchesRef) {
+  Rng rng(33);
+  Case c{"long_decode", 1, 1, 33024, 4, 1, 128};
+  Buffer q = randn(c.dt, {c.B, c.T, c.Hq, c.D}, rng, 2.0f);
+  Buffer k = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
+  Buffer v = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
+  std::vector<SelectOpts> sels(4);
+  sels[0].k = 64;
+  sels[1].ratio = 0.02;
+  sels[2].k = 40;
+  sels[2].sink = 4;
+  sels[2].window = 16;
+  sels[3].k = 64;
+  sels[3].share_group = true;
+  for (const SelectOpts& sel : sels) {
+    SCOPED_TRACE("k " + std::to_string(sel.k) + (sel.share_group ? " shared" : ""));
+    int hsel = sel.share_group ? c.Hkv : c.Hq;
+    int64_t K = select_capacity(sel, c.S);
+    Buffer o1(c.odt, {c.B, c.T, c.Hq, c.D}), o2(c.odt, {c.B, c.T, c.Hq, c.D});
+    Buffer l1(DType::f32, {c.B, c.T, c.Hq}), l2(DType::f32, {c.B, c.T, c.Hq});
+    Buffer i1(DType::i32, {c.B, c.T, hsel, K}), i2(DType::i32, {c.B, c.T, hsel, K});
+    topk_attention_forward(q, k, v, c.seqs(), c.opts(Backend::ref), sel, o1, l1, i1);
+    topk_attention_forward(q, k, v, c.seqs(), c.opts(Backend::cpu), sel, o2, l2, i2);
+    EXPECT_EQ(ivec(i2), ivec(i1));
+    expect_close(to_vec(o2), to_vec(o1), rtol_for(c.odt), atol_for(c.odt), "o");
+    expect_close(to_vec(l2), to_vec(l1), 2e-5, 2e-6, "lse");
+  }
+}
+
+// Decode splits the keys into chunks over the threads: any thread count must give bit-identical
+// results, equal to the reference.
+TEST_P(CpuTopk, DecodeSameForAnyThreadCount) {
   Rng rng(32);
   Case c{"decode_hkv8", 2, 1, 700, 16, 8, 64};
   int saved = omp_get_max_threads();
@@ -147,7 +184,7 @@ TEST(CpuTopk, DecodePartitionsAgree) {
     Buffer v = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
     std::vector<std::vector<float>> outs;
     std::vector<std::vector<int32_t>> idxs;
-    for (int threads : {1, 64}) {  // 1: per KV head (8 >= 2); 64: per key chunk (8 < 128)
+    for (int threads : {1, 3, 64}) {
       omp_set_num_threads(threads);
       Buffer o(c.odt, {c.B, c.T, c.Hq, c.D}), l(DType::f32, {c.B, c.T, c.Hq});
       Buffer idx(DType::i32, {c.B, c.T, hsel, K});
@@ -156,8 +193,10 @@ TEST(CpuTopk, DecodePartitionsAgree) {
       idxs.push_back(ivec(idx));
     }
     omp_set_num_threads(saved);
-    EXPECT_EQ(outs[0], outs[1]);
-    EXPECT_EQ(idxs[0], idxs[1]);
+    for (int i = 1; i < 3; i++) {
+      EXPECT_EQ(outs[0], outs[i]);
+      EXPECT_EQ(idxs[0], idxs[i]);
+    }
     Buffer o(c.odt, {c.B, c.T, c.Hq, c.D}), l(DType::f32, {c.B, c.T, c.Hq});
     Buffer idx(DType::i32, {c.B, c.T, hsel, K});
     topk_attention_forward(q, k, v, c.seqs(), c.opts(Backend::ref), sel, o, l, idx);
@@ -165,6 +204,9 @@ TEST(CpuTopk, DecodePartitionsAgree) {
     expect_close(outs[0], to_vec(o), 2e-5, 2e-6, "o");
   }
 }
+
+TOPK_PER_ISA(CpuSparse);
+TOPK_PER_ISA(CpuTopk);
 
 }  // namespace
 }  // namespace topk::test

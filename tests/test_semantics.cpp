@@ -1,5 +1,5 @@
 // Every rule of docs/semantics.md, checked on each CPU backend (ref is the specification; cpu must
-// agree with it rule by rule).
+// agree with it rule by rule), the cpu backend on each copy of its kernels (scalar, AVX2, AVX-512).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -7,6 +7,7 @@
 #include <limits>
 #include <set>
 
+#include "isa_util.h"
 #include "sem_util.h"
 
 using namespace topk;
@@ -17,12 +18,22 @@ namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-class Semantics : public ::testing::TestWithParam<Backend> {
+// A backend and, for the cpu backend, the copy of its kernels.
+struct Path {
+  Backend backend;
+  cpu::Isa isa;
+};
+
+class Semantics : public ::testing::TestWithParam<Path> {
  protected:
+  void SetUp() override {
+    if (GetParam().backend == Backend::cpu && !isa_.force(GetParam().isa))
+      GTEST_SKIP() << test::isa_skip_reason(GetParam().isa);
+  }
   AttnOpts opts(bool causal = false) const {
     AttnOpts o;
     o.causal = causal;
-    o.backend = GetParam();
+    o.backend = GetParam().backend;
     return o;
   }
   struct Out {
@@ -58,6 +69,9 @@ class Semantics : public ::testing::TestWithParam<Backend> {
     }
     return out;
   }
+
+ private:
+  test::ForcedIsa isa_;
 };
 
 std::set<int> range_set(int lo, int hi) {
@@ -373,8 +387,17 @@ TEST_P(Semantics, DeterministicRuns) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Backends, Semantics, ::testing::Values(Backend::ref, Backend::cpu),
-                         [](const auto& info) { return std::string(backend_name(info.param)); });
+INSTANTIATE_TEST_SUITE_P(Backends, Semantics,
+                         ::testing::Values(Path{Backend::ref, cpu::Isa::scalar},
+                                           Path{Backend::cpu, cpu::Isa::scalar},
+                                           Path{Backend::cpu, cpu::Isa::avx2},
+                                           Path{Backend::cpu, cpu::Isa::avx512}),
+                         [](const auto& info) {
+                           std::string name = backend_name(info.param.backend);
+                           if (info.param.backend == Backend::cpu)
+                             name += std::string("_") + cpu::isa_name(info.param.isa);
+                           return name;
+                         });
 
 TEST(RetrievalPrecision, CountsOverlapWithExactSet) {
   Buffer exact(DType::i32, {1, 1, 2, 4}), approx(DType::i32, {1, 1, 2, 3}), p(DType::f32, {1, 1, 2});

@@ -4,13 +4,14 @@
 // query heads, so there are no races and the summation order is fixed (deterministic).
 #include "attention/cpu/common.h"
 
-namespace topk::cpu {
+namespace topk::cpu::TOPK_ISA {
 namespace {
 constexpr int kBk = 64;    // keys per block
 constexpr int kRows = 64;  // query rows (queries x G heads) per tile
 
 // Rows (t, g) of heads kh*G + g of a [B, T, Hq, D] tensor for t < T, as fp32 [T * G, D].
-void load_group(const AttnParams& p, const Rows& r, const SeqDesc& s, int kh, float* out) {
+TOPK_TARGET void load_group(const AttnParams& p, const Rows& r, const SeqDesc& s, int kh,
+                            float* out) {
   int G = p.group();
   for (int64_t t = 0; t < s.T; t++)
     for (int g = 0; g < G; g++)
@@ -18,7 +19,7 @@ void load_group(const AttnParams& p, const Rows& r, const SeqDesc& s, int kh, fl
              out + (t * G + g) * p.D);
 }
 
-void backward_item(const AttnParams& p, const SeqDesc& s, int kh) {
+TOPK_TARGET void backward_item(const AttnParams& p, const SeqDesc& s, int kh) {
   int G = p.group(), D = p.D;
   int64_t M = s.T * G;
   std::vector<float> Q(M * D), dO(M * D), O(M * D), Di(M), L(M);
@@ -82,7 +83,7 @@ void backward_item(const AttnParams& p, const SeqDesc& s, int kh) {
 
 }  // namespace
 
-void attention_backward(const AttnParams& p) {
+TOPK_TARGET void attention_backward(const AttnParams& p) {
   int64_t B = batches(p);
   std::fill(p.dq, p.dq + B * p.Tq * p.Hq * p.D, 0.0f);
   std::fill(p.dk, p.dk + B * p.Smax * p.Hkv * p.D, 0.0f);
@@ -92,4 +93,4 @@ void attention_backward(const AttnParams& p) {
   for (int64_t i = 0; i < n; i++) backward_item(p, p.seqs[i / p.Hkv], int(i % p.Hkv));
 }
 
-}  // namespace topk::cpu
+}  // namespace topk::cpu::TOPK_ISA

@@ -8,7 +8,7 @@
 // never on the thread count, so the result is the same on every run and every machine.
 #include "attention/cpu/common.h"
 
-namespace topk::cpu {
+namespace topk::cpu::TOPK_ISA {
 namespace {
 
 constexpr int kBk = 64;              // keys per block: a block of scores stays in L1
@@ -28,13 +28,13 @@ struct Scratch {
 };
 
 // Online softmax of the rows of one tile over keys [ja, jb): acc [M, D] (unnormalised), m, l.
-void run_tile(const AttnParams& p, const Tile& tl, int64_t ja, int64_t jb, float* acc, float* m,
-              float* l, Scratch& w) {
+TOPK_TARGET void run_tile(const AttnParams& p, const Tile& tl, int64_t ja, int64_t jb, float* acc,
+                          float* m, float* l, Scratch& w) {
   const SeqDesc& s = p.seqs[tl.seq];
   int G = p.group(), D = p.D, nh = (tl.kh1 - tl.kh0) * G, M = tl.nt * nh;
   w.Q.resize(size_t(M) * D);
   w.S.resize(size_t(M) * kBk);
-  w.kbuf.resize(2 * D);
+  w.kbuf.resize(kKeys * D);
   w.vbuf.resize(size_t(kBk) * D);
   w.vptr.resize(kBk);
   load_q(p, s, tl.t0, tl.nt, tl.kh0, tl.kh1, w.Q.data());
@@ -63,6 +63,17 @@ void run_tile(const AttnParams& p, const Tile& tl, int64_t ja, int64_t jb, float
       m[r] = mn;
     }
     for (int kh = tl.kh0; kh < tl.kh1; kh++) {
+#if TOPK_SIMD == 512
+      if (p.v.dtype == DType::bf16) {  // widened in registers, no copy
+        const uint16_t* vp[kBk];
+        for (int j = 0; j < nk; j++) vp[j] = bf16_row(p.v, s.batch, s.k_start + j0 + j, kh);
+        for (int t = 0; t < tl.nt; t++) {
+          int64_t r = int64_t(t) * nh + (kh - tl.kh0) * G;
+          pv_nrows(acc + r * D, D, G, S + r * kBk, kBk, vp, nk, D);
+        }
+        continue;
+      }
+#endif
       for (int j = 0; j < nk; j++)
         w.vptr[j] = row_f32(p.v, s.batch, s.k_start + j0 + j, kh, D, w.vbuf.data() + int64_t(j) * D);
       for (int t = 0; t < tl.nt; t++) {
@@ -75,7 +86,7 @@ void run_tile(const AttnParams& p, const Tile& tl, int64_t ja, int64_t jb, float
 
 }  // namespace
 
-void attention_forward(const AttnParams& p) {
+TOPK_TARGET void attention_forward(const AttnParams& p) {
   int G = p.group(), D = p.D;
   bool all_heads = p.Hq <= kRows;
   int nt_tile = std::max(1, kRows / (all_heads ? p.Hq : G));
@@ -147,4 +158,4 @@ void attention_forward(const AttnParams& p) {
   }
 }
 
-}  // namespace topk::cpu
+}  // namespace topk::cpu::TOPK_ISA

@@ -3,7 +3,7 @@
 // double. Entropy uses ln a_j = s_j - lse, so it needs one exp per key and no log.
 #include "attention/cpu/common.h"
 
-namespace topk::cpu {
+namespace topk::cpu::TOPK_ISA {
 namespace {
 
 constexpr int64_t kScoreFloats = int64_t(1) << 22;  // score block cap: 16 MiB
@@ -12,7 +12,7 @@ constexpr int64_t kChunk = 512;
 
 // Calls fn(s, t, h, row, n) for every query row with its n visible fp32 scores.
 template <class Fn>
-void for_rows(const AttnParams& p, Fn fn) {
+TOPK_TARGET void for_rows(const AttnParams& p, Fn fn) {
   // Kept between calls by the calling thread: a decode loop reuses the same pages.
   static thread_local RawBuf<float> sc_buf, q_buf;
   for (int si = 0; si < p.nseq; si++) {
@@ -29,7 +29,7 @@ void for_rows(const AttnParams& p, Fn fn) {
       int64_t nchunk = (vis + kChunk - 1) / kChunk;
 #pragma omp parallel
       {
-        std::vector<float> kbuf(2 * p.D), tile(size_t(nt) * p.Hq * kTile);
+        std::vector<float> kbuf(kKeys * p.D), tile(size_t(nt) * p.Hq * kTile);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t c = 0; c < nchunk; c++) {
           int64_t jb = std::min(vis, (c + 1) * kChunk);
@@ -46,7 +46,7 @@ void for_rows(const AttnParams& p, Fn fn) {
 }
 
 // lse of a row in double (+inf when no key carries weight).
-double row_lse(const float* x, int64_t n) {
+TOPK_TARGET double row_lse(const float* x, int64_t n) {
   double m = -std::numeric_limits<double>::infinity();
   for (int64_t j = 0; j < n; j++) m = x[j] > m ? x[j] : m;
   if (m == -std::numeric_limits<double>::infinity()) return std::numeric_limits<double>::infinity();
@@ -57,7 +57,7 @@ double row_lse(const float* x, int64_t n) {
 
 }  // namespace
 
-void entropy(const AttnParams& p, float* entropy, float* normalized) {
+TOPK_TARGET void entropy(const AttnParams& p, float* entropy, float* normalized) {
   for_rows(p, [&](const SeqDesc& s, int64_t t, int h, const float* x, int64_t n) {
     double lse = row_lse(x, n), H = 0;
     for (int64_t j = 0; j < n; j++) {
@@ -71,7 +71,7 @@ void entropy(const AttnParams& p, float* entropy, float* normalized) {
   });
 }
 
-void selection_mass(const AttnParams& p, float* mass) {
+TOPK_TARGET void selection_mass(const AttnParams& p, float* mass) {
   int G = p.group();
   for_rows(p, [&](const SeqDesc& s, int64_t t, int h, const float* x, int64_t n) {
     int hs = p.Hsel == p.Hq ? h : h / G;
@@ -89,4 +89,4 @@ void selection_mass(const AttnParams& p, float* mass) {
   });
 }
 
-}  // namespace topk::cpu
+}  // namespace topk::cpu::TOPK_ISA

@@ -3,13 +3,13 @@
 // row together (score_block), so a K row serves all G heads of its group.
 #include "attention/cpu/common.h"
 
-namespace topk::cpu {
+namespace topk::cpu::TOPK_ISA {
 namespace {
 constexpr int kRows = 64;        // query rows (queries x heads) per tile: Q tile stays in L1/L2
 constexpr int64_t kChunk = 2048; // keys per item
 }  // namespace
 
-void attention_scores(const AttnParams& p, float* scores) {
+TOPK_TARGET void attention_scores(const AttnParams& p, float* scores) {
   int nt_tile = std::max(1, kRows / p.Hq);
   struct Item { int seq; int64_t t0; int nt; int64_t ja, jb, vis; };
   std::vector<Item> items;
@@ -26,7 +26,7 @@ void attention_scores(const AttnParams& p, float* scores) {
   }
 #pragma omp parallel
   {
-    std::vector<float> Q, tile, kbuf(2 * p.D);
+    std::vector<float> Q, tile, kbuf(kKeys * p.D);
 #pragma omp for schedule(dynamic, 1)
     for (size_t i = 0; i < items.size(); i++) {
       const Item& it = items[i];
@@ -51,4 +51,4 @@ void attention_scores(const AttnParams& p, float* scores) {
   }
 }
 
-}  // namespace topk::cpu
+}  // namespace topk::cpu::TOPK_ISA

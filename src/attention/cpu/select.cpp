@@ -8,20 +8,20 @@
 
 #include "attention/cpu/common.h"
 
-namespace topk::cpu {
+namespace topk::cpu::TOPK_ISA {
 namespace {
 
 // Order-preserving maps: a ranks before b (by value) iff key(a) > key(b). -0 equals +0 (the
 // reference compares with ==; adding +0 turns -0 into +0); NaN is 0, below every number
 // including -inf. Branch-free: score signs are random, a branch here would mispredict.
-inline uint32_t order_key(float f) {
+TOPK_TARGET inline uint32_t order_key(float f) {
   float z = f + 0.0f;
   uint32_t u;
   std::memcpy(&u, &z, 4);
   uint32_t flip = uint32_t(int32_t(u) >> 31) | 0x80000000u;
   return f != f ? 0u : u ^ flip;
 }
-inline uint64_t order_key(double f) {
+TOPK_TARGET inline uint64_t order_key(double f) {
   double z = f + 0.0;
   uint64_t u;
   std::memcpy(&u, &z, 8);
@@ -30,9 +30,9 @@ inline uint64_t order_key(double f) {
 }
 
 // Keys of a whole row. The f32 one is explicit AVX2: the compiler keeps the NaN test scalar.
-inline void keys_of(const float* x, int64_t n, uint32_t* out) {
+TOPK_TARGET inline void keys_of(const float* x, int64_t n, uint32_t* out) {
   int64_t i = 0;
-#ifdef __AVX2__
+#if TOPK_SIMD >= 256
   const __m256 zero = _mm256_setzero_ps();
   const __m256i top = _mm256_set1_epi32(int(0x80000000u));
   for (; i + 8 <= n; i += 8) {
@@ -45,15 +45,16 @@ inline void keys_of(const float* x, int64_t n, uint32_t* out) {
 #endif
   for (; i < n; i++) out[i] = order_key(x[i]);
 }
-inline void keys_of(const double* x, int64_t n, uint64_t* out) {
+TOPK_TARGET inline void keys_of(const double* x, int64_t n, uint64_t* out) {
   for (int64_t i = 0; i < n; i++) out[i] = order_key(x[i]);
 }
 
 constexpr int kDigit = 11;  // radix bits per pass: a 2048-bin histogram (8 KiB) stays in L1
 constexpr int64_t kLinearMin = 1024;  // rows at least this long take select_linear
+constexpr int64_t kSampledMin = 8192;  // and select_sampled first (AVX-512), for small budgets
 
 // Picks the bin (from the top) that holds the room-th best key; room becomes the rank inside it.
-inline uint32_t pick_bin(const uint32_t* hist, int nbins, int64_t& room) {
+TOPK_TARGET inline uint32_t pick_bin(const uint32_t* hist, int nbins, int64_t& room) {
   int64_t cum = 0;
   int b = nbins - 1;
   for (; b > 0; b--) {
@@ -67,7 +68,7 @@ inline uint32_t pick_bin(const uint32_t* hist, int nbins, int64_t& room) {
 // The room-th best of a short list of keys, digit by digit: tau, and how many keys equal to
 // tau are taken (the first by index). keys is consumed.
 template <class U>
-void resolve(std::vector<U>& keys, int64_t room, U& tau, int64_t& take_eq) {
+TOPK_TARGET void resolve(std::vector<U>& keys, int64_t room, U& tau, int64_t& take_eq) {
   constexpr int bits = int(sizeof(U) * 8);
   uint32_t hist[1 << kDigit];
   U prefix = 0;
@@ -91,6 +92,25 @@ void resolve(std::vector<U>& keys, int64_t room, U& tau, int64_t& take_eq) {
   take_eq = room;
 }
 
+// Writes idx[j] of the keys above tau and of the first take_eq keys equal to it, in order, to
+// out[0..room); returns how many. Branch-free: about half the keys are taken, in no predictable
+// pattern. (Each key is written at out[c] and kept by advancing c; once room are taken the
+// writes go to a dummy, so nothing past out[room - 1] is touched.)
+TOPK_TARGET inline int64_t emit_selected(const uint32_t* keys, const int32_t* idx, int64_t m,
+                                         uint32_t tau, int64_t take_eq, int64_t room,
+                                         int32_t* out) {
+  int64_t c = 0;
+  int32_t dummy;
+  for (int64_t j = 0; j < m; j++) {
+    int64_t eq = keys[j] == tau, take = (keys[j] > tau) | (eq & (take_eq > 0));
+    take_eq -= eq & take;
+    int32_t* dst = c < room ? out + c : &dummy;
+    *dst = idx[j];
+    c += take;
+  }
+  return c;
+}
+
 // Selects `room` of the candidates x[lo..hi) and appends their indices, ascending, to out.
 //  A: keys of every candidate and a histogram of the top digit (4 interleaved histograms on
 //     long rows, so runs of equal bins do not serialise on one counter);
@@ -99,8 +119,9 @@ void resolve(std::vector<U>& keys, int64_t room, U& tau, int64_t& take_eq) {
 //     many keys equal to tau are taken (the first by index);
 //  D: emit from the kept pairs only.
 template <class U, class F>
-int64_t select_candidates(const F* x, int64_t lo, int64_t hi, int64_t room, int32_t* out,
-                          std::vector<U>& keys, std::vector<U>& buf, std::vector<int32_t>& idx) {
+TOPK_TARGET int64_t select_candidates(const F* x, int64_t lo, int64_t hi, int64_t room,
+                                      int32_t* out, std::vector<U>& keys, std::vector<U>& buf,
+                                      std::vector<int32_t>& idx) {
   constexpr int bits = int(sizeof(U) * 8);
   int64_t n = hi - lo;
   keys.resize(size_t(n));
@@ -144,7 +165,7 @@ int64_t select_candidates(const F* x, int64_t lo, int64_t hi, int64_t room, int3
   return c;
 }
 
-#ifdef __AVX2__
+#if TOPK_SIMD >= 256
 // The f32 path for long rows. The top bits of a float key bunch normal scores into a few dozen
 // bins (one per binade), so that histogram serialises on a handful of counters. Instead the
 // first pass buckets linearly between the row's finite min and max: bin(x) = (x - min) * inv,
@@ -152,9 +173,9 @@ int64_t select_candidates(const F* x, int64_t lo, int64_t hi, int64_t room, int3
 // higher score and only the boundary bin needs the exact keys. NaN and -inf land in bin 0, +inf
 // in the top bin; the exact keys order them inside it. Returns -1 when the row has no spread
 // (no finite values, or all equal): the caller takes the radix path.
-int64_t select_linear(const float* x, int64_t lo, int64_t hi, int64_t room, int32_t* out,
-                      std::vector<uint16_t>& bins, std::vector<uint32_t>& keys,
-                      std::vector<int32_t>& idx) {
+TOPK_TARGET int64_t select_linear(const float* x, int64_t lo, int64_t hi, int64_t room,
+                                  int32_t* out, std::vector<uint16_t>& bins,
+                                  std::vector<uint32_t>& keys, std::vector<int32_t>& idx) {
   constexpr int nb = 2048;
   const float* y = x + lo;
   int64_t n = hi - lo, i = 0;
@@ -233,10 +254,84 @@ int64_t select_linear(const float* x, int64_t lo, int64_t hi, int64_t room, int3
 }
 #endif
 
+#if TOPK_SIMD == 512
+// Buckets of select_linear for 16 scores: (x - mn) * inv, clamped to [0, nb - 1]; NaN -> 0.
+TOPK_TARGET TOPK_INLINE __m512i buckets512(__m512 v, __m512 mn, __m512 inv, __m512 top) {
+  __m512 t = _mm512_mul_ps(_mm512_sub_ps(v, mn), inv);
+  return _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(t, _mm512_setzero_ps()), top));
+}
+
+// Long rows with a small budget (AVX-512): the buckets of select_linear, but the one that must
+// hold the room-th best is read off a histogram of a 1/8 sample, low enough that it and the
+// buckets above almost always hold more than room scores. One vector pass keeps those scores
+// (a bucket below holds only lower scores: the buckets are monotone), a count checks that at
+// least room were kept (else -1, and the caller takes select_linear), and the exact room best
+// are resolved among the kept ones alone: no histogram over the whole row.
+TOPK_TARGET int64_t select_sampled(const float* x, int64_t lo, int64_t hi, int64_t room,
+                                   int32_t* out, std::vector<uint32_t>& tmp) {
+  constexpr int nb = 2048, kEvery = 128;  // the sample: the first 16 of every 128 scores
+  const float* y = x + lo;
+  int64_t n = hi - lo;
+  const __m512 inf = _mm512_set1_ps(kInfF);
+  __m512 vmin = inf, vmax = _mm512_sub_ps(_mm512_setzero_ps(), inf);
+  // The rows are usually out of cache (written with streaming stores): both passes prefetch.
+  for (int64_t b = 0; b + 16 <= n; b += kEvery) {
+    _mm_prefetch(reinterpret_cast<const char*>(y + b + 16 * kEvery), _MM_HINT_T0);
+    __m512 v = _mm512_loadu_ps(y + b);
+    __mmask16 fin = _mm512_cmp_ps_mask(_mm512_abs_ps(v), inf, _CMP_LT_OQ);  // not NaN or inf
+    vmin = _mm512_mask_min_ps(vmin, fin, vmin, v);
+    vmax = _mm512_mask_max_ps(vmax, fin, vmax, v);
+  }
+  float mn = -hmax512(_mm512_sub_ps(_mm512_setzero_ps(), vmin)), mx = hmax512(vmax);
+  if (!(mx > mn)) return -1;
+  float inv = float(nb - 1) / (mx - mn);
+  if (!(inv < kInfF)) return -1;
+  const __m512 vmn = _mm512_set1_ps(mn), vinv = _mm512_set1_ps(inv), top = _mm512_set1_ps(nb - 1);
+  uint32_t hist[nb] = {};
+  int64_t ns = 0;
+  for (int64_t b = 0; b + 16 <= n; b += kEvery, ns += 16) {
+    alignas(64) int32_t bi[16];
+    _mm512_store_si512(bi, buckets512(_mm512_loadu_ps(y + b), vmn, vinv, top));
+    for (int i = 0; i < 16; i++) hist[bi[i]]++;
+  }
+  int64_t want = room * ns / n + room * ns / n / 4 + 16;  // the sample's share, and a margin
+  int bb = nb - 1;
+  for (int64_t cum = 0; bb > 0; bb--) {
+    cum += hist[bb];
+    if (cum >= want) break;
+  }
+  // Kept (key, index) pairs: at most n, usually ~1.4 room. Not zero-filled, kept per thread.
+  static thread_local RawBuf<uint32_t> key_buf;
+  static thread_local RawBuf<int32_t> idx_buf;
+  uint32_t* keys = key_buf.get(size_t(n) + 16);
+  int32_t* idx = idx_buf.get(size_t(n) + 16);
+  const __m512i vbb = _mm512_set1_epi32(bb);
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  int64_t m = 0;
+  for (int64_t i = 0; i < n; i += 16) {
+    _mm_prefetch(reinterpret_cast<const char*>(y + i + 512), _MM_HINT_T0);
+    __mmask16 in = lanes(int(std::min<int64_t>(16, n - i)));
+    __m512 v = _mm512_maskz_loadu_ps(in, y + i);
+    __mmask16 keep = _mm512_mask_cmpge_epi32_mask(in, buckets512(v, vmn, vinv, top), vbb);
+    // No branch on keep: it is unpredictable, and each miss would stall the loads behind it.
+    __m512i j = _mm512_add_epi32(iota, _mm512_set1_epi32(int32_t(lo + i)));
+    _mm512_storeu_si512(keys + m, _mm512_maskz_compress_epi32(keep, score_keys512(v)));
+    _mm512_storeu_si512(idx + m, _mm512_maskz_compress_epi32(keep, j));
+    m += __builtin_popcount(keep);
+  }
+  if (m < room) return -1;
+  tmp.assign(keys, keys + m);
+  uint32_t tau;
+  int64_t take_eq;
+  resolve(tmp, room, tau, take_eq);
+  return emit_selected(keys, idx, m, tau, take_eq, room, out);
+}
+#endif
+
 template <class U, class F>
-void select_impl(const F* x, int64_t n, const SelectOpts& sel, int32_t* out, int64_t K,
-                 std::vector<U>& keys, std::vector<U>& buf, std::vector<int32_t>& idx,
-                 SelectScratch& w) {
+TOPK_TARGET void select_impl(const F* x, int64_t n, const SelectOpts& sel, int32_t* out, int64_t K,
+                             std::vector<U>& keys, std::vector<U>& buf, std::vector<int32_t>& idx,
+                             SelectScratch& w) {
   int64_t W = select_budget(sel, n);
   int64_t lo = std::min<int64_t>(sel.sink, n);                 // candidates: [lo, hi)
   int64_t hi = std::max<int64_t>(n - int64_t(sel.window), lo);
@@ -247,9 +342,15 @@ void select_impl(const F* x, int64_t n, const SelectOpts& sel, int32_t* out, int
     for (int64_t j = lo; j < hi; j++) out[c++] = int32_t(j);
   } else if (room > 0) {
     int64_t got = -1;
-#ifdef __AVX2__
+#if TOPK_SIMD == 512
     if constexpr (std::is_same_v<F, float>)
-      if (hi - lo >= kLinearMin) got = select_linear(x, lo, hi, room, out + c, w.bins, w.k32, w.idx);
+      if (hi - lo >= kSampledMin && 8 * room <= hi - lo)
+        got = select_sampled(x, lo, hi, room, out + c, w.k32);
+#endif
+#if TOPK_SIMD >= 256
+    if constexpr (std::is_same_v<F, float>)
+      if (got < 0 && hi - lo >= kLinearMin)
+        got = select_linear(x, lo, hi, room, out + c, w.bins, w.k32, w.idx);
 #endif
     if (got < 0) got = select_candidates<U>(x, lo, hi, room, out + c, keys, buf, idx);
     c += got;
@@ -260,17 +361,17 @@ void select_impl(const F* x, int64_t n, const SelectOpts& sel, int32_t* out, int
 
 }  // namespace
 
-void select_row(const float* score, int64_t n, const SelectOpts& sel, int32_t* out, int64_t K,
-                SelectScratch& w) {
+TOPK_TARGET void select_row(const float* score, int64_t n, const SelectOpts& sel, int32_t* out,
+                            int64_t K, SelectScratch& w) {
   select_impl<uint32_t>(score, n, sel, out, K, w.k32, w.b32, w.idx, w);
 }
 
-void select_row(const double* rank, int64_t n, const SelectOpts& sel, int32_t* out, int64_t K,
-                SelectScratch& w) {
+TOPK_TARGET void select_row(const double* rank, int64_t n, const SelectOpts& sel, int32_t* out,
+                            int64_t K, SelectScratch& w) {
   select_impl<uint64_t>(rank, n, sel, out, K, w.k64, w.b64, w.idx, w);
 }
 
-void group_rank(const float* scores, int64_t ld, int G, int64_t n, double* rank) {
+TOPK_TARGET void group_rank(const float* scores, int64_t ld, int G, int64_t n, double* rank) {
   const double inf = std::numeric_limits<double>::infinity();
   for (int64_t j = 0; j < n; j++) rank[j] = 0.0;
   if (n == 0) return;
@@ -290,7 +391,7 @@ void group_rank(const float* scores, int64_t ld, int G, int64_t n, double* rank)
   }
 }
 
-void topk_select(const SelectParams& sp) {
+TOPK_TARGET void topk_select(const SelectParams& sp) {
   const AttnParams& p = sp.a;
   int G = p.Hq / sp.Hsel;
   std::vector<std::pair<int, int64_t>> qrows;  // (sequence, t)
@@ -319,4 +420,4 @@ void topk_select(const SelectParams& sp) {
   }
 }
 
-}  // namespace topk::cpu
+}  // namespace topk::cpu::TOPK_ISA

@@ -7,9 +7,9 @@
 #include <cstdint>
 #include <vector>
 
-#include "attention/params.h"
+#include "attention/cpu/common.h"
 
-namespace topk::cpu {
+namespace topk::cpu::TOPK_ISA {
 
 struct SelectScratch {
   std::vector<uint32_t> k32, b32;
@@ -34,4 +34,4 @@ void select_row(const double* rank, int64_t n, const SelectOpts& sel, int32_t* o
 // rows: G score rows, row g at scores + g * ld.
 void group_rank(const float* scores, int64_t ld, int G, int64_t n, double* rank);
 
-}  // namespace topk::cpu
+}  // namespace topk::cpu::TOPK_ISA

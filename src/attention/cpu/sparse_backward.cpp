@@ -4,9 +4,9 @@
 // p_j = exp(scale q.k_j - lse), dS_j = p_j (dout.v_j - dout.o); each appearance counts.
 #include "attention/cpu/common.h"
 
-namespace topk::cpu {
+namespace topk::cpu::TOPK_ISA {
 
-void sparse_backward(const AttnParams& p) {
+TOPK_TARGET void sparse_backward(const AttnParams& p) {
   int64_t B = batches(p);
   int G = p.group(), D = p.D;
   std::fill(p.dq, p.dq + B * p.Tq * p.Hq * D, 0.0f);
@@ -48,4 +48,4 @@ void sparse_backward(const AttnParams& p) {
   }
 }
 
-}  // namespace topk::cpu
+}  // namespace topk::cpu::TOPK_ISA

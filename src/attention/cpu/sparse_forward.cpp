@@ -4,12 +4,12 @@
 // a group-shared selection, one head otherwise). Duplicates count once per appearance.
 #include "attention/cpu/common.h"
 
-namespace topk::cpu {
+namespace topk::cpu::TOPK_ISA {
 namespace {
 constexpr int kBk = 64;  // selected rows per block
 }
 
-void sparse_forward(const AttnParams& p) {
+TOPK_TARGET void sparse_forward(const AttnParams& p) {
   int G = p.group(), D = p.D, Gs = p.Hq / p.Hsel;
   std::vector<std::pair<int, int64_t>> qrows;  // (sequence, t)
   for (int si = 0; si < p.nseq; si++)
@@ -63,4 +63,4 @@ void sparse_forward(const AttnParams& p) {
   }
 }
 
-}  // namespace topk::cpu
+}  // namespace topk::cpu::TOPK_ISA
