@@ -214,7 +214,9 @@ TEST_P(Semantics, PackedSequencesNeverSeeEachOther) {
       bool inside = r >= cu[1] && r < cu[2];
       for (int i = 0; i < Hq * D; i++) {
         float x = a.o.ptr<float>()[r * Hq * D + i], y = c.o.ptr<float>()[r * Hq * D + i];
-        if (!inside) ASSERT_EQ(x, y) << "row " << r;
+        if (!inside) {
+          ASSERT_EQ(x, y) << "row " << r;
+        }
       }
     }
   }
