@@ -23,6 +23,10 @@ struct Path {
   Backend backend;
   cpu::Isa isa;
 };
+void PrintTo(const Path& p, std::ostream* os) {
+  *os << backend_name(p.backend);
+  if (p.backend == Backend::cpu) *os << " " << cpu::isa_name(p.isa);
+}
 
 class Semantics : public ::testing::TestWithParam<Path> {
  protected:
@@ -214,7 +218,9 @@ TEST_P(Semantics, PackedSequencesNeverSeeEachOther) {
       bool inside = r >= cu[1] && r < cu[2];
       for (int i = 0; i < Hq * D; i++) {
         float x = a.o.ptr<float>()[r * Hq * D + i], y = c.o.ptr<float>()[r * Hq * D + i];
-        if (!inside) ASSERT_EQ(x, y) << "row " << r;
+        if (!inside) {
+          ASSERT_EQ(x, y) << "row " << r;
+        }
       }
     }
   }
