@@ -3,9 +3,15 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <string>
 
 #include "attention/cpu/isa.h"
+
+namespace topk::cpu {
+// Test names and messages show the copy by name, not as raw bytes.
+inline void PrintTo(Isa i, std::ostream* os) { *os << isa_name(i); }
+}  // namespace topk::cpu
 
 namespace topk::test {
 

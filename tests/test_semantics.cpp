@@ -23,6 +23,10 @@ struct Path {
   Backend backend;
   cpu::Isa isa;
 };
+void PrintTo(const Path& p, std::ostream* os) {
+  *os << backend_name(p.backend);
+  if (p.backend == Backend::cpu) *os << " " << cpu::isa_name(p.isa);
+}
 
 class Semantics : public ::testing::TestWithParam<Path> {
  protected:
