@@ -1,4 +1,4 @@
-// `topk bench cuda [--json] [--out FILE] [--reps N]`: GPU decode benchmarks of our ops beside
+// `topk bench cuda [--json] [--out FILE] [--reps N] [--quick] [--only TEXT]`: GPU decode benchmarks of our ops beside
 // a device-to-device copy measured in the same run. CUDA events around each call, warm-up,
 // median of many runs, inputs rotated when a set fits in L2. Bytes are counted per case and
 // the floor is bytes / measured copy bandwidth (copy counts bytes read plus bytes written).
@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cli/commands.h"
@@ -95,13 +96,15 @@ int bench_cuda(int argc, char** argv) {
   std::string out;
   int reps = 50;
   bool quick = false;
+  std::string only;  // run only the cases whose name contains one of these (comma-separated)
   for (int i = 1; i < argc; i++) {
     if (!std::strcmp(argv[i], "--json")) json = true;
     else if (!std::strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
     else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
+    else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
     else {
-      std::fprintf(stderr, "usage: topk bench cuda [--json] [--out FILE] [--reps N] [--quick]\n");
+      std::fprintf(stderr, "usage: topk bench cuda [--json] [--out FILE] [--reps N] [--quick] [--only TEXT]\n");
       return 2;
     }
   }
@@ -132,7 +135,24 @@ int bench_cuda(int argc, char** argv) {
   struct Shape { int64_t B, S; };
   std::vector<Shape> shapes = {{8, 131072}, {1, 32768}, {1, 131072}};
   if (quick) shapes = {{1, 32768}};
+  // --only takes comma-separated parts of case names.
+  auto want = [&](const std::string& name) {
+    if (only.empty()) return true;
+    for (size_t b = 0; b <= only.size();) {
+      size_t e = only.find(',', b);
+      if (e == std::string::npos) e = only.size();
+      if (e > b && name.find(std::string_view(only).substr(b, e - b)) != std::string::npos) return true;
+      b = e + 1;
+    }
+    return false;
+  };
   for (const Shape& sh : shapes) {
+    std::string tag = "B" + std::to_string(sh.B) + "_S" + std::to_string(sh.S);
+    bool any = false;
+    for (const char* op : {"full_decode_", "topk_decode_", "full_decode_hnd_", "topk_decode_hnd_",
+                           "stage_scores_", "stage_select_", "stage_sparse_"})
+      any = any || want(op + tag);
+    if (!any) continue;
     int64_t kv_bytes = sh.B * sh.S * Hkv * D * 2;
     int rot = kv_bytes * 2 < 2 * l2 ? int(std::min(8.0, std::ceil(2 * l2 / double(kv_bytes * 2)))) : 1;
     std::vector<Buffer> ks, vs, qs;
@@ -146,31 +166,36 @@ int bench_cuda(int argc, char** argv) {
     }
     Buffer o(DType::bf16, {sh.B, 1, Hq, D}, Device::cuda), lse(DType::f32, {sh.B, 1, Hq}, Device::cuda);
     Buffer idx(DType::i32, {sh.B, 1, Hq, K}, Device::cuda);
-    std::string tag = "B" + std::to_string(sh.B) + "_S" + std::to_string(sh.S);
     Result full{"full_decode_" + tag, "full_decode", sh.B, sh.S, Hq, Hkv, D, 0};
-    full.us = time_us([&](int i) {
-      int r = i % rot;
-      attention_forward(qs[size_t(r)], ks[size_t(r)], vs[size_t(r)], {}, {}, o, lse);
-    }, reps);
     full.bytes = 2.0 * double(kv_bytes);
     full.k_bytes = double(kv_bytes);
-    results.push_back(full);
+    if (want(full.name)) {
+      full.us = time_us([&](int i) {
+        int r = i % rot;
+        attention_forward(qs[size_t(r)], ks[size_t(r)], vs[size_t(r)], {}, {}, o, lse);
+      }, reps);
+      results.push_back(full);
+    }
 
     SelectOpts sel;
     sel.k = K;
     Result tk{"topk_decode_" + tag, "topk_decode", sh.B, sh.S, Hq, Hkv, D, K};
-    tk.us = time_us([&](int i) {
-      int r = i % rot;
-      topk_attention_forward(qs[size_t(r)], ks[size_t(r)], vs[size_t(r)], {}, {}, sel, o, lse, idx);
-    }, reps);
     // K once, the chosen V rows, the indices (the candidates stay in L2).
     tk.bytes = double(kv_bytes) + double(sh.B) * Hq * K * D * 2 + double(sh.B) * Hq * K * 4;
     tk.k_bytes = double(kv_bytes);
-    results.push_back(tk);
+    if (want(tk.name)) {
+      tk.us = time_us([&](int i) {
+        int r = i % rot;
+        topk_attention_forward(qs[size_t(r)], ks[size_t(r)], vs[size_t(r)], {}, {}, sel, o, lse, idx);
+      }, reps);
+      results.push_back(tk);
+    }
 
     // The same calls on a head-major cache: K and V stored [B, Hkv, S, D] (torch SDPA's
     // layout), passed as strided [B, S, Hkv, D] views, so each KV head's keys are contiguous.
-    if (sh.B * sh.S != 131072) {
+    Result fh{"full_decode_hnd_" + tag, "full_decode_hnd", sh.B, sh.S, Hq, Hkv, D, 0};
+    Result th{"topk_decode_hnd_" + tag, "topk_decode_hnd", sh.B, sh.S, Hq, Hkv, D, K};
+    if (sh.B * sh.S != 131072 && (want(fh.name) || want(th.name))) {
       // The same random values as ks[0] and vs[0], reinterpreted in the other layout.
       Buffer kh(DType::bf16, {sh.B, Hkv, sh.S, D}, Device::cuda), vh(DType::bf16, {sh.B, Hkv, sh.S, D}, Device::cuda);
       BCHECK(cudaMemcpy(kh.ptr<void>(), ks[0].ptr<void>(), size_t(kv_bytes), cudaMemcpyDeviceToDevice));
@@ -183,42 +208,53 @@ int bench_cuda(int argc, char** argv) {
         v.stride[2] = sh.S * D;
         return v;
       };
-      Result fh{"full_decode_hnd_" + tag, "full_decode_hnd", sh.B, sh.S, Hq, Hkv, D, 0};
-      fh.us = time_us([&](int) { attention_forward(qs[0], bshd(kh), bshd(vh), {}, {}, o, lse); }, reps);
       fh.bytes = full.bytes;
       fh.k_bytes = full.k_bytes;
-      results.push_back(fh);
-      Result th{"topk_decode_hnd_" + tag, "topk_decode_hnd", sh.B, sh.S, Hq, Hkv, D, K};
-      th.us = time_us([&](int) { topk_attention_forward(qs[0], bshd(kh), bshd(vh), {}, {}, sel, o, lse, idx); }, reps);
+      if (want(fh.name)) {
+        fh.us = time_us([&](int) { attention_forward(qs[0], bshd(kh), bshd(vh), {}, {}, o, lse); }, reps);
+        results.push_back(fh);
+      }
       th.bytes = tk.bytes;
       th.k_bytes = tk.k_bytes;
-      results.push_back(th);
+      if (want(th.name)) {
+        th.us = time_us([&](int) { topk_attention_forward(qs[0], bshd(kh), bshd(vh), {}, {}, sel, o, lse, idx); }, reps);
+        results.push_back(th);
+      }
     }
 
     // The three public ops that make the general (group-sharing) pipeline: scores, select
-    // over them, sparse attention over the selection.
-    if (sh.B * Hq * sh.S * 4 <= (int64_t(1) << 30)) {
+    // over them, sparse attention over the selection. Each runs once untimed first, so the
+    // later stages have real inputs when an earlier one is filtered out.
+    Result a{"stage_scores_" + tag, "stage_scores", sh.B, sh.S, Hq, Hkv, D, 0};
+    Result b{"stage_select_" + tag, "stage_select", sh.B, sh.S, Hq, Hkv, D, K};
+    Result c{"stage_sparse_" + tag, "stage_sparse", sh.B, sh.S, Hq, Hkv, D, K};
+    if (sh.B * Hq * sh.S * 4 <= (int64_t(1) << 30) && (want(a.name) || want(b.name) || want(c.name))) {
       Buffer sc(DType::f32, {sh.B, 1, Hq, sh.S}, Device::cuda);
-      Result a{"stage_scores_" + tag, "stage_scores", sh.B, sh.S, Hq, Hkv, D, 0};
-      a.us = time_us([&](int) { attention_scores(qs[0], ks[0], {}, {}, sc); }, reps);
+      attention_scores(qs[0], ks[0], {}, {}, sc);
+      topk_select(sc, {}, {}, sel, idx);
       a.bytes = double(kv_bytes) + double(sh.B) * Hq * sh.S * 4;
       a.k_bytes = double(kv_bytes);
-      results.push_back(a);
-      Result b{"stage_select_" + tag, "stage_select", sh.B, sh.S, Hq, Hkv, D, K};
-      b.us = time_us([&](int) { topk_select(sc, {}, {}, sel, idx); }, reps);
+      if (want(a.name)) {
+        a.us = time_us([&](int) { attention_scores(qs[0], ks[0], {}, {}, sc); }, reps);
+        results.push_back(a);
+      }
       b.bytes = double(sh.B) * Hq * sh.S * 4;
       b.k_bytes = b.bytes;
-      results.push_back(b);
-      Result c{"stage_sparse_" + tag, "stage_sparse", sh.B, sh.S, Hq, Hkv, D, K};
-      c.us = time_us([&](int) { sparse_attention_forward(qs[0], ks[0], vs[0], idx, {}, {}, o, lse); }, reps);
+      if (want(b.name)) {
+        b.us = time_us([&](int) { topk_select(sc, {}, {}, sel, idx); }, reps);
+        results.push_back(b);
+      }
       c.bytes = 2.0 * sh.B * Hq * K * D * 2;
       c.k_bytes = c.bytes / 2;
-      results.push_back(c);
+      if (want(c.name)) {
+        c.us = time_us([&](int) { sparse_attention_forward(qs[0], ks[0], vs[0], idx, {}, {}, o, lse); }, reps);
+        results.push_back(c);
+      }
     }
   }
 
   // Standalone select over [256, 131072] f32 rows, k = 2048.
-  if (!quick) {
+  if (!quick && want("select_256x131072")) {
     int64_t rows = 256, S = 131072;
     Buffer sc(DType::f32, {1, 1, rows, S}, Device::cuda);
     fill(sc, 77);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One command for a GPU machine: CUDA tests, compute-sanitizer (memcheck, racecheck), the
-# GPU benchmarks and the PyTorch side-by-side; logs and JSON go to an output folder
-# ($OUT if set, else ./out); a short summary table is printed last.
+# One command for a GPU machine: CUDA tests, the GPU benchmarks and the PyTorch side-by-side,
+# then compute-sanitizer memcheck and racecheck (the slow steps, last). Logs and JSON go to an
+# output folder ($OUT if set, else ./out); a short summary table is printed last.
 #
 #   tools/gpu-check.sh [BUILD_DIR]     (default: build; built here when its binaries are missing)
 #
@@ -37,15 +37,6 @@ step "tests"
 if timeout "${STEP_TIMEOUT:-900}" "$TESTS" >"$OUT/cuda_tests.log" 2>&1; then st_tests=PASS; fi
 grep -E "^\[  (PASSED|FAILED|SKIPPED) " "$OUT/cuda_tests.log" | tee -a "$LOG"
 
-SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-step "compute-sanitizer memcheck ($FILTER)"
-if timeout "${STEP_TIMEOUT:-900}" "$SAN" --tool memcheck --error-exitcode 3 "$TESTS" --gtest_filter="$FILTER" >"$OUT/sanitizer.log" 2>&1; then st_mem=PASS; fi
-tail -n 3 "$OUT/sanitizer.log" | tee -a "$LOG"
-step "compute-sanitizer racecheck ($FILTER)"
-echo "==== racecheck" >>"$OUT/sanitizer.log"
-if timeout "${STEP_TIMEOUT:-900}" "$SAN" --tool racecheck --error-exitcode 3 "$TESTS" --gtest_filter="$FILTER" >>"$OUT/sanitizer.log" 2>&1; then st_race=PASS; fi
-tail -n 3 "$OUT/sanitizer.log" | tee -a "$LOG"
-
 step "topk bench cuda"
 if timeout "${STEP_TIMEOUT:-900}" "$TOPK" bench cuda --reps "$REPS" --out "$OUT/bench_cuda.json" 2>&1 | tee -a "$LOG"; then
   [ -s "$OUT/bench_cuda.json" ] && st_bench=PASS
@@ -58,6 +49,15 @@ if [ "${SKIP_TORCH:-0}" != 1 ] && python3 -c "import torch; assert torch.cuda.is
     st_torch=FAIL
   fi
 fi
+
+SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+step "compute-sanitizer memcheck ($FILTER)"
+if timeout "${STEP_TIMEOUT:-900}" "$SAN" --tool memcheck --error-exitcode 3 "$TESTS" --gtest_filter="$FILTER" >"$OUT/sanitizer.log" 2>&1; then st_mem=PASS; fi
+tail -n 3 "$OUT/sanitizer.log" | tee -a "$LOG"
+step "compute-sanitizer racecheck ($FILTER)"
+echo "==== racecheck" >>"$OUT/sanitizer.log"
+if timeout "${STEP_TIMEOUT:-900}" "$SAN" --tool racecheck --error-exitcode 3 "$TESTS" --gtest_filter="$FILTER" >>"$OUT/sanitizer.log" 2>&1; then st_race=PASS; fi
+tail -n 3 "$OUT/sanitizer.log" | tee -a "$LOG"
 
 echo
 echo "| step | result |"

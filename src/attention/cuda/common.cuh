@@ -68,6 +68,9 @@ enum : int {
   kWsCount
 };
 int num_sms();
+// Two 64-bit counters for dynamic work distribution, zero before each kernel that uses them
+// (the kernel's last block zeroes them again).
+unsigned long long* work_counters();
 cudaStream_t stream();  // the stream all ops run on (the legacy default stream)
 
 // Compact row -> sequence index (binary search on r0).
@@ -213,6 +216,34 @@ __device__ __forceinline__ void copy16(void* smem, const char* gmem, bool vec, i
   } else {
     for (int i = 0; i < 8; i++)
       reinterpret_cast<uint16_t*>(smem)[i] = reinterpret_cast<const uint16_t*>(gmem)[i];
+  }
+}
+
+// Tensor cores: four 8x8 b16 matrices from shared memory (lane l gives the address of row
+// l % 8 of matrix l / 8), and D += A B for a 16x16 bf16 A (row-major) and 16x8 B (col-major).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(s));
+}
+__device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// Splits x into parts bf16 values whose sum is x to 8 * parts significant bits (exact for
+// bf16 x with 1 part, f16 with 2, f32 with 3): tensor-core products of bf16 K with each part
+// are exact, so the dot product keeps the precision of q.
+__device__ __forceinline__ void split_bf16(float x, int parts, uint16_t (&out)[3]) {
+#pragma unroll
+  for (int i = 0; i < 3; i++) {
+    const __nv_bfloat16 h = __float2bfloat16_rn(i < parts ? x : 0.f);
+    out[i] = __bfloat16_as_ushort(h);
+    x -= __bfloat162float(h);
   }
 }
 

@@ -38,48 +38,12 @@ struct SampleArgs {
   int* cnt;       // [rows, Hq]
 };
 
-// The bin of a 256-bin histogram (counted from the top) that holds the need-th largest
-// element, and the count above it; one warp, every lane gets the result.
-__device__ int warp_find_bin(const int* hist, int need, int* above) {
-  const int lane = threadIdx.x & 31;
-  int loc[8], sum = 0;
-#pragma unroll
-  for (int c = 0; c < 8; c++) {
-    loc[c] = hist[255 - (lane * 8 + c)];
-    sum += loc[c];
-  }
-  int incl = sum;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    int y = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += y;
-  }
-  int run = incl - sum;
-  const bool mine = run < need && incl >= need;
-  int bin = 0;
-  if (mine) {
-#pragma unroll
-    for (int c = 0; c < 8; c++) {
-      if (run < need && run + loc[c] >= need) {
-        bin = 255 - (lane * 8 + c);
-        *above = run;
-      }
-      run += loc[c];
-    }
-  }
-  const int src = __ffs(__ballot_sync(0xffffffffu, mine)) - 1;
-  *above = __shfl_sync(0xffffffffu, *above, src);
-  return __shfl_sync(0xffffffffu, bin, src);
-}
-
 template <int D, int HB>
 __global__ void __launch_bounds__(kThreads) sample_kernel(const SampleArgs a) {
   constexpr int TPR = D / 8;             // threads per key row
   constexpr int SLOTS = kThreads / TPR;  // key rows per step
-  constexpr int U = 4;                   // key rows in flight per thread
+  constexpr int U = 8;                   // key rows in flight per thread
   extern __shared__ uint32_t skey[];     // [HB][kMaxSamples]
-  __shared__ int hist[HB][256];
-  __shared__ int s_bin[HB], s_above[HB];
   namespace cg = cooperative_groups;
   cg::cluster_group cluster = cg::this_cluster();
 
@@ -146,42 +110,28 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const SampleArgs a) {
   cluster.sync();  // every sampled key is in the first block's shared memory
   if (part != 0) return;
   if (tid < nh) a.cnt[rr * a.Hq + h0 + tid] = 0;
-  for (int i = tid; i < HB * 256; i += kThreads) (&hist[0][0])[i] = 0;
-  __syncthreads();
-
-  // Two radix digits of 8 bits: the top 16 bits of the need-th largest sampled key. Uniform
-  // loops: hist_add needs every lane of a warp.
-  for (int i0 = 0; i0 < nh * ns; i0 += kThreads) {
-    const int i = i0 + tid;
-    const bool on = i < nh * ns;
-    const int h = on ? i / int(ns) : 0;
-    hist_add(&hist[0][0], h * 256 + (on ? int(skey[h * kMaxSamples + i % ns] >> 24) : 0), on);
+  if (warp >= nh) return;
+  // Warp h, for head h: the largest 16-bit prefix b with at least `need` sampled keys >= b << 16,
+  // by binary search (the need-th largest key has prefix b). The keys sit in registers.
+  constexpr int kPer = kMaxSamples / 32;
+  const int lane = tid & 31;
+  uint32_t key[kPer];
+#pragma unroll
+  for (int i = 0; i < kPer; i++) {
+    const int j = lane + 32 * i;
+    key[i] = j < ns ? skey[warp * kMaxSamples + j] : 0u;
   }
-  __syncthreads();
-  if (warp < nh) {
-    int above = 0;
-    int b = warp_find_bin(hist[warp], need, &above);
-    if ((tid & 31) == 0) {
-      s_bin[warp] = b;
-      s_above[warp] = above;
-    }
+  uint32_t lo = 0, hi = 0xffffu;  // every key is >= 0, and need <= ns
+  while (lo < hi) {
+    const uint32_t mid = (lo + hi + 1) >> 1, edge = mid << 16;
+    int c = 0;
+#pragma unroll
+    for (int i = 0; i < kPer; i++) c += key[i] >= edge;
+#pragma unroll
+    for (int o = 16; o >= 1; o >>= 1) c += __shfl_xor_sync(0xffffffffu, c, o);
+    if (c >= need) lo = mid; else hi = mid - 1;
   }
-  __syncthreads();
-  for (int i = tid; i < HB * 256; i += kThreads) (&hist[0][0])[i] = 0;
-  __syncthreads();
-  for (int i0 = 0; i0 < nh * ns; i0 += kThreads) {
-    const int i = i0 + tid;
-    const bool on = i < nh * ns;
-    const int h = on ? i / int(ns) : 0;
-    const uint32_t key = on ? skey[h * kMaxSamples + i % ns] : 0u;
-    hist_add(&hist[0][0], h * 256 + int((key >> 16) & 0xff), on && int(key >> 24) == s_bin[h]);
-  }
-  __syncthreads();
-  if (warp < nh) {
-    int above = 0;
-    int b = warp_find_bin(hist[warp], need - s_above[warp], &above);
-    if ((tid & 31) == 0) thr[warp] = (uint32_t(s_bin[warp]) << 24) | (uint32_t(b) << 16);
-  }
+  if (lane == 0) thr[warp] = lo << 16;
 }
 
 template <int D, int HB>

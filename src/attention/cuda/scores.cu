@@ -1,6 +1,8 @@
 // Exact scores scale * q.k. One persistent grid walks (row, KV head, head slice, key tile)
-// units in contiguous ranges; each K row is read once with 16-byte loads for all the heads of
-// its group (up to HB per slice), reduced across lanes and staged in shared memory. Then
+// units in contiguous ranges; each K tile streams through a shared-memory ring and is read
+// once for all the heads of its group (up to HB per slice). bf16 K is multiplied on tensor
+// cores (keys x dims times dims x heads, q split into bf16 parts so that no precision is
+// lost); other dtypes with fp32 FMAs and a reduction across lanes. Then
 // either every score is written with coalesced stores (attention_scores, the general top-k
 // pipeline), or, for the threshold path of top-k decode (threshold.h), only the candidates:
 // competing keys whose score reaches the row's threshold are appended to the row's list, and
@@ -33,6 +35,8 @@ struct ScoreArgs {
   uint2* cand;
   int64_t cap, K;
   float* sel_scores;
+  unsigned long long* work;  // [2]: next chunk, finished blocks (zero between launches)
+  int64_t static_units;      // units split statically over the blocks
 };
 
 constexpr int kThreads = 256;
@@ -40,7 +44,17 @@ constexpr int kThreads = 256;
 // Candidates of the FILTER pass are staged per warp in shared memory and appended to the
 // row's list in batches: reserving list slots is an atomic whose result the warp must wait
 // for, and one per tile stalled the K stream by ~20%.
-constexpr int kStage = 256;
+constexpr int kStage = 128;
+
+// How a tile is multiplied: FMA (any dtype) or MMA (bf16 K on tensor cores; ring rows padded
+// by 16 bytes so that ldmatrix is conflict-free).
+enum Mode : int { kFma = 0, kMma = 1 };
+
+// Each block first scores a static contiguous share of 7/8 of the units, then takes chunks of
+// kChunk units of the rest from a global counter, so that a block slowed by its share of
+// DRAM traffic takes fewer: a static split of all units left SMs idle ~8% of the pass. Small
+// chunks of everything were worse (each chunk switch reloads q while the stream waits).
+constexpr int kChunk = 8;
 
 // Appends a warp's staged candidates to list row hrow and empties the stage.
 __device__ __forceinline__ void flush_stage(const ScoreArgs& a, uint2* stage, int& staged,
@@ -92,57 +106,107 @@ __device__ __forceinline__ void filter_tile(const ScoreArgs& a, const float* til
   __syncwarp();
 }
 
-// K tiles stream through a ring of NS shared-memory stages filled with cp.async, NS - 1 tiles
-// ahead of the tile being scored, so the loads of a block never stop for its arithmetic,
-// barriers or stores.
-template <int D, int HB, bool FILTER, int NS>
+// K tiles stream through a ring of NS shared-memory stages, NS - 1 tiles ahead of the tile
+// being scored, so the loads of a block never stop for its arithmetic, barriers or stores.
+template <int D, int HB, bool FILTER, int NS, int MODE>
 __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) {
-  constexpr int TPR = D / 8;              // threads per key row
-  constexpr int SLOTS = kThreads / TPR;   // key rows per step
-  constexpr int KPT = kTile / SLOTS;      // keys per thread per tile
-  constexpr int KB = HB >= 8 ? KPT / 2 : KPT;  // keys per dot batch
+  constexpr bool MMA = MODE != kFma;
+  constexpr int TPR = D / 8;              // FMA: threads per key row
+  constexpr int SLOTS = kThreads / TPR;   // FMA: key rows per step
+  constexpr int KPT = kTile / SLOTS;      // FMA: keys per thread per tile
+  constexpr int KB = HB >= 8 ? KPT / 2 : KPT;  // FMA: keys per dot batch
   constexpr int NB = KB * HB;
   static_assert(NB >= TPR, "reduce_scatter needs NB >= TPR");
-  extern __shared__ __align__(16) unsigned char kring[];  // [NS][kTile][D * esize]
+  static_assert(!MMA || kThreads / 32 * 16 == kTile, "MMA: one 16-key slab of the tile per warp");
+  extern __shared__ __align__(16) unsigned char kring[];  // [NS][kTile][pitch]
   __shared__ float sc[2][HB][kTile];
   __shared__ uint2 stage[FILTER ? HB : 1][FILTER ? kStage : 1];
 
-  const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR, warp = tid / 32;
-  const int64_t u0 = int64_t(blockIdx.x) * a.units / gridDim.x;
-  const int64_t u1 = int64_t(blockIdx.x + 1) * a.units / gridDim.x;
+  const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR, warp = tid / 32, lane = tid & 31;
   const int esize = a.k.esize;
   const int rowb = D * esize;                          // bytes of a K row
+  const int pitch = MMA ? rowb + 16 : rowb;            // bytes of a ring row
   const int lg_cpr = esize == 4 ? ilog2(D / 4) : ilog2(D / 8);  // log2 of 16-byte chunks per row
+  // The block's unit ranges by ordinal (mod 4): ordinal 0 is its static share of the first
+  // a.static_units units, the rest are chunks of the remainder taken from a global counter.
+  // The loads run at most one range ahead of the arithmetic, and the next range is taken one
+  // ahead of the loads.
+  __shared__ int64_t s_lo[4], s_hi[4];
+  auto take = [&](int ord) {  // thread 0
+    const int64_t lo = a.static_units + int64_t(atomicAdd(a.work, 1ull)) * kChunk;
+    s_lo[ord & 3] = lo < a.units ? lo : a.units;
+    s_hi[ord & 3] = lo + kChunk < a.units ? lo + kChunk : a.units;
+  };
+  if (tid == 0) {
+    s_lo[0] = int64_t(blockIdx.x) * a.static_units / gridDim.x;
+    s_hi[0] = int64_t(blockIdx.x + 1) * a.static_units / gridDim.x;
+    if (s_lo[0] == s_hi[0]) take(0);
+    take(1);
+  }
+  __syncthreads();
 
-  // Loads of unit u into stage u % NS (rows past the visible keys are not read), then a
-  // commit, even with nothing to load, so that group counts stay uniform.
+  // A position in the block's unit sequence: range ordinal, unit, and the unit's (item, tile).
+  struct Cursor {
+    int ord = 0;
+    int64_t u = 0, item = 0, tile = 0;
+    bool valid = false;
+  };
+  auto start = [&](Cursor& c) {
+    c.u = s_lo[c.ord & 3];
+    c.valid = c.u < s_hi[c.ord & 3];
+    c.item = c.u / a.tiles;
+    c.tile = c.u % a.tiles;
+  };
+  auto advance = [&](Cursor& c, bool fetch) {
+    if (++c.u == s_hi[c.ord & 3]) {
+      c.ord++;
+      if (fetch && tid == 0) take(c.ord + 1);
+      start(c);
+    } else if (++c.tile == a.tiles) {
+      c.tile = 0;
+      c.item++;
+    }
+  };
+
+  // Loads of the next unit in the issue sequence into stage i % NS (rows past the visible keys
+  // are not read); a commit even with nothing to load keeps the group counts uniform.
+  Cursor ic;
+  start(ic);
   int64_t is_item = -1, is_kbase = 0, is_n = 0;
-  auto issue = [&](int64_t u) {
-    if (u < u1) {
-      const int64_t item = u / a.tiles, tile0 = (u % a.tiles) * kTile;
-      if (item != is_item) {
-        is_item = item;
-        const int64_t rr = item / (a.Hkv * a.nslice);
-        const int kv = int(item % (a.Hkv * a.nslice)) / a.nslice;
+  const int rstep = kThreads >> lg_cpr;  // rows per pass of the copy loop
+  auto issue = [&](int64_t i) {
+    if (ic.valid) {
+      if (ic.item != is_item) {
+        is_item = ic.item;
+        const int64_t rr = is_item / (a.Hkv * a.nslice);
+        const int kv = int(is_item % (a.Hkv * a.nslice)) / a.nslice;
         const int64_t r = a.r0 + rr;
         const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
         is_n = visible_keys(s, r - s.r0, a.causal);
         is_kbase = int64_t(s.batch) * a.k.sb + int64_t(s.k_start) * a.k.st + int64_t(kv) * a.k.sh;
       }
+      const int64_t tile0 = ic.tile * kTile;
       const int64_t left = is_n - tile0;
       const int rows = left <= 0 ? 0 : (left < kTile ? int(left) : kTile);
-      unsigned char* dst = kring + (u % NS) * (kTile * rowb);
+      unsigned char* dst = kring + (i % NS) * (kTile * pitch);
       const char* src = a.k.data + (is_kbase + tile0 * a.k.st) * esize;
-      for (int e = tid; e < (rows << lg_cpr); e += kThreads) {
-        const int r = e >> lg_cpr, c = e & ((1 << lg_cpr) - 1);
-        copy16(dst + r * rowb + c * 16, src + int64_t(r) * a.k.st * esize + c * 16, a.kvec, esize);
-      }
+      const int c = tid & ((1 << lg_cpr) - 1);
+      const int64_t sstep = int64_t(rstep) * a.k.st * esize;
+      const char* sp = src + int64_t(tid >> lg_cpr) * a.k.st * esize + c * 16;
+      unsigned char* dp = dst + (tid >> lg_cpr) * pitch + c * 16;
+      for (int r = tid >> lg_cpr; r < rows; r += rstep, sp += sstep, dp += rstep * pitch)
+        copy16(dp, sp, a.kvec, esize);
+      advance(ic, true);
     }
     cp_async_commit();
   };
 
+  Cursor cc;
+  start(cc);
   int64_t cur_item = -1;
-  float qv[HB][8];
+  float qv[MMA ? 1 : HB][8];
+  uint32_t qb[MMA ? 3 : 1][MMA ? D / 16 : 1][2];  // MMA: q as B fragments, one per bf16 part
+  const int qparts = a.q.dt == kBF16 ? 1 : a.q.dt == kF16 ? 2 : 3;
   int64_t n = 0, orow = 0;
   int h0 = 0, nh = 0;
   int buf = 0;
@@ -150,13 +214,14 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
   uint32_t thr = 0;     // FILTER: the threshold of head h0 + warp
   int staged = 0;       // FILTER: candidates in this warp's stage
   int64_t hrow = 0;     // FILTER: the list row of head h0 + warp
-  for (int i = 0; i < NS - 1; i++) issue(u0 + i);
-  for (int64_t u = u0; u < u1; u++) {
+  for (int i = 0; i < NS - 1; i++) issue(i);
+  for (int64_t k = 0; cc.valid; k++) {
     cp_async_wait<NS - 2>();
-    __syncthreads();  // unit u's tile is in; every thread is done with stage (u - 1) % NS
-    issue(u + NS - 1);
-    const int64_t item = u / a.tiles;
-    const int64_t tile0 = (u % a.tiles) * kTile;
+    __syncthreads();  // unit k's tile is in; every thread is done with the stage of unit k - 1
+    issue(k + NS - 1);
+    const int64_t item = cc.item;
+    const int64_t tile0 = cc.tile * kTile;
+    advance(cc, false);
     if (item != cur_item) {
       if constexpr (FILTER)
         if (warp < nh) flush_stage(a, stage[warp], staged, hrow);
@@ -177,39 +242,78 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
         hrow = rr * a.Hq + h0 + warp;
         thr = warp < nh ? a.thr[hrow] : 0xffffffffu;
       }
+      if constexpr (MMA) {
+        // B fragment of k-step ks: head g = lane / 4, dims 16 ks + 2 (lane % 4) + {0, 1} and + 8.
+        const int g = lane >> 2, t2 = (lane & 3) * 2;
+        const int64_t qo = a.q.offset(s.batch, s.q_start + t, h0 + (g < nh ? g : 0));
 #pragma unroll
-      for (int h = 0; h < HB; h++) {
-        int64_t qo = a.q.offset(s.batch, s.q_start + t, h0 + (h < nh ? h : 0)) + dg * 8;
+        for (int ks = 0; ks < D / 16; ks++) {
 #pragma unroll
-        for (int e = 0; e < 8; e++) qv[h][e] = h < nh ? load1(a.q.data, a.q.dt, qo + e) : 0.f;
+          for (int j = 0; j < 2; j++) {
+            const int d = 16 * ks + t2 + 8 * j;
+            uint16_t lo[3], hi[3];
+            split_bf16(g < nh ? load1(a.q.data, a.q.dt, qo + d) : 0.f, qparts, lo);
+            split_bf16(g < nh ? load1(a.q.data, a.q.dt, qo + d + 1) : 0.f, qparts, hi);
+#pragma unroll
+            for (int p = 0; p < 3; p++) qb[p][ks][j] = uint32_t(lo[p]) | (uint32_t(hi[p]) << 16);
+          }
+        }
+      } else {
+#pragma unroll
+        for (int h = 0; h < HB; h++) {
+          int64_t qo = a.q.offset(s.batch, s.q_start + t, h0 + (h < nh ? h : 0)) + dg * 8;
+#pragma unroll
+          for (int e = 0; e < 8; e++) qv[h][e] = h < nh ? load1(a.q.data, a.q.dt, qo + e) : 0.f;
+        }
       }
     }
     if (tile0 >= n && !a.fill_tail) continue;  // uniform over the block
 
-    const unsigned char* kt = kring + (u % NS) * (kTile * rowb) + dg * 8 * esize;
+    const unsigned char* ktile = kring + (k % NS) * (kTile * pitch);
+    if constexpr (MMA) {
+      // Warp w scores keys [16 w, 16 w + 16) of the tile for the 8 head columns.
+      const int lrow = (lane & 7) + ((lane >> 3) & 1) * 8;
+      const unsigned char* arow = ktile + (warp * 16 + lrow) * pitch + (lane >> 4) * 16;
+      float c[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-    for (int b0 = 0; b0 < KPT; b0 += KB) {
-      float v[NB];
+      for (int ks = 0; ks < D / 16; ks++) {
+        uint32_t af[4];
+        ldmatrix_x4(af, arow + ks * 32);
 #pragma unroll
-      for (int k = 0; k < KB; k++) {
-        const int row = slot + (b0 + k) * SLOTS;
-        float x[8];
-        load8_shared(kt + row * rowb, a.k.dt, x);
-#pragma unroll
-        for (int h = 0; h < HB; h++) {
-          float d = 0.f;
-#pragma unroll
-          for (int e = 0; e < 8; e++) d = fmaf(qv[h][e], x[e], d);
-          v[k * HB + h] = d;
-        }
+        for (int p = 0; p < 3; p++)
+          if (p < qparts) mma_bf16(c, af, qb[p][ks][0], qb[p][ks][1]);
       }
-      reduce_scatter<NB, TPR>(v);
 #pragma unroll
-      for (int i = 0; i < NB / TPR; i++) {
-        int idx = dg * (NB / TPR) + i;
-        int k = b0 + idx / HB, h = idx % HB;
-        int64_t j = tile0 + slot + k * SLOTS;
-        sc[buf][h][slot + k * SLOTS] = j < n ? v[i] * a.scale : -INFINITY;
+      for (int i = 0; i < 4; i++) {
+        const int key = warp * 16 + (lane >> 2) + 8 * (i >> 1), h = (lane & 3) * 2 + (i & 1);
+        if (h < HB) sc[buf][h][key] = tile0 + key < n ? c[i] * a.scale : -INFINITY;
+      }
+    } else {
+      const unsigned char* kt = ktile + dg * 8 * esize;
+#pragma unroll
+      for (int b0 = 0; b0 < KPT; b0 += KB) {
+        float v[NB];
+#pragma unroll
+        for (int k = 0; k < KB; k++) {
+          const int row = slot + (b0 + k) * SLOTS;
+          float x[8];
+          load8_shared(kt + row * rowb, a.k.dt, x);
+#pragma unroll
+          for (int h = 0; h < HB; h++) {
+            float d = 0.f;
+#pragma unroll
+            for (int e = 0; e < 8; e++) d = fmaf(qv[h][e], x[e], d);
+            v[k * HB + h] = d;
+          }
+        }
+        reduce_scatter<NB, TPR>(v);
+#pragma unroll
+        for (int i = 0; i < NB / TPR; i++) {
+          int idx = dg * (NB / TPR) + i;
+          int k = b0 + idx / HB, h = idx % HB;
+          int64_t j = tile0 + slot + k * SLOTS;
+          sc[buf][h][slot + k * SLOTS] = j < n ? v[i] * a.scale : -INFINITY;
+        }
       }
     }
     __syncthreads();
@@ -235,44 +339,66 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
   cp_async_wait<0>();
   if constexpr (FILTER)
     if (warp < nh) flush_stage(a, stage[warp], staged, hrow);
+  // The last block to finish resets the counter for the next launch.
+  __syncthreads();
+  if (tid == 0) {
+    __threadfence();
+    if (atomicAdd(a.work + 1, 1ull) == gridDim.x - 1) {
+      a.work[0] = 0;
+      a.work[1] = 0;
+    }
+  }
 }
 
-// Ring depth: three stages when two blocks per SM still fit in shared memory, else two.
-template <int D, int HB, bool FILTER, int NS>
+// Ring depth: two stages for the tensor-core kernel (measured 1-2% faster than three on the
+// H100); for the FMA kernel three when two blocks per SM still fit in shared memory, else two.
+template <int D, int HB, bool FILTER, int NS, int MODE>
 void launch_ring(const ScoreArgs& a, size_t ring) {
   static int per_sm[2] = {-1, -1};  // by K element size (2, 4)
   int& ps = per_sm[a.k.esize == 4];
   if (ps < 0) {
-    TOPK_CUDA(cudaFuncSetAttribute(scores_kernel<D, HB, FILTER, NS>,
+    TOPK_CUDA(cudaFuncSetAttribute(scores_kernel<D, HB, FILTER, NS, MODE>,
                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(ring)));
-    TOPK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ps, scores_kernel<D, HB, FILTER, NS>,
+    TOPK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ps, scores_kernel<D, HB, FILTER, NS, MODE>,
                                                             kThreads, ring));
     if (ps < 1) ps = 1;
   }
   int64_t grid = int64_t(num_sms()) * ps;
   if (grid > a.units) grid = a.units;
   if (grid < 1) return;
-  scores_kernel<D, HB, FILTER, NS><<<unsigned(grid), kThreads, ring, stream()>>>(a);
+  // The dynamic tail only when each block has many chunks' worth of units: for small calls a
+  // chunk is a large share of a block's work and one extra chunk lengthens the pass.
+  ScoreArgs b = a;
+  b.static_units = a.units >= 64 * kChunk * grid ? a.units - a.units / 8 : a.units;
+  scores_kernel<D, HB, FILTER, NS, MODE><<<unsigned(grid), kThreads, ring, stream()>>>(b);
   TOPK_CUDA_LAUNCH();
 }
 
-template <int D, int HB, bool FILTER>
-void run_scores(const ScoreArgs& a) {
+template <int D, int HB, bool FILTER, int MODE>
+void run_ring(const ScoreArgs& a) {
   static size_t static_smem = 0, sm_smem = 0;
   if (sm_smem == 0) {
     cudaFuncAttributes fa;
-    TOPK_CUDA(cudaFuncGetAttributes(&fa, scores_kernel<D, HB, FILTER, 3>));
+    TOPK_CUDA(cudaFuncGetAttributes(&fa, scores_kernel<D, HB, FILTER, 2, MODE>));
     static_smem = fa.sharedSizeBytes;
     int dev = 0, v = 0;
     TOPK_CUDA(cudaGetDevice(&dev));
     TOPK_CUDA(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
     sm_smem = size_t(v);
   }
-  const size_t stage_bytes = size_t(kTile) * D * a.k.esize;
-  if (2 * (3 * stage_bytes + static_smem + 1024) <= sm_smem)
-    launch_ring<D, HB, FILTER, 3>(a, 3 * stage_bytes);
-  else
-    launch_ring<D, HB, FILTER, 2>(a, 2 * stage_bytes);
+  const size_t stage_bytes = size_t(kTile) * (D * a.k.esize + (MODE != kFma ? 16 : 0));
+  if constexpr (MODE == kFma) {
+    if (2 * (3 * stage_bytes + static_smem + 1024) <= sm_smem)
+      return launch_ring<D, HB, FILTER, 3, MODE>(a, 3 * stage_bytes);
+  }
+  launch_ring<D, HB, FILTER, 2, MODE>(a, 2 * stage_bytes);
+}
+
+// Tensor cores for bf16 K, FMAs for the other dtypes.
+template <int D, int HB, bool FILTER>
+void run_scores(const ScoreArgs& a) {
+  if (a.k.dt == kBF16) run_ring<D, HB, FILTER, kMma>(a);
+  else run_ring<D, HB, FILTER, kFma>(a);
 }
 
 ScoreArgs score_args(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1) {
@@ -295,6 +421,7 @@ ScoreArgs score_args(const AttnParams& p, const SeqTable& st, int64_t r0, int64_
   a.k = drows(p.k);
   a.kvec = rows_aligned(a.k);
   a.Tq = p.Tq;
+  a.work = work_counters();
   return a;
 }
 
