@@ -274,8 +274,10 @@ struct CombineArgs {
   float* lse;
 };
 
-// One block per (row, head): o = sum_s e^(m_s - M) acc_s / L, lse = M + ln L.
+// One block per (row, head): o = sum_s e^(m_s - M) acc_s / L, lse = M + ln L. The split
+// weights go to shared memory first, so that the sum over splits is independent loads.
 __global__ void combine_kernel(const CombineArgs a) {
+  extern __shared__ float sw[];  // [nsplit]
   __shared__ float sM, sL;
   const int64_t rr = blockIdx.x / a.Hq;
   const int h = blockIdx.x % a.Hq;
@@ -291,6 +293,7 @@ __global__ void combine_kernel(const CombineArgs a) {
     for (int i = threadIdx.x; i < a.nsplit; i += 32) {
       float2 x = ml[i];
       float wi = (M == -INFINITY || x.x == -INFINITY) ? 0.f : __expf(x.x - M);
+      sw[i] = wi;
       L += wi * x.y;
     }
     for (int o = 16; o >= 1; o >>= 1) L += __shfl_xor_sync(0xffffffffu, L, o);
@@ -308,11 +311,8 @@ __global__ void combine_kernel(const CombineArgs a) {
   for (int d = threadIdx.x; d < a.D; d += blockDim.x) {
     float x = 0.f;
     if (!empty) {
-      for (int i = 0; i < a.nsplit; i++) {
-        float mi = ml[i].x;
-        float wi = mi == -INFINITY ? 0.f : __expf(mi - sM);
-        x = fmaf(wi, acc[int64_t(i) * a.D + d], x);
-      }
+#pragma unroll 8
+      for (int i = 0; i < a.nsplit; i++) x = fmaf(sw[i], acc[int64_t(i) * a.D + d], x);
     }
     store1(a.o, a.odt, ooff + d, x * inv);
   }
@@ -348,27 +348,33 @@ void run_attend(const AttnParams& p, AttendArgs a, int64_t npos, int max_splits)
   attend_kernel<D, HB><<<grid, kThreads, 0, stream()>>>(a);
   TOPK_CUDA_LAUNCH();
 
+  launch_combine(p, SeqTable{a.seqs, a.nseq, 0, 0}, a.r0, a.nrows, a.nsplit,
+                 reinterpret_cast<const float*>(a.pml), a.pacc);
+}
+
+}  // namespace
+
+void launch_combine(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t nrows, int nsplit,
+                    const float* pml, const float* pacc) {
   CombineArgs c;
-  c.seqs = a.seqs;
-  c.nseq = a.nseq;
-  c.r0 = a.r0;
-  c.Hq = a.Hq;
-  c.D = D;
-  c.nsplit = a.nsplit;
-  c.Tq = a.Tq;
-  c.pml = a.pml;
-  c.pacc = a.pacc;
+  c.seqs = st.d;
+  c.nseq = st.n;
+  c.r0 = r0;
+  c.Hq = p.Hq;
+  c.D = int(p.D);
+  c.nsplit = nsplit;
+  c.Tq = p.Tq;
+  c.pml = reinterpret_cast<const float2*>(pml);
+  c.pacc = pacc;
   c.o = p.o_data;
   c.odt = dt_code(p.o.dtype);
   c.osb = p.o.sb;
   c.ost = p.o.st;
   c.osh = p.o.sh;
   c.lse = p.lse;
-  combine_kernel<<<unsigned(a.nrows * a.Hq), D, 0, stream()>>>(c);
+  combine_kernel<<<unsigned(nrows * p.Hq), unsigned(p.D), size_t(nsplit) * sizeof(float), stream()>>>(c);
   TOPK_CUDA_LAUNCH();
 }
-
-}  // namespace
 
 void launch_attend(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
                    const int32_t* idx, int Hsel, int64_t K, const float* prescored) {
@@ -403,6 +409,7 @@ void launch_attend(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t 
     int64_t npos = idx ? K : p.Smax;
     int64_t cap = (int64_t(256) << 20) / (a.nrows * p.Hq * int64_t(p.D + 2) * 4);
     int max_splits = int(std::max<int64_t>(1, std::min<int64_t>(1024, cap)));
+    if (!idx && !prescored && launch_attend_mma(p, st, a0, a1, max_splits)) continue;
     TOPK_CUDA_HEAD_DIM_SWITCH(p.D, idx ? "sparse_attention_forward" : "attention_forward",
         if (HB == 1) run_attend<kD, 1>(p, a, npos, max_splits);
         else if (HB == 4) run_attend<kD, 4>(p, a, npos, max_splits);

@@ -19,6 +19,15 @@ void launch_scores(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t 
 void launch_attend(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
                    const int32_t* idx, int Hsel, int64_t K, const float* prescored);
 
+// Full attention of rows [r0, r1) on tensor cores (bf16 K and V, D 64 or 128, aligned rows);
+// false, with nothing launched, when the call does not qualify.
+bool launch_attend_mma(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1, int max_splits);
+
+// Merges the split partials of rows [r0, r0 + nrows): pml (m, l) pairs [nrows, Hq, nsplit],
+// pacc [nrows, Hq, nsplit, D], into o and lse.
+void launch_combine(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t nrows, int nsplit,
+                    const float* pml, const float* pacc);
+
 // Top-k selection of rows [r0, r1) from rank rows `in` ([rows, Hsel, Smax], compact or
 // per-query) into out [B, Tq, Hsel, K]. For per-head selection in holds scores with Hsel = Hq.
 void launch_select(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
