@@ -274,10 +274,8 @@ struct CombineArgs {
   float* lse;
 };
 
-// One block per (row, head): o = sum_s e^(m_s - M) acc_s / L, lse = M + ln L. The split
-// weights go to shared memory first, so that the sum over splits is independent loads.
+// One block per (row, head): o = sum_s e^(m_s - M) acc_s / L, lse = M + ln L.
 __global__ void combine_kernel(const CombineArgs a) {
-  extern __shared__ float sw[];  // [nsplit]
   __shared__ float sM, sL;
   const int64_t rr = blockIdx.x / a.Hq;
   const int h = blockIdx.x % a.Hq;
@@ -293,7 +291,6 @@ __global__ void combine_kernel(const CombineArgs a) {
     for (int i = threadIdx.x; i < a.nsplit; i += 32) {
       float2 x = ml[i];
       float wi = (M == -INFINITY || x.x == -INFINITY) ? 0.f : __expf(x.x - M);
-      sw[i] = wi;
       L += wi * x.y;
     }
     for (int o = 16; o >= 1; o >>= 1) L += __shfl_xor_sync(0xffffffffu, L, o);
@@ -311,8 +308,11 @@ __global__ void combine_kernel(const CombineArgs a) {
   for (int d = threadIdx.x; d < a.D; d += blockDim.x) {
     float x = 0.f;
     if (!empty) {
-#pragma unroll 8
-      for (int i = 0; i < a.nsplit; i++) x = fmaf(sw[i], acc[int64_t(i) * a.D + d], x);
+      for (int i = 0; i < a.nsplit; i++) {
+        float mi = ml[i].x;
+        float wi = mi == -INFINITY ? 0.f : __expf(mi - sM);
+        x = fmaf(wi, acc[int64_t(i) * a.D + d], x);
+      }
     }
     store1(a.o, a.odt, ooff + d, x * inv);
   }
@@ -372,7 +372,7 @@ void launch_combine(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t
   c.ost = p.o.st;
   c.osh = p.o.sh;
   c.lse = p.lse;
-  combine_kernel<<<unsigned(nrows * p.Hq), unsigned(p.D), size_t(nsplit) * sizeof(float), stream()>>>(c);
+  combine_kernel<<<unsigned(nrows * p.Hq), unsigned(p.D), 0, stream()>>>(c);
   TOPK_CUDA_LAUNCH();
 }
 
