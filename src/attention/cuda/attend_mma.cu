@@ -90,21 +90,7 @@ __global__ void __launch_bounds__(kThreads, 2) attend_mma_kernel(const MmaArgs a
   // q as B fragments (warps 0-3 score 16 keys each): head g, dims 16 ks + t2 + {0, 1}, + 8.
   const int qparts = a.q.dt == kBF16 ? 1 : a.q.dt == kF16 ? 2 : 3;
   uint32_t qb[3][D / 16][2];
-  if (warp < kKeys / 16) {
-    const int64_t qo = a.q.offset(s.batch, s.q_start + t, h0 + (g < nh ? g : 0));
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ks++) {
-#pragma unroll
-      for (int j = 0; j < 2; j++) {
-        const int d = 16 * ks + t2 + 8 * j;
-        uint16_t lo[3], hi[3];
-        split_bf16(g < nh ? load1(a.q.data, a.q.dt, qo + d) : 0.f, qparts, lo);
-        split_bf16(g < nh ? load1(a.q.data, a.q.dt, qo + d + 1) : 0.f, qparts, hi);
-#pragma unroll
-        for (int p = 0; p < 3; p++) qb[p][ks][j] = uint32_t(lo[p]) | (uint32_t(hi[p]) << 16);
-      }
-    }
-  }
+  if (warp < kKeys / 16) load_q_frags<D>(a.q, a.q.offset(s.batch, s.q_start + t, h0), nh, qparts, qb);
 
   float m_run = -INFINITY, l_run = 0.f;  // of head `warp`, in that warp
   float acc[4] = {0.f, 0.f, 0.f, 0.f};   // O^T: dims 16 warp + g (+ 8), heads t2 (+ 1)
@@ -117,17 +103,8 @@ __global__ void __launch_bounds__(kThreads, 2) attend_mma_kernel(const MmaArgs a
     const int64_t p0 = p_begin + i * kKeys;
 
     if (warp < kKeys / 16) {
-      const int lrow = (lane & 7) + ((lane >> 3) & 1) * 8;
-      const unsigned char* arow = kt + (warp * 16 + lrow) * pitch + (lane >> 4) * 16;
-      float c[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-      for (int ks = 0; ks < D / 16; ks++) {
-        uint32_t af[4];
-        ldmatrix_x4(af, arow + ks * 32);
-#pragma unroll
-        for (int p = 0; p < 3; p++)
-          if (p < qparts) mma_bf16(c, af, qb[p][ks][0], qb[p][ks][1]);
-      }
+      float c[4];
+      slab_scores<D>(kt + warp * 16 * pitch, pitch, qb, qparts, c);
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int key = warp * 16 + g + 8 * (e >> 1);

@@ -255,6 +255,49 @@ __device__ __forceinline__ void split_bf16(float x, int parts, uint16_t (&out)[3
   }
 }
 
+// q of one query row as the B fragments (dims x 8 head columns) of D / 16 mma k-steps, one
+// set per bf16 part: lane l holds head h0 + l / 4 (zero past nh), dims 16 ks + 2 (l % 4) +
+// {0, 1} and the same + 8. qo0: the element offset of the row's head h0.
+template <int D>
+__device__ __forceinline__ void load_q_frags(const DRows& q, int64_t qo0, int nh, int parts,
+                                             uint32_t (&qb)[3][D / 16][2]) {
+  const int lane = threadIdx.x & 31, g = lane >> 2, t2 = (lane & 3) * 2;
+  const int64_t qo = qo0 + (g < nh ? g : 0) * q.sh;
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ks++) {
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+      const int d = 16 * ks + t2 + 8 * j;
+      uint16_t lo[3], hi[3];
+      split_bf16(g < nh ? load1(q.data, q.dt, qo + d) : 0.f, parts, lo);
+      split_bf16(g < nh ? load1(q.data, q.dt, qo + d + 1) : 0.f, parts, hi);
+#pragma unroll
+      for (int p = 0; p < 3; p++) qb[p][ks][j] = uint32_t(lo[p]) | (uint32_t(hi[p]) << 16);
+    }
+  }
+}
+
+// Dot products of 16 bf16 key rows (shared memory rows `pitch` bytes apart, padded so that
+// ldmatrix is conflict-free) with the 8 head columns of qb: c = C[key][head] fragments, lane l
+// holding keys l / 4 and l / 4 + 8, heads 2 (l % 4) and + 1.
+template <int D>
+__device__ __forceinline__ void slab_scores(const unsigned char* rows, int pitch,
+                                            const uint32_t (&qb)[3][D / 16][2], int parts,
+                                            float (&c)[4]) {
+  const int lane = threadIdx.x & 31;
+  const unsigned char* arow = rows + ((lane & 7) + ((lane >> 3) & 1) * 8) * pitch + (lane >> 4) * 16;
+#pragma unroll
+  for (int e = 0; e < 4; e++) c[e] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ks++) {
+    uint32_t af[4];
+    ldmatrix_x4(af, arow + ks * 32);
+#pragma unroll
+    for (int p = 0; p < 3; p++)
+      if (p < parts) mma_bf16(c, af, qb[p][ks][0], qb[p][ks][1]);
+  }
+}
+
 // 8 elements of dtype dt starting at p (shared memory, 16-byte aligned) as fp32.
 __device__ __forceinline__ void load8_shared(const unsigned char* p, int dt, float (&x)[8]) {
   if (dt == kF32) {

@@ -243,21 +243,7 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
         thr = warp < nh ? a.thr[hrow] : 0xffffffffu;
       }
       if constexpr (MMA) {
-        // B fragment of k-step ks: head g = lane / 4, dims 16 ks + 2 (lane % 4) + {0, 1} and + 8.
-        const int g = lane >> 2, t2 = (lane & 3) * 2;
-        const int64_t qo = a.q.offset(s.batch, s.q_start + t, h0 + (g < nh ? g : 0));
-#pragma unroll
-        for (int ks = 0; ks < D / 16; ks++) {
-#pragma unroll
-          for (int j = 0; j < 2; j++) {
-            const int d = 16 * ks + t2 + 8 * j;
-            uint16_t lo[3], hi[3];
-            split_bf16(g < nh ? load1(a.q.data, a.q.dt, qo + d) : 0.f, qparts, lo);
-            split_bf16(g < nh ? load1(a.q.data, a.q.dt, qo + d + 1) : 0.f, qparts, hi);
-#pragma unroll
-            for (int p = 0; p < 3; p++) qb[p][ks][j] = uint32_t(lo[p]) | (uint32_t(hi[p]) << 16);
-          }
-        }
+        load_q_frags<D>(a.q, a.q.offset(s.batch, s.q_start + t, h0), nh, qparts, qb);
       } else {
 #pragma unroll
         for (int h = 0; h < HB; h++) {
@@ -272,17 +258,8 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
     const unsigned char* ktile = kring + (k % NS) * (kTile * pitch);
     if constexpr (MMA) {
       // Warp w scores keys [16 w, 16 w + 16) of the tile for the 8 head columns.
-      const int lrow = (lane & 7) + ((lane >> 3) & 1) * 8;
-      const unsigned char* arow = ktile + (warp * 16 + lrow) * pitch + (lane >> 4) * 16;
-      float c[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-      for (int ks = 0; ks < D / 16; ks++) {
-        uint32_t af[4];
-        ldmatrix_x4(af, arow + ks * 32);
-#pragma unroll
-        for (int p = 0; p < 3; p++)
-          if (p < qparts) mma_bf16(c, af, qb[p][ks][0], qb[p][ks][1]);
-      }
+      float c[4];
+      slab_scores<D>(ktile + warp * 16 * pitch, pitch, qb, qparts, c);
 #pragma unroll
       for (int i = 0; i < 4; i++) {
         const int key = warp * 16 + (lane >> 2) + 8 * (i >> 1), h = (lane & 3) * 2 + (i & 1);
