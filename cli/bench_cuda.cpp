@@ -147,7 +147,10 @@ int bench_cuda(int argc, char** argv) {
     return false;
   };
   for (const Shape& sh : shapes) {
-    std::string tag = "B" + std::to_string(sh.B) + "_S" + std::to_string(sh.S);
+    std::string tag = "B";  // appended piece by piece: GCC 12 warns (-Wrestrict) on "B" + string
+    tag += std::to_string(sh.B);
+    tag += "_S";
+    tag += std::to_string(sh.S);
     bool any = false;
     for (const char* op : {"full_decode_", "topk_decode_", "full_decode_hnd_", "topk_decode_hnd_",
                            "stage_scores_", "stage_select_", "stage_sparse_"})
