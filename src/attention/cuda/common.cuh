@@ -68,9 +68,6 @@ enum : int {
   kWsCount
 };
 int num_sms();
-// Two 64-bit counters for dynamic work distribution, zero before each kernel that uses them
-// (the kernel's last block zeroes them again).
-unsigned long long* work_counters();
 cudaStream_t stream();  // the stream all ops run on (the legacy default stream)
 
 // Compact row -> sequence index (binary search on r0).

@@ -15,7 +15,6 @@ struct Context {
   DSeq* seq_dev = nullptr;
   size_t seq_cap = 0;
   std::vector<DSeq> seq_last;
-  unsigned long long* work = nullptr;
   void* ws[kWsCount] = {};
   size_t ws_cap[kWsCount] = {};
 };
@@ -35,15 +34,6 @@ Context& ctx() {
 cudaStream_t stream() { return 0; }
 
 int num_sms() { return ctx().sms; }
-
-unsigned long long* work_counters() {
-  Context& c = ctx();
-  if (!c.work) {
-    TOPK_CUDA(cudaMalloc(&c.work, 2 * sizeof(unsigned long long)));
-    TOPK_CUDA(cudaMemset(c.work, 0, 2 * sizeof(unsigned long long)));
-  }
-  return c.work;
-}
 
 SeqTable upload_seqs(const AttnParams& p) {
   Context& c = ctx();

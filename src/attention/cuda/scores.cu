@@ -35,8 +35,6 @@ struct ScoreArgs {
   uint2* cand;
   int64_t cap, K;
   float* sel_scores;
-  unsigned long long* work;  // [2]: next chunk, finished blocks (zero between launches)
-  int64_t static_units;      // units split statically over the blocks
 };
 
 constexpr int kThreads = 256;
@@ -49,12 +47,6 @@ constexpr int kStage = 128;
 // How a tile is multiplied: FMA (any dtype) or MMA (bf16 K on tensor cores; ring rows padded
 // by 16 bytes so that ldmatrix is conflict-free).
 enum Mode : int { kFma = 0, kMma = 1 };
-
-// Each block first scores a static contiguous share of 7/8 of the units, then takes chunks of
-// kChunk units of the rest from a global counter, so that a block slowed by its share of
-// DRAM traffic takes fewer: a static split of all units left SMs idle ~8% of the pass. Small
-// chunks of everything were worse (each chunk switch reloads q while the stream waits).
-constexpr int kChunk = 8;
 
 // Appends a warp's staged candidates to list row hrow and empties the stage.
 __device__ __forceinline__ void flush_stage(const ScoreArgs& a, uint2* stage, int& staged,
@@ -127,42 +119,16 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
   const int rowb = D * esize;                          // bytes of a K row
   const int pitch = MMA ? rowb + 16 : rowb;            // bytes of a ring row
   const int lg_cpr = esize == 4 ? ilog2(D / 4) : ilog2(D / 8);  // log2 of 16-byte chunks per row
-  // The block's unit ranges by ordinal (mod 4): ordinal 0 is its static share of the first
-  // a.static_units units, the rest are chunks of the remainder taken from a global counter.
-  // The loads run at most one range ahead of the arithmetic, and the next range is taken one
-  // ahead of the loads.
-  __shared__ int64_t s_lo[4], s_hi[4];
-  auto take = [&](int ord) {  // thread 0
-    const int64_t lo = a.static_units + int64_t(atomicAdd(a.work, 1ull)) * kChunk;
-    s_lo[ord & 3] = lo < a.units ? lo : a.units;
-    s_hi[ord & 3] = lo + kChunk < a.units ? lo + kChunk : a.units;
-  };
-  if (tid == 0) {
-    s_lo[0] = int64_t(blockIdx.x) * a.static_units / gridDim.x;
-    s_hi[0] = int64_t(blockIdx.x + 1) * a.static_units / gridDim.x;
-    if (s_lo[0] == s_hi[0]) take(0);
-    take(1);
-  }
-  __syncthreads();
-
-  // A position in the block's unit sequence: range ordinal, unit, and the unit's (item, tile).
+  // The block's units [u0, u1), a contiguous share. A cursor holds a unit and its (item, tile),
+  // advanced by counting: a 64-bit division per tile cost the stream a few percent.
+  const int64_t u0 = int64_t(blockIdx.x) * a.units / gridDim.x;
+  const int64_t u1 = int64_t(blockIdx.x + 1) * a.units / gridDim.x;
   struct Cursor {
-    int ord = 0;
-    int64_t u = 0, item = 0, tile = 0;
-    bool valid = false;
+    int64_t u, item, tile;
   };
-  auto start = [&](Cursor& c) {
-    c.u = s_lo[c.ord & 3];
-    c.valid = c.u < s_hi[c.ord & 3];
-    c.item = c.u / a.tiles;
-    c.tile = c.u % a.tiles;
-  };
-  auto advance = [&](Cursor& c, bool fetch) {
-    if (++c.u == s_hi[c.ord & 3]) {
-      c.ord++;
-      if (fetch && tid == 0) take(c.ord + 1);
-      start(c);
-    } else if (++c.tile == a.tiles) {
+  auto advance = [&](Cursor& c) {
+    c.u++;
+    if (++c.tile == a.tiles) {
       c.tile = 0;
       c.item++;
     }
@@ -170,12 +136,11 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
 
   // Loads of the next unit in the issue sequence into stage i % NS (rows past the visible keys
   // are not read); a commit even with nothing to load keeps the group counts uniform.
-  Cursor ic;
-  start(ic);
+  Cursor ic{u0, u0 / a.tiles, u0 % a.tiles};
   int64_t is_item = -1, is_kbase = 0, is_n = 0;
   const int rstep = kThreads >> lg_cpr;  // rows per pass of the copy loop
   auto issue = [&](int64_t i) {
-    if (ic.valid) {
+    if (ic.u < u1) {
       if (ic.item != is_item) {
         is_item = ic.item;
         const int64_t rr = is_item / (a.Hkv * a.nslice);
@@ -196,13 +161,12 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
       unsigned char* dp = dst + (tid >> lg_cpr) * pitch + c * 16;
       for (int r = tid >> lg_cpr; r < rows; r += rstep, sp += sstep, dp += rstep * pitch)
         copy16(dp, sp, a.kvec, esize);
-      advance(ic, true);
+      advance(ic);
     }
     cp_async_commit();
   };
 
-  Cursor cc;
-  start(cc);
+  Cursor cc = ic;
   int64_t cur_item = -1;
   float qv[MMA ? 1 : HB][8];
   uint32_t qb[MMA ? 3 : 1][MMA ? D / 16 : 1][2];  // MMA: q as B fragments, one per bf16 part
@@ -215,13 +179,13 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
   int staged = 0;       // FILTER: candidates in this warp's stage
   int64_t hrow = 0;     // FILTER: the list row of head h0 + warp
   for (int i = 0; i < NS - 1; i++) issue(i);
-  for (int64_t k = 0; cc.valid; k++) {
+  for (int64_t k = 0; cc.u < u1; k++) {
     cp_async_wait<NS - 2>();
     __syncthreads();  // unit k's tile is in; every thread is done with the stage of unit k - 1
     issue(k + NS - 1);
     const int64_t item = cc.item;
     const int64_t tile0 = cc.tile * kTile;
-    advance(cc, false);
+    advance(cc);
     if (item != cur_item) {
       if constexpr (FILTER)
         if (warp < nh) flush_stage(a, stage[warp], staged, hrow);
@@ -316,15 +280,6 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
   cp_async_wait<0>();
   if constexpr (FILTER)
     if (warp < nh) flush_stage(a, stage[warp], staged, hrow);
-  // The last block to finish resets the counter for the next launch.
-  __syncthreads();
-  if (tid == 0) {
-    __threadfence();
-    if (atomicAdd(a.work + 1, 1ull) == gridDim.x - 1) {
-      a.work[0] = 0;
-      a.work[1] = 0;
-    }
-  }
 }
 
 // Ring depth: two stages for the tensor-core kernel (measured 1-2% faster than three on the
@@ -343,11 +298,7 @@ void launch_ring(const ScoreArgs& a, size_t ring) {
   int64_t grid = int64_t(num_sms()) * ps;
   if (grid > a.units) grid = a.units;
   if (grid < 1) return;
-  // The dynamic tail only when each block has many chunks' worth of units: for small calls a
-  // chunk is a large share of a block's work and one extra chunk lengthens the pass.
-  ScoreArgs b = a;
-  b.static_units = a.units >= 64 * kChunk * grid ? a.units - a.units / 8 : a.units;
-  scores_kernel<D, HB, FILTER, NS, MODE><<<unsigned(grid), kThreads, ring, stream()>>>(b);
+  scores_kernel<D, HB, FILTER, NS, MODE><<<unsigned(grid), kThreads, ring, stream()>>>(a);
   TOPK_CUDA_LAUNCH();
 }
 
@@ -398,7 +349,6 @@ ScoreArgs score_args(const AttnParams& p, const SeqTable& st, int64_t r0, int64_
   a.k = drows(p.k);
   a.kvec = rows_aligned(a.k);
   a.Tq = p.Tq;
-  a.work = work_counters();
   return a;
 }
 
