@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "core/json.h"
 #include "core/rng.h"
 #include "topk/attention.h"
 
@@ -297,14 +298,7 @@ int bench_cuda(int argc, char** argv) {
     j["cases"].push_back(c);
   }
   std::string text = j.dump(2);
-  if (!out.empty()) {
-    std::string tmp = out + ".tmp";
-    FILE* f = std::fopen(tmp.c_str(), "w");
-    TOPK_CHECK(f, "bench cuda: cannot write %s", tmp.c_str());
-    std::fputs(text.c_str(), f);
-    std::fclose(f);
-    std::rename(tmp.c_str(), out.c_str());
-  }
+  if (!out.empty()) write_file_atomic(out, text + "\n");
   if (json) {
     std::printf("%s\n", text.c_str());
   } else {
