@@ -106,6 +106,21 @@ std::vector<SelectOpts> topk_budgets() {
 
 class CpuTopk : public IsaTest {};
 
+// Fused top-k attention on the CPU against the reference: the same indices, and o and lse
+// within the dtype's tolerance. The CPU outputs are left in o and lse.
+void expect_topk_matches_ref(const Case& c, const Buffer& q, const Buffer& k, const Buffer& v,
+                             const SelectOpts& sel, Buffer& o, Buffer& lse) {
+  const int hsel = sel.share_group ? c.Hkv : c.Hq;
+  const int64_t K = select_capacity(sel, c.S);
+  Buffer o_ref(c.odt, {c.B, c.T, c.Hq, c.D}), lse_ref(DType::f32, {c.B, c.T, c.Hq});
+  Buffer i_ref(DType::i32, {c.B, c.T, hsel, K}), idx(DType::i32, {c.B, c.T, hsel, K});
+  topk_attention_forward(q, k, v, c.seqs(), c.opts(Backend::ref), sel, o_ref, lse_ref, i_ref);
+  topk_attention_forward(q, k, v, c.seqs(), c.opts(Backend::cpu), sel, o, lse, idx);
+  EXPECT_EQ(ivec(idx), ivec(i_ref));
+  expect_close(to_vec(o), to_vec(o_ref), rtol_for(c.odt), atol_for(c.odt), "o");
+  expect_close(to_vec(lse), to_vec(lse_ref), 2e-5, 2e-6, "lse");
+}
+
 // Fused top-k attention: the same indices as the reference composition, and the same outputs.
 TEST_P(CpuTopk, FusedMatchesRef) {
   Rng rng(31);
@@ -113,24 +128,16 @@ TEST_P(CpuTopk, FusedMatchesRef) {
     for (const SelectOpts& sel : topk_budgets()) {
       SCOPED_TRACE(case_name(c) + " k " + std::to_string(sel.k) + " ratio " +
                    std::to_string(sel.ratio) + (sel.share_group ? " shared" : ""));
-      int hsel = sel.share_group ? c.Hkv : c.Hq;
-      int64_t K = select_capacity(sel, c.S);
       Buffer q = randn(c.dt, {c.B, c.T, c.Hq, c.D}, rng, 2.0f);
       Buffer k = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
       Buffer v = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
-      Buffer o1(c.odt, {c.B, c.T, c.Hq, c.D}), o2(c.odt, {c.B, c.T, c.Hq, c.D});
-      Buffer l1(DType::f32, {c.B, c.T, c.Hq}), l2(DType::f32, {c.B, c.T, c.Hq});
-      Buffer i1(DType::i32, {c.B, c.T, hsel, K}), i2(DType::i32, {c.B, c.T, hsel, K});
-      topk_attention_forward(q, k, v, c.seqs(), c.opts(Backend::ref), sel, o1, l1, i1);
-      topk_attention_forward(q, k, v, c.seqs(), c.opts(Backend::cpu), sel, o2, l2, i2);
-      EXPECT_EQ(ivec(i2), ivec(i1));
-      expect_close(to_vec(o2), to_vec(o1), rtol_for(c.odt), atol_for(c.odt), "o");
-      expect_close(to_vec(l2), to_vec(l1), 2e-5, 2e-6, "lse");
+      Buffer o(c.odt, {c.B, c.T, c.Hq, c.D}), lse(DType::f32, {c.B, c.T, c.Hq});
+      expect_topk_matches_ref(c, q, k, v, sel, o, lse);
       if (sel.k >= c.S) {  // W >= visible keys: exactly full attention
         Buffer of(c.odt, {c.B, c.T, c.Hq, c.D}), lf(DType::f32, {c.B, c.T, c.Hq});
         attention_forward(q, k, v, c.seqs(), c.opts(Backend::ref), of, lf);
-        expect_close(to_vec(o2), to_vec(of), rtol_for(c.odt), atol_for(c.odt), "o vs full");
-        expect_close(to_vec(l2), to_vec(lf), 2e-5, 2e-6, "lse vs full");
+        expect_close(to_vec(o), to_vec(of), rtol_for(c.odt), atol_for(c.odt), "o vs full");
+        expect_close(to_vec(lse), to_vec(lf), 2e-5, 2e-6, "lse vs full");
       }
     }
   }
@@ -154,16 +161,8 @@ TEST_P(CpuTopk, LongDecodeMatchesRef) {
   sels[3].share_group = true;
   for (const SelectOpts& sel : sels) {
     SCOPED_TRACE("k " + std::to_string(sel.k) + (sel.share_group ? " shared" : ""));
-    int hsel = sel.share_group ? c.Hkv : c.Hq;
-    int64_t K = select_capacity(sel, c.S);
-    Buffer o1(c.odt, {c.B, c.T, c.Hq, c.D}), o2(c.odt, {c.B, c.T, c.Hq, c.D});
-    Buffer l1(DType::f32, {c.B, c.T, c.Hq}), l2(DType::f32, {c.B, c.T, c.Hq});
-    Buffer i1(DType::i32, {c.B, c.T, hsel, K}), i2(DType::i32, {c.B, c.T, hsel, K});
-    topk_attention_forward(q, k, v, c.seqs(), c.opts(Backend::ref), sel, o1, l1, i1);
-    topk_attention_forward(q, k, v, c.seqs(), c.opts(Backend::cpu), sel, o2, l2, i2);
-    EXPECT_EQ(ivec(i2), ivec(i1));
-    expect_close(to_vec(o2), to_vec(o1), rtol_for(c.odt), atol_for(c.odt), "o");
-    expect_close(to_vec(l2), to_vec(l1), 2e-5, 2e-6, "lse");
+    Buffer o(c.odt, {c.B, c.T, c.Hq, c.D}), lse(DType::f32, {c.B, c.T, c.Hq});
+    expect_topk_matches_ref(c, q, k, v, sel, o, lse);
   }
 }
 
