@@ -1,7 +1,8 @@
-// `topk bench cuda [--json] [--out FILE] [--reps N] [--quick] [--only TEXT]`: GPU decode benchmarks of our ops beside
-// a device-to-device copy measured in the same run. CUDA events around each call, warm-up,
-// median of many runs, inputs rotated when a set fits in L2. Bytes are counted per case and
-// the floor is bytes / measured copy bandwidth (copy counts bytes read plus bytes written).
+// `topk bench cuda [--json] [--out FILE] [--reps N] [--quick] [--only NAME[,NAME...]]`: GPU
+// decode benchmarks of our ops beside a device-to-device copy measured in the same run. CUDA
+// events around each call, warm-up, median of many runs, inputs rotated when a set fits in
+// L2. Bytes are counted per case and the floor is bytes / measured copy bandwidth (copy
+// counts bytes read plus bytes written).
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -105,7 +106,7 @@ int bench_cuda(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
     else {
-      std::fprintf(stderr, "usage: topk bench cuda [--json] [--out FILE] [--reps N] [--quick] [--only TEXT]\n");
+      std::fprintf(stderr, "usage: topk bench cuda [--json] [--out FILE] [--reps N] [--quick] [--only NAME[,NAME...]]\n");
       return 2;
     }
   }

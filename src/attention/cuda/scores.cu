@@ -44,9 +44,6 @@ constexpr int kThreads = 256;
 // for, and one per tile stalled the K stream by ~20%.
 constexpr int kStage = 128;
 
-// How a tile is multiplied: FMA (any dtype) or MMA (bf16 K on tensor cores; ring rows padded
-// by 16 bytes so that ldmatrix is conflict-free).
-enum Mode : int { kFma = 0, kMma = 1 };
 
 // Appends a warp's staged candidates to list row hrow and empties the stage.
 __device__ __forceinline__ void flush_stage(const ScoreArgs& a, uint2* stage, int& staged,
@@ -100,9 +97,10 @@ __device__ __forceinline__ void filter_tile(const ScoreArgs& a, const float* til
 
 // K tiles stream through a ring of NS shared-memory stages, NS - 1 tiles ahead of the tile
 // being scored, so the loads of a block never stop for its arithmetic, barriers or stores.
-template <int D, int HB, bool FILTER, int NS, int MODE>
+// MMA: bf16 K on tensor cores, ring rows padded by 16 bytes so that ldmatrix is
+// conflict-free; else FMAs (any dtype).
+template <int D, int HB, bool FILTER, int NS, bool MMA>
 __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) {
-  constexpr bool MMA = MODE != kFma;
   constexpr int TPR = D / 8;              // FMA: threads per key row
   constexpr int SLOTS = kThreads / TPR;   // FMA: key rows per step
   constexpr int KPT = kTile / SLOTS;      // FMA: keys per thread per tile
@@ -179,10 +177,10 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
   int staged = 0;       // FILTER: candidates in this warp's stage
   int64_t hrow = 0;     // FILTER: the list row of head h0 + warp
   for (int i = 0; i < NS - 1; i++) issue(i);
-  for (int64_t k = 0; cc.u < u1; k++) {
+  for (int64_t step = 0; cc.u < u1; step++) {
     cp_async_wait<NS - 2>();
-    __syncthreads();  // unit k's tile is in; every thread is done with the stage of unit k - 1
-    issue(k + NS - 1);
+    __syncthreads();  // this step's tile is in; every thread is done with the previous stage
+    issue(step + NS - 1);
     const int64_t item = cc.item;
     const int64_t tile0 = cc.tile * kTile;
     advance(cc);
@@ -219,7 +217,7 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
     }
     if (tile0 >= n && !a.fill_tail) continue;  // uniform over the block
 
-    const unsigned char* ktile = kring + (k % NS) * (kTile * pitch);
+    const unsigned char* ktile = kring + (step % NS) * (kTile * pitch);
     if constexpr (MMA) {
       // Warp w scores keys [16 w, 16 w + 16) of the tile for the 8 head columns.
       float c[4];
@@ -284,49 +282,49 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
 
 // Ring depth: two stages for the tensor-core kernel (measured 1-2% faster than three on the
 // H100); for the FMA kernel three when two blocks per SM still fit in shared memory, else two.
-template <int D, int HB, bool FILTER, int NS, int MODE>
+template <int D, int HB, bool FILTER, int NS, bool MMA>
 void launch_ring(const ScoreArgs& a, size_t ring) {
   static int per_sm[2] = {-1, -1};  // by K element size (2, 4)
   int& ps = per_sm[a.k.esize == 4];
   if (ps < 0) {
-    TOPK_CUDA(cudaFuncSetAttribute(scores_kernel<D, HB, FILTER, NS, MODE>,
+    TOPK_CUDA(cudaFuncSetAttribute(scores_kernel<D, HB, FILTER, NS, MMA>,
                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(ring)));
-    TOPK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ps, scores_kernel<D, HB, FILTER, NS, MODE>,
+    TOPK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ps, scores_kernel<D, HB, FILTER, NS, MMA>,
                                                             kThreads, ring));
     if (ps < 1) ps = 1;
   }
   int64_t grid = int64_t(num_sms()) * ps;
   if (grid > a.units) grid = a.units;
   if (grid < 1) return;
-  scores_kernel<D, HB, FILTER, NS, MODE><<<unsigned(grid), kThreads, ring, stream()>>>(a);
+  scores_kernel<D, HB, FILTER, NS, MMA><<<unsigned(grid), kThreads, ring, stream()>>>(a);
   TOPK_CUDA_LAUNCH();
 }
 
-template <int D, int HB, bool FILTER, int MODE>
+template <int D, int HB, bool FILTER, bool MMA>
 void run_ring(const ScoreArgs& a) {
   static size_t static_smem = 0, sm_smem = 0;
   if (sm_smem == 0) {
     cudaFuncAttributes fa;
-    TOPK_CUDA(cudaFuncGetAttributes(&fa, scores_kernel<D, HB, FILTER, 2, MODE>));
+    TOPK_CUDA(cudaFuncGetAttributes(&fa, scores_kernel<D, HB, FILTER, 2, MMA>));
     static_smem = fa.sharedSizeBytes;
     int dev = 0, v = 0;
     TOPK_CUDA(cudaGetDevice(&dev));
     TOPK_CUDA(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
     sm_smem = size_t(v);
   }
-  const size_t stage_bytes = size_t(kTile) * (D * a.k.esize + (MODE != kFma ? 16 : 0));
-  if constexpr (MODE == kFma) {
+  const size_t stage_bytes = size_t(kTile) * (D * a.k.esize + (MMA ? 16 : 0));
+  if constexpr (!MMA) {
     if (2 * (3 * stage_bytes + static_smem + 1024) <= sm_smem)
-      return launch_ring<D, HB, FILTER, 3, MODE>(a, 3 * stage_bytes);
+      return launch_ring<D, HB, FILTER, 3, MMA>(a, 3 * stage_bytes);
   }
-  launch_ring<D, HB, FILTER, 2, MODE>(a, 2 * stage_bytes);
+  launch_ring<D, HB, FILTER, 2, MMA>(a, 2 * stage_bytes);
 }
 
 // Tensor cores for bf16 K, FMAs for the other dtypes.
 template <int D, int HB, bool FILTER>
 void run_scores(const ScoreArgs& a) {
-  if (a.k.dt == kBF16) run_ring<D, HB, FILTER, kMma>(a);
-  else run_ring<D, HB, FILTER, kFma>(a);
+  if (a.k.dt == kBF16) run_ring<D, HB, FILTER, true>(a);
+  else run_ring<D, HB, FILTER, false>(a);
 }
 
 ScoreArgs score_args(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1) {
