@@ -38,15 +38,17 @@ struct MmaArgs {
 };
 
 template <int D>
-constexpr int tile_bytes() { return kKeys * (2 * D + 16); }  // rows padded by 16 bytes
+constexpr int tile_bytes() { return kKeys * 2 * D; }  // swizzled rows (common.cuh)
 
 template <int D>
 __global__ void __launch_bounds__(kThreads, 2) attend_mma_kernel(const MmaArgs a) {
-  constexpr int pitch = 2 * D + 16;
+  constexpr int pitch = 2 * D;
   constexpr int cpr = D / 8;  // 16-byte chunks per row
   extern __shared__ __align__(16) unsigned char ring[];  // [kStages][K tile, V tile]
-  __shared__ float ss[kHeads][kKeys];                      // scaled scores
-  __shared__ __align__(16) uint16_t sp[2][kHeads][kKeys];  // weights, bf16 hi and lo parts
+  // Rows padded so that the fragment stores of ss and the B-fragment loads of sp (8 heads x
+  // 4 key pairs per warp) are conflict-free.
+  __shared__ float ss[kHeads][kKeys + 4];                      // scaled scores
+  __shared__ __align__(16) uint16_t sp[2][kHeads][kKeys + 8];  // weights, bf16 hi and lo parts
   __shared__ float salpha[kHeads];
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid & 31;
@@ -75,9 +77,9 @@ __global__ void __launch_bounds__(kThreads, 2) attend_mma_kernel(const MmaArgs a
       unsigned char* dk = ring + (i % kStages) * 2 * tile_bytes<D>();
       unsigned char* dv = dk + tile_bytes<D>();
       for (int e = tid; e < rows * cpr; e += kThreads) {
-        const int row = e / cpr, c = e % cpr;
-        cp_async16(dk + row * pitch + c * 16, kbase + (p0 + row) * a.k.st * 2 + c * 16);
-        cp_async16(dv + row * pitch + c * 16, vbase + (p0 + row) * a.v.st * 2 + c * 16);
+        const int row = e / cpr, c = e % cpr, dc = swizzled_chunk(row, c);
+        cp_async16(dk + row * pitch + dc * 16, kbase + (p0 + row) * a.k.st * 2 + c * 16);
+        cp_async16(dv + row * pitch + dc * 16, vbase + (p0 + row) * a.v.st * 2 + c * 16);
       }
       // V rows past the end get weight 0, and 0 x NaN of stale shared memory would be NaN.
       for (int e = tid; e < (kKeys - rows) * cpr; e += kThreads)
@@ -104,7 +106,7 @@ __global__ void __launch_bounds__(kThreads, 2) attend_mma_kernel(const MmaArgs a
 
     if (warp < kKeys / 16) {
       float c[4];
-      slab_scores<D>(kt + warp * 16 * pitch, pitch, qb, qparts, c);
+      slab_scores<D>(kt + warp * 16 * pitch, qb, qparts, c);
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int key = warp * 16 + g + 8 * (e >> 1);
@@ -146,8 +148,10 @@ __global__ void __launch_bounds__(kThreads, 2) attend_mma_kernel(const MmaArgs a
       acc[2] *= al0;
       acc[3] *= al1;
       // A = V^T (dims x keys) by transposing loads of V rows: lane gives key row
-      // 16 ks + lane % 8 (+ 8 for lanes 16-31) at dims 16 warp (+ 8 for lanes 8-15, 24-31).
-      const unsigned char* vrow = vt + ((lane & 7) + ((lane >> 4) << 3)) * pitch + (warp * 16 + ((lane >> 3) & 1) * 8) * 2;
+      // 16 ks + lane % 8 (+ 8 for lanes 16-31) at dims 16 warp (+ 8 for lanes 8-15, 24-31);
+      // the swizzle depends on the row only through lane % 8.
+      const int vr = (lane & 7) + ((lane >> 4) << 3);
+      const unsigned char* vrow = vt + vr * pitch + swizzled_chunk(vr, 2 * warp + ((lane >> 3) & 1)) * 16;
 #pragma unroll
       for (int ks = 0; ks < kKeys / 16; ks++) {
         uint32_t af[4];

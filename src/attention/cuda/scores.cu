@@ -44,6 +44,10 @@ constexpr int kThreads = 256;
 // for, and one per tile stalled the K stream by ~20%.
 constexpr int kStage = 128;
 
+// Rows of the block's score tile, padded so that the tensor-core fragment stores (4 heads of
+// a key in one bank otherwise) are conflict-free.
+constexpr int kScPitch = kTile + 4;
+
 
 // Appends a warp's staged candidates to list row hrow and empties the stage.
 __device__ __forceinline__ void flush_stage(const ScoreArgs& a, uint2* stage, int& staged,
@@ -75,7 +79,7 @@ __device__ __forceinline__ void filter_tile(const ScoreArgs& a, const float* til
   for (int i = 0; i < kPer; i++) {
     const int c = lane + 32 * i;
     const int64_t j = tile0 + c;
-    const float x = tile[w * kTile + c];
+    const float x = tile[w * kScPitch + c];
     key[i] = order_key(x);
     bool cand = j >= rs.lo && j < rs.hi && key[i] >= thr;
     if (j < rs.lo) a.sel_scores[hrow * a.K + j] = x;
@@ -97,8 +101,7 @@ __device__ __forceinline__ void filter_tile(const ScoreArgs& a, const float* til
 
 // K tiles stream through a ring of NS shared-memory stages, NS - 1 tiles ahead of the tile
 // being scored, so the loads of a block never stop for its arithmetic, barriers or stores.
-// MMA: bf16 K on tensor cores, ring rows padded by 16 bytes so that ldmatrix is
-// conflict-free; else FMAs (any dtype).
+// MMA: bf16 K on tensor cores, ring rows swizzled (common.cuh); else FMAs (any dtype).
 template <int D, int HB, bool FILTER, int NS, bool MMA>
 __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) {
   constexpr int TPR = D / 8;              // FMA: threads per key row
@@ -108,14 +111,13 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
   constexpr int NB = KB * HB;
   static_assert(NB >= TPR, "reduce_scatter needs NB >= TPR");
   static_assert(!MMA || kThreads / 32 * 16 == kTile, "MMA: one 16-key slab of the tile per warp");
-  extern __shared__ __align__(16) unsigned char kring[];  // [NS][kTile][pitch]
-  __shared__ float sc[2][HB][kTile];
+  extern __shared__ __align__(16) unsigned char kring[];  // [NS][kTile][rowb], MMA: swizzled
+  __shared__ __align__(16) float sc[2][HB][kScPitch];
   __shared__ uint2 stage[FILTER ? HB : 1][FILTER ? kStage : 1];
 
   const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR, warp = tid / 32, lane = tid & 31;
   const int esize = a.k.esize;
   const int rowb = D * esize;                          // bytes of a K row
-  const int pitch = MMA ? rowb + 16 : rowb;            // bytes of a ring row
   const int lg_cpr = esize == 4 ? ilog2(D / 4) : ilog2(D / 8);  // log2 of 16-byte chunks per row
   // The block's units [u0, u1), a contiguous share. A cursor holds a unit and its (item, tile),
   // advanced by counting: a 64-bit division per tile cost the stream a few percent.
@@ -151,13 +153,15 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
       const int64_t tile0 = ic.tile * kTile;
       const int64_t left = is_n - tile0;
       const int rows = left <= 0 ? 0 : (left < kTile ? int(left) : kTile);
-      unsigned char* dst = kring + (i % NS) * (kTile * pitch);
+      unsigned char* dst = kring + (i % NS) * (kTile * rowb);
       const char* src = a.k.data + (is_kbase + tile0 * a.k.st) * esize;
       const int c = tid & ((1 << lg_cpr) - 1);
       const int64_t sstep = int64_t(rstep) * a.k.st * esize;
       const char* sp = src + int64_t(tid >> lg_cpr) * a.k.st * esize + c * 16;
-      unsigned char* dp = dst + (tid >> lg_cpr) * pitch + c * 16;
-      for (int r = tid >> lg_cpr; r < rows; r += rstep, sp += sstep, dp += rstep * pitch)
+      // rstep is a multiple of 8, so a thread's rows share their swizzle.
+      const int dc = MMA ? swizzled_chunk(tid >> lg_cpr, c) : c;
+      unsigned char* dp = dst + (tid >> lg_cpr) * rowb + dc * 16;
+      for (int r = tid >> lg_cpr; r < rows; r += rstep, sp += sstep, dp += rstep * rowb)
         copy16(dp, sp, a.kvec, esize);
       advance(ic);
     }
@@ -217,11 +221,11 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
     }
     if (tile0 >= n && !a.fill_tail) continue;  // uniform over the block
 
-    const unsigned char* ktile = kring + (step % NS) * (kTile * pitch);
+    const unsigned char* ktile = kring + (step % NS) * (kTile * rowb);
     if constexpr (MMA) {
       // Warp w scores keys [16 w, 16 w + 16) of the tile for the 8 head columns.
       float c[4];
-      slab_scores<D>(ktile + warp * 16 * pitch, pitch, qb, qparts, c);
+      slab_scores<D>(ktile + warp * 16 * rowb, qb, qparts, c);
 #pragma unroll
       for (int i = 0; i < 4; i++) {
         const int key = warp * 16 + (lane >> 2) + 8 * (i >> 1), h = (lane & 3) * 2 + (i & 1);
@@ -312,7 +316,7 @@ void run_ring(const ScoreArgs& a) {
     TOPK_CUDA(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
     sm_smem = size_t(v);
   }
-  const size_t stage_bytes = size_t(kTile) * (D * a.k.esize + (MMA ? 16 : 0));
+  const size_t stage_bytes = size_t(kTile) * D * a.k.esize;
   if constexpr (!MMA) {
     if (2 * (3 * stage_bytes + static_smem + 1024) <= sm_smem)
       return launch_ring<D, HB, FILTER, 3, MMA>(a, 3 * stage_bytes);
