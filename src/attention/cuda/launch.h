@@ -42,15 +42,20 @@ void launch_group_rank(const AttnParams& p, const SeqTable& st, int64_t r0, int6
 // Threshold path of top-k attention (threshold.h) over rows [r0, r1), per-head selection.
 // thr, cnt: [r1-r0, Hq]; cand: (key, index) pairs [r1-r0, Hq, cap]; sel_scores: the scores of
 // each row's selection in its index order [r1-r0, Hq, K]; scratch: [r1-r0, Hq, Smax] floats,
-// used only by rows whose candidates do not decide the selection.
+// used only by rows whose candidates do not decide the selection. done: key tiles scored per
+// score item (row, KV head, head slice; threshold_items of them), zeroed by the sample and
+// counted up by the filtering pass, so that select-and-attend (launched to overlap the pass's
+// tail) starts on an item as soon as all its tiles are in.
+int64_t threshold_items(const AttnParams& p, int64_t rows);
 void launch_sample_thresholds(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
-                              const SelectOpts& sel, int64_t cap, uint32_t* thr, int* cnt);
+                              const SelectOpts& sel, int64_t cap, uint32_t* thr, int* cnt,
+                              int* done);
 void launch_scores_filter(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
                           const SelectOpts& sel, const uint32_t* thr, int* cnt, uint32_t* cand,
-                          int64_t cap, float* sel_scores, int64_t K);
+                          int64_t cap, float* sel_scores, int64_t K, int* done);
 void launch_select_attend(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
                           const SelectOpts& sel, const int* cnt, const uint32_t* cand,
                           int64_t cap, float* sel_scores, float* scratch, int32_t* indices,
-                          int64_t K);
+                          int64_t K, const int* done);
 
 }  // namespace topk::cuda

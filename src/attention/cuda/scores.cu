@@ -35,6 +35,7 @@ struct ScoreArgs {
   uint2* cand;
   int64_t cap, K;
   float* sel_scores;
+  int* done;  // key tiles scored per item [items]
 };
 
 constexpr int kThreads = 256;
@@ -62,6 +63,16 @@ __device__ __forceinline__ void flush_stage(const ScoreArgs& a, uint2* stage, in
     if (base + i < a.cap) list[base + i] = stage[i];
   __syncwarp();
   staged = 0;
+}
+
+// FILTER: the block has scored `units` tiles of `item` and appended their candidates; after
+// every thread's writes (barrier, then a fence: the usual release), count them in done.
+__device__ __forceinline__ void item_scored(const ScoreArgs& a, int64_t item, int units) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(&a.done[item], units);
+  }
 }
 
 // The candidates of one scored tile (FILTER), for head w of the slice (list row hrow): the
@@ -180,6 +191,10 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
   uint32_t thr = 0;     // FILTER: the threshold of head h0 + warp
   int staged = 0;       // FILTER: candidates in this warp's stage
   int64_t hrow = 0;     // FILTER: the list row of head h0 + warp
+  int item_units = 0;   // FILTER: tiles of cur_item scored by this block
+  // FILTER: select-and-attend may be scheduled onto SMs as soon as this pass's blocks leave
+  // them; it waits for its item's count in done, not for the whole pass.
+  if constexpr (FILTER) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   for (int i = 0; i < NS - 1; i++) issue(i);
   for (int64_t step = 0; cc.u < u1; step++) {
     cp_async_wait<NS - 2>();
@@ -189,8 +204,11 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
     const int64_t tile0 = cc.tile * kTile;
     advance(cc);
     if (item != cur_item) {
-      if constexpr (FILTER)
+      if constexpr (FILTER) {
         if (warp < nh) flush_stage(a, stage[warp], staged, hrow);
+        if (cur_item >= 0) item_scored(a, cur_item, item_units);
+        item_units = 0;
+      }
       cur_item = item;
       int64_t rr = item / (a.Hkv * a.nslice);
       int rest = int(item % (a.Hkv * a.nslice));
@@ -219,6 +237,7 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
         }
       }
     }
+    if constexpr (FILTER) item_units++;
     if (tile0 >= n && !a.fill_tail) continue;  // uniform over the block
 
     const unsigned char* ktile = kring + (step % NS) * (kTile * rowb);
@@ -280,8 +299,10 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
     buf ^= 1;
   }
   cp_async_wait<0>();
-  if constexpr (FILTER)
+  if constexpr (FILTER) {
     if (warp < nh) flush_stage(a, stage[warp], staged, hrow);
+    if (cur_item >= 0) item_scored(a, cur_item, item_units);
+  }
 }
 
 // Ring depth: two stages for the tensor-core kernel (measured 1-2% faster than three on the
@@ -370,7 +391,7 @@ void launch_scores(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t 
 
 void launch_scores_filter(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
                           const SelectOpts& sel, const uint32_t* thr, int* cnt, uint32_t* cand,
-                          int64_t cap, float* sel_scores, int64_t K) {
+                          int64_t cap, float* sel_scores, int64_t K, int* done) {
   if (r1 <= r0 || p.Smax == 0) return;
   ScoreArgs a = score_args(p, st, r0, r1);
   a.out_compact = true;
@@ -381,8 +402,14 @@ void launch_scores_filter(const AttnParams& p, const SeqTable& st, int64_t r0, i
   a.cap = cap;
   a.K = K;
   a.sel_scores = sel_scores;
+  a.done = done;
   TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "topk_attention_forward",
       if (a.G <= 4) run_scores<kD, 4, true>(a); else run_scores<kD, 8, true>(a));
+}
+
+int64_t threshold_items(const AttnParams& p, int64_t rows) {
+  const int G = p.group(), HB = G <= 4 ? 4 : 8;  // the slices of score_args and the sample
+  return rows * p.Hkv * ((G + HB - 1) / HB);
 }
 
 void attention_scores(const AttnParams& p, float* scores) {

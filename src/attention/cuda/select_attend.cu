@@ -25,20 +25,24 @@ constexpr int kWordsPerThread = kWords / kSelThreads;
 // counts, later the V reduction. The fallback's select_row_block uses the first kSelSmem bytes.
 constexpr int kSmemList = 8192;                       // entries of region A
 constexpr int kRegionB = kBins > 2 * kWords ? kBins : 2 * kWords;
-constexpr size_t kSASmem = size_t(2 * kSmemList + kRegionB + 2 * kSelThreads) * 4;
+// After region B: per-thread slot bases (2 x kSelThreads ints) and, per bitmap word, the
+// survivors in the owner's earlier words (kWords uint16: above T | equal to T << 8; at most
+// 7 x 32 each). Counting word by word per candidate instead took a quarter of the select.
+constexpr size_t kSASmem = size_t(2 * kSmemList + kRegionB + 2 * kSelThreads + kWords / 2) * 4;
 static_assert(kSASmem >= kSelSmem, "the fallback's select needs kSelSmem bytes");
 
 struct SAArgs {
   const DSeq* seqs;
   int nseq;
   int64_t r0;
-  int Hq, Hkv, G;
-  int64_t Smax, Tq, K, cap;
+  int Hq, Hkv, G, nslice, HBs;
+  int64_t Smax, Tq, K, cap, tiles;
   float scale;
   bool causal, vec_k, vec_v;
   DRows q, k, v;
   SelectOpts sel;
   const int* cnt;
+  const int* done;  // key tiles scored per score item; complete at `tiles`
   const uint2* cand;
   float* sel_scores;
   float* scratch;
@@ -66,7 +70,7 @@ __device__ void select_candidates(const uint2* gcand, int c, int take, int64_t l
 #pragma unroll
       for (int u = 0; u < U; u++) {
         int i = i0 + tid + u * kSelThreads;
-        v[u] = i < c ? gcand[i] : make_uint2(0, 0);
+        v[u] = i < c ? __ldcg(gcand + i) : make_uint2(0, 0);
       }
 #pragma unroll
       for (int u = 0; u < U; u++) {
@@ -78,7 +82,8 @@ __device__ void select_candidates(const uint2* gcand, int c, int take, int64_t l
       }
     }
   }
-  auto cand = [&](int i) { return in_smem ? make_uint2(ck[i], ci[i]) : gcand[i]; };
+  // Through L2 (__ldcg): the list was written while this kernel ran (its L1 may be stale).
+  auto cand = [&](int i) { return in_smem ? make_uint2(ck[i], ci[i]) : __ldcg(gcand + i); };
 
   // Three radix digits (12, 12, 8 bits) of the take-th largest key.
   for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
@@ -94,10 +99,10 @@ __device__ void select_candidates(const uint2* gcand, int c, int take, int64_t l
   const int need1 = take - a1;
   for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
   __syncthreads();
-  for (int i0 = 0; i0 < c; i0 += kSelThreads) {
-    const int i = i0 + tid;
-    const uint32_t k = i < c ? cand(i).x : 0u;
-    hist_add(hist, int((k >> 8) & 0xfff), i < c && int(k >> 20) == b1);
+  // The lower digits spread over many bins: plain atomics beat warp aggregation here.
+  for (int i = tid; i < c; i += kSelThreads) {
+    const uint32_t k = cand(i).x;
+    if (int(k >> 20) == b1) atomicAdd(&hist[(k >> 8) & 0xfff], 1);
   }
   __syncthreads();
   int b2, a2;
@@ -123,6 +128,8 @@ __device__ void select_candidates(const uint2* gcand, int c, int take, int64_t l
   uint32_t* eqw = gtw + kWords;
   int* tpg = reinterpret_cast<int*>(eqw + kWords);
   int* tpe = tpg + kSelThreads;
+  uint16_t* wpre = reinterpret_cast<uint16_t*>(tpe + kSelThreads);
+  static_assert((kWordsPerThread - 1) * 32 < 256, "word prefixes are 8-bit");
   int gbase = 0, ebase = 0;
   for (int64_t w0 = lo; w0 < hi; w0 += kWin) {
     for (int i = tid; i < kWords; i += kSelThreads) {
@@ -139,8 +146,10 @@ __device__ void select_candidates(const uint2* gcand, int c, int take, int64_t l
     int cgt = 0, ceq = 0;
 #pragma unroll
     for (int q = 0; q < kWordsPerThread; q++) {
-      cgt += __popc(gtw[tid * kWordsPerThread + q]);
-      ceq += __popc(eqw[tid * kWordsPerThread + q]);
+      const int wd = tid * kWordsPerThread + q;
+      wpre[wd] = uint16_t(cgt | (ceq << 8));
+      cgt += __popc(gtw[wd]);
+      ceq += __popc(eqw[wd]);
     }
     int tg, te;
     const int pg = block_exclusive_scan(cgt, tmp, &tg);
@@ -153,14 +162,9 @@ __device__ void select_candidates(const uint2* gcand, int c, int take, int64_t l
       int64_t b = int64_t(e.y) - w0;
       if (b < 0 || b >= kWin || e.x < T) continue;
       const int wd = int(b >> 5), own = wd / kWordsPerThread;
-      int gb = tpg[own], eb = tpe[own];
-      for (int q = own * kWordsPerThread; q < wd; q++) {
-        gb += __popc(gtw[q]);
-        eb += __popc(eqw[q]);
-      }
-      const uint32_t below = (1u << (b & 31)) - 1u;
-      gb += __popc(gtw[wd] & below);
-      eb += __popc(eqw[wd] & below);
+      const uint32_t pre = wpre[wd], below = (1u << (b & 31)) - 1u;
+      const int gb = tpg[own] + int(pre & 0xffu) + __popc(gtw[wd] & below);
+      const int eb = tpe[own] + int(pre >> 8) + __popc(eqw[wd] & below);
       int pos;
       if (e.x > T) {
         pos = gb + min(eb, need3);
@@ -252,12 +256,26 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_ker
   int32_t* orow = a.out + (qrow * a.Hq + h) * a.K;
   float* frow = a.sel_scores + (rr * a.Hq + h) * a.K;
 
+  // This kernel overlaps the tail of the filtering pass: wait until every key tile of this
+  // head's score item is in (the acquire pairs with the pass's fence and count).
+  if (tid == 0) {
+    const int64_t item = (rr * a.Hkv + kvh) * a.nslice + (h - kvh * a.G) / a.HBs;
+    const int* d = a.done + item;
+    int v;
+    while (true) {
+      asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(d) : "memory");
+      if (v >= a.tiles) break;
+      __nanosleep(500);
+    }
+  }
+  __syncthreads();
+
   // Index order: sink, the selected keys, window; -1 after.
   for (int64_t i = tid; i < rs.lo; i += kSelThreads) orow[i] = int32_t(i);
   for (int64_t i = tid; i < n - rs.hi; i += kSelThreads) orow[rs.lo + rs.take + i] = int32_t(rs.hi + i);
   for (int64_t i = nsel + tid; i < a.K; i += kSelThreads) orow[i] = -1;
   if (rs.take > 0) {
-    const int c = a.cnt[rr * a.Hq + h];
+    const int c = __ldcg(a.cnt + rr * a.Hq + h);
     if (c >= rs.take && c <= a.cap)
       select_candidates(a.cand + (rr * a.Hq + h) * a.cap, c, int(rs.take), rs.lo, rs.hi, smem,
                         tmp, s_res, orow + rs.lo, frow + rs.lo);
@@ -346,6 +364,8 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_ker
   if (tid == 0) a.lse[qrow * a.Hq + h] = empty ? INFINITY : mx + logf(L);
 }
 
+// Launched as a programmatic dependent of the filtering pass (which lets it start early), so
+// its blocks take SMs as the pass's blocks leave them.
 template <int D, int U>
 void run_select_attend(const SAArgs& a, int64_t blocks) {
   static bool attr = false;
@@ -354,7 +374,17 @@ void run_select_attend(const SAArgs& a, int64_t blocks) {
                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSASmem)));
     attr = true;
   }
-  select_attend_kernel<D, U><<<unsigned(blocks), kSelThreads, kSASmem, stream()>>>(a);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(unsigned(blocks));
+  cfg.blockDim = dim3(kSelThreads);
+  cfg.dynamicSmemBytes = kSASmem;
+  cfg.stream = stream();
+  cudaLaunchAttribute pdl[1];
+  pdl[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  pdl[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = pdl;
+  cfg.numAttrs = 1;
+  TOPK_CUDA(cudaLaunchKernelEx(&cfg, select_attend_kernel<D, U>, a));
   TOPK_CUDA_LAUNCH();
 }
 
@@ -363,7 +393,7 @@ void run_select_attend(const SAArgs& a, int64_t blocks) {
 void launch_select_attend(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
                           const SelectOpts& sel, const int* cnt, const uint32_t* cand,
                           int64_t cap, float* sel_scores, float* scratch, int32_t* indices,
-                          int64_t K) {
+                          int64_t K, const int* done) {
   if (r1 <= r0) return;
   SAArgs a;
   a.seqs = st.d;
@@ -372,6 +402,10 @@ void launch_select_attend(const AttnParams& p, const SeqTable& st, int64_t r0, i
   a.Hq = p.Hq;
   a.Hkv = p.Hkv;
   a.G = p.group();
+  a.HBs = a.G <= 4 ? 4 : 8;  // heads per score item (threshold_items)
+  a.nslice = (a.G + a.HBs - 1) / a.HBs;
+  a.tiles = (p.Smax + kTile - 1) / kTile;
+  a.done = done;
   a.Smax = p.Smax;
   a.Tq = p.Tq;
   a.K = K;

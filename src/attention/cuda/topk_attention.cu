@@ -30,14 +30,16 @@ void threshold_path(const AttnParams& p, const SeqTable& st, const SelectOpts& s
   const int64_t step = std::max<int64_t>(1, (int64_t(1) << 30) / per_row);
   for (int64_t r0 = 0; r0 < st.rows; r0 += step) {
     const int64_t r1 = std::min(st.rows, r0 + step), hr = (r1 - r0) * p.Hq;
-    uint32_t* thr = static_cast<uint32_t*>(workspace(kWsThr, size_t(hr) * 8));
+    const int64_t items = threshold_items(p, r1 - r0);
+    uint32_t* thr = static_cast<uint32_t*>(workspace(kWsThr, size_t(hr) * 8 + size_t(items) * 4));
     int* cnt = reinterpret_cast<int*>(thr + hr);
+    int* done = cnt + hr;
     uint32_t* cand = static_cast<uint32_t*>(workspace(kWsCand, size_t(hr * cap) * 8));
     float* sel_scores = static_cast<float*>(workspace(kWsSelScores, size_t(hr * K) * 4));
     float* scratch = static_cast<float*>(workspace(kWsScores, size_t(hr * p.Smax) * 4));
-    launch_sample_thresholds(p, st, r0, r1, sel, cap, thr, cnt);
-    launch_scores_filter(p, st, r0, r1, sel, thr, cnt, cand, cap, sel_scores, K);
-    launch_select_attend(p, st, r0, r1, sel, cnt, cand, cap, sel_scores, scratch, indices, K);
+    launch_sample_thresholds(p, st, r0, r1, sel, cap, thr, cnt, done);
+    launch_scores_filter(p, st, r0, r1, sel, thr, cnt, cand, cap, sel_scores, K, done);
+    launch_select_attend(p, st, r0, r1, sel, cnt, cand, cap, sel_scores, scratch, indices, K, done);
   }
 }
 
