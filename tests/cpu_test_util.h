@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/dtype.h"
@@ -66,6 +67,17 @@ inline Buffer randn(DType dt, std::initializer_list<int64_t> shape, Rng& rng, fl
   Buffer b(dt, shape);
   for (int64_t i = 0; i < b.numel(); i++) store_f32(b.view().data, dt, i, scale * rng.normal());
   return b;
+}
+
+// Random q [B, T, Hq, D] (times q_scale), then k and v [B, S, Hkv, D] of a case.
+struct Qkv {
+  Buffer q, k, v;
+};
+inline Qkv random_qkv(const Case& c, Rng& rng, float q_scale = 1.0f) {
+  Buffer q = randn(c.dt, {c.B, c.T, c.Hq, c.D}, rng, q_scale);
+  Buffer k = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
+  Buffer v = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
+  return {std::move(q), std::move(k), std::move(v)};
 }
 
 inline std::vector<float> to_vec(const TensorView& t) {

@@ -41,9 +41,7 @@ TEST_P(CpuAttention, ForwardMatchesRef) {
   Rng rng(1);
   for (const Case& c : forward_cases()) {
     SCOPED_TRACE(case_name(c));
-    Buffer q = randn(c.dt, {c.B, c.T, c.Hq, c.D}, rng, 2.0f);
-    Buffer k = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
-    Buffer v = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
+    auto [q, k, v] = random_qkv(c, rng, 2.0f);
     Buffer o1(c.odt, {c.B, c.T, c.Hq, c.D}), o2(c.odt, {c.B, c.T, c.Hq, c.D});
     Buffer l1(DType::f32, {c.B, c.T, c.Hq}), l2(DType::f32, {c.B, c.T, c.Hq});
     attention_forward(q, k, v, c.seqs(), c.opts(Backend::ref), o1, l1);
@@ -98,9 +96,7 @@ TEST_P(CpuAttention, EmptyRowsGiveZeroAndInfLse) {
   Case c{"empty", 2, 2, 8, 2, 1, 64, true};
   c.seqlens_k = {0, 8};
   Rng rng(4);
-  Buffer q = randn(c.dt, {c.B, c.T, c.Hq, c.D}, rng);
-  Buffer k = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
-  Buffer v = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
+  auto [q, k, v] = random_qkv(c, rng);
   Buffer o(DType::f32, {c.B, c.T, c.Hq, c.D}), l(DType::f32, {c.B, c.T, c.Hq});
   store_f32(o.view().data, DType::f32, 0, 7.0f);  // must be overwritten with 0
   attention_forward(q, k, v, c.seqs(), c.opts(Backend::cpu), o, l);
@@ -148,9 +144,7 @@ TEST_P(CpuAttention, Deterministic) {
   // Split decode (flash-decoding combine), prefill, and the fused top-k path.
   for (Case c : {Case{"split", 1, 1, 5000, 8, 2, 128}, Case{"prefill", 1, 80, 80, 4, 2, 64, true}}) {
     SCOPED_TRACE(case_name(c));
-    Buffer q = randn(c.dt, {c.B, c.T, c.Hq, c.D}, rng);
-    Buffer k = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
-    Buffer v = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
+    auto [q, k, v] = random_qkv(c, rng);
     Buffer o1(DType::f32, {c.B, c.T, c.Hq, c.D}), o2(DType::f32, {c.B, c.T, c.Hq, c.D});
     Buffer l1(DType::f32, {c.B, c.T, c.Hq}), l2(DType::f32, {c.B, c.T, c.Hq});
     attention_forward(q, k, v, c.seqs(), c.opts(Backend::cpu), o1, l1);

@@ -104,9 +104,7 @@ TEST_P(CpuBackward, FullMatchesRef) {
   Rng rng(42);
   for (const Case& c : grad_cases()) {
     SCOPED_TRACE(case_name(c));
-    Buffer q = randn(c.dt, {c.B, c.T, c.Hq, c.D}, rng, 2.0f);
-    Buffer k = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
-    Buffer v = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
+    auto [q, k, v] = random_qkv(c, rng, 2.0f);
     Buffer dout = randn(c.dt, {c.B, c.T, c.Hq, c.D}, rng);
     Buffer o(c.odt, {c.B, c.T, c.Hq, c.D}), lse(DType::f32, {c.B, c.T, c.Hq});
     fwd(c, q, k, v, nullptr, o, lse, Backend::ref);

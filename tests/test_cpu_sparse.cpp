@@ -46,9 +46,7 @@ TEST_P(CpuSparse, ForwardAndBackwardMatchRef) {
     for (int hsel : {c.Hq, c.Hkv}) {
       for (int64_t K : {1, 16, 65}) {
         SCOPED_TRACE(case_name(c) + " Hsel " + std::to_string(hsel) + " K " + std::to_string(K));
-        Buffer q = randn(c.dt, {c.B, c.T, c.Hq, c.D}, rng, 2.0f);
-        Buffer k = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
-        Buffer v = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
+        auto [q, k, v] = random_qkv(c, rng, 2.0f);
         Buffer idx = random_indices(c, hsel, K, rng);
         Buffer o1(c.odt, {c.B, c.T, c.Hq, c.D}), o2(c.odt, {c.B, c.T, c.Hq, c.D});
         Buffer l1(DType::f32, {c.B, c.T, c.Hq}), l2(DType::f32, {c.B, c.T, c.Hq});
@@ -128,9 +126,7 @@ TEST_P(CpuTopk, FusedMatchesRef) {
     for (const SelectOpts& sel : topk_budgets()) {
       SCOPED_TRACE(case_name(c) + " k " + std::to_string(sel.k) + " ratio " +
                    std::to_string(sel.ratio) + (sel.share_group ? " shared" : ""));
-      Buffer q = randn(c.dt, {c.B, c.T, c.Hq, c.D}, rng, 2.0f);
-      Buffer k = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
-      Buffer v = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
+      auto [q, k, v] = random_qkv(c, rng, 2.0f);
       Buffer o(c.odt, {c.B, c.T, c.Hq, c.D}), lse(DType::f32, {c.B, c.T, c.Hq});
       expect_topk_matches_ref(c, q, k, v, sel, o, lse);
       if (sel.k >= c.S) {  // W >= visible keys: exactly full attention
@@ -148,9 +144,7 @@ TEST_P(CpuTopk, FusedMatchesRef) {
 TEST_P(CpuTopk, LongDecodeMatchesRef) {
   Rng rng(33);
   Case c{"long_decode", 1, 1, 33024, 4, 1, 128};
-  Buffer q = randn(c.dt, {c.B, c.T, c.Hq, c.D}, rng, 2.0f);
-  Buffer k = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
-  Buffer v = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
+  auto [q, k, v] = random_qkv(c, rng, 2.0f);
   std::vector<SelectOpts> sels(4);
   sels[0].k = 64;
   sels[1].ratio = 0.02;
@@ -178,9 +172,7 @@ TEST_P(CpuTopk, DecodeSameForAnyThreadCount) {
     sel.share_group = share;
     int hsel = share ? c.Hkv : c.Hq;
     int64_t K = select_capacity(sel, c.S);
-    Buffer q = randn(c.dt, {c.B, c.T, c.Hq, c.D}, rng, 2.0f);
-    Buffer k = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
-    Buffer v = randn(c.dt, {c.B, c.S, c.Hkv, c.D}, rng);
+    auto [q, k, v] = random_qkv(c, rng, 2.0f);
     std::vector<std::vector<float>> outs;
     std::vector<std::vector<int32_t>> idxs;
     for (int threads : {1, 3, 64}) {
