@@ -175,7 +175,7 @@ void launch_sample_thresholds(const AttnParams& p, const SeqTable& st, int64_t r
   a.Hq = p.Hq;
   a.Hkv = p.Hkv;
   a.G = p.group();
-  const int HB = a.G <= 4 ? 4 : 8;
+  const int HB = score_item_heads(a.G);
   a.nslice = (a.G + HB - 1) / HB;
   a.scale = p.scale;
   a.causal = p.causal;

@@ -11,6 +11,7 @@
 
 #include "attention/cuda/common.cuh"
 #include "attention/cuda/launch.h"
+#include "attention/cuda/threshold.h"
 
 namespace topk::cuda {
 
@@ -361,7 +362,7 @@ ScoreArgs score_args(const AttnParams& p, const SeqTable& st, int64_t r0, int64_
   a.Hq = p.Hq;
   a.Hkv = p.Hkv;
   a.G = p.group();
-  int HB = a.G <= 4 ? 4 : 8;
+  const int HB = score_item_heads(a.G);
   a.nslice = (a.G + HB - 1) / HB;
   a.Smax = p.Smax;
   a.tiles = (p.Smax + kTile - 1) / kTile;
@@ -408,7 +409,7 @@ void launch_scores_filter(const AttnParams& p, const SeqTable& st, int64_t r0, i
 }
 
 int64_t threshold_items(const AttnParams& p, int64_t rows) {
-  const int G = p.group(), HB = G <= 4 ? 4 : 8;  // the slices of score_args and the sample
+  const int G = p.group(), HB = score_item_heads(G);
   return rows * p.Hkv * ((G + HB - 1) / HB);
 }
 

@@ -11,6 +11,7 @@
 
 #include "attention/cuda/common.cuh"
 #include "attention/cuda/launch.h"
+#include "attention/cuda/threshold.h"
 #include "attention/cuda/select_row.cuh"
 
 namespace topk::cuda {
@@ -402,7 +403,7 @@ void launch_select_attend(const AttnParams& p, const SeqTable& st, int64_t r0, i
   a.Hq = p.Hq;
   a.Hkv = p.Hkv;
   a.G = p.group();
-  a.HBs = a.G <= 4 ? 4 : 8;  // heads per score item (threshold_items)
+  a.HBs = score_item_heads(a.G);
   a.nslice = (a.G + a.HBs - 1) / a.HBs;
   a.tiles = (p.Smax + kTile - 1) / kTile;
   a.done = done;

@@ -19,6 +19,11 @@ namespace topk::cuda {
 
 constexpr int64_t kThresholdMaxSamples = 2048;
 
+// Query heads per item (row, KV head, head slice) of the sample and the score passes: a group
+// of G heads goes in slices of this many. The filtering pass counts its finished tiles per
+// item and select-and-attend finds a head's item by the same rule, so all three use this.
+inline int score_item_heads(int G) { return G <= 4 ? 4 : 8; }
+
 // Candidates a row aims for: twice its budget, at least 1024, and at least m / 64 so that the
 // sample (at most 2048 keys) puts >= 32 of its keys above the threshold.
 TOPK_HD inline int64_t threshold_target(int64_t take, int64_t m) {
