@@ -138,6 +138,9 @@ void attention_scores(const AttnParams& p, float* scores);
 void topk_select(const SelectParams& p);
 void sparse_forward(const AttnParams& p);
 void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t* indices, int64_t K);
+// The per-(row, query head) thresholds [rows, Hq] that top-k attention's threshold path picks
+// from its sample (threshold.h), into device memory thr; the tests check them on the host.
+void sample_thresholds(const AttnParams& p, const SelectOpts& sel, int64_t K, uint32_t* thr);
 }  // namespace cuda
 
 }  // namespace topk

@@ -14,6 +14,8 @@
 #include "core/dtype.h"
 #include "attention/cuda/threshold.h"
 #include "core/rng.h"
+#include "attention/params.h"
+#include "attention/plan.h"
 #include "topk/attention.h"
 
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
@@ -584,6 +586,75 @@ TEST(CudaTopk, ThresholdPath) {
   SelectOpts big;
   big.k = 2048;
   check_topk(d, big, 902);
+}
+
+// The sample's thresholds against the host: score the same sampled keys in double, take the
+// 16-bit key prefix of the need-th largest (threshold.h). Tensor-core (bf16 K) and FMA sums
+// round differently from the host, so a threshold may sit one 16-bit bin off when the
+// need-th sampled score lies within rounding of a bin edge; anything else fails.
+TEST(CudaTopk, SampleThresholds) {
+  NEED_GPU();
+  auto okey = [](float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    if (f != f) return 0u;
+    if (u == 0x80000000u) u = 0;
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  };
+  uint64_t seed = 970;
+  int heads = 0, off_by_one = 0;
+  for (DType kvdt : {DType::bf16, DType::f32})
+    for (int D : {64, 128})
+      for (auto [Hq, Hkv] : {std::pair{16, 4}, {16, 2}, {12, 1}}) {
+        SCOPED_TRACE(testing::Message() << "kv " << (kvdt == DType::bf16 ? "bf16" : "f32") << " D=" << D << " Hq=" << Hq << " Hkv=" << Hkv);
+        Shape sh{3, 1, 30000, Hq, Hkv, D};
+        sh.seqlens = {30000, 12000, 100};
+        sh.kvdt = kvdt;
+        sh.qdt = (seed & 1) ? DType::bf16 : DType::f32;
+        Inputs in(sh, seed++);
+        SelectOpts sel;
+        sel.k = 2048;
+        sel.sink = (seed & 1) ? 3 : 0;
+        sel.window = (seed & 1) ? 20 : 0;
+        Plan plan = plan_attention("test", in.q.dev, in.k.dev, in.v.dev, in.seqs(), in.opts(Backend::cuda));
+        Pair thr(DType::i32, {sh.B, sh.Hq});
+        poison(thr.dev);
+        cuda::sample_thresholds(plan.p, sel, sel.k, thr.dev.ptr<uint32_t>());
+        copy(thr.host, thr.dev);
+        for (int b = 0; b < sh.B; b++) {
+          const int64_t n = sh.seqlens[size_t(b)];
+          const int64_t lo = std::min<int64_t>(sel.sink, n), hi = std::max(lo, n - sel.window), m = hi - lo;
+          const int64_t W = std::min<int64_t>(sel.k, n), room = W - (lo + n - hi);
+          const int64_t take = std::clamp<int64_t>(room, 0, m);
+          for (int h = 0; h < sh.Hq; h++) {
+            const uint32_t g = uint32_t(thr.host.ptr<int32_t>()[b * sh.Hq + h]);
+            if (m <= cuda::threshold_cap(sel.k, sh.S)) {  // every key is a candidate
+              EXPECT_EQ(g, take == 0 ? 0xffffffffu : 0u) << "row " << b << " head " << h;
+              continue;
+            }
+            const int64_t ns = cuda::threshold_samples(take, m), e = cuda::threshold_target(take, m);
+            const int64_t need = std::min(ns, (e * ns + m - 1) / m);
+            std::vector<uint32_t> keys;
+            for (int64_t i = 0; i < ns; i++) {
+              const int64_t j = lo + cuda::threshold_sample_pos(i, ns, m);
+              double d = 0;
+              for (int c = 0; c < D; c++)
+                d += double(load_f32(in.q.host.ptr<void>(), sh.qdt, (int64_t(b) * sh.Hq + h) * D + c)) *
+                     load_f32(in.k.host.ptr<void>(), kvdt, ((b * sh.S + j) * sh.Hkv + h / (Hq / Hkv)) * D + c);
+              keys.push_back(okey(float(d * plan.p.scale)));
+            }
+            std::nth_element(keys.begin(), keys.begin() + (need - 1), keys.end(), std::greater<uint32_t>());
+            const uint32_t want = keys[size_t(need - 1)] >> 16 << 16;
+            heads++;
+            if (g != want) {
+              off_by_one++;
+              EXPECT_TRUE(g == want + 0x10000u || g + 0x10000u == want)
+                  << "row " << b << " head " << h << ": got " << std::hex << g << ", want " << want;
+            }
+          }
+        }
+      }
+  EXPECT_LE(off_by_one * 50, heads) << off_by_one << " of " << heads << " thresholds one bin off";
 }
 
 // Rows whose candidates cannot decide the selection are redone from full scores: every score

@@ -260,14 +260,32 @@ __device__ __forceinline__ void load_q_frags(const DRows& q, int64_t qo0, int nh
                                              uint32_t (&qb)[3][D / 16][2]) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t2 = (lane & 3) * 2;
   const int64_t qo = qo0 + (g < nh ? g : 0) * q.sh;
+  // Every load of the lane first, under one dtype branch: a load per element next to its
+  // split made each wait for the one before (a chain of global latencies per call).
+  float x[D / 16][4];
+  auto gather = [&](auto conv) {
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) x[ks][e] = conv(qo + 16 * ks + t2 + 8 * (e >> 1) + (e & 1));
+  };
+  if (q.dt == kBF16) {
+    const __nv_bfloat16* p = reinterpret_cast<const __nv_bfloat16*>(q.data);
+    gather([&](int64_t i) { return __bfloat162float(p[i]); });
+  } else if (q.dt == kF16) {
+    const __half* p = reinterpret_cast<const __half*>(q.data);
+    gather([&](int64_t i) { return __half2float(p[i]); });
+  } else {
+    const float* p = reinterpret_cast<const float*>(q.data);
+    gather([&](int64_t i) { return p[i]; });
+  }
 #pragma unroll
   for (int ks = 0; ks < D / 16; ks++) {
 #pragma unroll
     for (int j = 0; j < 2; j++) {
-      const int d = 16 * ks + t2 + 8 * j;
       uint16_t lo[3], hi[3];
-      split_bf16(g < nh ? load1(q.data, q.dt, qo + d) : 0.f, parts, lo);
-      split_bf16(g < nh ? load1(q.data, q.dt, qo + d + 1) : 0.f, parts, hi);
+      split_bf16(g < nh ? x[ks][2 * j] : 0.f, parts, lo);
+      split_bf16(g < nh ? x[ks][2 * j + 1] : 0.f, parts, hi);
 #pragma unroll
       for (int p = 0; p < 3; p++) qb[p][ks][j] = uint32_t(lo[p]) | (uint32_t(hi[p]) << 16);
     }
