@@ -7,7 +7,7 @@
 //     sparse attention over the chosen keys that reuses the stored scores.
 // Per-head selection takes the threshold path when there are more (row, head) pairs than
 // SMs. With fewer, its one block per pair leaves most SMs idle and the general path is faster
-// (H100, S = 32K, one row: 80 vs 106 us; docs/benchmarks.md). TOPK_CUDA_TOPK_PATH=threshold
+// (H100, S = 32K, one row: 80-83 vs 90-94 us; docs/benchmarks.md). TOPK_CUDA_TOPK_PATH=threshold
 // or =general forces one (the tests run both).
 // Rows go in ranges whose buffers stay under ~1 GiB, so causal prefill of any length works
 // (slowly: each query row scans its keys on its own).
