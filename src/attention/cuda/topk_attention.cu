@@ -6,9 +6,11 @@
 //     shared -> exact radix selection (a cluster per row when rows are few) -> split-KV
 //     sparse attention over the chosen keys that reuses the stored scores.
 // Per-head selection takes the threshold path when there are more (row, head) pairs than
-// SMs. With fewer, its one block per pair leaves most SMs idle and the general path is faster
-// (H100, S = 32K, one row: 80-83 vs 90-94 us; docs/benchmarks.md). TOPK_CUDA_TOPK_PATH=threshold
-// or =general forces one (the tests run both).
+// SMs, or when rows are long. With few pairs and short rows its select-and-attend leaves most
+// SMs idle and the general path is faster; over long rows the general path's full score rows
+// cost more (H100, one row, Hq = 32: S = 32K 81 vs 85 us, S = 128K 176 vs 149 us;
+// docs/benchmarks.md). TOPK_CUDA_TOPK_PATH=threshold or =general forces one (the tests run
+// both).
 // Rows go in ranges whose buffers stay under ~1 GiB, so causal prefill of any length works
 // (slowly: each query row scans its keys on its own).
 #include <algorithm>
@@ -43,9 +45,13 @@ void threshold_path(const AttnParams& p, const SeqTable& st, const SelectOpts& s
   }
 }
 
-bool use_threshold_path(int64_t row_heads) {
+// Rows at least this long take the threshold path whatever their number (measured at 32K and
+// 128K keys; the crossing lies between).
+constexpr int64_t kThresholdLongRow = 65536;
+
+bool use_threshold_path(int64_t row_heads, int64_t Smax) {
   const char* e = std::getenv("TOPK_CUDA_TOPK_PATH");
-  if (!e || !*e) return row_heads > num_sms();
+  if (!e || !*e) return row_heads > num_sms() || Smax >= kThresholdLongRow;
   if (!std::strcmp(e, "threshold")) return true;
   if (!std::strcmp(e, "general")) return false;
   throw Error(detail::format_error("TOPK_CUDA_TOPK_PATH=%s: expected threshold or general", e));
@@ -58,7 +64,7 @@ void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t*
   SeqTable st = upload_seqs(p);
   if (st.rows == 0) return;
   const bool shared = sel.share_group && p.group() > 1;
-  if (!shared && use_threshold_path(st.rows * p.Hq)) {
+  if (!shared && use_threshold_path(st.rows * p.Hq, p.Smax)) {
     threshold_path(p, st, sel, indices, K);
     return;
   }
