@@ -439,6 +439,37 @@ __device__ __forceinline__ int block_exclusive_scan(int x, int* tmp, int* total)
   return r;
 }
 
+// Launches kernel on stream() through cudaLaunchKernelEx: as clusters of `cluster` blocks
+// along x when cluster > 0, and with pdl as a programmatic dependent of the kernel before it
+// (it may start before that one ends, and must wait for what it reads).
+template <class... P, class... A>
+void launch_ex(void (*kernel)(P...), int64_t grid, int threads, size_t smem, int cluster, bool pdl,
+               const A&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(unsigned(grid));
+  cfg.blockDim = dim3(unsigned(threads));
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream();
+  cudaLaunchAttribute attrs[2];
+  int n = 0;
+  if (pdl) {
+    attrs[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attrs[n].val.programmaticStreamSerializationAllowed = 1;
+    n++;
+  }
+  if (cluster > 0) {
+    attrs[n].id = cudaLaunchAttributeClusterDimension;
+    attrs[n].val.clusterDim.x = unsigned(cluster);
+    attrs[n].val.clusterDim.y = 1;
+    attrs[n].val.clusterDim.z = 1;
+    n++;
+  }
+  cfg.attrs = attrs;
+  cfg.numAttrs = unsigned(n);
+  TOPK_CUDA(cudaLaunchKernelEx(&cfg, kernel, args...));
+  TOPK_CUDA_LAUNCH();
+}
+
 // Keys of a work unit are split into chunks of this many (multiples of the kernels' tiles).
 constexpr int kTile = 128;
 

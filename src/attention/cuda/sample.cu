@@ -209,20 +209,7 @@ void run_sample(const SampleArgs& a, int64_t blocks) {
     TOPK_CUDA(cudaFuncSetAttribute(sample_kernel<D, HB, MMA>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
     attr = true;
   }
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(blocks));
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream();
-  cudaLaunchAttribute attr_cl[1];
-  attr_cl[0].id = cudaLaunchAttributeClusterDimension;
-  attr_cl[0].val.clusterDim.x = unsigned(a.parts);
-  attr_cl[0].val.clusterDim.y = 1;
-  attr_cl[0].val.clusterDim.z = 1;
-  cfg.attrs = attr_cl;
-  cfg.numAttrs = 1;
-  TOPK_CUDA(cudaLaunchKernelEx(&cfg, sample_kernel<D, HB, MMA>, a));
-  TOPK_CUDA_LAUNCH();
+  launch_ex(sample_kernel<D, HB, MMA>, blocks, kThreads, smem, a.parts, false, a);
 }
 
 // Tensor cores for bf16 K, FMAs for the other dtypes.

@@ -403,22 +403,7 @@ void run_select_attend(const SAArgs& a, int64_t blocks) {
                                    cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSASmem)));
     attr = true;
   }
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(unsigned(blocks));
-  cfg.blockDim = dim3(kSelThreads);
-  cfg.dynamicSmemBytes = kSASmem;
-  cfg.stream = stream();
-  cudaLaunchAttribute attrs[2];
-  attrs[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attrs[0].val.programmaticStreamSerializationAllowed = 1;
-  attrs[1].id = cudaLaunchAttributeClusterDimension;
-  attrs[1].val.clusterDim.x = unsigned(a.split);
-  attrs[1].val.clusterDim.y = 1;
-  attrs[1].val.clusterDim.z = 1;
-  cfg.attrs = attrs;
-  cfg.numAttrs = a.split > 1 ? 2 : 1;
-  TOPK_CUDA(cudaLaunchKernelEx(&cfg, select_attend_kernel<D, U>, a));
-  TOPK_CUDA_LAUNCH();
+  launch_ex(select_attend_kernel<D, U>, blocks, kSelThreads, kSASmem, a.split > 1 ? a.split : 0, true, a);
 }
 
 }  // namespace
