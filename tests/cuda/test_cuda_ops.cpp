@@ -427,7 +427,8 @@ TEST(CudaSparse, GivenIndices) {
 
 namespace {
 
-void check_topk_inputs(Inputs& in, const SelectOpts& sel) {
+// exact: the index sets must equal the reference's (inputs whose ties are exact on both sides).
+void check_topk_inputs(Inputs& in, const SelectOpts& sel, bool exact = false) {
   const Shape& sh = in.s;
   int Hsel = sel.share_group ? sh.Hkv : sh.Hq;
   int64_t K = select_capacity(sel, sh.S);
@@ -458,7 +459,7 @@ void check_topk_inputs(Inputs& in, const SelectOpts& sel) {
       for (int64_t j = 0; j < sh.S; j++) l += std::exp(double(s[j]) - m);
       for (int64_t j = 0; j < sh.S; j++) rank[size_t(j)] += std::exp(double(s[j]) - m) / l;
     }
-    compare_row(gi.data() + row * K, idx.host.ptr<int32_t>() + row * K, K, &rank,
+    compare_row(gi.data() + row * K, idx.host.ptr<int32_t>() + row * K, K, exact ? nullptr : &rank,
                 G > 1 ? 1e-6 : 1e-5, "row " + std::to_string(row));
     if (testing::Test::HasFatalFailure()) return;
   }
@@ -548,6 +549,41 @@ TEST(CudaTopk, CausalPrefill) {
   check_topk(s, sel, 800);
   sel.share_group = true;
   check_topk(s, sel, 801);
+}
+
+// Exact ties: every key is one of 7 distinct rows, so each score value repeats thousands of
+// times across the row and the lowest indices must win, on both pipelines. On the general
+// path the tied keys of a row span the slices of several blocks (up to 8 at 60000 keys); an
+// odd row length leaves the score rows unaligned for 16-byte loads.
+TEST(CudaTopk, TiesAcrossSlices) {
+  NEED_GPU();
+  for (int64_t S : {int64_t(20001), int64_t(60000)}) {
+    Shape s{2, 1, S, 8, 2, 128};
+    s.seqlens = {int32_t(S), int32_t(S / 3)};
+    Inputs in(s, 950 + uint64_t(S));
+    const int64_t row = s.Hkv * s.D;
+    for (int64_t b = 0; b < s.B; b++)
+      for (int64_t j = 0; j < S; j++)
+        for (int64_t e = 0; e < row; e++) {
+          const int64_t src = (b * S + j % 7) * row + e, dst = (b * S + j) * row + e;
+          if (s.kvdt == DType::f32) in.k.host.ptr<float>()[dst] = in.k.host.ptr<float>()[src];
+          else in.k.host.ptr<uint16_t>()[dst] = in.k.host.ptr<uint16_t>()[src];
+        }
+    in.k.upload();
+    SelectOpts sel;
+    sel.k = int(S / 4);  // the boundary value's ties straddle slices
+    SelectOpts fw;
+    fw.k = 3000;
+    fw.sink = 5;
+    fw.window = 100;
+    for (const SelectOpts& o : {sel, fw})
+      for (const char* path : {"general", "threshold"}) {
+        SCOPED_TRACE(testing::Message() << "S=" << S << " " << path << " k=" << o.k);
+        ForcePath force(path);
+        check_topk_inputs(in, o, true);
+        if (testing::Test::HasFailure()) return;
+      }
+  }
 }
 
 // Rows long enough for the sampled-threshold path of per-head top-k (rows of more than

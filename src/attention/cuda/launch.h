@@ -58,4 +58,13 @@ void launch_select_attend(const AttnParams& p, const SeqTable& st, int64_t r0, i
                           int64_t cap, float* sel_scores, float* scratch, int32_t* indices,
                           int64_t K, const int* done);
 
+// General path of top-k attention, per-head selection over rows of up to
+// select_attend_rows_fits keys: exact selection from the compact scores [r1-r0, Hq, Smax] of
+// launch_scores (launched right after it, as its programmatic dependent) and attention over
+// the chosen keys, into indices, o and lse.
+bool select_attend_rows_fits(int64_t Smax);
+void launch_select_attend_rows(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                               const SelectOpts& sel, const float* scores, int32_t* indices,
+                               int64_t K);
+
 }  // namespace topk::cuda

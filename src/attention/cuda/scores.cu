@@ -193,9 +193,10 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
   int staged = 0;       // FILTER: candidates in this warp's stage
   int64_t hrow = 0;     // FILTER: the list row of head h0 + warp
   int item_units = 0;   // FILTER: tiles of cur_item scored by this block
-  // FILTER: select-and-attend may be scheduled onto SMs as soon as this pass's blocks leave
-  // them; it waits for its item's count in done, not for the whole pass.
-  if constexpr (FILTER) asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  // The next kernel may be scheduled onto SMs as soon as this pass's blocks leave them:
+  // select-and-attend waits for its item's count in done (FILTER), the general path's
+  // select-and-attend for the whole pass (griddepcontrol.wait).
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   for (int i = 0; i < NS - 1; i++) issue(i);
   for (int64_t step = 0; cc.u < u1; step++) {
     cp_async_wait<NS - 2>();

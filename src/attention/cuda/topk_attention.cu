@@ -80,10 +80,13 @@ void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t*
       float* rank = static_cast<float*>(workspace(kWsRank, size_t((r1 - r0) * rank_row)));
       launch_group_rank(p, st, r0, r1, scores, rank);
       launch_select(p, st, r0, r1, rank, true, Hsel, sel, indices, K);
+      launch_attend(p, st, r0, r1, indices, Hsel, K, scores);
+    } else if (select_attend_rows_fits(p.Smax)) {
+      launch_select_attend_rows(p, st, r0, r1, sel, scores, indices, K);
     } else {
       launch_select(p, st, r0, r1, scores, true, Hsel, sel, indices, K);
+      launch_attend(p, st, r0, r1, indices, Hsel, K, scores);
     }
-    launch_attend(p, st, r0, r1, indices, Hsel, K, scores);
   }
 }
 

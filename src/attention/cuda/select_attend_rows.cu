@@ -1,0 +1,449 @@
+// Selection and attention of the general path of top-k attention (per-head selection, rows of
+// at most kRowSlice * kMaxCluster keys), after the score pass has written every row's scores:
+// a cluster of C blocks per (row, query head), each holding a slice of the row in registers
+// (kPer consecutive keys per thread).
+//   select  Three radix digits (12, 12, 8 bits) of the exact threshold key T. Each block
+//           histograms its slice; every block sums the cluster's histograms itself (through
+//           distributed shared memory) and finds the same digit, so a digit costs one cluster
+//           barrier. Keys equal to T are kept from the lowest index, across the slices in
+//           rank order.
+//   write   Each block writes its slice's selection (sink, chosen and window keys) in index
+//           order at its offset in the row: indices to the output, and (index, score) into
+//           the shared memory of the block that gathers that part of the selection.
+//   attend  The selection is cut into C equal parts; each block weights its part's V rows by
+//           exp(s - max), and the first block sums the partials in rank order into o and lse.
+// At small batch this replaces three latency-bound launches (select, split-KV attention over
+// the indices, combine) with one whose steps all stay on chip but the score and V reads.
+#include <cooperative_groups.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "attention/cuda/common.cuh"
+#include "attention/cuda/launch.h"
+#include "attention/cuda/select_row.cuh"
+
+namespace topk::cuda {
+
+namespace {
+
+namespace cg = cooperative_groups;
+
+constexpr int kRowSlice = 8192;                // keys per block
+constexpr int kMaxCluster = 8;                 // the portable cluster size
+constexpr int kPer = kRowSlice / kSelThreads;  // consecutive keys per thread
+static_assert(kPer == 16, "the key masks are 16-bit");
+// Dynamic shared memory: three histograms that the other blocks read; this block's part of
+// the selection (indices, scores), written by every block of the cluster. The merged
+// histogram lives in the scores' space until the selection arrives, the V partials in the
+// first two histograms once no block reads them.
+constexpr size_t kRSSmem = size_t(2 * kBins + 256 + 2 * kRowSlice) * 4;
+static_assert(kBins <= kRowSlice && kSelThreads * 8 <= 2 * kBins, "region sizes");
+
+struct RSArgs {
+  const DSeq* seqs;
+  int nseq;
+  int64_t r0;
+  int Hq, G, C;
+  int64_t Smax, Tq, K;
+  bool causal, vec_v;
+  DRows v;
+  SelectOpts sel;
+  const float* scores;  // compact [rows, Hq, Smax]
+  int32_t* out;
+  void* o;
+  int odt;
+  int64_t osb, ost, osh;
+  float* lse;
+};
+
+// total[b] = sum over the cluster's blocks of their hist[b], for b < nbins (a multiple of 4).
+// Four remote loads in flight per thread (more would spill at two blocks per SM).
+__device__ void merge_hist(cg::cluster_group& cluster, int C, int* hist, int* total, int nbins) {
+  for (int b = int(threadIdx.x) * 4; b < nbins; b += kSelThreads * 4) {
+    int4 x = make_int4(0, 0, 0, 0);
+    for (int q0 = 0; q0 < C; q0 += 4) {
+      int4 y[4];
+#pragma unroll
+      for (int q = 0; q < 4; q++)
+        y[q] = q0 + q < C ? *reinterpret_cast<const int4*>(cluster.map_shared_rank(hist, q0 + q) + b)
+                          : make_int4(0, 0, 0, 0);
+#pragma unroll
+      for (int q = 0; q < 4; q++) {
+        x.x += y[q].x;
+        x.y += y[q].y;
+        x.z += y[q].z;
+        x.w += y[q].w;
+      }
+    }
+    *reinterpret_cast<int4*>(total + b) = x;
+  }
+  __syncthreads();
+}
+
+template <class Op>
+__device__ float block_reduce_f(float x, float* red, Op op) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int o = 16; o >= 1; o >>= 1) x = op(x, __shfl_xor_sync(0xffffffffu, x, o));
+  if (lane == 0) red[warp] = x;
+  __syncthreads();
+  x = red[0];
+  for (int w = 1; w < kSelThreads / 32; w++) x = op(x, red[w]);
+  __syncthreads();
+  return x;
+}
+
+// U: V rows in flight per thread (8 at one block per SM, 4 at two).
+template <int D, int U>
+__global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_rows_kernel(const RSArgs a) {
+  constexpr int TPR = D / 8, SLOTS = kSelThreads / TPR;
+  extern __shared__ int smem[];
+  int* h1 = smem;
+  int* h2 = h1 + kBins;
+  int* h3 = h2 + kBins;
+  int32_t* pidx = h3 + 256;                                  // [kRowSlice]
+  float* psc = reinterpret_cast<float*>(pidx + kRowSlice);  // [kRowSlice]
+  int* total = reinterpret_cast<int*>(psc);                  // [kBins], until the selection
+  __shared__ int tmp[33];
+  __shared__ int s_res[2];
+  __shared__ float s_red[kSelThreads / 32];
+  __shared__ int s_count;  // this block's selected keys (read by the later blocks)
+  __shared__ float s_max;  // the largest selected score of this slice
+  __shared__ float s_part[kMaxCluster][D];  // first block: every block's V partial sum
+  __shared__ float s_sums[kMaxCluster];     // first block: every block's weight sum
+
+  cg::cluster_group cluster = cg::this_cluster();
+  const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR;
+  const int C = a.C, rank = int(cluster.block_rank());
+  // 32-bit: the launch checks that the blocks fit in an int (64-bit division is slow).
+  const int pair = int(blockIdx.x) / C;
+  const int64_t rr = pair / a.Hq;
+  const int h = pair % a.Hq, kvh = h / a.G;
+  const int64_t r = a.r0 + rr;
+  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
+  const int64_t t = r - s.r0;
+  const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
+  // Positions fit in int: rows have at most kRowSlice * kMaxCluster keys.
+  const int n = int(visible_keys(s, t, a.causal));
+  const RowSel rs = row_sel(a.sel.k, a.sel.ratio, a.sel.min_k, a.sel.sink, a.sel.window, n);
+  const int lo = int(rs.lo), hi = int(rs.hi), take = int(rs.take), m = int(rs.m);
+  const int nsel = int(rs.forced) + take;
+  int32_t* orow = a.out + (qrow * a.Hq + h) * a.K;
+  const float* srow = a.scores + (rr * a.Hq + h) * a.Smax;
+  // This block's slice [s0, s1) in runs of kPer keys per thread, from e0.
+  const int per = ((n + C - 1) / C + kPer - 1) / kPer * kPer;
+  const int s0 = min(rank * per, n), s1 = min(s0 + per, n);
+  const int e0 = s0 + tid * kPer;
+  // The selection's part that this block gathers: [p0, p0 + np).
+  const int part = (nsel + C - 1) / C;
+  const int p0 = min(rank * part, nsel), np = min(p0 + part, nsel) - p0;
+
+  for (int i = tid; i < (2 * kBins + 256) / 4; i += kSelThreads)
+    reinterpret_cast<int4*>(h1)[i] = make_int4(0, 0, 0, 0);
+  // The scores are the score pass's output: wait for it (this kernel is its programmatic
+  // dependent, so its blocks may start early), then load the run, all loads in flight.
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  uint32_t key[kPer];
+  {
+    const float* src = srow + e0;
+    if (e0 + kPer <= s1 && (reinterpret_cast<uintptr_t>(src) & 15) == 0) {
+      float4 x[kPer / 4];
+#pragma unroll
+      for (int q = 0; q < kPer / 4; q++) x[q] = __ldcg(reinterpret_cast<const float4*>(src) + q);
+#pragma unroll
+      for (int q = 0; q < kPer / 4; q++) {
+        key[4 * q] = order_key(x[q].x);
+        key[4 * q + 1] = order_key(x[q].y);
+        key[4 * q + 2] = order_key(x[q].z);
+        key[4 * q + 3] = order_key(x[q].w);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < kPer; j++) key[j] = e0 + j < s1 ? order_key(__ldcg(src + j)) : 0u;
+    }
+  }
+  // Which keys of the run compete, and which are forced (sink or window), as bit masks.
+  uint32_t comp = 0, forced = 0;
+#pragma unroll
+  for (int j = 0; j < kPer; j++) {
+    const int i = e0 + j;
+    if (i < s1) {
+      if (i >= lo && i < hi) comp |= 1u << j;
+      else forced |= 1u << j;
+    }
+  }
+  __syncthreads();  // the histograms are zero
+
+  // The threshold key T, and how many keys equal to T this slice and the later ones may
+  // keep (quota; the lowest indices first).
+  uint32_t T;
+  int quota;
+  if (take == 0) {  // only forced keys
+    T = 0xffffffffu;
+    quota = 0;
+  } else if (take == m) {  // every competing key
+    T = 0u;
+    quota = 0x3fffffff;
+  } else {
+    // Digit 1: bits 31..20.
+#pragma unroll
+    for (int j = 0; j < kPer; j++)
+      if (comp >> j & 1) atomicAdd(&h1[key[j] >> 20], 1);
+    cluster.sync();
+    merge_hist(cluster, C, h1, total, kBins);
+    int b1, a1;
+    find_bin(total, kBins, take, tmp, s_res, b1, a1);
+    const int need1 = take - a1;
+    // Digit 2: bits 19..8 of the keys in bin b1.
+#pragma unroll
+    for (int j = 0; j < kPer; j++)
+      if ((comp >> j & 1) && int(key[j] >> 20) == b1) atomicAdd(&h2[(key[j] >> 8) & 0xfff], 1);
+    cluster.sync();
+    merge_hist(cluster, C, h2, total, kBins);
+    int b2, a2;
+    find_bin(total, kBins, need1, tmp, s_res, b2, a2);
+    const int need2 = need1 - a2;
+    const uint32_t pre2 = (uint32_t(b1) << 12) | uint32_t(b2);
+    // Digit 3: bits 7..0.
+#pragma unroll
+    for (int j = 0; j < kPer; j++)
+      if ((comp >> j & 1) && (key[j] >> 8) == pre2) atomicAdd(&h3[key[j] & 0xff], 1);
+    cluster.sync();
+    merge_hist(cluster, C, h3, total, 256);
+    int b3, a3;
+    find_bin(total, 256, need2, tmp, s_res, b3, a3);
+    T = (pre2 << 8) | uint32_t(b3);
+    // need2 - a3 >= 1 keys equal to T are kept; the slices before this one hold eq_before.
+    int eq_before = 0;
+    for (int q = 0; q < rank; q++) eq_before += cluster.map_shared_rank(h3, q)[b3];
+    quota = need2 - a3 - eq_before;
+  }
+
+  // Kept for sure (forced, or competing above T), and equal to T: the block prefixes of
+  // their counts give each kept key its place.
+  uint32_t sure = forced, eq = 0;
+#pragma unroll
+  for (int j = 0; j < kPer; j++) {
+    if ((comp >> j & 1) && key[j] > T) sure |= 1u << j;
+    if ((comp >> j & 1) && key[j] == T) eq |= 1u << j;
+  }
+  // The V rows of these keys start on their way to L2 now; the gather reads them after two
+  // more cluster barriers.
+  const int64_t vbase = int64_t(s.batch) * a.v.sb + int64_t(s.k_start) * a.v.st + int64_t(kvh) * a.v.sh;
+  const int vrow_bytes = D * a.v.esize;
+  for (uint32_t mset = sure | eq; mset; mset &= mset - 1) {
+    const char* row = a.v.data + (vbase + int64_t(e0 + __ffs(mset) - 1) * a.v.st) * a.v.esize;
+    for (int b = 0; b < vrow_bytes; b += 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(row + b));
+  }
+  int tot;
+  const int pre = block_exclusive_scan((__popc(sure) << 16) | __popc(eq), tmp, &tot);
+  const int q0 = quota > 0 ? quota : 0;
+  if (tid == 0) s_count = (tot >> 16) + min(q0, tot & 0xffff);
+  cluster.sync();
+  int base = 0;
+  for (int q = 0; q < rank; q++) base += *cluster.map_shared_rank(&s_count, q);
+
+  // The run's selection in index order: a key's place is base plus the kept keys before it
+  // in this slice (sure ones, and ties up to the quota). Each (index, score) goes to the
+  // block whose part holds that place.
+  const int sure0 = pre >> 16, eq0 = pre & 0xffff;
+  float mx = -INFINITY;
+  for (uint32_t mset = sure | eq; mset; mset &= mset - 1) {
+    const int j = __ffs(mset) - 1;
+    const uint32_t below = (1u << j) - 1u;
+    const int ns = sure0 + __popc(sure & below), ne = eq0 + __popc(eq & below);
+    int pos;
+    if (sure >> j & 1) pos = base + ns + min(ne, q0);
+    else if (ne < q0) pos = base + ns + ne;
+    else continue;
+    const float sc = __ldcg(srow + e0 + j);
+    orow[pos] = e0 + j;
+    const int dst = pos / part;
+    cluster.map_shared_rank(pidx, dst)[pos - dst * part] = e0 + j;
+    cluster.map_shared_rank(psc, dst)[pos - dst * part] = sc;
+    mx = fmaxf(mx, sc);
+  }
+  for (int64_t i = nsel + int64_t(rank) * kSelThreads + tid; i < a.K; i += int64_t(C) * kSelThreads)
+    orow[i] = -1;
+  mx = block_reduce_f(mx, s_red, [](float x, float y) { return fmaxf(x, y); });
+  if (tid == 0) s_max = mx;
+  cluster.sync();  // every part has arrived
+  float M = -INFINITY;
+  for (int q = 0; q < C; q++) M = fmaxf(M, *cluster.map_shared_rank(&s_max, q));
+
+  // Weights exp(s - M) of this block's part, in place.
+  float sum = 0.f;
+  for (int i = tid; i < np; i += kSelThreads) {
+    const float w = M == -INFINITY ? 0.f : expf(psc[i] - M);
+    psc[i] = w;
+    sum += w;
+  }
+  sum = block_reduce_f(sum, s_red, [](float x, float y) { return x + y; });  // publishes psc
+
+  float acc[8];
+#pragma unroll
+  for (int e = 0; e < 8; e++) acc[e] = 0.f;
+  if (a.vec_v && a.v.dt == kBF16) {
+    // The common case without the other dtypes' code: aligned bf16 rows, 16-byte loads.
+    for (int b0 = 0; b0 < np; b0 += SLOTS * U) {
+      uint4 raw[U];
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        const int i = b0 + slot + u * SLOTS;
+        raw[u] = i < np ? ldg16(a.v.data + (vbase + int64_t(pidx[i]) * a.v.st + dg * 8) * 2)
+                        : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        const int i = b0 + slot + u * SLOTS;
+        const float w = i < np ? psc[i] : 0.f;
+        const uint32_t wd[4] = {raw[u].x, raw[u].y, raw[u].z, raw[u].w};
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          acc[2 * e] = fmaf(w, __uint_as_float(wd[e] << 16), acc[2 * e]);
+          acc[2 * e + 1] = fmaf(w, __uint_as_float(wd[e] & 0xffff0000u), acc[2 * e + 1]);
+        }
+      }
+    }
+  } else {
+    for (int b0 = 0; b0 < np; b0 += SLOTS * U) {
+      int64_t off[U];
+      bool valid[U];
+#pragma unroll
+      for (int u = 0; u < U; u++) {
+        const int i = b0 + slot + u * SLOTS;
+        valid[u] = i < np;
+        off[u] = vbase + int64_t(valid[u] ? pidx[i] : 0) * a.v.st + dg * 8;
+      }
+      load_groups<U>(a.v, off, valid, a.vec_v, [&](int u, const float (&x)[8]) {
+        const int i = b0 + slot + u * SLOTS;
+        const float w = valid[u] ? psc[i] : 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; e++) acc[e] = fmaf(w, x[e], acc[e]);
+      });
+    }
+  }
+  // The block's partial sum over its slots in a fixed order: slots in shared memory, PARTS
+  // runs of them summed by all threads, then the runs, sent to the first block.
+  constexpr int PARTS = kSelThreads / D, RUN = SLOTS / PARTS;
+  static_assert(SLOTS % PARTS == 0, "runs of slots");
+  float* red = reinterpret_cast<float*>(h1);  // [SLOTS][D] over h1, h2
+  float* runs = psc;                          // [PARTS][D]; the gather is done with psc
+#pragma unroll
+  for (int e = 0; e < 8; e++) red[slot * D + dg * 8 + e] = acc[e];
+  __syncthreads();
+  {
+    const int d = tid % D, pt = tid / D;
+    float x = 0.f;
+#pragma unroll
+    for (int sl = 0; sl < RUN; sl++) x += red[(pt * RUN + sl) * D + d];
+    runs[pt * D + d] = x;
+  }
+  __syncthreads();
+  if (tid < D) {
+    float x = 0.f;
+#pragma unroll
+    for (int pt = 0; pt < PARTS; pt++) x += runs[pt * D + tid];
+    cluster.map_shared_rank(&s_part[0][0], 0)[rank * D + tid] = x;
+  }
+  if (tid == 0) cluster.map_shared_rank(s_sums, 0)[rank] = sum;
+  // After this barrier only the first block reads, and only its own shared memory.
+  cluster.sync();
+  if (rank == 0) {
+    float L = 0.f;
+    for (int q = 0; q < C; q++) L += s_sums[q];
+    const bool empty = !(L > 0.f);
+    const int64_t ooff = int64_t(s.batch) * a.osb + int64_t(s.q_start + t) * a.ost + int64_t(h) * a.osh;
+    if (tid < D) {
+      float x = 0.f;
+      for (int q = 0; q < C; q++) x += s_part[q][tid];
+      store1(a.o, a.odt, ooff + tid, empty ? 0.f : x / L);
+    }
+    if (tid == 0) a.lse[qrow * a.Hq + h] = empty ? INFINITY : M + logf(L);
+  }
+}
+
+template <int D, int U>
+void run_rows(const RSArgs& a, int64_t blocks) {
+  launch_ex(select_attend_rows_kernel<D, U>, blocks, kSelThreads, kRSSmem, a.C, true, a);
+}
+
+// Clusters of C blocks of the U = 8 variant (one block per SM) that run at once. A GPC's SMs
+// that do not make up a whole cluster stay idle, so this can be fewer than SMs / C.
+template <int D>
+int64_t max_clusters_u8(int C) {
+  static int cache[kMaxCluster + 1] = {};
+  if (cache[C] == 0) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(unsigned(C));
+    cfg.blockDim = dim3(kSelThreads);
+    cfg.dynamicSmemBytes = kRSSmem;
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = unsigned(C);
+    attr.val.clusterDim.y = 1;
+    attr.val.clusterDim.z = 1;
+    cfg.attrs = &attr;
+    cfg.numAttrs = 1;
+    int n = 0;
+    TOPK_CUDA(cudaOccupancyMaxActiveClusters(&n, select_attend_rows_kernel<D, 8>, &cfg));
+    cache[C] = n > 0 ? n : -1;
+  }
+  return cache[C];
+}
+
+template <int D>
+void set_smem_attrs() {
+  static bool done = false;
+  if (done) return;
+  TOPK_CUDA(cudaFuncSetAttribute(select_attend_rows_kernel<D, 8>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, int(kRSSmem)));
+  TOPK_CUDA(cudaFuncSetAttribute(select_attend_rows_kernel<D, 4>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, int(kRSSmem)));
+  done = true;
+}
+
+}  // namespace
+
+bool select_attend_rows_fits(int64_t Smax) { return Smax <= int64_t(kRowSlice) * kMaxCluster; }
+
+void launch_select_attend_rows(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                               const SelectOpts& sel, const float* scores, int32_t* indices,
+                               int64_t K) {
+  if (r1 <= r0) return;
+  TOPK_CHECK(select_attend_rows_fits(p.Smax), "topk_attention_forward: rows too long for the fused select");
+  RSArgs a;
+  a.seqs = st.d;
+  a.nseq = st.n;
+  a.r0 = r0;
+  a.Hq = p.Hq;
+  a.G = p.group();
+  // Slices of at most kRowSlice keys, and at least 2 blocks per pair for the V gather.
+  a.C = int(std::max<int64_t>(2, (p.Smax + kRowSlice - 1) / kRowSlice));
+  a.Smax = p.Smax;
+  a.Tq = p.Tq;
+  a.K = K;
+  a.causal = p.causal;
+  a.v = drows(p.v);
+  a.vec_v = rows_aligned(a.v);
+  a.sel = sel;
+  a.scores = scores;
+  a.out = indices;
+  a.o = p.o_data;
+  a.odt = dt_code(p.o.dtype);
+  a.osb = p.o.sb;
+  a.ost = p.o.st;
+  a.osh = p.o.sh;
+  a.lse = p.lse;
+  const int64_t pairs = (r1 - r0) * p.Hq;
+  TOPK_CHECK(pairs * a.C < (int64_t(1) << 31), "topk_attention_forward: too many rows for one launch");
+  // One block per SM (8 V rows in flight per thread) while every cluster fits at once; two
+  // per SM (4 rows in flight) otherwise, so that no cluster waits for a second wave.
+  TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "topk_attention_forward",
+      set_smem_attrs<kD>();
+      if (pairs <= max_clusters_u8<kD>(a.C)) run_rows<kD, 8>(a, pairs * a.C);
+      else run_rows<kD, 4>(a, pairs * a.C));
+}
+
+}  // namespace topk::cuda
