@@ -2,15 +2,17 @@
 //   threshold path (per-head selection, threshold.h): sampled thresholds -> one score pass
 //     over K that keeps only candidates -> select among them and attend, in one kernel. K is
 //     read once, no score row is written, and only the chosen V rows are gathered.
-//   general path: scores (each K row read once for its whole group) -> group ranking when
-//     shared -> exact radix selection (a cluster per row when rows are few) -> split-KV
-//     sparse attention over the chosen keys that reuses the stored scores.
+//   general path: scores (each K row read once for its whole group), then per-head
+//     selection and attention in one kernel over the stored rows (select_attend_rows.cu,
+//     rows of up to 64K keys); group sharing and longer rows: group ranking when shared ->
+//     exact radix selection (a cluster per row when rows are few) -> split-KV sparse
+//     attention over the chosen keys that reuses the stored scores.
 // Per-head selection takes the threshold path when there are more (row, head) pairs than
 // SMs, or when rows are long. With few pairs and short rows its select-and-attend leaves most
 // SMs idle and the general path is faster; over long rows the general path's full score rows
-// cost more (H100, one row, Hq = 32: S = 32K 81 vs 85 us, S = 128K 176 vs 149 us;
-// docs/benchmarks.md). TOPK_CUDA_TOPK_PATH=threshold or =general forces one (the tests run
-// both).
+// cost more (H100, one row, Hq = 32: S = 32K 66 vs 85 us, S = 128K 176 vs 149 us with the
+// older general sequence; docs/benchmarks.md). TOPK_CUDA_TOPK_PATH=threshold or =general
+// forces one (the tests run both).
 // Rows go in ranges whose buffers stay under ~1 GiB, so causal prefill of any length works
 // (slowly: each query row scans its keys on its own).
 #include <algorithm>
