@@ -32,7 +32,7 @@ namespace cg = cooperative_groups;
 constexpr int kRowSlice = 8192;                // keys per block
 constexpr int kMaxCluster = 8;                 // the portable cluster size
 constexpr int kPer = kRowSlice / kSelThreads;  // consecutive keys per thread
-static_assert(kPer == 16, "the key masks are 16-bit");
+static_assert(kPer <= 32, "a thread's keys fit one 32-bit mask");
 // Dynamic shared memory: three histograms that the other blocks read; this block's part of
 // the selection (indices, scores), written by every block of the cluster. The merged
 // histogram lives in the scores' space until the selection arrives, the V partials in the
