@@ -268,10 +268,7 @@ struct CombineArgs {
   int64_t Tq;
   const float2* pml;
   const float* pacc;
-  void* o;
-  int odt;
-  int64_t osb, ost, osh;
-  float* lse;
+  DOut dst;
 };
 
 // One block per (row, head): o = sum_s e^(m_s - M) acc_s / L, lse = M + ln L.
@@ -304,7 +301,7 @@ __global__ void combine_kernel(const CombineArgs a) {
   const bool empty = !(L > 0.f);
   const float inv = empty ? 0.f : 1.f / L;
   const float* acc = a.pacc + (rr * a.Hq + h) * a.nsplit * a.D;
-  int64_t ooff = int64_t(s.batch) * a.osb + int64_t(s.q_start + t) * a.ost + int64_t(h) * a.osh;
+  int64_t ooff = a.dst.offset(s.batch, s.q_start + t, h);
   for (int d = threadIdx.x; d < a.D; d += blockDim.x) {
     float x = 0.f;
     if (!empty) {
@@ -314,11 +311,11 @@ __global__ void combine_kernel(const CombineArgs a) {
         x = fmaf(wi, acc[int64_t(i) * a.D + d], x);
       }
     }
-    store1(a.o, a.odt, ooff + d, x * inv);
+    store1(a.dst.o, a.dst.dt, ooff + d, x * inv);
   }
   if (threadIdx.x == 0) {
     int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
-    a.lse[qrow * a.Hq + h] = empty ? INFINITY : sM + logf(L);
+    a.dst.lse[qrow * a.Hq + h] = empty ? INFINITY : sM + logf(L);
   }
 }
 
@@ -366,12 +363,7 @@ void launch_combine(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t
   c.Tq = p.Tq;
   c.pml = reinterpret_cast<const float2*>(pml);
   c.pacc = pacc;
-  c.o = p.o_data;
-  c.odt = dt_code(p.o.dtype);
-  c.osb = p.o.sb;
-  c.ost = p.o.st;
-  c.osh = p.o.sh;
-  c.lse = p.lse;
+  c.dst = dout(p);
   combine_kernel<<<unsigned(nrows * p.Hq), unsigned(p.D), 0, stream()>>>(c);
   TOPK_CUDA_LAUNCH();
 }

@@ -44,6 +44,22 @@ inline DRows drows(const Rows& r) {
   return d;
 }
 
+// Where an attention op writes o ([B, Tq, Hq, D] strides in elements, any float dtype) and
+// lse ([rows, Hq]).
+struct DOut {
+  void* o;
+  int dt;
+  int64_t sb, st, sh;
+  float* lse;
+  __host__ __device__ int64_t offset(int64_t b, int64_t row, int64_t h) const {
+    return b * sb + row * st + h * sh;
+  }
+};
+
+inline DOut dout(const AttnParams& p) {
+  return DOut{p.o_data, dt_code(p.o.dtype), p.o.sb, p.o.st, p.o.sh, p.lse};
+}
+
 // 16-byte loads need 16-byte aligned rows: base and every stride.
 inline bool rows_aligned(const DRows& r) {
   auto ok = [&](int64_t s) { return (s * r.esize) % 16 == 0; };

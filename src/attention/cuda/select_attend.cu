@@ -53,10 +53,7 @@ struct SAArgs {
   float* sel_scores;
   float* scratch;
   int32_t* out;
-  void* o;
-  int odt;
-  int64_t osb, ost, osh;
-  float* lse;
+  DOut dst;
 };
 
 // Exact top-`take` of the c candidates (c >= take): in index order to sel (from position 0),
@@ -364,13 +361,13 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_ker
 #pragma unroll
   for (int e = 0; e < 8; e++) red[slot * D + dg * 8 + e] = acc[e];
   const bool empty = !(L > 0.f);
-  const int64_t ooff = int64_t(s.batch) * a.osb + int64_t(s.q_start + t) * a.ost + int64_t(h) * a.osh;
+  const int64_t ooff = a.dst.offset(s.batch, s.q_start + t, h);
   if (a.split == 1) {
     __syncthreads();
     for (int d = tid; d < D; d += kSelThreads) {
       float x = 0.f;
       for (int sl = 0; sl < SLOTS; sl++) x += red[sl * D + d];
-      store1(a.o, a.odt, ooff + d, empty ? 0.f : x / L);
+      store1(a.dst.o, a.dst.dt, ooff + d, empty ? 0.f : x / L);
     }
   } else {
     // Every block's partials are in its shared memory; the first block sums them (in rank
@@ -385,12 +382,12 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_ker
           const float* rc = cluster.map_shared_rank(red, c);
           for (int sl = 0; sl < SLOTS; sl++) x += rc[sl * D + d];
         }
-        store1(a.o, a.odt, ooff + d, empty ? 0.f : x / L);
+        store1(a.dst.o, a.dst.dt, ooff + d, empty ? 0.f : x / L);
       }
     }
     cluster.sync();
   }
-  if (tid == 0 && part == 0) a.lse[qrow * a.Hq + h] = empty ? INFINITY : mx + logf(L);
+  if (tid == 0 && part == 0) a.dst.lse[qrow * a.Hq + h] = empty ? INFINITY : mx + logf(L);
 }
 
 // Launched as a programmatic dependent of the filtering pass (which lets it start early), so
@@ -441,12 +438,7 @@ void launch_select_attend(const AttnParams& p, const SeqTable& st, int64_t r0, i
   a.sel_scores = sel_scores;
   a.scratch = scratch;
   a.out = indices;
-  a.o = p.o_data;
-  a.odt = dt_code(p.o.dtype);
-  a.osb = p.o.sb;
-  a.ost = p.o.st;
-  a.osh = p.o.sh;
-  a.lse = p.lse;
+  a.dst = dout(p);
   const int64_t pairs = (r1 - r0) * p.Hq;
   // At most half as many pairs as SMs: a cluster of 2 blocks per pair. (H100, B=1 Hq=32,
   // whole top-k decode at S = 32K / 128K: 90.4 / 154.0 us with 1 block per pair, 84.8 / 148.7

@@ -51,10 +51,7 @@ struct RSArgs {
   SelectOpts sel;
   const float* scores;  // compact [rows, Hq, Smax]
   int32_t* out;
-  void* o;
-  int odt;
-  int64_t osb, ost, osh;
-  float* lse;
+  DOut dst;
 };
 
 // total[b] = sum over the cluster's blocks of their hist[b], for b < nbins (a multiple of 4).
@@ -144,25 +141,9 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_row
   // The scores are the score pass's output: wait for it (this kernel is its programmatic
   // dependent, so its blocks may start early), then load the run, all loads in flight.
   asm volatile("griddepcontrol.wait;" ::: "memory");
+  static_assert(kPer == kItems, "a thread's run is one load_keys group");
   uint32_t key[kPer];
-  {
-    const float* src = srow + e0;
-    if (e0 + kPer <= s1 && (reinterpret_cast<uintptr_t>(src) & 15) == 0) {
-      float4 x[kPer / 4];
-#pragma unroll
-      for (int q = 0; q < kPer / 4; q++) x[q] = __ldcg(reinterpret_cast<const float4*>(src) + q);
-#pragma unroll
-      for (int q = 0; q < kPer / 4; q++) {
-        key[4 * q] = order_key(x[q].x);
-        key[4 * q + 1] = order_key(x[q].y);
-        key[4 * q + 2] = order_key(x[q].z);
-        key[4 * q + 3] = order_key(x[q].w);
-      }
-    } else {
-#pragma unroll
-      for (int j = 0; j < kPer; j++) key[j] = e0 + j < s1 ? order_key(__ldcg(src + j)) : 0u;
-    }
-  }
+  load_keys(srow, e0, s1, (reinterpret_cast<uintptr_t>(srow) & 15) == 0, key);
   // Which keys of the run compete, and which are forced (sink or window), as bit masks.
   uint32_t comp = 0, forced = 0;
 #pragma unroll
@@ -354,13 +335,13 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_row
     float L = 0.f;
     for (int q = 0; q < C; q++) L += s_sums[q];
     const bool empty = !(L > 0.f);
-    const int64_t ooff = int64_t(s.batch) * a.osb + int64_t(s.q_start + t) * a.ost + int64_t(h) * a.osh;
+    const int64_t ooff = a.dst.offset(s.batch, s.q_start + t, h);
     if (tid < D) {
       float x = 0.f;
       for (int q = 0; q < C; q++) x += s_part[q][tid];
-      store1(a.o, a.odt, ooff + tid, empty ? 0.f : x / L);
+      store1(a.dst.o, a.dst.dt, ooff + tid, empty ? 0.f : x / L);
     }
-    if (tid == 0) a.lse[qrow * a.Hq + h] = empty ? INFINITY : M + logf(L);
+    if (tid == 0) a.dst.lse[qrow * a.Hq + h] = empty ? INFINITY : M + logf(L);
   }
 }
 
@@ -430,12 +411,7 @@ void launch_select_attend_rows(const AttnParams& p, const SeqTable& st, int64_t 
   a.sel = sel;
   a.scores = scores;
   a.out = indices;
-  a.o = p.o_data;
-  a.odt = dt_code(p.o.dtype);
-  a.osb = p.o.sb;
-  a.ost = p.o.st;
-  a.osh = p.o.sh;
-  a.lse = p.lse;
+  a.dst = dout(p);
   const int64_t pairs = (r1 - r0) * p.Hq;
   TOPK_CHECK(pairs * a.C < (int64_t(1) << 31), "topk_attention_forward: too many rows for one launch");
   // One block per SM (8 V rows in flight per thread) while every cluster fits at once; two
