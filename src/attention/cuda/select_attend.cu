@@ -221,21 +221,6 @@ __device__ void select_full_row(const SAArgs& a, const DSeq& s, int64_t t, int k
   for (int64_t i = tid; i < rs.take; i += kSelThreads) fsel[i] = srow[sel[i]];
 }
 
-__device__ float block_reduce(float x, bool is_max, float* red) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll
-  for (int o = 16; o >= 1; o >>= 1) {
-    float y = __shfl_xor_sync(0xffffffffu, x, o);
-    x = is_max ? fmaxf(x, y) : x + y;
-  }
-  if (lane == 0) red[warp] = x;
-  __syncthreads();
-  x = red[0];
-  for (int w = 1; w < kSelThreads / 32; w++) x = is_max ? fmaxf(x, red[w]) : x + red[w];
-  __syncthreads();
-  return x;
-}
-
 // U: V rows in flight per thread. Few blocks (small batch) are latency-bound and take U = 8
 // at one block per SM; many take U = 4 at two per SM (the registers of U = 8 would spill).
 template <int D, int U>

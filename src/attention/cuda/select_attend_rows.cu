@@ -78,19 +78,6 @@ __device__ void merge_hist(cg::cluster_group& cluster, int C, int* hist, int* to
   __syncthreads();
 }
 
-template <class Op>
-__device__ float block_reduce_f(float x, float* red, Op op) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll
-  for (int o = 16; o >= 1; o >>= 1) x = op(x, __shfl_xor_sync(0xffffffffu, x, o));
-  if (lane == 0) red[warp] = x;
-  __syncthreads();
-  x = red[0];
-  for (int w = 1; w < kSelThreads / 32; w++) x = op(x, red[w]);
-  __syncthreads();
-  return x;
-}
-
 // U: V rows in flight per thread (8 at one block per SM, 4 at two).
 template <int D, int U>
 __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_rows_kernel(const RSArgs a) {
@@ -247,7 +234,7 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_row
   }
   for (int64_t i = nsel + int64_t(rank) * kSelThreads + tid; i < a.K; i += int64_t(C) * kSelThreads)
     orow[i] = -1;
-  mx = block_reduce_f(mx, s_red, [](float x, float y) { return fmaxf(x, y); });
+  mx = block_reduce(mx, true, s_red);
   if (tid == 0) s_max = mx;
   cluster.sync();  // every part has arrived
   float M = -INFINITY;
@@ -260,7 +247,7 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_row
     psc[i] = w;
     sum += w;
   }
-  sum = block_reduce_f(sum, s_red, [](float x, float y) { return x + y; });  // publishes psc
+  sum = block_reduce(sum, false, s_red);  // publishes psc
 
   float acc[8];
 #pragma unroll

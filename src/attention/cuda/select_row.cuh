@@ -50,6 +50,22 @@ __device__ inline void find_bin(const int* hist, int nbins, int need, int* tmp, 
   __syncthreads();
 }
 
+// Max (is_max) or sum of x over the block; every thread gets it. red: kSelThreads / 32 floats.
+__device__ inline float block_reduce(float x, bool is_max, float* red) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int o = 16; o >= 1; o >>= 1) {
+    float y = __shfl_xor_sync(0xffffffffu, x, o);
+    x = is_max ? fmaxf(x, y) : x + y;
+  }
+  if (lane == 0) red[warp] = x;
+  __syncthreads();
+  x = red[0];
+  for (int w = 1; w < kSelThreads / 32; w++) x = is_max ? fmaxf(x, red[w]) : x + red[w];
+  __syncthreads();
+  return x;
+}
+
 // Keys of the kItems consecutive elements i0.. of a row (0 past hi), loads issued together.
 __device__ __forceinline__ void load_keys(const float* row, int64_t i0, int64_t hi, bool aligned,
                                           uint32_t (&key)[kItems]) {
