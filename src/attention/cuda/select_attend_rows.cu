@@ -54,28 +54,124 @@ struct RSArgs {
   DOut dst;
 };
 
-// total[b] = sum over the cluster's blocks of their hist[b], for b < nbins (a multiple of 4).
-// Four remote loads in flight per thread (more would spill at two blocks per SM).
-__device__ void merge_hist(cg::cluster_group& cluster, int C, int* hist, int* total, int nbins) {
-  for (int b = int(threadIdx.x) * 4; b < nbins; b += kSelThreads * 4) {
-    int4 x = make_int4(0, 0, 0, 0);
-    for (int q0 = 0; q0 < C; q0 += 4) {
-      int4 y[4];
-#pragma unroll
-      for (int q = 0; q < 4; q++)
-        y[q] = q0 + q < C ? *reinterpret_cast<const int4*>(cluster.map_shared_rank(hist, q0 + q) + b)
-                          : make_int4(0, 0, 0, 0);
-#pragma unroll
-      for (int q = 0; q < 4; q++) {
-        x.x += y[q].x;
-        x.y += y[q].y;
-        x.z += y[q].z;
-        x.w += y[q].w;
-      }
-    }
-    *reinterpret_cast<int4*>(total + b) = x;
+// The 64 chunk sums of this block's histogram of nbins (4096 or 256) bins, after its
+// atomics, pushed into chunks[rank][0..64) of every block of the cluster: the next cluster
+// barrier makes them readable there without a remote round trip.
+__device__ __forceinline__ void push_chunk_sums(cg::cluster_group& cluster, int C, int rank,
+                                                const int* hist, int nbins, int* chunks) {
+  const int tid = threadIdx.x;
+  int v = 0, c = -1;
+  if (nbins == kBins) {  // 64 bins per chunk: 8 threads of 8 bins each
+    static_assert(kBins == kSelThreads * 8, "8 bins per thread");
+    const int4 x = reinterpret_cast<const int4*>(hist)[2 * tid];
+    const int4 y = reinterpret_cast<const int4*>(hist)[2 * tid + 1];
+    v = x.x + x.y + x.z + x.w + y.x + y.y + y.z + y.w;
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    v += __shfl_xor_sync(0xffffffffu, v, 2);
+    v += __shfl_xor_sync(0xffffffffu, v, 4);
+    if ((tid & 7) == 0) c = tid >> 3;
+  } else if (tid < 64) {  // 4 bins per chunk
+    const int4 x = reinterpret_cast<const int4*>(hist)[tid];
+    v = x.x + x.y + x.z + x.w;
+    c = tid;
   }
-  __syncthreads();
+  if (c >= 0)
+    for (int q = 0; q < C; q++) cluster.map_shared_rank(chunks, q)[rank * 64 + c] = v;
+}
+
+// One warp, over the counts v[q * 64 + i] of C blocks (i ascending with the key): the index
+// holding the need-th largest key (1 <= need <= their sum) and the count above it.
+__device__ __forceinline__ void warp_find(const int* v, int C, int need, int& idx, int& above) {
+  const int lane = threadIdx.x & 31;
+  int a = 0, b = 0;  // positions lane and 32 + lane from the top: indices 63 - lane, 31 - lane
+#pragma unroll
+  for (int q = 0; q < kMaxCluster; q++)
+    if (q < C) {
+      a += v[q * 64 + 63 - lane];
+      b += v[q * 64 + 31 - lane];
+    }
+  int ia = a, ib = b;
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int ya = __shfl_up_sync(0xffffffffu, ia, o), yb = __shfl_up_sync(0xffffffffu, ib, o);
+    if (lane >= o) ia += ya, ib += yb;
+  }
+  ib += __shfl_sync(0xffffffffu, ia, 31);
+  const unsigned ma = __ballot_sync(0xffffffffu, ia >= need);
+  const unsigned mb = __ballot_sync(0xffffffffu, ib >= need);
+  const int l = ma ? __ffs(ma) - 1 : __ffs(mb) - 1;
+  idx = ma ? 63 - l : 31 - l;
+  above = ma ? __shfl_sync(0xffffffffu, ia - a, l) : __shfl_sync(0xffffffffu, ib - b, l);
+}
+
+// One warp: cnt[q] += the sum of v[q * 64 + i] over i > sel, for every block q < C (lanes
+// 4q .. 4q + 3 add 16 counts each).
+__device__ __forceinline__ void add_above(const int* v, int C, int sel, int* cnt) {
+  static_assert(kMaxCluster * 4 == 32, "four lanes per block");
+  const int lane = threadIdx.x & 31, q = lane >> 2, i0 = (lane & 3) * 16;
+  int x = 0;
+  if (q < C) {
+#pragma unroll
+    for (int i = 0; i < 16; i++) x += i0 + i > sel ? v[q * 64 + i0 + i] : 0;
+  }
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  x += __shfl_xor_sync(0xffffffffu, x, 2);
+  if ((lane & 3) == 0 && q < C) cnt[q] += x;
+}
+
+// Warp 0 of every block: the bin of the cluster's summed histogram (each block's hist of
+// nbins = 64 * bpc bins, whose chunk sums every block pushed into chunks) that holds the
+// need-th largest key: the chunk from the pushed sums, then the bin from the chunk's bins
+// read from every block. Adds to cnt_above[q] block q's keys in higher bins and sets
+// cnt_in[q] to its keys in the bin. buf: kMaxCluster * 64 ints. Every lane gets bin, above.
+// Not inlined: its three calls share one copy of the code.
+__device__ __noinline__ void cluster_find_bin(cg::cluster_group& cluster, int C, const int* hist,
+                                              const int* chunks, int nbins, int need, int* buf,
+                                              int* cnt_above, int* cnt_in, int& bin, int& above) {
+  const int lane = threadIdx.x & 31, bpc = nbins / 64;
+  int c, a1;
+  warp_find(chunks, C, need, c, a1);
+  add_above(chunks, C, c, cnt_above);
+  const int c0 = c * bpc;
+  for (int q0 = 0; q0 < C; q0 += 4) {
+    int v[8];
+#pragma unroll
+    for (int j = 0; j < 4; j++) {  // all loads in flight before any is used
+      const int* r = cluster.map_shared_rank(hist, q0 + j < C ? q0 + j : 0);
+      v[2 * j] = q0 + j < C && lane < bpc ? r[c0 + lane] : 0;
+      v[2 * j + 1] = q0 + j < C && 32 + lane < bpc ? r[c0 + 32 + lane] : 0;
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      buf[(q0 + j) * 64 + lane] = v[2 * j];
+      buf[(q0 + j) * 64 + 32 + lane] = v[2 * j + 1];
+    }
+  }
+  __syncwarp();
+  int o, a2;
+  warp_find(buf, C, need - a1, o, a2);
+  add_above(buf, C, o, cnt_above);
+  if (lane < C) cnt_in[lane] = buf[lane * 64 + o];
+  __syncwarp();
+  bin = c0 + o;
+  above = a1 + a2;
+}
+
+// Lane 0 of warp 0: the place in the row of this block's first kept key, given per block q
+// its competing keys above T (above[q]) and equal to T (in[q]): the slices before it keep
+// their forced keys, those above T, and of those equal to T the first `left` in index
+// order. left becomes what this slice may keep of its own.
+__device__ int slice_place(int rank, int per, int n, int lo, int hi, const int* above,
+                           const int* in, int& left) {
+  int place = 0;
+  for (int q = 0; q < rank; q++) {
+    const int q0 = min(q * per, n), q1 = min(q0 + per, n);
+    const int nc = max(0, min(q1, hi) - max(q0, lo));
+    const int eq = min(left, in[q]);
+    place += (q1 - q0 - nc) + above[q] + eq;
+    left -= eq;
+  }
+  return place;
 }
 
 // U: V rows in flight per thread (8 at one block per SM, 4 at two).
@@ -88,12 +184,14 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_row
   int* h3 = h2 + kBins;
   int32_t* pidx = h3 + 256;                                  // [kRowSlice]
   float* psc = reinterpret_cast<float*>(pidx + kRowSlice);  // [kRowSlice]
-  int* total = reinterpret_cast<int*>(psc);                  // [kBins], until the selection
   __shared__ int tmp[33];
-  __shared__ int s_res[2];
   __shared__ float s_red[kSelThreads / 32];
-  __shared__ int s_count;  // this block's selected keys (read by the later blocks)
-  __shared__ float s_max;  // the largest selected score of this slice
+  __shared__ int s_chunks[2][kMaxCluster * 64];  // every block's chunk sums: digits 1 and 3, digit 2
+  __shared__ uint32_t s_kmax[2];              // largest forced and competing key of the slice
+  __shared__ int s_buf[kMaxCluster * 64];     // warp 0: counts read from the cluster
+  __shared__ int s_above[kMaxCluster];        // per block: competing keys above T
+  __shared__ int s_in[kMaxCluster];           // per block: competing keys equal to T (last digit)
+  __shared__ int s_res[8];  // a digit's results; M's key; T, this block's place, its quota
   __shared__ float s_part[kMaxCluster][D];  // first block: every block's V partial sum
   __shared__ float s_sums[kMaxCluster];     // first block: every block's weight sum
 
@@ -125,6 +223,8 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_row
 
   for (int i = tid; i < (2 * kBins + 256) / 4; i += kSelThreads)
     reinterpret_cast<int4*>(h1)[i] = make_int4(0, 0, 0, 0);
+  if (tid < kMaxCluster) s_above[tid] = 0;
+  if (tid < 2) s_kmax[tid] = 0u;
   // The scores are the score pass's output: wait for it (this kernel is its programmatic
   // dependent, so its blocks may start early), then load the run, all loads in flight.
   asm volatile("griddepcontrol.wait;" ::: "memory");
@@ -142,62 +242,135 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_row
     }
   }
   __syncthreads();  // the histograms are zero
+  {
+    // The largest forced and competing keys (key 0, a NaN's, stands for none): the scale of
+    // the softmax over the selection, known before the selection is.
+    uint32_t mf = 0u, mc = 0u;
+#pragma unroll
+    for (int j = 0; j < kPer; j++) {
+      if (forced >> j & 1) mf = max(mf, key[j]);
+      if (comp >> j & 1) mc = max(mc, key[j]);
+    }
+    mf = __reduce_max_sync(0xffffffffu, mf);
+    mc = __reduce_max_sync(0xffffffffu, mc);
+    if ((tid & 31) == 0) {
+      if (mf) atomicMax(&s_kmax[0], mf);
+      if (mc) atomicMax(&s_kmax[1], mc);
+    }
+  }
 
-  // The threshold key T, and how many keys equal to T this slice and the later ones may
-  // keep (quota; the lowest indices first).
-  uint32_t T;
-  int quota;
-  if (take == 0) {  // only forced keys
-    T = 0xffffffffu;
-    quota = 0;
-  } else if (take == m) {  // every competing key
-    T = 0u;
-    quota = 0x3fffffff;
-  } else {
+  // The threshold key T, and how many keys equal to T this slice may keep (quota; the lowest
+  // indices first). Every block finds the same digits from the cluster's histograms, and
+  // with them every block's count of kept keys, so it knows its place in the row without
+  // waiting for the blocks before it.
+  const bool general = take > 0 && take < m;
+  if (general) {
     // Digit 1: bits 31..20.
 #pragma unroll
     for (int j = 0; j < kPer; j++)
       if (comp >> j & 1) atomicAdd(&h1[key[j] >> 20], 1);
-    cluster.sync();
-    merge_hist(cluster, C, h1, total, kBins);
+    __syncthreads();
+    push_chunk_sums(cluster, C, rank, h1, kBins, s_chunks[0]);
+  }
+  cluster.sync();  // the histograms of digit 1 and the largest keys are complete
+  if (tid < 32) {
+    // M's key, read here while the cluster's blocks are in step.
+    uint32_t f = 0u, c = 0u;
+    if (tid < C) {
+      const uint32_t* r = cluster.map_shared_rank(s_kmax, tid);
+      f = r[0];
+      c = r[1];
+    }
+    f = __reduce_max_sync(0xffffffffu, f);
+    c = __reduce_max_sync(0xffffffffu, c);
+    if (tid == 0) s_res[3] = int(take > 0 ? max(f, c) : f);
+  }
+  if (general) {
     int b1, a1;
-    find_bin(total, kBins, take, tmp, s_res, b1, a1);
-    const int need1 = take - a1;
+    if (tid < 32) cluster_find_bin(cluster, C, h1, s_chunks[0], kBins, take, s_buf, s_above, s_in, b1, a1);
+    if (tid == 0) s_res[0] = b1, s_res[1] = a1;
+    __syncthreads();
+    b1 = s_res[0];
+    const int need1 = take - s_res[1];
     // Digit 2: bits 19..8 of the keys in bin b1.
 #pragma unroll
     for (int j = 0; j < kPer; j++)
       if ((comp >> j & 1) && int(key[j] >> 20) == b1) atomicAdd(&h2[(key[j] >> 8) & 0xfff], 1);
+    __syncthreads();
+    push_chunk_sums(cluster, C, rank, h2, kBins, s_chunks[1]);
     cluster.sync();
-    merge_hist(cluster, C, h2, total, kBins);
     int b2, a2;
-    find_bin(total, kBins, need1, tmp, s_res, b2, a2);
-    const int need2 = need1 - a2;
+    if (tid < 32) cluster_find_bin(cluster, C, h2, s_chunks[1], kBins, need1, s_buf, s_above, s_in, b2, a2);
+    if (tid == 0) {
+      int n2 = 0;
+      for (int q = 0; q < C; q++) n2 += s_in[q];
+      s_res[0] = b2;
+      s_res[1] = a2;
+      s_res[2] = n2;
+    }
+    __syncthreads();
+    b2 = s_res[0];
+    const int need2 = need1 - s_res[1];
     const uint32_t pre2 = (uint32_t(b1) << 12) | uint32_t(b2);
-    // Digit 3: bits 7..0.
+    if (need2 == s_res[2] && pre2 != 0) {
+      // The bin holds exactly the keys still needed (without ties at the threshold, one
+      // key): all of it is kept, and the last digit is not needed. T lies just below it.
+      if (tid == 0) {
+        for (int q = 0; q < C; q++) s_above[q] += s_in[q];
+        int left = 0;
+        s_res[5] = slice_place(rank, per, n, lo, hi, s_above, s_in, left);
+        s_res[4] = int((pre2 << 8) - 1u);
+        s_res[6] = 0;
+      }
+    } else {
+      // Digit 3: bits 7..0.
 #pragma unroll
-    for (int j = 0; j < kPer; j++)
-      if ((comp >> j & 1) && (key[j] >> 8) == pre2) atomicAdd(&h3[key[j] & 0xff], 1);
-    cluster.sync();
-    merge_hist(cluster, C, h3, total, 256);
-    int b3, a3;
-    find_bin(total, 256, need2, tmp, s_res, b3, a3);
-    T = (pre2 << 8) | uint32_t(b3);
-    // need2 - a3 >= 1 keys equal to T are kept; the slices before this one hold eq_before.
-    int eq_before = 0;
-    for (int q = 0; q < rank; q++) eq_before += cluster.map_shared_rank(h3, q)[b3];
-    quota = need2 - a3 - eq_before;
+      for (int j = 0; j < kPer; j++)
+        if ((comp >> j & 1) && (key[j] >> 8) == pre2) atomicAdd(&h3[key[j] & 0xff], 1);
+      __syncthreads();
+      push_chunk_sums(cluster, C, rank, h3, 256, s_chunks[0]);
+      cluster.sync();
+      if (tid < 32) {
+        int b3, a3;
+        cluster_find_bin(cluster, C, h3, s_chunks[0], 256, need2, s_buf, s_above, s_in, b3, a3);
+        if (tid == 0) {
+          // need2 - a3 >= 1 keys equal to T are kept, from the lowest index.
+          int left = need2 - a3;
+          s_res[5] = slice_place(rank, per, n, lo, hi, s_above, s_in, left);
+          s_res[4] = int((pre2 << 8) | uint32_t(b3));
+          s_res[6] = left;
+        }
+      }
+    }
+  } else if (tid == 0) {
+    // No competing key (take == 0) or every one (take == m) is kept: the places follow from
+    // the slice bounds.
+    int place = 0;
+    for (int q = 0; q < rank; q++) {
+      const int q0 = min(q * per, n), q1 = min(q0 + per, n);
+      const int nc = max(0, min(q1, hi) - max(q0, lo));
+      place += take == 0 ? q1 - q0 - nc : q1 - q0;
+    }
+    s_res[4] = take == 0 ? -1 : 0;  // T above every key, or at the lowest
+    s_res[5] = place;
+    s_res[6] = take == 0 ? 0 : 0x3fffffff;
   }
+  __syncthreads();
+  const uint32_t T = uint32_t(s_res[4]);
+  const int base = s_res[5], q0 = max(0, s_res[6]);
+  const uint32_t mkey = uint32_t(s_res[3]);
+  const float M = mkey ? key_score(mkey) : -INFINITY;
 
-  // Kept for sure (forced, or competing above T), and equal to T: the block prefixes of
-  // their counts give each kept key its place.
+  // Kept for sure (forced, or competing above T), and equal to T: the block prefix of their
+  // counts gives each kept key its place.
   uint32_t sure = forced, eq = 0;
 #pragma unroll
   for (int j = 0; j < kPer; j++) {
     if ((comp >> j & 1) && key[j] > T) sure |= 1u << j;
     if ((comp >> j & 1) && key[j] == T) eq |= 1u << j;
   }
-  // The V rows of these keys start on their way to L2 now; the gather reads them after two
-  // more cluster barriers.
+  // The V rows of these keys start on their way to L2 now; the gather reads them after the
+  // next cluster barrier.
   const int64_t vbase = int64_t(s.batch) * a.v.sb + int64_t(s.k_start) * a.v.st + int64_t(kvh) * a.v.sh;
   const int vrow_bytes = D * a.v.esize;
   for (uint32_t mset = sure | eq; mset; mset &= mset - 1) {
@@ -206,17 +379,11 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_row
   }
   int tot;
   const int pre = block_exclusive_scan((__popc(sure) << 16) | __popc(eq), tmp, &tot);
-  const int q0 = quota > 0 ? quota : 0;
-  if (tid == 0) s_count = (tot >> 16) + min(q0, tot & 0xffff);
-  cluster.sync();
-  int base = 0;
-  for (int q = 0; q < rank; q++) base += *cluster.map_shared_rank(&s_count, q);
 
   // The run's selection in index order: a key's place is base plus the kept keys before it
   // in this slice (sure ones, and ties up to the quota). Each (index, score) goes to the
   // block whose part holds that place.
   const int sure0 = pre >> 16, eq0 = pre & 0xffff;
-  float mx = -INFINITY;
   for (uint32_t mset = sure | eq; mset; mset &= mset - 1) {
     const int j = __ffs(mset) - 1;
     const uint32_t below = (1u << j) - 1u;
@@ -225,20 +392,17 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_row
     if (sure >> j & 1) pos = base + ns + min(ne, q0);
     else if (ne < q0) pos = base + ns + ne;
     else continue;
-    const float sc = __ldcg(srow + e0 + j);
     orow[pos] = e0 + j;
     const int dst = pos / part;
     cluster.map_shared_rank(pidx, dst)[pos - dst * part] = e0 + j;
-    cluster.map_shared_rank(psc, dst)[pos - dst * part] = sc;
-    mx = fmaxf(mx, sc);
+    uint32_t kj = key[0];  // key[j] without a dynamic index (which would put key in memory)
+#pragma unroll
+    for (int c = 1; c < kPer; c++) kj = c == j ? key[c] : kj;
+    cluster.map_shared_rank(psc, dst)[pos - dst * part] = key_score(kj);
   }
   for (int64_t i = nsel + int64_t(rank) * kSelThreads + tid; i < a.K; i += int64_t(C) * kSelThreads)
     orow[i] = -1;
-  mx = block_reduce(mx, true, s_red);
-  if (tid == 0) s_max = mx;
   cluster.sync();  // every part has arrived
-  float M = -INFINITY;
-  for (int q = 0; q < C; q++) M = fmaxf(M, *cluster.map_shared_rank(&s_max, q));
 
   // Weights exp(s - M) of this block's part, in place.
   float sum = 0.f;
