@@ -218,11 +218,28 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
+// An L2 policy that evicts first what it is given to: for data read once (K in the score
+// pass), so that the stream does not push out of L2 what is read again soon (the score rows
+// and the chosen V rows of top-k decode).
+__device__ __forceinline__ uint64_t l2_evict_first() {
+  uint64_t p;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
+  return p;
+}
+__device__ __forceinline__ void cp_async16_policy(void* smem, const void* gmem, uint64_t policy) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;" ::"r"(s), "l"(gmem),
+               "l"(policy) : "memory");
+}
+
 // 16 bytes from global to shared memory: asynchronous when the source is 16-byte aligned
-// (vec), else element by element (esize bytes each, synchronous).
-__device__ __forceinline__ void copy16(void* smem, const char* gmem, bool vec, int esize) {
+// (vec), else element by element (esize bytes each, synchronous). policy: an L2 cache policy,
+// or 0 for none.
+__device__ __forceinline__ void copy16(void* smem, const char* gmem, bool vec, int esize,
+                                       uint64_t policy = 0) {
   if (vec) {
-    cp_async16(smem, gmem);
+    if (policy) cp_async16_policy(smem, gmem, policy);
+    else cp_async16(smem, gmem);
   } else if (esize == 4) {
     for (int i = 0; i < 4; i++)
       reinterpret_cast<uint32_t*>(smem)[i] = reinterpret_cast<const uint32_t*>(gmem)[i];

@@ -11,8 +11,10 @@ struct SeqTable;
 
 // Scores scale * q.k into out: compact rows ([r1-r0, Hq, Smax]) or the caller's per-query
 // layout ([B, Tq, Hq, Smax]). fill_tail: also write -inf past each row's visible keys.
+// reread: the scores are read again right away (top-k decode), so K streams through L2 with
+// an evict-first hint and leaves them there.
 void launch_scores(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1, float* out,
-                   bool out_compact, bool fill_tail);
+                   bool out_compact, bool fill_tail, bool reread);
 
 // Attention of rows [r0, r1): full (idx == nullptr) or over idx [B, Tq, Hsel, K]. prescored:
 // compact scores [r1-r0, Hq, Smax] of the same rows (skips reading K). Writes o and lse.

@@ -37,6 +37,10 @@ struct ScoreArgs {
   int64_t cap, K;
   float* sel_scores;
   int* done;  // key tiles scored per item [items]
+  // K is read once: its tiles go through L2 with an evict-first hint, so that they do not
+  // push out what is read again soon (top-k decode's score rows, candidates, chosen V rows).
+  // On a 2 GB pass that only writes scores the hint measured 2% slower; top-k decode gains.
+  bool k_evict_first;
 };
 
 constexpr int kThreads = 256;
@@ -151,6 +155,7 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
   Cursor ic{u0, u0 / a.tiles, u0 % a.tiles};
   int64_t is_item = -1, is_kbase = 0, is_n = 0;
   const int rstep = kThreads >> lg_cpr;  // rows per pass of the copy loop
+  const uint64_t kpolicy = a.k_evict_first ? l2_evict_first() : 0;
   auto issue = [&](int64_t i) {
     if (ic.u < u1) {
       if (ic.item != is_item) {
@@ -174,7 +179,7 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
       const int dc = MMA ? swizzled_chunk(tid >> lg_cpr, c) : c;
       unsigned char* dp = dst + (tid >> lg_cpr) * rowb + dc * 16;
       for (int r = tid >> lg_cpr; r < rows; r += rstep, sp += sstep, dp += rstep * rowb)
-        copy16(dp, sp, a.kvec, esize);
+        copy16(dp, sp, a.kvec, esize, kpolicy);
       advance(ic);
     }
     cp_async_commit();
@@ -307,8 +312,10 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
   }
 }
 
-// Ring depth: two stages for the tensor-core kernel (measured 1-2% faster than three on the
-// H100); for the FMA kernel three when two blocks per SM still fit in shared memory, else two.
+// Ring depth: three stages when two blocks per SM still fit in shared memory, else two; but
+// two for the tensor-core kernel of the threshold path (measured 1-2% faster there than
+// three on the H100; the plain tensor-core pass is faster with three: B=1 S=32K top-k decode
+// 55 -> 54 us, a 2 GB pass the same).
 template <int D, int HB, bool FILTER, int NS, bool MMA>
 void launch_ring(const ScoreArgs& a, size_t ring) {
   static int per_sm[2] = {-1, -1};  // by K element size (2, 4)
@@ -340,7 +347,7 @@ void run_ring(const ScoreArgs& a) {
     sm_smem = size_t(v);
   }
   const size_t stage_bytes = size_t(kTile) * D * a.k.esize;
-  if constexpr (!MMA) {
+  if constexpr (!(MMA && FILTER)) {
     if (2 * (3 * stage_bytes + static_smem + 1024) <= sm_smem)
       return launch_ring<D, HB, FILTER, 3, MMA>(a, 3 * stage_bytes);
   }
@@ -380,13 +387,14 @@ ScoreArgs score_args(const AttnParams& p, const SeqTable& st, int64_t r0, int64_
 }  // namespace
 
 void launch_scores(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1, float* out,
-                   bool out_compact, bool fill_tail) {
+                   bool out_compact, bool fill_tail, bool reread) {
   if (r1 <= r0 || p.Smax == 0) return;
   ScoreArgs a = score_args(p, st, r0, r1);
   a.ovec = (reinterpret_cast<uintptr_t>(out) % 16) == 0;
   a.fill_tail = fill_tail;
   a.out_compact = out_compact;
   a.out = out;
+  a.k_evict_first = reread;
   TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "attention_scores",
       if (a.G <= 4) run_scores<kD, 4, false>(a); else run_scores<kD, 8, false>(a));
 }
@@ -405,6 +413,7 @@ void launch_scores_filter(const AttnParams& p, const SeqTable& st, int64_t r0, i
   a.K = K;
   a.sel_scores = sel_scores;
   a.done = done;
+  a.k_evict_first = true;
   TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "topk_attention_forward",
       if (a.G <= 4) run_scores<kD, 4, true>(a); else run_scores<kD, 8, true>(a));
 }
@@ -416,7 +425,7 @@ int64_t threshold_items(const AttnParams& p, int64_t rows) {
 
 void attention_scores(const AttnParams& p, float* scores) {
   SeqTable st = upload_seqs(p);
-  launch_scores(p, st, 0, st.rows, scores, false, true);
+  launch_scores(p, st, 0, st.rows, scores, false, true, false);
 }
 
 }  // namespace topk::cuda

@@ -77,7 +77,7 @@ void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t*
   for (int64_t r0 = 0; r0 < st.rows; r0 += step) {
     int64_t r1 = std::min(st.rows, r0 + step);
     float* scores = static_cast<float*>(workspace(kWsScores, size_t((r1 - r0) * per_row)));
-    launch_scores(p, st, r0, r1, scores, true, false);
+    launch_scores(p, st, r0, r1, scores, true, false, true);
     if (shared) {
       float* rank = static_cast<float*>(workspace(kWsRank, size_t((r1 - r0) * rank_row)));
       launch_group_rank(p, st, r0, r1, scores, rank);
