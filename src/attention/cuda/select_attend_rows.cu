@@ -221,6 +221,9 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_row
   const int part = (nsel + C - 1) / C;
   const int p0 = min(rank * part, nsel), np = min(p0 + part, nsel) - p0;
 
+  // A block may write another's shared memory only once that one runs: arrive here, and wait
+  // before the first push (by then every block has long arrived).
+  asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
   for (int i = tid; i < (2 * kBins + 256) / 4; i += kSelThreads)
     reinterpret_cast<int4*>(h1)[i] = make_int4(0, 0, 0, 0);
   if (tid < kMaxCluster) s_above[tid] = 0;
@@ -270,8 +273,9 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_row
     for (int j = 0; j < kPer; j++)
       if (comp >> j & 1) atomicAdd(&h1[key[j] >> 20], 1);
     __syncthreads();
-    push_chunk_sums(cluster, C, rank, h1, kBins, s_chunks[0]);
   }
+  asm volatile("barrier.cluster.wait.aligned;" ::: "memory");
+  if (general) push_chunk_sums(cluster, C, rank, h1, kBins, s_chunks[0]);
   cluster.sync();  // the histograms of digit 1 and the largest keys are complete
   if (tid < 32) {
     // M's key, read here while the cluster's blocks are in step.
