@@ -2,14 +2,17 @@
 // at most kRowSlice * kMaxCluster keys), after the score pass has written every row's scores:
 // a cluster of C blocks per (row, query head), each holding a slice of the row in registers
 // (kPer consecutive keys per thread).
-//   select  Three radix digits (12, 12, 8 bits) of the exact threshold key T. Each block
-//           histograms its slice; every block sums the cluster's histograms itself (through
-//           distributed shared memory) and finds the same digit, so a digit costs one cluster
-//           barrier. Keys equal to T are kept from the lowest index, across the slices in
-//           rank order.
-//   write   Each block writes its slice's selection (sink, chosen and window keys) in index
-//           order at its offset in the row: indices to the output, and (index, score) into
-//           the shared memory of the block that gathers that part of the selection.
+//   select  Radix digits (12, 12, 8 bits) of the exact threshold key T. Each block
+//           histograms its slice and pushes the histogram's 64 chunk sums into every block;
+//           after one cluster barrier every block finds the same chunk from them, reads that
+//           chunk's bins from every block, and so the same digit, with each block's count of
+//           keys above it. The last digit is skipped when the second one's bin holds exactly
+//           the keys still needed (without ties, one key). Keys equal to T are kept from the
+//           lowest index, across the slices in rank order.
+//   write   Every block knows every slice's kept count, so each writes its slice's selection
+//           (sink, chosen and window keys) in index order at its offset in the row without
+//           waiting: indices to the output, and (index, score) into the shared memory of the
+//           block that gathers that part of the selection.
 //   attend  The selection is cut into C equal parts; each block weights its part's V rows by
 //           exp(s - max), and the first block sums the partials in rank order into o and lse.
 // At small batch this replaces three latency-bound launches (select, split-KV attention over

@@ -10,8 +10,8 @@
 // Per-head selection takes the threshold path when there are more (row, head) pairs than
 // SMs, or when rows are long. With few pairs and short rows its select-and-attend leaves most
 // SMs idle and the general path is faster; over long rows the general path's full score rows
-// cost more (H100, one row, Hq = 32: S = 32K 66 vs 85 us, S = 128K 176 vs 149 us with the
-// older general sequence; docs/benchmarks.md). TOPK_CUDA_TOPK_PATH=threshold or =general
+// cost more (H100, one row, Hq = 32, general vs threshold path: S = 32K 66 vs 85 us, and
+// S = 128K 176 vs 149 us with the older general sequence; docs/benchmarks.md). TOPK_CUDA_TOPK_PATH=threshold or =general
 // forces one (the tests run both).
 // Rows go in ranges whose buffers stay under ~1 GiB, so causal prefill of any length works
 // (slowly: each query row scans its keys on its own).
