@@ -163,6 +163,32 @@ __device__ __forceinline__ void cvt8(const uint4& x, const uint4& y, float (&f)[
   f[6] = __uint_as_float(y.z); f[7] = __uint_as_float(y.w);
 }
 
+// acc[e] += w[i] * V[idx[i]][8 g + e] over i = first + u * step (u < U, i < n) for aligned
+// bf16 V rows (elements vbase + idx * st): the common case of the sparse gathers, without the
+// other dtypes' code and with 32-bit positions; all U loads in flight before the first use.
+template <int U>
+__device__ __forceinline__ void gather_bf16(const char* v, int64_t vbase, int64_t st, int g,
+                                            const int32_t* idx, const float* w, int first,
+                                            int step, int n, float (&acc)[8]) {
+  uint4 raw[U];
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    const int i = first + u * step;
+    raw[u] = i < n ? ldg16(v + (vbase + int64_t(idx[i]) * st + g * 8) * 2) : make_uint4(0, 0, 0, 0);
+  }
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    const int i = first + u * step;
+    const float wi = i < n ? w[i] : 0.f;
+    const uint32_t wd[4] = {raw[u].x, raw[u].y, raw[u].z, raw[u].w};
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      acc[2 * e] = fmaf(wi, __uint_as_float(wd[e] << 16), acc[2 * e]);
+      acc[2 * e + 1] = fmaf(wi, __uint_as_float(wd[e] & 0xffff0000u), acc[2 * e + 1]);
+    }
+  }
+}
+
 // Loads U groups of 8 elements (offsets off[u], valid[u]) and calls f(u, vals) for each;
 // all loads of a batch are issued before the first use. f32 runs in two batches of U/2 so
 // that the raw registers stay at U x 16 bytes for every dtype.

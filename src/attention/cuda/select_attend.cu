@@ -112,18 +112,29 @@ __device__ void select_candidates(const uint2* gcand, int c, int take, int64_t l
   find_bin(hist, kBins, need1, tmp, s_res, b2, a2);
   const int need2 = need1 - a2;
   const uint32_t pre2 = (uint32_t(b1) << 12) | uint32_t(b2);
-  for (int i = tid; i < 256; i += kSelThreads) hist[i] = 0;
-  __syncthreads();
-  for (int i0 = 0; i0 < c; i0 += kSelThreads) {
-    const int i = i0 + tid;
-    const uint32_t k = i < c ? cand(i).x : 0u;
-    hist_add(hist, int(k & 0xff), i < c && (k >> 8) == pre2);
+  const bool whole = hist[b2] == need2 && pre2 != 0;
+  __syncthreads();  // hist is reused below
+  uint32_t T;
+  int need3;  // keys equal to T to keep: the lowest indices
+  if (whole) {
+    // The bin holds exactly the keys still needed (without ties at the threshold, one key):
+    // all of it is kept, and the last digit is not needed. T lies just below the bin.
+    T = (pre2 << 8) - 1u;
+    need3 = 0;
+  } else {
+    for (int i = tid; i < 256; i += kSelThreads) hist[i] = 0;
+    __syncthreads();
+    for (int i0 = 0; i0 < c; i0 += kSelThreads) {
+      const int i = i0 + tid;
+      const uint32_t k = i < c ? cand(i).x : 0u;
+      hist_add(hist, int(k & 0xff), i < c && (k >> 8) == pre2);
+    }
+    __syncthreads();
+    int b3, a3;
+    find_bin(hist, 256, need2, tmp, s_res, b3, a3);
+    need3 = need2 - a3;
+    T = (pre2 << 8) | uint32_t(b3);
   }
-  __syncthreads();
-  int b3, a3;
-  find_bin(hist, 256, need2, tmp, s_res, b3, a3);
-  const int need3 = need2 - a3;  // keys equal to T to keep: the lowest indices
-  const uint32_t T = (pre2 << 8) | uint32_t(b3);
 
   // Slots in index order: a key's slot is the number of kept keys before it, counted from
   // bitmaps of the keys above T and equal to T (thread i owns words 8i .. 8i+7).
@@ -323,23 +334,29 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_ker
 #pragma unroll
   for (int e = 0; e < 8; e++) acc[e] = 0.f;
   // Chunks of SLOTS * U rows, every split-th one from this block's rank. The weights (and
-  // mx, L) are the same in every block of a pair, so the partial sums just add.
-  for (int64_t b0 = int64_t(part) * SLOTS * U; b0 < nsel; b0 += int64_t(a.split) * SLOTS * U) {
-    int64_t off[U];
-    bool valid[U];
+  // mx, L) are the same in every block of a pair, so the partial sums just add. Aligned
+  // bf16 rows with the selection in shared memory (the common case) take gather_bf16.
+  if (sel_smem && a.vec_v && a.v.dt == kBF16) {
+    for (int b0 = part * SLOTS * U; b0 < nsel; b0 += a.split * SLOTS * U)
+      gather_bf16<U>(a.v.data, vbase, a.v.st, dg, sidx, ssc, b0 + slot, SLOTS, int(nsel), acc);
+  } else {
+    for (int64_t b0 = int64_t(part) * SLOTS * U; b0 < nsel; b0 += int64_t(a.split) * SLOTS * U) {
+      int64_t off[U];
+      bool valid[U];
 #pragma unroll
-    for (int u = 0; u < U; u++) {
-      const int64_t i = b0 + slot + u * SLOTS;
-      valid[u] = i < nsel;
-      off[u] = vbase + int64_t(valid[u] ? index_at(i) : 0) * a.v.st + dg * 8;
+      for (int u = 0; u < U; u++) {
+        const int64_t i = b0 + slot + u * SLOTS;
+        valid[u] = i < nsel;
+        off[u] = vbase + int64_t(valid[u] ? index_at(i) : 0) * a.v.st + dg * 8;
+      }
+      // The weights are computed while the V rows are on their way.
+      load_groups<U>(a.v, off, valid, a.vec_v, [&](int u, const float (&x)[8]) {
+        const int64_t i = b0 + slot + u * SLOTS;
+        const float pr = valid[u] ? weight_at(i) : 0.f;
+#pragma unroll
+        for (int e = 0; e < 8; e++) acc[e] = fmaf(pr, x[e], acc[e]);
+      });
     }
-    // The weights are computed while the V rows are on their way.
-    load_groups<U>(a.v, off, valid, a.vec_v, [&](int u, const float (&x)[8]) {
-      const int64_t i = b0 + slot + u * SLOTS;
-      const float pr = valid[u] ? weight_at(i) : 0.f;
-#pragma unroll
-      for (int e = 0; e < 8; e++) acc[e] = fmaf(pr, x[e], acc[e]);
-    });
   }
   __syncthreads();  // region B is free once every thread is past the selection copy
   float* red = reinterpret_cast<float*>(smem + 2 * kSmemList);  // [SLOTS][D] in region B

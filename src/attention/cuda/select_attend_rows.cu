@@ -424,27 +424,8 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_row
 #pragma unroll
   for (int e = 0; e < 8; e++) acc[e] = 0.f;
   if (a.vec_v && a.v.dt == kBF16) {
-    // The common case without the other dtypes' code: aligned bf16 rows, 16-byte loads.
-    for (int b0 = 0; b0 < np; b0 += SLOTS * U) {
-      uint4 raw[U];
-#pragma unroll
-      for (int u = 0; u < U; u++) {
-        const int i = b0 + slot + u * SLOTS;
-        raw[u] = i < np ? ldg16(a.v.data + (vbase + int64_t(pidx[i]) * a.v.st + dg * 8) * 2)
-                        : make_uint4(0, 0, 0, 0);
-      }
-#pragma unroll
-      for (int u = 0; u < U; u++) {
-        const int i = b0 + slot + u * SLOTS;
-        const float w = i < np ? psc[i] : 0.f;
-        const uint32_t wd[4] = {raw[u].x, raw[u].y, raw[u].z, raw[u].w};
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          acc[2 * e] = fmaf(w, __uint_as_float(wd[e] << 16), acc[2 * e]);
-          acc[2 * e + 1] = fmaf(w, __uint_as_float(wd[e] & 0xffff0000u), acc[2 * e + 1]);
-        }
-      }
-    }
+    for (int b0 = 0; b0 < np; b0 += SLOTS * U)
+      gather_bf16<U>(a.v.data, vbase, a.v.st, dg, pidx, psc, b0 + slot, SLOTS, np, acc);
   } else {
     for (int b0 = 0; b0 < np; b0 += SLOTS * U) {
       int64_t off[U];
