@@ -231,6 +231,31 @@ __device__ __forceinline__ void load_groups(const DRows& r, const int64_t (&off)
   }
 }
 
+// acc[e] += weight_at(i) * V[index_at(i)][8 g + e] over i = first + u * step (u < U, i < n),
+// for V rows of any dtype (elements vbase + index * st): the general case of the sparse
+// gathers, where gather_bf16 does not apply. Index type I is int or int64_t, as the caller
+// counts its rows.
+template <int U, class I, class IndexAt, class WeightAt>
+__device__ __forceinline__ void gather_rows(const DRows& v, int64_t vbase, int g, bool vec, I first,
+                                            I step, I n, IndexAt&& index_at, WeightAt&& weight_at,
+                                            float (&acc)[8]) {
+  int64_t off[U];
+  bool valid[U];
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    const I i = first + u * step;
+    valid[u] = i < n;
+    off[u] = vbase + int64_t(valid[u] ? index_at(i) : 0) * v.st + g * 8;
+  }
+  // The weights are computed while the V rows are on their way.
+  load_groups<U>(v, off, valid, vec, [&](int u, const float (&x)[8]) {
+    const I i = first + u * step;
+    const float w = valid[u] ? weight_at(i) : 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; e++) acc[e] = fmaf(w, x[e], acc[e]);
+  });
+}
+
 __host__ __device__ constexpr int ilog2(int x) { return x <= 1 ? 0 : 1 + ilog2(x / 2); }
 
 // Asynchronous 16-byte global -> shared copies (cp.async, bypassing L1) and their groups.

@@ -340,23 +340,9 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_ker
     for (int b0 = part * SLOTS * U; b0 < nsel; b0 += a.split * SLOTS * U)
       gather_bf16<U>(a.v.data, vbase, a.v.st, dg, sidx, ssc, b0 + slot, SLOTS, int(nsel), acc);
   } else {
-    for (int64_t b0 = int64_t(part) * SLOTS * U; b0 < nsel; b0 += int64_t(a.split) * SLOTS * U) {
-      int64_t off[U];
-      bool valid[U];
-#pragma unroll
-      for (int u = 0; u < U; u++) {
-        const int64_t i = b0 + slot + u * SLOTS;
-        valid[u] = i < nsel;
-        off[u] = vbase + int64_t(valid[u] ? index_at(i) : 0) * a.v.st + dg * 8;
-      }
-      // The weights are computed while the V rows are on their way.
-      load_groups<U>(a.v, off, valid, a.vec_v, [&](int u, const float (&x)[8]) {
-        const int64_t i = b0 + slot + u * SLOTS;
-        const float pr = valid[u] ? weight_at(i) : 0.f;
-#pragma unroll
-        for (int e = 0; e < 8; e++) acc[e] = fmaf(pr, x[e], acc[e]);
-      });
-    }
+    for (int64_t b0 = int64_t(part) * SLOTS * U; b0 < nsel; b0 += int64_t(a.split) * SLOTS * U)
+      gather_rows<U>(a.v, vbase, dg, a.vec_v, b0 + slot, int64_t(SLOTS), int64_t(nsel), index_at,
+                     weight_at, acc);
   }
   __syncthreads();  // region B is free once every thread is past the selection copy
   float* red = reinterpret_cast<float*>(smem + 2 * kSmemList);  // [SLOTS][D] in region B

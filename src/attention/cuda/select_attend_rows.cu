@@ -427,22 +427,9 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_row
     for (int b0 = 0; b0 < np; b0 += SLOTS * U)
       gather_bf16<U>(a.v.data, vbase, a.v.st, dg, pidx, psc, b0 + slot, SLOTS, np, acc);
   } else {
-    for (int b0 = 0; b0 < np; b0 += SLOTS * U) {
-      int64_t off[U];
-      bool valid[U];
-#pragma unroll
-      for (int u = 0; u < U; u++) {
-        const int i = b0 + slot + u * SLOTS;
-        valid[u] = i < np;
-        off[u] = vbase + int64_t(valid[u] ? pidx[i] : 0) * a.v.st + dg * 8;
-      }
-      load_groups<U>(a.v, off, valid, a.vec_v, [&](int u, const float (&x)[8]) {
-        const int i = b0 + slot + u * SLOTS;
-        const float w = valid[u] ? psc[i] : 0.f;
-#pragma unroll
-        for (int e = 0; e < 8; e++) acc[e] = fmaf(w, x[e], acc[e]);
-      });
-    }
+    for (int b0 = 0; b0 < np; b0 += SLOTS * U)
+      gather_rows<U>(a.v, vbase, dg, a.vec_v, b0 + slot, SLOTS, np, [&](int i) { return pidx[i]; },
+                     [&](int i) { return psc[i]; }, acc);
   }
   // The block's partial sum over its slots in a fixed order: slots in shared memory, PARTS
   // runs of them summed by all threads, then the runs, sent to the first block.
