@@ -81,6 +81,10 @@ std::vector<Case> topk_cases() {
   cs.push_back(bf);
   Case bf40{"bf16_decode_d40", 1, 1, 1500, 8, 2, 40, false, DType::bf16, DType::f32};
   cs.push_back(bf40);
+  // The widest rows the AVX-512 gather keeps in registers (D = 256), and one with a tail.
+  cs.push_back({"decode_d256", 1, 1, 200, 4, 2, 256});
+  Case bf200{"bf16_decode_d200", 1, 1, 200, 4, 1, 200, false, DType::bf16, DType::f32};
+  cs.push_back(bf200);
   add_layout_cases(cs, 90, 40);
   return cs;
 }
