@@ -5,7 +5,7 @@
 #include <cstring>
 
 #include "core/timer.h"
-#include "model/ops.h"
+#include "model/blas_ops.h"
 #include "topk/attention.h"
 
 namespace topk {

@@ -7,7 +7,7 @@
 
 #include "core/rng.h"
 #include "model/attend.h"
-#include "model/ops.h"
+#include "model/blas_ops.h"
 #include "topk/attention.h"
 
 namespace topk {

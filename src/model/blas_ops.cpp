@@ -1,4 +1,4 @@
-#include "model/ops.h"
+#include "model/blas_ops.h"
 
 #include <cblas.h>
 
