@@ -20,7 +20,7 @@ void eval_usage(FILE* f) {
   std::fprintf(f,
       "usage: topk eval --model DIR --tasks T1,T2 --lengths N1,N2 --policy P [--policy P ...]\n"
       "                 [--samples 10] [--seed 0] [--prefill full|policy] [--per-head]\n"
-      "                 [--out DIR] [--threads N] [--quiet]\n\n"
+      "                 [--out DIR] [--threads N] [--device D] [--batch N] [--quiet]\n\n"
       "  --model DIR        a model folder with topk's byte tokenizer\n"
       "  --tasks LIST       tasks of topk data --list, comma-separated\n"
       "  --lengths LIST     target tokens per example, comma-separated\n"
@@ -31,7 +31,9 @@ void eval_usage(FILE* f) {
       "  --prefill MODE     full (default): prefill with full attention; policy: with the policy\n"
       "  --per-head         keep per-head statistics in results.json and layers.csv\n"
       "  --out DIR          write results.json, results.csv, layers.csv and PNG plots there\n"
-      "  --threads N        examples decoded in parallel (default: all cores)\n");
+      "  --threads N        CPU: examples decoded in parallel (default: all cores)\n"
+      "  --device D         cpu, cuda or auto (default: cuda when a GPU is present)\n"
+      "  --batch N          examples decoded together (default 16 on CUDA, 1 on the CPU)\n");
 }
 
 template <class T> T number(const std::string& flag, const std::string& s) {
@@ -59,7 +61,7 @@ std::vector<std::string> split(const std::string& s, const char* seps) {
 int eval(int argc, char** argv) {
   eval::EvalOpts o;
   o.progress = true;
-  std::string model, out;
+  std::string model, out, device = "auto";
   int threads = 0;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
@@ -86,13 +88,18 @@ int eval(int argc, char** argv) {
     else if (a == "--out") out = next();
     else if (a == "--threads") threads = number<int>(a, next());
     else if (a == "--quiet") o.progress = false;
+    else if (a == "--device") device = next();
+    else if (a == "--batch") o.batch = number<int>(a, next());
     else TOPK_CHECK(false, "unknown option '%s' (see topk eval --help)", a.c_str());
   }
   TOPK_CHECK(!model.empty(), "--model DIR is required (see topk eval --help)");
   eval::validate(o);
   TOPK_CHECK(std::filesystem::is_directory(model), "model folder '%s' does not exist",
              model.c_str());
+  TOPK_CHECK(o.batch >= 0, "--batch must be positive, got %d", o.batch);
+  Device dev = parse_device(device);
   Model m = model_load(model);
+  model_to(m, dev, false);
   if (threads > 0) omp_set_num_threads(threads);
   eval::Report r = eval::run(m, o);
   r.model = model;

@@ -21,11 +21,12 @@ static void generate_usage() {
                "  --max-new N                 tokens to generate (default 64)\n"
                "  --temperature T             0 = greedy (default 0)\n"
                "  --top-k K  --seed S         sampling options\n"
-               "  --no-bos                    do not start the prompt with BOS\n");
+               "  --no-bos                    do not start the prompt with BOS\n"
+               "  --device D                  cpu, cuda or auto (default: cuda when a GPU is present)\n");
 }
 
 int generate(int argc, char** argv) {
-  std::string dir, prompt, ids_arg, attention = "full", prefill = "full";
+  std::string dir, prompt, ids_arg, attention = "full", prefill = "full", device = "auto";
   int max_new = 64;
   bool have_prompt = false, bos = true;
   SampleOpts so;
@@ -45,13 +46,16 @@ int generate(int argc, char** argv) {
     else if (a == "--top-k") so.top_k = std::atoi(next().c_str());
     else if (a == "--seed") so.seed = std::strtoull(next().c_str(), nullptr, 10);
     else if (a == "--no-bos") bos = false;
+    else if (a == "--device") device = next();
     else if (a == "--help" || a == "-h") return generate_usage(), 0;
     else return std::fprintf(stderr, "topk generate: unknown option '%s'\n", a.c_str()), generate_usage(), 2;
   }
   if (dir.empty() || (!have_prompt && ids_arg.empty())) return generate_usage(), 2;
   TOPK_CHECK(max_new >= 0, "--max-new must be >= 0");
   AttnPolicy dec = parse_policy(attention), pre = parse_policy(prefill);
+  Device dev = parse_device(device);
   Model m = model_load(dir);
+  model_to(m, dev, false);
   const TokenizerConfig& tok = m.cfg.tokenizer;
   std::vector<int> ids;
   if (have_prompt) {
@@ -62,7 +66,7 @@ int generate(int argc, char** argv) {
     while (std::getline(ss, item, ',')) ids.push_back(std::atoi(item.c_str()));
   }
   TOPK_CHECK(!ids.empty(), "the prompt is empty");
-  KVCache kc = kv_cache_create(m.cfg, int(ids.size()) + max_new);
+  KVCache kc = kv_cache_create(m, 1, int(ids.size()) + max_new);
   std::vector<float> logits;
   double t0 = now_seconds();
   model_step(m, kc, ids.data(), int(ids.size()), pre, logits, true);

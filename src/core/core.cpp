@@ -158,6 +158,7 @@ void device_free(void*) {}
 void device_copy(void*, const void*, size_t, CopyKind) { no_cuda(); }
 int device_count() { return 0; }
 void device_synchronize() {}
+int64_t device_memory_used() { return 0; }
 #endif
 
 }  // namespace topk

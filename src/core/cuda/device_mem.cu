@@ -36,4 +36,10 @@ int device_count() {
 
 void device_synchronize() { TOPK_CUDA(cudaDeviceSynchronize()); }
 
+int64_t device_memory_used() {
+  size_t free = 0, total = 0;
+  TOPK_CUDA(cudaMemGetInfo(&free, &total));
+  return int64_t(total - free);
+}
+
 }  // namespace topk
