@@ -344,8 +344,17 @@ bool nullable(const Node& n) {
   }
 }
 
+// What a node's match can begin with (a superset), and whether it can be empty.
+First first_of(const Node& n, const std::vector<CharClass>& classes);
+
+void add_ascii(First& f, const First& g) {
+  f.ascii[0] |= g.ascii[0];
+  f.ascii[1] |= g.ascii[1];
+}
+
 struct Compiler {
   RegexProgram& prog;
+  First first(const Node& n) { return first_of(n, prog.classes); }
   std::vector<std::pair<int, const Node*>> subs;  // (instruction to patch, sub-pattern)
 
   int emit(Inst in) {
@@ -367,6 +376,7 @@ struct Compiler {
         for (size_t k = 0; k + 1 < n.kids.size(); ++k) {
           int split = emit({Op::split});
           prog.code[split].x = split + 1;
+          prog.code[split].first = first(n.kids[k]);
           node(n.kids[k]);
           jumps.push_back(emit({Op::jmp}));
           prog.code[split].y = int(prog.code.size());
@@ -448,6 +458,50 @@ struct Compiler {
     }
   }
 };
+
+First first_of(const Node& n, const std::vector<CharClass>& classes) {
+  First f;
+  f.ascii[0] = f.ascii[1] = 0;
+  f.nullable = false;
+  auto set = [&](char32_t c) { f.ascii[c >> 6] |= uint64_t(1) << (c & 63); };
+  switch (n.kind) {
+    case Node::chr:
+      if (n.c < 128) set(n.c);
+      if (n.icase) set(n.c & ~char32_t(0x20));
+      return f;
+    case Node::cls:
+      f.ascii[0] = classes[size_t(n.klass)].ascii[0];
+      f.ascii[1] = classes[size_t(n.klass)].ascii[1];
+      return f;
+    case Node::any:
+      f.ascii[0] = ~(uint64_t(1) << '\n');
+      f.ascii[1] = ~uint64_t(0);
+      return f;
+    case Node::seq:
+      f.nullable = true;
+      for (const Node& k : n.kids) {
+        First g = first_of(k, classes);
+        add_ascii(f, g);
+        if (!g.nullable) { f.nullable = false; break; }
+      }
+      return f;
+    case Node::alt:
+      for (const Node& k : n.kids) {
+        First g = first_of(k, classes);
+        add_ascii(f, g);
+        f.nullable = f.nullable || g.nullable;
+      }
+      return f;
+    case Node::rep: case Node::atomic: {
+      First g = first_of(n.kids[0], classes);
+      g.nullable = g.nullable || (n.kind == Node::rep && n.min == 0);
+      return g;
+    }
+    default:  // anchors and lookaheads consume nothing
+      f.nullable = true;
+      return f;
+  }
+}
 
 }  // namespace
 

@@ -69,6 +69,19 @@ enum class Op : uint8_t {
 };
 enum class Greed : uint8_t { greedy, lazy, possessive };
 
+// The characters a branch can begin with, to skip a split's first branch without a backtrack
+// entry when the next character rules it out. ASCII exactly; any non-ASCII character is "maybe".
+struct First {
+  uint64_t ascii[2] = {~uint64_t(0), ~uint64_t(0)};
+  bool nullable = true;  // the branch may match empty: never skipped
+  bool excludes(const char32_t* s, uint32_t pos, uint32_t n) const {
+    if (nullable) return false;
+    if (pos == n) return true;
+    char32_t c = s[pos];
+    return c < 128 && !((ascii[c >> 6] >> (c & 63)) & 1);
+  }
+};
+
 struct Inst {
   Op op = Op::match;
   Op body = Op::any;  // star: chr, chari, cls or any
@@ -76,6 +89,7 @@ struct Inst {
   char32_t c = 0;     // chr, chari (folded), star body
   int x = 0, y = 0;   // jump targets; cls: class index
   int min = 0, max = 0;  // star; max < 0: no limit
+  First first;        // split: of branch x
 };
 
 }  // namespace topk::regex_detail

@@ -89,6 +89,10 @@ struct Machine {
           if (ok) { ++pos; ++pc; }
           break;
         case Op::split:
+          if (in.first.excludes(s, pos, n)) {  // the first branch cannot match here
+            pc = in.y;
+            break;
+          }
           stack.push_back({Frame::plain, in.y, pos, 0});
           pc = in.x;
           break;

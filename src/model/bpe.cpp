@@ -130,7 +130,7 @@ struct Piece {
 struct Match { size_t b, e; bool m; };
 
 // NormalizedString::split(pattern, behavior): the pieces that survive, in order.
-void split_piece(const BpePreStep& st, const Piece& p, std::vector<Match>& ms,
+void split_piece(const BpePreStep& st, const Piece& p, std::vector<Match>& ms, std::vector<Match>& keep,
                  std::vector<std::pair<size_t, size_t>>& found, std::vector<Piece>& out) {
   found.clear();
   if (st.is_regex) {
@@ -148,10 +148,10 @@ void split_piece(const BpePreStep& st, const Piece& p, std::vector<Match>& ms,
   }
   if (prev != p.s.size()) ms.push_back({prev, p.s.size(), false});
   if (st.invert) for (Match& m : ms) m.m = !m.m;
-  std::vector<Match> keep;  // (offsets, removed)
+  keep.clear();  // (offsets, removed)
   switch (st.behavior) {
     case BpePreStep::isolated: for (Match m : ms) keep.push_back({m.b, m.e, false}); break;
-    case BpePreStep::removed: keep = ms; break;
+    case BpePreStep::removed: keep.assign(ms.begin(), ms.end()); break;
     case BpePreStep::contiguous: {
       bool prev_m = false;
       for (Match m : ms) {
@@ -276,7 +276,7 @@ struct Encoder {
   const std::vector<int64_t>* wmap = nullptr;  // working-text offset -> text offset; null: same
   std::deque<std::string> arena;               // pieces that ByteLevel gave a prefix space
   std::vector<Piece> cur, next;
-  std::vector<Match> ms;
+  std::vector<Match> ms, keep;
   std::vector<std::pair<size_t, size_t>> found;
   Merger merger;
   // The BPE of each distinct word of this text, once: word -> (first, count) in cache_ids.
@@ -296,7 +296,7 @@ struct Encoder {
       next.clear();
       for (const Piece& p : cur) {
         if (st.kind == BpePreStep::split) {
-          split_piece(st, p, ms, found, next);
+          split_piece(st, p, ms, keep, found, next);
           continue;
         }
         Piece q = p;
@@ -305,7 +305,7 @@ struct Encoder {
           sp.append(q.s);
           q = Piece{sp, q.w0, 1};
         }
-        if (st.use_regex) split_piece(st, q, ms, found, next);  // GPT-2's regex, Isolated
+        if (st.use_regex) split_piece(st, q, ms, keep, found, next);  // GPT-2's regex, Isolated
         else next.push_back(q);
       }
       std::swap(cur, next);
