@@ -173,23 +173,30 @@ def train(kind):
 
 
 def save(kind, tok, out):
-    from transformers import PreTrainedTokenizerFast
     names = {"gpt2": dict(bos_token="<|endoftext|>", eos_token="<|endoftext|>"),
              "llama3": dict(bos_token="<|begin_of_text|>", eos_token="<|eot_id|>"),
              "qwen2": dict(eos_token="<|im_end|>", pad_token="<|endoftext|>")}[kind]
-    PreTrainedTokenizerFast(tokenizer_object=tok, **names).save_pretrained(out)
+    try:  # as a model folder has them: tokenizer.json and tokenizer_config.json from transformers
+        from transformers import PreTrainedTokenizerFast
+        PreTrainedTokenizerFast(tokenizer_object=tok, **names).save_pretrained(out)
+    except Exception as e:  # noqa: BLE001
+        print(f"  transformers could not save the tokenizer ({e}); writing the two files directly")
+        tok.save(os.path.join(out, "tokenizer.json"))
+        with open(os.path.join(out, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+            json.dump(names, f, indent=2)
 
 
 def cases(out, strings, seed):
-    import transformers
-    from transformers import AutoTokenizer
     tok = Tokenizer.from_file(os.path.join(out, "tokenizer.json"))  # exactly the saved file
     try:
+        import transformers
+        from transformers import AutoTokenizer
+        version = transformers.__version__
         hf = AutoTokenizer.from_pretrained(out)
     except Exception as e:  # noqa: BLE001
         print(f"  transformers could not load {out} ({e}); ids_transformers not recorded")
-        hf = None
-    lines = [{"meta": {"tokenizers": tokenizers.__version__, "transformers": transformers.__version__,
+        version, hf = None, None
+    lines = [{"meta": {"tokenizers": tokenizers.__version__, "transformers": version,
                        "unicode": unicodedata.unidata_version, "vocab": tok.get_vocab_size()}}]
     plain = hasattr(tok, "encode_special_tokens")
     for s in strings:
