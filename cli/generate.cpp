@@ -56,10 +56,10 @@ int generate(int argc, char** argv) {
   Device dev = parse_device(device);
   Model m = model_load(dir);
   model_to(m, dev, false);
-  const TokenizerConfig& tok = m.cfg.tokenizer;
+  const Tokenizer& tok = m.tok;
   std::vector<int> ids;
   if (have_prompt) {
-    ids = tok_encode(tok, prompt, bos);
+    ids = encode(tok, prompt, bos);
   } else {
     std::stringstream ss(ids_arg);
     std::string item;
@@ -75,11 +75,12 @@ int generate(int argc, char** argv) {
   Sampler s = sampler_create(so);
   for (int n = 0; n < max_new; n++) {
     int t = sample(s, logits.data(), m.cfg.vocab);
-    bool eos = tok.present ? t == tok.eos : false;
+    bool eos = false;
+    for (int e : tok.eos_ids) eos |= t == e;
     for (int e : m.cfg.eos_ids) eos |= t == e;
     if (eos) break;
     produced++;
-    if (tok.present) std::fputs(tok_piece(tok, t).c_str(), stdout);
+    if (tok.has_text()) std::fputs(token_bytes(tok, t).c_str(), stdout);
     else std::printf("%s%d", n ? "," : "", t);
     std::fflush(stdout);
     if (n + 1 < max_new) model_step(m, kc, &t, 1, dec, logits, true);

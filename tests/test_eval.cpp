@@ -310,8 +310,9 @@ TEST(EvalEndToEnd, BadInputExitsWithMessage) {
 // Training on a task of src/tasks: the example is BOS prompt prefix target EOS, and the loss
 // starts at the answer, after the context, or at the first token.
 TEST(EvalTrainData, SuiteTaskExamplesAndLoss) {
-  TokenizerConfig tok;
-  tok.present = true;
+  TokenizerConfig tc;
+  tc.present = true;
+  const Tokenizer tok = tokenizer_bytes(tc);
   TaskOpts t;
   t.name = "ar";
   t.length = 64;

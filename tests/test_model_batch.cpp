@@ -126,13 +126,13 @@ TEST(ModelBatch, CopiedCacheAndGreedyBudgets) {
   kv_cache_copy(b, a);
   std::vector<int> last = {prompts[0].back(), prompts[1].back()}, budget = {5, 2};
   std::vector<std::vector<int>> out_a(2), out_b(2);
-  greedy_decode(m, a, last, budget, -1, AttnPolicy{}, false,
+  greedy_decode(m, a, last, budget, {}, AttnPolicy{}, false,
                 [&](int i, int t, const std::vector<AttnStats>*) {
                   out_a[size_t(i)].push_back(t);
                   return true;
                 },
                 s);
-  greedy_decode(m, b, last, budget, -1, AttnPolicy{}, false,
+  greedy_decode(m, b, last, budget, {}, AttnPolicy{}, false,
                 [&](int i, int t, const std::vector<AttnStats>*) {
                   out_b[size_t(i)].push_back(t);
                   return true;

@@ -11,10 +11,10 @@
 
 using namespace topk;
 
-static TokenizerConfig bytes_tok() {
+static Tokenizer bytes_tok() {
   TokenizerConfig t;
   t.present = true;
-  return t;
+  return tokenizer_bytes(t);
 }
 
 TEST(Tasks, CopyAndRecallExamples) {

@@ -51,7 +51,7 @@ std::vector<std::vector<Acc>> run_batch(const Model& m, const std::vector<tasks:
   std::vector<int> last, budget;
   for (size_t b = 0; b < B; b++) {
     const tasks::Example& e = ex[i0 + b];
-    std::vector<int> ids = tok_encode(c.tokenizer, e.prompt + e.answer_prefix, true);
+    std::vector<int> ids = encode(m.tok, e.prompt + e.answer_prefix, true);
     TOPK_CHECK(int64_t(ids.size()) == e.prompt_tokens && ids.size() >= 2, "eval: %s example "
                "encodes to %zu tokens, expected %lld", e.task.c_str(), ids.size(),
                (long long)e.prompt_tokens);
@@ -74,16 +74,18 @@ std::vector<std::vector<Acc>> run_batch(const Model& m, const std::vector<tasks:
     }
     std::vector<std::vector<int>> out(B);
     for (size_t b = 0; b < B; b++) acc_init(r[b][p], c.layers, c.heads);
-    greedy_decode(m, kc, last, budget, c.tokenizer.eos, pols[p], true,
+    greedy_decode(m, kc, last, budget, m.tok.eos_ids, pols[p], true,
                   [&](int b, int tok, const std::vector<AttnStats>* st) {
                     acc_add(r[size_t(b)][p], *st);
-                    if (tok != c.tokenizer.eos) out[size_t(b)].push_back(tok);
+                    if (std::find(m.tok.eos_ids.begin(), m.tok.eos_ids.end(), tok) ==
+                        m.tok.eos_ids.end())
+                      out[size_t(b)].push_back(tok);
                     return true;
                   },
                   s);
     for (size_t b = 0; b < B; b++) {
       Acc& a = r[b][p];
-      a.prediction = tok_decode(c.tokenizer, out[b]);
+      a.prediction = decode(m.tok, out[b], true);
       a.score = tasks::score(ex[i0 + b].scorer, a.prediction, ex[i0 + b].gold);
     }
   }
@@ -116,8 +118,8 @@ void validate(const EvalOpts& o) {
 
 Report run(const Model& m, const EvalOpts& o) {
   validate(o);
-  TOPK_CHECK(m.cfg.tokenizer.present, "eval: the model has no byte tokenizer (topk's task prompts "
-             "are text); config.json needs \"topk_tokenizer\"");
+  TOPK_CHECK(m.tok.has_text(), "eval: the model has no tokenizer (topk's task prompts are text); "
+             "its folder needs tokenizer.json, or \"topk_tokenizer\" in config.json");
   std::vector<AttnPolicy> pols;
   for (const auto& p : o.policies) pols.push_back(parse_policy(p));
   const int L = m.cfg.layers, H = m.cfg.heads;
@@ -141,7 +143,7 @@ Report run(const Model& m, const EvalOpts& o) {
           tasks::Config cfg;
           cfg.length = len;
           cfg.seed = o.seed + uint64_t(i);
-          ex[size_t(i)] = tasks::generate(task, cfg);
+          ex[size_t(i)] = tasks::generate(task, cfg, task_tokenizer(m.tok));
           ctx[size_t(i)] = ex[size_t(i)].prompt_tokens;
         } catch (const std::exception& e) {
 #pragma omp critical

@@ -22,7 +22,8 @@ KVCache prefill_prompts(const Model& m, const std::vector<std::vector<int>>& pro
 }
 
 void greedy_decode(const Model& m, KVCache& kc, const std::vector<int>& last_tokens,
-                   const std::vector<int>& max_new, int eos, const AttnPolicy& pol,
+                   const std::vector<int>& max_new, const std::vector<int>& stop_ids,
+                   const AttnPolicy& pol,
                    bool collect_stats, const OnToken& on_token, StepScratch& s) {
   const int B = kc.batch, V = m.cfg.vocab;
   TOPK_CHECK(int(last_tokens.size()) == B && int(max_new.size()) == B,
@@ -46,7 +47,8 @@ void greedy_decode(const Model& m, KVCache& kc, const std::vector<int>& last_tok
       const int tok = int(std::max_element(row, row + V) - row);
       made[size_t(b)]++;
       const bool go = on_token(b, tok, collect_stats ? &stats[size_t(b)] : nullptr);
-      if (!go || tok == eos || made[size_t(b)] >= max_new[size_t(b)] ||
+      const bool stop = std::find(stop_ids.begin(), stop_ids.end(), tok) != stop_ids.end();
+      if (!go || stop || made[size_t(b)] >= max_new[size_t(b)] ||
           kc.len[size_t(b)] >= kc.max_len)
         in[size_t(b)].clear();
       else

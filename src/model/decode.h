@@ -20,10 +20,11 @@ KVCache prefill_prompts(const Model& m, const std::vector<std::vector<int>>& pro
 using OnToken = std::function<bool(int b, int token, const std::vector<AttnStats>* stats)>;
 
 // Decodes greedily (ties: lowest id) from a cache that prefill_prompts filled, feeding
-// last_tokens[b] first. Sequence b stops after on_token returns false, at `eos` (its step is
-// reported), after max_new[b] tokens, or when its cache is full.
+// last_tokens[b] first. Sequence b stops after on_token returns false, at one of stop_ids (its
+// step is reported), after max_new[b] tokens, or when its cache is full.
 void greedy_decode(const Model& m, KVCache& kc, const std::vector<int>& last_tokens,
-                   const std::vector<int>& max_new, int eos, const AttnPolicy& pol,
+                   const std::vector<int>& max_new, const std::vector<int>& stop_ids,
+                   const AttnPolicy& pol,
                    bool collect_stats, const OnToken& on_token, StepScratch& s);
 
 }  // namespace topk

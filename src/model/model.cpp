@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include <fstream>
 #include <map>
 
 #include "core/json.h"
@@ -152,6 +153,7 @@ Model model_create(const ModelConfig& cfg) {
   std::vector<float> f = rope_inv_freq(cfg);
   m.inv_freq = Buffer(DType::f32, {int64_t(f.size())}, Device::cpu);
   std::copy(f.begin(), f.end(), m.inv_freq.ptr<float>());
+  m.tok = tokenizer_bytes(cfg.tokenizer);
   return m;
 }
 
@@ -211,8 +213,14 @@ static void load_sharded(Model& m, const std::string& dir) {
   }
 }
 
+void model_load_tokenizer(Model& m, const std::string& dir) {
+  m.tok = tokenizer_load(dir, m.cfg);
+  m.tokenizer_dir = m.tok.kind == Tokenizer::Kind::bpe ? dir : std::string();
+}
+
 Model model_load(const std::string& dir) {
   Model m = model_create(load_config(dir));
+  model_load_tokenizer(m, dir);
   struct stat sb;
   std::string single = dir + "/model.safetensors";
   if (stat(single.c_str(), &sb) != 0 && stat((dir + "/model.safetensors.index.json").c_str(), &sb) == 0)
@@ -240,6 +248,12 @@ void model_save(const std::string& dir, const Model& m) {
   for (const auto& p : m.params) ts.push_back({p.name, dt, p.shape, m.host() + p.offset});
   st_save(dir + "/model.safetensors", ts, {{"format", "pt"}});
   save_config(dir, m.cfg);
+  // A BPE model's folder carries its tokenizer, so the saved folder loads on its own.
+  if (!m.tokenizer_dir.empty() && m.tokenizer_dir != dir)
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+      std::ifstream probe(m.tokenizer_dir + "/" + f);
+      if (probe) write_file_atomic(dir + "/" + f, read_file(m.tokenizer_dir + "/" + f));
+    }
 }
 
 }  // namespace topk

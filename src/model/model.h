@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/tokenizer.h"
 #include "topk/core.h"
 
 namespace topk {
@@ -38,6 +39,8 @@ struct Model {
   Buffer w;           // [numel] f32 master weights; empty for an inference-only CUDA model
   Buffer wc;          // [numel] bf16 weights that CUDA's matrix products read; empty on the CPU
   Buffer inv_freq;    // [D/2] f32 RoPE inverse frequencies on the model's device
+  Tokenizer tok;      // text <-> ids (model/tokenizer.h)
+  std::string tokenizer_dir;  // the folder holding tokenizer.json (BPE), copied by model_save
 
   Device device() const { return w.view().empty() ? wc.view().device : w.view().device; }
   // Host pointers to the master weights (the model must be on the CPU).
@@ -61,9 +64,11 @@ Model model_create(const ModelConfig& cfg);
 // Matrices ~ N(0, std^2), norms 1, biases 0; the same seed gives the same weights (CPU model).
 void model_init(Model& m, uint64_t seed, float std = 0.02f);
 // dir/config.json + dir/model.safetensors, or the shards that model.safetensors.index.json
-// names (F32, BF16 or F16 tensors; converted to fp32). On the CPU.
+// names (F32, BF16 or F16 tensors; converted to fp32), and the folder's tokenizer. On the CPU.
 Model model_load(const std::string& dir);
 void model_load_weights(Model& m, const std::string& path);
+// The tokenizer of a model folder (tokenizer.json, else the byte tokenizer of its config).
+void model_load_tokenizer(Model& m, const std::string& dir);
 // Moves the model to a device. On CUDA the bf16 copy is made; keep_master = false drops the
 // f32 master weights there (inference only: half the memory). Back to the CPU needs the master.
 void model_to(Model& m, Device device, bool keep_master = true);
@@ -72,8 +77,8 @@ void model_sync_compute(Model& m);
 // The f32 weights on the host (a copy when the model lives on CUDA; from the bf16 copy when
 // there is no master).
 std::vector<float> model_host_weights(const Model& m);
-// Writes dir/config.json and dir/model.safetensors (dtype from cfg.dtype), each atomically.
-// The folder is created when missing. Works from any device.
+// Writes dir/config.json and dir/model.safetensors (dtype from cfg.dtype), each atomically, and
+// the tokenizer files of a BPE model. The folder is created when missing. Works from any device.
 void model_save(const std::string& dir, const Model& m);
 int64_t model_param_count(const Model& m);
 // Bytes of the weights the forward reads per token (the bf16 copy on CUDA, f32 on the CPU).

@@ -56,6 +56,7 @@ bool find_checkpoint(const std::string& dir, std::string* found) {
 
 void load_checkpoint(const std::string& dir, Model& m, AdamW& opt, json& state, Device device) {
   m = model_create(load_config(dir));
+  model_load_tokenizer(m, dir);
   SafeTensors st = st_load(dir + "/optimizer.safetensors");
   const int64_t n = m.numel;
   st_to_f32(st.get("master_weights", {n}), m.host(), n);

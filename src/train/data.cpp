@@ -29,25 +29,29 @@ void validate_task(const TaskOpts& t) {
              "keys, but the alphabet has only %d", t.max_len, t.alphabet);
 }
 
-Example make_example(const TaskOpts& t, const TokenizerConfig& tok, Rng& rng) {
+Example make_example(const TaskOpts& t, const Tokenizer& tok, Rng& rng) {
   Example e;
+  TOPK_CHECK(tok.eos >= 0, "task %s: the model's tokenizer (%s) has no end-of-text id", t.name.c_str(),
+             tok.name.c_str());
   if (is_suite_task(t)) {
     tasks::Config cfg;
     cfg.length = t.length;
     if (t.min_length > 0) cfg.length = t.min_length + int64_t(rng.below(uint64_t(t.length - t.min_length + 1)));
     cfg.seed = rng.next();
-    tasks::Example x = tasks::generate(t.name, cfg);
-    e.tokens = tok_encode(tok, x.prompt + x.answer_prefix, true);
+    tasks::Example x = tasks::generate(t.name, cfg, task_tokenizer(tok));
+    e.tokens = encode(tok, x.prompt + x.answer_prefix, true);
     e.loss_from = int(e.tokens.size()) - 1;
     if (t.loss == "all") e.loss_from = 0;
     if (t.loss == "question")
-      e.loss_from = int(tok_encode(tok, x.prompt.substr(0, size_t(x.context_end)), true).size()) - 1;
+      e.loss_from = int(encode(tok, x.prompt.substr(0, size_t(x.context_end)), true).size()) - 1;
     e.answer_from = int(e.tokens.size());
-    std::vector<int> ans = tok_encode(tok, x.target, false);
+    std::vector<int> ans = encode(tok, x.target, false);
     e.tokens.insert(e.tokens.end(), ans.begin(), ans.end());
     e.tokens.push_back(tok.eos);
     return e;
   }
+  TOPK_CHECK(tok.kind == Tokenizer::Kind::bytes, "task %s is defined over bytes; it needs a model "
+             "with topk's byte tokenizer, not %s", t.name.c_str(), tok.name.c_str());
   e.tokens.push_back(tok.bos);
   int n = t.min_len + int(rng.below(uint64_t(t.max_len - t.min_len + 1)));
   if (t.name == "copy") {
@@ -77,7 +81,7 @@ Example make_example(const TaskOpts& t, const TokenizerConfig& tok, Rng& rng) {
   return e;
 }
 
-Batch make_task_batch(const TaskOpts& t, const TokenizerConfig& tok, uint64_t seed, int64_t step,
+Batch make_task_batch(const TaskOpts& t, const Tokenizer& tok, uint64_t seed, int64_t step,
                       int micro, int tokens) {
   validate_task(t);
   Rng rng(seed * 0x9E3779B97F4A7C15ull + uint64_t(step) * 1000003ull + uint64_t(micro) + 1);

@@ -12,6 +12,7 @@
 #include "core/rng.h"
 #include "model/config.h"
 #include "model/forward.h"
+#include "model/tokenizer.h"
 
 namespace topk {
 
@@ -31,9 +32,11 @@ struct Example {
   int answer_from = 0;  // first answer token (what a model must generate)
 };
 
-Example make_example(const TaskOpts& t, const TokenizerConfig& tok, Rng& rng);
+// Suite tasks take any tokenizer with text (lengths are counted in its tokens); copy and recall
+// are defined over bytes and need the byte tokenizer.
+Example make_example(const TaskOpts& t, const Tokenizer& tok, Rng& rng);
 // Packs whole examples until adding one more would pass `tokens` (at least one example).
-Batch make_task_batch(const TaskOpts& t, const TokenizerConfig& tok, uint64_t seed, int64_t step,
+Batch make_task_batch(const TaskOpts& t, const Tokenizer& tok, uint64_t seed, int64_t step,
                       int micro, int tokens);
 
 void validate_task(const TaskOpts& t);

@@ -9,11 +9,11 @@ namespace topk {
 EvalResult task_accuracy(const Model& m, const TaskOpts& task, int examples, uint64_t seed,
                          const AttnPolicy& prefill, const AttnPolicy& decode, int batch) {
   validate_task(task);
-  TOPK_CHECK(m.cfg.tokenizer.present, "task_accuracy: the model has no byte tokenizer");
+  TOPK_CHECK(m.tok.has_text(), "task_accuracy: the model has no tokenizer");
   TOPK_CHECK(batch > 0, "task_accuracy: batch must be positive, got %d", batch);
   Rng rng(seed ^ 0x5EEDE7A1ull);
   std::vector<Example> ex;
-  for (int i = 0; i < examples; i++) ex.push_back(make_example(task, m.cfg.tokenizer, rng));
+  for (int i = 0; i < examples; i++) ex.push_back(make_example(task, m.tok, rng));
   EvalResult r;
   StepScratch s;
   for (int i0 = 0; i0 < examples; i0 += batch) {
@@ -30,7 +30,7 @@ EvalResult task_accuracy(const Model& m, const TaskOpts& task, int examples, uin
     KVCache kc = prefill_prompts(m, prompts, most, prefill, s);
     std::vector<int> matched(size_t(B), 0);
     std::vector<bool> ok(size_t(B), true);
-    greedy_decode(m, kc, last, budget, m.cfg.tokenizer.eos, decode, false,
+    greedy_decode(m, kc, last, budget, {m.tok.eos}, decode, false,
                   [&](int b, int tok, const std::vector<AttnStats>*) -> bool {
                     const Example& e = ex[size_t(i0 + b)];
                     const int j = matched[size_t(b)];

@@ -123,9 +123,8 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out) 
     model_to(m, cfg.device);
     opt = adamw_create(m);
   }
-  const ModelConfig& mc = m.cfg;
-  TOPK_CHECK(mc.tokenizer.present, "training needs a model with the byte tokenizer "
-             "(topk_tokenizer in its config.json)");
+  TOPK_CHECK(m.tok.has_text(), "training needs a model with a tokenizer: tokenizer.json or "
+             "topk's byte tokenizer (topk_tokenizer in its config.json)");
   make_dirs(cfg.out);
   Buffer grad(DType::f32, {m.numel}, m.device());
   Acts acts;  // reused by every micro-batch: buffers grow once, then stay
@@ -146,7 +145,7 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out) 
     std::vector<Batch> micro;
     double count = 0;
     for (int a = 0; a < cfg.grad_accum; a++) {
-      micro.push_back(make_task_batch(cfg.task, mc.tokenizer, cfg.seed, step, a, cfg.batch_tokens));
+      micro.push_back(make_task_batch(cfg.task, m.tok, cfg.seed, step, a, cfg.batch_tokens));
       count += loss_count(micro.back());
     }
     TOPK_CHECK(count > 0, "step %lld: the batch has no token in the loss", (long long)step);

@@ -202,7 +202,7 @@ TEST(CudaEngine, DecodeStatisticsOnCuda) {
     StepScratch s;
     KVCache kc = prefill_prompts(m, prompts, 4, AttnPolicy{}, s);
     int steps = 0;
-    greedy_decode(m, kc, {prompts[0].back(), prompts[1].back()}, {4, 4}, -1, parse_policy(pol),
+    greedy_decode(m, kc, {prompts[0].back(), prompts[1].back()}, {4, 4}, {}, parse_policy(pol),
                   true,
                   [&](int, int, const std::vector<AttnStats>* st) {
                     steps++;
