@@ -23,18 +23,23 @@ const char* backend_name(Backend b);
 
 // How rows of q and k/v form independent sequences.
 //  Batched (default): sequence b has the T queries q[b] and the S keys k[b], or only the first
-//    seqlens_k[b] keys when given (a ragged KV cache padded to S).
+//    seqlens_k[b] keys when given (a ragged KV cache padded to S), and only the first
+//    seqlens_q[b] queries when given (prompts of different lengths padded to T). Query rows
+//    past seqlens_q[b] are never read, and their o, lse (and dq) entries are not written.
 //  Packed: q is [1, Nq, Hq, D] and k, v are [1, Nk, Hkv, D]; sequence b owns query rows
 //    cu_seqlens_q[b] .. cu_seqlens_q[b+1]-1 and key rows cu_seqlens_k[b] .. cu_seqlens_k[b+1]-1.
 //    Sequences never see each other. Key index j of sequence b means its j-th key row.
 //  Position: query t of sequence b sits at key position q_pos[b] + t. By default
-//    q_pos[b] = S_b - T_b: the new queries are the last T_b keys (prefill, KV-cache decode).
-// Arrays live on the host.
+//    q_pos[b] = S_b - T_b: the new queries are the last T_b keys (prefill, KV-cache decode),
+//    with T_b = seqlens_q[b] when given.
+// Arrays live on the host. seqlens_q comes last so that brace lists written before it existed
+// keep their meaning.
 struct Seqs {
   std::span<const int32_t> seqlens_k;     // [B]
   std::span<const int32_t> cu_seqlens_q;  // [B+1], packed only
   std::span<const int32_t> cu_seqlens_k;  // [B+1], packed only
   std::span<const int32_t> q_pos;         // [B]
+  std::span<const int32_t> seqlens_q;     // [B], batched only: 0 <= seqlens_q[b] <= T
 };
 
 struct AttnOpts {
