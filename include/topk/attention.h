@@ -9,7 +9,8 @@
 // the other strides are free (a slice of a larger KV cache is fine). Small outputs are
 // contiguous: lse, entropy [B, T, Hq] f32; scores [B, T, Hq, S] f32; indices [B, T, Hsel, K] i32
 // with Hsel = Hq (per-head selection) or Hkv (one selection per KV group). Gradients dq, dk, dv
-// are contiguous f32 and overwritten. Inputs may be f32 or bf16 (f16 too on CUDA); o may be
+// are contiguous f32 and overwritten (dq in the rows of the sequences' queries; dk and dv whole,
+// 0 where no query attends). Inputs may be f32 or bf16 (f16 too on CUDA); o may be
 // f32 or bf16. All tensors of one call live on one device.
 #pragma once
 #include <span>

@@ -146,8 +146,11 @@ void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t*
 void entropy(const AttnParams& p, float* entropy, float* normalized);
 void selection_mass(const AttnParams& p, float* mass);
 // The budget of the CUDA buffers an op sizes by its row count (score rows, per-entry arrays of
-// the sparse backward): longer calls go in row ranges that keep each such buffer under it.
+// the sparse backward): longer calls go in row ranges that keep those buffers under it.
+// workspace_budget() is kWorkspaceBudget, or TOPK_CUDA_WORKSPACE_BUDGET (bytes) when set: the
+// tests make it small to run the row ranges on small inputs.
 constexpr size_t kWorkspaceBudget = size_t(256) << 20;
+size_t workspace_budget();
 // The cached workspaces of the CUDA ops: their total size in bytes, and freeing them all (the
 // tests check the memory bounds with them).
 size_t workspace_bytes();

@@ -1,6 +1,7 @@
 // Host-side state shared by the CUDA ops: the uploaded sequence table (re-sent only when it
 // changes, so a decode loop pays no copy), growing workspaces, and device properties.
 // Not thread-safe: one host thread drives the CUDA backend at a time.
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -110,6 +111,15 @@ const void* upload_table(int slot, const void* host, size_t bytes) {
     last.assign(static_cast<const char*>(host), static_cast<const char*>(host) + bytes);
   }
   return c.tab[slot];
+}
+
+size_t workspace_budget() {
+  const char* e = std::getenv("TOPK_CUDA_WORKSPACE_BUDGET");
+  if (!e || !*e) return kWorkspaceBudget;
+  char* end = nullptr;
+  const long long v = std::strtoll(e, &end, 10);
+  TOPK_CHECK(end && *end == 0 && v > 0, "TOPK_CUDA_WORKSPACE_BUDGET=%s: expected a byte count > 0", e);
+  return size_t(v);
 }
 
 size_t workspace_bytes() {
