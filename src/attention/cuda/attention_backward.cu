@@ -275,10 +275,11 @@ void launch_bwd_prep(const AttnParams& p, const SeqTable& st, float* ld, void* d
 void attention_backward(const AttnParams& p) {
   SeqTable st = upload_seqs(p);
   const int64_t B = batches(p);
-  // Key rows no sequence owns get 0 here; the kernels write all the others.
+  // Key rows no sequence owns get 0 here; the kernels write all the others (when there is a
+  // query row at all: without one, everything is 0).
   int64_t owned = 0;
   for (int i = 0; i < p.nseq; i++) owned += p.seqs[i].S;
-  if (owned < B * p.Smax) {
+  if (owned < B * p.Smax || st.rows == 0) {
     const size_t bytes = size_t(B * p.Smax * p.Hkv * p.D) * sizeof(float);
     TOPK_CUDA(cudaMemsetAsync(p.dk, 0, bytes, stream()));
     TOPK_CUDA(cudaMemsetAsync(p.dv, 0, bytes, stream()));

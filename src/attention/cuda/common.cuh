@@ -82,7 +82,8 @@ enum : int {
   kWsScores = 0, kWsRank, kWsPartial, kWsLse,
   kWsThr, kWsCand, kWsSelScores,  // threshold path of top-k attention
   kWsLD, kWsDout,                 // backward: (lse, Delta) per row and head, dout as 16-bit
-  kWsEntry, kWsSort, kWsSortTemp, // sparse backward: per-entry P and dS, the key sort
+  kWsEntry, kWsSort, kWsSortTemp, kWsRuns,  // sparse backward: per-entry P and dS, the key
+                                             // sort, the runs of the sorted keys
   kWsCount
 };
 
