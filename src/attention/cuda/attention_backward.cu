@@ -293,11 +293,11 @@ void attention_backward(const AttnParams& p) {
   }
   // The tensor-core kernels read dout as 16-bit rows of q's dtype: a rounded copy when it is
   // another dtype (f32 gradients from the layers above) or its rows are not 16-byte aligned.
-  const DRows dq = drows(p.dout);
+  const DRows dd = drows(p.dout);
   const int dt = dt_code(p.q.dtype);
   Rows d16 = p.dout;
   void* copy = nullptr;
-  if (dq.dt != dt || !rows_aligned(dq)) {
+  if (dd.dt != dt || !rows_aligned(dd)) {
     copy = workspace(kWsDout, size_t(B * p.Tq * p.Hq * p.D) * 2);
     d16.data = copy;
     d16.dtype = p.q.dtype;

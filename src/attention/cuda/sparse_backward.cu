@@ -400,8 +400,10 @@ void run_sparse_backward(SparseBwdArgs a, int64_t rows) {
     TOPK_CUDA_LAUNCH();
     sparse_pieces_kernel<D><<<unsigned((max_pieces + SLOTS - 1) / SLOTS), kThreads, 0, stream()>>>(a);
     TOPK_CUDA_LAUNCH();
-    sparse_dkdv_kernel<D><<<unsigned(kblocks), kThreads, 0, stream()>>>(a);
-    TOPK_CUDA_LAUNCH();
+    if (kblocks > 0) {
+      sparse_dkdv_kernel<D><<<unsigned(kblocks), kThreads, 0, stream()>>>(a);
+      TOPK_CUDA_LAUNCH();
+    }
   }
 }
 
