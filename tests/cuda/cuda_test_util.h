@@ -142,6 +142,16 @@ struct Layout {
     }
     return m;
   }
+  // 1 for the [B, S] key rows some sequence owns, 0 for the others.
+  std::vector<char> owned_key_rows() const {
+    std::vector<char> m(size_t(B * S), 0);
+    for (int64_t i = 0; i < nseq(); i++) {
+      int64_t b, q0, nq, k0, nk;
+      seq(i, b, q0, nq, k0, nk);
+      for (int64_t j = 0; j < nk; j++) m[size_t(b * S + k0 + j)] = 1;
+    }
+    return m;
+  }
   // The row mask widened to `per` elements per row.
   std::vector<char> owned(int64_t per) const {
     std::vector<char> r = owned_rows(), m(r.size() * size_t(per));
@@ -149,6 +159,17 @@ struct Layout {
     return m;
   }
 };
+
+// NaN in the rows of a host tensor [B, R, H, D] that no sequence owns (query rows, or key rows
+// when keys): the kernels must never read them.
+inline void nan_unowned(Buffer& x, const Layout& l, bool keys) {
+  const std::vector<char> m = keys ? l.owned_key_rows() : l.owned_rows();
+  const TensorView& v = x.view();
+  const int64_t per = v.shape[2] * v.shape[3];
+  for (size_t r = 0; r < m.size(); r++)
+    if (!m[r])
+      for (int64_t i = 0; i < per; i++) store_f32(x.ptr<void>(), v.dtype, int64_t(r) * per + i, std::nanf(""));
+}
 
 // q [B, T, Hq, D], k and v [B, S, Hkv, D], with host and device copies.
 struct Qkv {
@@ -159,6 +180,9 @@ struct Qkv {
     fill_random(q.host, rng, qscale);
     fill_random(k.host, rng);
     fill_random(v.host, rng);
+    nan_unowned(q.host, l, false);  // padding rows: never read
+    nan_unowned(k.host, l, true);
+    nan_unowned(v.host, l, true);
     q.upload();
     k.upload();
     v.upload();

@@ -40,9 +40,11 @@ void check_backward(const BwdCase& c, uint64_t seed, const Pair* idx, double tol
   Pair o(c.odt, {l.B, l.T, c.Hq, c.D}), lse(DType::f32, {l.B, l.T, c.Hq}), dout(c.ddt, {l.B, l.T, c.Hq, c.D});
   Rng rng(seed + 7);
   fill_random(dout.host, rng);
+  nan_unowned(dout.host, l, false);
   const AttnOpts ro = opts(c.causal, Backend::ref), co = opts(c.causal, Backend::automatic);
   if (idx) sparse_attention_forward(in.q.host, in.k.host, in.v.host, idx->host, l.seqs(), ro, o.host, lse.host);
   else attention_forward(in.q.host, in.k.host, in.v.host, l.seqs(), ro, o.host, lse.host);
+  nan_unowned(o.host, l, false);
   o.upload();
   lse.upload();
   dout.upload();

@@ -172,6 +172,7 @@ void by_ranges(const AttnParams& p, const SeqTable& st, int64_t extra_per_row, F
 }  // namespace
 
 void entropy(const AttnParams& p, float* entropy, float* normalized) {
+  TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "attention_entropy", (void)kD);  // the score pass's head dims
   SeqTable st = upload_seqs(p);
   if (st.rows == 0) return;
   MetricArgs a = metric_args(p, st);
@@ -186,6 +187,7 @@ void entropy(const AttnParams& p, float* entropy, float* normalized) {
 }
 
 void selection_mass(const AttnParams& p, float* mass) {
+  TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "selection_mass", (void)kD);
   SeqTable st = upload_seqs(p);
   if (st.rows == 0) return;
   MetricArgs a = metric_args(p, st);
