@@ -316,12 +316,14 @@ TEST(CudaTopkPrefill, PackedWithinBudget) {
   }
 }
 
-// A tiny budget forces every grouping: sequences in groups, a sequence in row ranges; every
-// row of every sequence against the reference, on both pipelines and with group sharing.
+// A tiny budget forces every split: packed sequences in groups (each group's score rows only
+// as long as its longest sequence), a sequence in row ranges, and a ragged batch (sequences
+// about as long as the padding: no groups) in row ranges; every row of every sequence against
+// the reference, on both pipelines and with group sharing.
 TEST(CudaTopkPrefill, GroupsAndRangesUnderSmallBudget) {
   NEED_GPU();
   Layout l = batched(1, 429, 429);
-  l.cu_q = l.cu_k = {0, 50, 50, 350, 429};
+  l.cu_q = l.cu_k = {0, 50, 50, 200, 300, 429};
   ScopedEnv budget("TOPK_CUDA_WORKSPACE_BUDGET", std::to_string(256 << 10));
   SelectOpts sel;
   sel.k = 16;

@@ -14,11 +14,12 @@
 // S = 128K 176 vs 149 us with the older general sequence; docs/benchmarks.md). TOPK_CUDA_TOPK_PATH=threshold or =general
 // forces one (the tests run both).
 // Memory: rows go in ranges whose row-sized buffers (score rows, candidates, selected scores)
-// stay under kWorkspaceBudget (256 MiB). When a whole call does not fit, consecutive sequences
-// go in groups whose score rows span only the group's longest sequence (a packed batch's
-// Smax is the packed total, and a row needs only its own sequence's keys), as many sequences
-// per group as fit, so causal prefill and training of any length never hold a T x S (or packed
-// N x N) score matrix. Each query row still scans its keys on its own.
+// stay under workspace_budget() (256 MiB). When a prefill does not fit whole and its sequences
+// are much shorter than Smax (packed training: Smax is the packed total, and a row needs only
+// its own sequence's keys), consecutive sequences go in groups whose score rows span only the
+// group's longest sequence, as many per group as fit. So causal prefill and training of any
+// length never hold a T x S (or packed N x N) score matrix. Each query row still scans its
+// keys on its own.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -104,10 +105,17 @@ void run_topk(const AttnParams& p, const SelectOpts& sel, int32_t* indices, int6
 
 void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t* indices,
                             int64_t K) {
-  int64_t rows = 0;
-  for (int i = 0; i < p.nseq; i++) rows += p.seqs[i].T;
-  if (rows * row_bytes(p, sel, K) <= int64_t(workspace_budget())) {
-    run_topk(p, sel, indices, K);  // decode and small prefills: one call, as before
+  int64_t rows = 0, own = 0, max_T = 0;  // own: score entries of rows over their own keys
+  for (int i = 0; i < p.nseq; i++) {
+    rows += p.seqs[i].T;
+    own += int64_t(p.seqs[i].T) * p.seqs[i].S;
+    max_T = std::max<int64_t>(max_T, p.seqs[i].T);
+  }
+  // One call (in row ranges past the budget) when it fits, for decode (T <= 1: groups would
+  // re-send the sequence table every step), and when rows over Smax keys waste little.
+  if (rows * row_bytes(p, sel, K) <= int64_t(workspace_budget()) || max_T <= 1 ||
+      2 * own > rows * p.Smax) {
+    run_topk(p, sel, indices, K);
     return;
   }
   // Groups of consecutive sequences whose rows of their longest sequence's keys fit the budget
