@@ -30,8 +30,6 @@ const char* backend_name(Backend b);
 //  Packed: q is [1, Nq, Hq, D] and k, v are [1, Nk, Hkv, D]; sequence b owns query rows
 //    cu_seqlens_q[b] .. cu_seqlens_q[b+1]-1 and key rows cu_seqlens_k[b] .. cu_seqlens_k[b+1]-1.
 //    Sequences never see each other. Key index j of sequence b means its j-th key row.
-//  Ragged queries (batched): with seqlens_q, sequence b has only its first seqlens_q[b] query
-//    rows; the others are not read and their outputs are not written.
 //  Position: query t of sequence b sits at key position q_pos[b] + t. By default
 //    q_pos[b] = S_b - T_b: the new queries are the last T_b keys (prefill, KV-cache decode),
 //    with T_b = seqlens_q[b] when given.
@@ -39,8 +37,6 @@ const char* backend_name(Backend b);
 // keep their meaning.
 struct Seqs {
   std::span<const int32_t> seqlens_k;     // [B]
-  std::span<const int32_t> seqlens_q;     // [B] batched only: sequence b has the first
-                                          //     seqlens_q[b] rows of q[b] (default T)
   std::span<const int32_t> cu_seqlens_q;  // [B+1], packed only
   std::span<const int32_t> cu_seqlens_k;  // [B+1], packed only
   std::span<const int32_t> q_pos;         // [B]
