@@ -33,7 +33,7 @@ void adamw(const TensorView& w, const TensorView& grad, const TensorView& m, con
   if (n == 0) return;
   const float bc1 = 1.0f - std::pow(s.beta1, float(s.t));
   const float bc2 = 1.0f - std::pow(s.beta2, float(s.t));
-  adamw_kernel<<<grid_for(n), 256>>>(w.ptr<float>(), grad.ptr<float>(), m.ptr<float>(),
+  adamw_kernel<<<grid_for(n), 256, 0, stream()>>>(w.ptr<float>(), grad.ptr<float>(), m.ptr<float>(),
                                      v.ptr<float>(),
                                      w_low.ndim ? static_cast<__nv_bfloat16*>(w_low.data) : nullptr,
                                      n, s.lr, s.beta1, s.beta2, s.eps, s.weight_decay, bc1, bc2);

@@ -22,7 +22,7 @@ struct RowVal {
 void add_bias(const TensorView& y, const TensorView& b) {
   const int64_t n = y.numel(), C = cols_of(y);
   if (n == 0) return;
-  add_bias_kernel<<<grid_for(n), 256>>>(fview(y), fview(b), n, C);
+  add_bias_kernel<<<grid_for(n), 256, 0, stream()>>>(fview(y), fview(b), n, C);
   TOPK_CUDA_LAUNCH();
 }
 

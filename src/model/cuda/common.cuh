@@ -12,6 +12,10 @@
 
 namespace topk::ops::cuda {
 
+// The stream every model op runs on: topk::cuda_stream() (nullptr, the legacy default stream,
+// unless a caller set one).
+inline cudaStream_t stream() { return static_cast<cudaStream_t>(::topk::cuda_stream()); }
+
 inline bool is_bf16(const TensorView& t) { return t.dtype == DType::bf16; }
 
 // A float tensor as kernels see it: a pointer and whether it holds bf16 (else f32).

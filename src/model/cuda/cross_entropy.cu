@@ -47,7 +47,7 @@ void cross_entropy(const TensorView& losses, const TensorView& dlogits, const Te
   const int64_t N = rows_of(logits), V = cols_of(logits);
   if (N == 0) return;
   const bool has = dlogits.ndim > 0;
-  ce_kernel<<<unsigned(N), kThreads>>>(losses.ptr<float>(), has ? fview(dlogits) : F{nullptr, false},
+  ce_kernel<<<unsigned(N), kThreads, 0, stream()>>>(losses.ptr<float>(), has ? fview(dlogits) : F{nullptr, false},
                                        has, fview(logits), targets.ptr<int32_t>(),
                                        weights.ptr<float>(), V, grad_scale);
   TOPK_CUDA_LAUNCH();

@@ -71,14 +71,14 @@ __global__ void gather_kernel(W* dst, const W* src, const int32_t* index, int64_
 void add(const TensorView& y, const TensorView& a, const TensorView& b) {
   const int64_t n = y.numel();
   if (n == 0) return;
-  add_kernel<<<grid_for(n), 256>>>(fview(y), fview(a), fview(b), n);
+  add_kernel<<<grid_for(n), 256, 0, stream()>>>(fview(y), fview(a), fview(b), n);
   TOPK_CUDA_LAUNCH();
 }
 
 void scale(const TensorView& x, float s) {
   const int64_t n = x.numel();
   if (n == 0) return;
-  scale_kernel<<<grid_for(n), 256>>>(x.ptr<float>(), s, n);
+  scale_kernel<<<grid_for(n), 256, 0, stream()>>>(x.ptr<float>(), s, n);
   TOPK_CUDA_LAUNCH();
 }
 
@@ -88,16 +88,16 @@ void convert(const TensorView& dst, const TensorView& src) {
   if (dst.dtype == src.dtype) {
     if (dst.data != src.data)
       TOPK_CUDA(cudaMemcpyAsync(dst.data, src.data, size_t(n) * dtype_size(src.dtype),
-                                cudaMemcpyDeviceToDevice, 0));
+                                cudaMemcpyDeviceToDevice, stream()));
     return;
   }
-  convert_kernel<<<grid_for(n), 256>>>(fview(dst), fview(src), n);
+  convert_kernel<<<grid_for(n), 256, 0, stream()>>>(fview(dst), fview(src), n);
   TOPK_CUDA_LAUNCH();
 }
 
 void zero(const TensorView& x) {
   const size_t bytes = size_t(x.numel()) * dtype_size(x.dtype);
-  if (bytes) TOPK_CUDA(cudaMemsetAsync(x.data, 0, bytes, 0));
+  if (bytes) TOPK_CUDA(cudaMemsetAsync(x.data, 0, bytes, stream()));
 }
 
 double sum_squares(const TensorView& x) {
@@ -105,12 +105,13 @@ double sum_squares(const TensorView& x) {
   if (n == 0) return 0;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   auto* part = static_cast<double*>(scratch_bytes(kSlotPartial, size_t(chunks + 1) * 8));
-  sumsq_partial<<<unsigned(chunks), 512>>>(x.ptr<float>(), n, part);
+  sumsq_partial<<<unsigned(chunks), 512, 0, stream()>>>(x.ptr<float>(), n, part);
   TOPK_CUDA_LAUNCH();
-  sumsq_final<<<1, 32>>>(part, chunks, part + chunks);
+  sumsq_final<<<1, 32, 0, stream()>>>(part, chunks, part + chunks);
   TOPK_CUDA_LAUNCH();
   double s = 0;
-  TOPK_CUDA(cudaMemcpy(&s, part + chunks, 8, cudaMemcpyDeviceToHost));
+  TOPK_CUDA(cudaMemcpyAsync(&s, part + chunks, 8, cudaMemcpyDeviceToHost, stream()));
+  TOPK_CUDA(cudaStreamSynchronize(stream()));
   return s;
 }
 
@@ -118,11 +119,12 @@ bool all_finite(const TensorView& x) {
   const int64_t n = x.numel();
   if (n == 0) return true;
   int* flag = static_cast<int*>(scratch_bytes(kSlotFlag, 4));
-  TOPK_CUDA(cudaMemsetAsync(flag, 0, 4, 0));
-  finite_kernel<<<grid_for(n), 256>>>(fview(x), n, flag);
+  TOPK_CUDA(cudaMemsetAsync(flag, 0, 4, stream()));
+  finite_kernel<<<grid_for(n), 256, 0, stream()>>>(fview(x), n, flag);
   TOPK_CUDA_LAUNCH();
   int bad = 0;
-  TOPK_CUDA(cudaMemcpy(&bad, flag, 4, cudaMemcpyDeviceToHost));
+  TOPK_CUDA(cudaMemcpyAsync(&bad, flag, 4, cudaMemcpyDeviceToHost, stream()));
+  TOPK_CUDA(cudaStreamSynchronize(stream()));
   return !bad;
 }
 
@@ -130,11 +132,11 @@ void scatter_rows(const TensorView& dst, const TensorView& index, const TensorVi
   const int64_t N = rows_of(src), bytes = cols_of(src) * int64_t(dtype_size(src.dtype));
   if (N == 0 || bytes == 0) return;
   if (bytes % 4 == 0) {
-    scatter_kernel<<<grid_for(N * bytes / 4), 256>>>(static_cast<uint32_t*>(dst.data),
+    scatter_kernel<<<grid_for(N * bytes / 4), 256, 0, stream()>>>(static_cast<uint32_t*>(dst.data),
                                                      index.ptr<int32_t>(),
                                                      static_cast<const uint32_t*>(src.data), N, bytes / 4);
   } else {
-    scatter_kernel<<<grid_for(N * bytes), 256>>>(static_cast<uint8_t*>(dst.data),
+    scatter_kernel<<<grid_for(N * bytes), 256, 0, stream()>>>(static_cast<uint8_t*>(dst.data),
                                                  index.ptr<int32_t>(),
                                                  static_cast<const uint8_t*>(src.data), N, bytes);
   }
@@ -145,11 +147,11 @@ void gather_rows(const TensorView& dst, const TensorView& src, const TensorView&
   const int64_t N = rows_of(dst), bytes = cols_of(src) * int64_t(dtype_size(src.dtype));
   if (N == 0 || bytes == 0) return;
   if (bytes % 4 == 0) {
-    gather_kernel<<<grid_for(N * bytes / 4), 256>>>(static_cast<uint32_t*>(dst.data),
+    gather_kernel<<<grid_for(N * bytes / 4), 256, 0, stream()>>>(static_cast<uint32_t*>(dst.data),
                                                     static_cast<const uint32_t*>(src.data),
                                                     index.ptr<int32_t>(), N, bytes / 4);
   } else {
-    gather_kernel<<<grid_for(N * bytes), 256>>>(static_cast<uint8_t*>(dst.data),
+    gather_kernel<<<grid_for(N * bytes), 256, 0, stream()>>>(static_cast<uint8_t*>(dst.data),
                                                 static_cast<const uint8_t*>(src.data),
                                                 index.ptr<int32_t>(), N, bytes);
   }

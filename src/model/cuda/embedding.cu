@@ -35,7 +35,7 @@ __global__ void embed_bwd(float* dtable, const float* dout, const int32_t* ids,
 void embedding_forward(const TensorView& out, const TensorView& table, const TensorView& tokens) {
   const int64_t N = tokens.numel(), H = cols_of(table);
   if (N == 0) return;
-  embed_fwd<<<grid_for(N * H), 256>>>(out.ptr<float>(), fview(table), tokens.ptr<int32_t>(), N, H);
+  embed_fwd<<<grid_for(N * H), 256, 0, stream()>>>(out.ptr<float>(), fview(table), tokens.ptr<int32_t>(), N, H);
   TOPK_CUDA_LAUNCH();
 }
 
@@ -61,13 +61,13 @@ void embedding_backward(const TensorView& dtable, const TensorView& dout,
   csr.insert(csr.end(), rows.begin(), rows.end());
   auto* d = static_cast<int32_t*>(scratch_bytes(kSlotCsr, csr.size() * 4));
   // Ordered after the kernels that read the previous CSR (same stream).
-  TOPK_CUDA(cudaMemcpyAsync(d, csr.data(), csr.size() * 4, cudaMemcpyHostToDevice, 0));
+  TOPK_CUDA(cudaMemcpyAsync(d, csr.data(), csr.size() * 4, cudaMemcpyHostToDevice, stream()));
   // The copy reads host memory that goes away on return: wait for it.
-  TOPK_CUDA(cudaStreamSynchronize(0));
+  TOPK_CUDA(cudaStreamSynchronize(stream()));
   const int32_t* d_ids = d;
   const int32_t* d_off = d + ids.size();
   const int32_t* d_rows = d_off + off.size();
-  embed_bwd<<<unsigned(ids.size()), 256>>>(dtable.ptr<float>(), dout.ptr<float>(), d_ids, d_off,
+  embed_bwd<<<unsigned(ids.size()), 256, 0, stream()>>>(dtable.ptr<float>(), dout.ptr<float>(), d_ids, d_off,
                                            d_rows, H);
   TOPK_CUDA_LAUNCH();
 }

@@ -46,8 +46,8 @@ cublasHandle_t handle() {
     const size_t bytes = size_t(32) << 20;
     TOPK_CUDA(cudaMalloc(&h.ws, bytes));
     TOPK_CUBLAS(cublasSetWorkspace(h.h, h.ws, bytes));
-    TOPK_CUBLAS(cublasSetStream(h.h, 0));
   }
+  TOPK_CUBLAS(cublasSetStream(h.h, stream()));  // per call: topk::cuda_stream() may change
   return h.h;
 }
 
@@ -61,7 +61,7 @@ void gemm(const TensorView& C, const TensorView& A, bool ta, const TensorView& B
              (long long)N, (long long)K);
   if (K == 0) {  // C = beta * C
     if (beta == 0) {
-      TOPK_CUDA(cudaMemsetAsync(C.data, 0, size_t(C.numel()) * dtype_size(C.dtype), 0));
+      TOPK_CUDA(cudaMemsetAsync(C.data, 0, size_t(C.numel()) * dtype_size(C.dtype), stream()));
       return;
     }
     scale(C, beta);

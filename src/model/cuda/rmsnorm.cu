@@ -54,7 +54,7 @@ void rmsnorm_forward(const TensorView& y, const TensorView& rstd, const TensorVi
                      const TensorView& w, float eps) {
   const int64_t N = rows_of(x), H = cols_of(x);
   if (N == 0) return;
-  rms_fwd<<<unsigned((N + kWarps - 1) / kWarps), 32 * kWarps>>>(
+  rms_fwd<<<unsigned((N + kWarps - 1) / kWarps), 32 * kWarps, 0, stream()>>>(
       fview(y), rstd.ndim ? rstd.ptr<float>() : nullptr, fview(x), fview(w), N, H, eps);
   TOPK_CUDA_LAUNCH();
 }
@@ -64,7 +64,7 @@ void rmsnorm_backward(const TensorView& dx, bool accumulate, const TensorView& d
                       const TensorView& rstd) {
   const int64_t N = rows_of(x), H = cols_of(x);
   if (N == 0) return;
-  rms_bwd<<<unsigned((N + kWarps - 1) / kWarps), 32 * kWarps>>>(
+  rms_bwd<<<unsigned((N + kWarps - 1) / kWarps), 32 * kWarps, 0, stream()>>>(
       dx.ptr<float>(), accumulate, fview(dy), fview(x), fview(w), rstd.ptr<float>(), N, H);
   TOPK_CUDA_LAUNCH();
   if (dw.ndim) column_sums(N, H, DwVal{fview(dy), fview(x), rstd.ptr<float>(), H}, dw.ptr<float>());

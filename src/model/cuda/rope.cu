@@ -27,7 +27,7 @@ __global__ void rope_kernel(F x, const int32_t* pos, const float* inv_freq, int6
 void rope(const TensorView& x, const TensorView& pos, const TensorView& inv_freq, bool inverse) {
   const int64_t N = x.shape[0], Hh = x.shape[1], half = x.shape[2] / 2;
   if (N * Hh * half == 0) return;
-  rope_kernel<<<grid_for(N * Hh * half), 256>>>(fview(x), pos.ptr<int32_t>(), inv_freq.ptr<float>(),
+  rope_kernel<<<grid_for(N * Hh * half), 256, 0, stream()>>>(fview(x), pos.ptr<int32_t>(), inv_freq.ptr<float>(),
                                                 N, Hh, half, inverse);
   TOPK_CUDA_LAUNCH();
 }

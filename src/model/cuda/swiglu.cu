@@ -30,14 +30,14 @@ __global__ void swiglu_bwd(F dgu, F dact, F gu, int64_t N, int64_t I) {
 void swiglu_forward(const TensorView& act, const TensorView& gu) {
   const int64_t N = rows_of(act), I = cols_of(act);
   if (N * I == 0) return;
-  swiglu_fwd<<<grid_for(N * I), 256>>>(fview(act), fview(gu), N, I);
+  swiglu_fwd<<<grid_for(N * I), 256, 0, stream()>>>(fview(act), fview(gu), N, I);
   TOPK_CUDA_LAUNCH();
 }
 
 void swiglu_backward(const TensorView& dgu, const TensorView& dact, const TensorView& gu) {
   const int64_t N = rows_of(dact), I = cols_of(dact);
   if (N * I == 0) return;
-  swiglu_bwd<<<grid_for(N * I), 256>>>(fview(dgu), fview(dact), fview(gu), N, I);
+  swiglu_bwd<<<grid_for(N * I), 256, 0, stream()>>>(fview(dgu), fview(dact), fview(gu), N, I);
   TOPK_CUDA_LAUNCH();
 }
 
