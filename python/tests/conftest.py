@@ -1,8 +1,6 @@
 import os
 import sys
 
-import pytest
-import torch
 
 # Tests run against the installed package (pip install / PYTHONPATH); without one, against the
 # source tree when its extension was built in place (python setup.py build_ext --inplace).

@@ -2,7 +2,6 @@
 forward, autograd gradients (against the reference's autograd and central differences),
 selection against torch.topk and the tie rule, and bad inputs. Runs on the CPU, and on CUDA
 too where a GPU and topk's CUDA backend are present."""
-import math
 
 import pytest
 import torch

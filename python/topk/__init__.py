@@ -3,8 +3,9 @@
     import topk
     o, lse = topk.attention(q, k, v, causal=True)          # q [B, T, Hq, D], k/v [B, S, Hkv, D]
     o = topk.topk_attention(q, k, v, k=64)                 # exact top-k, differentiable
-    idx = topk.select(topk.scores(q, k), k=64)             # the pieces: score -> select -> attend
-    o, lse = topk.sparse_attention(q, k, v, idx)
+    s = topk.scores(q, k, causal=True)                     # the pieces: score ->
+    idx = topk.select(s, k=64, causal=True)                # select ->
+    o, lse = topk.sparse_attention(q, k, v, idx)           # attend
 
     import topk.hf
     topk.hf.register(k=64)                                 # attn_implementation="topk"

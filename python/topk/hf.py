@@ -29,7 +29,6 @@ non-causal attention with a mask.
 """
 import contextlib
 import dataclasses
-import math
 import warnings
 import weakref
 

@@ -235,8 +235,9 @@ def select(scores, k=None, ratio=None, *, min_k=0, share_group=False, kv_heads=N
     """Top-k selection over score rows [B, T, Hq, S] (as `scores` writes them; visibility
     follows causal and the sequence arguments, like the attention ops).
 
-    Exactly one of k (a count) or ratio (of each query's visible keys, ceil) is given; min_k is
-    a floor; sink / window keys are always kept. Ties go to the lower key index.
+    Pass the causal and sequence arguments the scores were made with. Exactly one of k (a
+    count) or ratio (of each query's visible keys, ceil) is given; min_k is a floor; sink /
+    window keys are always kept. Ties go to the lower key index.
     Returns indices [B, T, Hsel, K] int32: each row's selected keys first (ascending on the CPU,
     unordered on CUDA), then -1. Hsel = Hq, or kv_heads with share_group (one selection per KV
     group, ranked by the group's summed softmax probabilities). scores that are not contiguous
