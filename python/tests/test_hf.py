@@ -9,7 +9,7 @@ import topk.reference as ref
 from _util import cuda_ready, rand
 
 DEVICES = ["cpu"] + (["cuda"] if cuda_ready() else [])
-B, HQ, HKV, D = 2, 4, 2, 16
+B, HQ, HKV, D = 2, 4, 2, 64
 
 
 class Attn(torch.nn.Module):
@@ -171,11 +171,18 @@ def test_native_topk_training(device):
 def tiny_llama(device, seed=0):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(seed)
-    cfg = transformers.LlamaConfig(vocab_size=97, hidden_size=64, intermediate_size=128,
+    cfg = transformers.LlamaConfig(vocab_size=97, hidden_size=256, intermediate_size=256,
                                    num_hidden_layers=2, num_attention_heads=4,
                                    num_key_value_heads=2, max_position_embeddings=128)
-    model = transformers.LlamaForCausalLM(cfg).to(device).eval()
+    model = transformers.LlamaForCausalLM(cfg).to(device).eval()  # head dim 64
     return model
+
+
+def set_impl(model, name):
+    if hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(name)
+    else:
+        model.config._attn_implementation = name
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -187,13 +194,13 @@ def test_llama_matches_sdpa(device):
     mask[0, :3] = 0  # left padding
     outs = {}
     for impl in ("sdpa", "topk"):
-        model.set_attn_implementation(impl)
+        set_impl(model, impl)
         with torch.no_grad():
             outs[impl] = model(input_ids=ids, attention_mask=mask).logits
     close(outs["topk"][0, 3:], outs["sdpa"][0, 3:], atol=1e-4)
     close(outs["topk"][1], outs["sdpa"][1], atol=1e-4)
     with torch.no_grad():
         g1 = model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False)
-        model.set_attn_implementation("sdpa")
+        set_impl(model, "sdpa")
         g2 = model.generate(ids, attention_mask=mask, max_new_tokens=5, do_sample=False)
     assert torch.equal(g1, g2)

@@ -25,10 +25,11 @@ def close(a, b, **tol):
 # --------------------------------------------------------------------------------------------
 # Full attention
 
+# Head dims 64 and 128: the CUDA kernels' sizes (the CPU takes any).
 SHAPES = [  # B, T, S, Hq, Hkv, D, causal
-    (2, 7, 7, 4, 2, 16, True),     # causal prefill, GQA
-    (1, 1, 23, 4, 1, 32, True),    # decode, MQA
-    (3, 5, 9, 2, 2, 8, False),     # non-causal, T < S
+    (2, 7, 7, 4, 2, 64, True),     # causal prefill, GQA
+    (1, 1, 23, 4, 1, 128, True),   # decode, MQA
+    (3, 5, 9, 2, 2, 64, False),    # non-causal, T < S
     (2, 3, 17, 6, 3, 64, True),    # a block of queries after a prefix
 ]
 
@@ -50,7 +51,7 @@ def test_attention_forward(device, shape):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_attention_scale_ragged_and_positions(device):
-    B, T, S, H, D = 3, 4, 10, 2, 16
+    B, T, S, H, D = 3, 4, 10, 2, 64
     q = rand(B, T, H, D, device=device, seed=4)
     k = rand(B, S, H, D, device=device, seed=5)
     v = rand(B, S, H, D, device=device, seed=6)
@@ -72,7 +73,7 @@ def test_attention_scale_ragged_and_positions(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_attention_packed_equals_separate(device):
-    H, D = 2, 16
+    H, D = 2, 64
     lens_q, lens_k = [3, 5, 1], [4, 5, 7]
     q = rand(1, sum(lens_q), H, D, device=device, seed=7)
     k = rand(1, sum(lens_k), H, D, device=device, seed=8)
@@ -110,7 +111,7 @@ def _grads(fn, q, k, v, w):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("causal", [True, False])
 def test_attention_grad_vs_reference(device, causal):
-    B, T, S, Hq, Hkv, D = 2, 6, 6 if causal else 8, 4, 2, 16
+    B, T, S, Hq, Hkv, D = 2, 6, 6 if causal else 8, 4, 2, 64
     q = rand(B, T, Hq, D, device=device, seed=13)
     k = rand(B, S, Hkv, D, device=device, seed=14)
     v = rand(B, S, Hkv, D, device=device, seed=15)
@@ -127,7 +128,7 @@ def test_attention_grad_vs_reference(device, causal):
 def test_attention_grad_finite_differences(device):
     """Directional derivatives of topk's own forward (float32, central differences) agree with
     its backward."""
-    B, T, S, Hq, Hkv, D = 1, 4, 4, 2, 1, 8
+    B, T, S, Hq, Hkv, D = 1, 4, 4, 2, 1, 64
     q = rand(B, T, Hq, D, device=device, seed=17)
     k = rand(B, S, Hkv, D, device=device, seed=18)
     v = rand(B, S, Hkv, D, device=device, seed=19)
@@ -157,8 +158,8 @@ def test_attention_grad_finite_differences(device):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_scores(device):
-    q = rand(2, 3, 4, 16, device=device, seed=21)
-    k = rand(2, 7, 2, 16, device=device, seed=22)
+    q = rand(2, 3, 4, 64, device=device, seed=21)
+    k = rand(2, 7, 2, 64, device=device, seed=22)
     s = topk.scores(q, k, causal=True)
     close(s, ref.scores(q, k, causal=True))
 
@@ -193,7 +194,7 @@ def test_select_ties_go_to_lower_index(device):
     dict(k=4), dict(ratio=0.3), dict(ratio=0.1, min_k=3), dict(k=3, sink=1, window=2),
     dict(k=5, share_group=True), dict(ratio=0.5, share_group=True, sink=2)])
 def test_select_rules_vs_reference(device, opts):
-    B, T, Hq, Hkv, S, D = 2, 5, 4, 2, 11, 16
+    B, T, Hq, Hkv, S, D = 2, 5, 4, 2, 11, 64
     q = rand(B, T, Hq, D, device=device, seed=24)
     k = rand(B, S, Hkv, D, device=device, seed=25)
     s = topk.scores(q, k, causal=True)
@@ -213,7 +214,7 @@ def test_select_rules_vs_reference(device, opts):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("hsel", ["per_head", "per_group"])
 def test_sparse_attention_forward_and_grad(device, hsel):
-    B, T, S, Hq, Hkv, D, K = 2, 3, 12, 4, 2, 16, 5
+    B, T, S, Hq, Hkv, D, K = 2, 3, 12, 4, 2, 64, 5
     q = rand(B, T, Hq, D, device=device, seed=26)
     k = rand(B, S, Hkv, D, device=device, seed=27)
     v = rand(B, S, Hkv, D, device=device, seed=28)
@@ -238,7 +239,7 @@ def test_sparse_attention_forward_and_grad(device, hsel):
 @pytest.mark.parametrize("opts", [dict(k=3), dict(ratio=0.25), dict(k=4, share_group=True),
                                   dict(k=2, sink=1, window=1)])
 def test_topk_attention_vs_reference(device, opts):
-    B, T, S, Hq, Hkv, D = 2, 9, 9, 4, 2, 16
+    B, T, S, Hq, Hkv, D = 2, 9, 9, 4, 2, 64
     q = rand(B, T, Hq, D, device=device, seed=31)
     k = rand(B, S, Hkv, D, device=device, seed=32)
     v = rand(B, S, Hkv, D, device=device, seed=33)
@@ -259,9 +260,9 @@ def test_topk_attention_vs_reference(device, opts):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_topk_attention_with_every_key_is_full_attention(device):
-    q = rand(1, 6, 2, 16, device=device, seed=35)
-    k = rand(1, 6, 2, 16, device=device, seed=36)
-    v = rand(1, 6, 2, 16, device=device, seed=37)
+    q = rand(1, 6, 2, 64, device=device, seed=35)
+    k = rand(1, 6, 2, 64, device=device, seed=36)
+    v = rand(1, 6, 2, 64, device=device, seed=37)
     o = topk.topk_attention(q, k, v, k=6)
     ro, _ = topk.attention(q, k, v, causal=True)
     close(o, ro, atol=1e-5, rtol=1e-5)

@@ -14,7 +14,14 @@ import math
 
 import torch
 
-from . import _C
+try:
+    from . import _C
+except ImportError as e:  # the source tree (python/topk) without a build
+    raise ImportError(
+        f"topk's extension (topk._C) is not built here ({__file__}): install the package with "
+        "`pip install --no-build-isolation ./python`, or build it in place with "
+        "`python setup.py build_ext --inplace` in python/; running from inside python/ puts "
+        f"the unbuilt sources first on sys.path ({e})") from e
 
 _FLOATS = (torch.float32, torch.bfloat16, torch.float16)
 _BACKENDS = {"auto": 0, "automatic": 0, "ref": 1, "cpu": 2, "cuda": 3}
