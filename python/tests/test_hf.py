@@ -105,24 +105,30 @@ def test_left_padding(device, budget):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_right_padding_and_static_cache(device):
+@pytest.mark.parametrize("budget", [None, 2])
+def test_right_padding_and_static_cache(device, budget):
     lens = [6, 4]
     q, k, v = hf_inputs(6, 6, device, seed=30)
-    o, _ = topk.hf.attention_forward(Attn(), q, k, v, causal_mask(B, 6, 6, 0, hi=[5, 3]))
+
+    def want(q, k, v):
+        return (ref.topk_attention(q, k, v, budget)[0] if budget
+                else ref.attention(q, k, v, causal=True)[0])
+
+    with topk.hf.using(k=budget, prefill="topk" if budget else "full"):
+        o, _ = topk.hf.attention_forward(Attn(), q, k, v, causal_mask(B, 6, 6, 0, hi=[5, 3]))
+        # A static cache of 10 slots holding 6 tokens; the query is the 6th.
+        q1, k1, v1 = hf_inputs(1, 10, device, seed=31)
+        m = causal_mask(B, 1, 10, 5)
+        o1, _ = topk.hf.attention_forward(Attn(), q1, k1, v1, m)
+        # The eager (additive) form of the same mask gives the same result.
+        add = torch.zeros(m.shape, device=device).masked_fill(~m, torch.finfo(torch.float32).min)
+        o2, _ = topk.hf.attention_forward(Attn(), q1, k1, v1, add)
+    close(o2, o1, atol=0)
     for b in range(B):
         n = lens[b]
-        close(o[b:b + 1, :n], ref.attention(t(q)[b:b + 1, :n], t(k)[b:b + 1, :n],
-                                            t(v)[b:b + 1, :n], causal=True)[0])
+        close(o[b:b + 1, :n], want(t(q)[b:b + 1, :n], t(k)[b:b + 1, :n], t(v)[b:b + 1, :n]))
         assert torch.all(o[b, n:] == 0)
-    # A static cache of 10 slots holding 6 tokens; the query is the 6th.
-    q1, k1, v1 = hf_inputs(1, 10, device, seed=31)
-    m = causal_mask(B, 1, 10, 5)
-    o1, _ = topk.hf.attention_forward(Attn(), q1, k1, v1, m)
-    close(o1, ref.attention(t(q1), t(k1)[:, :6], t(v1)[:, :6], causal=True)[0])
-    # The eager (additive) form of the same mask gives the same result.
-    add = torch.zeros(m.shape, device=device).masked_fill(~m, torch.finfo(torch.float32).min)
-    o2, _ = topk.hf.attention_forward(Attn(), q1, k1, v1, add)
-    close(o2, o1, atol=0)
+    close(o1, want(t(q1), t(k1)[:, :6], t(v1)[:, :6]))
 
 
 def test_unsupported_masks_and_options_raise():
