@@ -100,12 +100,17 @@ void check(int rc) {
   throw std::runtime_error(msg);
 }
 
-// Runs the C call without the GIL (the views and arrays are built before).
+// Runs the C call; on CPU tensors without the GIL (the views and arrays are built before), so
+// that other Python threads run meanwhile. CUDA calls keep it: topk's CUDA backend keeps
+// per-process state (workspaces, cached tables) that one host thread may drive at a time, and
+// the GIL serialises the Python threads (and autograd's device threads) that reach it.
 template <class F>
-void run(F&& f) {
+void run(const topk_view& first, F&& f) {
   int rc;
-  {
+  if (first.device == 0) {
     py::gil_scoped_release nogil;
+    rc = f();
+  } else {
     rc = f();
   }
   check(rc);
@@ -118,7 +123,7 @@ void attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tenso
             vo = to_view(o, "o"), vl = to_view(lse, "lse");
   Seqs s = seqs_of(seqs);
   topk_attn_opts op = opts_of(scale, causal, backend);
-  run([&] { return topk_capi_attention_forward(&vq, &vk, &vv, &s.s, &op, &vo, &vl, stream_of(stream)); });
+  run(vq, [&] { return topk_capi_attention_forward(&vq, &vk, &vv, &s.s, &op, &vo, &vl, stream_of(stream)); });
 }
 
 void attention_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -131,7 +136,7 @@ void attention_backward(const at::Tensor& q, const at::Tensor& k, const at::Tens
             gq = to_view(dq, "dq"), gk = to_view(dk, "dk"), gv = to_view(dv, "dv");
   Seqs s = seqs_of(seqs);
   topk_attn_opts op = opts_of(scale, causal, backend);
-  run([&] {
+  run(vq, [&] {
     return topk_capi_attention_backward(&vq, &vk, &vv, &vo, &vl, &vd, &s.s, &op, &gq, &gk, &gv,
                                         stream_of(stream));
   });
@@ -143,7 +148,7 @@ void attention_scores(const at::Tensor& q, const at::Tensor& k, const std::vecto
   topk_view vq = to_view(q, "q"), vk = to_view(k, "k"), vs = to_view(scores, "scores");
   Seqs s = seqs_of(seqs);
   topk_attn_opts op = opts_of(scale, causal, backend);
-  run([&] { return topk_capi_attention_scores(&vq, &vk, &s.s, &op, &vs, stream_of(stream)); });
+  run(vq, [&] { return topk_capi_attention_scores(&vq, &vk, &s.s, &op, &vs, stream_of(stream)); });
 }
 
 void topk_select(const at::Tensor& scores, const std::vector<at::Tensor>& seqs, bool causal,
@@ -153,7 +158,7 @@ void topk_select(const at::Tensor& scores, const std::vector<at::Tensor>& seqs, 
   Seqs s = seqs_of(seqs);
   topk_attn_opts op = opts_of(0, causal, backend);
   topk_select_opts sel = sel_of(k, ratio, min_k, share_group, sink, window);
-  run([&] { return topk_capi_topk_select(&vs, &s.s, &op, &sel, &vi, stream_of(stream)); });
+  run(vs, [&] { return topk_capi_topk_select(&vs, &s.s, &op, &sel, &vi, stream_of(stream)); });
 }
 
 void sparse_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -164,7 +169,7 @@ void sparse_attention_forward(const at::Tensor& q, const at::Tensor& k, const at
             vi = to_view(indices, "indices"), vo = to_view(o, "o"), vl = to_view(lse, "lse");
   Seqs s = seqs_of(seqs);
   topk_attn_opts op = opts_of(scale, false, backend);
-  run([&] {
+  run(vq, [&] {
     return topk_capi_sparse_attention_forward(&vq, &vk, &vv, &vi, &s.s, &op, &vo, &vl, stream_of(stream));
   });
 }
@@ -180,7 +185,7 @@ void sparse_attention_backward(const at::Tensor& q, const at::Tensor& k, const a
             gv = to_view(dv, "dv");
   Seqs s = seqs_of(seqs);
   topk_attn_opts op = opts_of(scale, false, backend);
-  run([&] {
+  run(vq, [&] {
     return topk_capi_sparse_attention_backward(&vq, &vk, &vv, &vi, &vo, &vl, &vd, &s.s, &op, &gq,
                                                &gk, &gv, stream_of(stream));
   });
@@ -196,7 +201,7 @@ void topk_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::
   Seqs s = seqs_of(seqs);
   topk_attn_opts op = opts_of(scale, causal, backend);
   topk_select_opts sel = sel_of(kk, ratio, min_k, share_group, sink, window);
-  run([&] {
+  run(vq, [&] {
     return topk_capi_topk_attention_forward(&vq, &vk, &vv, &s.s, &op, &sel, &vo, &vl, &vi,
                                             stream_of(stream));
   });
