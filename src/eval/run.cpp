@@ -93,11 +93,12 @@ void validate(const EvalOpts& o) {
   TOPK_CHECK(!o.lengths.empty(), "eval: no lengths");
   TOPK_CHECK(!o.policies.empty(), "eval: no attention policies");
   TOPK_CHECK(o.samples > 0, "eval: samples must be positive, got %d", o.samples);
+  const tasks::Mode mode = tasks::parse_mode(o.mode);
   for (const auto& t : o.tasks) {
     TOPK_CHECK(tasks::find_task(t), "eval: unknown task '%s' (topk data --list shows the tasks)",
                t.c_str());
     for (int64_t len : o.lengths) {
-      int64_t need = tasks::min_length(t);
+      int64_t need = tasks::min_length(t, tasks::byte_tokenizer(), 0, mode);
       TOPK_CHECK(len >= need, "eval: length %lld is below what task %s needs (%lld tokens)",
                  (long long)len, t.c_str(), (long long)need);
     }
@@ -131,6 +132,7 @@ Report run(const Model& m, const EvalOpts& o) {
           tasks::Config cfg;
           cfg.length = len;
           cfg.seed = o.seed + uint64_t(i);
+          cfg.mode = tasks::parse_mode(o.mode);
           tasks::Example e = tasks::generate(task, cfg);
           ctx[size_t(i)] = e.prompt_tokens;
           res[size_t(i)] = run_example(m, e, pols, o.policy_prefill);
