@@ -173,6 +173,7 @@ Example generate_fwe(const Config& cfg, const Tokenizer& tok) {
     d.answer_prefix =
         " Answer: According to the coded text above, the three most frequently appeared words are:";
     d.gold = {vocab[1], vocab[2], vocab[3]};
+    d.units = n;  // the word budget, not the grid step
     d.target = cat({" ", join(d.gold, " ")});
     return d;
   };

@@ -150,7 +150,7 @@ Example fit(const char* task, Mode mode, Scorer scorer, const Config& cfg, const
   e.target_tokens = L;
   e.answer_tokens = budget(d);
   e.prompt_tokens = c_lo - e.answer_tokens;
-  e.units = lo;
+  e.units = d.units >= 0 ? d.units : lo;
   e.scorer = scorer;
   e.context_begin = d.context_begin;
   e.context_end = d.context_end;

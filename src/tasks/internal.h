@@ -19,6 +19,7 @@ struct Draft {
   std::vector<std::string> gold;
   int64_t context_begin = 0, context_end = 0;
   std::vector<std::pair<int64_t, int64_t>> needles;  // byte spans in prompt
+  int64_t units = -1;  // what Example::units reports; < 0: the unit count searched
 };
 
 // Builds the example with `units` haystack units. Must be a pure function of `units` (it

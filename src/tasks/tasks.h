@@ -92,7 +92,7 @@ struct Example {
   int64_t target_tokens = 0;    // requested length (Config::length)
   int64_t prompt_tokens = 0;    // tokens of prompt + answer_prefix, BOS included
   int64_t answer_tokens = 0;    // answer budget counted in the length
-  int64_t units = 0;            // haystack units chosen by the length search
+  int64_t units = 0;            // haystack units chosen by the length search (fwe: its word budget)
   std::string prompt;           // context and question (worked examples first)
   std::string answer_prefix;    // appended after the prompt; generation continues from it
   std::vector<std::string> gold;
