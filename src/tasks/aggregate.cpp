@@ -110,13 +110,14 @@ Example generate_cwe(const Config& cfg, const Tokenizer& tok) {
 
 namespace {
 
-// Word counts int(n * k^-2 / zeta(2)) for ranks k = 1..V (RULER fwe, alpha = 2, as numpy
-// computes them).
+// Word counts int(n * k^-2 / zeta(2)) for ranks k = 1..V (RULER fwe, alpha = 2), with numpy's
+// operation order; k^-2 as 1 / (k * k), which is what a correctly rounded pow gives, on every
+// machine.
 std::vector<int64_t> zipf_counts(int64_t n, int64_t V) {
   const double zeta2 = 1.6449340668482264;
   std::vector<int64_t> c(static_cast<size_t>(V), 0);
   for (int64_t k = 1; k <= V; k++)
-    c[size_t(k - 1)] = int64_t(double(n) * std::pow(double(k), -2.0) / zeta2);
+    c[size_t(k - 1)] = int64_t(double(n) * (1.0 / double(k * k)) / zeta2);
   return c;
 }
 
