@@ -81,6 +81,7 @@ TEST_P(TasksAt1M, Fits) {
 
 INSTANTIATE_TEST_SUITE_P(Tasks, TasksAt1M,
                          ::testing::Values("niah_single_1", "niah_single_2", "niah_multikey_2",
-                                           "niah_multikey_3", "passkey", "mqar", "vt"));
+                                           "niah_multikey_3", "passkey", "mqar", "vt"),
+                         [](const auto& info) { return info.param; });
 
 }  // namespace
