@@ -22,6 +22,7 @@ struct EvalOpts {
   std::vector<int64_t> lengths;       // target tokens per example
   int samples = 10;                   // examples per task and length; example i has seed seed+i
   uint64_t seed = 0;
+  std::string mode = "standard";      // task mode (tasks::parse_mode): standard, ruler, helmet, compact
   std::vector<std::string> policies;  // policy strings (model/policy.h)
   bool policy_prefill = false;        // prefill with the policy instead of full attention
   bool per_head = false;              // keep per-head statistics

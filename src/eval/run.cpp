@@ -104,11 +104,12 @@ void validate(const EvalOpts& o) {
   TOPK_CHECK(!o.lengths.empty(), "eval: no lengths");
   TOPK_CHECK(!o.policies.empty(), "eval: no attention policies");
   TOPK_CHECK(o.samples > 0, "eval: samples must be positive, got %d", o.samples);
+  const tasks::Mode mode = tasks::parse_mode(o.mode);
   for (const auto& t : o.tasks) {
     TOPK_CHECK(tasks::find_task(t), "eval: unknown task '%s' (topk data --list shows the tasks)",
                t.c_str());
     for (int64_t len : o.lengths) {
-      int64_t need = tasks::min_length(t);
+      int64_t need = tasks::min_length(t, tasks::byte_tokenizer(), 0, mode);
       TOPK_CHECK(len >= need, "eval: length %lld is below what task %s needs (%lld tokens)",
                  (long long)len, t.c_str(), (long long)need);
     }
@@ -143,6 +144,7 @@ Report run(const Model& m, const EvalOpts& o) {
           tasks::Config cfg;
           cfg.length = len;
           cfg.seed = o.seed + uint64_t(i);
+          cfg.mode = tasks::parse_mode(o.mode);
           ex[size_t(i)] = tasks::generate(task, cfg, task_tokenizer(m.tok));
           ctx[size_t(i)] = ex[size_t(i)].prompt_tokens;
         } catch (const std::exception& e) {
