@@ -40,7 +40,8 @@ struct F {
     } else {
       const float4* q = reinterpret_cast<const float4*>(static_cast<const float*>(p) + i);
       const float4 a = q[0], b = q[1];
-      v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+      v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w;
+      v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
     }
   }
   __device__ __forceinline__ void set8(int64_t i, const float (&v)[8]) const {
@@ -164,7 +165,8 @@ void* scratch_bytes(int slot, size_t bytes);
 constexpr int kRowsPerChunk = 128;
 
 template <int W, class Val>
-__global__ void column_partials(int64_t N, int64_t C, Val val, float* partial) {  // partial [chunks, C]
+__global__ void column_partials(int64_t N, int64_t C, Val val, float* partial) {
+  // partial [chunks, C]
   __shared__ float sh[8][W][33];
   const int64_t c = (int64_t(blockIdx.x) * 32 + threadIdx.x) * W;
   const int64_t r0 = int64_t(blockIdx.y) * kRowsPerChunk;

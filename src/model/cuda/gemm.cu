@@ -53,7 +53,8 @@ void gemm(const TensorView& C, const TensorView& A, bool ta, const TensorView& B
              (long long)N, (long long)K);
   if (M == 0 || N == 0) return;
   if (K == 0) {  // cuBLAS would leave C alone; the math says C = beta * C
-    if (beta == 0) TOPK_CUDA(cudaMemsetAsync(C.data, 0, size_t(C.numel()) * dtype_size(C.dtype), 0));
+    const size_t bytes = size_t(C.numel()) * dtype_size(C.dtype);
+    if (beta == 0) TOPK_CUDA(cudaMemsetAsync(C.data, 0, bytes, 0));
     else scale(C, beta);  // f32 C: a bf16 C has beta = 0
     return;
   }

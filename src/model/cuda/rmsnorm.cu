@@ -108,13 +108,13 @@ void rmsnorm_backward(const TensorView& dx, bool accumulate, const TensorView& d
   if (N == 0 || H == 0) return;
   const unsigned blocks = unsigned((N + kWarps - 1) / kWarps);
   const float* r = rstd.ptr<float>();
+  const F fdx = fview(dx), fdy = fview(dy), fx = fview(x), fw = fview(w);
   if (vec8(H, {dx.data, dy.data, x.data, w.data}))
-    rms_bwd<8><<<blocks, 32 * kWarps>>>(fview(dx), accumulate, fview(dy), fview(x), fview(w), r, N, H);
+    rms_bwd<8><<<blocks, 32 * kWarps>>>(fdx, accumulate, fdy, fx, fw, r, N, H);
   else
-    rms_bwd<1><<<blocks, 32 * kWarps>>>(fview(dx), accumulate, fview(dy), fview(x), fview(w), r, N, H);
+    rms_bwd<1><<<blocks, 32 * kWarps>>>(fdx, accumulate, fdy, fx, fw, r, N, H);
   TOPK_CUDA_LAUNCH();
-  if (dw.ndim)
-    column_sums(N, H, vec8(H, {dy.data, x.data}), DwVal{fview(dy), fview(x), r, H}, dw.ptr<float>());
+  if (dw.ndim) column_sums(N, H, vec8(H, {dy.data, x.data}), DwVal{fdy, fx, r, H}, dw.ptr<float>());
 }
 
 }  // namespace topk::ops::cuda

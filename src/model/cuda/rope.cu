@@ -9,7 +9,8 @@ namespace {
 
 template <int W>
 __global__ void rope_kernel(F x, const int32_t* pos, const float* inv_freq, int64_t N, int64_t Hh,
-                            int64_t half, bool inverse) {  // x [N, Hh, 2 half], pos [N], inv_freq [half]
+                            int64_t half, bool inverse) {
+  // x [N, Hh, 2 half], pos [N], inv_freq [half]
   const int64_t i = pack_col<W>();
   if (i >= half) return;
   TOPK_ROW_LOOP(n, N) {
