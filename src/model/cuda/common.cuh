@@ -114,14 +114,18 @@ void launch_map(int64_t n, bool vec, const Op& op) {
 }
 
 // Row launches over [rows, packs]: x over a row's packs (W-element groups), y over rows with a
-// grid-stride loop, so kernels index without 64-bit division. 256 threads; a block spans several
-// rows when rows are short (RoPE's D/2 = 64 is 8 packs).
+// grid-stride loop, so kernels index without 64-bit division. Up to 256 threads: whole warps
+// across a row of 17..255 packs (768 f32 columns are 96 packs: 3 warps, 2 rows per block), a
+// power of two when rows are shorter, so that a warp spans several rows (RoPE's 8 packs).
 struct RowLaunch {
   dim3 grid, block;
 };
 inline RowLaunch row_launch(int64_t rows, int64_t packs) {
   int tx = 1;
-  while (tx < 256 && tx < packs) tx *= 2;
+  if (packs >= 256) tx = 256;
+  else if (packs > 16) tx = int((packs + 31) / 32 * 32);
+  else
+    while (tx < packs) tx *= 2;
   const int ty = 256 / tx;
   const int64_t gx = (packs + tx - 1) / tx, gy = (rows + ty - 1) / ty;
   return {dim3(unsigned(gx < 1 ? 1 : gx), unsigned(gy < 1 ? 1 : gy > 65535 ? 65535 : gy)),

@@ -57,9 +57,9 @@ struct FiniteOp {  // raises an integer flag: the same answer in any order
 };
 
 // Sum of squares in two fixed-order passes: block b sums the elements of chunk b (each thread a
-// fixed strided subset, then a fixed tree), then one thread adds the chunk sums in order, in
-// double. Chunks are multiples of 8 elements, so 8-element groups never straddle two.
-constexpr int kChunk = 1 << 16, kSumThreads = 512;
+// fixed strided subset, then a fixed tree), then one block adds the chunk sums in double the same
+// way. Chunks are multiples of 8 elements, so 8-element groups never straddle two.
+constexpr int kChunk = 1 << 16, kSumThreads = 512, kFinalThreads = 256;
 __global__ void __launch_bounds__(kSumThreads)
     sumsq_partial(const float* x, int64_t n, bool vec, double* part) {  // x [n], part [chunks]
   __shared__ float sh[32];
@@ -80,10 +80,17 @@ __global__ void __launch_bounds__(kSumThreads)
   s = block_sum(s, sh);
   if (threadIdx.x == 0) part[blockIdx.x] = double(s);
 }
-__global__ void sumsq_final(const double* part, int64_t chunks, double* out) {
+__global__ void sumsq_final(const double* part, int64_t chunks, double* out) {  // one block
+  __shared__ double sh[kFinalThreads];
   double s = 0;
-  for (int64_t i = 0; i < chunks; i++) s += part[i];
-  *out = s;
+  for (int64_t i = threadIdx.x; i < chunks; i += kFinalThreads) s += part[i];
+  sh[threadIdx.x] = s;
+  __syncthreads();
+  for (int o = kFinalThreads / 2; o > 0; o >>= 1) {
+    if (threadIdx.x < o) sh[threadIdx.x] += sh[threadIdx.x + o];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) *out = sh[0];
 }
 
 // Rows of `per` words: dst row index[n] = src row n (scatter, index < 0 skipped) or dst row n =
@@ -175,7 +182,7 @@ double sum_squares(const TensorView& x) {
   auto* part = static_cast<double*>(scratch_bytes(kSlotPartial, size_t(chunks + 1) * 8));
   sumsq_partial<<<unsigned(chunks), kSumThreads>>>(x.ptr<float>(), n, aligned16(x.data), part);
   TOPK_CUDA_LAUNCH();
-  sumsq_final<<<1, 1>>>(part, chunks, part + chunks);
+  sumsq_final<<<1, kFinalThreads>>>(part, chunks, part + chunks);
   TOPK_CUDA_LAUNCH();
   double s = 0;
   TOPK_CUDA(cudaMemcpy(&s, part + chunks, 8, cudaMemcpyDeviceToHost));
