@@ -82,8 +82,10 @@ static std::vector<SeqDesc> make_seqs(const char* op, const Seqs& seqs, int64_t 
     TOPK_CHECK(seqs.cu_seqlens_q.size() == seqs.cu_seqlens_k.size() && seqs.cu_seqlens_q.size() >= 2,
                "%s: cu_seqlens_q and cu_seqlens_k must both have B+1 >= 2 entries (got %zu and %zu)",
                op, seqs.cu_seqlens_q.size(), seqs.cu_seqlens_k.size());
-    TOPK_CHECK(seqs.seqlens_k.empty() && seqs.seqlens_q.empty(),
-               "%s: give either seqlens_k/seqlens_q or cu_seqlens, not both", op);
+    TOPK_CHECK(seqs.seqlens_k.empty(), "%s: give either seqlens_k or cu_seqlens, not both", op);
+    TOPK_CHECK(seqs.seqlens_q.empty(),
+               "%s: give either seqlens_q or cu_seqlens, not both (packed sequences take their "
+               "query counts from cu_seqlens_q)", op);
     size_t n = seqs.cu_seqlens_q.size() - 1;
     TOPK_CHECK(seqs.cu_seqlens_q[0] == 0 && seqs.cu_seqlens_k[0] == 0,
                "%s: cu_seqlens must start at 0", op);
