@@ -134,7 +134,8 @@ namespace {
 Model tiny(Arch arch, uint64_t seed, int vocab = 64) {
   ModelConfig c;
   c.arch = arch;
-  c.hidden = 64, c.inter = 96, c.layers = 2, c.heads = 4, c.kv_heads = 2, c.head_dim = 16;
+  // Head dim 64: the CUDA attention kernels are built for 64 and 128.
+  c.hidden = 64, c.inter = 96, c.layers = 2, c.heads = 4, c.kv_heads = 2, c.head_dim = 64;
   c.vocab = vocab, c.rms_eps = 1e-5, c.attention_bias = arch == Arch::llama;
   Model m = model_create(c);
   model_init(m, seed, 0.1f);
@@ -238,7 +239,7 @@ TrainConfig run_file(const std::string& out, const char* attention, int steps, D
     "out": ")" + out + R"(",
     "model": {"architectures": ["Qwen3ForCausalLM"], "hidden_size": 64, "intermediate_size": 96,
               "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-              "head_dim": 16},
+              "head_dim": 64},
     "task": {"name": "copy", "min_len": 4, "max_len": 12, "alphabet": 8},
     "attention": ")" + std::string(attention) + R"(", "steps": )" + std::to_string(steps) +
                                                 R"(, "batch_tokens": 256, "grad_accum": 2,
