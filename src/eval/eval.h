@@ -63,7 +63,8 @@ struct Report {
 // Examples decoded together for these options on the model's device.
 int batch_size(const EvalOpts& o, const Model& m);
 
-// Checks the options (known tasks, lengths that fit each task, parseable policies); raises
+// Checks the options (known tasks and modes, positive lengths, parseable policies; run() checks
+// that each length fits its task in the model's tokens); raises
 // topk::Error naming the bad value.
 void validate(const EvalOpts& o);
 
