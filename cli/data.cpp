@@ -17,7 +17,7 @@ void data_usage(FILE* f) {
   std::fprintf(f,
                "usage: topk data --list\n"
                "       topk data --task NAME --length N [--n 3] [--seed S] [--depth F]\n"
-               "                 [--answer-tokens N] [--json] [--out PATH]\n\n"
+               "                 [--mode M] [--answer-tokens N] [--json] [--out PATH]\n\n"
                "  --task NAME         a task of --list\n"
                "  --length N          target tokens (byte tokenizer: BOS + one per byte), counting\n"
                "                      the prompt, the answer prefix and the answer budget\n"
@@ -25,7 +25,10 @@ void data_usage(FILE* f) {
                "  --seed S            default 0\n"
                "  --depth F|even      gold needle depth in [0, 1]; 'even': example i of K at\n"
                "                      i / (K - 1); default random\n"
-               "  --answer-tokens N   answer budget; default the canonical answer's tokens\n"
+               "  --mode M            standard (default: the task's benchmark), ruler, helmet or\n"
+               "                      compact (docs/tasks.md)\n"
+               "  --answer-tokens N   answer budget; default the mode's (RULER's, HELMET's, or the\n"
+               "                      canonical answer's tokens in compact mode)\n"
                "  --json              one JSON object per example per line\n"
                "  --out PATH          write the JSON lines to PATH instead of printing\n");
 }
@@ -86,6 +89,7 @@ int data(int argc, char** argv) {
       else cfg.depth = parse_num<double>("--depth", v);
     } else if (a == "--out") out = value();
     else if (a == "--answer-tokens") cfg.answer_tokens = parse_num<int64_t>("--answer-tokens", value());
+    else if (a == "--mode") cfg.mode = tasks::parse_mode(value());
     else TOPK_CHECK(false, "unknown option '%s' (see topk data --help)", a.c_str());
   }
   tasks::Tokenizer tok = tasks::byte_tokenizer();

@@ -19,15 +19,17 @@ namespace {
 void eval_usage(FILE* f) {
   std::fprintf(f,
       "usage: topk eval --model DIR --tasks T1,T2 --lengths N1,N2 --policy P [--policy P ...]\n"
-      "                 [--samples 10] [--seed 0] [--prefill full|policy] [--per-head]\n"
+      "                 [--samples 10] [--seed 0] [--mode M] [--prefill full|policy] [--per-head]\n"
       "                 [--out DIR] [--threads N] [--device D] [--batch N] [--quiet]\n\n"
-      "  --model DIR        a model folder with topk's byte tokenizer\n"
+      "  --model DIR        a model folder with a tokenizer (tokenizer.json or topk's bytes);\n"
+      "                     task lengths count its tokens\n"
       "  --tasks LIST       tasks of topk data --list, comma-separated\n"
       "  --lengths LIST     target tokens per example, comma-separated\n"
       "  --policy P         an attention policy (repeat it), e.g. full, topk:ratio=0.05,\n"
       "                     topk:k=64,share=group, window:w=256,sink=4, oracle:k=64,precision=0.6\n"
       "  --policies LIST    several policies separated by ';' or spaces\n"
       "  --samples N        examples per task and length (example i uses seed S + i)\n"
+      "  --mode M           task mode: standard (default), ruler, helmet, compact (docs/tasks.md)\n"
       "  --prefill MODE     full (default): prefill with full attention; policy: with the policy\n"
       "  --per-head         keep per-head statistics in results.json and layers.csv\n"
       "  --out DIR          write results.json, results.csv, layers.csv and PNG plots there\n"
@@ -79,6 +81,7 @@ int eval(int argc, char** argv) {
       for (auto& s : split(next(), "; \t\n")) o.policies.push_back(s);
     else if (a == "--samples") o.samples = number<int>(a, next());
     else if (a == "--seed") o.seed = number<uint64_t>(a, next());
+    else if (a == "--mode") o.mode = next();
     else if (a == "--prefill") {
       std::string v = next();
       TOPK_CHECK(v == "full" || v == "policy", "--prefill must be full or policy, got '%s'",

@@ -24,7 +24,7 @@ TEST(TasksCli, ListsTasks) {
   ASSERT_EQ(run("data --list", out), 0) << out;
   for (const char* t : {"niah_single_1", "niah_multiquery", "vt", "cwe", "fwe", "json_kv", "passkey", "mqar"})
     EXPECT_NE(out.find(t), std::string::npos) << t;
-  EXPECT_NE(out.find("format v1"), std::string::npos);
+  EXPECT_NE(out.find("format v2"), std::string::npos);
 }
 
 TEST(TasksCli, PrintsExamples) {
@@ -39,7 +39,13 @@ TEST(TasksCli, PrintsExamples) {
   EXPECT_EQ(lines, 3);
   EXPECT_NE(out.find("\"scorer\":\"string_match_all\""), std::string::npos) << out;
   EXPECT_NE(out.find("\"needles\":[{\"chars\":["), std::string::npos) << out;
-  EXPECT_NE(out.find("\"version\":1"), std::string::npos);
+  EXPECT_NE(out.find("\"version\":2"), std::string::npos);
+  EXPECT_NE(out.find("\"mode\":\"compact\""), std::string::npos);
+  ASSERT_EQ(run("data --task niah_single_1 --length 640 --n 1 --json --mode compact", out), 0) << out;
+  EXPECT_NE(out.find("\"mode\":\"compact\""), std::string::npos) << out;
+  ASSERT_EQ(run("data --task niah_single_1 --length 640 --n 1 --json", out), 0) << out;
+  EXPECT_NE(out.find("\"mode\":\"ruler\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"answer_tokens\":128"), std::string::npos) << out;
 }
 
 TEST(TasksCli, EvenDepthsAndOutFile) {
@@ -84,6 +90,10 @@ TEST(TasksCli, Errors) {
   EXPECT_EQ(run("data --task cwe --length 2048 >/dev/null; TOPK_WORDLIST=/nonexistent/words " +
                     topk_bin() + " data --task cwe --length 2048", out), 1);
   EXPECT_NE(out.find("install the Debian package 'wamerican-small'"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task json_kv --length 4096 --mode ruler", out), 1);
+  EXPECT_NE(out.find("task json_kv has no ruler mode"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task vt --length 4096 --mode fast", out), 1);
+  EXPECT_NE(out.find("unknown task mode 'fast'"), std::string::npos) << out;
   EXPECT_EQ(run("data --task vt --length", out), 1);
   EXPECT_NE(out.find("needs a value"), std::string::npos) << out;
 }

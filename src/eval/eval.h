@@ -22,6 +22,7 @@ struct EvalOpts {
   std::vector<int64_t> lengths;       // target tokens per example
   int samples = 10;                   // examples per task and length; example i has seed seed+i
   uint64_t seed = 0;
+  std::string mode = "standard";      // task mode (tasks::parse_mode): standard, ruler, helmet, compact
   std::vector<std::string> policies;  // policy strings (model/policy.h)
   bool policy_prefill = false;        // prefill with the policy instead of full attention
   bool per_head = false;              // keep per-head statistics
@@ -62,7 +63,8 @@ struct Report {
 // Examples decoded together for these options on the model's device.
 int batch_size(const EvalOpts& o, const Model& m);
 
-// Checks the options (known tasks, lengths that fit each task, parseable policies); raises
+// Checks the options (known tasks and modes, positive lengths, parseable policies; run() checks
+// that each length fits its task in the model's tokens); raises
 // topk::Error naming the bad value.
 void validate(const EvalOpts& o);
 

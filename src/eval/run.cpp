@@ -104,14 +104,12 @@ void validate(const EvalOpts& o) {
   TOPK_CHECK(!o.lengths.empty(), "eval: no lengths");
   TOPK_CHECK(!o.policies.empty(), "eval: no attention policies");
   TOPK_CHECK(o.samples > 0, "eval: samples must be positive, got %d", o.samples);
+  tasks::parse_mode(o.mode);
   for (const auto& t : o.tasks) {
     TOPK_CHECK(tasks::find_task(t), "eval: unknown task '%s' (topk data --list shows the tasks)",
                t.c_str());
-    for (int64_t len : o.lengths) {
-      int64_t need = tasks::min_length(t);
-      TOPK_CHECK(len >= need, "eval: length %lld is below what task %s needs (%lld tokens)",
-                 (long long)len, t.c_str(), (long long)need);
-    }
+    for (int64_t len : o.lengths)
+      TOPK_CHECK(len > 0, "eval: length %lld must be positive", (long long)len);
   }
   for (const auto& p : o.policies) parse_policy(p);
 }
@@ -122,6 +120,14 @@ Report run(const Model& m, const EvalOpts& o) {
              "its folder needs tokenizer.json, or \"topk_tokenizer\" in config.json");
   std::vector<AttnPolicy> pols;
   for (const auto& p : o.policies) pols.push_back(parse_policy(p));
+  // validate() checked the lengths in bytes; the model's own tokens decide.
+  const tasks::Tokenizer ttok = task_tokenizer(m.tok);
+  for (const auto& t : o.tasks)
+    for (int64_t len : o.lengths) {
+      const int64_t need = tasks::min_length(t, ttok, 0, tasks::parse_mode(o.mode));
+      TOPK_CHECK(len >= need, "eval: length %lld is below what task %s needs with the model's "
+                 "tokenizer (%lld tokens)", (long long)len, t.c_str(), (long long)need);
+    }
   const int L = m.cfg.layers, H = m.cfg.heads;
   Report rep;
   rep.opts = o;
@@ -143,7 +149,8 @@ Report run(const Model& m, const EvalOpts& o) {
           tasks::Config cfg;
           cfg.length = len;
           cfg.seed = o.seed + uint64_t(i);
-          ex[size_t(i)] = tasks::generate(task, cfg, task_tokenizer(m.tok));
+          cfg.mode = tasks::parse_mode(o.mode);
+          ex[size_t(i)] = tasks::generate(task, cfg, ttok);
           ctx[size_t(i)] = ex[size_t(i)].prompt_tokens;
         } catch (const std::exception& e) {
 #pragma omp critical

@@ -17,6 +17,7 @@ void validate_task(const TaskOpts& t) {
                "must be answer, question or all, got '%s'", t.name.c_str(), t.loss.c_str());
     TOPK_CHECK(t.min_length <= t.length, "task %s: min_length %d exceeds length %d",
                t.name.c_str(), t.min_length, t.length);
+    tasks::parse_mode(t.mode);
     return;
   }
   TOPK_CHECK(t.name == "copy" || t.name == "recall", "task '%s' unknown (copy, recall or a task "
@@ -38,6 +39,7 @@ Example make_example(const TaskOpts& t, const Tokenizer& tok, Rng& rng) {
     cfg.length = t.length;
     if (t.min_length > 0) cfg.length = t.min_length + int64_t(rng.below(uint64_t(t.length - t.min_length + 1)));
     cfg.seed = rng.next();
+    cfg.mode = tasks::parse_mode(t.mode);
     tasks::Example x = tasks::generate(t.name, cfg, task_tokenizer(tok));
     e.tokens = encode(tok, x.prompt + x.answer_prefix, true);
     e.loss_from = int(e.tokens.size()) - 1;

@@ -22,6 +22,8 @@ struct TaskOpts {
   int alphabet = 8;               // symbols 'a', 'b', ... (recall values use digits '0'..)
   int length = 0;                 // tasks of src/tasks: target tokens per example
   int min_length = 0;             // > 0: each example's length is uniform in [min_length, length]
+  std::string mode = "standard";  // tasks of src/tasks: standard, ruler, helmet or compact
+                                  // (docs/tasks.md)
   std::string loss = "answer";    // tasks of src/tasks: the loss counts the answer, every
                                   // token after the context ("question"), or every token ("all")
 };

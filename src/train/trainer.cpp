@@ -52,6 +52,7 @@ TrainConfig train_config_from_json_text(const std::string& text, const std::stri
       for (auto it = t.begin(); it != t.end(); ++it)
         TOPK_CHECK(it.key() == "name" || it.key() == "min_len" || it.key() == "max_len" ||
                        it.key() == "alphabet" || it.key() == "length" || it.key() == "loss" ||
+                       it.key() == "mode" ||
                        it.key() == "min_length",
                    "%s: unknown task key '%s'", w, it.key().c_str());
       c.task.name = t.value("name", c.task.name);
@@ -61,6 +62,7 @@ TrainConfig train_config_from_json_text(const std::string& text, const std::stri
       c.task.length = t.value("length", c.task.length);
       c.task.min_length = t.value("min_length", c.task.min_length);
       c.task.loss = t.value("loss", c.task.loss);
+      c.task.mode = t.value("mode", c.task.mode);
     }
   } catch (const json::exception& e) {
     throw Error(what + ": " + e.what());

@@ -81,23 +81,40 @@ inline double rms(const std::vector<float>& x, const std::vector<char>& mask = {
   return n ? std::sqrt(s / double(n)) : 0.0;
 }
 
+// Root mean square of the finite elements of each row of n consecutive elements of x
+// ([rows, n]), 0 for a row with none.
+inline std::vector<double> row_rms(const std::vector<float>& x, int64_t n) {
+  std::vector<double> r(x.size() / size_t(n));
+  for (size_t i = 0; i < r.size(); i++)
+    r[i] = rms(std::vector<float>(x.begin() + int64_t(i) * n, x.begin() + int64_t(i + 1) * n));
+  return r;
+}
+
 // At the positions mask marks (all when empty): +-inf must match, then
-// |got - want| <= atol + rtol |want|. Elsewhere got must still be NaN (never written).
-inline void expect_close(const std::vector<float>& got, const std::vector<float>& want, double atol,
-                         double rtol, const std::string& what, const std::vector<char>& mask = {}) {
+// |got - want| <= atol[i] + rtol |want|. Elsewhere got must still be NaN (never written).
+inline void expect_close(const std::vector<float>& got, const std::vector<float>& want,
+                         const std::vector<double>& atol, double rtol, const std::string& what,
+                         const std::vector<char>& mask = {}) {
   ASSERT_EQ(got.size(), want.size()) << what;
+  ASSERT_EQ(atol.size(), want.size()) << what;
   int bad = 0;
   for (size_t i = 0; i < got.size(); i++) {
     const float a = got[i], b = want[i];
     bool ok;
     if (!mask.empty() && !mask[i]) ok = std::isnan(a);
     else if (std::isinf(b) || std::isinf(a)) ok = a == b;
-    else ok = std::isfinite(a) && std::fabs(double(a) - b) <= atol + rtol * std::fabs(double(b));
+    else ok = std::isfinite(a) && std::fabs(double(a) - b) <= atol[i] + rtol * std::fabs(double(b));
     if (!ok && bad++ < 5)
       ADD_FAILURE() << what << "[" << i << "]: got " << a << ", want "
                     << (!mask.empty() && !mask[i] ? std::string("unwritten") : std::to_string(b));
   }
   EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << got.size() << " elements differ";
+}
+
+// The same with one atol for every element.
+inline void expect_close(const std::vector<float>& got, const std::vector<float>& want, double atol,
+                         double rtol, const std::string& what, const std::vector<char>& mask = {}) {
+  expect_close(got, want, std::vector<double>(want.size(), atol), rtol, what, mask);
 }
 
 // How rows form sequences: batched (with optional ragged seqlens_k / seqlens_q and q_pos) or

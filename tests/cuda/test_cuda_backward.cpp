@@ -31,8 +31,12 @@ std::string describe(const BwdCase& c) {
 }
 
 // One backward (full, or sparse over idx) on the device, twice, against the reference.
-// Tolerance: |got - want| <= tol (|want| + rms(want)): the tensor-core kernels round P and dS
-// to 16 bits for their products (tol 2e-2); the fp32 kernels do not (tol 1e-4).
+// Tolerance: |got - want| <= tol (|want| + max(rms(want), rms of want's row of D)): the
+// tensor-core kernels round P and dS to 16 bits for their products (tol 2e-2); the fp32 kernels
+// do not (tol 1e-4). Rounding errs in proportion to the terms of a sum, which a row's rms
+// follows where the tensor's does not: dv of key 2 of a causal sequence at q_pos 0 sums 392
+// P dout terms of up to 1.5 (row rms 2.1, tensor rms 0.35) into -0.021, and the bf16 rounding
+// of its P alone moves that to -0.031 (2.7% of the tensor's rms, 0.5% of the row's).
 void check_backward(const BwdCase& c, uint64_t seed, const Pair* idx, double tol) {
   SCOPED_TRACE(describe(c));
   const Layout& l = c.l;
@@ -75,7 +79,10 @@ void check_backward(const BwdCase& c, uint64_t seed, const Pair* idx, double tol
   auto check = [&](const Pair& g, const std::vector<char>& mask, const char* what) {
     const std::vector<float> want = host_vals(g.host);
     const double scale = rms(want, mask);
-    expect_close(g.download(), want, tol * scale + 1e-6, tol, what, mask);
+    const std::vector<double> rows = row_rms(want, c.D);
+    std::vector<double> atol(want.size());
+    for (size_t i = 0; i < atol.size(); i++) atol[i] = tol * std::max(scale, rows[i / size_t(c.D)]) + 1e-6;
+    expect_close(g.download(), want, atol, tol, what, mask);
   };
   check(dq, qmask, "dq");
   // dk, dv are overwritten whole: rows of no sequence are 0 in both.

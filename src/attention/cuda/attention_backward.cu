@@ -2,7 +2,7 @@
 // with no S x S buffer and no floating-point atomics (every gradient element is summed by one
 // thread in a fixed order, so runs are bit-identical).
 //   prep      per (row, head): ld = (lse log2 e, Delta = dout . o), and dout as 16 bits when
-//             the tensor-core kernels need it in q's dtype;
+//             the tensor-core kernels need it in q's dtype (Delta then from those 16 bits);
 //   then      the tensor-core kernels of flash_backward.cu (bf16 or f16 q, k, v; D 64 or 128;
 //             aligned rows): dK/dV per key tile, dQ per query tile;
 //   or        the simple kernels below for every other shape (f32 or mixed dtypes, any D): a
@@ -37,8 +37,16 @@ struct PrepArgs {
   int dt16;
 };
 
+// x rounded to dtype dt (kBF16 or kF16), to nearest, back as fp32.
+__device__ __forceinline__ float round16(float x, int dt) {
+  return dt == kBF16 ? __bfloat162float(__float2bfloat16_rn(x)) : __half2float(__float2half_rn(x));
+}
+
 // A warp per (compact row, head): Delta = dout . o in fp32 over lanes, the pair to ld, and the
-// row of dout rounded to 16 bits when asked for.
+// row of dout rounded to 16 bits when asked for. Delta is then the rounded dout's: the kernels
+// take dP = dout . v from the copy, and only with one dout in both dot products does
+// dS = P (dP - Delta) sum to 0 over the row's keys as a softmax gradient must (0 itself for a
+// row of one key, where o = v); the f32 dout's Delta leaves P (dout16 - dout) . o in it.
 __global__ void bwd_prep_kernel(const PrepArgs a) {
   const int lane = threadIdx.x & 31;
   const int64_t item = int64_t(blockIdx.x) * (blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -51,9 +59,12 @@ __global__ void bwd_prep_kernel(const PrepArgs a) {
   const int64_t qrow = int64_t(s.batch) * a.Tq + row;
   float acc = 0.f;
   for (int d = lane; d < a.D; d += 32) {
-    const float x = load1(a.dout.data, a.dout.dt, od + d);
+    float x = load1(a.dout.data, a.dout.dt, od + d);
+    if (a.dout16) {
+      x = round16(x, a.dt16);
+      store1(a.dout16, a.dt16, (qrow * a.Hq + h) * a.D + d, x);
+    }
     acc = fmaf(x, load1(a.o.data, a.o.dt, oo + d), acc);
-    if (a.dout16) store1(a.dout16, a.dt16, (qrow * a.Hq + h) * a.D + d, x);
   }
 #pragma unroll
   for (int off = 16; off >= 1; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);

@@ -33,7 +33,7 @@ bool launch_flash_forward(const AttnParams& p, const SeqTable& st);
 // The backward's per-row values (attention_backward.cu): the pair ld[2 (h R + r) + {0, 1}] =
 // (lse * log2 e, Delta = dout . o) for compact row r of R and query head h ([Hq, R, 2]); and,
 // when dout16 is given, dout rounded to dtype dt16 (kBF16 or kF16) in a contiguous
-// [B, Tq, Hq, D] copy.
+// [B, Tq, Hq, D] copy, and Delta from the rounded dout (the one the products then use).
 void launch_bwd_prep(const AttnParams& p, const SeqTable& st, float* ld, void* dout16, int dt16);
 
 // dq, dk, dv of full attention on tensor cores (flash_backward.cu) from the prepared ld, with

@@ -1,68 +1,148 @@
-// Elementwise ops, reductions and row moves on CUDA.
-#include <vector>
-
+// Elementwise ops, reductions and row moves on CUDA. The flat ops are map kernels (common.cuh).
+// Row moves copy 16-, 4- or 1-byte words, whichever the row size and pointers allow.
 #include "model/cuda/common.cuh"
 
 namespace topk::ops::cuda {
 
 namespace {
 
-#define GRID_LOOP(i, n)                                                       \
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); \
-       i += int64_t(gridDim.x) * blockDim.x)
+struct AddOp {  // y = a + b; y may alias a or b
+  F y, a, b;
+  template <int W>
+  __device__ void run(int64_t i) const {
+    float u[W], v[W];
+    load<W>(a, i, u);
+    load<W>(b, i, v);
+#pragma unroll
+    for (int k = 0; k < W; k++) u[k] += v[k];
+    store<W>(y, i, u);
+  }
+};
 
-__global__ void add_kernel(F y, F a, F b, int64_t n) {
-  GRID_LOOP(i, n) y.set(i, a.get(i) + b.get(i));
-}
-__global__ void scale_kernel(float* x, float s, int64_t n) {
-  GRID_LOOP(i, n) x[i] *= s;
-}
-__global__ void convert_kernel(F dst, F src, int64_t n) {
-  GRID_LOOP(i, n) dst.set(i, src.get(i));
-}
+struct ScaleOp {
+  F x;
+  float s;
+  template <int W>
+  __device__ void run(int64_t i) const {
+    float u[W];
+    load<W>(x, i, u);
+#pragma unroll
+    for (int k = 0; k < W; k++) u[k] *= s;
+    store<W>(x, i, u);
+  }
+};
 
-// Sum of squares in two fixed-order passes: each block sums a fixed chunk (thread-strided, then
-// a fixed tree), then one block sums the chunks in order, in double.
-constexpr int kChunk = 1 << 16;
-__global__ void sumsq_partial(const float* x, int64_t n, double* part) {
+struct ConvertOp {  // f32 <-> bf16, rounding to nearest even
+  F dst, src;
+  template <int W>
+  __device__ void run(int64_t i) const {
+    float u[W];
+    load<W>(src, i, u);
+    store<W>(dst, i, u);
+  }
+};
+
+struct FiniteOp {  // raises an integer flag: the same answer in any order
+  F x;
+  int* bad;
+  template <int W>
+  __device__ void run(int64_t i) const {
+    float u[W];
+    load<W>(x, i, u);
+    bool ok = true;
+#pragma unroll
+    for (int k = 0; k < W; k++) ok &= isfinite(u[k]);
+    if (!ok) atomicOr(bad, 1);
+  }
+};
+
+// Sum of squares in two fixed-order passes: block b sums the elements of chunk b (each thread a
+// fixed strided subset, then a fixed tree), then one block adds the chunk sums in double the same
+// way. Chunks are multiples of 8 elements, so 8-element groups never straddle two.
+constexpr int kChunk = 1 << 16, kSumThreads = 512, kFinalThreads = 256;
+__global__ void __launch_bounds__(kSumThreads)
+    sumsq_partial(const float* x, int64_t n, bool vec, double* part) {  // x [n], part [chunks]
   __shared__ float sh[32];
   const int64_t c0 = int64_t(blockIdx.x) * kChunk;
   const int64_t c1 = c0 + kChunk < n ? c0 + kChunk : n;
+  const F xv{const_cast<float*>(x), false};
   float s = 0;
-  for (int64_t i = c0 + threadIdx.x; i < c1; i += blockDim.x) s += x[i] * x[i];
+  int64_t i = c0;
+  if (vec)
+    for (int64_t j = c0 + int64_t(threadIdx.x) * 8; j + 8 <= c1; j += 8 * kSumThreads) {
+      float u[8];
+      xv.get8(j, u);
+#pragma unroll
+      for (int k = 0; k < 8; k++) s += u[k] * u[k];
+    }
+  if (vec) i = c0 + (c1 - c0) / 8 * 8;
+  for (int64_t j = i + threadIdx.x; j < c1; j += kSumThreads) s += x[j] * x[j];
   s = block_sum(s, sh);
   if (threadIdx.x == 0) part[blockIdx.x] = double(s);
 }
-__global__ void sumsq_final(const double* part, int64_t chunks, double* out) {
-  if (threadIdx.x != 0) return;
+__global__ void sumsq_final(const double* part, int64_t chunks, double* out) {  // one block
+  __shared__ double sh[kFinalThreads];
   double s = 0;
-  for (int64_t i = 0; i < chunks; i++) s += part[i];
-  *out = s;
-}
-
-__global__ void finite_kernel(F x, int64_t n, int* bad) {
-  GRID_LOOP(i, n) {
-    if (!isfinite(x.get(i))) {
-      atomicOr(bad, 1);  // an integer flag: the same result in any order
-      return;
-    }
+  for (int64_t i = threadIdx.x; i < chunks; i += kFinalThreads) s += part[i];
+  sh[threadIdx.x] = s;
+  __syncthreads();
+  for (int o = kFinalThreads / 2; o > 0; o >>= 1) {
+    if (threadIdx.x < o) sh[threadIdx.x] += sh[threadIdx.x + o];
+    __syncthreads();
   }
+  if (threadIdx.x == 0) *out = sh[0];
 }
 
-// Rows are moved as 4-byte words when the row size allows, else byte by byte.
-template <class W>
-__global__ void scatter_kernel(W* dst, const int32_t* index, const W* src, int64_t N, int64_t per) {
-  GRID_LOOP(i, N * per) {
-    const int64_t n = i / per, c = i % per;
+// Rows of `per` words: dst row index[n] = src row n (scatter, index < 0 skipped) or dst row n =
+// src row index[n] (gather).
+template <class Word>
+__global__ void scatter_kernel(Word* dst, const int32_t* index, const Word* src, int64_t N,
+                               int64_t per) {  // dst [R, per], index [N], src [N, per]
+  const int64_t c = pack_col<1>();
+  if (c >= per) return;
+  TOPK_ROW_LOOP(n, N) {
     const int32_t r = index[n];
-    if (r >= 0) dst[int64_t(r) * per + c] = src[i];
+    if (r >= 0) dst[int64_t(r) * per + c] = src[n * per + c];
   }
 }
-template <class W>
-__global__ void gather_kernel(W* dst, const W* src, const int32_t* index, int64_t N, int64_t per) {
-  GRID_LOOP(i, N * per) {
-    const int64_t n = i / per, c = i % per;
-    dst[i] = src[int64_t(index[n]) * per + c];
+template <class Word>
+__global__ void gather_kernel(Word* dst, const Word* src, const int32_t* index, int64_t N,
+                              int64_t per) {  // dst [N, per], src [R, per], index [N]
+  const int64_t c = pack_col<1>();
+  if (c >= per) return;
+  TOPK_ROW_LOOP(n, N) dst[n * per + c] = src[int64_t(index[n]) * per + c];
+}
+
+// The widest word (16, 4 or 1 bytes) that divides the row and both bases.
+int word_bytes(int64_t row_bytes, const void* a, const void* b) {
+  for (int w : {16, 4})
+    if (row_bytes % w == 0 && reinterpret_cast<uintptr_t>(a) % w == 0 &&
+        reinterpret_cast<uintptr_t>(b) % w == 0)
+      return w;
+  return 1;
+}
+
+template <class Word>
+void move_rows_as(bool scatter, void* dst, const void* src, const int32_t* index, int64_t N,
+               int64_t row_bytes) {
+  const int64_t per = row_bytes / int64_t(sizeof(Word));
+  const RowLaunch l = row_launch(N, per);
+  if (scatter)
+    scatter_kernel<<<l.grid, l.block, 0, stream()>>>(static_cast<Word*>(dst), index,
+                                                     static_cast<const Word*>(src), N, per);
+  else
+    gather_kernel<<<l.grid, l.block, 0, stream()>>>(static_cast<Word*>(dst),
+                                                    static_cast<const Word*>(src), index, N, per);
+  TOPK_CUDA_LAUNCH();
+}
+
+void move_rows(bool scatter, void* dst, const void* src, const int32_t* index, int64_t N,
+               int64_t row_bytes) {
+  if (N == 0 || row_bytes == 0) return;
+  switch (word_bytes(row_bytes, dst, src)) {
+    case 16: move_rows_as<uint4>(scatter, dst, src, index, N, row_bytes); break;
+    case 4: move_rows_as<uint32_t>(scatter, dst, src, index, N, row_bytes); break;
+    default: move_rows_as<uint8_t>(scatter, dst, src, index, N, row_bytes); break;
   }
 }
 
@@ -70,16 +150,11 @@ __global__ void gather_kernel(W* dst, const W* src, const int32_t* index, int64_
 
 void add(const TensorView& y, const TensorView& a, const TensorView& b) {
   const int64_t n = y.numel();
-  if (n == 0) return;
-  add_kernel<<<grid_for(n), 256, 0, stream()>>>(fview(y), fview(a), fview(b), n);
-  TOPK_CUDA_LAUNCH();
+  launch_map(n, vec8(8, {y.data, a.data, b.data}), AddOp{fview(y), fview(a), fview(b)});
 }
 
 void scale(const TensorView& x, float s) {
-  const int64_t n = x.numel();
-  if (n == 0) return;
-  scale_kernel<<<grid_for(n), 256, 0, stream()>>>(x.ptr<float>(), s, n);
-  TOPK_CUDA_LAUNCH();
+  launch_map(x.numel(), vec8(8, {x.data}), ScaleOp{fview(x), s});
 }
 
 void convert(const TensorView& dst, const TensorView& src) {
@@ -91,8 +166,7 @@ void convert(const TensorView& dst, const TensorView& src) {
                                 cudaMemcpyDeviceToDevice, stream()));
     return;
   }
-  convert_kernel<<<grid_for(n), 256, 0, stream()>>>(fview(dst), fview(src), n);
-  TOPK_CUDA_LAUNCH();
+  launch_map(n, vec8(8, {dst.data, src.data}), ConvertOp{fview(dst), fview(src)});
 }
 
 void zero(const TensorView& x) {
@@ -104,10 +178,12 @@ double sum_squares(const TensorView& x) {
   const int64_t n = x.numel();
   if (n == 0) return 0;
   const int64_t chunks = (n + kChunk - 1) / kChunk;
+  TOPK_CHECK(chunks < (int64_t(1) << 31), "ops::sum_squares: %lld elements", (long long)n);
   auto* part = static_cast<double*>(scratch_bytes(kSlotPartial, size_t(chunks + 1) * 8));
-  sumsq_partial<<<unsigned(chunks), 512, 0, stream()>>>(x.ptr<float>(), n, part);
+  sumsq_partial<<<unsigned(chunks), kSumThreads, 0, stream()>>>(x.ptr<float>(), n,
+                                                               aligned16(x.data), part);
   TOPK_CUDA_LAUNCH();
-  sumsq_final<<<1, 32, 0, stream()>>>(part, chunks, part + chunks);
+  sumsq_final<<<1, kFinalThreads, 0, stream()>>>(part, chunks, part + chunks);
   TOPK_CUDA_LAUNCH();
   double s = 0;
   TOPK_CUDA(cudaMemcpyAsync(&s, part + chunks, 8, cudaMemcpyDeviceToHost, stream()));
@@ -120,8 +196,7 @@ bool all_finite(const TensorView& x) {
   if (n == 0) return true;
   int* flag = static_cast<int*>(scratch_bytes(kSlotFlag, 4));
   TOPK_CUDA(cudaMemsetAsync(flag, 0, 4, stream()));
-  finite_kernel<<<grid_for(n), 256, 0, stream()>>>(fview(x), n, flag);
-  TOPK_CUDA_LAUNCH();
+  launch_map(n, vec8(8, {x.data}), FiniteOp{fview(x), flag});
   int bad = 0;
   TOPK_CUDA(cudaMemcpyAsync(&bad, flag, 4, cudaMemcpyDeviceToHost, stream()));
   TOPK_CUDA(cudaStreamSynchronize(stream()));
@@ -129,33 +204,13 @@ bool all_finite(const TensorView& x) {
 }
 
 void scatter_rows(const TensorView& dst, const TensorView& index, const TensorView& src) {
-  const int64_t N = rows_of(src), bytes = cols_of(src) * int64_t(dtype_size(src.dtype));
-  if (N == 0 || bytes == 0) return;
-  if (bytes % 4 == 0) {
-    scatter_kernel<<<grid_for(N * bytes / 4), 256, 0, stream()>>>(static_cast<uint32_t*>(dst.data),
-                                                     index.ptr<int32_t>(),
-                                                     static_cast<const uint32_t*>(src.data), N, bytes / 4);
-  } else {
-    scatter_kernel<<<grid_for(N * bytes), 256, 0, stream()>>>(static_cast<uint8_t*>(dst.data),
-                                                 index.ptr<int32_t>(),
-                                                 static_cast<const uint8_t*>(src.data), N, bytes);
-  }
-  TOPK_CUDA_LAUNCH();
+  move_rows(true, dst.data, src.data, index.ptr<int32_t>(), rows_of(src),
+            cols_of(src) * int64_t(dtype_size(src.dtype)));
 }
 
 void gather_rows(const TensorView& dst, const TensorView& src, const TensorView& index) {
-  const int64_t N = rows_of(dst), bytes = cols_of(src) * int64_t(dtype_size(src.dtype));
-  if (N == 0 || bytes == 0) return;
-  if (bytes % 4 == 0) {
-    gather_kernel<<<grid_for(N * bytes / 4), 256, 0, stream()>>>(static_cast<uint32_t*>(dst.data),
-                                                    static_cast<const uint32_t*>(src.data),
-                                                    index.ptr<int32_t>(), N, bytes / 4);
-  } else {
-    gather_kernel<<<grid_for(N * bytes), 256, 0, stream()>>>(static_cast<uint8_t*>(dst.data),
-                                                static_cast<const uint8_t*>(src.data),
-                                                index.ptr<int32_t>(), N, bytes);
-  }
-  TOPK_CUDA_LAUNCH();
+  move_rows(false, dst.data, src.data, index.ptr<int32_t>(), rows_of(dst),
+            cols_of(src) * int64_t(dtype_size(src.dtype)));
 }
 
 }  // namespace topk::ops::cuda
