@@ -244,8 +244,9 @@ void model_save(const std::string& dir, const Model& m) {
   make_dirs(dir);
   DType dt = m.cfg.dtype == "bfloat16" ? DType::bf16 : m.cfg.dtype == "float16" ? DType::f16
                                                                                  : DType::f32;
+  const std::vector<float> w = model_host_weights(m);  // staged through the host from any device
   std::vector<StWrite> ts;
-  for (const auto& p : m.params) ts.push_back({p.name, dt, p.shape, m.host() + p.offset});
+  for (const auto& p : m.params) ts.push_back({p.name, dt, p.shape, w.data() + p.offset});
   st_save(dir + "/model.safetensors", ts, {{"format", "pt"}});
   save_config(dir, m.cfg);
   // A BPE model's folder carries its tokenizer, so the saved folder loads on its own.
