@@ -134,7 +134,7 @@ int bench_generate(int argc, char** argv) {
   model_to(m, dev, false);  // inference: the bf16 weights only on CUDA
   const double gbps = copy_gbps(dev);
   const int64_t wbytes = model_weight_bytes(m);
-  const int64_t kv_row = int64_t(c.kv_dim()) * int64_t(dtype_size(compute_dtype(dev)));  // per layer
+  const int64_t kv_row = int64_t(c.kv_dim()) * int64_t(dtype_size(m.compute()));  // per layer
   if (!o.json)
     std::printf("topk bench generate: %s, Llama L=%d d=%d Hq=%d Hkv=%d D=%d ffn=%d V=%d "
                 "(%.1fM parameters, %.0f MB of weights read per step), random weights and "

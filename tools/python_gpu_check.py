@@ -86,9 +86,13 @@ class SkipCheck(Exception):
 
 
 @check("pytest python/tests (CPU and CUDA)")
-def run_pytest():
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                        os.path.join(ROOT, "python", "tests")], capture_output=True, text=True)
+def run_pytest(out):
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "--tb=short", "-p",
+                        "no:cacheprovider", os.path.join(ROOT, "python", "tests")],
+                       capture_output=True, text=True)
+    # The whole report goes to a file: a failure's message is often far above the tail.
+    with open(os.path.join(out, "pytest.log"), "w") as f:
+        f.write(r.stdout + r.stderr)
     print(r.stdout[-6000:], r.stderr[-3000:])
     last = (r.stdout.strip().splitlines() or ["?"])[-1]
     assert r.returncode == 0, last
@@ -307,7 +311,7 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     if not args.skip_pytest:
-        run_pytest()
+        run_pytest(args.out)
     gpu = torch.cuda.is_available() and topk.cuda_available()
     if gpu:
         stream_check()

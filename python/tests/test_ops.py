@@ -244,6 +244,7 @@ def test_topk_attention_vs_reference(device, opts):
     k = rand(B, S, Hkv, D, device=device, seed=32)
     v = rand(B, S, Hkv, D, device=device, seed=33)
     w = rand(B, T, Hq, D, device=device, seed=34).double()
+    opts = dict(opts)  # the parametrised dict is shared by the CPU and CUDA cases
     kk = opts.pop("k", None)
     o, dq, dk, dv = _grads(lambda q, k, v: topk.topk_attention(q, k, v, k=kk, **opts), q, k, v, w)
     ro, rq, rk, rv = _grads(lambda q, k, v: ref.topk_attention(q, k, v, kk, **opts)[0], q, k, v, w)

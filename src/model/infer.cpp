@@ -11,10 +11,10 @@
 
 namespace topk {
 
-int64_t kv_cache_bytes(const ModelConfig& c, int batch, int max_len, Device device) {
+int64_t kv_cache_bytes(const ModelConfig& c, int batch, int max_len, DType dtype) {
   // Each factor is validated positive and below 2^31, so the product fits in 128 bits; check
   // it against int64 step by step.
-  const int64_t per_token = int64_t(c.kv_dim()) * int64_t(dtype_size(compute_dtype(device))) * 2;
+  const int64_t per_token = int64_t(c.kv_dim()) * int64_t(dtype_size(dtype)) * 2;
   int64_t bytes = per_token;
   for (int64_t f : {int64_t(c.layers), int64_t(batch), int64_t(max_len)}) {
     TOPK_CHECK(f > 0 && bytes <= INT64_MAX / f, "KV cache: %d layers x %d sequences x %d tokens "
@@ -29,7 +29,7 @@ KVCache kv_cache_create(const Model& m, int batch, int max_len) {
   TOPK_CHECK(batch > 0 && max_len > 0, "KV cache: batch (%d) and length (%d) must be positive",
              batch, max_len);
   const Device dev = m.device();
-  const int64_t bytes = kv_cache_bytes(c, batch, max_len, dev);
+  const int64_t bytes = kv_cache_bytes(c, batch, max_len, m.compute());
   if (dev == Device::cpu) {
     const int64_t phys = int64_t(sysconf(_SC_PHYS_PAGES)) * int64_t(sysconf(_SC_PAGE_SIZE));
     TOPK_CHECK(phys <= 0 || bytes <= phys, "KV cache: %d sequences x %d tokens need %.1f GiB, more "
@@ -39,7 +39,7 @@ KVCache kv_cache_create(const Model& m, int batch, int max_len) {
   KVCache kc;
   kc.batch = batch;
   kc.max_len = max_len;
-  const DType cd = compute_dtype(dev);
+  const DType cd = compute_dtype(m);
   for (int l = 0; l < c.layers; l++) {
     kc.k.emplace_back(cd, std::initializer_list<int64_t>{batch, max_len, c.kv_heads, c.head_dim}, dev);
     kc.v.emplace_back(cd, std::initializer_list<int64_t>{batch, max_len, c.kv_heads, c.head_dim}, dev);
@@ -134,7 +134,7 @@ void model_step(const Model& m, KVCache& kc, const std::vector<std::vector<int>>
   const int64_t R = int64_t(pick.size());
   TensorView xl = scratch(s.xl, DType::f32, {R, H}, dev);
   ops::gather_rows(xl, x, upload(s.last, pick, DType::i32, dev));
-  TensorView xn = scratch(s.xn, compute_dtype(dev), {R, H}, dev);
+  TensorView xn = scratch(s.xn, compute_dtype(m), {R, H}, dev);
   ops::rmsnorm_forward(xn, TensorView{}, xl, param_view(m, m.final_norm, {H}), float(c.rms_eps));
   TensorView lg = scratch(s.logits, DType::f32, {R, V}, dev);
   ops::gemm(lg, xn, false, matrix_view(m, m.lm_head, V, H), true);

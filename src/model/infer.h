@@ -25,7 +25,7 @@ struct KVCache {
 KVCache kv_cache_create(const Model& m, int batch, int max_len);
 // A copy of src's contents and lengths (same shapes): one prefill shared by several decodes.
 void kv_cache_copy(KVCache& dst, const KVCache& src);
-int64_t kv_cache_bytes(const ModelConfig& c, int batch, int max_len, Device device);
+int64_t kv_cache_bytes(const ModelConfig& c, int batch, int max_len, DType dtype);
 
 // Reusable buffers of model_step.
 struct StepScratch {

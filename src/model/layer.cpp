@@ -19,8 +19,7 @@ Dims dims_of(const Model& m, const TensorView& x) {
 }
 
 // src as a GEMM operand: itself when it already has the compute dtype, else converted into tmp.
-TensorView as_compute(const TensorView& src, Buffer& tmp) {
-  DType cd = compute_dtype(src.device);
+TensorView as_compute(const TensorView& src, DType cd, Buffer& tmp) {
   if (src.dtype == cd) return src;
   TensorView t = scratch(tmp, cd, {src.shape[0], src.numel() / src.shape[0]}, src.device);
   ops::convert(t, src);
@@ -78,7 +77,7 @@ void layer_forward(const Model& m, int l, const TensorView& x, const TensorView&
   const LayerParams& p = m.layer[size_t(l)];
   const Dims d = dims_of(m, x);
   const Device dev = x.device;
-  const DType cd = compute_dtype(dev);
+  const DType cd = compute_dtype(m);
   const float eps = float(c.rms_eps);
 
   TensorView rstd1 = scratch(a.rstd1, DType::f32, {d.N}, dev);
@@ -153,7 +152,7 @@ void layer_backward(const Model& m, int l, const TensorView& x, const TensorView
   const LayerParams& p = m.layer[size_t(l)];
   const Dims d = dims_of(m, x);
   const Device dev = x.device;
-  const DType cd = compute_dtype(dev);
+  const DType cd = compute_dtype(m);
   TOPK_CHECK(!site.cache, "layer_backward: the backward runs over packed sequences, not a cache");
   auto act_of = [&](Buffer& b, std::initializer_list<int64_t> shape) {
     return view_at(b.view(), 0, shape);
@@ -163,7 +162,7 @@ void layer_backward(const Model& m, int l, const TensorView& x, const TensorView
                    act = act_of(a.act, {d.N, d.I}), o = act_of(a.o, {d.N, d.Q});
 
   // MLP: out = h1 + act Wd^T.
-  TensorView dout_c = as_compute(dout, g.dout_c);
+  TensorView dout_c = as_compute(dout, cd, g.dout_c);
   TensorView dact = scratch(g.dact, cd, {d.N, d.I}, dev);
   ops::gemm(dact, dout_c, false, matrix_view(m, p.down, d.H, d.I), false);
   ops::gemm(param_at(grad, p.down, {d.H, d.I}), dout_c, true, act, false, 1.0f, 1.0f);
@@ -178,7 +177,7 @@ void layer_backward(const Model& m, int l, const TensorView& x, const TensorView
                         param_view(m, p.post_norm, {d.H}), act_of(a.rstd2, {d.N}));
 
   // Attention: h1 = x + o Wo^T (+ bo).
-  TensorView dh1_c = as_compute(dh1, g.dh1_c);
+  TensorView dh1_c = as_compute(dh1, cd, g.dh1_c);
   TensorView dO = scratch(g.dO, cd, {d.N, d.Q}, dev);
   ops::gemm(dO, dh1_c, false, matrix_view(m, p.o, d.H, d.Q), false);
   ops::gemm(param_at(grad, p.o, {d.H, d.Q}), dh1_c, true, o, false, 1.0f, 1.0f);
@@ -226,8 +225,8 @@ void layer_backward(const Model& m, int l, const TensorView& x, const TensorView
     ops::bias_grad(param_at(grad, p.k_b, {d.KV}), dkp);
     ops::bias_grad(param_at(grad, p.v_b, {d.KV}), dv);
   }
-  TensorView dq_c = as_compute(dqp, g.dq_c), dk_c = as_compute(dkp, g.dk_c),
-             dv_c = as_compute(dv, g.dv_c);
+  TensorView dq_c = as_compute(dqp, cd, g.dq_c), dk_c = as_compute(dkp, cd, g.dk_c),
+             dv_c = as_compute(dv, cd, g.dv_c);
   ops::gemm(param_at(grad, p.q, {d.Q, d.H}), dq_c, true, xn1, false, 1.0f, 1.0f);
   ops::gemm(param_at(grad, p.k, {d.KV, d.H}), dk_c, true, xn1, false, 1.0f, 1.0f);
   ops::gemm(param_at(grad, p.v, {d.KV, d.H}), dv_c, true, xn1, false, 1.0f, 1.0f);

@@ -21,7 +21,7 @@ namespace topk {
 
 struct KVCache;
 
-inline DType compute_dtype(Device d) { return d == Device::cuda ? DType::bf16 : DType::f32; }
+inline DType compute_dtype(const Model& m) { return m.compute(); }
 
 // Where a layer's attention reads keys and values.
 //  Packed (cache == nullptr): the call's own k, v over the sequences of cu_seqlens, causal;

@@ -36,16 +36,22 @@ TensorView param_view(const Model& m, size_t off, std::initializer_list<int64_t>
 }
 
 TensorView matrix_view(const Model& m, size_t off, int64_t rows, int64_t cols) {
-  const Buffer& b = m.device() == Device::cuda ? m.wc : m.w;
+  const Buffer& b = m.compute() == DType::bf16 ? m.wc : m.w;
   return view_at(b.view(), int64_t(off), {rows, cols});
 }
 
 void model_sync_compute(Model& m) {
-  if (m.device() == Device::cuda && !m.w.view().empty()) ops::convert(m.wc, m.w);
+  if (m.compute() == DType::bf16 && !m.w.view().empty()) ops::convert(m.wc, m.w);
 }
 
-void model_to(Model& m, Device device, bool keep_master) {
-  if (device == m.device() && (device == Device::cpu || keep_master == !m.w.view().empty())) return;
+void model_to(Model& m, Device device, bool keep_master, DType compute) {
+  TOPK_CHECK(compute == DType::bf16 || compute == DType::f32,
+             "model: compute dtype %s (bf16 or f32)", dtype_name(compute));
+  TOPK_CHECK(device == Device::cpu || compute == DType::bf16 || keep_master,
+             "model: f32 compute on CUDA keeps the f32 weights (keep_master)");
+  if (device == m.device() &&
+      (device == Device::cpu || (keep_master == !m.w.view().empty() && compute == m.compute())))
+    return;
   if (device == Device::cpu) {
     std::vector<float> h = model_host_weights(m);
     m.w = Buffer(DType::f32, {m.numel}, Device::cpu);
@@ -62,8 +68,11 @@ void model_to(Model& m, Device device, bool keep_master) {
     TOPK_CHECK(!m.w.view().empty(), "model: cannot move a model without master weights");
     Buffer w(DType::f32, {m.numel}, Device::cuda);
     copy(w, m.w);
-    m.wc = Buffer(DType::bf16, {m.numel}, Device::cuda);
-    ops::convert(m.wc, w);
+    m.wc = Buffer();
+    if (compute == DType::bf16) {
+      m.wc = Buffer(DType::bf16, {m.numel}, Device::cuda);
+      ops::convert(m.wc, w);
+    }
     m.w = keep_master ? std::move(w) : Buffer();
   }
   Buffer f(DType::f32, {m.inv_freq.numel()}, device);
@@ -85,7 +94,7 @@ std::vector<float> model_host_weights(const Model& m) {
 }
 
 int64_t model_weight_bytes(const Model& m) {
-  return m.numel * (m.device() == Device::cuda ? 2 : 4);
+  return m.numel * (m.compute() == DType::bf16 ? 2 : 4);
 }
 
 Device parse_device(const std::string& s) {

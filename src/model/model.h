@@ -38,11 +38,15 @@ struct Model {
   int64_t numel = 0;  // parameters
   Buffer w;           // [numel] f32 master weights; empty for an inference-only CUDA model
   Buffer wc;          // [numel] bf16 weights that CUDA's matrix products read; empty on the CPU
+                      // and for an f32-compute CUDA model
   Buffer inv_freq;    // [D/2] f32 RoPE inverse frequencies on the model's device
   Tokenizer tok;      // text <-> ids (model/tokenizer.h)
   std::string tokenizer_dir;  // the folder holding tokenizer.json (BPE), copied by model_save
 
   Device device() const { return w.view().empty() ? wc.view().device : w.view().device; }
+  // The dtype of GEMM operands, activations and the KV cache: bf16 on CUDA (f32 accumulation),
+  // f32 on the CPU and for a CUDA model moved with DType::f32 (no bf16 copy).
+  DType compute() const { return wc.view().empty() ? DType::f32 : DType::bf16; }
   // Host pointers to the master weights (the model must be on the CPU).
   float* host();
   const float* host() const;
@@ -56,7 +60,7 @@ TensorView param_at(const TensorView& flat, size_t off, std::initializer_list<in
 // A parameter as a tensor of `shape`: the f32 master weights, or the bf16 copy when the model
 // keeps no master. Empty view for kNoParam.
 TensorView param_view(const Model& m, size_t off, std::initializer_list<int64_t> shape);
-// A weight matrix [rows, cols] as a GEMM operand: bf16 copy on CUDA, master f32 on the CPU.
+// A weight matrix [rows, cols] as a GEMM operand, in the model's compute dtype.
 TensorView matrix_view(const Model& m, size_t off, int64_t rows, int64_t cols);
 
 // The parameter table for a config, all weights zero, on the CPU.
@@ -71,7 +75,9 @@ void model_load_weights(Model& m, const std::string& path);
 void model_load_tokenizer(Model& m, const std::string& dir);
 // Moves the model to a device. On CUDA the bf16 copy is made; keep_master = false drops the
 // f32 master weights there (inference only: half the memory). Back to the CPU needs the master.
-void model_to(Model& m, Device device, bool keep_master = true);
+// compute = DType::f32 on CUDA makes no bf16 copy: every product and activation stays f32 (the
+// CPU engine's numerics on the GPU, for checking; several times slower than bf16).
+void model_to(Model& m, Device device, bool keep_master = true, DType compute = DType::bf16);
 // Refreshes the bf16 copy from the master weights (after they changed outside the optimizer).
 void model_sync_compute(Model& m);
 // The f32 weights on the host (a copy when the model lives on CUDA; from the bf16 copy when

@@ -65,8 +65,11 @@ void gemm(const TensorView& C, const TensorView& A, bool ta, const TensorView& B
              "ops::gemm: %s%s x %s%s does not give %s", A.str().c_str(), ta ? "^T" : "",
              B.str().c_str(), tb ? "^T" : "", C.str().c_str());
   if (dev == Device::cuda) {
-    need(op, "A", A, DType::bf16);
-    need(op, "B", B, DType::bf16);
+    // bf16 operands (the engine's compute dtype), or f32 ones (f32 compute, no TF32) into f32 C.
+    TOPK_CHECK((A.dtype == DType::bf16 || A.dtype == DType::f32) && B.dtype == A.dtype &&
+                   (A.dtype == DType::bf16 || C.dtype == DType::f32),
+               "ops::gemm on CUDA: operands bf16 x bf16 or f32 x f32 (into f32), got %s x %s -> %s",
+               dtype_name(A.dtype), dtype_name(B.dtype), dtype_name(C.dtype));
     need_float(op, "C", C);
     TOPK_CHECK(C.dtype == DType::f32 || beta == 0, "ops::gemm: a bf16 C needs beta = 0");
   }

@@ -21,7 +21,8 @@
 namespace topk::ops {
 
 // C[M, N] = alpha * op(A) op(B) + beta * C, op(X) = X^T when its flag is set; 2-D row-major.
-// CPU: A, B, C f32. CUDA: A, B bf16; C f32 or bf16 (beta must be 0 for a bf16 C).
+// CPU: A, B, C f32. CUDA: A, B bf16 and C f32 or bf16 (beta must be 0 for a bf16 C), or A, B,
+// C f32 (f32 compute, no TF32).
 void gemm(const TensorView& C, const TensorView& A, bool trans_a, const TensorView& B,
           bool trans_b, float alpha = 1.0f, float beta = 0.0f);
 

@@ -64,8 +64,8 @@ double rel_err(const float* a, const float* b, size_t n) {
   return std::sqrt(num / std::max(den, 1e-30));
 }
 
-Model on_cuda(Model m, bool keep_master = true) {
-  model_to(m, Device::cuda, keep_master);
+Model on_cuda(Model m, bool keep_master = true, DType compute = DType::bf16) {
+  model_to(m, Device::cuda, keep_master, compute);
   return m;
 }
 
@@ -142,15 +142,21 @@ Model tiny(Arch arch, uint64_t seed, int vocab = 64) {
   return m;
 }
 
-// Qwen3's q/k norm weights set to 4: scores spread 16 times wider, so the k-th and (k+1)-th
-// scores of a row sit far apart compared with bf16 rounding, and CUDA picks the keys the CPU
-// picks (a near-tie could go either way on two devices that round differently).
-Model sharp(uint64_t seed) {
-  Model m = tiny(Arch::qwen3, seed);
-  for (const LayerParams& p : m.layer)
-    for (size_t off : {p.q_norm, p.k_norm})
-      for (int i = 0; i < m.cfg.head_dim; i++) m.host()[off + size_t(i)] = 4.0f;
-  return m;
+// How CUDA is compared with the CPU. bf16 rounds every activation (relative 2^-9), which moves
+// a row's k-th and (k+1)-th scores past each other now and then: a near-tie selected differently
+// on the two devices, a legitimate difference that changes the output by far more than rounding
+// (13% in a gradient, 23% in a sequence's logits, measured on the H200). Scaling the scores up
+// does not help (the gap and the rounding error grow together) and sharpens the softmax so much
+// that rounding alone then moves it. So policies whose keys depend on scores are compared in
+// f32 compute, where the two devices differ only in summation order and agree on every key;
+// bf16 is compared under the policies whose keys depend on positions only.
+struct Precision {
+  DType compute;
+  double tol;  // relative error of CUDA against the CPU
+};
+constexpr Precision kF32{DType::f32, 1e-3}, kBF16{DType::bf16, 3e-2};
+bool keys_from_positions(const char* policy) {
+  return std::strncmp(policy, "full", 4) == 0 || std::strncmp(policy, "window", 6) == 0;
 }
 
 std::vector<int> draw(Rng& r, int n, int V) {
@@ -165,10 +171,12 @@ std::vector<int> draw(Rng& r, int n, int V) {
 // each sequence would alone on the CPU, under every decode policy.
 TEST(CudaEngine, RaggedBatchMatchesCpu) {
   NEED_GPU();
+  for (Precision pr : {kF32, kBF16})
   for (const char* pol : {"full", "topk:k=5", "topk:ratio=0.3,share=group", "window:w=6,sink=2",
                           "oracle:k=6,precision=1"}) {
-    Model cpu = sharp(3);
-    Model gpu = on_cuda(sharp(3), false);
+    if (pr.compute == DType::bf16 && !keys_from_positions(pol)) continue;
+    Model cpu = tiny(Arch::qwen3, 3);
+    Model gpu = on_cuda(tiny(Arch::qwen3, 3), pr.compute == DType::f32, pr.compute);
     const int V = cpu.cfg.vocab;
     Rng r(11);
     std::vector<std::vector<int>> prompts = {draw(r, 40, V), draw(r, 7, V), draw(r, 90, V)};
@@ -197,8 +205,8 @@ TEST(CudaEngine, RaggedBatchMatchesCpu) {
         want.insert(want.end(), logits.begin(), logits.end());
       }
       ASSERT_EQ(got[size_t(b)].size(), want.size());
-      EXPECT_LE(rel_err(got[size_t(b)].data(), want.data(), want.size()), 3e-2)
-          << pol << " sequence " << b;
+      EXPECT_LE(rel_err(got[size_t(b)].data(), want.data(), want.size()), pr.tol)
+          << pol << " sequence " << b << " " << dtype_name(pr.compute);
     }
   }
 }
@@ -281,16 +289,18 @@ TEST(CudaEngine, TrainingLossMatchesCpu) {
   }
 }
 
-// One step's gradient on CUDA against the CPU's, and bit for bit the same on two CUDA runs.
+// One step's gradient on CUDA against the CPU's, and bit for bit the same on two CUDA runs (in
+// bf16 under top-k only the latter: see Precision).
 TEST(CudaEngine, GradientMatchesCpuAndIsDeterministic) {
   NEED_GPU();
+  for (Precision pr : {kF32, kBF16})
   for (const char* pol : {"full", "topk:k=6"}) {
     Rng r(8);
     Batch b = make_batch({draw(r, 150, 64), draw(r, 70, 64), draw(r, 33, 64)}, {0, 10, 0});
     std::vector<std::vector<float>> gs;
     for (int run = 0; run < 3; run++) {
-      Model m = sharp(21);
-      if (run > 0) model_to(m, Device::cuda);
+      Model m = tiny(Arch::qwen3, 21);
+      if (run > 0) model_to(m, Device::cuda, true, pr.compute);
       Acts a;
       model_forward(m, b, parse_policy(pol), a);
       model_loss(m, b, a, float(1.0 / loss_count(b)));
@@ -301,9 +311,11 @@ TEST(CudaEngine, GradientMatchesCpuAndIsDeterministic) {
       gs.push_back(std::move(h));
     }
     double e = rel_err(gs[1].data(), gs[0].data(), gs[0].size());
-    std::printf("%s: gradient relative error cuda vs cpu %.2e\n", pol, e);
-    EXPECT_LE(e, 5e-2) << pol;
-    EXPECT_EQ(gs[1], gs[2]) << pol << ": two CUDA runs differ";
+    std::printf("%s %s: gradient relative error cuda vs cpu %.2e\n", pol, dtype_name(pr.compute), e);
+    if (pr.compute == DType::f32 || keys_from_positions(pol)) {
+      EXPECT_LE(e, pr.compute == DType::f32 ? pr.tol : 5e-2) << pol << " " << dtype_name(pr.compute);
+    }
+    EXPECT_EQ(gs[1], gs[2]) << pol << " " << dtype_name(pr.compute) << ": two CUDA runs differ";
   }
 }
 

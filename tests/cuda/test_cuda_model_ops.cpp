@@ -126,10 +126,12 @@ TEST(CudaModelOps, GemmTransposesAlphaBetaAndBf16C) {
        {S{1, 1, 1}, {31, 33, 32}, {32, 31, 33}, {33, 257, 255}, {257, 32, 31}, {64, 255, 257}})
     for (bool ta : {false, true})
       for (bool tb : {false, true})
+        for (DType adt : {bf16, f32})
         for (DType cdt : {f32, bf16}) {
+          if (adt == f32 && cdt == bf16) continue;  // f32 operands give f32 results
           const int64_t M = s.M, N = s.N, K = s.K;
           const float alpha = cdt == f32 ? 1.5f : -0.75f, beta = cdt == f32 ? -0.5f : 0.0f;
-          const Vec a = rounded(rnd(M * K, 1), bf16), b = rounded(rnd(K * N, 2), bf16);
+          const Vec a = rounded(rnd(M * K, 1), adt), b = rounded(rnd(K * N, 2), adt);
           const Vec c0 = rounded(rnd(M * N, 3), cdt);
           auto A = [&](int64_t m, int64_t k) {
             return double(ta ? a[size_t(k * M + m)] : a[size_t(m * K + k)]);
@@ -147,8 +149,8 @@ TEST(CudaModelOps, GemmTransposesAlphaBetaAndBf16C) {
               want[size_t(m * N + n)] = alpha * acc + c;
               mag[size_t(m * N + n)] = std::fabs(alpha) * am + std::fabs(c);
             }
-          Buffer da = ta ? up(a, {K, M}, bf16) : up(a, {M, K}, bf16);
-          Buffer db = tb ? up(b, {N, K}, bf16) : up(b, {K, N}, bf16);
+          Buffer da = ta ? up(a, {K, M}, adt) : up(a, {M, K}, adt);
+          Buffer db = tb ? up(b, {N, K}, adt) : up(b, {K, N}, adt);
           std::vector<uint8_t> runs[2];
           for (auto& r : runs) {
             Buffer dc = up(c0, {M, N}, cdt);
@@ -157,7 +159,8 @@ TEST(CudaModelOps, GemmTransposesAlphaBetaAndBf16C) {
             r = raw(dc);
             if (&r == &runs[0])
               expect_close(down(dc), want, rtol(cdt), 1e-6,
-                           name("gemm", M, N, cdt) + (ta ? " A^T" : "") + (tb ? " B^T" : ""), &mag);
+                           name("gemm", M, N, cdt) + (adt == f32 ? " f32 operands" : "") +
+                               (ta ? " A^T" : "") + (tb ? " B^T" : ""), &mag);
           }
           EXPECT_TRUE(runs[0] == runs[1]) << "gemm differs between runs";
         }

@@ -1,5 +1,5 @@
 // GEMM on CUDA through cuBLAS: bf16 operands, f32 accumulation (CUBLAS_COMPUTE_32F), f32 or bf16
-// output. Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, so cuBLAS gets B first
+// output; or f32 operands and output (the f32-compute engine). Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, so cuBLAS gets B first
 // and the row-major leading dims (row lengths) as its column-major ones.
 // cuBLAS gives the same bits on every run for the same shapes on one GPU model, as long as each
 // handle has its own stream and workspace (it does: one handle per device, on
@@ -69,9 +69,11 @@ void gemm(const TensorView& C, const TensorView& A, bool ta, const TensorView& B
     return;
   }
   const cudaDataType_t ct = C.dtype == DType::bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  // f32 operands compute in true f32: the handle keeps the default math mode, so no TF32.
+  const cudaDataType_t at = A.dtype == DType::bf16 ? CUDA_R_16BF : CUDA_R_32F;
   TOPK_CUBLAS(cublasGemmEx(handle(), tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-                           int(N), int(M), int(K), &alpha, B.data, CUDA_R_16BF, int(B.shape[1]),
-                           A.data, CUDA_R_16BF, int(A.shape[1]), &beta, C.data, ct, int(N),
+                           int(N), int(M), int(K), &alpha, B.data, at, int(B.shape[1]),
+                           A.data, at, int(A.shape[1]), &beta, C.data, ct, int(N),
                            CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
