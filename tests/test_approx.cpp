@@ -117,13 +117,14 @@ LossCase loss_case(const Case& c, int HI, int dI, bool sparse, Rng& rng) {
     attention_forward(lc.in.q, lc.in.k, lc.in.v, c.seqs(), c.opts(Backend::ref), o, lc.lse);
     return lc;
   }
-  // A list with invalid entries, keys the row does not see and duplicates.
+  // A list with invalid entries, keys the row does not see, duplicates and an empty row.
   const int64_t K = 9;
   lc.idx = Buffer(DType::i32, {c.B, c.T, 1, K});
   int32_t* p = lc.idx.ptr<int32_t>();
   for (int64_t i = 0; i < lc.idx.numel(); i++) {
     int32_t j = int32_t(rng.below(uint64_t(c.S) + 4)) - 2;
     if (i % 5 == 2) j = p[i - 1];
+    if (i < K) j = -1;  // the first row lists no valid key: loss 0, no gradient
     p[i] = j;
   }
   Buffer all(DType::i32, {c.B, c.T, c.Hkv, K});

@@ -112,9 +112,9 @@ void layernorm_forward(const TensorView& y, const TensorView& mean, const Tensor
   float* m = mean.ndim ? mean.ptr<float>() : nullptr;
   float* r = rstd.ndim ? rstd.ptr<float>() : nullptr;
   if (vec8(C, {y.data, x.data, w.data, b.data}))
-    ln_fwd<8><<<blocks, 32 * kWarps>>>(fview(y), m, r, fview(x), fview(w), fview(b), N, C, eps);
+    ln_fwd<8><<<blocks, 32 * kWarps, 0, stream()>>>(fview(y), m, r, fview(x), fview(w), fview(b), N, C, eps);
   else
-    ln_fwd<1><<<blocks, 32 * kWarps>>>(fview(y), m, r, fview(x), fview(w), fview(b), N, C, eps);
+    ln_fwd<1><<<blocks, 32 * kWarps, 0, stream()>>>(fview(y), m, r, fview(x), fview(w), fview(b), N, C, eps);
   TOPK_CUDA_LAUNCH();
 }
 
@@ -128,8 +128,8 @@ void layernorm_backward(const TensorView& dx, const TensorView& dw, const Tensor
   const float* r = rstd.ptr<float>();
   const F fdx = fview(dx), fdy = fview(dy), fx = fview(x), fw = fview(w);
   const bool v = vec8(C, {dx.data, dy.data, x.data, w.data});
-  if (v) ln_bwd<8><<<blocks, 32 * kWarps>>>(fdx, fdy, fx, fw, m, r, N, C);
-  else ln_bwd<1><<<blocks, 32 * kWarps>>>(fdx, fdy, fx, fw, m, r, N, C);
+  if (v) ln_bwd<8><<<blocks, 32 * kWarps, 0, stream()>>>(fdx, fdy, fx, fw, m, r, N, C);
+  else ln_bwd<1><<<blocks, 32 * kWarps, 0, stream()>>>(fdx, fdy, fx, fw, m, r, N, C);
   TOPK_CUDA_LAUNCH();
   const bool vc = vec8(C, {dy.data, x.data});
   column_sums(N, C, vc, DwVal{fdy, fx, m, r, C}, dw.ptr<float>());
