@@ -42,6 +42,13 @@ def main():
         row("B=8 S=128K: top-k decode >= 1.7x faster than SDPA", f"{r:.2f}x", r >= 1.7)
         f = t8["primary_gbps"] / bw
         row("B=8 S=128K: K read (K bytes / top-k time) >= 85% of copy bandwidth", f"{100 * f:.0f}%", f >= 0.85)
+    ix = get(oc, "indexer_decode_B8_S131072")
+    if ix and s8:
+        r = s8["time_us"] / ix["time_us"]
+        row("B=8 S=128K: indexer decode (HI=64, dI=128, k=2048) >= 10x faster than SDPA", f"{r:.2f}x", r >= 10)
+        print(f"| (info) indexer decode: floor / time | {100 * ix['floor_us'] / ix['time_us']:.0f}% | |")
+    if ix and t8:
+        print(f"| (info) B8_S131072: exact top-k decode / indexer decode | {t8['time_us'] / ix['time_us']:.2f}x | |")
     t1, s1 = get(oc, "topk_decode_B1_S32768"), get(tc, "sdpa_decode_B1_S32768")
     if t1 and s1:
         r = s1["time_us"] / t1["time_us"]

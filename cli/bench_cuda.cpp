@@ -13,6 +13,7 @@
 #include "cli/commands.h"
 #include "core/json.h"
 #include "core/rng.h"
+#include "topk/approx.h"
 #include "topk/attention.h"
 
 #ifdef TOPK_HAVE_CUDA
@@ -255,6 +256,52 @@ int bench_cuda(int argc, char** argv) {
         c.us = time_us([&](int) { sparse_attention_forward(qs[0], ks[0], vs[0], idx, {}, {}, o, lse); }, reps);
         results.push_back(c);
       }
+    }
+  }
+
+  // Lightning Indexer decode (topk/approx.h) at B = 8, S = 128K: HI = 64 indexer heads of
+  // dI = 128 over one bf16 key per token, top-2048 shared by the 32 query heads, then sparse
+  // attention over the 8 KV heads. Its stages alone too (scores, select over one row per query,
+  // and the whole op). Floor: the indexer keys once, the score row written and read, the chosen
+  // K and V rows of every KV head, the indices.
+  if (!quick && (want("indexer_decode") || want("indexer_scores") || want("indexer_select"))) {
+    const int64_t B = 8, S = 131072, HI = 64, dI = 128;
+    const std::string tag = "_B8_S131072";
+    Buffer q(DType::bf16, {B, 1, Hq, D}, Device::cuda), k(DType::bf16, {B, S, Hkv, D}, Device::cuda),
+        v(DType::bf16, {B, S, Hkv, D}, Device::cuda), qi(DType::bf16, {B, 1, HI, dI}, Device::cuda),
+        ki(DType::bf16, {B, S, 1, dI}, Device::cuda), w(DType::f32, {B, 1, HI}, Device::cuda);
+    fill(q, 41), fill(k, 42), fill(v, 43), fill(qi, 44), fill(ki, 45), fill(w, 46);
+    Buffer o(DType::bf16, {B, 1, Hq, D}, Device::cuda), lse(DType::f32, {B, 1, Hq}, Device::cuda);
+    Buffer idx(DType::i32, {B, 1, Hkv, K}, Device::cuda), one(DType::i32, {B, 1, 1, K}, Device::cuda);
+    Buffer sc(DType::f32, {B, 1, 1, S}, Device::cuda);
+    SelectOpts sel;
+    sel.k = K;
+    const double ki_bytes = double(B) * S * dI * 2, sc_bytes = double(B) * S * 4;
+    const double kv_sel = double(B) * K * Hkv * D * 2 * 2 + double(B) * Hkv * K * 4;
+    Result a{"indexer_scores" + tag, "indexer_scores", B, S, HI, 1, dI, 0};
+    a.bytes = ki_bytes + sc_bytes;
+    a.k_bytes = ki_bytes;
+    indexer_scores(qi, w, ki, {}, {}, sc);
+    topk_select(sc, {}, {}, sel, one);
+    if (want(a.name)) {
+      a.us = time_us([&](int) { indexer_scores(qi, w, ki, {}, {}, sc); }, reps);
+      results.push_back(a);
+    }
+    Result b{"indexer_select" + tag, "indexer_select", B, S, 1, 1, 1, K};
+    b.bytes = sc_bytes + double(B) * K * 4;
+    b.k_bytes = sc_bytes;
+    if (want(b.name)) {
+      b.us = time_us([&](int) { topk_select(sc, {}, {}, sel, one); }, reps);
+      results.push_back(b);
+    }
+    Result c{"indexer_decode" + tag, "indexer_decode", B, S, Hq, Hkv, D, K};
+    c.bytes = ki_bytes + 2 * sc_bytes + kv_sel;
+    c.k_bytes = ki_bytes;
+    if (want(c.name)) {
+      c.us = time_us([&](int) {
+        indexer_attention_forward(q, k, v, qi, w, ki, {}, {}, sel, o, lse, idx);
+      }, reps);
+      results.push_back(c);
     }
   }
 

@@ -67,12 +67,16 @@ std::vector<std::string> write_plots(const Report& r, const std::string& dir) {
     else if (p.kind == PolicyKind::topk)
       rho[series_label(r, c, " (share=group)")].push_back({c.rho, c.score});
     if (p.kind == PolicyKind::oracle) prec[series_label(r, c, "")].push_back({c.precision, c.score});
+    // The real selectors beside the oracle's curve: one series per selector kind.
+    if (p.kind == PolicyKind::indexer || p.kind == PolicyKind::quest ||
+        p.kind == PolicyKind::qkeys || p.kind == PolicyKind::window)
+      prec[series_label(r, c, std::string(" ") + policy_kind_name(p.kind))].push_back({c.precision, c.score});
   }
   if (rho.empty()) notes.push_back("acc_vs_rho.png skipped: no full or topk policy");
   else notes.push_back(plot(dir + "/acc_vs_rho.png", "top-k decoding: score vs rho",
                             "rho = W / n (mean over decode steps)", true, rho));
-  if (prec.empty()) notes.push_back("acc_vs_precision.png skipped: no oracle policy");
-  else notes.push_back(plot(dir + "/acc_vs_precision.png", "oracle selector: score vs precision",
+  if (prec.empty()) notes.push_back("acc_vs_precision.png skipped: no oracle or approximate selector");
+  else notes.push_back(plot(dir + "/acc_vs_precision.png", "selectors: score vs precision",
                             "retrieval precision (measured)", false, prec));
   return notes;
 }

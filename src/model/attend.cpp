@@ -6,7 +6,9 @@
 
 #include "attention/params.h"
 #include "core/rng.h"
+#include "model/selectors.h"
 #include "model/views.h"
+#include "topk/approx.h"
 
 namespace topk {
 
@@ -47,6 +49,7 @@ int64_t longest(std::span<const int32_t> s) {
 // that each row's W equals the number of keys the policy attends to.
 SelectOpts exact_opts(const AttnPolicy& pol) {
   SelectOpts s;
+  if (pol.kind == PolicyKind::quest || pol.kind == PolicyKind::qkeys) return reference_budget(pol);
   if (pol.kind == PolicyKind::window) {
     s.k = pol.sel.sink + pol.sel.window;
   } else {
@@ -181,7 +184,8 @@ void oracle_mix(const TensorView& exact, int64_t q_pos, double precision, uint64
 void policy_attention(const AttnPolicy& pol, int layer, const TensorView& q, const TensorView& k,
                       const TensorView& v, std::span<const int32_t> seqlens_q,
                       std::span<const int32_t> seqlens_k, const TensorView& o,
-                      const TensorView& lse, std::vector<std::vector<AttnStats>>* stats) {
+                      const TensorView& lse, std::vector<std::vector<AttnStats>>* stats,
+                      const IndexerInput* ix) {
   const int64_t B = q.shape[0], T = q.shape[1], Hq = q.shape[2], S = k.shape[1], Hkv = k.shape[2];
   const Device dev = q.device;
   Scratch& sc = scratch_of();
@@ -193,7 +197,25 @@ void policy_attention(const AttnPolicy& pol, int layer, const TensorView& q, con
   const int64_t smax = longest(seqlens_k);
   int64_t hsel = pol.sel.share_group ? Hkv : Hq;
   TensorView idx;
+  AttnPolicy resolved = pol;  // the budget its statistics compare with
   switch (pol.kind) {
+    case PolicyKind::indexer: {
+      TOPK_CHECK(ix, "policy_attention: the indexer policy needs the indexer's inputs (a model "
+                 "with an indexer)");
+      resolved.sel = ix->sel;
+      const int64_t K = select_capacity(ix->sel, smax);
+      idx = scratch(sc.idx, DType::i32, {B, T, Hkv, K}, dev);
+      indexer_attention_forward(q, k, v, ix->q, ix->w, ix->k, seqs, opts, ix->sel, o, lse, idx);
+      break;
+    }
+    case PolicyKind::quest:
+      idx = quest_select(pol, q, k, seqlens_q, seqlens_k);
+      sparse_attention_forward(q, k, v, idx, seqs, opts, o, lse);
+      break;
+    case PolicyKind::qkeys:
+      idx = qkeys_select(pol, q, k, seqlens_q, seqlens_k);
+      sparse_attention_forward(q, k, v, idx, seqs, opts, o, lse);
+      break;
     case PolicyKind::full:
       attention_forward(q, k, v, seqs, opts, o, lse);
       break;
@@ -242,7 +264,7 @@ void policy_attention(const AttnPolicy& pol, int layer, const TensorView& q, con
   if (stats) {
     TOPK_CHECK(T == 1, "policy_attention: statistics are recorded for decode steps (one query per "
                "sequence), got %lld", (long long)T);
-    fill_stats(pol, layer, q, k, seqlens_k, idx, *stats);
+    fill_stats(resolved, layer, q, k, seqlens_k, idx, *stats);
   }
 }
 

@@ -35,14 +35,23 @@ void oracle_mix(const TensorView& exact, int64_t q_pos, double precision, uint64
 // max(sink, n - w)..n-1. out: [1, T, H, K] i32 (host) with K >= min(sink + w, S); rest -1.
 void window_indices(int64_t q_pos, int sink, int w, const TensorView& out);
 
+// The indexer's inputs of a call under the `indexer` policy (model/indexer.h).
+struct IndexerInput {
+  TensorView q;     // [B, T, HI, dI] queries of the call's rows
+  TensorView w;     // [B, T, HI] f32 weights
+  TensorView k;     // [B, S, 1, dI] the indexer's key cache
+  SelectOpts sel;   // its budget (index_topk, or the policy's k=)
+};
+
 // q [B, T, Hq, D]: sequence b's first seqlens_q[b] rows, at positions seqlens_k[b] -
 // seqlens_q[b] + t; k, v [B, S, Hkv, D]: the cache, sequence b's first seqlens_k[b] rows valid;
 // o [B, T, Hq, D], lse [B, T, Hq] (rows past seqlens_q[b] are not written). Causal. layer: seeds
 // the oracle's choice per layer. stats (optional, T = 1): (*stats)[b][layer] receives sequence
-// b's statistics.
+// b's statistics. ix: the indexer's inputs, required by (and only read under) the indexer policy.
 void policy_attention(const AttnPolicy& pol, int layer, const TensorView& q, const TensorView& k,
                       const TensorView& v, std::span<const int32_t> seqlens_q,
                       std::span<const int32_t> seqlens_k, const TensorView& o,
-                      const TensorView& lse, std::vector<std::vector<AttnStats>>* stats);
+                      const TensorView& lse, std::vector<std::vector<AttnStats>>* stats,
+                      const IndexerInput* ix = nullptr);
 
 }  // namespace topk

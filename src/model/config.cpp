@@ -61,6 +61,22 @@ void validate(const ModelConfig& c, const std::string& what) {
   tok(c.pad, "pad_token_id");
   tok(c.eos, "eos_token_id");
   for (int e : c.eos_ids) tok(e, "eos_token_id");
+  const int given = int(c.index_n_heads != 0) + int(c.index_head_dim != 0) + int(c.index_topk != 0);
+  TOPK_CHECK(given == 0 || given == 3, "%s: an indexer needs all of index_n_heads, index_head_dim "
+             "and index_topk (got %d, %d, %d)", w, c.index_n_heads, c.index_head_dim, c.index_topk);
+  if (given == 3) {
+    pos(c.index_n_heads, "index_n_heads");
+    pos(c.index_head_dim, "index_head_dim");
+    pos(c.index_topk, "index_topk");
+    TOPK_CHECK(c.index_head_dim % 2 == 0, "%s: index_head_dim must be even for RoPE, got %d", w,
+               c.index_head_dim);
+    TOPK_CHECK(c.index_rope_head_dim >= 0 && c.index_rope_head_dim <= c.index_head_dim &&
+                   c.index_rope_head_dim % 2 == 0,
+               "%s: index_rope_head_dim must be even and in [0, index_head_dim = %d], got %d", w,
+               c.index_head_dim, c.index_rope_head_dim);
+  } else {
+    TOPK_CHECK(c.index_rope_head_dim == 0, "%s: index_rope_head_dim without an indexer", w);
+  }
   if (c.tokenizer.present) {
     TOPK_CHECK(c.vocab >= 259, "%s: the byte tokenizer needs vocab_size >= 259, got %d", w, c.vocab);
     for (int id : {c.tokenizer.bos, c.tokenizer.eos, c.tokenizer.pad})
@@ -184,6 +200,11 @@ ModelConfig config_from_json_text(const std::string& text, const std::string& wh
       TOPK_CHECK(t == "full_attention", "%s: layer type %s not supported (full_attention)", w,
                  t.dump().c_str());
 
+  c.index_n_heads = get_int(j, "index_n_heads", what, false, 0);
+  c.index_head_dim = get_int(j, "index_head_dim", what, false, 0);
+  c.index_topk = get_int(j, "index_topk", what, false, 0);
+  c.index_rope_head_dim = get_int(j, "index_rope_head_dim", what, false,
+                                  c.index_n_heads > 0 && c.index_head_dim > 0 ? c.index_head_dim / 2 : 0);
   if (j.contains("topk_tokenizer")) {
     const json& t = j["topk_tokenizer"];
     TOPK_CHECK(t.is_object() && t.value("type", "") == "bytes",
@@ -199,7 +220,8 @@ ModelConfig config_from_json_text(const std::string& text, const std::string& wh
       "max_position_embeddings", "tie_word_embeddings", "attention_bias", "rope_theta",
       "rope_scaling", "rope_parameters", "torch_dtype", "dtype", "bos_token_id", "pad_token_id",
       "eos_token_id", "hidden_act", "mlp_bias", "use_sliding_window", "pretraining_tp",
-      "layer_types", "topk_tokenizer"};
+      "layer_types", "topk_tokenizer", "index_n_heads", "index_head_dim", "index_topk",
+      "index_rope_head_dim"};
   for (auto it = j.begin(); it != j.end(); ++it)
     if (!used.count(it.key())) c.ignored_keys.push_back(it.key());
   validate(c, what);
@@ -241,6 +263,12 @@ std::string config_to_json_text(const ModelConfig& c) {
   if (c.eos_ids.size() > 1) j["eos_token_id"] = c.eos_ids;
   else j["eos_token_id"] = c.eos >= 0 ? json(c.eos) : json(nullptr);
   j["pad_token_id"] = c.pad >= 0 ? json(c.pad) : json(nullptr);
+  if (c.has_indexer()) {
+    j["index_n_heads"] = c.index_n_heads;
+    j["index_head_dim"] = c.index_head_dim;
+    j["index_topk"] = c.index_topk;
+    j["index_rope_head_dim"] = c.index_rope_head_dim;
+  }
   if (c.tokenizer.present)
     j["topk_tokenizer"] = {{"type", "bytes"}, {"bos", c.tokenizer.bos}, {"eos", c.tokenizer.eos},
                            {"pad", c.tokenizer.pad}};

@@ -43,11 +43,18 @@ struct ModelConfig {
   int bos = -1, eos = -1, pad = -1;  // -1: none
   std::vector<int> eos_ids;          // all eos ids when the file lists several
   TokenizerConfig tokenizer;
+  // Lightning Indexer (DeepSeek-V3.2's names; all 0: the model has none). Per layer, HI query
+  // heads of dim dI and one key per token; it selects index_topk keys per query (model/indexer.h).
+  int index_n_heads = 0;        // HI
+  int index_head_dim = 0;       // dI
+  int index_topk = 0;           // keys selected per query under the `indexer` policy
+  int index_rope_head_dim = 0;  // rotary dims of dI (topk's key; written as dI / 2 when absent)
   std::vector<std::string> ignored_keys;  // keys of config.json this model does not use
 
   bool qkv_bias() const { return attention_bias || arch == Arch::qwen2; }
   bool o_bias() const { return attention_bias && arch != Arch::qwen2; }
   bool qk_norm() const { return arch == Arch::qwen3; }
+  bool has_indexer() const { return index_n_heads > 0; }
   int q_dim() const { return heads * head_dim; }
   int kv_dim() const { return kv_heads * head_dim; }
 };

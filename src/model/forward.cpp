@@ -62,6 +62,7 @@ void model_forward(const Model& m, const Batch& b, const AttnPolicy& pol, Acts& 
   site.pol = pol;
   site.cu_seqlens = b.cu_seqlens;
   if (a.time_attention) site.fwd_seconds = &a.attn_fwd_s;
+  site.ix_train = a.ix_train;
   for (int64_t l = 0; l < L; l++) {
     TensorView out = scratch(a.x[size_t(l + 1)], DType::f32, {N, H}, dev);
     layer_forward(m, int(l), x, out, pos, site, a.L[a.recompute ? 0 : size_t(l)]);

@@ -42,6 +42,9 @@ struct Acts {
   // is set: the device is synchronised around each call), as `topk bench train` reports them.
   bool time_attention = false;
   double attn_fwd_s = 0, attn_bwd_s = 0;
+  // When set, model_forward also trains the indexer (model/layer.h IndexerTrain): its loss and
+  // the gradient of its parameters come out of the forward; model_backward never touches them.
+  IndexerTrain* ix_train = nullptr;
 };
 
 // Runs the model; logits land in a.logits. Saves what the backward needs.

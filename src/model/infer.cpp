@@ -14,7 +14,8 @@ namespace topk {
 int64_t kv_cache_bytes(const ModelConfig& c, int batch, int max_len, DType dtype) {
   // Each factor is validated positive and below 2^31, so the product fits in 128 bits; check
   // it against int64 step by step.
-  const int64_t per_token = int64_t(c.kv_dim()) * int64_t(dtype_size(dtype)) * 2;
+  const int64_t per_token = (int64_t(c.kv_dim()) * 2 + int64_t(c.index_head_dim)) *
+                            int64_t(dtype_size(dtype));
   int64_t bytes = per_token;
   for (int64_t f : {int64_t(c.layers), int64_t(batch), int64_t(max_len)}) {
     TOPK_CHECK(f > 0 && bytes <= INT64_MAX / f, "KV cache: %d layers x %d sequences x %d tokens "
@@ -43,6 +44,8 @@ KVCache kv_cache_create(const Model& m, int batch, int max_len) {
   for (int l = 0; l < c.layers; l++) {
     kc.k.emplace_back(cd, std::initializer_list<int64_t>{batch, max_len, c.kv_heads, c.head_dim}, dev);
     kc.v.emplace_back(cd, std::initializer_list<int64_t>{batch, max_len, c.kv_heads, c.head_dim}, dev);
+    if (c.has_indexer())
+      kc.ki.emplace_back(cd, std::initializer_list<int64_t>{batch, max_len, 1, c.index_head_dim}, dev);
   }
   kc.len.assign(size_t(batch), 0);
   return kc;
@@ -54,6 +57,7 @@ void kv_cache_copy(KVCache& dst, const KVCache& src) {
   for (size_t l = 0; l < src.k.size(); l++) {
     copy(dst.k[l], src.k[l]);
     copy(dst.v[l], src.v[l]);
+    if (l < src.ki.size()) copy(dst.ki[l], src.ki[l]);
   }
   dst.len = src.len;
 }

@@ -18,6 +18,7 @@ namespace topk {
 struct KVCache {
   int batch = 0, max_len = 0;
   std::vector<Buffer> k, v;  // [L] x [batch, max_len, Hkv, D]
+  std::vector<Buffer> ki;    // [L] x [batch, max_len, 1, dI]: the indexer's keys (models with one)
   std::vector<int32_t> len;  // [batch] tokens cached per sequence
 };
 

@@ -2,6 +2,7 @@
 
 #include "core/device_mem.h"
 #include "core/timer.h"
+#include "model/indexer.h"
 #include "model/infer.h"
 #include "model/ops.h"
 #include "model/views.h"
@@ -16,14 +17,6 @@ struct Dims {
 Dims dims_of(const Model& m, const TensorView& x) {
   const ModelConfig& c = m.cfg;
   return {x.shape[0], c.hidden, c.q_dim(), c.kv_dim(), c.head_dim, c.inter, c.heads, c.kv_heads};
-}
-
-// src as a GEMM operand: itself when it already has the compute dtype, else converted into tmp.
-TensorView as_compute(const TensorView& src, DType cd, Buffer& tmp) {
-  if (src.dtype == cd) return src;
-  TensorView t = scratch(tmp, cd, {src.shape[0], src.numel() / src.shape[0]}, src.device);
-  ops::convert(t, src);
-  return reshape(t, {src.shape[0], src.numel() / src.shape[0]});
 }
 
 // Adds the seconds of its scope to *sum (when given), with the device synchronised at both ends.
@@ -42,19 +35,27 @@ struct Timed {
   }
 };
 
-// Attention of the packed form: the call's own keys, full or top-k, causal per sequence.
-void attend_packed(const Dims& d, const AttnSite& site, LayerActs& a, const TensorView& q,
-                   const TensorView& k, const TensorView& v, const TensorView& o,
-                   const TensorView& lse) {
+// Attention of the packed form: the call's own keys, full, top-k or the indexer's selection,
+// causal per sequence.
+void attend_packed(const Model& m, const Dims& d, const AttnSite& site, LayerActs& a,
+                   const TensorView& q, const TensorView& k, const TensorView& v,
+                   const TensorView& o, const TensorView& lse) {
   const AttnPolicy& pol = site.pol;
-  TOPK_CHECK(pol.kind == PolicyKind::full || pol.kind == PolicyKind::topk, "model: policy '%s' is "
-             "for decoding only; training and whole-sequence forwards take full or topk",
-             policy_str(pol).c_str());
+  TOPK_CHECK(pol.trains(), "model: policy '%s' is for decoding only; training and whole-sequence "
+             "forwards take full, topk or indexer", policy_str(pol).c_str());
   Seqs seqs;
   seqs.cu_seqlens_q = site.cu_seqlens;
   seqs.cu_seqlens_k = site.cu_seqlens;
   AttnOpts opts;
   opts.causal = true;
+  if (pol.kind == PolicyKind::indexer) {
+    indexer_select_packed(m, site.cu_seqlens, indexer_select_opts(m, pol), a.ix, a.idx);
+    a.K = a.ix.K;
+    a.hsel = d.Hkv;
+    sparse_attention_forward(q, k, v, view_at(a.idx.view(), 0, {1, d.N, d.Hkv, a.K}), seqs, opts,
+                             o, lse);
+    return;
+  }
   if (!pol.is_topk()) {
     attention_forward(q, k, v, seqs, opts, o, lse);
     return;
@@ -64,12 +65,20 @@ void attend_packed(const Dims& d, const AttnSite& site, LayerActs& a, const Tens
   for (size_t i = 0; i + 1 < site.cu_seqlens.size(); i++)
     longest = std::max<int64_t>(longest, site.cu_seqlens[i + 1] - site.cu_seqlens[i]);
   const int64_t hsel = pol.sel.share_group ? d.Hkv : d.Hq;
+  a.hsel = hsel;
   a.K = select_capacity(pol.sel, longest);
   TensorView idx = scratch(a.idx, DType::i32, {1, d.N, hsel, a.K}, q.device);
   topk_attention_forward(q, k, v, seqs, opts, pol.sel, o, lse, idx);
 }
 
 }  // namespace
+
+TensorView as_compute(const TensorView& src, DType cd, Buffer& tmp) {
+  if (src.dtype == cd) return src;
+  TensorView t = scratch(tmp, cd, {src.shape[0], src.numel() / src.shape[0]}, src.device);
+  ops::convert(t, src);
+  return t;
+}
 
 void layer_forward(const Model& m, int l, const TensorView& x, const TensorView& out,
                    const TensorView& pos, const AttnSite& site, LayerActs& a) {
@@ -110,22 +119,52 @@ void layer_forward(const Model& m, int l, const TensorView& x, const TensorView&
   ops::rope(reshape(q, {d.N, d.Hq, d.D}), pos, m.inv_freq, false);
   ops::rope(reshape(k, {d.N, d.Hkv, d.D}), pos, m.inv_freq, false);
 
+  // The Lightning Indexer (model/indexer.h): its keys go to the cache on every cached call, so
+  // that any prefill leaves them for an indexer decode; its queries only when it selects or
+  // trains.
+  const bool ix_sel = site.pol.kind == PolicyKind::indexer;
+  if (ix_sel) indexer_select_opts(m, site.pol);  // raises for a model without an indexer
+  TOPK_CHECK(!site.ix_train || (!site.cache && c.has_indexer() && (!site.ix_train->sparse || ix_sel)),
+             "model: indexer training needs a model with an indexer, packed sequences, and the "
+             "indexer policy for its sparse stage");
+  if (c.has_indexer() && (site.cache || ix_sel || site.ix_train))
+    indexer_project(m, l, xn1, pos, a.ix, ix_sel || site.ix_train);
+
   TensorView o = scratch(a.o, cd, {d.N, d.Q}, dev);
   TensorView lse = scratch(a.lse, DType::f32, {d.N, d.Hq}, dev);
   if (!site.cache) {
-    Timed timed(site.fwd_seconds, dev);
-    attend_packed(d, site, a, reshape(q, {1, d.N, d.Hq, d.D}), reshape(k, {1, d.N, d.Hkv, d.D}),
-                  reshape(v, {1, d.N, d.Hkv, d.D}), reshape(o, {1, d.N, d.Hq, d.D}),
-                  reshape(lse, {1, d.N, d.Hq}));
+    {
+      Timed timed(site.fwd_seconds, dev);
+      attend_packed(m, d, site, a, reshape(q, {1, d.N, d.Hq, d.D}),
+                    reshape(k, {1, d.N, d.Hkv, d.D}), reshape(v, {1, d.N, d.Hkv, d.D}),
+                    reshape(o, {1, d.N, d.Hq, d.D}), reshape(lse, {1, d.N, d.Hq}));
+    }
+    if (site.ix_train)
+      indexer_train(m, l, xn1, pos, site.cu_seqlens, reshape(q, {1, d.N, d.Hq, d.D}),
+                    reshape(k, {1, d.N, d.Hkv, d.D}), reshape(lse, {1, d.N, d.Hq}), a.ix,
+                    *site.ix_train);
   } else {
     KVCache& kc = *site.cache;
     TensorView ck = kc.k[size_t(l)], cv = kc.v[size_t(l)];
     const int64_t rows = ck.shape[0] * ck.shape[1];
     ops::scatter_rows(reshape(ck, {rows, d.KV}), site.append_rows, k);
     ops::scatter_rows(reshape(cv, {rows, d.KV}), site.append_rows, v);
+    IndexerInput ixin;
+    if (c.has_indexer()) {
+      const int64_t dI = c.index_head_dim;
+      ops::scatter_rows(reshape(kc.ki[size_t(l)], {rows, dI}), site.append_rows,
+                        view_at(a.ix.k.view(), 0, {d.N, dI}));
+      if (ix_sel) {
+        ixin.q = view_at(a.ix.q.view(), 0, {site.B, site.T, c.index_n_heads, dI});
+        ixin.w = view_at(a.ix.w.view(), 0, {site.B, site.T, c.index_n_heads});
+        ixin.k = kc.ki[size_t(l)];
+        ixin.sel = indexer_select_opts(m, site.pol);
+      }
+    }
     policy_attention(site.pol, l, reshape(q, {site.B, site.T, d.Hq, d.D}), ck, cv, site.seqlens_q,
                      site.seqlens_k, reshape(o, {site.B, site.T, d.Hq, d.D}),
-                     reshape(lse, {site.B, site.T, d.Hq}), site.stats);
+                     reshape(lse, {site.B, site.T, d.Hq}), site.stats,
+                     ix_sel ? &ixin : nullptr);
   }
 
   // h1 = x + o Wo^T (+ bo): the residual enters as the GEMM's C.
@@ -198,9 +237,9 @@ void layer_backward(const Model& m, int l, const TensorView& x, const TensorView
     TensorView do4 = reshape(dO, {1, d.N, d.Hq, d.D}), dq4 = reshape(dq, {1, d.N, d.Hq, d.D}),
                dk4 = reshape(dk, {1, d.N, d.Hkv, d.D}), dv4 = reshape(dv, {1, d.N, d.Hkv, d.D});
     Timed timed(site.bwd_seconds, dev);
-    if (site.pol.is_topk()) {
-      const int64_t hsel = site.pol.sel.share_group ? d.Hkv : d.Hq;
-      TensorView idx = view_at(a.idx.view(), 0, {1, d.N, hsel, a.K});
+    if (site.pol.is_topk() || site.pol.kind == PolicyKind::indexer) {
+      // The indexer's selection passes no gradient to the indexer here: its KL trains it.
+      TensorView idx = view_at(a.idx.view(), 0, {1, d.N, a.hsel, a.K});
       sparse_attention_backward(q4, k4, vv4, idx, o4, lse, do4, seqs, opts, dq4, dk4, dv4);
     } else {
       attention_backward(q4, k4, vv4, o4, lse, do4, seqs, opts, dq4, dk4, dv4);

@@ -21,7 +21,22 @@ namespace topk {
 
 struct KVCache;
 
+// Indexer training (model/indexer.h), packed form only: each layer adds its indexer's KL loss
+// (summed over query rows) to `loss` and the gradient of that sum times `scale` to the indexer's
+// parameters in `grad` ([numel] f32, the layout of Model::w). sparse: the KL runs over the
+// indexer's own selection (the sparse stage; the policy must be `indexer`), else over every
+// visible key (the dense warm-up).
+struct IndexerTrain {
+  TensorView grad;
+  float scale = 1;
+  bool sparse = false;
+  double loss = 0;  // summed over layers and rows
+};
+
 inline DType compute_dtype(const Model& m) { return m.compute(); }
+// src as a GEMM operand of dtype cd: itself when it already has it, else converted into tmp
+// (2-D: rows of src's first dim).
+TensorView as_compute(const TensorView& src, DType cd, Buffer& tmp);
 
 // Where a layer's attention reads keys and values.
 //  Packed (cache == nullptr): the call's own k, v over the sequences of cu_seqlens, causal;
@@ -42,12 +57,24 @@ struct AttnSite {
   // them, so only for measurements).
   double* fwd_seconds = nullptr;
   double* bwd_seconds = nullptr;
+  IndexerTrain* ix_train = nullptr;  // packed form: train the indexer in the forward
+};
+
+// The indexer's activations and scratch of one layer (model/indexer.cpp).
+struct IndexerActs {
+  Buffer q, kraw, k, w, mean, rstd;  // qi [N, HI, dI], ki before / after norm and RoPE [N, dI],
+                                     // w [N, HI] f32, LayerNorm statistics [N]
+  Buffer scores, one, rows;          // selection: scores, one row per query [N, K], broadcast map
+  int64_t K = 0;                     // columns of `one`
+  Buffer loss, dq, dw, dk, dkraw, dq_c, dk_c, dw_c;  // training
 };
 
 // What the backward needs of one layer's forward (everything but the input x).
 struct LayerActs {
   Buffer rstd1, xn1, qraw, kraw, qrstd, krstd, q, k, v, o, lse, idx, h1, rstd2, xn2, gu, act;
-  int64_t K = 0;  // index columns of idx (top-k)
+  int64_t K = 0;     // index columns of idx (top-k, indexer)
+  int64_t hsel = 0;  // index rows of idx per query (Hq, or Hkv when shared by a group / all heads)
+  IndexerActs ix;
 };
 
 // Scratch of the backward, shared by every layer.

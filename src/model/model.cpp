@@ -78,6 +78,11 @@ void model_to(Model& m, Device device, bool keep_master, DType compute) {
   Buffer f(DType::f32, {m.inv_freq.numel()}, device);
   copy(f, m.inv_freq);
   m.inv_freq = std::move(f);
+  if (!m.index_inv_freq.view().empty()) {
+    Buffer fi(DType::f32, {m.index_inv_freq.numel()}, device);
+    copy(fi, m.index_inv_freq);
+    m.index_inv_freq = std::move(fi);
+  }
 }
 
 std::vector<float> model_host_weights(const Model& m) {
@@ -157,6 +162,23 @@ Model model_create(const ModelConfig& cfg) {
   }
   m.final_norm = add("model.norm.weight", {H}, false);
   m.lm_head = cfg.tie_embeddings ? m.embed : add("lm_head.weight", {cfg.vocab, H}, true);
+  m.indexer_begin = at;
+  m.indexer_first_param = m.params.size();
+  if (cfg.has_indexer()) {
+    const int64_t HI = cfg.index_n_heads, dI = cfg.index_head_dim;
+    for (int l = 0; l < cfg.layers; l++) {
+      std::string p = "model.layers." + std::to_string(l) + ".self_attn.indexer.";
+      LayerParams& lp = m.layer[size_t(l)];
+      lp.ix_q = add(p + "wq.weight", {HI * dI, H}, true);
+      lp.ix_k = add(p + "wk.weight", {dI, H}, true);
+      lp.ix_norm = add(p + "k_norm.weight", {dI}, false);
+      lp.ix_norm_b = add(p + "k_norm.bias", {dI}, false);
+      lp.ix_w = add(p + "weights_proj.weight", {HI, H}, true);
+    }
+    std::vector<float> fi = index_inv_freq(cfg);
+    m.index_inv_freq = Buffer(DType::f32, {int64_t(fi.size())}, Device::cpu);
+    std::copy(fi.begin(), fi.end(), m.index_inv_freq.ptr<float>());
+  }
   m.numel = int64_t(at);
   m.w = Buffer(DType::f32, {m.numel}, Device::cpu);
   std::vector<float> f = rope_inv_freq(cfg);
@@ -178,9 +200,11 @@ void model_init(Model& m, uint64_t seed, float std) {
 
 int64_t model_param_count(const Model& m) { return m.numel; }
 
-void model_load_weights(Model& m, const std::string& path) {
+void model_load_weights(Model& m, const std::string& path, bool indexer_optional) {
   SafeTensors st = st_load(path);
-  for (const auto& p : m.params) {
+  for (size_t i = 0; i < m.params.size(); i++) {
+    const ParamInfo& p = m.params[i];
+    if (indexer_optional && i >= m.indexer_first_param && !st.find(p.name)) continue;
     const StTensor& t = st.get(p.name, p.shape);
     TOPK_CHECK(t.dtype != DType::i32, "%s: tensor '%s' is I32; weights must be F32, BF16 or F16",
                path.c_str(), p.name.c_str());
@@ -201,14 +225,16 @@ void model_load_weights(Model& m, const std::string& path) {
 }
 
 // Sharded checkpoints (model.safetensors.index.json with a weight_map of tensor -> file).
-static void load_sharded(Model& m, const std::string& dir) {
+static void load_sharded(Model& m, const std::string& dir, bool indexer_optional) {
   std::string path = dir + "/model.safetensors.index.json";
   json idx = read_json_file(path);
   TOPK_CHECK(idx.is_object() && idx.contains("weight_map") && idx["weight_map"].is_object(),
              "%s: no weight_map object", path.c_str());
   const json& map = idx["weight_map"];
   std::map<std::string, SafeTensors> shards;
-  for (const auto& p : m.params) {
+  for (size_t i = 0; i < m.params.size(); i++) {
+    const ParamInfo& p = m.params[i];
+    if (indexer_optional && i >= m.indexer_first_param && !map.contains(p.name)) continue;
     TOPK_CHECK(map.contains(p.name) && map[p.name].is_string(), "%s: weight_map has no tensor '%s'",
                path.c_str(), p.name.c_str());
     std::string file = map[p.name].get<std::string>();
@@ -230,13 +256,17 @@ void model_load_tokenizer(Model& m, const std::string& dir) {
 Model model_load(const std::string& dir) {
   Model m = model_create(load_config(dir));
   model_load_tokenizer(m, dir);
+  model_load_into(m, dir, false);
+  return m;
+}
+
+void model_load_into(Model& m, const std::string& dir, bool indexer_optional) {
   struct stat sb;
   std::string single = dir + "/model.safetensors";
   if (stat(single.c_str(), &sb) != 0 && stat((dir + "/model.safetensors.index.json").c_str(), &sb) == 0)
-    load_sharded(m, dir);
+    load_sharded(m, dir, indexer_optional);
   else
-    model_load_weights(m, single);
-  return m;
+    model_load_weights(m, single, indexer_optional);
 }
 
 void make_dirs(const std::string& dir) {

@@ -28,6 +28,10 @@ struct ParamInfo {
 // their biases and gate, up (one [2I, H] matrix for the gate-and-up product).
 struct LayerParams {
   size_t in_norm, q, k, v, o, q_b, k_b, v_b, o_b, q_norm, k_norm, post_norm, gate, up, down;
+  // Lightning Indexer (model/indexer.h), kNoParam without one: wq [HI dI, H], wk [dI, H],
+  // k_norm weight and bias [dI], weights_proj [HI, H].
+  size_t ix_q = kNoParam, ix_k = kNoParam, ix_norm = kNoParam, ix_norm_b = kNoParam,
+         ix_w = kNoParam;
 };
 
 struct Model {
@@ -40,6 +44,11 @@ struct Model {
   Buffer wc;          // [numel] bf16 weights that CUDA's matrix products read; empty on the CPU
                       // and for an f32-compute CUDA model
   Buffer inv_freq;    // [D/2] f32 RoPE inverse frequencies on the model's device
+  // The indexer's parameters of every layer come last in the table and in w, [indexer_begin,
+  // numel) (numel when there is none), so that they train, freeze and load as one range.
+  size_t indexer_begin = 0;
+  size_t indexer_first_param = 0;  // index into params of the first indexer parameter
+  Buffer index_inv_freq;           // [dI/2] f32: the indexer's RoPE (0 past its rotary dims)
   Tokenizer tok;      // text <-> ids (model/tokenizer.h)
   std::string tokenizer_dir;  // the folder holding tokenizer.json (BPE), copied by model_save
 
@@ -70,7 +79,12 @@ void model_init(Model& m, uint64_t seed, float std = 0.02f);
 // dir/config.json + dir/model.safetensors, or the shards that model.safetensors.index.json
 // names (F32, BF16 or F16 tensors; converted to fp32), and the folder's tokenizer. On the CPU.
 Model model_load(const std::string& dir);
-void model_load_weights(Model& m, const std::string& path);
+// indexer_optional: the indexer's tensors may be missing from the file (they keep m's values).
+void model_load_weights(Model& m, const std::string& path, bool indexer_optional = false);
+// The weights of a model folder (single file or shards) into m, whose config must match the
+// folder's; with indexer_optional, m may have an indexer that the folder lacks (adding an
+// indexer to a trained model), whose parameters then keep their values.
+void model_load_into(Model& m, const std::string& dir, bool indexer_optional);
 // The tokenizer of a model folder (tokenizer.json, else the byte tokenizer of its config).
 void model_load_tokenizer(Model& m, const std::string& dir);
 // Moves the model to a device. On CUDA the bf16 copy is made; keep_master = false drops the

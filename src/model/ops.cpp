@@ -159,6 +159,51 @@ void rmsnorm_backward(const TensorView& dx, bool accumulate, const TensorView& d
   TOPK_OPS_CALL(dev, rmsnorm_backward, dx, accumulate, dw, dy, x, w, rstd);
 }
 
+void layernorm_forward(const TensorView& y, const TensorView& mean, const TensorView& rstd,
+                       const TensorView& x, const TensorView& w, const TensorView& b, float eps) {
+  const char* op = "layernorm_forward";
+  Device dev = common_device(op, {&y, &mean, &rstd, &x, &w, &b});
+  need_float(op, "x", x);
+  need_float(op, "y", y);
+  need_float(op, "w", w);
+  need_float(op, "b", b);
+  need_2d(op, "y", y, rows_of(x), cols_of(x));
+  TOPK_CHECK(w.numel() == cols_of(x) && b.numel() == cols_of(x), "ops::%s: w %s, b %s for x %s",
+             op, w.str().c_str(), b.str().c_str(), x.str().c_str());
+  TOPK_CHECK(present(mean) == present(rstd), "ops::%s: give both mean and rstd, or neither", op);
+  if (present(rstd)) {
+    need(op, "mean", mean, DType::f32);
+    need(op, "rstd", rstd, DType::f32);
+    TOPK_CHECK(rstd.numel() == rows_of(x) && mean.numel() == rows_of(x), "ops::%s: mean %s, "
+               "rstd %s for x %s", op, mean.str().c_str(), rstd.str().c_str(), x.str().c_str());
+  }
+  TOPK_CHECK(y.data != x.data || y.dtype == x.dtype, "ops::%s: y aliases x with another dtype", op);
+  TOPK_OPS_CALL(dev, layernorm_forward, y, mean, rstd, x, w, b, eps);
+}
+
+void layernorm_backward(const TensorView& dx, const TensorView& dw, const TensorView& db,
+                        const TensorView& dy, const TensorView& x, const TensorView& w,
+                        const TensorView& mean, const TensorView& rstd) {
+  const char* op = "layernorm_backward";
+  Device dev = common_device(op, {&dx, &dw, &db, &dy, &x, &w, &mean, &rstd});
+  need(op, "dx", dx, DType::f32);
+  need(op, "dw", dw, DType::f32);
+  need(op, "db", db, DType::f32);
+  need_float(op, "dy", dy);
+  need_float(op, "x", x);
+  need_float(op, "w", w);
+  need(op, "mean", mean, DType::f32);
+  need(op, "rstd", rstd, DType::f32);
+  need_2d(op, "dx", dx, rows_of(x), cols_of(x));
+  need_2d(op, "dy", dy, rows_of(x), cols_of(x));
+  TOPK_CHECK(w.numel() == cols_of(x) && dw.numel() == cols_of(x) && db.numel() == cols_of(x) &&
+                 mean.numel() == rows_of(x) && rstd.numel() == rows_of(x),
+             "ops::%s: w %s, dw %s, db %s, mean %s, rstd %s for x %s", op, w.str().c_str(),
+             dw.str().c_str(), db.str().c_str(), mean.str().c_str(), rstd.str().c_str(),
+             x.str().c_str());
+  TOPK_OPS_CALL(dev, layernorm_backward, dx, dw, db, dy, x, w, mean, rstd);
+}
+
 void rope(const TensorView& x, const TensorView& pos, const TensorView& inv_freq, bool inverse) {
   const char* op = "rope";
   Device dev = common_device(op, {&x, &pos, &inv_freq});

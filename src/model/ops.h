@@ -51,6 +51,18 @@ void rmsnorm_backward(const TensorView& dx, bool accumulate, const TensorView& d
                       const TensorView& dy, const TensorView& x, const TensorView& w,
                       const TensorView& rstd);
 
+// LayerNorm over the last dim (biased variance): y = (x - mean) * rstd * w + b,
+// rstd = 1 / sqrt(mean((x - mean)^2) + eps). x [N, C] f32 or bf16; w, b [C] f32 or bf16;
+// y [N, C] f32 or bf16 (may alias x when the dtypes match); mean, rstd [N] f32, or both empty
+// when the backward is not needed.
+void layernorm_forward(const TensorView& y, const TensorView& mean, const TensorView& rstd,
+                       const TensorView& x, const TensorView& w, const TensorView& b, float eps);
+// dx [N, C] f32 = the gradient of y wrt x (overwritten); dw, db [C] f32 += the gradients wrt w
+// and b. dy [N, C] f32 or bf16; x, w, mean, rstd as in the forward.
+void layernorm_backward(const TensorView& dx, const TensorView& dw, const TensorView& db,
+                        const TensorView& dy, const TensorView& x, const TensorView& w,
+                        const TensorView& mean, const TensorView& rstd);
+
 // Rotary embedding in place on x [N, Hh, D] (f32 or bf16), Hugging Face rotate_half layout:
 // the pair (i, i + D/2) of row n turns by the angle pos[n] * inv_freq[i]. inverse turns back,
 // which is the backward. pos [N] i32; inv_freq [D/2] f32 (model/rope.h computes it).

@@ -32,6 +32,11 @@ inline int64_t cols_of(const TensorView& t) {
   void rmsnorm_backward(const TensorView& dx, bool accumulate, const TensorView& dw,             \
                         const TensorView& dy, const TensorView& x, const TensorView& w,          \
                         const TensorView& rstd);                                                 \
+  void layernorm_forward(const TensorView& y, const TensorView& mean, const TensorView& rstd,      \
+                         const TensorView& x, const TensorView& w, const TensorView& b, float eps); \
+  void layernorm_backward(const TensorView& dx, const TensorView& dw, const TensorView& db,       \
+                          const TensorView& dy, const TensorView& x, const TensorView& w,        \
+                          const TensorView& mean, const TensorView& rstd);                       \
   void rope(const TensorView& x, const TensorView& pos, const TensorView& inv_freq,               \
             bool inverse);                                                                       \
   void swiglu_forward(const TensorView& act, const TensorView& gu);                              \

@@ -9,7 +9,10 @@ namespace topk {
 static const char* kPolicyHelp =
     "a policy is 'full', 'topk:' with k=N or ratio=R (optionally share=head|group, min_k=N, "
     "sink=N, window=N), 'window:w=N' (optionally sink=N), or 'oracle:' with k=N or ratio=R and "
-    "precision=P (optionally share=, min_k=, seed=); e.g. topk:ratio=0.05,share=group";
+    "precision=P (optionally share=, min_k=, seed=), 'indexer' (optionally k=N), 'quest:' with "
+    "page=N and k=N, ratio=R or pages=N (pages=N with k=W: exact top-W in those pages), or "
+    "'qkeys:' with bits=8|4 and k=N or ratio=R (optionally rescore=M, min_k=); "
+    "e.g. topk:ratio=0.05,share=group";
 
 const char* policy_kind_name(PolicyKind k) {
   switch (k) {
@@ -17,6 +20,9 @@ const char* policy_kind_name(PolicyKind k) {
     case PolicyKind::topk: return "topk";
     case PolicyKind::window: return "window";
     case PolicyKind::oracle: return "oracle";
+    case PolicyKind::indexer: return "indexer";
+    case PolicyKind::quest: return "quest";
+    case PolicyKind::qkeys: return "qkeys";
   }
   return "?";
 }
@@ -24,6 +30,10 @@ const char* policy_kind_name(PolicyKind k) {
 AttnPolicy parse_policy(const std::string& s) {
   AttnPolicy p;
   if (s == "full") return p;
+  if (s == "indexer") {
+    p.kind = PolicyKind::indexer;
+    return p;
+  }
   size_t colon = s.find(':');
   std::string name = s.substr(0, colon);
   std::set<std::string> allowed;
@@ -36,6 +46,17 @@ AttnPolicy parse_policy(const std::string& s) {
   } else if (name == "oracle") {
     p.kind = PolicyKind::oracle;
     allowed = {"k", "ratio", "share", "min_k", "precision", "seed"};
+  } else if (name == "indexer") {
+    p.kind = PolicyKind::indexer;
+    allowed = {"k"};
+  } else if (name == "quest") {
+    p.kind = PolicyKind::quest;
+    p.page = 16;
+    allowed = {"page", "pages", "k", "ratio", "min_k"};
+  } else if (name == "qkeys") {
+    p.kind = PolicyKind::qkeys;
+    p.bits = 8;
+    allowed = {"bits", "k", "ratio", "min_k", "rescore"};
   } else {
     TOPK_CHECK(false, "unknown attention policy '%s'; %s", s.c_str(), kPolicyHelp);
   }
@@ -93,6 +114,18 @@ AttnPolicy parse_policy(const std::string& s) {
       TOPK_CHECK(p.precision >= 0 && p.precision <= 1, "bad attention policy '%s': precision "
                  "must be in [0, 1], got %s", cs, val.c_str());
       has_precision = true;
+    } else if (key == "page") {
+      p.page = integer(1);
+    } else if (key == "pages") {
+      p.pages = integer(1);
+    } else if (key == "bits") {
+      p.bits = integer(1);
+      TOPK_CHECK(p.bits == 8 || p.bits == 4, "bad attention policy '%s': bits must be 8 or 4, "
+                 "got %s", cs, val.c_str());
+    } else if (key == "rescore") {
+      p.rescore = real();
+      TOPK_CHECK(p.rescore >= 1 && p.rescore <= 1e6, "bad attention policy '%s': rescore must be "
+                 ">= 1 (candidates per selected key), got %s", cs, val.c_str());
     } else if (key == "seed") {
       p.seed = std::strtoull(val.c_str(), &end, 10);
       TOPK_CHECK(!val.empty() && *end == 0 && val[0] != '-', "bad attention policy '%s': seed "
@@ -101,6 +134,20 @@ AttnPolicy parse_policy(const std::string& s) {
   }
   if (p.kind == PolicyKind::window) {
     TOPK_CHECK(has_w, "bad attention policy '%s': window needs w=N (the last N keys)", cs);
+    return p;
+  }
+  if (p.kind == PolicyKind::indexer) return p;
+  if (p.kind == PolicyKind::quest) {
+    const bool budget = p.sel.k > 0 || p.sel.ratio > 0;
+    TOPK_CHECK(p.pages > 0 || budget, "bad attention policy '%s': quest needs k=N, ratio=R or "
+               "pages=N", cs);
+    TOPK_CHECK(!(p.sel.k > 0 && p.sel.ratio > 0), "bad attention policy '%s': give one of k=N and "
+               "ratio=R", cs);
+    TOPK_CHECK(p.pages == 0 || p.sel.ratio == 0, "bad attention policy '%s': with pages=N the "
+               "budget inside the pages is k=W (ratio=R cannot be checked against them)", cs);
+    TOPK_CHECK(p.pages == 0 || int64_t(p.sel.k) <= int64_t(p.pages) * p.page, "bad attention "
+               "policy '%s': k=%d is more than the %d pages of %d keys hold", cs, p.sel.k, p.pages,
+               p.page);
     return p;
   }
   TOPK_CHECK((p.sel.k > 0) != (p.sel.ratio > 0), "bad attention policy '%s': give exactly one of "
@@ -120,6 +167,20 @@ std::string policy_str(const AttnPolicy& p) {
     if (p.sel.sink) o << ",sink=" << p.sel.sink;
     return o.str();
   }
+  if (p.kind == PolicyKind::indexer) {
+    if (p.sel.k == 0) return "indexer";
+    o << "k=" << p.sel.k;
+    return o.str();
+  }
+  if (p.kind == PolicyKind::quest) {
+    o << "page=" << p.page;
+    if (p.pages) o << ",pages=" << p.pages;
+    if (p.sel.k > 0) o << ",k=" << p.sel.k;
+    if (p.sel.ratio > 0) o << ",ratio=" << p.sel.ratio;
+    if (p.sel.min_k) o << ",min_k=" << p.sel.min_k;
+    return o.str();
+  }
+  if (p.kind == PolicyKind::qkeys) o << "bits=" << p.bits << ",";
   if (p.sel.k > 0) o << "k=" << p.sel.k;
   else o << "ratio=" << p.sel.ratio;
   if (p.sel.share_group) o << ",share=group";
@@ -127,6 +188,10 @@ std::string policy_str(const AttnPolicy& p) {
   if (p.kind == PolicyKind::oracle) {
     o << ",precision=" << p.precision;
     if (p.seed) o << ",seed=" << p.seed;
+    return o.str();
+  }
+  if (p.kind == PolicyKind::qkeys) {
+    if (p.rescore != 4) o << ",rescore=" << p.rescore;
     return o.str();
   }
   if (p.sel.sink) o << ",sink=" << p.sel.sink;

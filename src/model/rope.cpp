@@ -29,4 +29,15 @@ std::vector<float> rope_inv_freq(const ModelConfig& c) {
   return f;
 }
 
+std::vector<float> index_inv_freq(const ModelConfig& c) {
+  std::vector<float> f(size_t(c.index_head_dim / 2), 0.0f);
+  if (c.index_rope_head_dim > 0) {
+    ModelConfig r = c;
+    r.head_dim = c.index_rope_head_dim;
+    std::vector<float> fr = rope_inv_freq(r);
+    std::copy(fr.begin(), fr.end(), f.begin());
+  }
+  return f;
+}
+
 }  // namespace topk

@@ -1,5 +1,6 @@
 #include "train/optim.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "model/ops.h"
@@ -26,7 +27,8 @@ void adamw_to(AdamW& opt, Device device) {
   }
 }
 
-void adamw_step(AdamW& opt, Model& model, const TensorView& grad, float lr, const AdamWOpts& o) {
+void adamw_step(AdamW& opt, Model& model, const TensorView& grad, float lr, const AdamWOpts& o,
+                size_t first, size_t last) {
   TOPK_CHECK(opt.m.numel() == model.numel && grad.numel() == model.numel,
              "adamw_step: optimizer state has %lld entries, gradient %lld, model %lld",
              (long long)opt.m.numel(), (long long)grad.numel(), (long long)model.numel);
@@ -40,9 +42,10 @@ void adamw_step(AdamW& opt, Model& model, const TensorView& grad, float lr, cons
   const bool low = model.compute() == DType::bf16 && model.device() == Device::cuda;
   // One call per run of adjacent parameters that share the decay setting.
   const auto& ps = model.params;
-  for (size_t i = 0; i < ps.size();) {
+  const size_t end = std::min(last, ps.size());
+  for (size_t i = first; i < end;) {
     size_t j = i + 1;
-    while (j < ps.size() && ps[j].decay == ps[i].decay) j++;
+    while (j < end && ps[j].decay == ps[i].decay) j++;
     const int64_t off = int64_t(ps[i].offset);
     const int64_t n = int64_t(ps[j - 1].offset) + ps[j - 1].numel - off;
     s.weight_decay = ps[i].decay ? o.weight_decay : 0.0f;

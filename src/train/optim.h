@@ -23,7 +23,10 @@ AdamW adamw_create(const Model& model);
 void adamw_to(AdamW& opt, Device device);
 // One update with learning rate lr from grad ([numel] f32 on the model's device); decay applies
 // to parameters marked decay. On CUDA the bf16 copy of the weights is refreshed in the same pass.
-void adamw_step(AdamW& opt, Model& model, const TensorView& grad, float lr, const AdamWOpts& o);
+// Only the parameters model.params[first .. last) change (the rest stay frozen: no decay, no
+// moment update); by default all of them.
+void adamw_step(AdamW& opt, Model& model, const TensorView& grad, float lr, const AdamWOpts& o,
+                size_t first = 0, size_t last = size_t(-1));
 
 struct Schedule {
   float lr = 1e-3f, min_lr = 1e-4f;

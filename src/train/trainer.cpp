@@ -10,6 +10,7 @@
 #include "model/forward.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
+#include "train/indexer_train.h"
 
 namespace topk {
 
@@ -22,7 +23,8 @@ TrainConfig train_config_from_json_text(const std::string& text, const std::stri
       "grad_accum", "lr", "min_lr", "warmup", "weight_decay", "clip", "beta1", "beta2", "seed",
       "checkpoint_every", "log_every", "resume", "eval_examples", "eval_attention", "recompute"};
   for (auto it = j.begin(); it != j.end(); ++it)
-    TOPK_CHECK(keys.count(it.key()), "%s: unknown key '%s'", w, it.key().c_str());
+    TOPK_CHECK(keys.count(it.key()) || is_indexer_run_key(it.key()), "%s: unknown key '%s'", w,
+               it.key().c_str());
   TrainConfig c;
   try {
     c.out = j.value("out", "");
@@ -86,6 +88,7 @@ TrainConfig train_config_from_json_text(const std::string& text, const std::stri
              "min_lr >= 0, warmup >= 0", w);
   TOPK_CHECK(c.checkpoint_every >= 0 && c.log_every >= 0, "%s: checkpoint_every and log_every "
              "must be >= 0", w);
+  indexer_run_keys(j, c, what);
   validate_task(c.task);
   c.sched.total = c.steps;
   c.source = j.dump();
@@ -109,7 +112,8 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out) 
       const ModelConfig& b = m.cfg;
       TOPK_CHECK(a.arch == b.arch && a.hidden == b.hidden && a.inter == b.inter &&
                      a.layers == b.layers && a.heads == b.heads && a.kv_heads == b.kv_heads &&
-                     a.head_dim == b.head_dim && a.vocab == b.vocab,
+                     a.head_dim == b.head_dim && a.vocab == b.vocab &&
+                     a.index_n_heads == b.index_n_heads && a.index_head_dim == b.index_head_dim,
                  "%s holds a different model than the run file's \"model\"; use another \"out\" "
                  "or --no-resume", found.c_str());
     }
@@ -117,7 +121,7 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out) 
                                     (long long)r.start_step);
   } else {
     if (!cfg.init.empty()) {
-      m = model_load(cfg.init);
+      m = indexer_init_model(cfg);  // the folder, with the run file's indexer added
     } else {
       m = model_create(cfg.model);
       model_init(m, cfg.seed, cfg.init_std);
@@ -139,6 +143,8 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out) 
                "is written", (long long)step);
     json st = {{"step", step}, {"seed", cfg.seed}, {"loss", loss},
                {"attention", policy_str(cfg.attention)}};
+    if (cfg.indexer_stage != IndexerStage::none)
+      st["indexer_stage"] = indexer_stage_name(cfg.indexer_stage);
     if (!cfg.source.empty()) st["run"] = json::parse(cfg.source);
     save_checkpoint(ckdir, m, opt, st);
     r.checkpoint = ckdir;
@@ -152,26 +158,37 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out) 
     }
     TOPK_CHECK(count > 0, "step %lld: the batch has no token in the loss", (long long)step);
     ops::zero(grad);
-    double loss = 0;
-    for (const Batch& b : micro) {
-      model_forward(m, b, cfg.attention, acts);
-      loss += model_loss(m, b, acts, float(1.0 / count));
-      model_backward(m, b, cfg.attention, acts, grad);
-      tokens_since += b.size();
+    double loss = 0, kl = 0;
+    if (cfg.indexer_stage != IndexerStage::none) {
+      loss = indexer_step(m, cfg, micro, count, acts, grad, &kl);
+      for (const Batch& b : micro) tokens_since += b.size();
+    } else {
+      for (const Batch& b : micro) {
+        model_forward(m, b, cfg.attention, acts);
+        loss += model_loss(m, b, acts, float(1.0 / count));
+        model_backward(m, b, cfg.attention, acts, grad);
+        tokens_since += b.size();
+      }
     }
     loss /= count;
-    const double norm = clip_grad_norm(grad, cfg.clip);
+    const double norm = cfg.indexer_stage == IndexerStage::sparse ? indexer_clip(m, grad, cfg.clip)
+                                                                  : clip_grad_norm(grad, cfg.clip);
     TOPK_CHECK(std::isfinite(loss) && std::isfinite(norm), "step %lld: the loss is %g and the "
                "gradient norm %g; training stops here (the last checkpoint is kept as it was). "
                "A lower lr, a warm-up or clipping may help", (long long)step, loss, norm);
     float lr = lr_at(cfg.sched, step);
-    adamw_step(opt, m, grad, lr, cfg.adam);
+    size_t p0 = 0, p1 = 0;  // the parameters this stage trains
+    indexer_trainable(m, cfg.indexer_stage, &p0, &p1);
+    adamw_step(opt, m, grad, lr, cfg.adam, p0, p1);
     r.losses.push_back(loss);
+    if (cfg.indexer_stage != IndexerStage::none) r.indexer_losses.push_back(kl);
     step++, taken++;
     bool last = step == cfg.steps || taken == stop_after;
     if (cfg.log_every && (step % cfg.log_every == 0 || last)) {
       double now = now_seconds();
-      progress_print(prog, progress_line(prog, step, loss, lr, tokens_since / (now - t_last)), last);
+      std::string line = progress_line(prog, step, loss, lr, tokens_since / (now - t_last));
+      if (cfg.indexer_stage != IndexerStage::none) line += "  indexer kl " + std::to_string(kl);
+      progress_print(prog, line, last);
       t_last = now, tokens_since = 0;
     }
     if (last || (cfg.checkpoint_every && step % cfg.checkpoint_every == 0)) checkpoint(loss);

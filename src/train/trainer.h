@@ -19,6 +19,18 @@
 
 namespace topk {
 
+// Lightning Indexer training (train/indexer_train.h): dense warm-up (the model frozen, the
+// indexer fitted to full attention) or sparse stage (the model trains under the indexer's
+// selection, the indexer by KL over the keys it selected).
+enum class IndexerStage { none, dense, sparse };
+
+// The run file's "indexer": an indexer to add to the model (a new one, or the "init" folder's
+// when it has none). Zero heads: none asked.
+struct IndexerSpec {
+  int heads = 0, head_dim = 0, topk = 0;  // index_n_heads, index_head_dim, index_topk
+  int rope_dim = -1;                      // index_rope_head_dim; -1: head_dim / 2
+};
+
 struct TrainConfig {
   std::string out;          // checkpoints go to out/checkpoint
   std::string init;         // start from this model folder; else a new model from `model`
@@ -39,6 +51,8 @@ struct TrainConfig {
   std::string source;        // the run file's JSON, kept in each checkpoint's trainer_state.json
   Device device = Device::cpu;  // where the model trains (the CLI's --device)
   bool recompute = false;    // recompute activations in the backward (less memory, more time)
+  IndexerSpec indexer;       // "indexer": add an indexer to the model
+  IndexerStage indexer_stage = IndexerStage::none;  // "indexer_stage": dense | sparse
 };
 
 // Parses a run file's text; unknown keys are errors (a typo must not silently do nothing).
@@ -47,6 +61,7 @@ TrainConfig train_config_from_json_text(const std::string& text, const std::stri
 struct TrainResult {
   int64_t start_step = 0, end_step = 0;
   std::vector<double> losses;  // mean masked loss of each step run here
+  std::vector<double> indexer_losses;  // indexer stages: mean KL per query row and layer, per step
   std::string checkpoint;      // folder of the last checkpoint written
   double accuracy = -1;        // held-out exact match (eval_examples > 0), else -1
 };

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "attention/cpu/isa.h"
+#include "attention/approx.h"
 #include "attention/params.h"
 
 namespace topk::cpu {
@@ -20,7 +21,12 @@ namespace topk::cpu {
   void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t* indices, \
                               int64_t K);                                                   \
   void entropy(const AttnParams& p, float* entropy, float* normalized);                     \
-  void selection_mass(const AttnParams& p, float* mass);
+  void selection_mass(const AttnParams& p, float* mass);                                    \
+  void indexer_scores(const IndexerParams& p);                                              \
+  void indexer_loss(const IndexerLossParams& p);                                            \
+  void quest_scores(const QuestParams& p);                                                  \
+  void quantized_scores(const QuantParams& p);                                              \
+  void mask_scores(const MaskParams& p);
 namespace scalar {
 TOPK_CPU_OPS
 }
@@ -115,5 +121,10 @@ void entropy(const AttnParams& p, float* entropy, float* normalized) {
   DISPATCH(entropy(p, entropy, normalized));
 }
 void selection_mass(const AttnParams& p, float* mass) { DISPATCH(selection_mass(p, mass)); }
+void indexer_scores(const IndexerParams& p) { DISPATCH(indexer_scores(p)); }
+void indexer_loss(const IndexerLossParams& p) { DISPATCH(indexer_loss(p)); }
+void quest_scores(const QuestParams& p) { DISPATCH(quest_scores(p)); }
+void quantized_scores(const QuantParams& p) { DISPATCH(quantized_scores(p)); }
+void mask_scores(const MaskParams& p) { DISPATCH(mask_scores(p)); }
 
 }  // namespace topk::cpu

@@ -1,0 +1,312 @@
+// The Lightning Indexer's distillation loss and its gradient on CUDA (indexer_loss, approx.h).
+// Query rows go in ranges whose work arrays stay under the workspace budget; per range:
+//
+//   row kernel   a block per query row: marks the row's key set in P (-1: not in it), then a
+//                thread per key computes the target mass p(s) = sum_h e^(scale q_h.k_s - lse_h)
+//                into P and I(s) into I; block reductions (fixed trees) give sum p, max I and
+//                the softmax of I; the loss is written and P becomes g(s) = softmax(I)(s) - p(s)
+//                (0 outside the set). dqi and dw then sum over tiles of 32 keys in key order:
+//                the tile's ki in shared memory, the head dots of the tile, and each (head, dim)
+//                of dqi accumulated by its one thread in shared memory.
+//   key kernel   a block per (sequence, tile of 32 keys): dki of the tile sums over the range's
+//                rows of the sequence in row order (rows whose g is 0 on the tile are skipped),
+//                adding to what earlier ranges left, so the sum order is fixed.
+// Plain fp32 FMAs: the loss trains small indexers; every reduction has a fixed order, so a
+// step gives the same bits on every run.
+#include <algorithm>
+#include <unordered_map>
+
+#include "attention/approx.h"
+#include "attention/cuda/common.cuh"
+
+namespace topk::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kTileKeys = 32;
+
+struct LossArgs {
+  const DSeq* seqs;
+  int nseq;
+  int Hq, G, D, HI, dI;
+  int64_t Tq, Smax, L, K;
+  int64_t r0, r1;  // the range of compact rows
+  float scale;
+  bool causal;
+  DRows q, k, qi, ki;
+  const float* lse;     // [B, Tq, Hq]
+  const float* w;       // [B, Tq, HI]
+  const int32_t* idx;   // [B, Tq, 1, K] or null
+  float* loss;          // [B, Tq]
+  float* dqi;           // [B, Tq, HI, dI] or null
+  float* dw;            // [B, Tq, HI]
+  float* dki;           // [B, Smax, dI]
+  float* P;             // [r1 - r0, L]: target mass, then g
+  float* I;             // [r1 - r0, L]: indexer scores
+};
+
+// Block-wide sum or max (fixed tree; every thread gets the result). tmp: 32 floats.
+template <bool MAX>
+__device__ __forceinline__ float block_reduce(float x, float* tmp) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int off = 16; off >= 1; off >>= 1) {
+    const float y = __shfl_xor_sync(0xffffffffu, x, off);
+    x = MAX ? fmaxf(x, y) : x + y;
+  }
+  __syncthreads();
+  if (lane == 0) tmp[warp] = x;
+  __syncthreads();
+  x = lane < int(blockDim.x >> 5) ? tmp[lane] : (MAX ? -INFINITY : 0.f);
+#pragma unroll
+  for (int off = 16; off >= 1; off >>= 1) {
+    const float y = __shfl_xor_sync(0xffffffffu, x, off);
+    x = MAX ? fmaxf(x, y) : x + y;
+  }
+  return x;
+}
+
+__device__ __forceinline__ float row_dot(const float* a, const DRows& r, int64_t off, int n) {
+  float d = 0.f;
+  for (int e = 0; e < n; e++) d = fmaf(a[e], load1(r.data, r.dt, off + e), d);
+  return d;
+}
+
+__global__ void __launch_bounds__(kThreads) loss_rows(const LossArgs a) {
+  extern __shared__ float sm[];
+  // q [Hq D], qi [HI dI], dq [HI dI], w [HI], dw [HI], lse [Hq], kt [32][dI + 1], dots [HI][33],
+  // g [32], tmp [32]
+  float* qs = sm;
+  float* qis = qs + a.Hq * a.D;
+  float* dqs = qis + a.HI * a.dI;
+  float* ws = dqs + a.HI * a.dI;
+  float* dws = ws + a.HI;
+  float* ls = dws + a.HI;
+  float* kt = ls + a.Hq;
+  float* dots = kt + kTileKeys * (a.dI + 1);
+  float* gt = dots + a.HI * (kTileKeys + 1);
+  float* tmp = gt + kTileKeys;
+  const int64_t r = a.r0 + blockIdx.x;
+  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
+  const int64_t t = r - s.r0, qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
+  const int64_t n = visible_keys(s, t, a.causal), S = s.S;
+  float* P = a.P + int64_t(blockIdx.x) * a.L;
+  float* I = a.I + int64_t(blockIdx.x) * a.L;
+  for (int i = threadIdx.x; i < a.Hq * a.D; i += kThreads)
+    qs[i] = load1(a.q.data, a.q.dt, a.q.offset(s.batch, s.q_start + t, i / a.D) + i % a.D);
+  for (int i = threadIdx.x; i < a.HI * a.dI; i += kThreads) {
+    qis[i] = load1(a.qi.data, a.qi.dt, a.qi.offset(s.batch, s.q_start + t, i / a.dI) + i % a.dI);
+    dqs[i] = 0.f;
+  }
+  for (int i = threadIdx.x; i < a.HI; i += kThreads) ws[i] = a.w[qrow * a.HI + i], dws[i] = 0.f;
+  for (int i = threadIdx.x; i < a.Hq; i += kThreads) ls[i] = a.lse[qrow * a.Hq + i];
+  // The key set: -1 outside, 0 inside.
+  for (int64_t j = threadIdx.x; j < S; j += kThreads) P[j] = a.idx ? -1.f : (j < n ? 0.f : -1.f);
+  __syncthreads();
+  if (a.idx)
+    for (int64_t i = threadIdx.x; i < a.K; i += kThreads) {
+      const int32_t j = a.idx[qrow * a.K + i];
+      if (j >= 0 && j < S) P[j] = 0.f;  // duplicates write the same value
+    }
+  __syncthreads();
+  float psum = 0.f, imax = -INFINITY;
+  for (int64_t j = threadIdx.x; j < S; j += kThreads) {
+    if (P[j] < 0.f) continue;
+    float p = 0.f;
+    for (int h = 0; h < a.Hq; h++)
+      p += expf(a.scale * row_dot(qs + h * a.D, a.k, a.k.offset(s.batch, s.k_start + j, h / a.G), a.D) - ls[h]);
+    float x = 0.f;
+    for (int h = 0; h < a.HI; h++)
+      x = fmaf(ws[h], fmaxf(row_dot(qis + h * a.dI, a.ki, a.ki.offset(s.batch, s.k_start + j, 0), a.dI), 0.f), x);
+    P[j] = p;
+    I[j] = x;
+    psum += p;
+    imax = fmaxf(imax, x);
+  }
+  psum = block_reduce<false>(psum, tmp);
+  imax = block_reduce<true>(imax, tmp);
+  float se = 0.f;
+  for (int64_t j = threadIdx.x; j < S; j += kThreads)
+    if (P[j] >= 0.f) se += expf(I[j] - imax);
+  se = block_reduce<false>(se, tmp);
+  const bool live = psum > 0.f && isfinite(psum) && se > 0.f;
+  const float lseI = imax + logf(se);
+  float loss = 0.f;
+  for (int64_t j = threadIdx.x; j < S; j += kThreads) {
+    float g = 0.f;
+    if (P[j] >= 0.f && live) {
+      const float p = P[j] / psum;
+      if (p > 0.f) loss += p * (logf(p) - (I[j] - lseI));
+      g = expf(I[j] - lseI) - p;
+    }
+    P[j] = g;
+  }
+  loss = block_reduce<false>(loss, tmp);
+  if (threadIdx.x == 0) a.loss[qrow] = loss;
+  if (!a.dqi) return;
+  __syncthreads();  // every g is in P
+  for (int64_t j0 = 0; j0 < S; j0 += kTileKeys) {
+    const int c = threadIdx.x;
+    const bool any = __syncthreads_or(c < kTileKeys && j0 + c < S && P[j0 + c] != 0.f);
+    if (!any) continue;
+    if (c < kTileKeys) gt[c] = j0 + c < S ? P[j0 + c] : 0.f;
+    for (int i = threadIdx.x; i < kTileKeys * a.dI; i += kThreads) {
+      const int64_t j = j0 + i / a.dI;
+      kt[(i / a.dI) * (a.dI + 1) + i % a.dI] =
+          j < S ? load1(a.ki.data, a.ki.dt, a.ki.offset(s.batch, s.k_start + j, 0) + i % a.dI) : 0.f;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < a.HI * kTileKeys; i += kThreads) {
+      const int h = i / kTileKeys, cc = i % kTileKeys;
+      float d = 0.f;
+      for (int e = 0; e < a.dI; e++) d = fmaf(qis[h * a.dI + e], kt[cc * (a.dI + 1) + e], d);
+      dots[h * (kTileKeys + 1) + cc] = d;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < a.HI * a.dI; i += kThreads) {
+      const int h = i / a.dI, e = i % a.dI;
+      float acc = dqs[i];
+      for (int cc = 0; cc < kTileKeys; cc++)
+        if (dots[h * (kTileKeys + 1) + cc] > 0.f) acc = fmaf(gt[cc] * ws[h], kt[cc * (a.dI + 1) + e], acc);
+      dqs[i] = acc;
+    }
+    for (int h = threadIdx.x; h < a.HI; h += kThreads) {
+      float acc = dws[h];
+      for (int cc = 0; cc < kTileKeys; cc++) acc = fmaf(gt[cc], fmaxf(dots[h * (kTileKeys + 1) + cc], 0.f), acc);
+      dws[h] = acc;
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < a.HI * a.dI; i += kThreads) a.dqi[qrow * a.HI * a.dI + i] = dqs[i];
+  for (int h = threadIdx.x; h < a.HI; h += kThreads) a.dw[qrow * a.HI + h] = dws[h];
+}
+
+__global__ void __launch_bounds__(kThreads) loss_keys(const LossArgs a) {
+  extern __shared__ float sm[];
+  // kt [32][dI], dk [32][dI], qi [HI dI], w [HI], dots [HI][33], g [32]
+  float* kt = sm;
+  float* dk = kt + kTileKeys * a.dI;
+  float* qis = dk + kTileKeys * a.dI;
+  float* ws = qis + a.HI * a.dI;
+  float* dots = ws + a.HI;
+  float* gt = dots + a.HI * (kTileKeys + 1);
+  const DSeq s = a.seqs[blockIdx.y];
+  const int64_t j0 = int64_t(blockIdx.x) * kTileKeys;
+  if (j0 >= s.S) return;
+  const int64_t rb = a.r0 > s.r0 ? a.r0 : s.r0, re = a.r1 < s.r0 + s.T ? a.r1 : s.r0 + s.T;
+  if (rb >= re) return;
+  const int64_t kb = int64_t(s.batch) * a.Smax + s.k_start;
+  for (int i = threadIdx.x; i < kTileKeys * a.dI; i += kThreads) {
+    const int64_t j = j0 + i / a.dI;
+    kt[i] = j < s.S ? load1(a.ki.data, a.ki.dt, a.ki.offset(s.batch, s.k_start + j, 0) + i % a.dI) : 0.f;
+    dk[i] = j < s.S ? a.dki[(kb + j) * a.dI + i % a.dI] : 0.f;
+  }
+  for (int64_t r = rb; r < re; r++) {
+    const float* g = a.P + (r - a.r0) * a.L;
+    const int c = threadIdx.x;
+    const bool any = __syncthreads_or(c < kTileKeys && j0 + c < s.S && g[j0 + c] != 0.f);
+    if (!any) continue;
+    const int64_t t = r - s.r0, qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
+    if (c < kTileKeys) gt[c] = j0 + c < s.S ? g[j0 + c] : 0.f;
+    for (int i = threadIdx.x; i < a.HI * a.dI; i += kThreads)
+      qis[i] = load1(a.qi.data, a.qi.dt, a.qi.offset(s.batch, s.q_start + t, i / a.dI) + i % a.dI);
+    for (int i = threadIdx.x; i < a.HI; i += kThreads) ws[i] = a.w[qrow * a.HI + i];
+    __syncthreads();
+    for (int i = threadIdx.x; i < a.HI * kTileKeys; i += kThreads) {
+      const int h = i / kTileKeys, cc = i % kTileKeys;
+      float d = 0.f;
+      for (int e = 0; e < a.dI; e++) d = fmaf(qis[h * a.dI + e], kt[cc * a.dI + e], d);
+      dots[h * (kTileKeys + 1) + cc] = d;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < kTileKeys * a.dI; i += kThreads) {
+      const int cc = i / a.dI, e = i % a.dI;
+      float acc = dk[i];
+      for (int h = 0; h < a.HI; h++)
+        if (dots[h * (kTileKeys + 1) + cc] > 0.f) acc = fmaf(gt[cc] * ws[h], qis[h * a.dI + e], acc);
+      dk[i] = acc;
+    }
+    __syncthreads();  // qis, ws, gt are rewritten by the next row
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < kTileKeys * a.dI; i += kThreads) {
+    const int64_t j = j0 + i / a.dI;
+    if (j < s.S) a.dki[(kb + j) * a.dI + i % a.dI] = dk[i];
+  }
+}
+
+template <class K>
+void allow_smem(K kernel, size_t bytes) {
+  static std::unordered_map<const void*, size_t> done;
+  size_t& have = done[reinterpret_cast<const void*>(kernel)];
+  if (bytes > 48 * 1024 && bytes > have) {
+    TOPK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    have = bytes;
+  }
+}
+
+}  // namespace
+
+void indexer_loss(const IndexerLossParams& lp) {
+  const AttnParams& p = lp.a;
+  SeqTable st = upload_seqs(p);
+  LossArgs a{};
+  a.seqs = st.d;
+  a.nseq = st.n;
+  a.Hq = p.Hq;
+  a.G = p.group();
+  a.D = p.D;
+  a.HI = lp.HI;
+  a.dI = lp.dI;
+  a.Tq = p.Tq;
+  a.Smax = p.Smax;
+  a.K = lp.K;
+  a.scale = p.scale;
+  a.causal = p.causal;
+  a.q = drows(p.q);
+  a.k = drows(p.k);
+  a.qi = drows(lp.qi);
+  a.ki = drows(lp.ki);
+  a.lse = p.lse;
+  a.w = lp.w;
+  a.idx = lp.idx;
+  a.loss = lp.loss;
+  a.dqi = lp.dqi;
+  a.dw = lp.dw;
+  a.dki = lp.dki;
+  int64_t L = 1;
+  for (int i = 0; i < p.nseq; i++) L = std::max<int64_t>(L, p.seqs[i].S);
+  a.L = L;
+  if (lp.dki) TOPK_CUDA(cudaMemsetAsync(lp.dki, 0, size_t(lp.B * p.Smax * lp.dI) * 4, stream()));
+  if (st.rows == 0) return;
+  const size_t row_smem = (size_t(p.Hq) * p.D + 2 * size_t(lp.HI) * lp.dI + 2 * size_t(lp.HI) + p.Hq +
+                           size_t(kTileKeys) * (lp.dI + 1) + size_t(lp.HI) * (kTileKeys + 1) +
+                           kTileKeys + 32) * 4;
+  const size_t key_smem = (2 * size_t(kTileKeys) * lp.dI + size_t(lp.HI) * lp.dI + lp.HI +
+                           size_t(lp.HI) * (kTileKeys + 1) + kTileKeys) * 4;
+  TOPK_CHECK(row_smem <= 227 * 1024 && key_smem <= 227 * 1024, "indexer_loss: Hq = %d heads of D = "
+             "%d and HI = %d of dI = %d do not fit the CUDA kernels' shared memory", p.Hq, p.D,
+             lp.HI, lp.dI);
+  TOPK_CHECK(p.nseq <= 65535, "indexer_loss: %d sequences are more than one CUDA launch takes",
+             p.nseq);
+  allow_smem(loss_rows, row_smem);
+  allow_smem(loss_keys, key_smem);
+  // Rows per range: the two work arrays of L floats per row within the budget.
+  const int64_t step = std::max<int64_t>(1, int64_t(workspace_budget()) / (8 * L));
+  for (int64_t r0 = 0; r0 < st.rows; r0 += step) {
+    const int64_t r1 = std::min(st.rows, r0 + step);
+    a.r0 = r0;
+    a.r1 = r1;
+    a.P = static_cast<float*>(workspace(kWsScores, size_t((r1 - r0) * L) * 4));
+    a.I = static_cast<float*>(workspace(kWsRank, size_t((r1 - r0) * L) * 4));
+    loss_rows<<<unsigned(r1 - r0), kThreads, row_smem, stream()>>>(a);
+    TOPK_CUDA_LAUNCH();
+    if (!lp.dki) continue;
+    loss_keys<<<dim3(unsigned((L + kTileKeys - 1) / kTileKeys), unsigned(p.nseq)), kThreads, key_smem,
+                 stream()>>>(a);
+    TOPK_CUDA_LAUNCH();
+  }
+}
+
+}  // namespace topk::cuda

@@ -1,0 +1,264 @@
+// Lightning Indexer scores on CUDA: I(t, s) = sum_j w_j ReLU(qi_j . ki_s) for every visible key
+// of each query row, -inf past them ([B, Tq, 1, Smax]).
+//
+// Tensor-core path (bf16 qi and ki, dI 64 or 128, HI <= 64, 16-byte aligned rows): a block per
+// (query row, chunk of kChunk keys), 4 warps; each warp streams 16-key slabs of ki through its
+// own 3-stage cp.async ring (swizzled rows, common.cuh) and multiplies them with the row's
+// queries, held as B fragments for every group of 8 heads (keys x dims times dims x heads,
+// slab_scores); the ReLU, the weights and the sum over heads follow in registers, then over the
+// 4 lanes that share a key. Every key is read once per query row: decode (T = 1) reads the
+// indexer cache once. Other shapes and dtypes: an FMA kernel (a block per row and 128 keys, the
+// key tile converted to fp32 in shared memory, a thread per key). Each score is written by one
+// thread after a fixed-order sum: deterministic. TOPK_CUDA_INDEXER_PATH=mma|simple forces one
+// path (the tests run both).
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <unordered_map>
+
+#include "attention/approx.h"
+#include "attention/cuda/common.cuh"
+
+namespace topk::cuda {
+
+namespace {
+
+struct IxArgs {
+  const DSeq* seqs;
+  int nseq;
+  int HI, dI;
+  int64_t Smax, Tq, chunk, nchunks;
+  bool causal;
+  DRows q, k;
+  const float* w;  // [B, Tq, HI]
+  float* out;      // [B, Tq, 1, Smax]
+};
+
+constexpr int kWarps = 4;
+constexpr int kStages = 3;
+constexpr int64_t kChunk = 2048;   // keys per block of the tensor-core path
+constexpr int kSimpleKeys = 128;   // keys per block of the FMA path
+
+// The row's query position, visible keys and output row; -inf written past the visible keys of
+// [j0, j1). Returns the end of the visible part of the chunk.
+__device__ __forceinline__ int64_t row_setup(const IxArgs& a, int64_t r, int64_t j0, int64_t j1,
+                                             DSeq& s, int64_t& t, float*& out) {
+  s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
+  t = r - s.r0;
+  const int64_t n = visible_keys(s, t, a.causal);
+  out = a.out + (int64_t(s.batch) * a.Tq + s.q_start + t) * a.Smax;
+  for (int64_t j = (j0 > n ? j0 : n) + threadIdx.x; j < j1; j += blockDim.x) out[j] = -INFINITY;
+  return j1 < n ? j1 : n;
+}
+
+template <int D, int HG>
+__global__ void __launch_bounds__(kWarps * 32) ix_scores_mma(const IxArgs a) {
+  extern __shared__ __align__(16) unsigned char smem[];  // [kWarps][kStages][16 rows][2 D bytes]
+  const int64_t r = blockIdx.x / a.nchunks, j0 = (blockIdx.x % a.nchunks) * a.chunk;
+  const int64_t j1 = j0 + a.chunk < a.Smax ? j0 + a.chunk : a.Smax;
+  DSeq s;
+  int64_t t;
+  float* out;
+  const int64_t jv = row_setup(a, r, j0, j1, s, t, out);
+  if (j0 >= jv) return;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  // The row's queries as B fragments, 8 heads per group (zero past HI), and each lane's weights
+  // (heads 8 g + 2 (lane % 4) + {0, 1}, the columns its accumulators hold).
+  uint32_t qb[HG][3][D / 16][2];
+  float w0[HG], w1[HG];
+  const int64_t qo = a.q.offset(s.batch, s.q_start + t, 0);
+  const float* wr = a.w + (int64_t(s.batch) * a.Tq + s.q_start + t) * a.HI;
+#pragma unroll
+  for (int g = 0; g < HG; g++) {
+    const int nh = a.HI - 8 * g < 8 ? a.HI - 8 * g : 8;
+    load_q_frags<D>(a.q, qo + int64_t(8 * g) * a.q.sh, nh > 0 ? nh : 0, 1, qb[g]);
+    const int h = 8 * g + 2 * (lane & 3);
+    w0[g] = h < a.HI ? wr[h] : 0.f;
+    w1[g] = h + 1 < a.HI ? wr[h + 1] : 0.f;
+  }
+  constexpr int kSlabBytes = 16 * 2 * D;
+  unsigned char* ring = smem + warp * kStages * kSlabBytes;
+  const int64_t nslab = (jv - j0 + 15) / 16;
+  // Slab i of this warp is slab warp + i * kWarps of the chunk.
+  auto issue = [&](int64_t i) {
+    const int64_t sl = warp + i * kWarps;
+    if (sl < nslab) {
+      unsigned char* dst = ring + (i % kStages) * kSlabBytes;
+      for (int c = lane; c < 16 * (D / 8); c += 32) {
+        const int row = c / (D / 8), ch = c % (D / 8);
+        const int64_t j = j0 + sl * 16 + row;
+        unsigned char* d = dst + row * 2 * D + swizzled_chunk(row, ch) * 16;
+        if (j < jv)
+          cp_async16(d, a.k.data + (a.k.offset(s.batch, s.k_start + j, 0) + ch * 8) * 2);
+        else
+          *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
+      }
+    }
+    cp_async_commit();  // an empty group past the end keeps the wait counts uniform
+  };
+#pragma unroll
+  for (int i = 0; i < kStages - 1; i++) issue(i);
+  for (int64_t i = 0; warp + i * kWarps < nslab; i++) {
+    cp_async_wait<kStages - 2>();
+    __syncwarp();
+    const unsigned char* rows = ring + (i % kStages) * kSlabBytes;
+    float acc0 = 0.f, acc1 = 0.f;  // keys lane / 4 and lane / 4 + 8
+#pragma unroll
+    for (int g = 0; g < HG; g++) {
+      float c[4];
+      slab_scores<D>(rows, qb[g], 1, c);
+      acc0 = fmaf(w0[g], fmaxf(c[0], 0.f), fmaf(w1[g], fmaxf(c[1], 0.f), acc0));
+      acc1 = fmaf(w0[g], fmaxf(c[2], 0.f), fmaf(w1[g], fmaxf(c[3], 0.f), acc1));
+    }
+    acc0 += __shfl_xor_sync(0xffffffffu, acc0, 1);
+    acc0 += __shfl_xor_sync(0xffffffffu, acc0, 2);
+    acc1 += __shfl_xor_sync(0xffffffffu, acc1, 1);
+    acc1 += __shfl_xor_sync(0xffffffffu, acc1, 2);
+    if ((lane & 3) == 0) {
+      const int64_t j = j0 + (warp + i * kWarps) * 16 + (lane >> 2);
+      if (j < jv) out[j] = acc0;
+      if (j + 8 < jv) out[j + 8] = acc1;
+    }
+    __syncwarp();  // every lane is done with the stage that the next issue refills
+    issue(i + kStages - 1);
+  }
+  cp_async_wait<0>();
+}
+
+// FMA path: queries, weights and a tile of kSimpleKeys keys in fp32 shared memory.
+__global__ void __launch_bounds__(kSimpleKeys) ix_scores_simple(const IxArgs a) {
+  extern __shared__ float sm[];  // q [HI][dI], w [HI], k [kSimpleKeys][dI + 1]
+  const int64_t r = blockIdx.x / a.nchunks, j0 = (blockIdx.x % a.nchunks) * kSimpleKeys;
+  const int64_t j1 = j0 + kSimpleKeys < a.Smax ? j0 + kSimpleKeys : a.Smax;
+  DSeq s;
+  int64_t t;
+  float* out;
+  const int64_t jv = row_setup(a, r, j0, j1, s, t, out);
+  if (j0 >= jv) return;
+  const int HI = a.HI, dI = a.dI, pitch = dI + 1;
+  float* qs = sm;
+  float* ws = qs + HI * dI;
+  float* ks = ws + HI;
+  const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
+  for (int i = threadIdx.x; i < HI * dI; i += blockDim.x)
+    qs[i] = load1(a.q.data, a.q.dt, a.q.offset(s.batch, s.q_start + t, i / dI) + i % dI);
+  for (int i = threadIdx.x; i < HI; i += blockDim.x) ws[i] = a.w[qrow * HI + i];
+  for (int i = threadIdx.x; i < kSimpleKeys * dI; i += blockDim.x) {
+    const int64_t j = j0 + i / dI;
+    ks[(i / dI) * pitch + i % dI] =
+        j < jv ? load1(a.k.data, a.k.dt, a.k.offset(s.batch, s.k_start + j, 0) + i % dI) : 0.f;
+  }
+  __syncthreads();
+  const int64_t j = j0 + threadIdx.x;
+  if (j >= jv) return;
+  const float* kr = ks + threadIdx.x * pitch;
+  float I = 0.f;
+  for (int h = 0; h < HI; h++) {
+    const float* qh = qs + h * dI;
+    float d = 0.f;
+    for (int e = 0; e < dI; e++) d = fmaf(qh[e], kr[e], d);
+    I = fmaf(ws[h], fmaxf(d, 0.f), I);
+  }
+  out[j] = I;
+}
+
+__global__ void broadcast_kernel(const int32_t* src, int32_t* dst, int64_t R, int H, int64_t K) {
+  const int64_t n = R * H * K;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / (int64_t(H) * K), c = i % K;
+    dst[i] = src[r * K + c];
+  }
+}
+
+IxArgs ix_args(const IndexerParams& ip, const SeqTable& st) {
+  const AttnParams& p = ip.a;
+  IxArgs a{};
+  a.seqs = st.d;
+  a.nseq = st.n;
+  a.HI = p.Hq;
+  a.dI = p.D;
+  a.Smax = p.Smax;
+  a.Tq = p.Tq;
+  a.causal = p.causal;
+  a.q = drows(p.q);
+  a.k = drows(p.k);
+  a.w = ip.w;
+  a.out = ip.scores;
+  return a;
+}
+
+// Raises a kernel's dynamic shared memory limit to `bytes` when it is lower (never lowers it:
+// another call may have raised it for a larger size).
+template <class K>
+void allow_smem(K kernel, size_t bytes) {
+  static std::unordered_map<const void*, size_t> done;
+  size_t& have = done[reinterpret_cast<const void*>(kernel)];
+  if (bytes > 48 * 1024 && bytes > have) {
+    TOPK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    have = bytes;
+  }
+}
+
+template <int D, int HG>
+void launch_mma(IxArgs a, int64_t rows) {
+  a.chunk = kChunk;
+  a.nchunks = (a.Smax + kChunk - 1) / kChunk;
+  const size_t smem = size_t(kWarps) * kStages * 16 * 2 * D;
+  allow_smem(ix_scores_mma<D, HG>, smem);
+  const int64_t grid = rows * a.nchunks;
+  TOPK_CHECK(grid < (int64_t(1) << 31), "indexer_scores: %lld rows x %lld chunks are too many "
+             "blocks for one launch", (long long)rows, (long long)a.nchunks);
+  ix_scores_mma<D, HG><<<unsigned(grid), kWarps * 32, smem, stream()>>>(a);
+  TOPK_CUDA_LAUNCH();
+}
+
+template <int D>
+void launch_mma_heads(const IxArgs& a, int64_t rows) {
+  const int hg = (a.HI + 7) / 8;
+  if (hg <= 1) launch_mma<D, 1>(a, rows);
+  else if (hg <= 2) launch_mma<D, 2>(a, rows);
+  else if (hg <= 4) launch_mma<D, 4>(a, rows);
+  else launch_mma<D, 8>(a, rows);
+}
+
+}  // namespace
+
+void indexer_scores(const IndexerParams& ip) {
+  const AttnParams& p = ip.a;
+  SeqTable st = upload_seqs(p);
+  if (st.rows == 0 || p.Smax == 0) return;
+  IxArgs a = ix_args(ip, st);
+  const char* env = std::getenv("TOPK_CUDA_INDEXER_PATH");
+  const std::string force = env ? env : "";
+  TOPK_CHECK(force.empty() || force == "mma" || force == "simple", "TOPK_CUDA_INDEXER_PATH=%s: "
+             "expected mma or simple", force.c_str());
+  const bool fits = p.q.dtype == DType::bf16 && p.k.dtype == DType::bf16 &&
+                    (p.D == 64 || p.D == 128) && p.Hq <= 64 && rows_aligned(a.q) &&
+                    rows_aligned(a.k);
+  TOPK_CHECK(force != "mma" || fits, "indexer_scores: TOPK_CUDA_INDEXER_PATH=mma needs bf16 qi and "
+             "ki, dI 64 or 128, HI <= 64 and 16-byte aligned rows (got %s / %s, dI %d, HI %d)",
+             dtype_name(p.q.dtype), dtype_name(p.k.dtype), p.D, p.Hq);
+  if (fits && force != "simple") {
+    TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "indexer_scores", launch_mma_heads<kD>(a, st.rows));
+    return;
+  }
+  const size_t smem = (size_t(p.Hq) * p.D + p.Hq + size_t(kSimpleKeys) * (p.D + 1)) * 4;
+  TOPK_CHECK(smem <= 227 * 1024, "indexer_scores: HI = %d heads of dI = %d do not fit the CUDA "
+             "kernel's shared memory (%zu bytes)", p.Hq, p.D, smem);
+  allow_smem(ix_scores_simple, smem);
+  a.nchunks = (p.Smax + kSimpleKeys - 1) / kSimpleKeys;
+  const int64_t grid = st.rows * a.nchunks;
+  TOPK_CHECK(grid < (int64_t(1) << 31), "indexer_scores: too many blocks for one launch");
+  ix_scores_simple<<<unsigned(grid), kSimpleKeys, smem, stream()>>>(a);
+  TOPK_CUDA_LAUNCH();
+}
+
+void broadcast_rows(const int32_t* src, int32_t* dst, int64_t R, int H, int64_t K) {
+  const int64_t n = R * H * K;
+  if (n == 0) return;
+  const int64_t blocks = (n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096;
+  broadcast_kernel<<<unsigned(blocks), 256, 0, stream()>>>(src, dst, R, H, K);
+  TOPK_CUDA_LAUNCH();
+}
+
+}  // namespace topk::cuda
