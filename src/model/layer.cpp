@@ -48,9 +48,10 @@ void attend_packed(const Dims& d, const AttnSite& site, LayerActs& a, const Tens
                    const TensorView& k, const TensorView& v, const TensorView& o,
                    const TensorView& lse) {
   const AttnPolicy& pol = site.pol;
-  TOPK_CHECK(pol.kind == PolicyKind::full || pol.kind == PolicyKind::topk, "model: policy '%s' is "
-             "for decoding only; training and whole-sequence forwards take full or topk",
-             policy_str(pol).c_str());
+  TOPK_CHECK((pol.kind == PolicyKind::full || pol.kind == PolicyKind::topk) &&
+                 pol.adapt == BudgetAdapt::none,
+             "model: policy '%s' is for decoding only; training and whole-sequence forwards take "
+             "full or topk (without adapt=)", policy_str(pol).c_str());
   Seqs seqs;
   seqs.cu_seqlens_q = site.cu_seqlens;
   seqs.cu_seqlens_k = site.cu_seqlens;

@@ -8,8 +8,8 @@ namespace topk {
 
 static const char* kPolicyHelp =
     "a policy is 'full', 'topk:' with k=N or ratio=R (optionally share=head|group, min_k=N, "
-    "sink=N, window=N), 'window:w=N' (optionally sink=N), or 'oracle:' with k=N or ratio=R and "
-    "precision=P (optionally share=, min_k=, seed=); e.g. topk:ratio=0.05,share=group";
+    "sink=N, window=N, adapt=entropy), 'window:w=N' (optionally sink=N), or 'oracle:' with k=N "
+    "or ratio=R and precision=P (optionally share=, min_k=, seed=); e.g. topk:ratio=0.05,share=group";
 
 const char* policy_kind_name(PolicyKind k) {
   switch (k) {
@@ -29,7 +29,7 @@ AttnPolicy parse_policy(const std::string& s) {
   std::set<std::string> allowed;
   if (name == "topk") {
     p.kind = PolicyKind::topk;
-    allowed = {"k", "ratio", "share", "min_k", "sink", "window"};
+    allowed = {"k", "ratio", "share", "min_k", "sink", "window", "adapt"};
   } else if (name == "window") {
     p.kind = PolicyKind::window;
     allowed = {"w", "sink"};
@@ -93,6 +93,10 @@ AttnPolicy parse_policy(const std::string& s) {
       TOPK_CHECK(p.precision >= 0 && p.precision <= 1, "bad attention policy '%s': precision "
                  "must be in [0, 1], got %s", cs, val.c_str());
       has_precision = true;
+    } else if (key == "adapt") {
+      TOPK_CHECK(val == "entropy" || val == "none", "bad attention policy '%s': adapt must be "
+                 "entropy or none, got '%s'", cs, val.c_str());
+      p.adapt = val == "entropy" ? BudgetAdapt::entropy : BudgetAdapt::none;
     } else if (key == "seed") {
       p.seed = std::strtoull(val.c_str(), &end, 10);
       TOPK_CHECK(!val.empty() && *end == 0 && val[0] != '-', "bad attention policy '%s': seed "
@@ -107,6 +111,10 @@ AttnPolicy parse_policy(const std::string& s) {
              "k=N and ratio=R", cs);
   TOPK_CHECK(p.kind != PolicyKind::oracle || has_precision, "bad attention policy '%s': oracle "
              "needs precision=P in [0, 1]", cs);
+  TOPK_CHECK(p.adapt == BudgetAdapt::none ||
+                 (!p.sel.share_group && p.sel.sink == 0 && p.sel.window == 0),
+             "bad attention policy '%s': adapt=entropy gives each query head its own budget; it "
+             "takes k= or ratio= (and min_k=), not share=group, sink= or window=", cs);
   return p;
 }
 
@@ -131,6 +139,7 @@ std::string policy_str(const AttnPolicy& p) {
   }
   if (p.sel.sink) o << ",sink=" << p.sel.sink;
   if (p.sel.window) o << ",window=" << p.sel.window;
+  if (p.adapt == BudgetAdapt::entropy) o << ",adapt=entropy";
   return o.str();
 }
 
