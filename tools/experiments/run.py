@@ -171,8 +171,20 @@ def base_model(cfg, seed):
     return Model(f"base-s{seed}", "base", run, seed)
 
 
+def variants(cfg):
+    """The SFT variants: "full" and "topk" (run files), then any of "more": {name: run file}."""
+    v = [("full", cfg["sft"]["full"]), ("topk", cfg["sft"]["topk"])]
+    return v + list(cfg["sft"].get("more", {}).items())
+
+
+def variant_title(cfg, name):
+    if name == "full":
+        return "full SFT"
+    return f"top-k SFT ({load_json(dict(variants(cfg))[name])['attention']})"
+
+
 def sft_model(cfg, variant, base_seed, seed):
-    run = load_json(cfg["sft"][variant])
+    run = load_json(dict(variants(cfg))[variant])
     run["seed"] = seed
     run["init"] = base_model(cfg, base_seed).checkpoint
     run["out"] = f'{cfg["runs"]}/sft-{variant}-b{base_seed}-s{seed}'
@@ -187,7 +199,7 @@ def sfts(cfg):
     out = []
     for b in cfg["sft"]["base_seeds"]:
         for s in cfg["sft"]["seeds"]:
-            for v in ("full", "topk"):
+            for v, _ in variants(cfg):
                 out.append(sft_model(cfg, v, b, s))
     return out
 
@@ -347,7 +359,7 @@ def gnuplot(out_png, script):
     gp = out_png[:-4] + ".gp"
     with open(gp, "w") as f:
         f.write(f"set terminal pngcairo size 1200,{script.get('height', 480)} font 'sans,10'\n")
-        f.write(f"set output '{out_png}'\n")
+        f.write(f"set output '{out_png}'\nset termoption noenhanced\n")
         f.write(script["body"])
     rc = subprocess.call(["gnuplot", gp], stderr=subprocess.DEVNULL)
     if rc != 0:
@@ -367,7 +379,7 @@ def multiplot(panels, title, xlabel, ylabel, logx=False, yrange="[0:105]", xrang
     n = len(panels)
     cols = min(n, 3)
     rows = (n + cols - 1) // cols
-    body = f"set multiplot layout {rows},{cols} title '{title}'\nset grid\nset key bottom right font ',8'\n"
+    body = f"set multiplot layout {rows},{cols} title '{title}'\nset grid\nset key below font ',8'\n"
     body += f"set xlabel '{xlabel}'\nset ylabel '{ylabel}'\nset yrange {yrange}\n"
     if xrange:
         body += f"set xrange {xrange}\n"
@@ -388,7 +400,7 @@ def multiplot(panels, title, xlabel, ylabel, logx=False, yrange="[0:105]", xrang
                 data += gp_data([(x, y) for x, y, _ in pts])
         body += "plot " + ", ".join(plots) + "\n" + data if plots else ""
     body += "unset multiplot\n"
-    return {"body": body, "height": 420 * rows}
+    return {"body": body, "height": 500 * rows}
 
 
 class Page:
@@ -431,6 +443,10 @@ def provenance(page, r, cfg, args, t0, notes):
 
 # ---------------------------------------------------------------------------------------------
 # the studies
+
+
+def kind_title(cfg, kind):
+    return "base" if kind == "base" else variant_title(cfg, kind[4:])
 
 
 def cells_by(rows, *keys):
@@ -502,7 +518,7 @@ def study_rho(r, cfg, args, out):
         full = key[(t, L, "full")]["score"]
         panels.append((f"{t} @{L}", [("top-k, rho = ratio", ser_r, "lw 2 pt 7"),
                                      ("top-k, fixed k", ser_k, "lw 1 pt 5 dt 2"),
-                                     ("full attention", [(1e-3, full, float('nan')), (1.0, full, float('nan'))], "lw 1 pt 0 dt 3")]))
+                                     ("full attention", [(1e-3, full, float('nan')), (1.0, full, float('nan'))], "lw 2 pt 0 dt 3 lc rgb '#444444'")]))
     notes = [gnuplot(f"{out}/acc_vs_rho.png", multiplot(panels, "exact top-k decoding: score vs rho",
                                                        "rho = W / n (measured)", "score", logx=True,
                                                        xrange="[0.003:1.2]"))]
@@ -515,7 +531,7 @@ def study_sft(r, cfg, args, out):
     ms = sfts(cfg)
     bs = [base_model(cfg, b) for b in cfg["sft"]["base_seeds"]]
     train(r, bs + ms)
-    pols = ["full"] + [f"topk:ratio={x:g}" for x in c["ratios"]]
+    pols = ["full"] + [f"topk:ratio={x:g}" for x in c["ratios"]] + [f"topk:k={k}" for k in c.get("ks", [])]
     jobs = []
     for m in bs + ms:
         for pre in c["prefill"]:
@@ -535,7 +551,7 @@ def study_sft(r, cfg, args, out):
     write_csv(f"{out}/sft_per_seed.csv", rows, ["model", "kind", "base_seed", "seed", "prefill",
                                                 "task", "length", "policy", "label", "score", "rho",
                                                 "mass", "entropy_norm"])
-    kinds = ["base", "sft-full", "sft-topk"]
+    kinds = ["base"] + [f"sft-{v}" for v, _ in variants(cfg)]
     agg = []
     groups = cells_by(rows, "kind", "prefill", "task", "length", "label")
     for (kind, pre, task, length, lab), rs in groups.items():
@@ -548,24 +564,24 @@ def study_sft(r, cfg, args, out):
     idx = {(x["kind"], x["prefill"], x["task"], x["length"], x["label"], x["base_seed"], x["seed"]):
            fnum(x["score"]) for x in rows}
     for (kind, pre, task, length, lab, b, s), v in idx.items():
-        if kind != "sft-topk":
+        if kind in ("base", "sft-full"):
             continue
         w = idx.get(("sft-full", pre, task, length, lab, b, s))
         if w is not None:
-            diffs.append({"prefill": pre, "task": task, "length": int(length), "label": lab,
-                          "base_seed": b, "seed": s, "diff": v - w})
+            diffs.append({"variant": kind, "prefill": pre, "task": task, "length": int(length),
+                          "label": lab, "base_seed": b, "seed": s, "diff": v - w})
     write_csv(f"{out}/sft.csv", agg, ["kind", "prefill", "task", "length", "label", "rho", "score",
                                       "score_sd", "n"])
-    write_csv(f"{out}/sft_diff_per_seed.csv", diffs, ["prefill", "task", "length", "label",
-                                                      "base_seed", "seed", "diff"])
+    write_csv(f"{out}/sft_diff_per_seed.csv", diffs, ["variant", "prefill", "task", "length",
+                                                      "label", "base_seed", "seed", "diff"])
     key = {(a["kind"], a["prefill"], a["task"], a["length"], a["label"]): a for a in agg}
     labels = [policy_label(p) for p in pols]
     tl = sorted({(a["task"], a["length"]) for a in agg})
     page = Page(f"Finding 2: native top-k SFT vs full SFT ({cfg['scale']} scale)")
     page.add(f"Base: {', '.join(b.name for b in bs)} ({cfg['base']['run']}). SFT from it: "
-             f"{cfg['sft']['full']} (full attention) and {cfg['sft']['topk']} (native top-k, "
-             f"`{load_json(cfg['sft']['topk'])['attention']}`), the same data and steps for both "
-             f"(same seed = same batches), seeds {cfg['sft']['seeds']}. Evaluated with "
+             + ", ".join(f"{f} (`{load_json(f)['attention']}`)" for _, f in variants(cfg))
+             + f"; the same data and steps for all (same seed = same batches), seeds "
+             f"{cfg['sft']['seeds']}. Evaluated with "
              f"{cfg['eval']['samples']} examples per task and length; score mean ± sd over seeds. "
              f"'prefill full' is the report's protocol (full prefill, top-k decode); 'prefill "
              f"policy' prefills with the same top-k policy.\n")
@@ -582,13 +598,15 @@ def study_sft(r, cfg, args, out):
         body = []
         for lab in labels:
             row = [lab] + [fmt(*mean_over_tasks(k, pre, lab)) for k in kinds]
-            d = {}
-            for x in diffs:
-                if x["prefill"] == pre and x["label"] == lab:
-                    d.setdefault((x["base_seed"], x["seed"]), []).append(x["diff"])
-            row.append(fmt(*mean_sd([statistics.fmean(v) for v in d.values()])))
+            for k in kinds[2:]:
+                d = {}
+                for x in diffs:
+                    if x["variant"] == k and x["prefill"] == pre and x["label"] == lab:
+                        d.setdefault((x["base_seed"], x["seed"]), []).append(x["diff"])
+                row.append(fmt(*mean_sd([statistics.fmean(v) for v in d.values()])))
             body.append(row)
-        page.table(["decode policy", "base", "full SFT", "top-k SFT", "top-k − full (paired)"], body)
+        page.table(["decode policy"] + [kind_title(cfg, k) for k in kinds] +
+                   [f"{kind_title(cfg, k)} − full SFT (paired)" for k in kinds[2:]], body)
         page.add(f"\n### prefill {pre}: per task and length\n")
         body = []
         for t, L in tl:
@@ -597,14 +615,15 @@ def study_sft(r, cfg, args, out):
                             [fmt(key[(k, pre, t, L, lab)]["score"], key[(k, pre, t, L, lab)]["score_sd"],
                                  key[(k, pre, t, L, lab)]["n"]) if (k, pre, t, L, lab) in key else "-"
                              for k in kinds])
-        page.table(["task @ length", "decode policy", "base", "full SFT", "top-k SFT"], body)
+        page.table(["task @ length", "decode policy"] + [kind_title(cfg, k) for k in kinds], body)
     panels = []
-    styles = {("sft-full", "full"): "lw 2 pt 7 lc rgb '#1f77b4'",
-              ("sft-topk", "full"): "lw 2 pt 7 lc rgb '#d62728'",
-              ("sft-full", "policy"): "lw 1 pt 5 dt 2 lc rgb '#1f77b4'",
-              ("sft-topk", "policy"): "lw 1 pt 5 dt 2 lc rgb '#d62728'",
-              ("base", "full"): "lw 1 pt 6 lc rgb '#777777'"}
-    name = {"sft-full": "full SFT", "sft-topk": "top-k SFT", "base": "base"}
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
+    styles = {}
+    for i, k in enumerate(kinds[1:]):
+        styles[(k, "full")] = f"lw 2 pt 7 lc rgb '{colors[i % len(colors)]}'"
+        styles[(k, "policy")] = f"lw 1 pt 5 dt 2 lc rgb '{colors[i % len(colors)]}'"
+    styles[("base", "full")] = "lw 1 pt 6 lc rgb '#777777'"
+    name = {k: kind_title(cfg, k) for k in kinds}
     for t, L in tl + [("mean", 0)]:
         series = []
         for (kind, pre), st in styles.items():
@@ -613,17 +632,19 @@ def study_sft(r, cfg, args, out):
             pts = []
             for lab in labels:
                 if (kind, pre, t, L, lab) in key or t == "mean":
+                    if not (lab == "full" or lab.startswith("rho=")):
+                        continue  # fixed-k decodes are in the tables
+                    rho_ = 1.0 if lab == "full" else float(lab[4:-1]) / 100
                     if t == "mean":
                         m_, sd_, _ = mean_over_tasks(kind, pre, lab)
-                        rho_ = 1.0 if lab == "full" else float(lab[4:-1]) / 100
                     else:
                         a = key[(kind, pre, t, L, lab)]
-                        m_, sd_, rho_ = a["score"], a["score_sd"], (1.0 if lab == "full" else float(lab[4:-1]) / 100)
+                        m_, sd_ = a["score"], a["score_sd"]
                     pts.append((rho_, m_, sd_))
             series.append((f"{name[kind]}, prefill {pre}", pts, st))
         panels.append(("mean over tasks" if t == "mean" else f"{t} @{L}", series))
     notes = [gnuplot(f"{out}/acc_vs_rho.png", multiplot(
-        panels, "top-k SFT vs full SFT: score vs decode rho (mean ± sd over seeds)",
+        panels, "top-k SFT vs full SFT: score vs decode rho (mean +- sd over seeds)",
         "decode rho (1 = full attention)", "score", logx=True, xrange="[0.003:1.2]"))]
     provenance(page, r, cfg, args, args.t0, notes)
     page.write(f"{out}/table.md")
@@ -715,7 +736,7 @@ def study_entropy(r, cfg, args, out):
             rows.append(row)
     write_csv(f"{out}/entropy_per_model.csv", rows, ["model", "kind", "seed", "task", "length",
                                                      "layer", "head", "entropy", "entropy_norm"])
-    kinds = ["base", "sft-full", "sft-topk"]
+    kinds = ["base"] + [f"sft-{v}" for v, _ in variants(cfg)]
     # per model: mean over tasks and lengths of each (layer, head); then mean/sd over models of a kind
     per_model = {}
     for x in rows:
@@ -746,7 +767,7 @@ def study_entropy(r, cfg, args, out):
              f"over decode steps, examples, tasks and lengths. Mean ± sd over the SFT seeds "
              f"{cfg['sft']['seeds']} (the base: over base seeds {cfg['sft']['base_seeds']}).\n")
     page.add("### H / ln n per layer ('all' = mean over heads) and head\n")
-    page.table(["layer", "head"] + kinds, table_rows)
+    page.table(["layer", "head"] + [kind_title(cfg, k) for k in kinds], table_rows)
     by_task = {}
     for x in rows:
         if x["head"] == "all":
@@ -760,18 +781,20 @@ def study_entropy(r, cfg, args, out):
             row.append(fmt(*mean_sd(v), digits=3))
         body.append(row)
     page.add("\n### H / ln n per task (mean over layers and heads)\n")
-    page.table(["task @ length"] + kinds, body)
+    page.table(["task @ length"] + [kind_title(cfg, k) for k in kinds], body)
     xs = [(l, h) for l, h in heads if h != "all"]
     series = []
-    styles = {"base": "lw 1 pt 6 lc rgb '#777777'", "sft-full": "lw 2 pt 7 lc rgb '#1f77b4'",
-              "sft-topk": "lw 2 pt 7 lc rgb '#d62728'"}
+    colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
+    styles = {"base": "lw 1 pt 6 lc rgb '#777777'"}
+    for i, k in enumerate(kinds[1:]):
+        styles[k] = f"lw 2 pt 7 lc rgb '{colors[i % len(colors)]}'"
     for k in kinds:
         pts = []
         for i, (l, h) in enumerate(xs):
             v = agg.get((k, str(l), h), [])
             m, sd, _ = mean_sd([a for a, _ in v])
             pts.append((float(i), m, sd))
-        series.append((k, pts, styles[k]))
+        series.append((kind_title(cfg, k), pts, styles[k]))
     labels = ", ".join(f"'L{l}H{h}' {i}" for i, (l, h) in enumerate(xs))
     sc = multiplot([("H / ln n per head (x: layer, head)", series)], "attention entropy per head",
                    "head", "H / ln n", yrange="[0:1]", xrange=f"[-0.5:{len(xs) - 0.5}]")
@@ -897,6 +920,7 @@ def eval_cost(cfg, model_cfg):
     B = max(1, e.get("batch") or 1)
     nb, ns = len(cfg["base"]["seeds"]), len(cfg["sft"]["seeds"]) * len(cfg["sft"]["base_seeds"])
     nbase_sft = len(cfg["sft"]["base_seeds"])
+    nv = len(variants(cfg))
 
     def one(lengths, policies, prefill="full", adaptive=0):
         ex = len(e["tasks"]) * e["samples"]
@@ -924,23 +948,23 @@ def eval_cost(cfg, model_cfg):
     s_, st = one(e["lengths"], range(pols))
     rows.append(["rho", nb, ex, pols, nb * st, nb * s_ / 3600])
     c2 = cfg["sft_study"]
-    pols = 1 + len(c2["ratios"])
+    pols = 1 + len(c2["ratios"]) + len(c2.get("ks", []))
     secs, steps = 0.0, 0
     for pre in c2["prefill"]:
         s_, st = one(e["lengths"], range(pols), pre)
-        secs += s_ * (nbase_sft + 2 * ns)
-        steps += st * (nbase_sft + 2 * ns)
-    rows.append(["sft", (nbase_sft + 2 * ns) * len(c2["prefill"]), ex, pols, steps, secs / 3600])
+        secs += s_ * (nbase_sft + nv * ns)
+        steps += st * (nbase_sft + nv * ns)
+    rows.append(["sft", (nbase_sft + nv * ns) * len(c2["prefill"]), ex, pols, steps, secs / 3600])
     pp = cfg["precision"]
     pols = 2 + len(pp["precisions"])
     s_, st = one(e["lengths"], range(pols))
     rows.append(["precision", nb * len(e["lengths"]), ex // len(e["lengths"]), pols, nb * st,
                  nb * s_ * 1.5 / 3600])  # the oracle's selection runs on the host: 1.5x assumed
     s_, st = one(e["lengths"], range(1))
-    rows.append(["entropy", nbase_sft + 2 * ns, ex, 1, (nbase_sft + 2 * ns) * st,
-                 (nbase_sft + 2 * ns) * s_ / 3600])
+    rows.append(["entropy", nbase_sft + nv * ns, ex, 1, (nbase_sft + nv * ns) * st,
+                 (nbase_sft + nv * ns) * s_ / 3600])
     a = cfg["adapt"]
-    nm = nb + (2 * ns if a.get("sft_models") else 0)
+    nm = nb + (nv * ns if a.get("sft_models") else 0)
     pols = 1 + 2 * len(a["ratios"])
     s_, st = one(e["lengths"], range(pols), adaptive=len(a["ratios"]))
     rows.append(["adapt", nm, ex, pols, nm * st, nm * s_ / 3600])
@@ -953,9 +977,9 @@ def study_cost(r, cfg, args, out):
     page = Page(f"Expected GPU time of the {cfg['scale']} scale")
     page.add(c["basis"] + "\n")
     rows = []
-    items = [("base", cfg["base"]["run"], len(cfg["base"]["seeds"])),
-             ("full SFT", cfg["sft"]["full"], len(cfg["sft"]["seeds"]) * len(cfg["sft"]["base_seeds"])),
-             ("top-k SFT", cfg["sft"]["topk"], len(cfg["sft"]["seeds"]) * len(cfg["sft"]["base_seeds"]))]
+    items = [("base", cfg["base"]["run"], len(cfg["base"]["seeds"]))]
+    for v, f in variants(cfg):
+        items.append((variant_title(cfg, v), f, len(cfg["sft"]["seeds"]) * len(cfg["sft"]["base_seeds"])))
     for extra in c.get("extra_runs", []):
         items.append((extra["what"], extra["run"], extra.get("count", 1)))
     total = 0.0
