@@ -8,7 +8,7 @@
 #
 # Environment: TOPK_BIN (folder holding prebuilt `topk` and `topk_cuda_tests`, instead of a
 # build dir), STEPS (which steps, comma separated, default all: tests,bench,torch,engine,hf,
-# sanitize), TEST_FILTER (gtest filter of the tests step), SANITIZER_FILTER (gtest filter for
+# sanitize, python), TEST_FILTER (gtest filter of the tests step), SANITIZER_FILTER (gtest filter for
 # the sanitizer runs), SKIP_TORCH=1, REPS (timed runs per case, default 50), STEP_TIMEOUT
 # (seconds per step, default 900), HF_ARGS (extra arguments of bench/hf_engine_baselines.py).
 set -u
@@ -28,7 +28,7 @@ else
   fi
 fi
 REPS=${REPS:-50}
-STEPS=${STEPS:-tests,bench,torch,engine,hf,sanitize}
+STEPS=${STEPS:-tests,bench,torch,engine,hf,python,sanitize}
 want() { case ",$STEPS," in *",$1,"*) return 0 ;; esac; return 1; }
 export TOPK_SOURCE_DIR=$ROOT
 FILTER=${SANITIZER_FILTER:-CudaAttention.ForwardRaggedDtypes:CudaAttention.ForwardPackedAndStrided:CudaSelect.*:CudaSparse.*:CudaTopk.RatiosForcedAndFull:CudaTopk.CausalPrefill:CudaTopk.ThresholdSmall:CudaTopk.SampleThresholds:CudaTopk.TiesAcrossSlices:CudaFlash.ForwardLayouts:CudaFlash.ForwardStridedCache:CudaBackward.Layouts:CudaBackward.OtherDtypesAndHeadDims:CudaSparseBackward.*:CudaMetrics.*:CudaTopkPrefill.GroupsAndRangesUnderSmallBudget:CudaModelOps.*}
@@ -37,7 +37,7 @@ LOG=$OUT/gpu-check.log
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
 
 step() { echo "== $1" | tee -a "$LOG"; }
-st_tests=SKIP st_mem=SKIP st_race=SKIP st_bench=SKIP st_torch=SKIP st_engine=SKIP st_hf=SKIP
+st_tests=SKIP st_mem=SKIP st_race=SKIP st_bench=SKIP st_torch=SKIP st_engine=SKIP st_hf=SKIP st_py=SKIP
 has_torch() { [ "${SKIP_TORCH:-0}" != 1 ] && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; }
 
 if want tests; then
@@ -86,6 +86,19 @@ if PYTHONUNBUFFERED=1 timeout "${STEP_TIMEOUT:-900}" python3 "$ROOT/bench/hf_eng
 fi
 fi
 
+# The Python package: torch ops on CUDA, streams, transformers' "topk" against sdpa and against
+# the engine (tools/python_gpu_check.py; builds the package with pip into $OUT/topk-py).
+if want python && has_torch; then
+step "Python package (tools/python_gpu_check.py)"
+st_py=FAIL
+if [ -n "${TOPK_BIN:-}" ]; then PYBUILD=$TOPK_BIN; else PYBUILD=$BUILD; fi
+if PYTHONUNBUFFERED=1 timeout "${STEP_TIMEOUT:-900}" python3 "$ROOT/tools/python_gpu_check.py" \
+     --build "$PYBUILD" --topk "$TOPK" --out "$OUT" >"$OUT/python_gpu_check.log" 2>&1; then
+  st_py=PASS
+fi
+tail -n 20 "$OUT/python_gpu_check.log" | tee -a "$LOG"
+fi
+
 if want sanitize; then
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 step "compute-sanitizer memcheck ($FILTER)"
@@ -108,6 +121,7 @@ echo "| bench cuda | $st_bench |"
 echo "| torch baselines | $st_torch |"
 echo "| engine benchmarks | $st_engine |"
 echo "| HF engine baselines | $st_hf |"
+echo "| Python package | $st_py |"
 if [ "$st_bench" = PASS ] && [ "$st_torch" = PASS ]; then
   echo
   python3 "$ROOT/bench/join_bench.py" "$OUT/bench_cuda.json" "$OUT/bench_torch.json" | tee "$OUT/summary.md"

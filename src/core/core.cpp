@@ -155,6 +155,10 @@ void copy(const TensorView& dst, const TensorView& src) {
 
 bool cuda_available() { return device_count() > 0; }
 
+static thread_local void* g_cuda_stream = nullptr;
+void set_cuda_stream(void* stream) { g_cuda_stream = stream; }
+void* cuda_stream() { return g_cuda_stream; }
+
 #ifndef TOPK_HAVE_CUDA
 static void no_cuda() { throw Error("this build of topk has no CUDA backend (nvcc was not found at configure time)"); }
 void* device_alloc(size_t) { no_cuda(); return nullptr; }

@@ -94,7 +94,7 @@ const void* upload_table(int slot, const void* host, size_t bytes);
 enum : int { kTabFlashQ = 0, kTabFlashK, kTabCount };
 
 int num_sms();
-cudaStream_t stream();  // the stream all ops run on (the legacy default stream)
+cudaStream_t stream();  // the stream all ops run on: topk::cuda_stream() (default: legacy)
 
 // Compact row -> sequence index (binary search on r0).
 __device__ __forceinline__ int seq_of_row(const DSeq* seqs, int nseq, int64_t r) {

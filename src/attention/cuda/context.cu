@@ -21,6 +21,7 @@ struct Context {
   void* tab[kTabCount] = {};
   size_t tab_cap[kTabCount] = {};
   std::vector<char> tab_last[kTabCount];
+  void* stream = nullptr;  // the stream of the previous call (topk::set_cuda_stream)
 };
 Context& ctx() {
   static Context c;
@@ -30,12 +31,21 @@ Context& ctx() {
     c = Context();
     c.device = dev;
     TOPK_CUDA(cudaDeviceGetAttribute(&c.sms, cudaDevAttrMultiProcessorCount, dev));
+    c.stream = topk::cuda_stream();
+  }
+  if (topk::cuda_stream() != c.stream) {
+    // Another stream: kernels on the old one may still use the workspaces and tables, and the
+    // cached tables were written in its order. Wait for the device once, then start afresh.
+    TOPK_CUDA(cudaDeviceSynchronize());
+    c.stream = topk::cuda_stream();
+    c.seq_last.clear();
+    for (auto& t : c.tab_last) t.clear();
   }
   return c;
 }
 }  // namespace
 
-cudaStream_t stream() { return 0; }
+cudaStream_t stream() { return static_cast<cudaStream_t>(topk::cuda_stream()); }
 
 int num_sms() { return ctx().sms; }
 

@@ -37,10 +37,10 @@ void add_bias(const TensorView& y, const TensorView& b) {
   if (N == 0 || C == 0) return;
   if (vec8(C, {y.data, b.data})) {
     const RowLaunch l = row_launch(N, C / 8);
-    add_bias_kernel<8><<<l.grid, l.block>>>(fview(y), fview(b), N, C);
+    add_bias_kernel<8><<<l.grid, l.block, 0, stream()>>>(fview(y), fview(b), N, C);
   } else {
     const RowLaunch l = row_launch(N, C);
-    add_bias_kernel<1><<<l.grid, l.block>>>(fview(y), fview(b), N, C);
+    add_bias_kernel<1><<<l.grid, l.block, 0, stream()>>>(fview(y), fview(b), N, C);
   }
   TOPK_CUDA_LAUNCH();
 }

@@ -58,6 +58,10 @@ struct F {
     }
   }
 };
+// The stream every model op runs on: topk::cuda_stream() (nullptr, the legacy default stream,
+// unless a caller set one with topk::set_cuda_stream).
+inline cudaStream_t stream() { return static_cast<cudaStream_t>(::topk::cuda_stream()); }
+
 inline F fview(const TensorView& t) { return F{t.data, t.dtype == DType::bf16}; }
 inline F fview(float* p) { return F{p, false}; }
 
@@ -109,7 +113,7 @@ __global__ void map_kernel(int64_t n, bool vec, Op op) {
 template <class Op>
 void launch_map(int64_t n, bool vec, const Op& op) {
   if (n == 0) return;
-  map_kernel<<<grid_for(vec ? n / 8 + 1 : n), 256>>>(n, vec, op);
+  map_kernel<<<grid_for(vec ? n / 8 + 1 : n), 256, 0, stream()>>>(n, vec, op);
   TOPK_CUDA_LAUNCH();
 }
 
@@ -157,7 +161,7 @@ __device__ __forceinline__ float block_sum(float v, float* sh) {
 }
 
 // Device scratch that grows on demand, one buffer per purpose and device (not thread-safe, like
-// the rest of the CUDA backend). Contents undefined; stream 0 orders its users.
+// the rest of the CUDA backend). Contents undefined; stream() orders its users.
 enum : int { kSlotPartial = 0, kSlotCsr, kSlotFlag, kSlotCount };
 void* scratch_bytes(int slot, size_t bytes);
 
@@ -208,10 +212,10 @@ void column_sums(int64_t N, int64_t C, bool vec, const Val& val, float* out) {  
   float* partial = static_cast<float*>(scratch_bytes(kSlotPartial, size_t(chunks * C) * 4));
   const int W = vec ? 8 : 1;
   const dim3 grid(unsigned((C / W + 31) / 32), unsigned(chunks)), block(32, 8);
-  if (vec) column_partials<8><<<grid, block>>>(N, C, val, partial);
-  else column_partials<1><<<grid, block>>>(N, C, val, partial);
+  if (vec) column_partials<8><<<grid, block, 0, stream()>>>(N, C, val, partial);
+  else column_partials<1><<<grid, block, 0, stream()>>>(N, C, val, partial);
   TOPK_CUDA_LAUNCH();
-  column_finish<<<grid_for(C), 256>>>(C, chunks, partial, out);
+  column_finish<<<grid_for(C), 256, 0, stream()>>>(C, chunks, partial, out);
   TOPK_CUDA_LAUNCH();
 }
 

@@ -92,9 +92,11 @@ void cross_entropy(const TensorView& losses, const TensorView& dlogits, const Te
   const int32_t* tg = targets.ptr<int32_t>();
   const float* wt = weights.ptr<float>();
   if (vec8(V, {dl.p, logits.data}))
-    ce_kernel<8><<<unsigned(N), kThreads>>>(out, dl, fview(logits), tg, wt, V, grad_scale);
+    ce_kernel<8><<<unsigned(N), kThreads, 0, stream()>>>(out, dl, fview(logits), tg, wt, V,
+                                                         grad_scale);
   else
-    ce_kernel<1><<<unsigned(N), kThreads>>>(out, dl, fview(logits), tg, wt, V, grad_scale);
+    ce_kernel<1><<<unsigned(N), kThreads, 0, stream()>>>(out, dl, fview(logits), tg, wt, V,
+                                                         grad_scale);
   TOPK_CUDA_LAUNCH();
 }
 

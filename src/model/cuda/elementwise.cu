@@ -128,11 +128,11 @@ void move_rows_as(bool scatter, void* dst, const void* src, const int32_t* index
   const int64_t per = row_bytes / int64_t(sizeof(Word));
   const RowLaunch l = row_launch(N, per);
   if (scatter)
-    scatter_kernel<<<l.grid, l.block>>>(static_cast<Word*>(dst), index,
-                                        static_cast<const Word*>(src), N, per);
+    scatter_kernel<<<l.grid, l.block, 0, stream()>>>(static_cast<Word*>(dst), index,
+                                                     static_cast<const Word*>(src), N, per);
   else
-    gather_kernel<<<l.grid, l.block>>>(static_cast<Word*>(dst), static_cast<const Word*>(src),
-                                       index, N, per);
+    gather_kernel<<<l.grid, l.block, 0, stream()>>>(static_cast<Word*>(dst),
+                                                    static_cast<const Word*>(src), index, N, per);
   TOPK_CUDA_LAUNCH();
 }
 
@@ -163,7 +163,7 @@ void convert(const TensorView& dst, const TensorView& src) {
   if (dst.dtype == src.dtype) {
     if (dst.data != src.data)
       TOPK_CUDA(cudaMemcpyAsync(dst.data, src.data, size_t(n) * dtype_size(src.dtype),
-                                cudaMemcpyDeviceToDevice, 0));
+                                cudaMemcpyDeviceToDevice, stream()));
     return;
   }
   launch_map(n, vec8(8, {dst.data, src.data}), ConvertOp{fview(dst), fview(src)});
@@ -171,7 +171,7 @@ void convert(const TensorView& dst, const TensorView& src) {
 
 void zero(const TensorView& x) {
   const size_t bytes = size_t(x.numel()) * dtype_size(x.dtype);
-  if (bytes) TOPK_CUDA(cudaMemsetAsync(x.data, 0, bytes, 0));
+  if (bytes) TOPK_CUDA(cudaMemsetAsync(x.data, 0, bytes, stream()));
 }
 
 double sum_squares(const TensorView& x) {
@@ -180,12 +180,14 @@ double sum_squares(const TensorView& x) {
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   TOPK_CHECK(chunks < (int64_t(1) << 31), "ops::sum_squares: %lld elements", (long long)n);
   auto* part = static_cast<double*>(scratch_bytes(kSlotPartial, size_t(chunks + 1) * 8));
-  sumsq_partial<<<unsigned(chunks), kSumThreads>>>(x.ptr<float>(), n, aligned16(x.data), part);
+  sumsq_partial<<<unsigned(chunks), kSumThreads, 0, stream()>>>(x.ptr<float>(), n,
+                                                               aligned16(x.data), part);
   TOPK_CUDA_LAUNCH();
-  sumsq_final<<<1, kFinalThreads>>>(part, chunks, part + chunks);
+  sumsq_final<<<1, kFinalThreads, 0, stream()>>>(part, chunks, part + chunks);
   TOPK_CUDA_LAUNCH();
   double s = 0;
-  TOPK_CUDA(cudaMemcpy(&s, part + chunks, 8, cudaMemcpyDeviceToHost));
+  TOPK_CUDA(cudaMemcpyAsync(&s, part + chunks, 8, cudaMemcpyDeviceToHost, stream()));
+  TOPK_CUDA(cudaStreamSynchronize(stream()));
   return s;
 }
 
@@ -193,10 +195,11 @@ bool all_finite(const TensorView& x) {
   const int64_t n = x.numel();
   if (n == 0) return true;
   int* flag = static_cast<int*>(scratch_bytes(kSlotFlag, 4));
-  TOPK_CUDA(cudaMemsetAsync(flag, 0, 4, 0));
+  TOPK_CUDA(cudaMemsetAsync(flag, 0, 4, stream()));
   launch_map(n, vec8(8, {x.data}), FiniteOp{fview(x), flag});
   int bad = 0;
-  TOPK_CUDA(cudaMemcpy(&bad, flag, 4, cudaMemcpyDeviceToHost));
+  TOPK_CUDA(cudaMemcpyAsync(&bad, flag, 4, cudaMemcpyDeviceToHost, stream()));
+  TOPK_CUDA(cudaStreamSynchronize(stream()));
   return !bad;
 }
 

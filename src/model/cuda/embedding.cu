@@ -63,10 +63,10 @@ void embedding_forward(const TensorView& out, const TensorView& table, const Ten
   const int32_t* tk = tokens.ptr<int32_t>();
   if (vec8(H, {out.data, table.data})) {
     const RowLaunch l = row_launch(N, H / 8);
-    embed_fwd<8><<<l.grid, l.block>>>(fview(out), fview(table), tk, N, H);
+    embed_fwd<8><<<l.grid, l.block, 0, stream()>>>(fview(out), fview(table), tk, N, H);
   } else {
     const RowLaunch l = row_launch(N, H);
-    embed_fwd<1><<<l.grid, l.block>>>(fview(out), fview(table), tk, N, H);
+    embed_fwd<1><<<l.grid, l.block, 0, stream()>>>(fview(out), fview(table), tk, N, H);
   }
   TOPK_CUDA_LAUNCH();
 }
@@ -96,8 +96,8 @@ void embedding_backward(const TensorView& dtable, const TensorView& dout,
   auto* d = static_cast<int32_t*>(scratch_bytes(kSlotCsr, csr.size() * 4));
   // Stream order puts the copy after the kernels that read the previous CSR. The host vector
   // goes away on return, so wait for the copy (a short bubble, once per training step).
-  TOPK_CUDA(cudaMemcpyAsync(d, csr.data(), csr.size() * 4, cudaMemcpyHostToDevice, 0));
-  TOPK_CUDA(cudaStreamSynchronize(0));
+  TOPK_CUDA(cudaMemcpyAsync(d, csr.data(), csr.size() * 4, cudaMemcpyHostToDevice, stream()));
+  TOPK_CUDA(cudaStreamSynchronize(stream()));
   const int32_t* d_ids = d;
   const int32_t* d_off = d + ids.size();
   const int32_t* d_rows = d_off + off.size();
@@ -105,10 +105,12 @@ void embedding_backward(const TensorView& dtable, const TensorView& dout,
   if (vec8(H, {dtable.data, dout.data})) {
     const int64_t packs = H / 8;
     const unsigned threads = packs >= 256 ? 256 : unsigned((packs + 31) / 32 * 32);
-    embed_bwd<8><<<blocks, threads>>>(fview(dtable), fview(dout), d_ids, d_off, d_rows, H);
+    embed_bwd<8><<<blocks, threads, 0, stream()>>>(fview(dtable), fview(dout), d_ids, d_off,
+                                                   d_rows, H);
   } else {
     const unsigned threads = H >= 256 ? 256 : unsigned((H + 31) / 32 * 32);
-    embed_bwd<1><<<blocks, threads>>>(fview(dtable), fview(dout), d_ids, d_off, d_rows, H);
+    embed_bwd<1><<<blocks, threads, 0, stream()>>>(fview(dtable), fview(dout), d_ids, d_off,
+                                                   d_rows, H);
   }
   TOPK_CUDA_LAUNCH();
 }

@@ -2,7 +2,8 @@
 // output. Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, so cuBLAS gets B first
 // and the row-major leading dims (row lengths) as its column-major ones.
 // cuBLAS gives the same bits on every run for the same shapes on one GPU model, as long as each
-// handle has its own stream and workspace (it does: one handle per device, stream 0).
+// handle has its own stream and workspace (it does: one handle per device, on
+// topk::cuda_stream(), stream 0 unless a caller set one).
 #include <cublas_v2.h>
 
 #include "model/cuda/common.cuh"
@@ -27,18 +28,27 @@ cublasHandle_t handle() {
   struct H {
     cublasHandle_t h = nullptr;
     void* ws = nullptr;
+    cudaStream_t stream = nullptr;
   };
   static H hs[64];
   int dev = 0;
   TOPK_CUDA(cudaGetDevice(&dev));
   TOPK_ASSERT(dev >= 0 && dev < 64);
   H& h = hs[dev];
+  const size_t bytes = size_t(32) << 20;
   if (!h.h) {
-    const size_t bytes = size_t(32) << 20;
     TOPK_CUDA(cudaMalloc(&h.ws, bytes));
     TOPK_CUBLAS(cublasCreate(&h.h));
-    TOPK_CUBLAS(cublasSetStream(h.h, 0));
+    TOPK_CUBLAS(cublasSetStream(h.h, stream()));
     TOPK_CUBLAS(cublasSetWorkspace(h.h, h.ws, bytes));
+    h.stream = stream();
+  } else if (h.stream != stream()) {
+    // topk::set_cuda_stream changed the stream: wait for work on the old one (it may still use
+    // the workspace), and set the workspace again (cublasSetStream resets it to cuBLAS's pool).
+    TOPK_CUDA(cudaDeviceSynchronize());
+    TOPK_CUBLAS(cublasSetStream(h.h, stream()));
+    TOPK_CUBLAS(cublasSetWorkspace(h.h, h.ws, bytes));
+    h.stream = stream();
   }
   return h.h;
 }
@@ -54,7 +64,7 @@ void gemm(const TensorView& C, const TensorView& A, bool ta, const TensorView& B
   if (M == 0 || N == 0) return;
   if (K == 0) {  // cuBLAS would leave C alone; the math says C = beta * C
     const size_t bytes = size_t(C.numel()) * dtype_size(C.dtype);
-    if (beta == 0) TOPK_CUDA(cudaMemsetAsync(C.data, 0, bytes, 0));
+    if (beta == 0) TOPK_CUDA(cudaMemsetAsync(C.data, 0, bytes, stream()));
     else scale(C, beta);  // f32 C: a bf16 C has beta = 0
     return;
   }

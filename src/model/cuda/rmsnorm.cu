@@ -95,9 +95,9 @@ void rmsnorm_forward(const TensorView& y, const TensorView& rstd, const TensorVi
   const unsigned blocks = unsigned((N + kWarps - 1) / kWarps);
   float* r = rstd.ndim ? rstd.ptr<float>() : nullptr;
   if (vec8(H, {y.data, x.data, w.data}))
-    rms_fwd<8><<<blocks, 32 * kWarps>>>(fview(y), r, fview(x), fview(w), N, H, eps);
+    rms_fwd<8><<<blocks, 32 * kWarps, 0, stream()>>>(fview(y), r, fview(x), fview(w), N, H, eps);
   else
-    rms_fwd<1><<<blocks, 32 * kWarps>>>(fview(y), r, fview(x), fview(w), N, H, eps);
+    rms_fwd<1><<<blocks, 32 * kWarps, 0, stream()>>>(fview(y), r, fview(x), fview(w), N, H, eps);
   TOPK_CUDA_LAUNCH();
 }
 
@@ -110,9 +110,9 @@ void rmsnorm_backward(const TensorView& dx, bool accumulate, const TensorView& d
   const float* r = rstd.ptr<float>();
   const F fdx = fview(dx), fdy = fview(dy), fx = fview(x), fw = fview(w);
   if (vec8(H, {dx.data, dy.data, x.data, w.data}))
-    rms_bwd<8><<<blocks, 32 * kWarps>>>(fdx, accumulate, fdy, fx, fw, r, N, H);
+    rms_bwd<8><<<blocks, 32 * kWarps, 0, stream()>>>(fdx, accumulate, fdy, fx, fw, r, N, H);
   else
-    rms_bwd<1><<<blocks, 32 * kWarps>>>(fdx, accumulate, fdy, fx, fw, r, N, H);
+    rms_bwd<1><<<blocks, 32 * kWarps, 0, stream()>>>(fdx, accumulate, fdy, fx, fw, r, N, H);
   TOPK_CUDA_LAUNCH();
   if (dw.ndim) column_sums(N, H, vec8(H, {dy.data, x.data}), DwVal{fdy, fx, r, H}, dw.ptr<float>());
 }

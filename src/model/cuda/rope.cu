@@ -48,10 +48,10 @@ void rope(const TensorView& x, const TensorView& pos, const TensorView& inv_freq
   // Both halves of every row start on 8-element boundaries when half is a multiple of 8.
   if (vec8(half, {x.data})) {
     const RowLaunch l = row_launch(N, half / 8);
-    rope_kernel<8><<<l.grid, l.block>>>(fview(x), p, f, N, Hh, half, inverse);
+    rope_kernel<8><<<l.grid, l.block, 0, stream()>>>(fview(x), p, f, N, Hh, half, inverse);
   } else {
     const RowLaunch l = row_launch(N, half);
-    rope_kernel<1><<<l.grid, l.block>>>(fview(x), p, f, N, Hh, half, inverse);
+    rope_kernel<1><<<l.grid, l.block, 0, stream()>>>(fview(x), p, f, N, Hh, half, inverse);
   }
   TOPK_CUDA_LAUNCH();
 }

@@ -50,10 +50,10 @@ void swiglu_forward(const TensorView& act, const TensorView& gu) {
   if (N == 0 || I == 0) return;
   if (vec8(I, {act.data, gu.data})) {
     const RowLaunch l = row_launch(N, I / 8);
-    swiglu_fwd<8><<<l.grid, l.block>>>(fview(act), fview(gu), N, I);
+    swiglu_fwd<8><<<l.grid, l.block, 0, stream()>>>(fview(act), fview(gu), N, I);
   } else {
     const RowLaunch l = row_launch(N, I);
-    swiglu_fwd<1><<<l.grid, l.block>>>(fview(act), fview(gu), N, I);
+    swiglu_fwd<1><<<l.grid, l.block, 0, stream()>>>(fview(act), fview(gu), N, I);
   }
   TOPK_CUDA_LAUNCH();
 }
@@ -63,10 +63,10 @@ void swiglu_backward(const TensorView& dgu, const TensorView& dact, const Tensor
   if (N == 0 || I == 0) return;
   if (vec8(I, {dgu.data, dact.data, gu.data})) {
     const RowLaunch l = row_launch(N, I / 8);
-    swiglu_bwd<8><<<l.grid, l.block>>>(fview(dgu), fview(dact), fview(gu), N, I);
+    swiglu_bwd<8><<<l.grid, l.block, 0, stream()>>>(fview(dgu), fview(dact), fview(gu), N, I);
   } else {
     const RowLaunch l = row_launch(N, I);
-    swiglu_bwd<1><<<l.grid, l.block>>>(fview(dgu), fview(dact), fview(gu), N, I);
+    swiglu_bwd<1><<<l.grid, l.block, 0, stream()>>>(fview(dgu), fview(dact), fview(gu), N, I);
   }
   TOPK_CUDA_LAUNCH();
 }
