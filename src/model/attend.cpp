@@ -45,6 +45,18 @@ int64_t longest(std::span<const int32_t> s) {
   return m;
 }
 
+// The `w` best of the n scores of a row (score order, ties: lower index), written ascending.
+void best_keys(const float* row, int64_t n, int64_t w, std::vector<int32_t>& ix, int32_t* dst) {
+  ix.resize(size_t(n));
+  for (int64_t j = 0; j < n; j++) ix[size_t(j)] = int32_t(j);
+  auto better = [row](int32_t a, int32_t b) {
+    return row[a] > row[b] || (row[a] == row[b] && a < b);
+  };
+  std::partial_sort(ix.begin(), ix.begin() + w, ix.end(), better);
+  std::copy_n(ix.begin(), w, dst);
+  std::sort(dst, dst + w);
+}
+
 // The exact top-W reference of a policy: its budget rule without forced keys or sharing, so
 // that each row's W equals the number of keys the policy attends to.
 SelectOpts exact_opts(const AttnPolicy& pol) {
@@ -90,10 +102,16 @@ void fill_stats(const AttnPolicy& pol, int layer, const TensorView& q, const Ten
         std::copy_n(row, K, approx.begin() + (b * Hq + h) * K);
         W = std::max<int64_t>(W, std::count_if(row, row + K, [](int32_t j) { return j >= 0; }));
       }
-      // The oracle's budget is its exact top-W, not its count.
+      // The oracle's budget is its exact top-W, not its count; the adaptive budget's is the
+      // mean over heads (the uniform W it spreads).
       budget[size_t(b)] = pol.kind == PolicyKind::oracle
                               ? select_budget(exact_opts(pol), seqlens_k[size_t(b)])
                               : W;
+      if (pol.adapt == BudgetAdapt::entropy) {
+        int64_t tot = 0;
+        for (int64_t j = 0; j < Hq * K; j++) tot += approx[size_t(b * Hq * K + j)] >= 0;
+        budget[size_t(b)] = (tot + Hq / 2) / Hq;
+      }
     }
     TensorView va = scratch(sc.idx2, DType::i32, {B, 1, Hq, K}, dev);
     to_device(va, approx);
@@ -104,12 +122,29 @@ void fill_stats(const AttnPolicy& pol, int layer, const TensorView& q, const Ten
     const int64_t Kx = select_capacity(ex, S);
     TensorView vs = scratch(sc.scores, DType::f32, {B, 1, Hq, S}, dev);
     attention_scores(q, k, seqs, opts, vs);
-    TensorView vx = scratch(sc.idx, DType::i32, {B, 1, Hq, Kx}, dev);
-    topk_select(vs, seqs, opts, ex, vx);
-    std::vector<int32_t> exact = to_host_i32(vx);
+    std::vector<int32_t> exact;
+    int64_t kx = Kx;
+    if (pol.adapt == BudgetAdapt::entropy) {
+      // Each head's reference is its own exact top-W_h, W_h = the keys its row holds.
+      kx = K;
+      exact.assign(size_t(B * Hq * K), -1);
+      std::vector<float> hs = to_host_f32(vs);
+      std::vector<int32_t> ix;
+      for (int64_t b = 0; b < B; b++)
+        for (int64_t h = 0; h < Hq; h++) {
+          const int32_t* row = approx.data() + (b * Hq + h) * K;
+          const int64_t w = std::count_if(row, row + K, [](int32_t j) { return j >= 0; });
+          best_keys(hs.data() + (b * Hq + h) * S, seqlens_k[size_t(b)], w, ix,
+                    exact.data() + (b * Hq + h) * K);
+        }
+    } else {
+      TensorView vx = scratch(sc.idx, DType::i32, {B, 1, Hq, Kx}, dev);
+      topk_select(vs, seqs, opts, ex, vx);
+      exact = to_host_i32(vx);
+    }
     TensorView hp = make_view(prec.data(), DType::f32, {B, 1, Hq});
     retrieval_precision(make_view(approx.data(), DType::i32, {B, 1, Hq, K}),
-                        make_view(exact.data(), DType::i32, {B, 1, Hq, Kx}), hp);
+                        make_view(exact.data(), DType::i32, {B, 1, Hq, kx}), hp);
   }
   if (int64_t(stats.size()) < B) stats.resize(size_t(B));
   for (int64_t b = 0; b < B; b++) {
@@ -128,6 +163,95 @@ void fill_stats(const AttnPolicy& pol, int layer, const TensorView& q, const Ten
 }
 
 }  // namespace
+
+std::vector<int64_t> entropy_budgets(std::span<const double> entropy, int64_t W, int64_t n) {
+  const int64_t H = int64_t(entropy.size());
+  TOPK_CHECK(H > 0 && n >= 1 && W >= 1 && W <= n, "entropy_budgets: need heads, 1 <= W <= n; got "
+             "%lld heads, W = %lld, n = %lld", (long long)H, (long long)W, (long long)n);
+  std::vector<int64_t> b(size_t(H), 1);
+  const double cap = double(n - 1);  // keys a head may take beyond its first
+  std::vector<double> share(size_t(H), 0.0);
+  std::vector<bool> capped(size_t(H), false);
+  double left = double(H) * double(W - 1);
+  // Water-filling: share `left` by entropy among the uncapped heads; heads whose share passes
+  // the cap take the cap and leave the pool; repeat until no share passes it.
+  for (;;) {
+    double sum = 0;
+    int64_t open = 0;
+    for (int64_t h = 0; h < H; h++)
+      if (!capped[size_t(h)]) sum += std::max(0.0, entropy[size_t(h)]), open++;
+    if (open == 0) break;
+    bool again = false;
+    for (int64_t h = 0; h < H; h++) {
+      if (capped[size_t(h)]) continue;
+      const double e = std::max(0.0, entropy[size_t(h)]);
+      share[size_t(h)] = sum > 0 ? left * e / sum : left / double(open);
+    }
+    for (int64_t h = 0; h < H; h++)
+      if (!capped[size_t(h)] && share[size_t(h)] > cap) {
+        capped[size_t(h)] = true;
+        share[size_t(h)] = cap;
+        left -= cap;
+        again = true;
+      }
+    if (!again) break;
+  }
+  int64_t given = 0;
+  std::vector<std::pair<double, int64_t>> frac;
+  for (int64_t h = 0; h < H; h++) {
+    const double f = std::floor(share[size_t(h)] + 1e-9);
+    b[size_t(h)] += int64_t(f);
+    given += int64_t(f);
+    if (b[size_t(h)] < n) frac.push_back({share[size_t(h)] - f, h});
+  }
+  int64_t rest = H * (W - 1) - given;
+  std::stable_sort(frac.begin(), frac.end(),
+                   [](const auto& a, const auto& c) { return a.first > c.first; });
+  for (size_t i = 0; rest > 0 && !frac.empty(); i = (i + 1) % frac.size()) {
+    const int64_t h = frac[i].second;
+    if (b[size_t(h)] < n) b[size_t(h)]++, rest--;
+  }
+  return b;
+}
+
+double softmax_entropy(const float* scores, int64_t n) {
+  if (n <= 1) return 0.0;
+  double mx = -std::numeric_limits<double>::infinity();
+  for (int64_t j = 0; j < n; j++) mx = std::max(mx, double(scores[j]));
+  double z = 0, zs = 0;
+  for (int64_t j = 0; j < n; j++) {
+    const double e = std::exp(double(scores[j]) - mx);
+    z += e;
+    zs += e * (double(scores[j]) - mx);
+  }
+  return std::max(0.0, std::log(z) - zs / z);  // H = ln Z - E[s - max]
+}
+
+void adaptive_select(const TensorView& scores, std::span<const int32_t> seqlens_q,
+                     std::span<const int32_t> seqlens_k, const SelectOpts& sel,
+                     const TensorView& out) {
+  const int64_t B = scores.shape[0], T = scores.shape[1], Hq = scores.shape[2],
+                S = scores.shape[3], K = out.shape[3];
+  const float* sc = scores.ptr<float>();
+  int32_t* o = out.ptr<int32_t>();
+  std::fill(o, o + out.numel(), -1);
+  std::vector<double> ent(static_cast<size_t>(Hq));
+  std::vector<int32_t> ix;
+  for (int64_t b = 0; b < B; b++) {
+    const int64_t tb = seqlens_q[size_t(b)], q_pos = seqlens_k[size_t(b)] - tb;
+    for (int64_t t = 0; t < tb; t++) {
+      const int64_t n = q_pos + t + 1;
+      const float* rows = sc + (b * T + t) * Hq * S;
+      for (int64_t h = 0; h < Hq; h++) ent[size_t(h)] = softmax_entropy(rows + h * S, n);
+      const int64_t W = std::min<int64_t>(select_budget(sel, n), n);
+      const std::vector<int64_t> wb = entropy_budgets(ent, W, n);
+      for (int64_t h = 0; h < Hq; h++) {
+        TOPK_ASSERT(wb[size_t(h)] <= K);
+        best_keys(rows + h * S, n, wb[size_t(h)], ix, o + ((b * T + t) * Hq + h) * K);
+      }
+    }
+  }
+}
 
 void window_indices(int64_t q_pos, int sink, int w, const TensorView& out) {
   const int64_t T = out.shape[1], H = out.shape[2], K = out.shape[3];
@@ -220,6 +344,21 @@ void policy_attention(const AttnPolicy& pol, int layer, const TensorView& q, con
       attention_forward(q, k, v, seqs, opts, o, lse);
       break;
     case PolicyKind::topk: {
+      if (pol.adapt == BudgetAdapt::entropy) {
+        // Scores of every row, entropy per head, per-head budgets, exact top-W_h per head.
+        const int64_t K = std::max<int64_t>(1, std::min<int64_t>(
+                                                   Hq * select_budget(pol.sel, smax), smax));
+        TensorView vs = scratch(sc.scores, DType::f32, {B, T, Hq, S}, dev);
+        attention_scores(q, k, seqs, opts, vs);
+        std::vector<float> hs = to_host_f32(vs);
+        std::vector<int32_t> h(size_t(B * T * Hq * K), -1);
+        adaptive_select(make_view(hs.data(), DType::f32, {B, T, Hq, S}), seqlens_q, seqlens_k,
+                        pol.sel, make_view(h.data(), DType::i32, {B, T, Hq, K}));
+        idx = scratch(sc.idx, DType::i32, {B, T, Hq, K}, dev);
+        to_device(idx, h);
+        sparse_attention_forward(q, k, v, idx, seqs, opts, o, lse);
+        break;
+      }
       const int64_t K = select_capacity(pol.sel, smax);
       idx = scratch(sc.idx, DType::i32, {B, T, hsel, K}, dev);
       topk_attention_forward(q, k, v, seqs, opts, pol.sel, o, lse, idx);

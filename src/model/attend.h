@@ -31,6 +31,27 @@ struct AttnStats {
 void oracle_mix(const TensorView& exact, int64_t q_pos, double precision, uint64_t seed, int layer,
                 const TensorView& out);
 
+// Entropy-adaptive budgets (topk:...,adapt=entropy) of one query over n visible keys: the H
+// query heads share H * W keys (W: the policy's uniform budget, 1 <= W <= n). Every head gets
+// one key; the other H * (W - 1) go to the heads in proportion to their attention entropy
+// entropy[h] (nats, >= 0; equal shares when all are 0), no head past n keys: shares above n - 1
+// are capped and the rest re-shared among the others, then the integer parts are taken and the
+// keys left go one each to the largest fractional parts (ties: lower head). So the budgets sum
+// to H * W, lie in [1, n], rise with entropy, and equal entropies give every head W.
+std::vector<int64_t> entropy_budgets(std::span<const double> entropy, int64_t W, int64_t n);
+
+// Entropy (nats) of the softmax over the n scores of a row (the full attention of one query).
+double softmax_entropy(const float* scores, int64_t n);
+
+// The adaptive selection: for each row of scores [B, T, Hq, S] (host; row t of sequence b sees
+// q_pos_b + t + 1 keys, q_pos_b = seqlens_k[b] - seqlens_q[b]), the budgets of entropy_budgets
+// from each head's entropy and the uniform budget of `sel` at that n, then each head's exact
+// top-W_h keys (score order, ties: lower index), written ascending. out: [B, T, Hq, K] host,
+// K >= the largest W_h; unused entries -1.
+void adaptive_select(const TensorView& scores, std::span<const int32_t> seqlens_q,
+                     std::span<const int32_t> seqlens_k, const SelectOpts& sel,
+                     const TensorView& out);
+
 // Sink + sliding window: row t (n = q_pos + t + 1 visible keys) lists keys 0..min(sink, n)-1 and
 // max(sink, n - w)..n-1. out: [1, T, H, K] i32 (host) with K >= min(sink + w, S); rest -1.
 void window_indices(int64_t q_pos, int sink, int w, const TensorView& out);

@@ -41,8 +41,9 @@ void attend_packed(const Model& m, const Dims& d, const AttnSite& site, LayerAct
                    const TensorView& q, const TensorView& k, const TensorView& v,
                    const TensorView& o, const TensorView& lse) {
   const AttnPolicy& pol = site.pol;
-  TOPK_CHECK(pol.trains(), "model: policy '%s' is for decoding only; training and whole-sequence "
-             "forwards take full, topk or indexer", policy_str(pol).c_str());
+  TOPK_CHECK(pol.trains() && pol.adapt == BudgetAdapt::none, "model: policy '%s' is for decoding "
+             "only; training and whole-sequence forwards take full, topk (without adapt=) or "
+             "indexer", policy_str(pol).c_str());
   Seqs seqs;
   seqs.cu_seqlens_q = site.cu_seqlens;
   seqs.cu_seqlens_k = site.cu_seqlens;

@@ -8,10 +8,10 @@ namespace topk {
 
 static const char* kPolicyHelp =
     "a policy is 'full', 'topk:' with k=N or ratio=R (optionally share=head|group, min_k=N, "
-    "sink=N, window=N), 'window:w=N' (optionally sink=N), or 'oracle:' with k=N or ratio=R and "
-    "precision=P (optionally share=, min_k=, seed=), 'indexer' (optionally k=N), 'quest:' with "
-    "page=N and k=N, ratio=R or pages=N (pages=N with k=W: exact top-W in those pages), or "
-    "'qkeys:' with bits=8|4 and k=N or ratio=R (optionally rescore=M, min_k=); "
+    "sink=N, window=N, adapt=entropy), 'window:w=N' (optionally sink=N), or 'oracle:' with k=N "
+    "or ratio=R and precision=P (optionally share=, min_k=, seed=), 'indexer' (optionally k=N), "
+    "'quest:' with page=N and k=N, ratio=R or pages=N (pages=N with k=W: exact top-W in those "
+    "pages), or 'qkeys:' with bits=8|4 and k=N or ratio=R (optionally rescore=M, min_k=); "
     "e.g. topk:ratio=0.05,share=group";
 
 const char* policy_kind_name(PolicyKind k) {
@@ -39,7 +39,7 @@ AttnPolicy parse_policy(const std::string& s) {
   std::set<std::string> allowed;
   if (name == "topk") {
     p.kind = PolicyKind::topk;
-    allowed = {"k", "ratio", "share", "min_k", "sink", "window"};
+    allowed = {"k", "ratio", "share", "min_k", "sink", "window", "adapt"};
   } else if (name == "window") {
     p.kind = PolicyKind::window;
     allowed = {"w", "sink"};
@@ -126,6 +126,10 @@ AttnPolicy parse_policy(const std::string& s) {
       p.rescore = real();
       TOPK_CHECK(p.rescore >= 1 && p.rescore <= 1e6, "bad attention policy '%s': rescore must be "
                  ">= 1 (candidates per selected key), got %s", cs, val.c_str());
+    } else if (key == "adapt") {
+      TOPK_CHECK(val == "entropy" || val == "none", "bad attention policy '%s': adapt must be "
+                 "entropy or none, got '%s'", cs, val.c_str());
+      p.adapt = val == "entropy" ? BudgetAdapt::entropy : BudgetAdapt::none;
     } else if (key == "seed") {
       p.seed = std::strtoull(val.c_str(), &end, 10);
       TOPK_CHECK(!val.empty() && *end == 0 && val[0] != '-', "bad attention policy '%s': seed "
@@ -154,6 +158,10 @@ AttnPolicy parse_policy(const std::string& s) {
              "k=N and ratio=R", cs);
   TOPK_CHECK(p.kind != PolicyKind::oracle || has_precision, "bad attention policy '%s': oracle "
              "needs precision=P in [0, 1]", cs);
+  TOPK_CHECK(p.adapt == BudgetAdapt::none ||
+                 (!p.sel.share_group && p.sel.sink == 0 && p.sel.window == 0),
+             "bad attention policy '%s': adapt=entropy gives each query head its own budget; it "
+             "takes k= or ratio= (and min_k=), not share=group, sink= or window=", cs);
   return p;
 }
 
@@ -196,6 +204,7 @@ std::string policy_str(const AttnPolicy& p) {
   }
   if (p.sel.sink) o << ",sink=" << p.sel.sink;
   if (p.sel.window) o << ",window=" << p.sel.window;
+  if (p.adapt == BudgetAdapt::entropy) o << ",adapt=entropy";
   return o.str();
 }
 

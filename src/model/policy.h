@@ -1,6 +1,10 @@
 // Attention policy of one phase (prefill, decode, training):
 //   full                                  full attention
 //   topk:k=64 | topk:ratio=0.05,share=group (+ min_k=, sink=, window=)   exact top-k
+//   topk:ratio=0.05,adapt=entropy         entropy-adaptive budget (decode and cache prefill):
+//                                         per query, the heads share H * W keys in proportion
+//                                         to their attention entropy (model/attend.h,
+//                                         entropy_budgets; docs/eval.md)
 //   window:w=256,sink=4                   the first `sink` keys and the last `w` keys
 //   oracle:k=64,precision=0.6[,seed=S]    controlled-precision selector (k= or ratio=, min_k=,
 //                                         share=): exact scores -> exact top-W -> keep
@@ -24,6 +28,9 @@
 namespace topk {
 
 enum class PolicyKind : uint8_t { full, topk, window, oracle, indexer, quest, qkeys };
+// How a topk policy spreads its budget over the query heads: the same W for every head, or
+// per-head budgets from each head's attention entropy at the same mean (adapt=entropy).
+enum class BudgetAdapt : uint8_t { none, entropy };
 
 struct AttnPolicy {
   PolicyKind kind = PolicyKind::full;
@@ -35,6 +42,7 @@ struct AttnPolicy {
   int pages = 0;           // quest: pages to select (0: from the key budget)
   int bits = 0;            // qkeys: 8 or 4
   double rescore = 4;      // qkeys: candidates per selected key (>= 1)
+  BudgetAdapt adapt = BudgetAdapt::none;  // topk: per-head budgets (decode-time only)
   bool is_topk() const { return kind == PolicyKind::topk; }
   // Policies whose selection the training forward and backward support (packed sequences).
   bool trains() const {

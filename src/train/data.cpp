@@ -1,6 +1,7 @@
 #include "train/data.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "model/tokenizer.h"
 #include "tasks/tasks.h"
@@ -10,6 +11,21 @@ namespace topk {
 static bool is_suite_task(const TaskOpts& t) { return tasks::find_task(t.name) != nullptr; }
 
 void validate_task(const TaskOpts& t) {
+  if (t.name == "mix") {
+    TOPK_CHECK(!t.mix.empty(), "task mix: give \"mix\", a list of tasks with weights");
+    TOPK_CHECK(t.weights.size() == t.mix.size(), "task mix: %zu tasks but %zu weights",
+               t.mix.size(), t.weights.size());
+    double sum = 0;
+    for (size_t i = 0; i < t.mix.size(); i++) {
+      TOPK_CHECK(t.mix[i].name != "mix", "task mix: item %zu is itself a mix", i);
+      TOPK_CHECK(t.weights[i] >= 0 && std::isfinite(t.weights[i]), "task mix: the weight of %s "
+                 "must be a finite number >= 0, got %g", t.mix[i].name.c_str(), t.weights[i]);
+      sum += t.weights[i];
+      validate_task(t.mix[i]);
+    }
+    TOPK_CHECK(sum > 0, "task mix: the weights sum to 0");
+    return;
+  }
   if (is_suite_task(t)) {
     TOPK_CHECK(t.length > 0, "task %s: set \"length\" (target tokens per example, e.g. 256)",
                t.name.c_str());
@@ -20,8 +36,8 @@ void validate_task(const TaskOpts& t) {
     tasks::parse_mode(t.mode);
     return;
   }
-  TOPK_CHECK(t.name == "copy" || t.name == "recall", "task '%s' unknown (copy, recall or a task "
-             "of topk data --list)", t.name.c_str());
+  TOPK_CHECK(t.name == "copy" || t.name == "recall", "task '%s' unknown (copy, recall, mix or a "
+             "task of topk data --list)", t.name.c_str());
   TOPK_CHECK(t.min_len >= 1 && t.max_len >= t.min_len, "task %s: need 1 <= min_len <= max_len, got "
              "%d and %d", t.name.c_str(), t.min_len, t.max_len);
   TOPK_CHECK(t.alphabet >= 2 && t.alphabet <= 26, "task %s: alphabet must be in [2, 26], got %d",
@@ -30,7 +46,28 @@ void validate_task(const TaskOpts& t) {
              "keys, but the alphabet has only %d", t.max_len, t.alphabet);
 }
 
+size_t pick_mix_item(const TaskOpts& t, Rng& rng) {
+  double sum = 0;
+  for (double w : t.weights) sum += w;
+  const double u = rng.uniform() * sum;
+  double acc = 0;
+  size_t last = 0;
+  for (size_t i = 0; i < t.weights.size(); i++) {
+    if (t.weights[i] <= 0) continue;
+    acc += t.weights[i];
+    last = i;
+    if (u < acc) return i;
+  }
+  return last;  // u rounded up to the sum
+}
+
 Example make_example(const TaskOpts& t, const Tokenizer& tok, Rng& rng) {
+  if (t.name == "mix") {
+    const size_t i = pick_mix_item(t, rng);
+    Example e = make_example(t.mix[i], tok, rng);
+    e.task = int(i);
+    return e;
+  }
   Example e;
   TOPK_CHECK(tok.eos >= 0, "task %s: the model's tokenizer (%s) has no end-of-text id", t.name.c_str(),
              tok.name.c_str());

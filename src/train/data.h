@@ -3,6 +3,7 @@
 //  recall: BOS k1=v1 k2=v2 ... ?kq: vq EOS       (associative recall; the loss counts the answer)
 //  any task of src/tasks (passkey, mqar, niah_single, ...): BOS prompt answer_prefix target EOS
 //          at `length` tokens (the loss counts the target and EOS)
+//  mix:    a weighted mixture of the above: each example draws one task by weight
 // Examples are a pure function of (seed, step, micro-batch), so a resumed run sees the same data.
 #pragma once
 #include <cstdint>
@@ -26,17 +27,24 @@ struct TaskOpts {
                                   // (docs/tasks.md)
   std::string loss = "answer";    // tasks of src/tasks: the loss counts the answer, every
                                   // token after the context ("question"), or every token ("all")
+  // name "mix": each example draws mix[i] with probability weights[i] / sum(weights) (one draw
+  // from the example's random stream), then is made as mix[i] makes it. Items are not mixes.
+  std::vector<TaskOpts> mix;
+  std::vector<double> weights;
 };
 
 struct Example {
   std::vector<int> tokens;
   int loss_from = 0;  // first position whose next-token target counts
   int answer_from = 0;  // first answer token (what a model must generate)
+  int task = -1;        // mix: the index of the item it was drawn from; else -1
 };
 
 // Suite tasks take any tokenizer with text (lengths are counted in its tokens); copy and recall
 // are defined over bytes and need the byte tokenizer.
 Example make_example(const TaskOpts& t, const Tokenizer& tok, Rng& rng);
+// The item of a mix an example draws (one uniform() from rng); items of weight 0 never.
+size_t pick_mix_item(const TaskOpts& t, Rng& rng);
 // Packs whole examples until adding one more would pass `tokens` (at least one example).
 Batch make_task_batch(const TaskOpts& t, const Tokenizer& tok, uint64_t seed, int64_t step,
                       int micro, int tokens);

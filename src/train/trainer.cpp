@@ -14,6 +14,42 @@
 
 namespace topk {
 
+// One task object of a run file. An item of "mix" starts from the mix's options (length,
+// min_length, mode, loss, ...) and takes its own "weight".
+static TaskOpts task_opts_from_json(const json& t, const TaskOpts& base, bool item,
+                                    const std::string& what) {
+  const char* w = what.c_str();
+  static const std::set<std::string> keys = {"name", "min_len", "max_len", "alphabet", "length",
+                                             "loss", "mode", "min_length"};
+  for (auto it = t.begin(); it != t.end(); ++it)
+    TOPK_CHECK(keys.count(it.key()) || (item ? it.key() == "weight" : it.key() == "mix"),
+               "%s: unknown %s key '%s'", w, item ? "mix item" : "task", it.key().c_str());
+  TaskOpts c = base;
+  c.mix.clear(), c.weights.clear();
+  if (item) c.name = "";
+  c.name = t.value("name", c.name);
+  TOPK_CHECK(!item || !c.name.empty(), "%s: each mix item needs a \"name\"", w);
+  c.min_len = t.value("min_len", c.min_len);
+  c.max_len = t.value("max_len", c.max_len);
+  c.alphabet = t.value("alphabet", c.alphabet);
+  c.length = t.value("length", c.length);
+  c.min_length = t.value("min_length", c.min_length);
+  c.loss = t.value("loss", c.loss);
+  c.mode = t.value("mode", c.mode);
+  if (t.contains("mix")) {
+    TOPK_CHECK(c.name == "mix", "%s: \"mix\" needs \"name\": \"mix\"", w);
+    const json& items = t["mix"];
+    TOPK_CHECK(items.is_array() && !items.empty(), "%s: mix must be a non-empty list of task "
+               "objects", w);
+    for (const json& it : items) {
+      TOPK_CHECK(it.is_object(), "%s: each mix item is a task object", w);
+      c.mix.push_back(task_opts_from_json(it, c, true, what));
+      c.weights.push_back(it.value("weight", 1.0));
+    }
+  }
+  return c;
+}
+
 TrainConfig train_config_from_json_text(const std::string& text, const std::string& what) {
   json j = parse_json(text, what);
   const char* w = what.c_str();
@@ -51,20 +87,7 @@ TrainConfig train_config_from_json_text(const std::string& text, const std::stri
     if (j.contains("task")) {
       const json& t = j["task"];
       TOPK_CHECK(t.is_object(), "%s: task must be an object", w);
-      for (auto it = t.begin(); it != t.end(); ++it)
-        TOPK_CHECK(it.key() == "name" || it.key() == "min_len" || it.key() == "max_len" ||
-                       it.key() == "alphabet" || it.key() == "length" || it.key() == "loss" ||
-                       it.key() == "mode" ||
-                       it.key() == "min_length",
-                   "%s: unknown task key '%s'", w, it.key().c_str());
-      c.task.name = t.value("name", c.task.name);
-      c.task.min_len = t.value("min_len", c.task.min_len);
-      c.task.max_len = t.value("max_len", c.task.max_len);
-      c.task.alphabet = t.value("alphabet", c.task.alphabet);
-      c.task.length = t.value("length", c.task.length);
-      c.task.min_length = t.value("min_length", c.task.min_length);
-      c.task.loss = t.value("loss", c.task.loss);
-      c.task.mode = t.value("mode", c.task.mode);
+      c.task = task_opts_from_json(t, c.task, false, what);
     }
   } catch (const json::exception& e) {
     throw Error(what + ": " + e.what());
