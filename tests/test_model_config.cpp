@@ -16,12 +16,12 @@ static std::string data_dir(const char* name) {
 TEST(ModelConfig, ReadsHuggingFaceConfigs) {
   ModelConfig l = load_config(data_dir("hf_tiny_llama"));
   EXPECT_EQ(l.arch, Arch::llama);
-  EXPECT_EQ(l.hidden, 64);
-  EXPECT_EQ(l.inter, 128);
+  EXPECT_EQ(l.hidden, 256);
+  EXPECT_EQ(l.inter, 256);
   EXPECT_EQ(l.layers, 2);
   EXPECT_EQ(l.heads, 4);
   EXPECT_EQ(l.kv_heads, 2);
-  EXPECT_EQ(l.head_dim, 16);
+  EXPECT_EQ(l.head_dim, 64);
   EXPECT_EQ(l.vocab, 300);
   EXPECT_FLOAT_EQ(l.rms_eps, 1e-5f);
   EXPECT_TRUE(l.rope.llama3);
