@@ -113,8 +113,9 @@ int bench_train_dist(int argc, char** argv) {
              "CUDA backend or without NCCL's header)");
   DistEnv env = dist_env();
   if (!env.from_env && o.gpus > 1) {
+    // The ranks keep --gpus (it routes them here) and find RANK set, so they do not spawn.
     std::vector<std::string> args = {"bench", "train"};
-    for (const std::string& s : args_without(argc, argv, "--gpus")) args.push_back(s);
+    for (int i = 1; i < argc; i++) args.push_back(argv[i]);
     return dist_spawn(args, o.gpus);
   }
   const AttnPolicy pol = parse_policy(o.policy);
