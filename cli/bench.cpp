@@ -19,6 +19,7 @@ int bench(int argc, char** argv) {
   std::fprintf(stderr,
                "usage: topk bench attention [--json] [options]   (CPU decode)\n"
                "       topk bench train [--json] [options]       (training steps, CPU or GPU)\n"
+               "       topk bench train --gpus N [options]       (data-parallel over N GPUs)\n"
                "       topk bench generate [--json] [options]    (decode steps at long context)\n"
                "       topk bench cuda [--json] [options]        (GPU decode and select)\n");
   return 2;

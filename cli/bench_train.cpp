@@ -79,7 +79,9 @@ void usage() {
                "  --threads N        OpenMP and OpenBLAS threads (default: as configured)\n"
                "  --blas-threads N   OpenBLAS threads only (after --threads)\n"
                "  --seed N           weights and data (default 1)\n"
-               "  --json             one JSON object per row instead of the table\n");
+               "  --json             one JSON object per row instead of the table\n"
+               "  --gpus N           data-parallel throughput over N GPUs instead (NCCL; its\n"
+               "                     own options: topk bench train --gpus 1 --help)\n");
 }
 
 int to_int(const std::string& flag, const std::string& s, int lo) {
@@ -203,7 +205,11 @@ std::vector<int> parse_list(const std::string& flag, const std::string& s) {
 
 }  // namespace
 
+int bench_train_dist(int argc, char** argv);  // bench_train_dist.cpp
+
 int bench_train(int argc, char** argv) {
+  for (int i = 1; i < argc; i++)  // data-parallel over several GPUs: its own benchmark
+    if (std::string(argv[i]) == "--gpus") return bench_train_dist(argc, argv);
   TrainBenchOpts o;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];

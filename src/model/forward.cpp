@@ -134,6 +134,7 @@ void model_backward(const Model& m, const Batch& b, const AttnPolicy& pol, Acts&
     // backward no longer needs.
     if (a.recompute) layer_forward(m, int(l), x, saved(a.x[size_t(l + 1)], {N, H}), pos, site, la);
     layer_backward(m, int(l), x, pos, site, la, dh, dh2, grad, a.grads);
+    if (a.layer_done) a.layer_done(int(l));
     std::swap(dh, dh2);
   }
   std::vector<int32_t> tokens(b.tokens.begin(), b.tokens.end());

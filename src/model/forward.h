@@ -3,6 +3,7 @@
 // token rows cu_seqlens[b] .. cu_seqlens[b+1]-1 form sequence b and never attend to each other.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "model/layer.h"
@@ -45,6 +46,10 @@ struct Acts {
   // When set, model_forward also trains the indexer (model/layer.h IndexerTrain): its loss and
   // the gradient of its parameters come out of the forward; model_backward never touches them.
   IndexerTrain* ix_train = nullptr;
+  // When set, model_backward calls it with l after layer l's backward (l = L-1 down to 0): that
+  // layer's parameter gradients are then final, and a data-parallel trainer can start summing
+  // them across GPUs while the backward goes on (train/dist.h).
+  std::function<void(int)> layer_done;
 };
 
 // Runs the model; logits land in a.logits. Saves what the backward needs.

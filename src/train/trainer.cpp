@@ -9,6 +9,7 @@
 #include "model/ops.h"
 #include "model/forward.h"
 #include "train/checkpoint.h"
+#include "train/dist.h"
 #include "train/evaluate.h"
 #include "train/indexer_train.h"
 
@@ -118,7 +119,8 @@ TrainConfig train_config_from_json_text(const std::string& text, const std::stri
   return c;
 }
 
-TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out) {
+TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out, Dist* dist) {
+  const bool lead = !dist || dist->rank == 0;  // logs, checkpoints and evaluates
   std::string ckdir = cfg.out + "/checkpoint", found;
   Model m;
   AdamW opt;
@@ -140,7 +142,7 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out) 
                  "%s holds a different model than the run file's \"model\"; use another \"out\" "
                  "or --no-resume", found.c_str());
     }
-    if (cfg.log_every) std::fprintf(stderr, "resuming from %s at step %lld\n", found.c_str(),
+    if (cfg.log_every && lead) std::fprintf(stderr, "resuming from %s at step %lld\n", found.c_str(),
                                     (long long)r.start_step);
   } else {
     if (!cfg.init.empty()) {
@@ -180,19 +182,18 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out) 
       count += loss_count(micro.back());
     }
     TOPK_CHECK(count > 0, "step %lld: the batch has no token in the loss", (long long)step);
-    ops::zero(grad);
     double loss = 0, kl = 0;
     if (cfg.indexer_stage != IndexerStage::none) {
+      TOPK_CHECK(!dist, "indexer_stage %s trains on one GPU (data-parallel indexer training is not "
+                 "supported); leave out --gpus", indexer_stage_name(cfg.indexer_stage));
+      ops::zero(grad);
       loss = indexer_step(m, cfg, micro, count, acts, grad, &kl);
-      for (const Batch& b : micro) tokens_since += b.size();
     } else {
-      for (const Batch& b : micro) {
-        model_forward(m, b, cfg.attention, acts);
-        loss += model_loss(m, b, acts, float(1.0 / count));
-        model_backward(m, b, cfg.attention, acts, grad);
-        tokens_since += b.size();
-      }
+      loss = shard_grad(m, micro, count, dist ? dist->rank : 0, dist ? dist->world : 1,
+                        cfg.attention, acts, grad, dist);
+      if (dist) loss = dist_sum(*dist, loss);  // grad is the global batch's on every rank now
     }
+    for (const Batch& b : micro) tokens_since += b.size();
     loss /= count;
     const double norm = cfg.indexer_stage == IndexerStage::sparse ? indexer_clip(m, grad, cfg.clip)
                                                                   : clip_grad_norm(grad, cfg.clip);
@@ -207,17 +208,20 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out) 
     if (cfg.indexer_stage != IndexerStage::none) r.indexer_losses.push_back(kl);
     step++, taken++;
     bool last = step == cfg.steps || taken == stop_after;
-    if (cfg.log_every && (step % cfg.log_every == 0 || last)) {
+    if (lead && cfg.log_every && (step % cfg.log_every == 0 || last)) {
       double now = now_seconds();
       std::string line = progress_line(prog, step, loss, lr, tokens_since / (now - t_last));
       if (cfg.indexer_stage != IndexerStage::none) line += "  indexer kl " + std::to_string(kl);
       progress_print(prog, line, last);
       t_last = now, tokens_since = 0;
     }
-    if (last || (cfg.checkpoint_every && step % cfg.checkpoint_every == 0)) checkpoint(loss);
+    if (last || (cfg.checkpoint_every && step % cfg.checkpoint_every == 0)) {
+      if (lead) checkpoint(loss);
+      r.checkpoint = ckdir;
+    }
   }
   r.end_step = step;
-  if (cfg.eval_examples > 0 && step == cfg.steps) {
+  if (lead && cfg.eval_examples > 0 && step == cfg.steps) {
     EvalResult e = task_accuracy(m, cfg.task, cfg.eval_examples, cfg.seed + 7919, AttnPolicy{},
                                  cfg.eval_attention);
     r.accuracy = e.accuracy();
