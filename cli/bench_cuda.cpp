@@ -2,9 +2,11 @@
 // decode benchmarks of our ops beside a device-to-device copy measured in the same run. CUDA
 // events around each call, warm-up, median of many runs, inputs rotated when a set fits in
 // L2. Bytes are counted per case and the floor is bytes / measured copy bandwidth (copy
-// counts bytes read plus bytes written).
+// counts bytes read plus bytes written). Then causal prefill forwards (cases prefill_*): dense
+// flash attention beside top-k attention on each of its pipelines, timed in the same run.
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <string_view>
@@ -91,6 +93,62 @@ struct Result {
   int64_t B = 0, S = 0, Hq = 0, Hkv = 0, D = 0, k = 0;
   double us = 0, bytes = 0, k_bytes = 0;
 };
+
+// A causal prefill forward: its time and the flops it is judged by (dense: the two products,
+// 4 Hq D per visible (query, key) pair; top-k: its score product, 2 Hq D per pair).
+struct PrefillResult {
+  std::string name, path, budget;
+  int64_t S = 0;
+  double us = 0, flops = 0, dense_us = 0;
+};
+
+// Causal prefill forward at B = 1, Hq = 32, Hkv = 8, D = 128, bf16 (the shape of issue 23's
+// targets): dense attention_forward, then top-k attention with ratio 0.01 and with k = 2048 on
+// the threshold and the gemm pipelines (TOPK_CUDA_TOPK_PATH), each beside the dense time.
+template <class Want>
+void bench_prefill(const std::vector<int64_t>& lengths, int reps, const Want& want,
+                   std::vector<PrefillResult>& out) {
+  const int64_t Hq = 32, Hkv = 8, D = 128;
+  SelectOpts r01;
+  r01.ratio = 0.01;
+  SelectOpts k2048;
+  k2048.k = 2048;
+  const std::pair<const char*, SelectOpts> budgets[] = {{"r0.01", r01}, {"k2048", k2048}};
+  for (int64_t S : lengths) {
+    const std::string tag = "_S" + std::to_string(S);
+    bool any = want("prefill_dense" + tag);
+    for (const auto& b : budgets)
+      for (const char* path : {"threshold", "gemm"})
+        any = any || want(std::string("prefill_topk_") + b.first + "_" + path + tag);
+    if (!any) continue;
+    Buffer q(DType::bf16, {1, S, Hq, D}, Device::cuda), k(DType::bf16, {1, S, Hkv, D}, Device::cuda),
+        v(DType::bf16, {1, S, Hkv, D}, Device::cuda);
+    fill(q, 40);
+    fill(k, 41);
+    fill(v, 42);
+    Buffer o(DType::bf16, {1, S, Hq, D}, Device::cuda), lse(DType::f32, {1, S, Hq}, Device::cuda);
+    AttnOpts causal;
+    causal.causal = true;
+    const double pairs = double(S) * double(S + 1) / 2;  // visible (query, key) pairs
+    PrefillResult dense{"prefill_dense" + tag, "dense", "-", S, 0, 4.0 * Hq * D * pairs, 0};
+    // The dense time is the ratio's baseline: measured whenever any prefill case runs.
+    dense.us = time_us([&](int) { attention_forward(q, k, v, {}, causal, o, lse); }, reps, 2);
+    dense.dense_us = dense.us;
+    if (want(dense.name)) out.push_back(dense);
+    for (const auto& b : budgets) {
+      Buffer idx(DType::i32, {1, S, Hq, select_capacity(b.second, S)}, Device::cuda);
+      for (const char* path : {"threshold", "gemm"}) {
+        PrefillResult r{std::string("prefill_topk_") + b.first + "_" + path + tag, path, b.first, S, 0,
+                        2.0 * Hq * D * pairs, dense.us};
+        if (!want(r.name)) continue;
+        setenv("TOPK_CUDA_TOPK_PATH", path, 1);
+        r.us = time_us([&](int) { topk_attention_forward(q, k, v, {}, causal, b.second, o, lse, idx); }, reps, 1);
+        unsetenv("TOPK_CUDA_TOPK_PATH");
+        out.push_back(r);
+      }
+    }
+  }
+}
 
 }  // namespace
 
@@ -320,6 +378,11 @@ int bench_cuda(int argc, char** argv) {
     results.push_back(r);
   }
 
+  // Prefill: a few runs each (the threshold pipeline takes about a second at 32K).
+  std::vector<PrefillResult> prefill;
+  bench_prefill(quick ? std::vector<int64_t>{8192} : std::vector<int64_t>{8192, 32768},
+                std::max(1, std::min(reps, 5)), want, prefill);
+
   nlohmann::json j;
   j["tool"] = "topk bench cuda";
   j["device"] = prop.name;
@@ -345,6 +408,23 @@ int bench_cuda(int argc, char** argv) {
     c["floor_us"] = r.bytes / (copy_gbps * 1e3);
     j["cases"].push_back(c);
   }
+  for (const PrefillResult& r : prefill) {
+    nlohmann::json c;
+    c["name"] = r.name;
+    c["path"] = r.path;
+    c["budget"] = r.budget;
+    c["B"] = 1;
+    c["S"] = r.S;
+    c["Hq"] = 32;
+    c["Hkv"] = 8;
+    c["D"] = 128;
+    c["time_us"] = r.us;
+    c["flops"] = r.flops;
+    c["tflops"] = r.flops / (r.us * 1e6);
+    c["dense_us"] = r.dense_us;
+    c["x_dense"] = r.us / r.dense_us;
+    j["prefill"].push_back(c);
+  }
   std::string text = j.dump(2);
   if (!out.empty()) write_file_atomic(out, text + "\n");
   if (json) {
@@ -355,6 +435,14 @@ int bench_cuda(int argc, char** argv) {
     for (const Result& r : results) {
       double fl = r.bytes / (copy_gbps * 1e3);
       std::printf("%-28s %10.1f %10.0f %10.1f %8.0f%%\n", r.name.c_str(), r.us, r.bytes / (r.us * 1e3), fl, 100 * fl / r.us);
+    }
+    if (!prefill.empty()) {
+      std::printf("\ncausal prefill forward, B=1 Hq=32 Hkv=8 D=128 bf16 (TFLOP/s: dense of 4 Hq D per "
+                  "visible pair, top-k of its score product, 2 Hq D)\n");
+      std::printf("%-36s %10s %9s %9s\n", "case", "time_ms", "TFLOP/s", "x_dense");
+      for (const PrefillResult& r : prefill)
+        std::printf("%-36s %10.2f %9.1f %9.2f\n", r.name.c_str(), r.us / 1e3, r.flops / (r.us * 1e6),
+                    r.us / r.dense_us);
     }
   }
   return 0;

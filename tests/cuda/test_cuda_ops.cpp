@@ -479,14 +479,17 @@ struct ForcePath {
   ~ForcePath() { unsetenv("TOPK_CUDA_TOPK_PATH"); }
 };
 
-// Per-head selection runs through both pipelines; group sharing has one.
+// Per-head selection runs through every pipeline; group sharing has no threshold path. The
+// gemm path's score products need q and k of one 16-bit dtype; with others it still runs its
+// chunks, over the score kernel's rows.
 void check_topk(const Shape& sh, const SelectOpts& sel, uint64_t seed) {
   Inputs in(sh, seed);
-  for (const char* path : {"general", "threshold"}) {
+  for (const char* path : {"general", "gemm", "threshold"}) {
+    if (sel.share_group && !std::strcmp(path, "threshold")) return;
     SCOPED_TRACE(path);
     ForcePath force(path);
     check_topk_inputs(in, sel);
-    if (sel.share_group || testing::Test::HasFailure()) return;
+    if (testing::Test::HasFailure()) return;
   }
 }
 
@@ -549,6 +552,11 @@ TEST(CudaTopk, CausalPrefill) {
   check_topk(s, sel, 800);
   sel.share_group = true;
   check_topk(s, sel, 801);
+  // q and k both bf16: the gemm path's scores are cuBLAS products.
+  s.qdt = DType::bf16;
+  check_topk(s, sel, 802);
+  sel.share_group = false;
+  check_topk(s, sel, 803);
 }
 
 // Exact ties: every key is one of 7 distinct rows, so each score value repeats thousands of
@@ -577,7 +585,7 @@ TEST(CudaTopk, TiesAcrossSlices) {
     fw.sink = 5;
     fw.window = 100;
     for (const SelectOpts& o : {sel, fw})
-      for (const char* path : {"general", "threshold"}) {
+      for (const char* path : {"general", "gemm", "threshold"}) {
         SCOPED_TRACE(testing::Message() << "S=" << S << " " << path << " k=" << o.k);
         ForcePath force(path);
         check_topk_inputs(in, o, true);

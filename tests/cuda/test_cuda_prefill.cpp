@@ -305,7 +305,7 @@ TEST(CudaTopkPrefill, PackedWithinBudget) {
   ASSERT_GT(l.T * Hq * l.S * 4, int64_t(4 * cuda::kWorkspaceBudget));
   SelectOpts sel;
   sel.k = 64;
-  for (const char* path : {"threshold", "general"}) {
+  for (const char* path : {"threshold", "general", "gemm"}) {
     SCOPED_TRACE(path);
     ForcePath force(path);
     cuda::workspace_release();
@@ -327,7 +327,7 @@ TEST(CudaTopkPrefill, GroupsAndRangesUnderSmallBudget) {
   ScopedEnv budget("TOPK_CUDA_WORKSPACE_BUDGET", std::to_string(256 << 10));
   SelectOpts sel;
   sel.k = 16;
-  for (const char* path : {"threshold", "general"}) {
+  for (const char* path : {"threshold", "general", "gemm"}) {
     SCOPED_TRACE(path);
     ForcePath force(path);
     check_topk_prefill(l, 8, 2, 64, DType::bf16, sel, 2400);
@@ -342,4 +342,68 @@ TEST(CudaTopkPrefill, GroupsAndRangesUnderSmallBudget) {
   r.seqlens_q = {100, 7, 0};
   r.seqlens_k = {260, 90, 5};
   check_topk_prefill(r, 8, 2, 64, DType::bf16, sel, 2402);
+}
+
+// The gemm path (score rows as cuBLAS products, chunks as long as their longest visible row):
+// both 16-bit dtypes, G = 1, 4 and 8, every budget form (count, ratio with min_k, sink and
+// window, group sharing), packed sequences with more keys than queries, ragged batches, and a
+// budget small enough to cut sequences into many chunks. Every row against the reference.
+TEST(CudaTopkPrefill, GemmScores) {
+  NEED_GPU();
+  ForcePath force("gemm");
+  SelectOpts cnt;
+  cnt.k = 40;
+  SelectOpts ratio;
+  ratio.ratio = 0.05;
+  ratio.min_k = 20;
+  SelectOpts forced;
+  forced.k = 24;
+  forced.sink = 4;
+  forced.window = 16;
+  SelectOpts shared;
+  shared.ratio = 0.1;
+  shared.share_group = true;
+  Layout one = batched(1, 300, 300);
+  check_topk_prefill(one, 8, 2, 64, DType::bf16, cnt, 2500);
+  check_topk_prefill(one, 4, 4, 128, DType::f16, ratio, 2501);
+  check_topk_prefill(one, 8, 2, 128, DType::bf16, forced, 2502);
+  check_topk_prefill(one, 8, 2, 64, DType::bf16, shared, 2503);
+  Layout pk = batched(1, 331, 351);
+  pk.cu_q = {0, 130, 130, 200, 331};
+  pk.cu_k = {0, 130, 150, 220, 351};
+  check_topk_prefill(pk, 16, 2, 64, DType::bf16, ratio, 2504);
+  check_topk_prefill(pk, 16, 2, 128, DType::f16, shared, 2505);
+  Layout rag = batched(3, 100, 260);
+  rag.seqlens_q = {100, 7, 0};
+  rag.seqlens_k = {260, 90, 5};
+  check_topk_prefill(rag, 8, 2, 64, DType::bf16, forced, 2506);
+  ScopedEnv budget("TOPK_CUDA_WORKSPACE_BUDGET", std::to_string(96 << 10));
+  check_topk_prefill(pk, 8, 2, 64, DType::bf16, cnt, 2507);
+  check_topk_prefill(rag, 8, 2, 128, DType::f16, shared, 2508);
+}
+
+// The gemm path gives the same bits on every run (cuBLAS on one stream and workspace, and
+// selection and attention in fixed orders).
+TEST(CudaTopkPrefill, GemmDeterministic) {
+  NEED_GPU();
+  ForcePath force("gemm");
+  Layout l = batched(2, 500, 500);
+  const int Hq = 8, Hkv = 2, D = 128;
+  Qkv in(l, Hq, Hkv, D, DType::bf16, DType::bf16, 2600);
+  SelectOpts sel;
+  sel.ratio = 0.05;
+  const int64_t K = select_capacity(sel, l.S);
+  Pair o(DType::bf16, {l.B, l.T, Hq, D}), lse(DType::f32, {l.B, l.T, Hq}), idx(DType::i32, {l.B, l.T, Hq, K});
+  std::vector<unsigned char> first[3];
+  for (int rep = 0; rep < 2; rep++) {
+    poison(o.dev);
+    poison(lse.dev);
+    poison(idx.dev);
+    topk_attention_forward(in.q.dev, in.k.dev, in.v.dev, l.seqs(), opts(true, Backend::automatic), sel, o.dev, lse.dev, idx.dev);
+    const std::vector<unsigned char> got[3] = {o.bytes(), lse.bytes(), idx.bytes()};
+    for (int i = 0; i < 3; i++) {
+      if (rep == 0) first[i] = got[i];
+      else EXPECT_TRUE(first[i] == got[i]) << "output " << i << " differs between two runs";
+    }
+  }
 }

@@ -16,6 +16,13 @@ struct SeqTable;
 void launch_scores(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1, float* out,
                    bool out_compact, bool fill_tail, bool reread);
 
+// Score rows of query rows [r0, r1) as launch_scores writes them (compact [r1-r0, Hq, Smax],
+// scale * q.k), as one cuBLAS product per (sequence, KV head) (score_gemm.cu); each row's
+// visible keys are written, nothing past them is meant to be read. score_gemm_fits: q and k
+// bf16 or f16 of one dtype, and leading dims that cuBLAS takes.
+bool score_gemm_fits(const AttnParams& p);
+void launch_score_gemm(const AttnParams& p, int64_t r0, int64_t r1, float* out);
+
 // Attention of rows [r0, r1): full (idx == nullptr) or over idx [B, Tq, Hsel, K]. prescored:
 // compact scores [r1-r0, Hq, Smax] of the same rows (skips reading K). Writes o and lse.
 void launch_attend(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,

@@ -1,4 +1,4 @@
-// Exact top-k attention on CUDA. Two pipelines, both exact:
+// Exact top-k attention on CUDA. Three pipelines, all exact:
 //   threshold path (per-head selection, threshold.h): sampled thresholds -> one score pass
 //     over K that keeps only candidates -> select among them and attend, in one kernel. K is
 //     read once, no score row is written, and only the chosen V rows are gathered.
@@ -7,19 +7,25 @@
 //     rows of up to 64K keys); group sharing and longer rows: group ranking when shared ->
 //     exact radix selection (a cluster per row when rows are few) -> split-KV sparse
 //     attention over the chosen keys that reuses the stored scores.
-// Per-head selection takes the threshold path when there are more (row, head) pairs than
-// SMs, or when rows are long. With few pairs and short rows its select-and-attend leaves most
-// SMs idle and the general path is faster; over long rows the general path's full score rows
-// cost more (H100, one row, Hq = 32, general vs threshold path: S = 32K 66 vs 85 us, and
-// S = 128K 176 vs 149 us with the older general sequence; docs/benchmarks.md). TOPK_CUDA_TOPK_PATH=threshold or =general
-// forces one (the tests run both).
+//   gemm path (prefill and training): the general path's selection and attention over score
+//     rows that cuBLAS computes as matrix products on tensor cores (score_gemm.cu), in chunks
+//     of rows whose score rows span only the chunk's longest visible row.
+// Both other pipelines score each query row on its own: in a prefill of T rows that reads
+// about T x S x D per head, on CUDA cores or one row's tiles at a time. So calls with many
+// query rows per sequence (kGemmRows on average) and 16-bit q and k of one dtype take the
+// gemm path. Otherwise per-head selection takes the threshold path when there are more
+// (row, head) pairs than SMs, or when rows are long. With few pairs and short rows its
+// select-and-attend leaves most SMs idle and the general path is faster; over long rows the
+// general path's full score rows cost more (H100, one row, Hq = 32, general vs threshold
+// path: S = 32K 66 vs 85 us, and S = 128K 176 vs 149 us with the older general sequence;
+// docs/benchmarks.md). TOPK_CUDA_TOPK_PATH=threshold, =general or =gemm forces one (the tests
+// run all three; gemm with other dtypes scores its chunks with the score kernel).
 // Memory: rows go in ranges whose row-sized buffers (score rows, candidates, selected scores)
 // stay under workspace_budget() (256 MiB). When a prefill does not fit whole and its sequences
 // are much shorter than Smax (packed training: Smax is the packed total, and a row needs only
 // its own sequence's keys), consecutive sequences go in groups whose score rows span only the
 // group's longest sequence, as many per group as fit. So causal prefill and training of any
-// length never hold a T x S (or packed N x N) score matrix. Each query row still scans its
-// keys on its own.
+// length never hold a T x S (or packed N x N) score matrix.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -56,12 +62,26 @@ void threshold_path(const AttnParams& p, const SeqTable& st, const SelectOpts& s
 // 128K keys; the crossing lies between).
 constexpr int64_t kThresholdLongRow = 65536;
 
-bool use_threshold_path(int64_t row_heads, int64_t Smax) {
+// Query rows per sequence (on average over the sequences that have any) from which the score
+// rows are matrix products: a product over fewer rows reads K for little work.
+constexpr int64_t kGemmRows = 64;
+
+enum class Path { threshold, general, gemm };
+
+Path pick_path(const AttnParams& p, const SeqTable& st, bool shared) {
   const char* e = std::getenv("TOPK_CUDA_TOPK_PATH");
-  if (!e || !*e) return row_heads > num_sms() || Smax >= kThresholdLongRow;
-  if (!std::strcmp(e, "threshold")) return true;
-  if (!std::strcmp(e, "general")) return false;
-  throw Error(detail::format_error("TOPK_CUDA_TOPK_PATH=%s: expected threshold or general", e));
+  if (e && *e) {
+    // Group sharing has no threshold path.
+    if (!std::strcmp(e, "threshold")) return shared ? Path::general : Path::threshold;
+    if (!std::strcmp(e, "general")) return Path::general;
+    if (!std::strcmp(e, "gemm")) return Path::gemm;
+    throw Error(detail::format_error("TOPK_CUDA_TOPK_PATH=%s: expected threshold, general or gemm", e));
+  }
+  int64_t seqs = 0;
+  for (int i = 0; i < p.nseq; i++) seqs += p.seqs[i].T > 0;
+  if (st.rows >= kGemmRows * seqs && score_gemm_fits(p)) return Path::gemm;
+  if (!shared && (st.rows * p.Hq > num_sms() || p.Smax >= kThresholdLongRow)) return Path::threshold;
+  return Path::general;
 }
 
 // Bytes per query row of the buffers either pipeline sizes by its rows (the larger of the two).
@@ -71,15 +91,70 @@ int64_t row_bytes(const AttnParams& p, const SelectOpts& sel, int64_t K) {
   return std::max(thr, gen);
 }
 
+// Selection and attention of rows [r0, r1) from their stored score rows ([r1-r0, Hq, Smax]).
+void select_attend_stored(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                          const SelectOpts& sel, bool shared, const float* scores,
+                          int32_t* indices, int64_t K) {
+  if (shared) {
+    float* rank = static_cast<float*>(workspace(kWsRank, size_t((r1 - r0) * p.Hkv * p.Smax * 4)));
+    launch_group_rank(p, st, r0, r1, scores, rank);
+    launch_select(p, st, r0, r1, rank, true, p.Hsel, sel, indices, K);
+    launch_attend(p, st, r0, r1, indices, p.Hsel, K, scores);
+  } else if (select_attend_rows_fits(p.Smax)) {
+    launch_select_attend_rows(p, st, r0, r1, sel, scores, indices, K);
+  } else {
+    launch_select(p, st, r0, r1, scores, true, p.Hsel, sel, indices, K);
+    launch_attend(p, st, r0, r1, indices, p.Hsel, K, scores);
+  }
+}
+
+// The gemm path: chunks of consecutive rows as many as fit the budget when each row's scores
+// span the chunk's longest visible row (rounded up to 4 keys for 16-byte aligned rows). The
+// chunk's Params carry that length as Smax: every kernel over stored rows takes Smax as the
+// rows' pitch and an upper bound of the visible keys, nothing more. Causal rows early in a
+// sequence see few keys, so their chunks hold more rows, and their selection fewer blocks.
+void gemm_path(const AttnParams& p, const SeqTable& st, const SelectOpts& sel, bool shared,
+               int32_t* indices, int64_t K) {
+  const bool tc = score_gemm_fits(p);
+  const int64_t per_key = int64_t(p.Hq + (shared ? p.Hkv : 0)) * 4;
+  const int64_t budget = int64_t(workspace_budget());
+  int i = 0;
+  int64_t t = 0;  // the next row: query t of sequence i
+  for (int64_t r0 = 0, r1 = 0; r0 < st.rows; r0 = r1) {
+    int64_t pitch = 4;
+    while (r1 < st.rows) {
+      while (t == p.seqs[i].T) {  // rows remain, so some later sequence has them
+        i++;
+        t = 0;
+      }
+      const int64_t n = std::max<int64_t>(pitch, (p.visible(p.seqs[i], t) + 3) / 4 * 4);
+      if (r1 > r0 && (r1 - r0 + 1) * n * per_key > budget) break;
+      pitch = n;
+      r1++;
+      t++;
+    }
+    AttnParams cp = p;
+    cp.Smax = pitch;
+    float* scores = static_cast<float*>(workspace(kWsScores, size_t((r1 - r0) * p.Hq * pitch * 4)));
+    if (tc) launch_score_gemm(cp, r0, r1, scores);
+    else launch_scores(cp, st, r0, r1, scores, true, false, true);
+    select_attend_stored(cp, st, r0, r1, sel, shared, scores, indices, K);
+  }
+}
+
 void run_topk(const AttnParams& p, const SelectOpts& sel, int32_t* indices, int64_t K) {
   SeqTable st = upload_seqs(p);
   if (st.rows == 0) return;
   const bool shared = sel.share_group && p.group() > 1;
-  if (!shared && use_threshold_path(st.rows * p.Hq, p.Smax)) {
+  const Path path = pick_path(p, st, shared);
+  if (path == Path::threshold) {
     threshold_path(p, st, sel, indices, K);
     return;
   }
-  const int Hsel = p.Hsel;
+  if (path == Path::gemm) {
+    gemm_path(p, st, sel, shared, indices, K);
+    return;
+  }
   const int64_t per_row = int64_t(p.Hq) * p.Smax * 4;
   const int64_t rank_row = shared ? int64_t(p.Hkv) * p.Smax * 4 : 0;
   const int64_t step = std::max<int64_t>(1, int64_t(workspace_budget()) / std::max<int64_t>(1, per_row + rank_row));
@@ -87,17 +162,7 @@ void run_topk(const AttnParams& p, const SelectOpts& sel, int32_t* indices, int6
     int64_t r1 = std::min(st.rows, r0 + step);
     float* scores = static_cast<float*>(workspace(kWsScores, size_t((r1 - r0) * per_row)));
     launch_scores(p, st, r0, r1, scores, true, false, true);
-    if (shared) {
-      float* rank = static_cast<float*>(workspace(kWsRank, size_t((r1 - r0) * rank_row)));
-      launch_group_rank(p, st, r0, r1, scores, rank);
-      launch_select(p, st, r0, r1, rank, true, Hsel, sel, indices, K);
-      launch_attend(p, st, r0, r1, indices, Hsel, K, scores);
-    } else if (select_attend_rows_fits(p.Smax)) {
-      launch_select_attend_rows(p, st, r0, r1, sel, scores, indices, K);
-    } else {
-      launch_select(p, st, r0, r1, scores, true, Hsel, sel, indices, K);
-      launch_attend(p, st, r0, r1, indices, Hsel, K, scores);
-    }
+    select_attend_stored(p, st, r0, r1, sel, shared, scores, indices, K);
   }
 }
 
