@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "core/rng.h"
 #include "core/timer.h"
 #include "model/forward.h"
@@ -50,34 +51,6 @@ struct Row {
   double tokens_per_s = 0, ratio = 0;
   double first_loss = 0, last_loss = 0;
 };
-
-void usage() {
-  std::fprintf(stderr,
-               "usage: topk bench train [options]\n"
-               "  CPU training step time: full attention vs native top-k attention (exact top-k\n"
-               "  forward, sparse backward), same model, weights and data, same run.\n"
-               "  --steps N          measured steps per row (default 5), median reported\n"
-               "  --warmup N         unmeasured steps first (default 1)\n"
-               "  --S LIST           sequence lengths, comma separated (default 512,2048)\n"
-               "  --batch-tokens N   tokens per step (default 2048): N/S packed sequences\n"
-               "  --layers N  --d-model N  --heads N  --kv-heads N  --ffn N\n"
-               "                     model (default 4, 256, 8, 2, 768; vocabulary 259)\n"
-               "  --policy P         a training attention policy to compare with full;\n"
-               "                     repeatable (default topk:k=64 and topk:ratio=0.05)\n"
-               "  --threads N        OpenMP and OpenBLAS threads (default: as configured)\n"
-               "  --blas-threads N   OpenBLAS threads only (after --threads)\n"
-               "  --seed N           weights and data (default 1)\n"
-               "  --json             one JSON object per row instead of the table\n");
-}
-
-int to_int(const std::string& flag, const std::string& s, int lo) {
-  char* end = nullptr;
-  long v = std::strtol(s.c_str(), &end, 10);
-  TOPK_CHECK(!s.empty() && *end == 0, "%s expects a number, got '%s'", flag.c_str(), s.c_str());
-  TOPK_CHECK(v >= lo && v <= (1 << 24), "%s must be in [%d, %d], got %ld", flag.c_str(), lo,
-             1 << 24, v);
-  return int(v);
-}
 
 ModelConfig bench_model(const TrainBenchOpts& o) {
   ModelConfig c;
@@ -168,44 +141,34 @@ void finish(Runner& r) {
   r.row.tokens_per_s = double(r.row.seqs) * r.row.S / (r.row.med.step * 1e-3);
 }
 
-std::vector<int> parse_list(const std::string& flag, const std::string& s) {
-  std::vector<int> r;
-  size_t a = 0;
-  while (a <= s.size()) {
-    size_t b = s.find(',', a);
-    if (b == std::string::npos) b = s.size();
-    r.push_back(to_int(flag, s.substr(a, b - a), 2));  // a step needs a next-token target
-    a = b + 1;
-  }
-  return r;
-}
-
 }  // namespace
 
 int bench_train(int argc, char** argv) {
   TrainBenchOpts o;
-  for (int i = 1; i < argc; i++) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      TOPK_CHECK(i + 1 < argc, "%s needs a value", a.c_str());
-      return argv[++i];
-    };
-    if (a == "--steps") o.steps = to_int(a, next(), 1);
-    else if (a == "--warmup") o.warmup = to_int(a, next(), 0);
-    else if (a == "--S") o.S = parse_list(a, next());
-    else if (a == "--batch-tokens") o.batch_tokens = to_int(a, next(), 1);
-    else if (a == "--layers") o.layers = to_int(a, next(), 1);
-    else if (a == "--d-model") o.d_model = to_int(a, next(), 1);
-    else if (a == "--heads") o.heads = to_int(a, next(), 1);
-    else if (a == "--kv-heads") o.kv_heads = to_int(a, next(), 1);
-    else if (a == "--ffn") o.ffn = to_int(a, next(), 1);
-    else if (a == "--policy") o.policies.push_back(next());
-    else if (a == "--threads") o.threads = to_int(a, next(), 1);
-    else if (a == "--blas-threads") o.blas_threads = to_int(a, next(), 1);
-    else if (a == "--seed") o.seed = uint64_t(to_int(a, next(), 0));
-    else if (a == "--json") o.json = true;
-    else if (a == "--help" || a == "-h") return usage(), 0;
-    else return std::fprintf(stderr, "topk bench train: unknown option '%s'\n", a.c_str()), usage(), 2;
+  CLI::App app("CPU training step time: full attention vs native top-k attention (exact top-k "
+               "forward, sparse backward), same model, weights and data, same run.",
+               "topk bench train");
+  std::string lengths;
+  add_int(app, "--steps", o.steps, 1, 1 << 24, "measured steps per row (default 5), median reported");
+  add_int(app, "--warmup", o.warmup, 0, 1 << 24, "unmeasured steps first (default 1)");
+  add_text(app, "--S", lengths, "sequence lengths, comma separated (default 512,2048)")->type_name("LIST");
+  add_int(app, "--batch-tokens", o.batch_tokens, 1, 1 << 24, "tokens per step (default 2048): N/S "
+          "packed sequences");
+  add_int(app, "--layers", o.layers, 1, 1 << 24, "layers (default 4)");
+  add_int(app, "--d-model", o.d_model, 1, 1 << 24, "hidden size (default 256)");
+  add_int(app, "--heads", o.heads, 1, 1 << 24, "query heads (default 8)");
+  add_int(app, "--kv-heads", o.kv_heads, 1, 1 << 24, "KV heads (default 2)");
+  add_int(app, "--ffn", o.ffn, 1, 1 << 24, "intermediate size (default 768; vocabulary 259)");
+  app.add_option("--policy", o.policies, "a training attention policy to compare with full; "
+                 "repeatable (default topk:k=64 and topk:ratio=0.05)")->allow_extra_args(false);
+  add_threads(app, o.threads)->description("OpenMP and OpenBLAS threads (default: as configured)");
+  add_int(app, "--blas-threads", o.blas_threads, 1, max_threads(), "OpenBLAS threads only (after --threads)");
+  add_seed(app, "--seed", o.seed, "weights and data (default 1)");
+  app.add_flag("--json", o.json, "one JSON object per row instead of the table");
+  if (int rc = parse(app, argc, argv); rc >= 0) return rc;
+  if (!lengths.empty()) {  // a step needs a next-token target: S >= 2
+    o.S.clear();
+    for (int64_t n : parse_int_list(lengths, "--S", 2, 1 << 24)) o.S.push_back(int(n));
   }
   if (o.policies.empty()) o.policies = {"topk:k=64", "topk:ratio=0.05"};
   for (const std::string& p : o.policies) {

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "core/json.h"
 #include "core/timer.h"
 #include "eval/eval.h"
@@ -30,32 +31,20 @@ const char* kDemoRun = R"({
 const char* kDemoTask = "ar";
 const int64_t kDemoLength = 64;
 
-void demo_usage(FILE* f) {
-  std::fprintf(f,
-      "usage: topk demo [--dir DIR] [--samples N] [--retrain]\n"
-      "  trains a small model on the %s task (cached in DIR/checkpoint, default build/demo;\n"
-      "  an interrupted training resumes), then evaluates full attention, top-k decoding at\n"
-      "  several rho, the oracle selector and a sliding window; writes DIR/eval/*.\n", kDemoTask);
-}
-
 }  // namespace
 
 int demo(int argc, char** argv) {
+  CLI::App app(std::string("Trains a small model on the ") + kDemoTask + " task (cached in "
+               "DIR/checkpoint; an interrupted training resumes), then evaluates full attention, "
+               "top-k decoding at several rho, the oracle selector and a sliding window; writes "
+               "DIR/eval/*.", "topk demo");
   std::string dir = "build/demo";
   int samples = 200;
   bool retrain = false;
-  for (int i = 1; i < argc; i++) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      TOPK_CHECK(i + 1 < argc, "%s needs a value", a.c_str());
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") return demo_usage(stdout), 0;
-    else if (a == "--dir") dir = next();
-    else if (a == "--samples") samples = std::stoi(next());
-    else if (a == "--retrain") retrain = true;
-    else TOPK_CHECK(false, "unknown option '%s' (see topk demo --help)", a.c_str());
-  }
+  add_text(app, "--dir", dir, "where the model and the results go (default build/demo)");
+  add_int(app, "--samples", samples, 1, 1000000, "held-out examples per policy (default 200)");
+  app.add_flag("--retrain", retrain, "train the model again");
+  if (int rc = parse(app, argc, argv); rc >= 0) return rc;
   const double t0 = now_seconds();
   json run = json::parse(kDemoRun);
   run["out"] = dir;

@@ -1,6 +1,8 @@
 // topk command-line tool: one file per subcommand; this file only routes.
 #include <cstdio>
 #include <cstring>
+#include <exception>
+#include <new>
 #include <string>
 
 #include "cli/commands.h"
@@ -39,6 +41,12 @@ int main(int argc, char** argv) {
     usage();
     return 2;
   } catch (const topk::Error& e) {
+    std::fprintf(stderr, "topk %s: error: %s\n", cmd.c_str(), e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {  // sizes are checked before allocating; this is the backstop
+    std::fprintf(stderr, "topk %s: error: out of memory\n", cmd.c_str());
+    return 1;
+  } catch (const std::exception& e) {  // a library's exception that no check turned into an Error
     std::fprintf(stderr, "topk %s: error: %s\n", cmd.c_str(), e.what());
     return 1;
   }

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "core/check.h"
 #include "core/dtype.h"
 #include "core/json.h"
 
@@ -158,13 +159,9 @@ SafeTensors st_parse(const void* data, size_t size, const std::string& what) {
 }
 
 SafeTensors st_load(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
-  TOPK_CHECK(fd >= 0, "cannot open %s: %s", path.c_str(), std::strerror(errno));
-  struct stat sb;
-  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-    ::close(fd);
-    TOPK_CHECK(false, "%s is not a regular file", path.c_str());
-  }
+  int fd = open_regular_file(path);  // a FIFO would block the open, a device never end
+  struct stat sb = {};
+  fstat(fd, &sb);
   size_t size = size_t(sb.st_size);
   if (size == 0) {
     ::close(fd);

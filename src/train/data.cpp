@@ -1,7 +1,9 @@
 #include "train/data.h"
 
 #include <algorithm>
+#include <set>
 
+#include "core/check.h"
 #include "model/tokenizer.h"
 #include "tasks/tasks.h"
 
@@ -9,24 +11,48 @@ namespace topk {
 
 static bool is_suite_task(const TaskOpts& t) { return tasks::find_task(t.name) != nullptr; }
 
+// Limits that keep an example's generation and a training step finite: a copy or recall
+// example of max_len has ~2 * max_len (copy) or 4 * max_len (recall) tokens.
+constexpr int kMaxCopyLen = 4096, kMaxTaskLength = 1 << 20;
+
 void validate_task(const TaskOpts& t) {
+  const char* n = t.name.c_str();
   if (is_suite_task(t)) {
-    TOPK_CHECK(t.length > 0, "task %s: set \"length\" (target tokens per example, e.g. 256)",
-               t.name.c_str());
+    TOPK_CHECK(t.length > 0 && t.length <= kMaxTaskLength, "task %s: \"length\" (target tokens per "
+               "example) must be in [1, %d], got %d", n, kMaxTaskLength, t.length);
     TOPK_CHECK(t.loss == "answer" || t.loss == "question" || t.loss == "all", "task %s: loss "
-               "must be answer, question or all, got '%s'", t.name.c_str(), t.loss.c_str());
-    TOPK_CHECK(t.min_length <= t.length, "task %s: min_length %d exceeds length %d",
-               t.name.c_str(), t.min_length, t.length);
+               "must be answer, question or all, got '%s'", n, t.loss.c_str());
+    TOPK_CHECK(t.min_length >= 0 && t.min_length <= t.length, "task %s: min_length must be in "
+               "[0, length = %d], got %d", n, t.length, t.min_length);
     return;
   }
   TOPK_CHECK(t.name == "copy" || t.name == "recall", "task '%s' unknown (copy, recall or a task "
-             "of topk data --list)", t.name.c_str());
-  TOPK_CHECK(t.min_len >= 1 && t.max_len >= t.min_len, "task %s: need 1 <= min_len <= max_len, got "
-             "%d and %d", t.name.c_str(), t.min_len, t.max_len);
+             "of topk data --list)", n);
+  TOPK_CHECK(t.min_len >= 1 && t.max_len >= t.min_len && t.max_len <= kMaxCopyLen, "task %s: need "
+             "1 <= min_len <= max_len <= %d, got %d and %d", n, kMaxCopyLen, t.min_len, t.max_len);
   TOPK_CHECK(t.alphabet >= 2 && t.alphabet <= 26, "task %s: alphabet must be in [2, 26], got %d",
-             t.name.c_str(), t.alphabet);
+             n, t.alphabet);
   TOPK_CHECK(t.name != "recall" || t.max_len <= t.alphabet, "task recall: %d pairs need distinct "
              "keys, but the alphabet has only %d", t.max_len, t.alphabet);
+}
+
+TaskOpts task_from_json(const json& j, const std::string& what) {
+  TOPK_CHECK(j.is_object(), "%s: task must be an object, got %s", what.c_str(), j.dump().c_str());
+  static const std::set<std::string> keys = {"name", "min_len", "max_len", "alphabet", "length",
+                                             "min_length", "loss"};
+  for (auto it = j.begin(); it != j.end(); ++it)
+    TOPK_CHECK(keys.count(it.key()), "%s: unknown task key '%s'", what.c_str(), it.key().c_str());
+  TaskOpts t;
+  const std::string w = what + " task";
+  t.name = json_string(j, "name", w, t.name);
+  t.min_len = int(json_int(j, "min_len", w, 1, kMaxCopyLen, t.min_len));
+  t.max_len = int(json_int(j, "max_len", w, 1, kMaxCopyLen, t.max_len));
+  t.alphabet = int(json_int(j, "alphabet", w, 2, 26, t.alphabet));
+  t.length = int(json_int(j, "length", w, 1, kMaxTaskLength, t.length));
+  t.min_length = int(json_int(j, "min_length", w, 0, kMaxTaskLength, t.min_length));
+  t.loss = json_string(j, "loss", w, t.loss);
+  validate_task(t);
+  return t;
 }
 
 Example make_example(const TaskOpts& t, const TokenizerConfig& tok, Rng& rng) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/json.h"
 #include "core/rng.h"
 #include "model/config.h"
 #include "model/forward.h"
@@ -36,6 +37,10 @@ Example make_example(const TaskOpts& t, const TokenizerConfig& tok, Rng& rng);
 Batch make_task_batch(const TaskOpts& t, const TokenizerConfig& tok, uint64_t seed, int64_t step,
                       int micro, int tokens);
 
+// Checks a task's options (and limits that keep one example finite: copy/recall max_len <= 4096,
+// task length <= 2^20 tokens); raises topk::Error naming the field.
 void validate_task(const TaskOpts& t);
+// The run file's "task" object: known keys only, strict integers (docs/engine.md).
+TaskOpts task_from_json(const json& j, const std::string& what);
 
 }  // namespace topk

@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "core/check.h"
 #include "core/json.h"
 #include "core/progress.h"
 #include "core/timer.h"
@@ -21,47 +22,31 @@ TrainConfig train_config_from_json_text(const std::string& text, const std::stri
       "checkpoint_every", "log_every", "resume", "eval_examples", "eval_attention"};
   for (auto it = j.begin(); it != j.end(); ++it)
     TOPK_CHECK(keys.count(it.key()), "%s: unknown key '%s'", w, it.key().c_str());
+  // Every number strictly, within limits that keep a step finite (docs/reliability.md).
   TrainConfig c;
-  try {
-    c.out = j.value("out", "");
-    c.init = j.value("init", "");
-    c.init_std = j.value("init_std", c.init_std);
-    c.steps = j.value("steps", c.steps);
-    c.batch_tokens = j.value("batch_tokens", c.batch_tokens);
-    c.grad_accum = j.value("grad_accum", c.grad_accum);
-    c.sched.lr = j.value("lr", c.sched.lr);
-    c.sched.min_lr = j.value("min_lr", c.sched.lr * 0.1f);
-    c.sched.warmup = j.value("warmup", c.sched.warmup);
-    c.adam.weight_decay = j.value("weight_decay", c.adam.weight_decay);
-    c.adam.beta1 = j.value("beta1", c.adam.beta1);
-    c.adam.beta2 = j.value("beta2", c.adam.beta2);
-    c.clip = j.value("clip", c.clip);
-    c.seed = j.value("seed", c.seed);
-    c.checkpoint_every = j.value("checkpoint_every", c.checkpoint_every);
-    c.log_every = j.value("log_every", c.log_every);
-    c.resume = j.value("resume", c.resume);
-    c.attention = parse_policy(j.value("attention", std::string("full")));
-    c.eval_examples = j.value("eval_examples", 0);
-    c.eval_attention = parse_policy(j.value("eval_attention", policy_str(c.attention)));
-    if (j.contains("task")) {
-      const json& t = j["task"];
-      TOPK_CHECK(t.is_object(), "%s: task must be an object", w);
-      for (auto it = t.begin(); it != t.end(); ++it)
-        TOPK_CHECK(it.key() == "name" || it.key() == "min_len" || it.key() == "max_len" ||
-                       it.key() == "alphabet" || it.key() == "length" || it.key() == "loss" ||
-                       it.key() == "min_length",
-                   "%s: unknown task key '%s'", w, it.key().c_str());
-      c.task.name = t.value("name", c.task.name);
-      c.task.min_len = t.value("min_len", c.task.min_len);
-      c.task.max_len = t.value("max_len", c.task.max_len);
-      c.task.alphabet = t.value("alphabet", c.task.alphabet);
-      c.task.length = t.value("length", c.task.length);
-      c.task.min_length = t.value("min_length", c.task.min_length);
-      c.task.loss = t.value("loss", c.task.loss);
-    }
-  } catch (const json::exception& e) {
-    throw Error(what + ": " + e.what());
-  }
+  const int kMax = 1000000000;
+  c.out = json_string(j, "out", what, "");
+  c.init = json_string(j, "init", what, "");
+  c.init_std = float(json_real(j, "init_std", what, {0, 10, true}, c.init_std));
+  c.steps = int(json_int(j, "steps", what, 1, kMax, c.steps));
+  c.batch_tokens = int(json_int(j, "batch_tokens", what, 1, 1 << 20, c.batch_tokens));
+  c.grad_accum = int(json_int(j, "grad_accum", what, 1, 1 << 16, c.grad_accum));
+  c.sched.lr = float(json_real(j, "lr", what, {0, 10, true}, c.sched.lr));
+  c.sched.min_lr = float(json_real(j, "min_lr", what, {0, c.sched.lr}, c.sched.lr * 0.1f));
+  c.sched.warmup = int(json_int(j, "warmup", what, 0, kMax, c.sched.warmup));
+  c.adam.weight_decay = float(json_real(j, "weight_decay", what, {0, 100}, c.adam.weight_decay));
+  c.adam.beta1 = float(json_real(j, "beta1", what, {0, 1, false, true}, c.adam.beta1));
+  c.adam.beta2 = float(json_real(j, "beta2", what, {0, 1, false, true}, c.adam.beta2));
+  c.clip = float(json_real(j, "clip", what, {0, 1e9, true}, c.clip));
+  c.seed = json_u64(j, "seed", what, c.seed);
+  c.checkpoint_every = int(json_int(j, "checkpoint_every", what, 0, kMax, c.checkpoint_every));
+  c.log_every = int(json_int(j, "log_every", what, 0, kMax, c.log_every));
+  c.resume = json_bool(j, "resume", what, c.resume);
+  c.attention = parse_policy(json_string(j, "attention", what, "full"));
+  check_prefill_policy(c.attention, what + ": 'attention'");
+  c.eval_examples = int(json_int(j, "eval_examples", what, 0, 1000000, 0));
+  c.eval_attention = parse_policy(json_string(j, "eval_attention", what, policy_str(c.attention)));
+  if (j.contains("task")) c.task = task_from_json(j["task"], what);
   TOPK_CHECK(c.init.empty() != !j.contains("model"), "%s: give exactly one of \"model\" (a new "
              "model's config.json fields) and \"init\" (a model folder)", w);
   if (j.contains("model")) {
@@ -75,12 +60,6 @@ TrainConfig train_config_from_json_text(const std::string& text, const std::stri
     c.model = config_from_json_text(m.dump(), what + " model");
   }
   TOPK_CHECK(!c.out.empty(), "%s: \"out\" (the output folder) is required", w);
-  TOPK_CHECK(c.steps > 0 && c.batch_tokens > 0 && c.grad_accum > 0, "%s: steps, batch_tokens and "
-             "grad_accum must be positive", w);
-  TOPK_CHECK(c.sched.lr > 0 && c.sched.min_lr >= 0 && c.sched.warmup >= 0, "%s: need lr > 0, "
-             "min_lr >= 0, warmup >= 0", w);
-  TOPK_CHECK(c.checkpoint_every >= 0 && c.log_every >= 0, "%s: checkpoint_every and log_every "
-             "must be >= 0", w);
   validate_task(c.task);
   c.sched.total = c.steps;
   c.source = j.dump();
