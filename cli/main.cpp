@@ -1,5 +1,8 @@
 // topk command-line tool: one file per subcommand; this file only routes.
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <new>
@@ -23,7 +26,19 @@ static void usage() {
       "  version           print the version and the backends of this build\n");
 }
 
+// libgomp reads OMP_WAIT_POLICY once, when it loads (before main). Its default keeps idle threads
+// spinning for a while after each parallel region; on cores shared with other work the spinning
+// takes the cores from the work (two tiny-copy trainings side by side on 2 cores: 85-100 s
+// each for 100 steps, against 4-12 s with passive waiting; docs/reliability.md). Unless the user
+// chose a policy, start again with threads that sleep when idle.
+static void passive_openmp_by_default(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY")) return;
+  setenv("OMP_WAIT_POLICY", "passive", 1);
+  execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
+}
+
 int main(int argc, char** argv) {
+  passive_openmp_by_default(argv);
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     usage();
     return argc < 2 ? 2 : 0;
