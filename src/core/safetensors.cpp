@@ -180,6 +180,7 @@ void st_to_f32(const StTensor& t, float* dst, int64_t n) {
   TOPK_CHECK(t.numel() == n, "tensor '%s': %lld elements, expected %lld", t.name.c_str(),
              (long long)t.numel(), (long long)n);
   TOPK_CHECK(t.dtype != DType::i32, "tensor '%s' is I32, expected a float dtype", t.name.c_str());
+  if (n == 0) return;
   if (t.dtype == DType::f32) {
     std::memcpy(dst, t.data, size_t(n) * 4);
     return;
@@ -215,6 +216,7 @@ void st_save(const std::string& path, const std::vector<StWrite>& tensors,
     for (const auto& t : tensors) {
       int64_t n = 1;
       for (int64_t s : t.shape) n *= s;
+      if (n == 0) continue;  // an empty tensor has no bytes (and may have no pointer)
       if (t.dtype == DType::f32 || t.dtype == DType::i32) {
         ok = ok && std::fwrite(t.src, 4, size_t(n), f) == size_t(n);
       } else {
