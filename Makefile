@@ -59,7 +59,7 @@ bench: topk
 # libFuzzer on the safetensors reader, config.json, run files and policy strings: clang with
 # ASan + UBSan, CUDA off, its own build folder; FUZZ_SECONDS each (a crash stops the run and
 # leaves its input in $(FUZZ_BUILD)/crash-*). New inputs go to $(FUZZ_BUILD)/corpus; the seeds
-# are fuzz/corpus.
+# are fuzz/corpus, the dictionaries (keys and telling values) fuzz/TARGET.dict.
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS = safetensors config runfile policy
@@ -74,7 +74,7 @@ fuzz: deps
 	  log=$(FUZZ_BUILD)/fuzz_$$t.log; \
 	  echo "fuzz_$$t: $(FUZZ_SECONDS) s (log: $$log)"; \
 	  if ! $(FUZZ_BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
-	      -rss_limit_mb=2048 -artifact_prefix=$(FUZZ_BUILD)/crash-$$t- \
+	      -rss_limit_mb=2048 -artifact_prefix=$(FUZZ_BUILD)/crash-$$t- -dict=fuzz/$$t.dict \
 	      $(FUZZ_BUILD)/corpus/$$t fuzz/corpus/$$t >$$log 2>&1; then \
 	    tail -n 40 $$log; echo "fuzz_$$t FOUND A CRASH: $(FUZZ_BUILD)/crash-$$t-*"; exit 1; \
 	  fi; \

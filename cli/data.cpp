@@ -58,7 +58,10 @@ int data(int argc, char** argv) {
   if (int rc = parse(app, argc, argv); rc >= 0) return rc;
   even = depth == "even";
   if (!depth.empty() && !even) cfg.depth = parse_real(depth, "--depth", Range{0, 1});
-  if (!out.empty()) check_output_file(out, "--out");
+  if (!out.empty()) {  // the examples are kept until written: about a byte per token, twice
+    check_output_file(out, "--out");
+    check_memory(2.0 * double(n) * double(std::max<int64_t>(cfg.length, 0)), "--n x --length");
+  }
   tasks::Tokenizer tok = tasks::byte_tokenizer();
   if (list) {
     std::printf("task format v%d; minimum length with the byte tokenizer in brackets\n\n",

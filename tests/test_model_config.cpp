@@ -111,6 +111,9 @@ TEST(ModelConfig, RejectsInconsistentConfigs) {
   has(config_error("{" + base + R"(, "num_attention_heads": 4, "topk_tokenizer": {"type": "bytes", "bos": 256, "eos": 257, "pad": 258}})"),
       "vocab_size >= 259");
   has(config_error("{oops"), "invalid JSON");
+  // Found by fuzz_config: a non-string tokenizer type escaped as a JSON library exception.
+  has(config_error("{" + base + R"(, "num_attention_heads": 4, "topk_tokenizer": {"type": 5}})"),
+      "topk_tokenizer: 'type' must be a string, got 5");
 }
 
 // Sizes that used to crash or hang (bad_alloc, length_error, int overflow in q_dim, endless

@@ -221,7 +221,7 @@ ModelConfig config_from_json_text(const std::string& text, const std::string& wh
 
   if (j.contains("topk_tokenizer")) {
     const json& t = j["topk_tokenizer"];
-    TOPK_CHECK(t.is_object() && t.value("type", "") == "bytes",
+    TOPK_CHECK(t.is_object() && json_string(t, "type", what + " topk_tokenizer", "") == "bytes",
                "%s: topk_tokenizer must be {\"type\": \"bytes\", \"bos\", \"eos\", \"pad\"}", w);
     c.tokenizer.present = true;
     c.tokenizer.bos = get_int(t, "bos", what, true, 0, 0);
