@@ -1,6 +1,6 @@
-// topk bench train: CPU training step time of the transformer engine, full attention against
-// native top-k attention (exact top-k forward with the hard selection, sparse backward), with
-// the same model, the same weights and the same data, measured in the same run.
+// topk bench train: training step time of the transformer engine on the CPU or a GPU, full
+// attention against native top-k attention (exact top-k forward with the hard selection, sparse
+// backward), with the same model, the same weights and the same data, measured in the same run.
 //
 // One step = forward + cross-entropy + backward + clip + AdamW, as `topk train` takes it.
 // Each (S, policy) row starts from the same initial weights and sees the same batches; the
@@ -20,10 +20,12 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "core/device_mem.h"
 #include "core/rng.h"
 #include "core/timer.h"
 #include "model/forward.h"
 #include "model/model.h"
+#include "model/ops.h"
 #include "model/policy.h"
 #include "train/optim.h"
 
@@ -32,6 +34,10 @@ namespace {
 
 struct TrainBenchOpts {
   int steps = 5, warmup = 1, layers = 4, d_model = 256, heads = 8, kv_heads = 2, ffn = 768;
+  int vocab = 259;
+  std::string device = "cpu";
+  int breakdown = -1;  // time the phases; -1: on the CPU only (on CUDA it synchronises in the step)
+  bool recompute = false;
   std::vector<int> S = {512, 2048};
   int batch_tokens = 2048;  // tokens per step: batch_tokens / S packed sequences of length S
   std::vector<std::string> policies;  // besides full
@@ -50,6 +56,7 @@ struct Row {
   Phase med;  // per-phase medians
   double tokens_per_s = 0, ratio = 0;
   double first_loss = 0, last_loss = 0;
+  double mem_gib = 0;  // device memory in use after the last step (GPU)
 };
 
 ModelConfig bench_model(const TrainBenchOpts& o) {
@@ -60,7 +67,8 @@ ModelConfig bench_model(const TrainBenchOpts& o) {
   TOPK_CHECK(o.heads > 0 && o.d_model % o.heads == 0, "--d-model %d is not a multiple of --heads %d",
              o.d_model, o.heads);
   c.head_dim = o.d_model / o.heads;
-  c.vocab = 259;
+  c.vocab = o.vocab;
+  TOPK_CHECK(o.vocab >= 259, "--vocab must be at least 259 (the byte tokenizer's ids)");
   c.tokenizer.present = true;
   c.bos = 256, c.eos = 257, c.pad = 258;
   for (int s : o.S) c.max_pos = std::max(c.max_pos, s);
@@ -85,7 +93,7 @@ struct Runner {
   Model m;
   AdamW opt;
   Acts acts;
-  std::vector<float> grad, dlogits;
+  Buffer grad;
   std::vector<Phase> ph;
   Row row;
 };
@@ -95,32 +103,40 @@ Runner make_runner(const TrainBenchOpts& o, const ModelConfig& c, int S, const s
   r.pol = parse_policy(policy);
   r.m = model_create(c);
   model_init(r.m, o.seed);
+  model_to(r.m, parse_device(o.device));
   r.opt = adamw_create(r.m);
-  r.grad.resize(r.m.w.size());
+  r.grad = Buffer(DType::f32, {r.m.numel}, r.m.device());
+  r.acts.time_attention = o.breakdown > 0;
+  r.acts.recompute = o.recompute;
   r.row.S = S;
   r.row.policy = policy_str(r.pol);
   return r;
 }
 
-void train_step(Runner& r, const Batch& b, bool measured) {
-  const int V = r.m.cfg.vocab;
+void train_step(Runner& r, const Batch& b, bool measured, bool breakdown) {
   Phase p;
+  const bool gpu = r.m.device() == Device::cuda;
+  // Phase boundaries: on the GPU the host clock needs the device to have caught up.
+  auto mark = [&]() {
+    if (gpu && breakdown) device_synchronize();
+    return now_seconds();
+  };
+  if (gpu) device_synchronize();
   double t0 = now_seconds();
-  std::fill(r.grad.begin(), r.grad.end(), 0.0f);
+  ops::zero(r.grad);
   r.acts.attn_fwd_s = r.acts.attn_bwd_s = 0;
   model_forward(r.m, b, r.pol, r.acts);
-  double t1 = now_seconds();
-  double count = 0;
-  for (size_t i = 0; i < b.mask.size(); i++) count += b.targets[i] >= 0 ? b.mask[i] : 0.0f;
-  r.dlogits.resize(r.acts.logits.size());
-  double loss = cross_entropy(r.acts.logits.data(), b, V, r.dlogits.data(), float(1 / count),
-                              nullptr) / count;
-  double t2 = now_seconds();
-  model_backward(r.m, b, r.pol, r.acts, r.dlogits.data(), r.grad.data());
-  double t3 = now_seconds();
-  clip_grad_norm(r.grad.data(), r.grad.size(), 1.0f);
-  adamw_step(r.opt, r.m, r.grad.data(), 1e-3f, AdamWOpts{});
+  double t1 = mark();
+  const double count = loss_count(b);
+  double loss = model_loss(r.m, b, r.acts, float(1 / count)) / count;
+  double t2 = mark();
+  model_backward(r.m, b, r.pol, r.acts, r.grad);
+  double t3 = mark();
+  clip_grad_norm(r.grad, 1.0f);
+  adamw_step(r.opt, r.m, r.grad, 1e-3f, AdamWOpts{});
+  if (gpu) device_synchronize();
   double t4 = now_seconds();
+  if (gpu) r.row.mem_gib = double(device_memory_used()) / double(1ull << 30);
   if (r.opt.t == 1) r.row.first_loss = loss;
   r.row.last_loss = loss;
   r.row.seqs = int(b.cu_seqlens.size()) - 1;
@@ -145,20 +161,26 @@ void finish(Runner& r) {
 
 int bench_train(int argc, char** argv) {
   TrainBenchOpts o;
-  CLI::App app("CPU training step time: full attention vs native top-k attention (exact top-k "
+  CLI::App app("Training step time: full attention vs native top-k attention (exact top-k "
                "forward, sparse backward), same model, weights and data, same run.",
                "topk bench train");
-  std::string lengths;
   add_int(app, "--steps", o.steps, 1, 1 << 24, "measured steps per row (default 5), median reported");
   add_int(app, "--warmup", o.warmup, 0, 1 << 24, "unmeasured steps first (default 1)");
-  add_text(app, "--S", lengths, "sequence lengths, comma separated (default 512,2048)")->type_name("LIST");
+  add_device(app, o.device, "cpu");
+  // a step needs a next-token target: S >= 2
+  add_int_list(app, "--S", o.S, 2, 1 << 24, "sequence lengths, comma separated (default 512,2048)");
   add_int(app, "--batch-tokens", o.batch_tokens, 1, 1 << 24, "tokens per step (default 2048): N/S "
           "packed sequences");
   add_int(app, "--layers", o.layers, 1, 1 << 24, "layers (default 4)");
   add_int(app, "--d-model", o.d_model, 1, 1 << 24, "hidden size (default 256)");
   add_int(app, "--heads", o.heads, 1, 1 << 24, "query heads (default 8)");
   add_int(app, "--kv-heads", o.kv_heads, 1, 1 << 24, "KV heads (default 2)");
-  add_int(app, "--ffn", o.ffn, 1, 1 << 24, "intermediate size (default 768; vocabulary 259)");
+  add_int(app, "--ffn", o.ffn, 1, 1 << 24, "intermediate size (default 768)");
+  add_int(app, "--vocab", o.vocab, 259, 1 << 24, "vocabulary (default 259, the byte tokenizer's)");
+  app.add_flag_callback("--breakdown", [&o] { o.breakdown = 1; }, "time the phases inside a step "
+                        "(default: on the CPU only; on CUDA it needs synchronisations in the step)");
+  app.add_flag_callback("--no-breakdown", [&o] { o.breakdown = 0; }, "do not time the phases");
+  app.add_flag("--recompute", o.recompute, "recompute activations in the backward");
   app.add_option("--policy", o.policies, "a training attention policy to compare with full; "
                  "repeatable (default topk:k=64 and topk:ratio=0.05)")->allow_extra_args(false);
   add_threads(app, o.threads)->description("OpenMP and OpenBLAS threads (default: as configured)");
@@ -166,10 +188,6 @@ int bench_train(int argc, char** argv) {
   add_seed(app, "--seed", o.seed, "weights and data (default 1)");
   app.add_flag("--json", o.json, "one JSON object per row instead of the table");
   if (int rc = parse(app, argc, argv); rc >= 0) return rc;
-  if (!lengths.empty()) {  // a step needs a next-token target: S >= 2
-    o.S.clear();
-    for (int64_t n : parse_int_list(lengths, "--S", 2, 1 << 24)) o.S.push_back(int(n));
-  }
   if (o.policies.empty()) o.policies = {"topk:k=64", "topk:ratio=0.05"};
   for (const std::string& p : o.policies) {
     TOPK_CHECK(parse_policy(p).is_topk(), "--policy '%s': compare a top-k policy with full (full is "
@@ -182,6 +200,15 @@ int bench_train(int argc, char** argv) {
   if (o.blas_threads) openblas_set_num_threads(o.blas_threads);
   ModelConfig c = bench_model(o);
   Model probe = model_create(c);
+  const bool gpu = parse_device(o.device) == Device::cuda;
+  if (o.breakdown < 0) o.breakdown = gpu ? 0 : 1;
+  // Dense-model FLOPs per token: the matmuls of every weight but the embedding lookup, three
+  // times (forward, two backward products), and causal attention's QK^T and PV likewise.
+  const double matmul_params = double(model_param_count(probe)) -
+                               (c.tie_embeddings ? 0.0 : double(c.vocab) * c.hidden);
+  auto flops_per_token = [&](int S) {
+    return 6.0 * matmul_params + 12.0 * c.layers * c.heads * c.head_dim * (S + 1) / 2.0;
+  };
   int threads = omp_get_max_threads(), blas = openblas_get_num_threads();
   double load[3] = {0, 0, 0};  // the machine's load: other work there skews every timing
   getloadavg(load, 3);
@@ -189,17 +216,26 @@ int bench_train(int argc, char** argv) {
   std::snprintf(cfg, sizeof cfg, "L=%d d=%d Hq=%d Hkv=%d D=%d ffn=%d V=%d", c.layers, c.hidden,
                 c.heads, c.kv_heads, c.head_dim, c.inter, c.vocab);
   if (!o.json) {
-    std::printf("topk bench train: CPU, %d OpenMP threads, %d OpenBLAS threads, load average "
-                "%.2f at start; median of %d steps after %d warm-up\n"
+    if (gpu)
+      std::printf("topk bench train: CUDA (bf16 operands, f32 master weights and accumulation); "
+                  "median of %d steps after %d warm-up%s\n",
+                  o.steps, o.warmup, o.breakdown ? "; phases timed with synchronisations" : "");
+    else
+      std::printf("topk bench train: CPU, %d OpenMP threads, %d OpenBLAS threads, load average "
+                "%.2f at start; median of %d steps after %d warm-up\n",
+                threads, blas, load[0], o.steps, o.warmup);
+    std::printf(
                 "model: Llama %s, %.2fM parameters; %d tokens per step "
                 "(packed sequences of length S, random bytes)\n"
                 "step = forward + loss + backward + clip + AdamW; ms columns are medians; "
-                "'other' = matmuls, norms, RoPE, MLP\n\n",
-                threads, blas, load[0], o.steps, o.warmup, cfg, model_param_count(probe) / 1e6,
-                o.batch_tokens);
-    std::printf("%6s %4s  %-18s %9s %8s %7s | %8s %8s %8s %8s %6s %6s  %s\n", "S", "seqs", "policy",
-                "step ms", "tok/s", "vs full", "attn fwd", "attn bwd", "othr fwd", "othr bwd",
-                "loss", "optim", "loss first->last");
+                "'other' = matmuls, norms, RoPE, MLP; TFLOP/s and MFU count the dense model's "
+                "FLOPs\n(6 x non-embedding parameters + 12 L Hq D (S+1)/2 per token) against a "
+                "989 TFLOP/s bf16 peak\n\n",
+                cfg, model_param_count(probe) / 1e6, o.batch_tokens);
+    std::printf("%6s %4s  %-18s %9s %8s %7s %8s %5s %7s | %8s %8s %8s %8s %6s %6s  %s\n", "S",
+                "seqs", "policy", "step ms", "tok/s", "vs full", "TFLOP/s", "MFU", "mem GiB",
+                "attn fwd", "attn bwd", "othr fwd", "othr bwd", "loss", "optim",
+                "loss first->last");
   }
   for (int S : o.S) {
     // The policies take their steps in turn (step 0 of each, then step 1, ...), so a change in
@@ -209,13 +245,14 @@ int bench_train(int argc, char** argv) {
     for (const std::string& pol : o.policies) rs.push_back(make_runner(o, c, S, pol));
     for (int step = 0; step < o.warmup + o.steps; step++) {
       Batch b = bench_batch(o, S, step);
-      for (Runner& r : rs) train_step(r, b, step >= o.warmup);
+      for (Runner& r : rs) train_step(r, b, step >= o.warmup, o.breakdown > 0);
     }
     for (Runner& rn : rs) {
       finish(rn);
       Row& r = rn.row;
       r.ratio = r.med.step / rs[0].row.med.step;
       const Phase& p = r.med;
+      const double tflops = r.tokens_per_s * flops_per_token(S) / 1e12, mfu = tflops / 989.0;
       if (o.json) {
         nlohmann::json j = {
             {"name", "train_step"}, {"config", cfg}, {"policy", r.policy}, {"S", S},
@@ -225,12 +262,15 @@ int bench_train(int argc, char** argv) {
             {"breakdown_ms", {{"attn_fwd", p.attn_fwd}, {"attn_bwd", p.attn_bwd},
                               {"other_fwd", p.fwd - p.attn_fwd}, {"other_bwd", p.bwd - p.attn_bwd},
                               {"loss", p.loss}, {"optim", p.optim}}},
-            {"loss_first", r.first_loss}, {"loss_last", r.last_loss}};
+            {"loss_first", r.first_loss}, {"loss_last", r.last_loss},
+            {"device", gpu ? "cuda" : "cpu"}, {"tflops", tflops}, {"mfu", mfu},
+            {"mem_gib", r.mem_gib}, {"params", model_param_count(probe)}};
         std::printf("%s\n", j.dump().c_str());
       } else {
-        std::printf("%6d %4d  %-18s %9.1f %8.0f %7.2f | %8.1f %8.1f %8.1f %8.1f %6.1f %6.1f  "
-                    "%.3f->%.3f\n",
-                    S, r.seqs, r.policy.c_str(), p.step, r.tokens_per_s, r.ratio, p.attn_fwd,
+        std::printf("%6d %4d  %-18s %9.1f %8.0f %7.2f %8.1f %5.2f %7.2f | %8.1f %8.1f %8.1f %8.1f "
+                    "%6.1f %6.1f  %.3f->%.3f\n",
+                    S, r.seqs, r.policy.c_str(), p.step, r.tokens_per_s, r.ratio, tflops, mfu,
+                    r.mem_gib, p.attn_fwd,
                     p.attn_bwd, p.fwd - p.attn_fwd, p.bwd - p.attn_bwd, p.loss, p.optim,
                     r.first_loss, r.last_loss);
       }

@@ -6,6 +6,7 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "model/tokenizer.h"
 #include "tasks/tasks.h"
 #include "topk/core.h"
 
@@ -38,34 +39,46 @@ void print_text(const tasks::Example& e, int i) {
 int data(int argc, char** argv) {
   CLI::App app("Prints generated task examples, so that a user sees exactly what is tested.",
                "topk data");
-  std::string task, depth, out;
+  std::string task, depth, out, mode, model;
   tasks::Config cfg;
   cfg.length = -1;
   int n = 3;
   bool json = false, list = false, even = false;
   app.add_flag("--list", list, "list the tasks");
   add_text(app, "--task", task, "a task of --list")->type_name("NAME");
-  add_int(app, "--length", cfg.length, 1, 1 << 24, "target tokens (byte tokenizer: BOS + one per "
-          "byte), counting the prompt, the answer prefix and the answer budget");
+  add_int(app, "--length", cfg.length, 1, 1 << 24, "target tokens (in the tokenizer's tokens: "
+          "the byte tokenizer's BOS + one per byte unless --model), counting the prompt, the answer "
+          "prefix and the answer budget");
   add_int(app, "--n", n, 1, 1000000, "number of examples (example i uses seed S + i); default 3");
   add_seed(app, "--seed", cfg.seed, "default 0");
   add_text(app, "--depth", depth, "gold needle depth in [0, 1]; 'even': example i of K at "
            "i / (K - 1); default random")->type_name("F|even");
+  add_text(app, "--mode", mode, "standard (default: the task's benchmark), ruler, helmet or "
+           "compact (docs/tasks.md)")->type_name("M");
   add_int(app, "--answer-tokens", cfg.answer_tokens, 1, 1 << 24, "answer budget; default the "
-          "canonical answer's tokens");
+          "mode's (RULER's, HELMET's, or the canonical answer's tokens in compact mode)");
+  add_text(app, "--model", model, "count lengths in this model folder's tokenizer "
+           "(tokenizer.json or topk's bytes) instead of the byte tokenizer")->type_name("DIR");
   app.add_flag("--json", json, "one JSON object per example per line");
   add_text(app, "--out", out, "write the JSON lines to PATH instead of printing")->type_name("PATH");
   if (int rc = parse(app, argc, argv); rc >= 0) return rc;
   even = depth == "even";
   if (!depth.empty() && !even) cfg.depth = parse_real(depth, "--depth", Range{0, 1});
+  if (!mode.empty()) cfg.mode = tasks::parse_mode(mode);
   if (!out.empty()) {  // the examples are kept until written: about a byte per token, twice
     check_output_file(out, "--out");
     check_memory(2.0 * double(n) * double(std::max<int64_t>(cfg.length, 0)), "--n x --length");
   }
   tasks::Tokenizer tok = tasks::byte_tokenizer();
+  if (!model.empty()) {  // the lengths a model of that folder will see, in its own tokens
+    Tokenizer mt = tokenizer_load(model);
+    TOPK_CHECK(mt.has_text(), "--model %s has no tokenizer (tokenizer.json or topk_tokenizer in "
+               "config.json)", model.c_str());
+    tok = task_tokenizer(mt);
+  }
   if (list) {
-    std::printf("task format v%d; minimum length with the byte tokenizer in brackets\n\n",
-                tasks::kFormatVersion);
+    std::printf("task format v%d; minimum length in tokens of tokenizer '%s' in brackets\n\n",
+                tasks::kFormatVersion, tok.name.c_str());
     for (const auto& t : tasks::task_list())
       std::printf("  %-16s [%5lld]  %-17s  %s\n", t.name, (long long)tasks::min_length(t.name, tok),
                   tasks::scorer_name(t.scorer), t.summary);

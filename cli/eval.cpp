@@ -42,10 +42,11 @@ int eval(int argc, char** argv) {
   CLI::App app("Accuracy, retrieval precision and entropy of attention policies on the synthetic "
                "tasks (docs/eval.md).", "topk eval");
   eval::EvalOpts o;
-  std::string model, out, tasks, lengths, policies, prefill = "full";
+  std::string model, out, tasks, lengths, policies, prefill = "full", device = "auto";
   int threads = 0;
   bool quiet = false;
-  add_text(app, "--model", model, "a model folder with topk's byte tokenizer")->type_name("DIR");
+  add_text(app, "--model", model, "a model folder with a tokenizer (tokenizer.json or topk's "
+           "bytes); task lengths count its tokens")->type_name("DIR");
   add_text(app, "--tasks", tasks, "tasks of topk data --list, comma-separated")->type_name("T1,T2");
   add_text(app, "--lengths", lengths, "target tokens per example, comma-separated")->type_name("N1,N2");
   app.add_option("--policy", o.policies, "an attention policy (repeat it), e.g. full, "
@@ -55,12 +56,17 @@ int eval(int argc, char** argv) {
   add_int(app, "--samples", o.samples, 1, 1000000, "examples per task and length (example i "
           "uses seed S + i; default 10)");
   add_seed(app, "--seed", o.seed, "seed of the first example (default 0)");
+  add_text(app, "--mode", o.mode, "task mode: standard (default), ruler, helmet, compact "
+           "(docs/tasks.md)")->type_name("M");
   add_text(app, "--prefill", prefill, "full (default): prefill with full attention; policy: with "
            "the policy")->check(CLI::IsMember({"full", "policy"}));
   app.add_flag("--per-head", o.per_head, "keep per-head statistics in results.json and layers.csv");
   add_text(app, "--out", out, "write results.json, results.csv, layers.csv and PNG plots there")
       ->type_name("DIR");
   add_threads(app, threads);
+  add_device(app, device);
+  add_int(app, "--batch", o.batch, 1, 1 << 16, "examples decoded together (default 16 on CUDA, 1 "
+          "on the CPU)");
   app.add_flag("--quiet", quiet, "no progress line");
   if (int rc = parse(app, argc, argv); rc >= 0) return rc;
   o.tasks = split(tasks, ",");
@@ -75,7 +81,9 @@ int eval(int argc, char** argv) {
              model.c_str());
   TOPK_CHECK(out.empty() || !std::filesystem::exists(out) || std::filesystem::is_directory(out),
              "--out %s exists and is not a folder", out.c_str());
+  Device dev = parse_device(device);
   Model m = model_load(model);
+  model_to(m, dev, false);
   warn_past_positions(m, o.lengths);
   if (threads > 0) omp_set_num_threads(threads);
   eval::Report r = eval::run(m, o);

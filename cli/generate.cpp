@@ -14,13 +14,13 @@ namespace topk::cli {
 int generate(int argc, char** argv) {
   CLI::App app("Streams a continuation of a prompt from a model folder, prefilling the prompt "
                "with one attention policy and decoding with another.", "topk generate");
-  std::string dir, prompt, ids_arg, attention = "full", prefill = "full";
+  std::string dir, prompt, ids_arg, attention = "full", prefill = "full", device = "auto";
   int max_new = 64;
   bool no_bos = false;
   SampleOpts so;
   add_text(app, "--model", dir, "a model folder (config.json + model.safetensors)")->type_name("DIR");
-  auto* have_prompt = add_text(app, "--prompt", prompt, "prompt text (byte tokenizer)");
-  add_text(app, "--ids", ids_arg, "prompt token ids, e.g. 1,2,3 (models without topk's tokenizer)");
+  auto* have_prompt = add_text(app, "--prompt", prompt, "prompt text (in the model's tokenizer)");
+  add_text(app, "--ids", ids_arg, "prompt token ids, e.g. 1,2,3 (any model, a tokenizer or not)");
   add_text(app, "--attention", attention, "decode policy: full | topk:k=64 | "
            "topk:ratio=0.05,share=group | window:w=256,sink=4 | oracle:... (default full)");
   add_text(app, "--prefill-attention", prefill, "prompt policy: full | topk:... (default full)");
@@ -30,6 +30,7 @@ int generate(int argc, char** argv) {
   add_int(app, "--top-k", so.top_k, 0, INT32_MAX, "sample among the K most likely (0 = all)");
   add_seed(app, "--seed", so.seed, "sampling seed");
   app.add_flag("--no-bos", no_bos, "do not start the prompt with BOS");
+  add_device(app, device);
   if (int rc = parse(app, argc, argv); rc >= 0) return rc;
   if (dir.empty() || (!*have_prompt && ids_arg.empty())) {
     std::fprintf(stderr, "topk generate: error: give --model DIR and --prompt TEXT or --ids 1,2,3 "
@@ -38,11 +39,13 @@ int generate(int argc, char** argv) {
   }
   AttnPolicy dec = parse_policy(attention), pre = parse_policy(prefill);
   check_prefill_policy(pre, "--prefill-attention");
+  Device dev = parse_device(device);
   Model m = model_load(dir);
-  const TokenizerConfig& tok = m.cfg.tokenizer;
+  model_to(m, dev, false);
+  const Tokenizer& tok = m.tok;
   std::vector<int> ids;
   if (*have_prompt) {
-    ids = tok_encode(tok, prompt, !no_bos);
+    ids = encode(tok, prompt, !no_bos);
   } else {
     for (int64_t id : parse_int_list(ids_arg, "--ids", 0, m.cfg.vocab - 1)) ids.push_back(int(id));
   }
@@ -56,7 +59,7 @@ int generate(int argc, char** argv) {
                  (long long)positions, (long long)(positions - P));
     max_new = int(positions - P);
   }
-  KVCache kc = kv_cache_create(m.cfg, int(ids.size()) + max_new);
+  KVCache kc = kv_cache_create(m, 1, int(ids.size()) + max_new);
   std::vector<float> logits;
   double t0 = now_seconds();
   model_step(m, kc, ids.data(), int(ids.size()), pre, logits, true);
@@ -65,11 +68,12 @@ int generate(int argc, char** argv) {
   Sampler s = sampler_create(so);
   for (int n = 0; n < max_new; n++) {
     int t = sample(s, logits.data(), m.cfg.vocab);
-    bool eos = tok.present ? t == tok.eos : false;
+    bool eos = false;
+    for (int e : tok.eos_ids) eos |= t == e;
     for (int e : m.cfg.eos_ids) eos |= t == e;
     if (eos) break;
     produced++;
-    if (tok.present) std::fputs(tok_piece(tok, t).c_str(), stdout);
+    if (tok.has_text()) std::fputs(token_bytes(tok, t).c_str(), stdout);
     else std::printf("%s%d", n ? "," : "", t);
     std::fflush(stdout);
     if (n + 1 < max_new) model_step(m, kc, &t, 1, dec, logits, true);

@@ -26,6 +26,12 @@ CLI::Option* add_text(CLI::App& app, const std::string& name, std::string& var,
   return app.add_option(name, var, help)->allow_extra_args(false);
 }
 
+CLI::Option* add_device(CLI::App& app, std::string& var, const char* dflt) {
+  return add_text(app, "--device", var, std::string("where the model runs: cpu, cuda or auto (cuda "
+                  "when a GPU is present); default ") + dflt)
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+}
+
 int parse(CLI::App& app, int argc, char** argv) {
   const std::string& cmd = app.get_name();
   app.allow_extras();  // leftovers are reported below, in plainer words than CLI11's

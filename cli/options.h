@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/check.h"
 
@@ -28,6 +29,17 @@ CLI::Option* add_real(CLI::App& app, const std::string& name, T& var, const Rang
       help)->type_name("X");
 }
 
+// A list option "1,2,3": every item a base-10 integer in [lo, hi]; it replaces the default.
+template <class T>
+CLI::Option* add_int_list(CLI::App& app, const std::string& name, std::vector<T>& var, int64_t lo,
+                          int64_t hi, const std::string& help) {
+  return app.add_option_function<std::string>(
+      name, [&var, name, lo, hi](const std::string& s) {
+        var.clear();
+        for (int64_t v : parse_int_list(s, name, lo, hi)) var.push_back(T(v));
+      }, help)->type_name("LIST");
+}
+
 CLI::Option* add_seed(CLI::App& app, const std::string& name, uint64_t& var,
                       const std::string& help);
 // --threads N: OpenMP threads, in [1, 4 x the cores] (more only adds contention, and an
@@ -38,6 +50,10 @@ int max_threads();
 // A string option taking exactly one value per occurrence (repeat the option for more).
 CLI::Option* add_text(CLI::App& app, const std::string& name, std::string& var,
                       const std::string& help);
+
+// --device cpu|cuda|auto (auto: cuda when a GPU is present); parse_device checks that the
+// device exists. `dflt` names the default in the help.
+CLI::Option* add_device(CLI::App& app, std::string& var, const char* dflt = "auto");
 
 // Parses argv (argv[0] = the subcommand). Returns -1 when the command should run, else its exit
 // code: 0 after --help (printed to stdout), 2 after a usage error (one line on stderr naming

@@ -12,7 +12,7 @@ namespace topk::cli {
 int train(int argc, char** argv) {
   CLI::App app("Trains on the run file's task; checkpoints go to OUT/checkpoint and a run resumes "
                "from there unless --no-resume. docs/engine.md describes RUN.json.", "topk train");
-  std::string config, out;
+  std::string config, out, device = "auto";
   int stop_after = -1;
   bool no_resume = false;
   add_text(app, "--config", config, "the run file (JSON)")->type_name("RUN.json");
@@ -20,6 +20,7 @@ int train(int argc, char** argv) {
   add_int(app, "--stop-after", stop_after, 1, INT32_MAX, "take at most N steps now (the schedule "
           "still spans the run file's steps), then checkpoint");
   app.add_flag("--no-resume", no_resume, "train from scratch even when a checkpoint exists");
+  add_device(app, device);
   if (int rc = parse(app, argc, argv); rc >= 0) return rc;
   if (config.empty()) {
     std::fprintf(stderr, "topk train: error: --config RUN.json is required (see topk train --help)\n");
@@ -28,6 +29,7 @@ int train(int argc, char** argv) {
   TrainConfig cfg = train_config_from_json_text(read_file(config), config);
   if (!out.empty()) cfg.out = out;
   if (no_resume) cfg.resume = false;
+  cfg.device = parse_device(device);
   if (!cfg.log_every) cfg.log_every = 10;
   TrainResult r = train_run(cfg, stop_after);
   std::printf("trained steps %lld..%lld; checkpoint: %s\n", (long long)r.start_step,

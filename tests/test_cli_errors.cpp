@@ -159,6 +159,41 @@ TEST_F(CliErrors, OtherCommandsParseStrictly) {
   expect("version --verbose", 2, "unknown option '--verbose'");
 }
 
+// The device and batching options (--device everywhere a model runs, eval's --batch, bench
+// generate's and bench train's options) parse as strictly as the rest.
+TEST_F(CliErrors, DeviceAndBatchOptionsParseStrictly) {
+  const std::string m = model.string();
+  expect("generate --model " + m + " --prompt ab --device tpu", 2, "--device: tpu not in {cpu,cuda,auto}");
+  expect("train --config x.json --device gpu", 2, "--device: gpu not in {cpu,cuda,auto}");
+  expect("eval --model " + m + " --tasks ar --lengths 64 --policy full --device", 2,
+         "--device: 1 required");
+  expect("eval --model " + m + " --tasks ar --lengths 64 --policy full --batch abc", 1,
+         "--batch must be an integer in [1, 65536], got 'abc'");
+  expect("eval --model " + m + " --tasks ar --lengths 64 --policy full --batch 0", 1,
+         "--batch must be an integer in [1, 65536], got '0'");
+  expect("eval --model " + m + " --tasks ar --lengths 64 --policy full --mode fast", 1,
+         "unknown task mode 'fast'");
+  expect("bench generate --S 16,x", 1, "--S item must be an integer in [1, 16777216], got 'x'");
+  expect("bench generate --batch 1,,2", 1, "--batch: empty item");
+  expect("bench generate --steps 2.5", 1, "--steps must be an integer in [1, 16777216], got '2.5'");
+  expect("bench generate --vocab 0x10", 1, "--vocab must be an integer in [2, 16777216], got '0x10'");
+  expect("bench generate --seed -1", 1, "--seed must be an integer in [0, 2^64 - 1], got '-1'");
+  expect("bench generate --device tpu", 2, "--device: tpu not in {cpu,cuda,auto}");
+  expect("bench generate --frobnicate", 2, "unknown option '--frobnicate'");
+  expect("bench generate --device cpu --S 1048576 --batch 65536 --layers 1", 1,
+         "GB needed, more than the");
+  expect("bench train --vocab 100", 1, "--vocab must be an integer in [259, 16777216], got '100'");
+  expect("bench train --device cuda2", 2, "--device: cuda2 not in {cpu,cuda,auto}");
+  expect("bench train --recompute 1", 2, "unexpected argument '1'");
+  expect("bench train --breakdown --no-breakdown --S", 2, "--S: 1 required");
+  fs::path rf = dir / "recompute.json";
+  write(rf, run_file(dir / "rc", R"(, "recompute": 1)"));
+  expect("train --config " + rf.string(), 1, "'recompute' must be true or false, got 1");
+  write(rf, run_file(dir / "rc", R"(, "task": {"name": "passkey", "length": 256, "mode": 3})"));
+  expect("train --config " + rf.string(), 1, "task: 'mode' must be a string, got 3");
+  EXPECT_FALSE(fs::exists(dir / "rc"));
+}
+
 TEST_F(CliErrors, EvalWarnsPastTheModelsPositions) {
   std::string out;
   int rc = run_topk("eval --model " + model.string() + " --tasks ar --lengths 80 --samples 1 "

@@ -42,6 +42,21 @@ TEST(Errors, NameTheOpAndTheProblem) {
   int32_t cu[3] = {0, 1, 3};
   m = error_of([&] { attention_forward(q, k3, k3, Seqs{.cu_seqlens_q = cu, .cu_seqlens_k = cu}, {}, o, lse); });
   EXPECT_NE(m.find("past their"), std::string::npos) << m;
+
+  // Ragged queries: one count per batch, within [0, T], and not with packed sequences.
+  m = error_of([&] { attention_forward(q, k3, k3, Seqs{.seqlens_q = lens}, {}, o, lse); });
+  EXPECT_NE(m.find("seqlens_q has 2 entries"), std::string::npos) << m;
+  int32_t three[1] = {3};
+  m = error_of([&] { attention_forward(q, k3, k3, Seqs{.seqlens_q = three}, {}, o, lse); });
+  EXPECT_NE(m.find("seqlens_q[0] = 3 is outside [0, 2]"), std::string::npos) << m;
+  int32_t neg[1] = {-1};
+  m = error_of([&] { attention_forward(q, k3, k3, Seqs{.seqlens_q = neg}, {}, o, lse); });
+  EXPECT_NE(m.find("outside [0, 2]"), std::string::npos) << m;
+  int32_t cu2[2] = {0, 2}, one[1] = {1};
+  m = error_of([&] {
+    attention_forward(q, k3, k3, Seqs{.cu_seqlens_q = cu2, .cu_seqlens_k = cu2, .seqlens_q = one}, {}, o, lse);
+  });
+  EXPECT_NE(m.find("either seqlens_q or cu_seqlens"), std::string::npos) << m;
 }
 
 TEST(Errors, SelectBudgets) {

@@ -97,6 +97,16 @@ Qkv random_qkv(int64_t T, int64_t S, int64_t Hq, int64_t Hkv, int64_t D, uint64_
 
 // The oracle keeps exactly round(p W) of the exact top-W, and fills the rest with keys outside it;
 // retrieval_precision of its selection is exactly p when p W is an integer.
+// One sequence through the batched policy attention; the statistics of its last row.
+static void attend_one(const char* policy, Qkv& x, AttnStats* st) {
+  const int32_t T = int32_t(x.vq.shape[1]), S = int32_t(x.vk.shape[1]);
+  std::vector<int32_t> sq = {T}, sk = {S};
+  std::vector<std::vector<AttnStats>> all;
+  policy_attention(parse_policy(policy), 0, x.vq, x.vk, x.vv, sq, sk, x.vo, x.vl,
+                   st ? &all : nullptr);
+  if (st) *st = all[0][0];
+}
+
 TEST(EvalOracle, PrecisionIsExactlyAsAsked) {
   const int64_t T = 3, S = 300, Hq = 4, Hkv = 2, D = 16, W = 20;
   Qkv x = random_qkv(T, S, Hq, Hkv, D, 5);
@@ -140,17 +150,17 @@ TEST(EvalOracle, PolicyAttentionRecordsPrecision) {
   const int64_t T = 1, S = 120, Hq = 4, Hkv = 2, D = 8;
   Qkv x = random_qkv(T, S, Hq, Hkv, D, 9);
   AttnStats st;
-  policy_attention(parse_policy("oracle:k=10,precision=0.3"), 0, x.vq, x.vk, x.vv, x.vo, x.vl, &st);
+  attend_one("oracle:k=10,precision=0.3", x, &st);
   EXPECT_EQ(st.budget, 10);
   EXPECT_EQ(st.visible, S);
   for (float p : st.precision) EXPECT_FLOAT_EQ(p, 0.3f);
   for (float m : st.mass) EXPECT_TRUE(m > 0 && m < 1) << m;
   Qkv y = random_qkv(T, S, Hq, Hkv, D, 9);
-  policy_attention(parse_policy("oracle:k=10,precision=1"), 0, x.vq, x.vk, x.vv, x.vo, x.vl, &st);
-  policy_attention(parse_policy("topk:k=10"), 0, y.vq, y.vk, y.vv, y.vo, y.vl, &st);
+  attend_one("oracle:k=10,precision=1", x, &st);
+  attend_one("topk:k=10", y, &st);
   for (float p : st.precision) EXPECT_FLOAT_EQ(p, 1.0f);
   for (size_t i = 0; i < x.o.size(); i++) EXPECT_NEAR(x.o[i], y.o[i], 1e-5);
-  policy_attention(parse_policy("full"), 0, y.vq, y.vk, y.vv, y.vo, y.vl, &st);
+  attend_one("full", y, &st);
   for (size_t h = 0; h < st.precision.size(); h++) {
     EXPECT_TRUE(std::isnan(st.precision[h]));
     EXPECT_FLOAT_EQ(st.mass[h], 1.0f);
@@ -187,7 +197,7 @@ TEST(EvalWindow, SelectsExactlySinkAndWindow) {
   // given to sparse attention.
   Qkv x = random_qkv(1, S, 4, 2, 8, 3);
   AttnStats st;
-  policy_attention(parse_policy("window:w=8,sink=4"), 0, x.vq, x.vk, x.vv, x.vo, x.vl, &st);
+  attend_one("window:w=8,sink=4", x, &st);
   EXPECT_EQ(st.budget, 12);
   std::vector<int32_t> idx;
   for (int32_t j : {0, 1, 2, 3}) idx.push_back(j);
@@ -291,8 +301,16 @@ TEST(EvalEndToEnd, BadInputExitsWithMessage) {
   EXPECT_NE(out.find("unknown task 'needle'"), std::string::npos) << out;
   EXPECT_EQ(run_cli("eval --model . --tasks passkey --lengths 256 --policy topk:k=0", out), 1);
   EXPECT_NE(out.find("k must be an integer in [1, 2147483647], got '0'"), std::string::npos) << out;
-  EXPECT_EQ(run_cli("eval --model . --tasks passkey --lengths 64 --policy full", out), 1);
-  EXPECT_NE(out.find("length 64 is below what task passkey needs"), std::string::npos) << out;
+  {  // lengths are checked in the model's own tokens, so against a model
+    ModelConfig c;
+    c.hidden = 16, c.inter = 16, c.layers = 1, c.heads = 1, c.kv_heads = 1, c.head_dim = 16;
+    c.vocab = 259, c.tokenizer.present = true, c.bos = 256, c.eos = 257, c.pad = 258;
+    const std::string dir = testing::TempDir() + "topk_eval_short_" + std::to_string(getpid());
+    model_save(dir, model_create(c));
+    EXPECT_EQ(run_cli("eval --model " + dir + " --tasks passkey --lengths 64 --policy full", out), 1);
+    EXPECT_NE(out.find("length 64 is below what task passkey needs"), std::string::npos) << out;
+    fs::remove_all(dir);
+  }
   EXPECT_NE(run_cli("eval --tasks passkey --lengths 256 --policy full", out), 0);
   EXPECT_NE(out.find("--model DIR is required"), std::string::npos) << out;
 }
@@ -300,8 +318,9 @@ TEST(EvalEndToEnd, BadInputExitsWithMessage) {
 // Training on a task of src/tasks: the example is BOS prompt prefix target EOS, and the loss
 // starts at the answer, after the context, or at the first token.
 TEST(EvalTrainData, SuiteTaskExamplesAndLoss) {
-  TokenizerConfig tok;
-  tok.present = true;
+  TokenizerConfig tc;
+  tc.present = true;
+  const Tokenizer tok = tokenizer_bytes(tc);
   TaskOpts t;
   t.name = "ar";
   t.length = 64;

@@ -11,10 +11,10 @@
 
 using namespace topk;
 
-static TokenizerConfig bytes_tok() {
+static Tokenizer bytes_tok() {
   TokenizerConfig t;
   t.present = true;
-  return t;
+  return tokenizer_bytes(t);
 }
 
 TEST(Tasks, CopyAndRecallExamples) {
@@ -79,10 +79,10 @@ TEST(Checkpoint, AtomicSwapAndRecovery) {
   model_init(m, 1);
   AdamW opt = adamw_create(m);
   opt.t = 5;
-  opt.m[3] = 0.25f;
+  opt.m.ptr<float>()[3] = 0.25f;
   make_dirs(root);
   save_checkpoint(dir, m, opt, json{{"step", 5}});
-  m.w[0] = 42.0f;
+  m.host()[0] = 42.0f;
   save_checkpoint(dir, m, opt, json{{"step", 6}});  // replaces the first
   EXPECT_NE(access((dir + ".old").c_str(), F_OK), 0);
   EXPECT_NE(access((dir + ".tmp").c_str(), F_OK), 0);
@@ -93,9 +93,9 @@ TEST(Checkpoint, AtomicSwapAndRecovery) {
   ASSERT_TRUE(find_checkpoint(dir, &found));
   load_checkpoint(found, r, ro, st);
   EXPECT_EQ(st["step"], 6);
-  EXPECT_EQ(r.w, m.w);
+  EXPECT_EQ(model_host_weights(r), model_host_weights(m));
   EXPECT_EQ(ro.t, 5);
-  EXPECT_EQ(ro.m[3], 0.25f);
+  EXPECT_EQ(ro.m.ptr<float>()[3], 0.25f);
   // A crash between the two renames leaves only dir.old: it is found.
   ASSERT_EQ(std::rename(dir.c_str(), (dir + ".old").c_str()), 0);
   ASSERT_TRUE(find_checkpoint(dir, &found));

@@ -12,15 +12,19 @@ using namespace topk;
 
 // The loss, and whether the top-k selections equal `ref`'s (a perturbation that flips a
 // selection crosses a discontinuity, where finite differences mean nothing).
+static std::vector<int32_t> idx_of(const LayerActs& a) {
+  std::vector<int32_t> h(size_t(a.idx.numel()));
+  if (!h.empty()) copy(make_view(h.data(), DType::i32, {a.idx.numel()}), a.idx);
+  return h;
+}
+
 static double loss_of(const Model& m, const Batch& b, const AttnPolicy& pol, const Acts* ref,
                       bool* same_sel) {
   Acts a;
   model_forward(m, b, pol, a);
   if (ref)
-    for (size_t l = 0; l < a.L.size(); l++) *same_sel &= a.L[l].idx == ref->L[l].idx;
-  double cnt = 0;
-  double s = cross_entropy(a.logits.data(), b, m.cfg.vocab, nullptr, 0, &cnt);
-  return s / cnt;
+    for (size_t l = 0; l < a.L.size(); l++) *same_sel &= idx_of(a.L[l]) == idx_of(ref->L[l]);
+  return model_loss(m, b, a, 0) / loss_count(b);
 }
 
 struct GradCase {
@@ -44,7 +48,7 @@ TEST_P(ModelGrad, MatchesFiniteDifferences) {
   for (const auto& p : m.params) {
     bool norm = p.name.find("norm.weight") != std::string::npos;
     for (int64_t i = 0; i < p.numel; i++)
-      m.w[p.offset + size_t(i)] = norm ? 1.0f + 0.3f * rng.normal() : 0.4f * rng.normal();
+      m.host()[p.offset + size_t(i)] = norm ? 1.0f + 0.3f * rng.normal() : 0.4f * rng.normal();
   }
   // Two packed sequences; the loss counts only from position 2 of the second one.
   std::vector<std::vector<int>> seqs = {{1, 5, 7, 2, 9, 3, 3}, {4, 8, 0, 22, 13, 6, 11, 17, 1}};
@@ -52,12 +56,10 @@ TEST_P(ModelGrad, MatchesFiniteDifferences) {
   AttnPolicy pol = parse_policy(gc.policy);
   Acts a;
   model_forward(m, b, pol, a);
-  double cnt = 0;
-  std::vector<float> dlogits(a.logits.size());
-  cross_entropy(a.logits.data(), b, c.vocab, dlogits.data(), 1.0f, &cnt);
-  for (auto& d : dlogits) d /= float(cnt);
-  std::vector<float> grad(m.w.size(), 0.0f);
-  model_backward(m, b, pol, a, dlogits.data(), grad.data());
+  model_loss(m, b, a, float(1.0 / loss_count(b)));
+  Buffer gbuf(DType::f32, {m.numel});
+  model_backward(m, b, pol, a, gbuf);
+  const float* grad = gbuf.ptr<float>();
 
   int checked = 0, flipped = 0;
   for (const auto& p : m.params) {
@@ -67,13 +69,14 @@ TEST_P(ModelGrad, MatchesFiniteDifferences) {
         int tok = seqs[1][size_t(s)];
         i = p.offset + size_t(tok) * c.hidden + rng.below(uint64_t(c.hidden));
       }
-      const float eps = 2e-3f, w0 = m.w[i];
+      float* w = m.host();
+      const float eps = 2e-3f, w0 = w[i];
       bool same = true;
-      m.w[i] = w0 + eps;
+      w[i] = w0 + eps;
       double lp = loss_of(m, b, pol, &a, &same);
-      m.w[i] = w0 - eps;
+      w[i] = w0 - eps;
       double lm = loss_of(m, b, pol, &a, &same);
-      m.w[i] = w0;
+      w[i] = w0;
       if (!same) {
         flipped++;
         continue;
@@ -89,7 +92,7 @@ TEST_P(ModelGrad, MatchesFiniteDifferences) {
   EXPECT_LE(flipped, checked / 4) << "too many perturbations changed the top-k selection";
   // The gradient is not trivially zero.
   double norm = 0;
-  for (float g : grad) norm += double(g) * g;
+  for (int64_t i = 0; i < m.numel; i++) norm += double(grad[i]) * grad[i];
   EXPECT_GT(norm, 1e-4);
 }
 

@@ -52,10 +52,11 @@ TEST_P(HfGolden, LogitsMatchTransformers) {
   Batch b = make_batch(g.seqs);
   Acts a;
   model_forward(m, b, AttnPolicy{}, a);
-  ASSERT_EQ(a.logits.size(), g.logits.size());
+  std::vector<float> logits = logits_host(a);
+  ASSERT_EQ(logits.size(), g.logits.size());
   float absmax = 0;
   for (float x : g.logits) absmax = std::max(absmax, std::abs(x));
-  float d = max_abs_diff(a.logits.data(), g.logits.data(), g.logits.size());
+  float d = max_abs_diff(logits.data(), g.logits.data(), g.logits.size());
   std::printf("%s: max abs diff vs transformers %.3g (logits absmax %.3g)\n", GetParam(), d, absmax);
   EXPECT_LE(d, 1e-4f * std::max(1.0f, absmax));
 }
@@ -66,7 +67,7 @@ TEST_P(HfGolden, KvCacheDecodeMatchesFullForward) {
   Golden g = load_golden(fixture(GetParam()), V);
   const auto& s = g.seqs[1];
   const int T = int(s.size());
-  KVCache kc = kv_cache_create(m.cfg, T);
+  KVCache kc = kv_cache_create(m, 1, T);
   std::vector<float> logits, all;
   model_step(m, kc, s.data(), 5, AttnPolicy{}, logits, false);  // prefill 5 tokens
   all = logits;
@@ -77,12 +78,12 @@ TEST_P(HfGolden, KvCacheDecodeMatchesFullForward) {
   float d = max_abs_diff(all.data(), g.logits.data() + size_t(T) * V, size_t(T) * V);
   EXPECT_LE(d, 1e-4f) << GetParam();
   // top-k decode with a budget that covers the whole context is full attention, exactly.
-  KVCache kc2 = kv_cache_create(m.cfg, T);
+  KVCache kc2 = kv_cache_create(m, 1, T);
   model_step(m, kc2, s.data(), T - 1, AttnPolicy{}, logits, true);
   model_step(m, kc2, s.data() + T - 1, 1, parse_policy("topk:k=64"), logits, true);
   EXPECT_LE(max_abs_diff(logits.data(), g.logits.data() + size_t(2 * T - 1) * V, size_t(V)), 1e-4f);
   // ... and a small budget changes the logits.
-  KVCache kc3 = kv_cache_create(m.cfg, T);
+  KVCache kc3 = kv_cache_create(m, 1, T);
   model_step(m, kc3, s.data(), T - 1, AttnPolicy{}, logits, true);
   model_step(m, kc3, s.data() + T - 1, 1, parse_policy("topk:k=2,share=group"), logits, true);
   EXPECT_GT(max_abs_diff(logits.data(), g.logits.data() + size_t(2 * T - 1) * V, size_t(V)), 1e-3f);
@@ -95,7 +96,7 @@ TEST(ModelIo, SaveLoadRoundTripF32AndBf16) {
   std::string dir = testing::TempDir() + "topk_model_io_" + std::to_string(getpid());
   model_save(dir + "/f32", m);
   Model r = model_load(dir + "/f32");
-  EXPECT_EQ(r.w, m.w);
+  EXPECT_EQ(model_host_weights(r), model_host_weights(m));
   EXPECT_EQ(r.cfg.tie_embeddings, true);
   Model h = model_load(fixture("llama"));
   h.cfg.dtype = "bfloat16";
@@ -104,9 +105,9 @@ TEST(ModelIo, SaveLoadRoundTripF32AndBf16) {
   Model r2 = model_load(dir + "/bf16");
   EXPECT_EQ(r2.cfg.dtype, "bfloat16");
   EXPECT_TRUE(r2.cfg.tokenizer.present);
-  ASSERT_EQ(r2.w.size(), h.w.size());
-  for (size_t i = 0; i < h.w.size(); i++) {
-    ASSERT_NEAR(r2.w[i], h.w[i], std::abs(h.w[i]) * 4e-3f + 1e-30f) << i;
+  ASSERT_EQ(r2.numel, h.numel);
+  for (int64_t i = 0; i < h.numel; i++) {
+    ASSERT_NEAR(r2.host()[i], h.host()[i], std::abs(h.host()[i]) * 4e-3f + 1e-30f) << i;
   }
   // A file missing a tensor is refused with its name.
   SafeTensors st = st_load(dir + "/f32/model.safetensors");
@@ -137,7 +138,7 @@ TEST(ModelIo, LoadsShardedCheckpoint) {
   std::string map;
   for (size_t i = 0; i < m.params.size(); i++) {
     const ParamInfo& p = m.params[i];
-    (i % 2 ? a : b).push_back({p.name, DType::f32, p.shape, m.w.data() + p.offset});
+    (i % 2 ? a : b).push_back({p.name, DType::f32, p.shape, m.host() + p.offset});
     map += std::string(map.empty() ? "" : ",") + "\"" + p.name + "\": \"" +
            (i % 2 ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors") + "\"";
   }
@@ -146,7 +147,7 @@ TEST(ModelIo, LoadsShardedCheckpoint) {
   write_file_atomic(dir + "/model.safetensors.index.json",
                     "{\"metadata\": {}, \"weight_map\": {" + map + "}}");
   Model r = model_load(dir);
-  EXPECT_EQ(r.w, m.w);
+  EXPECT_EQ(model_host_weights(r), model_host_weights(m));
 }
 
 TEST(AttnPolicy, ParsesAndRejects) {

@@ -32,12 +32,13 @@ TEST(Train, AdamWStepAndClipping) {
   ModelConfig c;
   c.hidden = 4, c.inter = 4, c.layers = 1, c.heads = 1, c.kv_heads = 1, c.head_dim = 4, c.vocab = 3;
   Model m = model_create(c);
-  for (size_t i = 0; i < m.w.size(); i++) m.w[i] = 1.0f;
+  for (int64_t i = 0; i < m.numel; i++) m.host()[i] = 1.0f;
   AdamW opt = adamw_create(m);
-  std::vector<float> g(m.w.size(), 0.5f);
+  Buffer g(DType::f32, {m.numel});
+  for (int64_t i = 0; i < m.numel; i++) g.ptr<float>()[i] = 0.5f;
   AdamWOpts o;
   o.weight_decay = 0.1f;
-  adamw_step(opt, m, g.data(), 0.01f, o);
+  adamw_step(opt, m, g, 0.01f, o);
   // First step: m̂ = g, v̂ = g², update = lr * (sign(g) + decay * w) on decayed weights.
   size_t wq = 0, norm = 0;
   for (const auto& p : m.params) {
@@ -45,10 +46,10 @@ TEST(Train, AdamWStepAndClipping) {
     if (p.name == "model.norm.weight") norm = p.offset;
   }
   ASSERT_TRUE(wq && norm);
-  EXPECT_NEAR(m.w[wq], 1.0f - 0.01f * (1.0f + 0.1f), 1e-6f);  // decayed
-  EXPECT_NEAR(m.w[norm], 1.0f - 0.01f, 1e-6f);  // no decay on norms
+  EXPECT_NEAR(m.host()[wq], 1.0f - 0.01f * (1.0f + 0.1f), 1e-6f);  // decayed
+  EXPECT_NEAR(m.host()[norm], 1.0f - 0.01f, 1e-6f);  // no decay on norms
   std::vector<float> v = {3, 4};
-  EXPECT_NEAR(clip_grad_norm(v.data(), 2, 1.0f), 5.0, 1e-9);
+  EXPECT_NEAR(clip_grad_norm(make_view(v.data(), DType::f32, {2}), 1.0f), 5.0, 1e-9);
   EXPECT_NEAR(v[0], 0.6f, 1e-6f);
   EXPECT_NEAR(v[1], 0.8f, 1e-6f);
 }
@@ -64,17 +65,16 @@ TEST(Train, AccumulatedGradientEqualsOneBatch) {
     std::vector<Batch> bs;
     for (auto& p : parts) {
       bs.push_back(make_batch(p));
-      cross_entropy(std::vector<float>(bs.back().size() * 11).data(), bs.back(), 11, nullptr, 0, &count);
+      count += loss_count(bs.back());
     }
-    std::vector<float> g(m.w.size(), 0.0f);
+    Buffer g(DType::f32, {m.numel});
     for (auto& bt : bs) {
       Acts acts;
       model_forward(m, bt, AttnPolicy{}, acts);
-      std::vector<float> d(acts.logits.size());
-      cross_entropy(acts.logits.data(), bt, 11, d.data(), float(1.0 / count), nullptr);
-      model_backward(m, bt, AttnPolicy{}, acts, d.data(), g.data());
+      model_loss(m, bt, acts, float(1.0 / count));
+      model_backward(m, bt, AttnPolicy{}, acts, g);
     }
-    return g;
+    return std::vector<float>(g.ptr<float>(), g.ptr<float>() + m.numel);
   };
   std::vector<std::vector<int>> ab = a;
   ab.insert(ab.end(), b.begin(), b.end());
@@ -104,7 +104,7 @@ TEST(Train, ResumeReproducesUninterruptedRun) {
   TrainResult rest = train_run(small_run(d2, 6), -1, &resumed);
   EXPECT_EQ(rest.start_step, 3);
   EXPECT_EQ(rest.end_step, 6);
-  EXPECT_EQ(full.w, resumed.w);
+  EXPECT_EQ(model_host_weights(full), model_host_weights(resumed));
   for (int i = 0; i < 3; i++) EXPECT_EQ(r1.losses[size_t(3 + i)], rest.losses[size_t(i)]);
   // The checkpoint folder is a model folder: bf16 weights, loadable on its own.
   Model back = model_load(d2 + "/checkpoint");
@@ -117,6 +117,25 @@ TEST(Train, ResumeReproducesUninterruptedRun) {
   EXPECT_TRUE(again.losses.empty());
   remove_tree(d1);
   remove_tree(d2);
+}
+
+// A run that diverges stops with an error at the first non-finite loss and keeps the last
+// checkpoint it wrote, whole and finite (it used to train on to NaN, exit 0 and write an
+// all-NaN checkpoint). The run file refuses such an lr; the library takes any.
+TEST(Train, DivergenceStopsWithoutANonFiniteCheckpoint) {
+  std::string d = tmp("diverge");
+  TrainConfig cfg = small_run(d, 20);
+  cfg.sched.lr = 1e30f, cfg.sched.min_lr = 1e29f, cfg.clip = 1e30f, cfg.checkpoint_every = 1;
+  try {
+    train_run(cfg, -1, nullptr);
+    ADD_FAILURE() << "a diverging run finished";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("training stops here"), std::string::npos) << e.what();
+  }
+  Model back = model_load(d + "/checkpoint");  // model_load refuses NaN or Inf weights
+  for (float w : model_host_weights(back)) ASSERT_TRUE(std::isfinite(w));
+  EXPECT_NE(access((d + "/checkpoint.tmp").c_str(), F_OK), 0);
+  remove_tree(d);
 }
 
 TEST(Train, RejectsBadRunFiles) {
@@ -153,7 +172,7 @@ TEST_P(TrainCopy, TinyModelLearnsCopy) {
   EXPECT_LT(last, 0.05);
   int exact = 0;
   for (const char* w : {"jacebd", "hhgiab", "bdfhjc"}) {
-    KVCache kc = kv_cache_create(m.cfg, 64);
+    KVCache kc = kv_cache_create(m, 1, 64);
     std::vector<int> p = {256};
     for (const char* c = w; *c; c++) p.push_back(*c);
     p.push_back('|');

@@ -263,6 +263,138 @@ TEST_P(Semantics, RaggedCacheIgnoresPadding) {
   }
 }
 
+// Ragged queries (seqlens_q): sequence b is its first seqlens_q[b] query rows against its first
+// seqlens_k[b] keys, exactly as if run alone (so its default position is S_b - seqlens_q[b]);
+// the rows past it are never read (they hold NaN here) and their outputs never written (they
+// keep a sentinel), in every op.
+TEST_P(Semantics, RaggedQueriesAreEachSequenceAlone) {
+  const int B = 3, T = 5, S = 12, Hq = 4, Hkv = 2, D = 8;
+  const float kSentinel = 77.0f;
+  int32_t lq[B] = {5, 2, 0}, lk[B] = {12, 7, 4};
+  Buffer q = randn({B, T, Hq, D}, 50), k = randn({B, S, Hkv, D}, 51), v = randn({B, S, Hkv, D}, 52);
+  Buffer dout = randn({B, T, Hq, D}, 53);
+  for (int b = 0; b < B; b++)
+    for (int t = lq[b]; t < T; t++)
+      for (int i = 0; i < Hq * D; i++)
+        q.ptr<float>()[(b * T + t) * Hq * D + i] = NAN, dout.ptr<float>()[(b * T + t) * Hq * D + i] = NAN;
+  auto filled = [&](std::initializer_list<int64_t> shape) {
+    Buffer x(DType::f32, shape);
+    std::fill(x.ptr<float>(), x.ptr<float>() + x.numel(), kSentinel);
+    return x;
+  };
+  // Batch b's first n rows of a [B, R, H, D] tensor as a [1, n, H, D] one.
+  auto rows = [&](const Buffer& x, int b, int n) {
+    const TensorView& xv = x.view();
+    int64_t per = xv.shape[2] * xv.shape[3];
+    Buffer r(DType::f32, {1, n, xv.shape[2], xv.shape[3]});
+    std::copy_n(x.ptr<float>() + b * xv.shape[1] * per, n * per, r.ptr<float>());
+    return r;
+  };
+  // Row t of batch b of a [B, R, ...] tensor: w elements starting at (b * R + t) * w.
+  auto expect_rows = [&](const Buffer& got, const Buffer& alone, int b, int R, int n, int w,
+                         const char* what) {
+    for (int t = 0; t < R; t++)
+      for (int i = 0; i < w; i++) {
+        float g = got.ptr<float>()[(int64_t(b) * R + t) * w + i];
+        if (t >= n) {
+          ASSERT_EQ(g, kSentinel) << what << " b " << b << " row " << t << " was written";
+        } else {
+          float a = alone.ptr<float>()[int64_t(t) * w + i];
+          if (std::isinf(a)) ASSERT_EQ(g, a) << what << " b " << b << " row " << t;
+          else ASSERT_NEAR(g, a, 1e-5 * (1 + std::fabs(a))) << what << " b " << b << " row " << t;
+        }
+      }
+  };
+  Seqs ragged{.seqlens_k = lk, .seqlens_q = lq};
+  SelectOpts sel{.k = 3};
+  for (bool causal : {false, true}) {
+    SCOPED_TRACE(causal ? "causal" : "non-causal");
+    Buffer o = filled({B, T, Hq, D}), lse = filled({B, T, Hq});
+    attention_forward(q, k, v, ragged, opts(causal), o, lse);
+    Buffer dq = filled({B, T, Hq, D}), dk = filled({B, S, Hkv, D}), dv = filled({B, S, Hkv, D});
+    attention_backward(q, k, v, o, lse, dout, ragged, opts(causal), dq, dk, dv);
+    Buffer sc = filled({B, T, Hq, S}), ent = filled({B, T, Hq});
+    attention_scores(q, k, ragged, opts(causal), sc);
+    attention_entropy(q, k, ragged, opts(causal), ent, {});
+    Buffer to = filled({B, T, Hq, D}), tl = filled({B, T, Hq});
+    Buffer idx(DType::i32, {B, T, Hq, 3});
+    std::fill(idx.ptr<int32_t>(), idx.ptr<int32_t>() + idx.numel(), 1234);
+    topk_attention_forward(q, k, v, ragged, opts(causal), sel, to, tl, idx);
+    Buffer sq = filled({B, T, Hq, D}), sk = filled({B, S, Hkv, D}), sv = filled({B, S, Hkv, D});
+    sparse_attention_backward(q, k, v, idx, to, tl, dout, ragged, opts(causal), sq, sk, sv);
+    Buffer mass = filled({B, T, Hq});
+    selection_mass(q, k, idx, ragged, opts(causal), mass);
+    for (int b = 0; b < B; b++) {
+      SCOPED_TRACE("sequence " + std::to_string(b));
+      int n = lq[b], m = lk[b];
+      if (n == 0) {  // no queries: no output row is written, and no key gets a gradient
+        Buffer none(DType::f32, {1});
+        expect_rows(o, none, b, T, 0, Hq * D, "o");
+        expect_rows(dq, none, b, T, 0, Hq * D, "dq");
+        expect_rows(sq, none, b, T, 0, Hq * D, "sparse dq");
+        for (int64_t i = 0; i < int64_t(S) * Hkv * D; i++) {
+          ASSERT_EQ(dk.ptr<float>()[b * S * Hkv * D + i], 0.f);
+          ASSERT_EQ(dv.ptr<float>()[b * S * Hkv * D + i], 0.f);
+        }
+        continue;
+      }
+      Buffer q1 = rows(q, b, n), k1 = rows(k, b, m), v1 = rows(v, b, m), d1 = rows(dout, b, n);
+      Out a = full(q1, k1, v1, {}, causal);
+      expect_rows(o, a.o, b, T, n, Hq * D, "o");
+      expect_rows(lse, a.lse, b, T, n, Hq, "lse");
+      Buffer aq(DType::f32, {1, n, Hq, D}), ak(DType::f32, {1, m, Hkv, D}), av(DType::f32, {1, m, Hkv, D});
+      attention_backward(q1, k1, v1, a.o, a.lse, d1, {}, opts(causal), aq, ak, av);
+      expect_rows(dq, aq, b, T, n, Hq * D, "dq");
+      for (int j = 0; j < S; j++)  // key rows past seqlens_k get 0 (dk, dv are overwritten whole)
+        for (int i = 0; i < Hkv * D; i++) {
+          int64_t e = (int64_t(b) * S + j) * Hkv * D + i;
+          float wk = j < m ? ak.ptr<float>()[j * Hkv * D + i] : 0.f;
+          float wv = j < m ? av.ptr<float>()[j * Hkv * D + i] : 0.f;
+          ASSERT_NEAR(dk.ptr<float>()[e], wk, 1e-5 * (1 + std::fabs(wk))) << "dk row " << j;
+          ASSERT_NEAR(dv.ptr<float>()[e], wv, 1e-5 * (1 + std::fabs(wv))) << "dv row " << j;
+        }
+      Buffer asc(DType::f32, {1, n, Hq, m}), aent(DType::f32, {1, n, Hq});
+      attention_scores(q1, k1, {}, opts(causal), asc);
+      attention_entropy(q1, k1, {}, opts(causal), aent, {});
+      for (int t = 0; t < T; t++)
+        for (int h = 0; h < Hq; h++)
+          for (int j = 0; j < S; j++) {
+            float g = sc.ptr<float>()[((int64_t(b) * T + t) * Hq + h) * S + j];
+            if (t >= n) ASSERT_EQ(g, kSentinel) << "scores row " << t;
+            else if (j >= m) ASSERT_EQ(g, -kInf) << "scores padding " << j;
+            else {
+              float a = asc.ptr<float>()[(int64_t(t) * Hq + h) * m + j];
+              if (std::isinf(a)) ASSERT_EQ(g, a) << "scores row " << t << " key " << j;
+              else ASSERT_NEAR(g, a, 1e-5) << "scores row " << t << " key " << j;
+            }
+          }
+      expect_rows(ent, aent, b, T, n, Hq, "entropy");
+      Buffer ao(DType::f32, {1, n, Hq, D}), al(DType::f32, {1, n, Hq}), ai(DType::i32, {1, n, Hq, 3});
+      topk_attention_forward(q1, k1, v1, {}, opts(causal), sel, ao, al, ai);
+      expect_rows(to, ao, b, T, n, Hq * D, "top-k o");
+      expect_rows(tl, al, b, T, n, Hq, "top-k lse");
+      for (int t = 0; t < T; t++)
+        for (int i = 0; i < Hq * 3; i++) {
+          int32_t g = idx.ptr<int32_t>()[(int64_t(b) * T + t) * Hq * 3 + i];
+          if (t >= n) ASSERT_EQ(g, 1234) << "indices row " << t << " was written";
+          else ASSERT_EQ(g, ai.ptr<int32_t>()[int64_t(t) * Hq * 3 + i]) << "indices row " << t;
+        }
+      Buffer bq(DType::f32, {1, n, Hq, D}), bk(DType::f32, {1, m, Hkv, D}), bv(DType::f32, {1, m, Hkv, D});
+      sparse_attention_backward(q1, k1, v1, ai, ao, al, d1, {}, opts(causal), bq, bk, bv);
+      expect_rows(sq, bq, b, T, n, Hq * D, "sparse dq");
+      for (int j = 0; j < m; j++)
+        for (int i = 0; i < Hkv * D; i++) {
+          int64_t e = (int64_t(b) * S + j) * Hkv * D + i;
+          ASSERT_NEAR(sk.ptr<float>()[e], bk.ptr<float>()[j * Hkv * D + i], 1e-5) << "sparse dk row " << j;
+          ASSERT_NEAR(sv.ptr<float>()[e], bv.ptr<float>()[j * Hkv * D + i], 1e-5) << "sparse dv row " << j;
+        }
+      Buffer am(DType::f32, {1, n, Hq});
+      selection_mass(q1, k1, ai, {}, opts(causal), am);
+      expect_rows(mass, am, b, T, n, Hq, "mass");
+    }
+  }
+}
+
 TEST_P(Semantics, QueriesThatSeeNoKeyGiveZeroAndInfiniteLse) {
   // Causal with more queries than keys: the first queries sit before key 0.
   int T = 4, S = 2, H = 1, D = 4;

@@ -24,7 +24,26 @@ TEST(TasksCli, ListsTasks) {
   ASSERT_EQ(run("data --list", out), 0) << out;
   for (const char* t : {"niah_single_1", "niah_multiquery", "vt", "cwe", "fwe", "json_kv", "passkey", "mqar"})
     EXPECT_NE(out.find(t), std::string::npos) << t;
-  EXPECT_NE(out.find("format v1"), std::string::npos);
+  EXPECT_NE(out.find("format v2"), std::string::npos);
+}
+
+// --model DIR: lengths count that model's tokens (here a small GPT-2-style BPE, about 2.4 bytes
+// a token on this text), so a prompt of 1024 tokens holds far more text than with the byte
+// tokenizer.
+TEST(TasksCli, LengthsInAModelsTokenizer) {
+  std::string out;
+  const std::string dir = std::string(TOPK_SOURCE_DIR) + "/tests/data/bpe_gpt2";
+  ASSERT_EQ(run("data --model " + dir + " --list", out), 0) << out;
+  EXPECT_EQ(out.find("tokenizer 'bytes'"), std::string::npos) << out;
+  auto prompt_bytes = [&](const std::string& extra) -> size_t {
+    EXPECT_EQ(run("data --task passkey --length 1024 --n 1 --json" + extra, out), 0) << out;
+    size_t a = out.find("\"prompt\":\""), b = out.find("\",\"", a + 10);
+    return a == std::string::npos || b == std::string::npos ? 0 : b - a;
+  };
+  const size_t bytes = prompt_bytes(""), bpe = prompt_bytes(" --model " + dir);
+  EXPECT_LT(bytes, 1100u);
+  EXPECT_GT(2 * bpe, 3 * bytes);
+  EXPECT_EQ(run("data --task vt --length 1024 --model /nonexistent/model", out), 1);
 }
 
 TEST(TasksCli, PrintsExamples) {
@@ -39,7 +58,13 @@ TEST(TasksCli, PrintsExamples) {
   EXPECT_EQ(lines, 3);
   EXPECT_NE(out.find("\"scorer\":\"string_match_all\""), std::string::npos) << out;
   EXPECT_NE(out.find("\"needles\":[{\"chars\":["), std::string::npos) << out;
-  EXPECT_NE(out.find("\"version\":1"), std::string::npos);
+  EXPECT_NE(out.find("\"version\":2"), std::string::npos);
+  EXPECT_NE(out.find("\"mode\":\"compact\""), std::string::npos);
+  ASSERT_EQ(run("data --task niah_single_1 --length 640 --n 1 --json --mode compact", out), 0) << out;
+  EXPECT_NE(out.find("\"mode\":\"compact\""), std::string::npos) << out;
+  ASSERT_EQ(run("data --task niah_single_1 --length 640 --n 1 --json", out), 0) << out;
+  EXPECT_NE(out.find("\"mode\":\"ruler\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"answer_tokens\":128"), std::string::npos) << out;
 }
 
 TEST(TasksCli, EvenDepthsAndOutFile) {
@@ -84,6 +109,10 @@ TEST(TasksCli, Errors) {
   EXPECT_EQ(run("data --task cwe --length 2048 >/dev/null; TOPK_WORDLIST=/nonexistent/words " +
                     topk_bin() + " data --task cwe --length 2048", out), 1);
   EXPECT_NE(out.find("install the Debian package 'wamerican-small'"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task json_kv --length 4096 --mode ruler", out), 1);
+  EXPECT_NE(out.find("task json_kv has no ruler mode"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task vt --length 4096 --mode fast", out), 1);
+  EXPECT_NE(out.find("unknown task mode 'fast'"), std::string::npos) << out;
   EXPECT_EQ(run("data --task vt --length", out), 2);
   EXPECT_NE(out.find("--length: 1 required N missing"), std::string::npos) << out;
 }

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # One command for a GPU machine: CUDA tests, the GPU benchmarks and the PyTorch side-by-side,
-# then compute-sanitizer memcheck and racecheck (the slow steps, last). Logs and JSON go to an
-# output folder ($OUT if set, else ./out); a short summary table is printed last.
+# the engine benchmarks against Hugging Face transformers, then compute-sanitizer memcheck and
+# racecheck (the slow steps, last). Logs and JSON go to an output folder ($OUT if set, else
+# ./out); a short summary table is printed last.
 #
 #   tools/gpu-check.sh [BUILD_DIR]     (default: build; built here when its binaries are missing)
 #
 # Environment: TOPK_BIN (folder holding prebuilt `topk` and `topk_cuda_tests`, instead of a
-# build dir), SANITIZER_FILTER (gtest filter for the sanitizer runs), SKIP_TORCH=1, REPS
-# (timed runs per case, default 50), STEP_TIMEOUT (seconds per step, default 900).
+# build dir), STEPS (which steps, comma separated, default all: tests,bench,torch,engine,hf,
+# sanitize, python), TEST_FILTER (gtest filter of the tests step), SANITIZER_FILTER (gtest filter for
+# the sanitizer runs), SKIP_TORCH=1, REPS (timed runs per case, default 50), STEP_TIMEOUT
+# (seconds per step, default 900), HF_ARGS (extra arguments of bench/hf_engine_baselines.py).
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-./out}
@@ -25,23 +28,33 @@ else
   fi
 fi
 REPS=${REPS:-50}
-FILTER=${SANITIZER_FILTER:-CudaAttention.ForwardRaggedDtypes:CudaAttention.ForwardPackedAndStrided:CudaSelect.*:CudaSparse.*:CudaTopk.RatiosForcedAndFull:CudaTopk.CausalPrefill:CudaTopk.ThresholdSmall:CudaTopk.SampleThresholds:CudaTopk.TiesAcrossSlices}
+STEPS=${STEPS:-tests,bench,torch,engine,hf,python,sanitize}
+want() { case ",$STEPS," in *",$1,"*) return 0 ;; esac; return 1; }
+export TOPK_SOURCE_DIR=$ROOT
+FILTER=${SANITIZER_FILTER:-CudaAttention.ForwardRaggedDtypes:CudaAttention.ForwardPackedAndStrided:CudaSelect.*:CudaSparse.*:CudaTopk.RatiosForcedAndFull:CudaTopk.CausalPrefill:CudaTopk.ThresholdSmall:CudaTopk.SampleThresholds:CudaTopk.TiesAcrossSlices:CudaFlash.ForwardLayouts:CudaFlash.ForwardStridedCache:CudaBackward.Layouts:CudaBackward.OtherDtypesAndHeadDims:CudaSparseBackward.*:CudaMetrics.*:CudaTopkPrefill.GroupsAndRangesUnderSmallBudget:CudaModelOps.*}
 LOG=$OUT/gpu-check.log
 : >"$LOG"
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
 
 step() { echo "== $1" | tee -a "$LOG"; }
-st_tests=FAIL st_mem=FAIL st_race=FAIL st_bench=FAIL st_torch=SKIP
+st_tests=SKIP st_mem=SKIP st_race=SKIP st_bench=SKIP st_torch=SKIP st_engine=SKIP st_hf=SKIP st_py=SKIP
+has_torch() { [ "${SKIP_TORCH:-0}" != 1 ] && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; }
 
+if want tests; then
 step "tests"
-if timeout "${STEP_TIMEOUT:-900}" "$TESTS" >"$OUT/cuda_tests.log" 2>&1; then st_tests=PASS; fi
+st_tests=FAIL
+if timeout "${STEP_TIMEOUT:-900}" "$TESTS" --gtest_filter="${TEST_FILTER:-*}" >"$OUT/cuda_tests.log" 2>&1; then st_tests=PASS; fi
 grep -E "^\[  (PASSED|FAILED|SKIPPED) " "$OUT/cuda_tests.log" | tee -a "$LOG"
+fi
 
+if want bench; then
 step "topk bench cuda"
+st_bench=FAIL
 if timeout "${STEP_TIMEOUT:-900}" "$TOPK" bench cuda --reps "$REPS" --out "$OUT/bench_cuda.json" 2>&1 | tee -a "$LOG"; then
   [ -s "$OUT/bench_cuda.json" ] && st_bench=PASS
 fi
-if [ "${SKIP_TORCH:-0}" != 1 ] && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+fi
+if want torch && has_torch; then
   step "torch baselines"
   if PYTHONUNBUFFERED=1 timeout "${STEP_TIMEOUT:-900}" python3 "$ROOT/bench/torch_baselines.py" --reps "$REPS" --out "$OUT/bench_torch.json" >/dev/null 2>>"$LOG"; then
     st_torch=PASS
@@ -50,14 +63,53 @@ if [ "${SKIP_TORCH:-0}" != 1 ] && python3 -c "import torch; assert torch.cuda.is
   fi
 fi
 
+# The engine on the issue's Llama-shaped model (12 layers, d 768, 12 query / 4 KV heads of 64,
+# ffn 2048, vocabulary 32000): training steps at 4K and 16K, decode steps at 32K and 128K.
+MODEL="--layers 12 --d-model 768 --heads 12 --kv-heads 4 --ffn 2048 --vocab 32000"
+if want engine; then
+step "topk bench train / generate (engine)"
+st_engine=FAIL
+if timeout "${STEP_TIMEOUT:-900}" "$TOPK" bench train --device cuda $MODEL --S 4096,16384 \
+     --batch-tokens 16384 --steps 10 --warmup 3 --policy topk:ratio=0.01 --policy topk:k=256 \
+     --json >"$OUT/bench_train.jsonl" 2>>"$LOG" &&
+   timeout "${STEP_TIMEOUT:-900}" "$TOPK" bench generate --device cuda $MODEL --S 32768,131072 \
+     --batch 1,8 --json >"$OUT/bench_generate.jsonl" 2>>"$LOG"; then
+  st_engine=PASS
+fi
+cat "$OUT/bench_train.jsonl" "$OUT/bench_generate.jsonl" >>"$LOG" 2>/dev/null
+fi
+if want hf && has_torch; then
+step "Hugging Face baselines (engine)"
+st_hf=FAIL
+if PYTHONUNBUFFERED=1 timeout "${STEP_TIMEOUT:-900}" python3 "$ROOT/bench/hf_engine_baselines.py" ${HF_ARGS:-} --out "$OUT/bench_hf.json" >>"$LOG" 2>&1; then
+  st_hf=PASS
+fi
+fi
+
+# The Python package: torch ops on CUDA, streams, transformers' "topk" against sdpa and against
+# the engine (tools/python_gpu_check.py; builds the package with pip into $OUT/topk-py).
+if want python && has_torch; then
+step "Python package (tools/python_gpu_check.py)"
+st_py=FAIL
+if [ -n "${TOPK_BIN:-}" ]; then PYBUILD=$TOPK_BIN; else PYBUILD=$BUILD; fi
+if PYTHONUNBUFFERED=1 timeout "${STEP_TIMEOUT:-900}" python3 "$ROOT/tools/python_gpu_check.py" \
+     --build "$PYBUILD" --topk "$TOPK" --out "$OUT" >"$OUT/python_gpu_check.log" 2>&1; then
+  st_py=PASS
+fi
+tail -n 20 "$OUT/python_gpu_check.log" | tee -a "$LOG"
+fi
+
+if want sanitize; then
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 step "compute-sanitizer memcheck ($FILTER)"
+st_mem=FAIL st_race=FAIL
 if timeout "${STEP_TIMEOUT:-900}" "$SAN" --tool memcheck --error-exitcode 3 "$TESTS" --gtest_filter="$FILTER" >"$OUT/sanitizer.log" 2>&1; then st_mem=PASS; fi
 tail -n 3 "$OUT/sanitizer.log" | tee -a "$LOG"
 step "compute-sanitizer racecheck ($FILTER)"
 echo "==== racecheck" >>"$OUT/sanitizer.log"
 if timeout "${STEP_TIMEOUT:-900}" "$SAN" --tool racecheck --error-exitcode 3 "$TESTS" --gtest_filter="$FILTER" >>"$OUT/sanitizer.log" 2>&1; then st_race=PASS; fi
 tail -n 3 "$OUT/sanitizer.log" | tee -a "$LOG"
+fi
 
 echo
 echo "| step | result |"
@@ -67,8 +119,16 @@ echo "| memcheck | $st_mem |"
 echo "| racecheck | $st_race |"
 echo "| bench cuda | $st_bench |"
 echo "| torch baselines | $st_torch |"
+echo "| engine benchmarks | $st_engine |"
+echo "| HF engine baselines | $st_hf |"
+echo "| Python package | $st_py |"
 if [ "$st_bench" = PASS ] && [ "$st_torch" = PASS ]; then
   echo
   python3 "$ROOT/bench/join_bench.py" "$OUT/bench_cuda.json" "$OUT/bench_torch.json" | tee "$OUT/summary.md"
 fi
-[ "$st_tests$st_mem$st_race" = PASSPASSPASS ]
+if [ "$st_engine" = PASS ]; then
+  echo
+  python3 "$ROOT/bench/join_engine.py" "$OUT/bench_train.jsonl" "$OUT/bench_generate.jsonl" \
+    "$OUT/bench_hf.json" | tee "$OUT/engine_summary.md"
+fi
+case "$st_tests$st_mem$st_race" in *FAIL*) exit 1 ;; esac

@@ -6,7 +6,8 @@ Run where torch, transformers and safetensors are installed:
     python3 tools/hf_make_fixtures.py OUT_DIR
 
 It builds tiny random LlamaForCausalLM (untied head, llama3 rope scaling),
-Qwen2ForCausalLM (q/k/v biases) and Qwen3ForCausalLM (q/k norms, tied head) models in fp32,
+Qwen2ForCausalLM (q/k/v biases) and Qwen3ForCausalLM (q/k norms, tied head) models with head
+dim 64 and weights that bf16 holds exactly, computes their logits in fp32, saves them in bf16,
 and writes for each OUT_DIR/hf_tiny_<name>/{config.json, model.safetensors, golden.safetensors}.
 golden.safetensors holds input_ids (I32 [B, T]) and logits (F32 [B, T, V]) from the eager
 attention path. OUT_DIR/fixtures.tar packs the three folders. Copy them to tests/data/.
@@ -20,7 +21,9 @@ import torch
 import transformers
 from safetensors.torch import save_file
 
-V, HIDDEN, INTER, LAYERS, HEADS, KV, HD = 300, 64, 128, 2, 4, 2, 16
+# Head dim 64: the CUDA attention kernels are built for head dims 64 and 128, and the engine's
+# GPU tests run on these fixtures too.
+V, HIDDEN, INTER, LAYERS, HEADS, KV, HD = 300, 256, 256, 2, 4, 2, 64
 BOS, EOS, PAD = 256, 257, 258
 B, T = 2, 12
 
@@ -51,7 +54,10 @@ def randomize(model, seed):
             elif name.endswith(".bias"):
                 p.copy_(0.2 * torch.randn(p.shape, generator=g))
             else:
-                p.copy_(0.15 * torch.randn(p.shape, generator=g))
+                p.copy_(0.15 * torch.randn(p.shape, generator=g) / (HIDDEN / 64) ** 0.5)
+            # Values a bf16 file holds exactly: the fixture is stored in bf16 (half the size)
+            # and its golden logits are those of these very weights, computed in fp32.
+            p.copy_(p.bfloat16().float())
 
 
 def build(out, name, cls, model_cls, theta, scaling, seed, **kw):
@@ -62,16 +68,16 @@ def build(out, name, cls, model_cls, theta, scaling, seed, **kw):
     randomize(model, seed)
     d = os.path.join(out, "hf_tiny_" + name)
     os.makedirs(d, exist_ok=True)
-    model.save_pretrained(d, safe_serialization=True)
-    for extra in ("generation_config.json",):
-        p = os.path.join(d, extra)
-        if os.path.exists(p):
-            os.remove(p)
     g = torch.Generator().manual_seed(seed + 1)
     ids = torch.randint(0, 256, (B, T), generator=g)
     ids[:, 0] = BOS
     with torch.no_grad():
         logits = model(input_ids=ids).logits.float()
+    model.to(torch.bfloat16).save_pretrained(d, safe_serialization=True)
+    for extra in ("generation_config.json",):
+        p = os.path.join(d, extra)
+        if os.path.exists(p):
+            os.remove(p)
     save_file({"input_ids": ids.to(torch.int32).contiguous(), "logits": logits.contiguous()},
               os.path.join(d, "golden.safetensors"))
     print(name, "logits", tuple(logits.shape), "absmax %.4f" % logits.abs().max().item())

@@ -4,7 +4,11 @@
 #   tools/install-deps.sh fuzz    also clang with libFuzzer and its OpenMP (make fuzz)
 set -euo pipefail
 packages=(g++ make cmake ninja-build libgtest-dev nlohmann-json3-dev libcli11-dev libopenblas-dev
-          wamerican-small gnuplot-nox)  # wamerican-small: the cwe word list; gnuplot-nox: eval plots
+          wamerican-small gnuplot-nox  # wamerican-small: the cwe word list; gnuplot-nox: eval plots
+          # the Python package's build and tests (the CTest `python`): Debian's torch (CPU),
+          # its C++ headers, and what a torch extension build needs
+          python3-torch libtorch-dev pybind11-dev python3-dev python3-pip python3-setuptools
+          python3-pytest)
 [ "${1:-}" = fuzz ] && packages+=(clang libclang-rt-dev libomp-dev)
 missing=()
 for p in "${packages[@]}"; do

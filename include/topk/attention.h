@@ -9,7 +9,8 @@
 // the other strides are free (a slice of a larger KV cache is fine). Small outputs are
 // contiguous: lse, entropy [B, T, Hq] f32; scores [B, T, Hq, S] f32; indices [B, T, Hsel, K] i32
 // with Hsel = Hq (per-head selection) or Hkv (one selection per KV group). Gradients dq, dk, dv
-// are contiguous f32 and overwritten. Inputs may be f32 or bf16 (f16 too on CUDA); o may be
+// are contiguous f32 and overwritten (dq in the rows of the sequences' queries; dk and dv whole,
+// 0 where no query attends). Inputs may be f32 or bf16 (f16 too on CUDA); o may be
 // f32 or bf16. All tensors of one call live on one device.
 #pragma once
 #include <span>
@@ -23,18 +24,23 @@ const char* backend_name(Backend b);
 
 // How rows of q and k/v form independent sequences.
 //  Batched (default): sequence b has the T queries q[b] and the S keys k[b], or only the first
-//    seqlens_k[b] keys when given (a ragged KV cache padded to S).
+//    seqlens_k[b] keys when given (a ragged KV cache padded to S), and only the first
+//    seqlens_q[b] queries when given (prompts of different lengths padded to T). Query rows
+//    past seqlens_q[b] are never read, and their o, lse (and dq) entries are not written.
 //  Packed: q is [1, Nq, Hq, D] and k, v are [1, Nk, Hkv, D]; sequence b owns query rows
 //    cu_seqlens_q[b] .. cu_seqlens_q[b+1]-1 and key rows cu_seqlens_k[b] .. cu_seqlens_k[b+1]-1.
 //    Sequences never see each other. Key index j of sequence b means its j-th key row.
 //  Position: query t of sequence b sits at key position q_pos[b] + t. By default
-//    q_pos[b] = S_b - T_b: the new queries are the last T_b keys (prefill, KV-cache decode).
-// Arrays live on the host.
+//    q_pos[b] = S_b - T_b: the new queries are the last T_b keys (prefill, KV-cache decode),
+//    with T_b = seqlens_q[b] when given.
+// Arrays live on the host. seqlens_q comes last so that brace lists written before it existed
+// keep their meaning.
 struct Seqs {
   std::span<const int32_t> seqlens_k;     // [B]
   std::span<const int32_t> cu_seqlens_q;  // [B+1], packed only
   std::span<const int32_t> cu_seqlens_k;  // [B+1], packed only
   std::span<const int32_t> q_pos;         // [B]
+  std::span<const int32_t> seqlens_q;     // [B], batched only: 0 <= seqlens_q[b] <= T
 };
 
 struct AttnOpts {

@@ -69,6 +69,15 @@ void copy(const TensorView& dst, const TensorView& src);
 // True when this build has the CUDA backend and a device is present.
 bool cuda_available();
 
+// The CUDA stream that topk's CUDA work (attention ops, model ops, cuBLAS, device copies) runs
+// on, for the calling thread: a cudaStream_t passed as void*, so that this header stays
+// CUDA-free. nullptr (the default) is the legacy default stream. A framework with its own
+// current stream sets it around each call (the PyTorch extension does). Thread-local; when
+// successive calls on a device use different streams, topk synchronizes the device once at the
+// switch, since its cached workspaces may still be in use on the old stream.
+void set_cuda_stream(void* stream);
+void* cuda_stream();
+
 }  // namespace topk
 
 // Argument checks that raise topk::Error with a formatted message.

@@ -64,6 +64,7 @@ void attention_backward(const TensorView& q, const TensorView& k, const TensorVi
   switch (plan.backend) {
     case Backend::ref: ref::attention_backward(plan.p); break;
     case Backend::cpu: cpu::attention_backward(plan.p); break;
+    case Backend::cuda: TOPK_CUDA_DISPATCH(op, cuda::attention_backward(plan.p)); break;
     default: no_backend(op, plan.backend);
   }
 }

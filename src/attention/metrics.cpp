@@ -25,6 +25,7 @@ void attention_entropy(const TensorView& q, const TensorView& k, const Seqs& seq
   switch (plan.backend) {
     case Backend::ref: ref::entropy(plan.p, e, n); break;
     case Backend::cpu: cpu::entropy(plan.p, e, n); break;
+    case Backend::cuda: TOPK_CUDA_DISPATCH(op, cuda::entropy(plan.p, e, n)); break;
     default: no_backend(op, plan.backend);
   }
 }
@@ -39,6 +40,7 @@ void selection_mass(const TensorView& q, const TensorView& k, const TensorView& 
   switch (plan.backend) {
     case Backend::ref: ref::selection_mass(plan.p, mass.ptr<float>()); break;
     case Backend::cpu: cpu::selection_mass(plan.p, mass.ptr<float>()); break;
+    case Backend::cuda: TOPK_CUDA_DISPATCH(op, cuda::selection_mass(plan.p, mass.ptr<float>())); break;
     default: no_backend(op, plan.backend);
   }
 }

@@ -12,7 +12,8 @@ namespace topk {
 
 // One independent sequence: its queries are rows q_start .. q_start+T-1 of batch `batch` of q,
 // its keys rows k_start .. k_start+S-1 of batch `batch` of k and v; query t sits at key
-// position q_pos + t.
+// position q_pos + t. T is the sequence's own query count (seqlens_q[b] in a ragged batch):
+// every backend counts query rows with it, never with AttnParams::Tq.
 struct SeqDesc {
   int32_t batch, q_start, T, k_start, S, q_pos;
 };
@@ -29,7 +30,8 @@ struct AttnParams {
   int nseq = 0;
   const SeqDesc* seqs = nullptr;  // [nseq], host
   int Hq = 0, Hkv = 0, D = 0;
-  int64_t Tq = 0;    // rows per batch of q (its shape[1]): contiguous per-query outputs use it
+  int64_t Tq = 0;    // rows per batch of q (its shape[1]): the pitch of contiguous per-query
+                     // outputs, not a row count (a sequence has SeqDesc::T rows)
   int64_t Smax = 0;  // rows per batch of k (its shape[1])
   float scale = 0;
   bool causal = false;
@@ -46,7 +48,8 @@ struct AttnParams {
 
   // Backward.
   Rows dout;                                        // [B, Tq, Hq, D]
-  float* dq = nullptr;                              // [B, Tq, Hq, D] contiguous
+  float* dq = nullptr;                              // [B, Tq, Hq, D] contiguous; rows of
+                                                    // no sequence are left as they are
   float* dk = nullptr, *dv = nullptr;               // [B, Smax, Hkv, D] contiguous
 
   int group() const { return Hq / Hkv; }
@@ -134,10 +137,24 @@ void selection_mass(const AttnParams& p, float* mass);
 namespace cuda {
 // Device pointers in the Params; seqs on the host (the launcher uploads them).
 void attention_forward(const AttnParams& p);
+void attention_backward(const AttnParams& p);
 void attention_scores(const AttnParams& p, float* scores);
 void topk_select(const SelectParams& p);
 void sparse_forward(const AttnParams& p);
+void sparse_backward(const AttnParams& p);
 void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t* indices, int64_t K);
+void entropy(const AttnParams& p, float* entropy, float* normalized);
+void selection_mass(const AttnParams& p, float* mass);
+// The budget of the CUDA buffers an op sizes by its row count (score rows, per-entry arrays of
+// the sparse backward): longer calls go in row ranges that keep those buffers under it.
+// workspace_budget() is kWorkspaceBudget, or TOPK_CUDA_WORKSPACE_BUDGET (bytes) when set: the
+// tests make it small to run the row ranges on small inputs.
+constexpr size_t kWorkspaceBudget = size_t(256) << 20;
+size_t workspace_budget();
+// The cached workspaces of the CUDA ops: their total size in bytes, and freeing them all (the
+// tests check the memory bounds with them).
+size_t workspace_bytes();
+void workspace_release();
 // The per-(row, query head) thresholds [rows, Hq] that top-k attention's threshold path picks
 // from its sample (threshold.h), into device memory thr; the tests check them on the host.
 void sample_thresholds(const AttnParams& p, const SelectOpts& sel, int64_t K, uint32_t* thr);

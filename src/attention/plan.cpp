@@ -83,6 +83,9 @@ static std::vector<SeqDesc> make_seqs(const char* op, const Seqs& seqs, int64_t 
                "%s: cu_seqlens_q and cu_seqlens_k must both have B+1 >= 2 entries (got %zu and %zu)",
                op, seqs.cu_seqlens_q.size(), seqs.cu_seqlens_k.size());
     TOPK_CHECK(seqs.seqlens_k.empty(), "%s: give either seqlens_k or cu_seqlens, not both", op);
+    TOPK_CHECK(seqs.seqlens_q.empty(),
+               "%s: give either seqlens_q or cu_seqlens, not both (packed sequences take their "
+               "query counts from cu_seqlens_q)", op);
     size_t n = seqs.cu_seqlens_q.size() - 1;
     TOPK_CHECK(seqs.cu_seqlens_q[0] == 0 && seqs.cu_seqlens_k[0] == 0,
                "%s: cu_seqlens must start at 0", op);
@@ -99,11 +102,17 @@ static std::vector<SeqDesc> make_seqs(const char* op, const Seqs& seqs, int64_t 
     TOPK_CHECK(seqs.seqlens_k.empty() || int64_t(seqs.seqlens_k.size()) == B,
                "%s: seqlens_k has %zu entries for batch size %lld", op, seqs.seqlens_k.size(),
                (long long)B);
+    TOPK_CHECK(seqs.seqlens_q.empty() || int64_t(seqs.seqlens_q.size()) == B,
+               "%s: seqlens_q has %zu entries for batch size %lld", op, seqs.seqlens_q.size(),
+               (long long)B);
     for (int64_t b = 0; b < B; b++) {
       int32_t sb = seqs.seqlens_k.empty() ? int32_t(S) : seqs.seqlens_k[b];
       TOPK_CHECK(sb >= 0 && sb <= S, "%s: seqlens_k[%lld] = %d is outside [0, %lld]", op,
                  (long long)b, sb, (long long)S);
-      out.push_back({int32_t(b), 0, int32_t(T), 0, sb, sb - int32_t(T)});
+      int32_t tb = seqs.seqlens_q.empty() ? int32_t(T) : seqs.seqlens_q[b];
+      TOPK_CHECK(tb >= 0 && tb <= T, "%s: seqlens_q[%lld] = %d is outside [0, %lld]", op,
+                 (long long)b, tb, (long long)T);
+      out.push_back({int32_t(b), 0, tb, 0, sb, sb - tb});
     }
   }
   if (!seqs.q_pos.empty()) {

@@ -54,6 +54,7 @@ void sparse_attention_backward(const TensorView& q, const TensorView& k, const T
   switch (plan.backend) {
     case Backend::ref: ref::sparse_backward(plan.p); break;
     case Backend::cpu: cpu::sparse_backward(plan.p); break;
+    case Backend::cuda: TOPK_CUDA_DISPATCH(op, cuda::sparse_backward(plan.p)); break;
     default: no_backend(op, plan.backend);
   }
 }

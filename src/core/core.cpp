@@ -134,6 +134,10 @@ void copy(const TensorView& dst, const TensorView& src) {
   TOPK_CHECK(dst.device == Device::cpu && src.device == Device::cpu,
              "copy: device copies need equal dtypes and contiguous tensors (%s into %s)",
              src.str().c_str(), dst.str().c_str());
+  if (same) {
+    if (nbytes) std::memmove(dst.data, src.data, nbytes);
+    return;
+  }
   int64_t n = src.numel();
   int64_t idx[4] = {0, 0, 0, 0};
   for (int64_t e = 0; e < n; e++) {
@@ -151,6 +155,10 @@ void copy(const TensorView& dst, const TensorView& src) {
 
 bool cuda_available() { return device_count() > 0; }
 
+static thread_local void* g_cuda_stream = nullptr;
+void set_cuda_stream(void* stream) { g_cuda_stream = stream; }
+void* cuda_stream() { return g_cuda_stream; }
+
 #ifndef TOPK_HAVE_CUDA
 static void no_cuda() { throw Error("this build of topk has no CUDA backend (nvcc was not found at configure time)"); }
 void* device_alloc(size_t) { no_cuda(); return nullptr; }
@@ -158,6 +166,7 @@ void device_free(void*) {}
 void device_copy(void*, const void*, size_t, CopyKind) { no_cuda(); }
 int device_count() { return 0; }
 void device_synchronize() {}
+int64_t device_memory_used() { return 0; }
 #endif
 
 }  // namespace topk

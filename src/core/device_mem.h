@@ -2,6 +2,7 @@
 // public headers carry no CUDA types. Without the CUDA backend they raise topk::Error.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 
 namespace topk {
 
@@ -12,5 +13,6 @@ void device_free(void* p);
 void device_copy(void* dst, const void* src, size_t bytes, CopyKind kind);
 int device_count();
 void device_synchronize();
+int64_t device_memory_used();  // bytes of the current device's memory in use (all processes)
 
 }  // namespace topk

@@ -3,7 +3,8 @@
 // Protocol: each example of tasks::generate is encoded with the model's byte tokenizer; all
 // prompt tokens but the last are prefilled with full attention (or with the policy itself when
 // EvalOpts::policy_prefill), then the last prompt token and every generated token run as
-// decode steps under the policy, greedily, until EOS or the example's answer budget. The
+// decode steps under the policy, greedily, until EOS or the example's answer budget. Examples
+// run in batches on the model's device; one full prefill serves every policy of a batch. The
 // prediction is scored with the task's RULER scorer (0..100). At every decode step each
 // layer's attention statistics (model/attend.h) are recorded and averaged.
 #pragma once
@@ -21,10 +22,12 @@ struct EvalOpts {
   std::vector<int64_t> lengths;       // target tokens per example
   int samples = 10;                   // examples per task and length; example i has seed seed+i
   uint64_t seed = 0;
+  std::string mode = "standard";      // task mode (tasks::parse_mode): standard, ruler, helmet, compact
   std::vector<std::string> policies;  // policy strings (model/policy.h)
   bool policy_prefill = false;        // prefill with the policy instead of full attention
   bool per_head = false;              // keep per-head statistics
   bool progress = false;              // progress line on stderr
+  int batch = 0;                      // examples decoded together; 0: 16 on CUDA, 1 on the CPU
 };
 
 // Means over decode steps (and examples) of one layer's statistics; per head when asked.
@@ -57,7 +60,11 @@ struct Report {
   double seconds = 0;
 };
 
-// Checks the options (known tasks, lengths that fit each task, parseable policies); raises
+// Examples decoded together for these options on the model's device.
+int batch_size(const EvalOpts& o, const Model& m);
+
+// Checks the options (known tasks and modes, positive lengths, parseable policies; run() checks
+// that each length fits its task in the model's tokens); raises
 // topk::Error naming the bad value.
 void validate(const EvalOpts& o);
 

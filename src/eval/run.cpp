@@ -8,7 +8,7 @@
 #include "core/progress.h"
 #include "core/timer.h"
 #include "eval/eval.h"
-#include "model/infer.h"
+#include "model/decode.h"
 #include "model/tokenizer.h"
 #include "tasks/tasks.h"
 
@@ -41,76 +41,93 @@ void acc_add(Acc& a, const std::vector<AttnStats>& st) {
     }
 }
 
-// One example under one policy, from a cache holding all prompt tokens but the last.
-Acc decode_example(const Model& m, const tasks::Example& e, KVCache kc, int last,
-                   const AttnPolicy& pol) {
+// Examples ex[i0 .. i0+B) under every policy, decoded together. With a full-attention prefill
+// (the protocol) the prompts are prefilled once and each policy decodes from a copy of that cache.
+std::vector<std::vector<Acc>> run_batch(const Model& m, const std::vector<tasks::Example>& ex,
+                                        size_t i0, size_t B, const std::vector<AttnPolicy>& pols,
+                                        bool policy_prefill) {
   const ModelConfig& c = m.cfg;
-  Acc a;
-  acc_init(a, c.layers, c.heads);
-  std::vector<float> logits;
-  std::vector<AttnStats> st;
-  std::vector<int> out;
-  int tok = last;
-  for (int64_t i = 0; i < e.answer_tokens; i++) {
-    model_step(m, kc, &tok, 1, pol, logits, true, &st);
-    acc_add(a, st);
-    tok = int(std::max_element(logits.begin(), logits.end()) - logits.begin());
-    if (tok == c.tokenizer.eos || kc.len >= kc.max_len) break;
-    out.push_back(tok);
+  std::vector<std::vector<int>> prompts;
+  std::vector<int> last, budget;
+  for (size_t b = 0; b < B; b++) {
+    const tasks::Example& e = ex[i0 + b];
+    std::vector<int> ids = encode(m.tok, e.prompt + e.answer_prefix, true);
+    TOPK_CHECK(int64_t(ids.size()) == e.prompt_tokens && ids.size() >= 2, "eval: %s example "
+               "encodes to %zu tokens, expected %lld", e.task.c_str(), ids.size(),
+               (long long)e.prompt_tokens);
+    last.push_back(ids.back());
+    budget.push_back(int(e.answer_tokens));
+    prompts.push_back(std::move(ids));
   }
-  a.prediction = tok_decode(c.tokenizer, out);
-  a.score = tasks::score(e.scorer, a.prediction, e.gold);
-  return a;
-}
-
-// All policies on one example: the prefill is shared when it is full attention.
-std::vector<Acc> run_example(const Model& m, const tasks::Example& e,
-                             const std::vector<AttnPolicy>& pols, bool policy_prefill) {
-  std::vector<int> ids = tok_encode(m.cfg.tokenizer, e.prompt + e.answer_prefix, true);
-  TOPK_CHECK(int64_t(ids.size()) == e.prompt_tokens && ids.size() >= 2, "eval: %s example encodes "
-             "to %zu tokens, expected %lld", e.task.c_str(), ids.size(), (long long)e.prompt_tokens);
-  const int P = int(ids.size()), cap = P + int(e.answer_tokens);
-  std::vector<float> logits;
-  std::vector<Acc> r;
-  KVCache shared = kv_cache_create(m.cfg, cap);
-  if (!policy_prefill) model_step(m, shared, ids.data(), P - 1, AttnPolicy{}, logits, true);
-  for (const AttnPolicy& pol : pols) {
-    if (!policy_prefill) {
-      r.push_back(decode_example(m, e, shared, ids[size_t(P - 1)], pol));
-      continue;
+  const int most = *std::max_element(budget.begin(), budget.end());
+  StepScratch s;
+  KVCache shared;
+  if (!policy_prefill) shared = prefill_prompts(m, prompts, most, AttnPolicy{}, s);
+  std::vector<std::vector<Acc>> r(B, std::vector<Acc>(pols.size()));
+  for (size_t p = 0; p < pols.size(); p++) {
+    KVCache kc;
+    if (policy_prefill) {
+      kc = prefill_prompts(m, prompts, most, pols[p], s);
+    } else {
+      kc = kv_cache_create(m, shared.batch, shared.max_len);
+      kv_cache_copy(kc, shared);
     }
-    KVCache kc = kv_cache_create(m.cfg, cap);
-    model_step(m, kc, ids.data(), P - 1, pol, logits, true);
-    r.push_back(decode_example(m, e, std::move(kc), ids[size_t(P - 1)], pol));
+    std::vector<std::vector<int>> out(B);
+    for (size_t b = 0; b < B; b++) acc_init(r[b][p], c.layers, c.heads);
+    greedy_decode(m, kc, last, budget, m.tok.eos_ids, pols[p], true,
+                  [&](int b, int tok, const std::vector<AttnStats>* st) {
+                    acc_add(r[size_t(b)][p], *st);
+                    if (std::find(m.tok.eos_ids.begin(), m.tok.eos_ids.end(), tok) ==
+                        m.tok.eos_ids.end())
+                      out[size_t(b)].push_back(tok);
+                    return true;
+                  },
+                  s);
+    for (size_t b = 0; b < B; b++) {
+      Acc& a = r[b][p];
+      a.prediction = decode(m.tok, out[b], true);
+      a.score = tasks::score(ex[i0 + b].scorer, a.prediction, ex[i0 + b].gold);
+    }
   }
   return r;
 }
 
 }  // namespace
 
+int batch_size(const EvalOpts& o, const Model& m) {
+  if (o.batch > 0) return o.batch;
+  return m.device() == Device::cuda ? 16 : 1;
+}
+
 void validate(const EvalOpts& o) {
   TOPK_CHECK(!o.tasks.empty(), "eval: no tasks (topk data --list shows them)");
   TOPK_CHECK(!o.lengths.empty(), "eval: no lengths");
   TOPK_CHECK(!o.policies.empty(), "eval: no attention policies");
   TOPK_CHECK(o.samples > 0, "eval: samples must be positive, got %d", o.samples);
+  tasks::parse_mode(o.mode);
   for (const auto& t : o.tasks) {
     TOPK_CHECK(tasks::find_task(t), "eval: unknown task '%s' (topk data --list shows the tasks)",
                t.c_str());
-    for (int64_t len : o.lengths) {
-      int64_t need = tasks::min_length(t);
-      TOPK_CHECK(len >= need, "eval: length %lld is below what task %s needs (%lld tokens)",
-                 (long long)len, t.c_str(), (long long)need);
-    }
+    for (int64_t len : o.lengths)
+      TOPK_CHECK(len > 0, "eval: length %lld must be positive", (long long)len);
   }
   for (const auto& p : o.policies) parse_policy(p);
 }
 
 Report run(const Model& m, const EvalOpts& o) {
   validate(o);
-  TOPK_CHECK(m.cfg.tokenizer.present, "eval: the model has no byte tokenizer (topk's task prompts "
-             "are text); config.json needs \"topk_tokenizer\"");
+  TOPK_CHECK(m.tok.has_text(), "eval: the model has no tokenizer (topk's task prompts are text); "
+             "its folder needs tokenizer.json, or \"topk_tokenizer\" in config.json");
   std::vector<AttnPolicy> pols;
   for (const auto& p : o.policies) pols.push_back(parse_policy(p));
+  // validate() checked the lengths in bytes; the model's own tokens decide.
+  const tasks::Tokenizer ttok = task_tokenizer(m.tok);
+  for (const auto& t : o.tasks)
+    for (int64_t len : o.lengths) {
+      const int64_t need = tasks::min_length(t, ttok, 0, tasks::parse_mode(o.mode));
+      TOPK_CHECK(len >= need, "eval: length %lld is below what task %s needs with the model's "
+                 "tokenizer (%lld tokens)", (long long)len, t.c_str(), (long long)need);
+    }
   const int L = m.cfg.layers, H = m.cfg.heads;
   Report rep;
   rep.opts = o;
@@ -123,6 +140,7 @@ Report run(const Model& m, const EvalOpts& o) {
     for (int64_t len : o.lengths) {
       std::vector<std::vector<Acc>> res(size_t(o.samples));
       std::vector<int64_t> ctx(size_t(o.samples));
+      std::vector<tasks::Example> ex(size_t(o.samples));
       const double c0 = now_seconds();
       std::string err;
 #pragma omp parallel for schedule(dynamic, 1)
@@ -131,26 +149,43 @@ Report run(const Model& m, const EvalOpts& o) {
           tasks::Config cfg;
           cfg.length = len;
           cfg.seed = o.seed + uint64_t(i);
-          tasks::Example e = tasks::generate(task, cfg);
-          ctx[size_t(i)] = e.prompt_tokens;
-          res[size_t(i)] = run_example(m, e, pols, o.policy_prefill);
-        } catch (const std::exception& ex) {
+          cfg.mode = tasks::parse_mode(o.mode);
+          ex[size_t(i)] = tasks::generate(task, cfg, ttok);
+          ctx[size_t(i)] = ex[size_t(i)].prompt_tokens;
+        } catch (const std::exception& e) {
 #pragma omp critical
-          err = ex.what();
+          err = e.what();
         }
+      }
+      if (!err.empty()) throw Error(err);
+      // On the CPU, batches of one example run in parallel threads (the ops of a tiny model are
+      // too small to share); on CUDA, batches run one after another, each filling the GPU.
+      const int batch = batch_size(o, m);
+      const int nb = (o.samples + batch - 1) / batch;
+#pragma omp parallel for schedule(dynamic, 1) if (m.device() == Device::cpu)
+      for (int bi = 0; bi < nb; bi++) {
+        try {
+          const size_t i0 = size_t(bi) * size_t(batch);
+          const size_t B = std::min<size_t>(size_t(batch), size_t(o.samples) - i0);
+          std::vector<std::vector<Acc>> part = run_batch(m, ex, i0, B, pols, o.policy_prefill);
+          for (size_t b = 0; b < B; b++) res[i0 + b] = std::move(part[b]);
 #pragma omp critical
-        {
-          done++;
-          // On a terminal the line redraws for every example; in a log, about 20 lines in all.
-          if (o.progress && (pr.tty || done == total || done % std::max<int64_t>(1, total / 20) == 0)) {
-            double el = now_seconds() - pr.t0;
-            char buf[256];
-            std::snprintf(buf, sizeof buf, "eval %lld/%lld examples  %s @ %lld  elapsed %s  ETA %s",
-                          (long long)done, (long long)total, task.c_str(), (long long)len,
-                          format_duration(el).c_str(),
-                          format_duration(el / double(done) * double(total - done)).c_str());
-            progress_print(pr, buf, done == total);
+          {
+            done += int64_t(B);
+            // On a terminal the line redraws for every batch; in a log, about 20 lines in all.
+            if (o.progress && (pr.tty || done == total || done % std::max<int64_t>(1, total / 20) < int64_t(B))) {
+              double el = now_seconds() - pr.t0;
+              char buf[256];
+              std::snprintf(buf, sizeof buf, "eval %lld/%lld examples  %s @ %lld  elapsed %s  ETA %s",
+                            (long long)done, (long long)total, task.c_str(), (long long)len,
+                            format_duration(el).c_str(),
+                            format_duration(el / double(done) * double(total - done)).c_str());
+              progress_print(pr, buf, done == total);
+            }
           }
+        } catch (const std::exception& e) {
+#pragma omp critical
+          err = e.what();
         }
       }
       if (!err.empty()) throw Error(err);

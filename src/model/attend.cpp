@@ -4,74 +4,124 @@
 #include <cmath>
 #include <limits>
 
+#include "attention/params.h"
 #include "core/rng.h"
+#include "model/views.h"
 
 namespace topk {
 
 namespace {
 
-// Row t of a [1, T, H, D] view as a [1, 1, H, D] view.
-TensorView row_view(const TensorView& x, int64_t t) {
-  TensorView r = x;
-  r.data = static_cast<char*>(x.data) + size_t(t * x.stride[1]) * dtype_size(x.dtype);
-  r.shape[1] = 1;
-  return r;
+// Device scratch reused across calls (one set per host thread: the CPU eval runs examples in
+// parallel).
+struct Scratch {
+  Buffer idx, idx2, scores, ent, entn, mass;
+};
+Scratch& scratch_of() {
+  thread_local Scratch s;
+  return s;
 }
 
-int64_t valid_count(const int32_t* row, int64_t K) {
-  int64_t c = 0;
-  for (int64_t i = 0; i < K; i++) c += row[i] >= 0;
-  return c;
+std::vector<int32_t> to_host_i32(const TensorView& t) {
+  std::vector<int32_t> h(size_t(t.numel()));
+  if (!h.empty()) copy(make_view(h.data(), DType::i32, {t.numel()}), reshape(t, {t.numel()}));
+  return h;
+}
+std::vector<float> to_host_f32(const TensorView& t) {
+  std::vector<float> h(size_t(t.numel()));
+  if (!h.empty()) copy(make_view(h.data(), DType::f32, {t.numel()}), reshape(t, {t.numel()}));
+  return h;
+}
+void to_device(const TensorView& dst, const std::vector<int32_t>& h) {
+  copy(reshape(dst, {dst.numel()}), make_view(const_cast<int32_t*>(h.data()), DType::i32,
+                                              {dst.numel()}));
 }
 
-void fill_stats(const AttnPolicy& pol, const TensorView& q, const TensorView& k,
-                const std::vector<int32_t>& idx, int64_t hsel, int64_t K, AttnStats& st) {
-  const int64_t T = q.shape[1], Hq = q.shape[2], S = k.shape[1];
-  TensorView ql = row_view(q, T - 1);  // default position S - 1: sees all S keys
+int64_t longest(std::span<const int32_t> s) {
+  int64_t m = 0;
+  for (int32_t x : s) m = std::max<int64_t>(m, x);
+  return m;
+}
+
+// The exact top-W reference of a policy: its budget rule without forced keys or sharing, so
+// that each row's W equals the number of keys the policy attends to.
+SelectOpts exact_opts(const AttnPolicy& pol) {
+  SelectOpts s;
+  if (pol.kind == PolicyKind::window) {
+    s.k = pol.sel.sink + pol.sel.window;
+  } else {
+    s.k = pol.sel.k;
+    s.ratio = pol.sel.ratio;
+    s.min_k = pol.sel.min_k;
+  }
+  return s;
+}
+
+// Statistics of the last (only) query row of each sequence. idx: the policy's selection
+// [B, 1, Hsel, K] on the device (empty view for full attention).
+void fill_stats(const AttnPolicy& pol, int layer, const TensorView& q, const TensorView& k,
+                std::span<const int32_t> seqlens_k, const TensorView& idx,
+                std::vector<std::vector<AttnStats>>& stats) {
+  const int64_t B = q.shape[0], Hq = q.shape[2], S = k.shape[1];
+  const Device dev = q.device;
+  Scratch& sc = scratch_of();
+  Seqs seqs;
+  seqs.seqlens_k = seqlens_k;
   AttnOpts opts;
   opts.causal = true;
-  st.visible = S;
-  st.precision.assign(size_t(Hq), std::numeric_limits<float>::quiet_NaN());
-  st.mass.assign(size_t(Hq), 1.0f);
-  st.entropy.assign(size_t(Hq), 0.0f);
-  st.entropy_norm.assign(size_t(Hq), 0.0f);
-  TensorView ve = make_view(st.entropy.data(), DType::f32, {1, 1, Hq});
-  TensorView vn = make_view(st.entropy_norm.data(), DType::f32, {1, 1, Hq});
-  attention_entropy(ql, k, Seqs{}, opts, ve, vn);
-  if (pol.kind == PolicyKind::full) {
-    st.budget = S;
-    return;
+  TensorView ve = scratch(sc.ent, DType::f32, {B, 1, Hq}, dev);
+  TensorView vn = scratch(sc.entn, DType::f32, {B, 1, Hq}, dev);
+  attention_entropy(q, k, seqs, opts, ve, vn);
+  std::vector<float> ent = to_host_f32(ve), entn = to_host_f32(vn);
+  std::vector<float> mass(size_t(B * Hq), 1.0f), prec(size_t(B * Hq), std::nanf(""));
+  std::vector<int64_t> budget(static_cast<size_t>(B), 0);
+  for (int64_t b = 0; b < B; b++) budget[size_t(b)] = seqlens_k[size_t(b)];
+  if (pol.kind != PolicyKind::full) {
+    // The policy's row per query head (a shared row serves each head of its group).
+    const int64_t hsel = idx.shape[2], K = idx.shape[3], G = Hq / hsel;
+    std::vector<int32_t> sel = to_host_i32(idx), approx(size_t(B * Hq * K));
+    for (int64_t b = 0; b < B; b++) {
+      int64_t W = 0;
+      for (int64_t h = 0; h < Hq; h++) {
+        const int32_t* row = sel.data() + (b * hsel + h / G) * K;
+        std::copy_n(row, K, approx.begin() + (b * Hq + h) * K);
+        W = std::max<int64_t>(W, std::count_if(row, row + K, [](int32_t j) { return j >= 0; }));
+      }
+      // The oracle's budget is its exact top-W, not its count.
+      budget[size_t(b)] = pol.kind == PolicyKind::oracle
+                              ? select_budget(exact_opts(pol), seqlens_k[size_t(b)])
+                              : W;
+    }
+    TensorView va = scratch(sc.idx2, DType::i32, {B, 1, Hq, K}, dev);
+    to_device(va, approx);
+    TensorView vm = scratch(sc.mass, DType::f32, {B, 1, Hq}, dev);
+    selection_mass(q, k, va, seqs, opts, vm);
+    mass = to_host_f32(vm);
+    const SelectOpts ex = exact_opts(pol);
+    const int64_t Kx = select_capacity(ex, S);
+    TensorView vs = scratch(sc.scores, DType::f32, {B, 1, Hq, S}, dev);
+    attention_scores(q, k, seqs, opts, vs);
+    TensorView vx = scratch(sc.idx, DType::i32, {B, 1, Hq, Kx}, dev);
+    topk_select(vs, seqs, opts, ex, vx);
+    std::vector<int32_t> exact = to_host_i32(vx);
+    TensorView hp = make_view(prec.data(), DType::f32, {B, 1, Hq});
+    retrieval_precision(make_view(approx.data(), DType::i32, {B, 1, Hq, K}),
+                        make_view(exact.data(), DType::i32, {B, 1, Hq, Kx}), hp);
   }
-  // The policy's last row, one row per query head (a shared row serves each head of its group).
-  const int64_t G = Hq / hsel;
-  std::vector<int32_t> approx(size_t(Hq * K));
-  const int32_t* last = idx.data() + size_t((T - 1) * hsel * K);
-  int64_t W = 0;
-  for (int64_t h = 0; h < Hq; h++) {
-    std::copy_n(last + (h / G) * K, K, approx.begin() + h * K);
-    W = std::max(W, valid_count(last + (h / G) * K, K));
+  if (int64_t(stats.size()) < B) stats.resize(size_t(B));
+  for (int64_t b = 0; b < B; b++) {
+    if (int64_t(stats[size_t(b)].size()) <= layer) stats[size_t(b)].resize(size_t(layer) + 1);
+    AttnStats& st = stats[size_t(b)][size_t(layer)];
+    st.visible = seqlens_k[size_t(b)];
+    st.budget = budget[size_t(b)];
+    auto part = [&](const std::vector<float>& v) {
+      return std::vector<float>(v.begin() + b * Hq, v.begin() + (b + 1) * Hq);
+    };
+    st.precision = part(prec);
+    st.mass = part(mass);
+    st.entropy = part(ent);
+    st.entropy_norm = part(entn);
   }
-  if (pol.kind == PolicyKind::oracle) {  // the oracle's budget is its exact top-W, not its count
-    SelectOpts s = pol.sel;
-    s.share_group = false;
-    s.sink = s.window = 0;
-    W = select_capacity(s, S);
-  }
-  st.budget = W;
-  TensorView va = make_view(approx.data(), DType::i32, {1, 1, Hq, K});
-  TensorView vm = make_view(st.mass.data(), DType::f32, {1, 1, Hq});
-  selection_mass(ql, k, va, Seqs{}, opts, vm);
-  if (W == 0) return;
-  std::vector<float> scores(size_t(Hq * S));
-  std::vector<int32_t> exact(size_t(Hq * W), -1);
-  TensorView vs = make_view(scores.data(), DType::f32, {1, 1, Hq, S});
-  TensorView vx = make_view(exact.data(), DType::i32, {1, 1, Hq, W});
-  attention_scores(ql, k, Seqs{}, opts, vs);
-  SelectOpts ref;
-  ref.k = int(W);
-  topk_select(vs, Seqs{}, opts, ref, vx);
-  TensorView vp = make_view(st.precision.data(), DType::f32, {1, 1, Hq});
-  retrieval_precision(va, vx, vp);
 }
 
 }  // namespace
@@ -129,49 +179,71 @@ void oracle_mix(const TensorView& exact, int64_t q_pos, double precision, uint64
 }
 
 void policy_attention(const AttnPolicy& pol, int layer, const TensorView& q, const TensorView& k,
-                      const TensorView& v, const TensorView& o, const TensorView& lse,
-                      AttnStats* stats) {
-  const int64_t T = q.shape[1], Hq = q.shape[2], S = k.shape[1], Hkv = k.shape[2];
+                      const TensorView& v, std::span<const int32_t> seqlens_q,
+                      std::span<const int32_t> seqlens_k, const TensorView& o,
+                      const TensorView& lse, std::vector<std::vector<AttnStats>>* stats) {
+  const int64_t B = q.shape[0], T = q.shape[1], Hq = q.shape[2], S = k.shape[1], Hkv = k.shape[2];
+  const Device dev = q.device;
+  Scratch& sc = scratch_of();
+  Seqs seqs;
+  seqs.seqlens_k = seqlens_k;
+  seqs.seqlens_q = seqlens_q;
   AttnOpts opts;
-  opts.causal = true;  // query t sits at position S - T + t
-  std::vector<int32_t> idx;
-  int64_t hsel = pol.sel.share_group ? Hkv : Hq, K = 0;
+  opts.causal = true;
+  const int64_t smax = longest(seqlens_k);
+  int64_t hsel = pol.sel.share_group ? Hkv : Hq;
+  TensorView idx;
   switch (pol.kind) {
     case PolicyKind::full:
-      attention_forward(q, k, v, Seqs{}, opts, o, lse);
+      attention_forward(q, k, v, seqs, opts, o, lse);
       break;
     case PolicyKind::topk: {
-      K = select_capacity(pol.sel, S);
-      idx.assign(size_t(T * hsel * K), -1);
-      TensorView vi = make_view(idx.data(), DType::i32, {1, T, hsel, K});
-      topk_attention_forward(q, k, v, Seqs{}, opts, pol.sel, o, lse, vi);
+      const int64_t K = select_capacity(pol.sel, smax);
+      idx = scratch(sc.idx, DType::i32, {B, T, hsel, K}, dev);
+      topk_attention_forward(q, k, v, seqs, opts, pol.sel, o, lse, idx);
       break;
     }
     case PolicyKind::window: {
       hsel = Hkv;
-      K = std::min<int64_t>(int64_t(pol.sel.sink) + pol.sel.window, S);
-      idx.assign(size_t(T * hsel * K), -1);
-      TensorView vi = make_view(idx.data(), DType::i32, {1, T, hsel, K});
-      window_indices(S - T, pol.sel.sink, pol.sel.window, vi);
-      sparse_attention_forward(q, k, v, vi, Seqs{}, opts, o, lse);
+      const int64_t K = std::max<int64_t>(1, std::min<int64_t>(int64_t(pol.sel.sink) + pol.sel.window, smax));
+      std::vector<int32_t> h(size_t(B * T * hsel * K), -1);
+      for (int64_t b = 0; b < B; b++) {
+        const int64_t tb = seqlens_q[size_t(b)];
+        if (tb == 0) continue;
+        window_indices(seqlens_k[size_t(b)] - tb, pol.sel.sink, pol.sel.window,
+                       make_view(h.data() + b * T * hsel * K, DType::i32, {1, tb, hsel, K}));
+      }
+      idx = scratch(sc.idx, DType::i32, {B, T, hsel, K}, dev);
+      to_device(idx, h);
+      sparse_attention_forward(q, k, v, idx, seqs, opts, o, lse);
       break;
     }
     case PolicyKind::oracle: {
-      K = select_capacity(pol.sel, S);
-      std::vector<float> scores(size_t(T * Hq * S));
-      std::vector<int32_t> exact(size_t(T * hsel * K), -1);
-      TensorView vs = make_view(scores.data(), DType::f32, {1, T, Hq, S});
-      TensorView vx = make_view(exact.data(), DType::i32, {1, T, hsel, K});
-      attention_scores(q, k, Seqs{}, opts, vs);
-      topk_select(vs, Seqs{}, opts, pol.sel, vx);
-      idx.assign(exact.size(), -1);
-      TensorView vi = make_view(idx.data(), DType::i32, {1, T, hsel, K});
-      oracle_mix(vx, S - T, pol.precision, pol.seed, layer, vi);
-      sparse_attention_forward(q, k, v, vi, Seqs{}, opts, o, lse);
+      const int64_t K = select_capacity(pol.sel, smax);
+      TensorView vs = scratch(sc.scores, DType::f32, {B, T, Hq, S}, dev);
+      attention_scores(q, k, seqs, opts, vs);
+      TensorView vx = scratch(sc.idx2, DType::i32, {B, T, hsel, K}, dev);
+      topk_select(vs, seqs, opts, pol.sel, vx);
+      std::vector<int32_t> exact = to_host_i32(vx), mixed(exact.size(), -1);
+      for (int64_t b = 0; b < B; b++) {
+        const int64_t tb = seqlens_q[size_t(b)];
+        if (tb == 0) continue;
+        const int64_t off = b * T * hsel * K;
+        oracle_mix(make_view(exact.data() + off, DType::i32, {1, tb, hsel, K}),
+                   seqlens_k[size_t(b)] - tb, pol.precision, pol.seed, layer,
+                   make_view(mixed.data() + off, DType::i32, {1, tb, hsel, K}));
+      }
+      idx = scratch(sc.idx, DType::i32, {B, T, hsel, K}, dev);
+      to_device(idx, mixed);
+      sparse_attention_forward(q, k, v, idx, seqs, opts, o, lse);
       break;
     }
   }
-  if (stats) fill_stats(pol, q, k, idx, hsel, K, *stats);
+  if (stats) {
+    TOPK_CHECK(T == 1, "policy_attention: statistics are recorded for decode steps (one query per "
+               "sequence), got %lld", (long long)T);
+    fill_stats(pol, layer, q, k, seqlens_k, idx, *stats);
+  }
 }
 
 }  // namespace topk

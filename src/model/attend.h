@@ -1,7 +1,9 @@
-// Attention of one sequence under an attention policy (model/policy.h), with optional per-head
-// statistics of the last query row: what `topk eval` records during decoding.
+// Attention of a batch of sequences over their KV cache under an attention policy
+// (model/policy.h), with optional per-head statistics of each sequence's last query row:
+// what `topk eval` records during decoding. Runs on the tensors' device.
 #pragma once
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "model/policy.h"
@@ -25,19 +27,22 @@ struct AttnStats {
 // for each row keeps round(precision * W) of its W keys, chosen at random, and fills the other
 // slots with distinct keys of 0..n-1 outside the row (n = the row's visible keys: q_pos + t + 1),
 // chosen at random; fewer when fewer such keys exist. The choice is a function of (seed, layer,
-// row, position). Writes rows of the same shape.
+// row, position). Writes rows of the same shape. Host tensors.
 void oracle_mix(const TensorView& exact, int64_t q_pos, double precision, uint64_t seed, int layer,
                 const TensorView& out);
 
 // Sink + sliding window: row t (n = q_pos + t + 1 visible keys) lists keys 0..min(sink, n)-1 and
-// max(sink, n - w)..n-1. out: [1, T, H, K] i32 with K >= min(sink + w, S); rest -1.
+// max(sink, n - w)..n-1. out: [1, T, H, K] i32 (host) with K >= min(sink + w, S); rest -1.
 void window_indices(int64_t q_pos, int sink, int w, const TensorView& out);
 
-// q [1, T, Hq, D] at positions S-T..S-1, k, v [1, S, Hkv, D] (all f32, one sequence, causal).
-// o [1, T, Hq, D], lse [1, T, Hq]. layer: seeds the oracle's choice per layer. stats (optional):
-// the last query row's statistics.
+// q [B, T, Hq, D]: sequence b's first seqlens_q[b] rows, at positions seqlens_k[b] -
+// seqlens_q[b] + t; k, v [B, S, Hkv, D]: the cache, sequence b's first seqlens_k[b] rows valid;
+// o [B, T, Hq, D], lse [B, T, Hq] (rows past seqlens_q[b] are not written). Causal. layer: seeds
+// the oracle's choice per layer. stats (optional, T = 1): (*stats)[b][layer] receives sequence
+// b's statistics.
 void policy_attention(const AttnPolicy& pol, int layer, const TensorView& q, const TensorView& k,
-                      const TensorView& v, const TensorView& o, const TensorView& lse,
-                      AttnStats* stats);
+                      const TensorView& v, std::span<const int32_t> seqlens_q,
+                      std::span<const int32_t> seqlens_k, const TensorView& o,
+                      const TensorView& lse, std::vector<std::vector<AttnStats>>* stats);
 
 }  // namespace topk

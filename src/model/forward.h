@@ -1,10 +1,11 @@
 // Whole-sequence forward and backward of the transformer over a packed batch (training,
-// evaluation, prefill without cache). Sequences are packed back to back: token rows
-// cu_seqlens[b] .. cu_seqlens[b+1]-1 form sequence b and never attend to each other.
+// evaluation, prefill without cache), on the model's device. Sequences are packed back to back:
+// token rows cu_seqlens[b] .. cu_seqlens[b+1]-1 form sequence b and never attend to each other.
 #pragma once
 #include <cstdint>
 #include <vector>
 
+#include "model/layer.h"
 #include "model/model.h"
 #include "model/policy.h"
 
@@ -23,33 +24,42 @@ struct Batch {
 // loss_from[b] (optional): the first position of sequence b whose next token counts in the loss.
 Batch make_batch(const std::vector<std::vector<int>>& seqs, const std::vector<int>& loss_from = {});
 
-struct LayerActs {
-  std::vector<float> x, rstd1, xn1, qraw, kraw, qrstd, krstd, q, k, v, o, lse, h1, rstd2, xn2,
-      gate, up, act;
-  std::vector<int32_t> idx;  // top-k indices [N, Hsel, K]
-  int64_t K = 0;
-};
+// The loss weight of the batch: the sum of mask over the rows that have a target.
+double loss_count(const Batch& b);
 
+// Everything one forward keeps for the backward, as buffers on the model's device. Reused from
+// call to call: buffers grow to the largest batch and stay.
 struct Acts {
-  std::vector<LayerActs> L;
-  std::vector<float> xf, rstdf, xnf, logits;  // logits [N, V]
-  // Seconds spent inside the attention ops, summed over layers (model_forward adds to attn_fwd_s,
-  // model_backward to attn_bwd_s): the split that `topk bench train` reports.
+  std::vector<Buffer> x;          // [L+1] x [N, H] f32: each layer's input, then the final hidden
+  std::vector<LayerActs> L;       // [L], or [1] when recomputing
+  LayerGrads grads;               // backward scratch
+  Buffer dh, dh2;                 // [N, H] f32 gradients of the residual stream
+  Buffer rstdf, xnf, logits;      // final norm; logits [N, V] (compute dtype; gradients in place)
+  Buffer tokens, pos, targets, weights, losses;  // [N] on the device
+  std::vector<float> losses_host;
+  bool recompute = false;  // keep only each layer's input; recompute the rest in the backward
+  // Seconds spent inside the attention ops, summed over layers (measured only when time_attention
+  // is set: the device is synchronised around each call), as `topk bench train` reports them.
+  bool time_attention = false;
   double attn_fwd_s = 0, attn_bwd_s = 0;
 };
 
 // Runs the model; logits land in a.logits. Saves what the backward needs.
 void model_forward(const Model& m, const Batch& b, const AttnPolicy& pol, Acts& a);
 
-// Cross-entropy over rows with a target and mask > 0. Returns the sum of mask * nll and adds
-// count (the sum of mask) to *count. When dlogits is given it is overwritten with
-// grad_scale * mask * (softmax - onehot) (rows without loss get 0).
-double cross_entropy(const float* logits, const Batch& b, int V, float* dlogits, float grad_scale,
-                     double* count);
+// Cross-entropy of the logits of the last model_forward: returns the sum over rows of
+// mask * nll (rows with a target) and adds that mask's sum to *count. When grad_scale != 0 the
+// logits are overwritten with their gradient, grad_scale * mask * (softmax - onehot), ready for
+// model_backward.
+double model_loss(const Model& m, const Batch& b, Acts& a, float grad_scale,
+                  double* count = nullptr);
 
-// Accumulates the gradient of the loss (whose logits gradient is dlogits) into grad
-// (same layout as m.w). Uses and clobbers a.
+// Accumulates into grad ([numel] f32 on the model's device, the layout of Model::w) the gradient
+// of the loss whose logits gradient model_loss left in a.logits. Uses and clobbers a.
 void model_backward(const Model& m, const Batch& b, const AttnPolicy& pol, Acts& a,
-                    const float* dlogits, float* grad);
+                    const TensorView& grad);
+
+// The logits of the last forward on the host, as f32 (the first N * V values are [N, V]).
+std::vector<float> logits_host(const Acts& a);
 
 }  // namespace topk

@@ -1,88 +1,167 @@
 #include "model/infer.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <numeric>
 
-#include "core/rng.h"
-#include "model/attend.h"
-#include "model/blas_ops.h"
-#include "topk/attention.h"
+#include "model/ops.h"
+#include "model/views.h"
 
 namespace topk {
 
-KVCache kv_cache_create(const ModelConfig& c, int max_len) {
-  TOPK_CHECK(max_len > 0, "kv_cache_create: max_len must be positive, got %d", max_len);
+int64_t kv_cache_bytes(const ModelConfig& c, int batch, int max_len, Device device) {
+  // Each factor is validated positive and below 2^31, so the product fits in 128 bits; check
+  // it against int64 step by step.
+  const int64_t per_token = int64_t(c.kv_dim()) * int64_t(dtype_size(compute_dtype(device))) * 2;
+  int64_t bytes = per_token;
+  for (int64_t f : {int64_t(c.layers), int64_t(batch), int64_t(max_len)}) {
+    TOPK_CHECK(f > 0 && bytes <= INT64_MAX / f, "KV cache: %d layers x %d sequences x %d tokens "
+               "overflow", c.layers, batch, max_len);
+    bytes *= f;
+  }
+  return bytes;
+}
+
+KVCache kv_cache_create(const Model& m, int batch, int max_len) {
+  const ModelConfig& c = m.cfg;
+  TOPK_CHECK(batch > 0 && max_len > 0, "KV cache: batch (%d) and length (%d) must be positive",
+             batch, max_len);
+  const Device dev = m.device();
+  const int64_t bytes = kv_cache_bytes(c, batch, max_len, dev);
+  if (dev == Device::cpu) {
+    const int64_t phys = int64_t(sysconf(_SC_PHYS_PAGES)) * int64_t(sysconf(_SC_PAGE_SIZE));
+    TOPK_CHECK(phys <= 0 || bytes <= phys, "KV cache: %d sequences x %d tokens need %.1f GiB, more "
+               "than this machine's %.1f GiB of memory; ask for fewer tokens", batch, max_len,
+               double(bytes) / (1 << 30), double(phys) / (1 << 30));
+  }
   KVCache kc;
+  kc.batch = batch;
   kc.max_len = max_len;
-  size_t n = size_t(max_len) * c.kv_dim();
-  kc.k.assign(size_t(c.layers), std::vector<float>(n));
-  kc.v.assign(size_t(c.layers), std::vector<float>(n));
+  const DType cd = compute_dtype(dev);
+  for (int l = 0; l < c.layers; l++) {
+    kc.k.emplace_back(cd, std::initializer_list<int64_t>{batch, max_len, c.kv_heads, c.head_dim}, dev);
+    kc.v.emplace_back(cd, std::initializer_list<int64_t>{batch, max_len, c.kv_heads, c.head_dim}, dev);
+  }
+  kc.len.assign(size_t(batch), 0);
   return kc;
+}
+
+void kv_cache_copy(KVCache& dst, const KVCache& src) {
+  TOPK_CHECK(dst.k.size() == src.k.size() && dst.batch == src.batch && dst.max_len == src.max_len,
+             "kv_cache_copy: caches of different shapes");
+  for (size_t l = 0; l < src.k.size(); l++) {
+    copy(dst.k[l], src.k[l]);
+    copy(dst.v[l], src.v[l]);
+  }
+  dst.len = src.len;
+}
+
+namespace {
+
+template <class T>
+TensorView upload(Buffer& buf, const std::vector<T>& h, DType dt, Device dev) {
+  TensorView v = scratch(buf, dt, {int64_t(h.size())}, dev);
+  copy(v, make_view(const_cast<T*>(h.data()), dt, {int64_t(h.size())}));
+  return v;
+}
+
+}  // namespace
+
+void model_step(const Model& m, KVCache& kc, const std::vector<std::vector<int>>& tokens,
+                const AttnPolicy& pol, std::vector<float>& logits, const StepOpts& opts) {
+  const ModelConfig& c = m.cfg;
+  const int64_t B = kc.batch, H = c.hidden, V = c.vocab;
+  TOPK_CHECK(int64_t(tokens.size()) == B, "model_step: %zu token lists for a cache of %lld "
+             "sequences", tokens.size(), (long long)B);
+  TOPK_CHECK(int(kc.k.size()) == c.layers, "model_step: cache has %zu layers, model %d",
+             kc.k.size(), c.layers);
+  int64_t T = 0;
+  for (int64_t b = 0; b < B; b++) {
+    const auto& tb = tokens[size_t(b)];
+    T = std::max<int64_t>(T, int64_t(tb.size()));
+    TOPK_CHECK(int64_t(kc.len[size_t(b)]) + int64_t(tb.size()) <= kc.max_len, "model_step: "
+               "sequence %lld: %d cached + %zu new tokens exceed the cache size %d", (long long)b,
+               kc.len[size_t(b)], tb.size(), kc.max_len);
+    for (int t : tb)
+      TOPK_CHECK(t >= 0 && t < V, "model_step: token id %d outside [0, %lld)", t, (long long)V);
+  }
+  TOPK_CHECK(T > 0, "model_step: no tokens");
+  const int64_t N = B * T;
+  std::vector<int32_t> tok(size_t(N), 0), pos(size_t(N), 0), rows(size_t(N), -1), sq(static_cast<size_t>(B)),
+      sk(static_cast<size_t>(B)), pick;
+  for (int64_t b = 0; b < B; b++) {
+    const auto& tb = tokens[size_t(b)];
+    const int64_t nb = int64_t(tb.size()), len = kc.len[size_t(b)];
+    for (int64_t t = 0; t < nb; t++) {
+      const size_t r = size_t(b * T + t);
+      tok[r] = tb[size_t(t)];
+      pos[r] = int32_t(len + t);
+      rows[r] = int32_t(b * kc.max_len + len + t);
+      if (opts.all_logits || t == nb - 1) pick.push_back(int32_t(r));
+    }
+    sq[size_t(b)] = int32_t(nb);
+    sk[size_t(b)] = int32_t(len + nb);
+  }
+  StepScratch local;
+  StepScratch& s = opts.scratch ? *opts.scratch : local;
+  const Device dev = m.device();
+  TensorView vtok = upload(s.tokens, tok, DType::i32, dev);
+  TensorView vpos = upload(s.pos, pos, DType::i32, dev);
+  AttnSite site;
+  site.pol = pol;
+  site.cache = &kc;
+  site.append_rows = upload(s.rows, rows, DType::i32, dev);
+  site.B = int(B);
+  site.T = int(T);
+  site.seqlens_q = sq;
+  site.seqlens_k = sk;
+  if (opts.stats) {
+    opts.stats->resize(size_t(B));
+    for (auto& st : *opts.stats) st.resize(size_t(c.layers));
+    site.stats = opts.stats;
+  }
+  TensorView x = scratch(s.x, DType::f32, {N, H}, dev);
+  TensorView out = scratch(s.out, DType::f32, {N, H}, dev);
+  ops::embedding_forward(x, param_view(m, m.embed, {V, H}), vtok);
+  for (int l = 0; l < c.layers; l++) {
+    layer_forward(m, l, x, out, vpos, site, s.acts);
+    std::swap(x, out);
+  }
+  for (int64_t b = 0; b < B; b++) kc.len[size_t(b)] = sk[size_t(b)];
+
+  const int64_t R = int64_t(pick.size());
+  TensorView xl = scratch(s.xl, DType::f32, {R, H}, dev);
+  ops::gather_rows(xl, x, upload(s.last, pick, DType::i32, dev));
+  TensorView xn = scratch(s.xn, compute_dtype(dev), {R, H}, dev);
+  ops::rmsnorm_forward(xn, TensorView{}, xl, param_view(m, m.final_norm, {H}), float(c.rms_eps));
+  TensorView lg = scratch(s.logits, DType::f32, {R, V}, dev);
+  ops::gemm(lg, xn, false, matrix_view(m, m.lm_head, V, H), true);
+  if (opts.all_logits) {
+    logits.resize(size_t(R * V));
+    copy(make_view(logits.data(), DType::f32, {R, V}), lg);
+    return;
+  }
+  std::vector<float> h(size_t(R * V));
+  copy(make_view(h.data(), DType::f32, {R, V}), lg);
+  logits.resize(size_t(B * V));
+  int64_t r = 0;
+  for (int64_t b = 0; b < B; b++)
+    if (sq[size_t(b)] > 0) std::copy_n(h.begin() + (r++) * V, V, logits.begin() + b * V);
 }
 
 void model_step(const Model& m, KVCache& kc, const int* tokens, int T, const AttnPolicy& pol,
                 std::vector<float>& logits, bool last_only, std::vector<AttnStats>* stats) {
-  const ModelConfig& c = m.cfg;
-  const int H = c.hidden, Q = c.q_dim(), KV = c.kv_dim(), D = c.head_dim, I = c.inter, V = c.vocab;
+  TOPK_CHECK(kc.batch == 1, "model_step: a cache of %d sequences needs one token list each",
+             kc.batch);
   TOPK_CHECK(T > 0, "model_step: no tokens");
-  TOPK_CHECK(kc.len + T <= kc.max_len, "model_step: %d cached + %d new tokens exceed the cache "
-             "size %d", kc.len, T, kc.max_len);
-  TOPK_CHECK(int(kc.k.size()) == c.layers, "model_step: cache has %zu layers, model %d",
-             kc.k.size(), c.layers);
-  std::vector<float> inv = rope_inv_freq(c);
-  std::vector<int> pos(static_cast<size_t>(T));
-  for (int t = 0; t < T; t++) {
-    pos[size_t(t)] = kc.len + t;
-    TOPK_CHECK(tokens[t] >= 0 && tokens[t] < V, "model_step: token id %d outside [0, %d)",
-               tokens[t], V);
-  }
-  const int S = kc.len + T;
-  std::vector<float> h(size_t(T) * H), xn(size_t(T) * H), rs(size_t(T) * c.heads), q(size_t(T) * Q),
-      tmp(size_t(T) * std::max(Q, KV)), o(size_t(T) * Q), lse(size_t(T) * c.heads),
-      gate(size_t(T) * I), up(size_t(T) * I), y(size_t(T) * H);
-  for (int t = 0; t < T; t++)
-    std::memcpy(&h[size_t(t) * H], m.at(m.embed) + size_t(tokens[t]) * H, sizeof(float) * H);
-  if (stats) stats->resize(size_t(c.layers));
-  for (int l = 0; l < c.layers; l++) {
-    const LayerParams& p = m.layer[size_t(l)];
-    float* kc_l = kc.k[size_t(l)].data() + size_t(kc.len) * KV;
-    float* vc_l = kc.v[size_t(l)].data() + size_t(kc.len) * KV;
-    rmsnorm_fwd(h.data(), m.at(p.in_norm), xn.data(), rs.data(), T, H, c.rms_eps);
-    linear_fwd(xn.data(), m.at(p.v), m.at(p.v_b), vc_l, T, H, KV);
-    if (c.qk_norm()) {
-      linear_fwd(xn.data(), m.at(p.q), m.at(p.q_b), tmp.data(), T, H, Q);
-      rmsnorm_fwd(tmp.data(), m.at(p.q_norm), q.data(), rs.data(), T * c.heads, D, c.rms_eps);
-      linear_fwd(xn.data(), m.at(p.k), m.at(p.k_b), tmp.data(), T, H, KV);
-      rmsnorm_fwd(tmp.data(), m.at(p.k_norm), kc_l, rs.data(), T * c.kv_heads, D, c.rms_eps);
-    } else {
-      linear_fwd(xn.data(), m.at(p.q), m.at(p.q_b), q.data(), T, H, Q);
-      linear_fwd(xn.data(), m.at(p.k), m.at(p.k_b), kc_l, T, H, KV);
-    }
-    rope_apply(q.data(), pos.data(), T, c.heads, D, inv.data(), false);
-    rope_apply(kc_l, pos.data(), T, c.kv_heads, D, inv.data(), false);
-    TensorView vq = make_view(q.data(), DType::f32, {1, T, c.heads, D});
-    TensorView vk = make_view(kc.k[size_t(l)].data(), DType::f32, {1, S, c.kv_heads, D});
-    TensorView vv = make_view(kc.v[size_t(l)].data(), DType::f32, {1, S, c.kv_heads, D});
-    TensorView vo = make_view(o.data(), DType::f32, {1, T, c.heads, D});
-    TensorView vl = make_view(lse.data(), DType::f32, {1, T, c.heads});
-    policy_attention(pol, l, vq, vk, vv, vo, vl, stats ? &(*stats)[size_t(l)] : nullptr);
-    linear_fwd(o.data(), m.at(p.o), m.at(p.o_b), y.data(), T, Q, H);
-    for (size_t i = 0; i < h.size(); i++) h[i] += y[i];
-    rmsnorm_fwd(h.data(), m.at(p.post_norm), xn.data(), rs.data(), T, H, c.rms_eps);
-    linear_fwd(xn.data(), m.at(p.gate), nullptr, gate.data(), T, H, I);
-    linear_fwd(xn.data(), m.at(p.up), nullptr, up.data(), T, H, I);
-    for (size_t i = 0; i < gate.size(); i++) gate[i] = silu(gate[i]) * up[i];
-    linear_fwd(gate.data(), m.at(p.down), nullptr, y.data(), T, I, H);
-    for (size_t i = 0; i < h.size(); i++) h[i] += y[i];
-  }
-  kc.len = S;
-  int first = last_only ? T - 1 : 0, rows = T - first;
-  rmsnorm_fwd(h.data() + size_t(first) * H, m.at(m.final_norm), xn.data(), rs.data(), rows, H,
-              c.rms_eps);
-  logits.resize(size_t(rows) * V);
-  linear_fwd(xn.data(), m.at(m.lm_head), nullptr, logits.data(), rows, H, V);
+  std::vector<std::vector<AttnStats>> st;
+  StepOpts o;
+  o.all_logits = !last_only;
+  o.stats = stats ? &st : nullptr;
+  model_step(m, kc, {std::vector<int>(tokens, tokens + T)}, pol, logits, o);
+  if (stats) *stats = std::move(st[0]);
 }
 
 Sampler sampler_create(const SampleOpts& o) {

@@ -7,16 +7,105 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-
+#include <fstream>
 #include <map>
 
 #include "core/check.h"
 #include "core/json.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
+#include "model/ops.h"
+#include "model/rope.h"
+#include "model/views.h"
 #include "topk/core.h"
 
 namespace topk {
+
+float* Model::host() {
+  TOPK_CHECK(!w.view().empty() && w.view().device == Device::cpu, "model: the weights are on "
+             "%s, not on the host", device_name(device()));
+  return w.ptr<float>();
+}
+const float* Model::host() const { return const_cast<Model*>(this)->host(); }
+
+TensorView param_at(const TensorView& flat, size_t off, std::initializer_list<int64_t> shape) {
+  return off == kNoParam ? TensorView{} : view_at(flat, int64_t(off), shape);
+}
+
+TensorView param_view(const Model& m, size_t off, std::initializer_list<int64_t> shape) {
+  return param_at(m.w.view().empty() ? m.wc.view() : m.w.view(), off, shape);
+}
+
+TensorView matrix_view(const Model& m, size_t off, int64_t rows, int64_t cols) {
+  const Buffer& b = m.device() == Device::cuda ? m.wc : m.w;
+  return view_at(b.view(), int64_t(off), {rows, cols});
+}
+
+void model_sync_compute(Model& m) {
+  if (m.device() == Device::cuda && !m.w.view().empty()) ops::convert(m.wc, m.w);
+}
+
+void model_to(Model& m, Device device, bool keep_master) {
+  if (device == m.device() && (device == Device::cpu || keep_master == !m.w.view().empty())) return;
+  if (device == Device::cpu) {
+    std::vector<float> h = model_host_weights(m);
+    m.w = Buffer(DType::f32, {m.numel}, Device::cpu);
+    std::copy(h.begin(), h.end(), m.host());
+    m.wc = Buffer();
+  } else {
+    TOPK_CHECK(cuda_available(), "model: no CUDA device (this build %s the CUDA backend)",
+#ifdef TOPK_HAVE_CUDA
+               "has"
+#else
+               "lacks"
+#endif
+    );
+    TOPK_CHECK(!m.w.view().empty(), "model: cannot move a model without master weights");
+    Buffer w(DType::f32, {m.numel}, Device::cuda);
+    copy(w, m.w);
+    m.wc = Buffer(DType::bf16, {m.numel}, Device::cuda);
+    ops::convert(m.wc, w);
+    m.w = keep_master ? std::move(w) : Buffer();
+  }
+  Buffer f(DType::f32, {m.inv_freq.numel()}, device);
+  copy(f, m.inv_freq);
+  m.inv_freq = std::move(f);
+}
+
+std::vector<float> model_host_weights(const Model& m) {
+  std::vector<float> h(size_t(m.numel));
+  TensorView dst = make_view(h.data(), DType::f32, {m.numel});
+  if (!m.w.view().empty()) {
+    copy(dst, m.w);
+  } else {  // bf16 on the device: bring the bits over, then widen on the host
+    Buffer b(DType::bf16, {m.numel}, Device::cpu);
+    copy(b, m.wc);
+    copy(dst, b);
+  }
+  return h;
+}
+
+int64_t model_weight_bytes(const Model& m) {
+  return m.numel * (m.device() == Device::cuda ? 2 : 4);
+}
+
+Device parse_device(const std::string& s) {
+  if (s == "cpu") return Device::cpu;
+  if (s == "cuda") {
+    TOPK_CHECK(cuda_available(), "--device cuda: no CUDA device is available%s",
+#ifdef TOPK_HAVE_CUDA
+               ""
+#else
+               " (this build of topk has no CUDA backend: nvcc was not found at configure time)"
+#endif
+    );
+    return Device::cuda;
+  }
+  TOPK_CHECK(s == "auto", "unknown device '%s' (cpu, cuda or auto)", s.c_str());
+  return cuda_available() ? Device::cuda : Device::cpu;
+}
+
+const char* device_name(Device d) { return d == Device::cuda ? "cuda" : "cpu"; }
 
 Model model_create(const ModelConfig& cfg) {
   validate(cfg);
@@ -64,21 +153,26 @@ Model model_create(const ModelConfig& cfg) {
   }
   m.final_norm = add("model.norm.weight", {H}, false);
   m.lm_head = cfg.tie_embeddings ? m.embed : add("lm_head.weight", {cfg.vocab, H}, true);
-  m.w.assign(at, 0.0f);
+  m.numel = int64_t(at);
+  m.w = Buffer(DType::f32, {m.numel}, Device::cpu);
+  std::vector<float> f = rope_inv_freq(cfg);
+  m.inv_freq = Buffer(DType::f32, {int64_t(f.size())}, Device::cpu);
+  std::copy(f.begin(), f.end(), m.inv_freq.ptr<float>());
+  m.tok = tokenizer_bytes(cfg.tokenizer);
   return m;
 }
 
 void model_init(Model& m, uint64_t seed, float std) {
   Rng rng(seed);
   for (const auto& p : m.params) {
-    float* w = m.w.data() + p.offset;
+    float* w = m.host() + p.offset;
     bool norm = p.name.find("norm.weight") != std::string::npos;
     bool bias = p.name.size() > 5 && p.name.compare(p.name.size() - 5, 5, ".bias") == 0;
     for (int64_t i = 0; i < p.numel; i++) w[i] = norm ? 1.0f : bias ? 0.0f : std * rng.normal();
   }
 }
 
-int64_t model_param_count(const Model& m) { return int64_t(m.w.size()); }
+int64_t model_param_count(const Model& m) { return m.numel; }
 
 // Index of the first NaN or Inf of w[0, n), or -1. Blocks of exponent tests vectorise; the
 // element is looked for only in a block that has one.
@@ -112,7 +206,7 @@ static void load_param(const StTensor& t, const ParamInfo& p, float* dst, const 
 void model_load_weights(Model& m, const std::string& path) {
   SafeTensors st = st_load(path);
   for (const auto& p : m.params) {
-    load_param(st.get(p.name, p.shape), p, m.w.data() + p.offset, path);
+    load_param(st.get(p.name, p.shape), p, m.host() + p.offset, path);
   }
   // A tied model's file may still carry lm_head.weight: it must then equal the embeddings.
   if (m.cfg.tie_embeddings) {
@@ -143,12 +237,18 @@ static void load_sharded(Model& m, const std::string& dir) {
     TOPK_CHECK(file.find('/') == std::string::npos, "%s: shard name '%s' must be a plain file name",
                path.c_str(), file.c_str());
     if (!shards.count(file)) shards.emplace(file, st_load(dir + "/" + file));
-    load_param(shards.at(file).get(p.name, p.shape), p, m.w.data() + p.offset, dir + "/" + file);
+    load_param(shards.at(file).get(p.name, p.shape), p, m.host() + p.offset, dir + "/" + file);
   }
+}
+
+void model_load_tokenizer(Model& m, const std::string& dir) {
+  m.tok = tokenizer_load(dir, m.cfg);
+  m.tokenizer_dir = m.tok.kind == Tokenizer::Kind::bpe ? dir : std::string();
 }
 
 Model model_load(const std::string& dir) {
   Model m = model_create(load_config(dir));
+  model_load_tokenizer(m, dir);
   struct stat sb;
   std::string single = dir + "/model.safetensors";
   if (stat(single.c_str(), &sb) != 0 && stat((dir + "/model.safetensors.index.json").c_str(), &sb) == 0)
@@ -172,10 +272,17 @@ void model_save(const std::string& dir, const Model& m) {
   make_dirs(dir);
   DType dt = m.cfg.dtype == "bfloat16" ? DType::bf16 : m.cfg.dtype == "float16" ? DType::f16
                                                                                  : DType::f32;
+  const std::vector<float> w = model_host_weights(m);  // staged through the host from any device
   std::vector<StWrite> ts;
-  for (const auto& p : m.params) ts.push_back({p.name, dt, p.shape, m.w.data() + p.offset});
+  for (const auto& p : m.params) ts.push_back({p.name, dt, p.shape, w.data() + p.offset});
   st_save(dir + "/model.safetensors", ts, {{"format", "pt"}});
   save_config(dir, m.cfg);
+  // A BPE model's folder carries its tokenizer, so the saved folder loads on its own.
+  if (!m.tokenizer_dir.empty() && m.tokenizer_dir != dir)
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+      std::ifstream probe(m.tokenizer_dir + "/" + f);
+      if (probe) write_file_atomic(dir + "/" + f, read_file(m.tokenizer_dir + "/" + f));
+    }
 }
 
 }  // namespace topk

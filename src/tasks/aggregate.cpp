@@ -1,7 +1,6 @@
 // RULER aggregation tasks: common words extraction (cwe) and frequent words extraction (fwe).
 #include <algorithm>
 #include <cmath>
-#include <set>
 
 #include "tasks/internal.h"
 #include "topk/core.h"
@@ -11,10 +10,13 @@ namespace topk::tasks {
 namespace {
 
 constexpr int kCommon = 10;
+constexpr int64_t kCweBudget = 120;  // RULER's tokens_to_generate
+constexpr int64_t kFweBudget = 50;
 
 // n distinct dictionary words; the first n of a partial shuffle, so a prefix for larger n.
 std::vector<std::string> sample_words(Rng& r, int64_t n) {
   const auto& dict = dictionary_words();
+  TOPK_ASSERT(n <= int64_t(dict.size()));
   std::vector<uint32_t> idx(dict.size());
   for (size_t i = 0; i < idx.size(); i++) idx[i] = uint32_t(i);
   std::vector<std::string> out;
@@ -45,9 +47,11 @@ WordList cwe_list(uint64_t seed, int64_t nwords, int fc, int fu) {
   shuffle(r2, list);
   WordList out;
   out.common.assign(w.begin(), w.begin() + kCommon);
+  out.context.reserve(list.size() * 12);
   for (size_t i = 0; i < list.size(); i++) {
     if (i) out.context += ' ';
-    out.context += std::to_string(i + 1) + ". ";
+    out.context += std::to_string(i + 1);
+    out.context += ". ";
     int64_t b = int64_t(out.context.size());
     out.context += w[size_t(list[i])];
     if (list[i] < kCommon) out.spans.push_back({b, int64_t(out.context.size())});
@@ -72,20 +76,16 @@ std::string numbered(const std::vector<std::string>& w) {
   return s;
 }
 
-int64_t tokens_of(const Tokenizer& tok, const std::string& s) {
-  return int64_t(tok.encode(s).size()) - int64_t(tok.encode("").size());
-}
-
 }  // namespace
 
 Example generate_cwe(const Config& cfg, const Tokenizer& tok) {
-  TOPK_CHECK(cfg.depth < 0, "task cwe has no single needle to place: --depth does not apply");
-  // RULER's frequencies: 30 / 3 from 4K tokens, 6 / 1 below (the worked example 10 / 3 or 3 / 1).
-  bool big = cfg.length >= 4096;
-  int fc = big ? 30 : 6, fu = big ? 3 : 1;
+  // RULER's frequencies: 30 / 3 from 4K tokens, 6 / 1 below; its one worked example has 40
+  // words at 10 / 3 (20 words at 3 / 1 below 4K) and comes first, with its answer.
+  const bool big = cfg.length >= 4096;
+  const int fc = big ? 30 : 6, fu = big ? 3 : 1;
   WordList ex = cwe_list(sub_seed(cfg.seed, 4), big ? 40 : 20, big ? 10 : 3, big ? 3 : 1);
   std::string icl = kCweHead + ex.context + kCweQuestion + kCwePrefix + numbered(ex.common) + "\n";
-  if (tokens_of(tok, icl) > cfg.length / 4) icl.clear();
+  if (!keep_worked_example(cfg.mode, text_tokens(tok, icl), cfg.length)) icl.clear();
   BuildFn build = [&](int64_t n) {
     WordList wl = cwe_list(cfg.seed, n, fc, fu);
     Draft d;
@@ -100,41 +100,55 @@ Example generate_cwe(const Config& cfg, const Tokenizer& tok) {
     d.gold = wl.common;
     return d;
   };
-  return fit("cwe", Scorer::match_all, cfg, tok, kCommon, int64_t(dictionary_words().size()), build);
+  FitSpec fs;
+  fs.min_units = kCommon;
+  fs.max_units = int64_t(dictionary_words().size());
+  fs.pool = "words of the word list";
+  fs.budget = cfg.mode == Mode::ruler ? kCweBudget : -1;
+  return fit("cwe", cfg.mode, Scorer::match_all, cfg, tok, fs, build);
 }
 
 namespace {
 
-// Word counts floor(n * k^-2 / zeta(2)) for ranks k = 1..V (RULER fwe, alpha = 2).
+// Word counts int(n * k^-2 / zeta(2)) for ranks k = 1..V (RULER fwe, alpha = 2), with numpy's
+// operation order; k^-2 as 1 / (k * k), which is what a correctly rounded pow gives, on every
+// machine.
 std::vector<int64_t> zipf_counts(int64_t n, int64_t V) {
   const double zeta2 = 1.6449340668482264;
   std::vector<int64_t> c(static_cast<size_t>(V), 0);
-  for (int64_t k = 1; k <= V; k++) c[size_t(k - 1)] = int64_t(std::floor(double(n) / double(k * k) / zeta2));
+  for (int64_t k = 1; k <= V; k++)
+    c[size_t(k - 1)] = int64_t(double(n) * (1.0 / double(k * k)) / zeta2);
   return c;
 }
 
 }  // namespace
 
 Example generate_fwe(const Config& cfg, const Tokenizer& tok) {
-  TOPK_CHECK(cfg.depth < 0, "task fwe has no single needle to place: --depth does not apply");
-  int64_t V = std::max<int64_t>(10, cfg.length / 50);  // RULER: vocabulary of length / 50
+  const bool ruler = cfg.mode == Mode::ruler;
+  const int64_t budget = cfg.answer_tokens >= 0 ? cfg.answer_tokens : ruler ? kFweBudget : 0;
+  // RULER: a vocabulary of (length - budget) / 50 coded words of 6 letters, the first one '...'.
+  const int64_t room = std::max<int64_t>(1, cfg.length - budget);
+  const int64_t V = std::max<int64_t>(10, (ruler ? room : cfg.length) / 50);
   std::vector<std::string> vocab;
   {
-    Rng r(sub_seed(cfg.seed, 1));
-    std::set<std::string> used;
-    while (int64_t(vocab.size()) < V) {
-      std::string w = letters(r, 6, false);
-      if (used.insert(w).second) vocab.push_back(w);
-    }
+    Permutation words(pow26(6), sub_seed(cfg.seed, 1));
+    for (int64_t i = 0; i < V; i++) vocab.push_back(letters_at(words.at(uint64_t(i)), 6, false));
     vocab[0] = "...";  // the most frequent word is noise
   }
-  // Smallest n whose counts rank the words 2..4 strictly above the rest.
+  // Smallest word count whose counts rank the words 2..4 strictly above the rest.
   int64_t n_min = 1;
   for (;; n_min++) {
     auto c = zipf_counts(n_min, 5);
     if (c[1] > c[2] && c[2] > c[3] && c[3] > c[4]) break;
   }
-  BuildFn build = [&](int64_t n) {
+  // RULER's search steps the word count from room / 6 by room / 32 and keeps the last count
+  // that fits; a unit here is one such step (one word in compact mode).
+  const int64_t inc = ruler ? std::max<int64_t>(1, room / 32) : 1;
+  const int64_t base = ruler ? room / 6 : n_min;
+  const int64_t k0 = base >= n_min ? (base - n_min) / inc : -((n_min - base + inc - 1) / inc);
+  const int64_t w0 = base - k0 * inc;  // the least grid count >= n_min
+  BuildFn build = [&](int64_t u) {
+    const int64_t n = w0 + u * inc;
     auto c = zipf_counts(n, V);
     std::vector<int> list;
     for (int64_t k = 0; k < V; k++)
@@ -146,6 +160,7 @@ Example generate_fwe(const Config& cfg, const Tokenizer& tok) {
         "Read the following coded text and track the frequency of each coded word. Find the three "
         "most frequently appeared coded words. ";
     d.context_begin = int64_t(d.prompt.size());
+    d.prompt.reserve(d.prompt.size() + list.size() * 7 + 256);
     for (size_t i = 0; i < list.size(); i++) {
       if (i) d.prompt += ' ';
       int64_t b = int64_t(d.prompt.size());
@@ -159,10 +174,14 @@ Example generate_fwe(const Config& cfg, const Tokenizer& tok) {
     d.answer_prefix =
         " Answer: According to the coded text above, the three most frequently appeared words are:";
     d.gold = {vocab[1], vocab[2], vocab[3]};
+    d.units = n;  // the word budget, not the grid step
     d.target = cat({" ", join(d.gold, " ")});
     return d;
   };
-  return fit("fwe", Scorer::match_all, cfg, tok, n_min, int64_t(1) << 40, build);
+  FitSpec fs;
+  fs.min_units = 0;
+  fs.budget = ruler ? kFweBudget : -1;
+  return fit("fwe", cfg.mode, Scorer::match_all, cfg, tok, fs, build);
 }
 
 }  // namespace topk::tasks

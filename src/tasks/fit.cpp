@@ -1,5 +1,7 @@
-// Length control: binary search of the haystack size so that prompt + answer budget fits.
+// Length control: the search for the haystack size whose prompt + answer budget fits, in the
+// evaluated model's tokens, with few encodes of the full prompt.
 #include <algorithm>
+#include <cmath>
 
 #include "tasks/internal.h"
 #include "topk/core.h"
@@ -21,6 +23,31 @@ Tokenizer byte_tokenizer() {
   return t;
 }
 
+Tokenizer make_tokenizer(std::string name,
+                         std::function<std::vector<int32_t>(std::string_view)> encode,
+                         std::function<int64_t(int32_t)> piece_bytes) {
+  TOPK_CHECK(encode, "tokenizer %s: no encode function", name.c_str());
+  Tokenizer t;
+  t.name = std::move(name);
+  t.n_bos = int(encode(std::string_view()).size());
+  if (piece_bytes)
+    t.starts = [encode, piece_bytes](std::string_view s) {
+      std::vector<int32_t> ids = encode(s);
+      std::vector<int64_t> st;
+      st.reserve(ids.size());
+      int64_t off = 0;
+      for (int32_t id : ids) {
+        int64_t b = piece_bytes(id);
+        st.push_back(b == 0 && off == 0 ? -1 : off);  // BOS and the like cover no text
+        off += b;
+      }
+      if (off != int64_t(s.size())) st.clear();  // pieces do not spell the text: no starts
+      return st;
+    };
+  t.encode = std::move(encode);
+  return t;
+}
+
 uint64_t sub_seed(uint64_t seed, uint64_t stream) {
   uint64_t z = seed * 0x9e3779b97f4a7c15ull + (stream + 1) * 0xd1b54a32d192ed03ull;
   z = (z ^ (z >> 31)) * 0xbf58476d1ce4e5b9ull;
@@ -34,74 +61,96 @@ int64_t count(const Tokenizer& tok, std::string_view s) {
   return int64_t(tok.encode(s).size());
 }
 
-struct Cost {
-  int64_t prompt = 0, answer = 0;
-  int64_t total() const { return prompt + answer; }
-};
-
-Cost cost(const Draft& d, const Config& cfg, const Tokenizer& tok) {
-  Cost c;
-  c.prompt = count(tok, d.prompt + d.answer_prefix);
-  c.answer = cfg.answer_tokens >= 0 ? cfg.answer_tokens
-                                    : count(tok, d.target) - count(tok, std::string_view());
-  return c;
-}
-
 }  // namespace
 
-Example fit(const char* task, Scorer scorer, const Config& cfg, const Tokenizer& tok,
-            int64_t min_units, int64_t max_units, const BuildFn& build) {
+int64_t text_tokens(const Tokenizer& tok, std::string_view s) { return count(tok, s) - tok.n_bos; }
+
+bool keep_worked_example(Mode mode, int64_t tokens, int64_t length) {
+  return mode != Mode::compact || tokens <= length / 4;
+}
+
+Example fit(const char* task, Mode mode, Scorer scorer, const Config& cfg, const Tokenizer& tok,
+            const FitSpec& spec, const BuildFn& build) {
   TOPK_CHECK(tok.encode, "task %s: the tokenizer has no encode function", task);
-  TOPK_CHECK(cfg.length > 0, "task %s: length must be positive, got %lld", task,
-             (long long)cfg.length);
-  int64_t n_lo = min_units;
-  Draft d = build(n_lo);
-  Cost c = cost(d, cfg, tok);
-  TOPK_CHECK(c.total() <= cfg.length,
-             "task %s needs a length of at least %lld tokens with the %s tokenizer (its template "
-             "and minimum content), got %lld",
-             task, (long long)c.total(), tok.name.c_str(), (long long)cfg.length);
-  // Grow geometrically from an estimate of tokens per unit, then bisect [fits, too long).
-  int64_t n_hi = -1;
-  int64_t step = std::min(std::max<int64_t>(1, min_units), max_units - n_lo);
-  if (step > 0) {
-    Draft d2 = build(n_lo + step);
-    int64_t per = std::max<int64_t>(1, (cost(d2, cfg, tok).total() - c.total()) / step);
-    int64_t guess = n_lo + (cfg.length - c.total()) / per;
-    step = std::max<int64_t>(1, guess - n_lo);
-  }
-  while (n_hi < 0) {
-    int64_t n = std::min(max_units, n_lo + step);
-    if (n <= n_lo) break;  // max_units reached and it fits
-    if (cost(build(n), cfg, tok).total() <= cfg.length) {
-      n_lo = n;
-      step *= 2;
+  const int64_t L = cfg.length;
+  TOPK_CHECK(L > 0, "task %s: length must be positive, got %lld", task, (long long)L);
+  const int64_t maxu = std::max(spec.min_units, spec.max_units);
+  auto budget = [&](const Draft& d) {
+    if (cfg.answer_tokens >= 0) return cfg.answer_tokens;
+    if (spec.budget >= 0) return spec.budget;
+    return text_tokens(tok, d.target);
+  };
+  auto cost = [&](const Draft& d) { return count(tok, d.prompt + d.answer_prefix) + budget(d); };
+
+  // The bracket: `lo` fits (its draft kept in `best`), `hi` does not (-1 until found).
+  int64_t lo = spec.min_units, hi = -1, c_hi = 0;
+  Draft best = build(lo);
+  int64_t c_lo = cost(best);
+  TOPK_CHECK(c_lo <= L,
+             "task %s (%s mode) needs a length of at least %lld tokens with the %s tokenizer (its "
+             "template and minimum content), got %lld",
+             task, mode_name(mode), (long long)c_lo, tok.name.c_str(), (long long)L);
+  int64_t ref_n = -1, ref_c = 0;  // an earlier fitting point, for the per-unit cost
+  auto probe = [&](int64_t n) {
+    Draft d = build(n);
+    int64_t c = cost(d);
+    if (c <= L) {
+      ref_n = lo, ref_c = c_lo;
+      lo = n, c_lo = c, best = std::move(d);
     } else {
-      n_hi = n;
+      hi = n, c_hi = c;
     }
+  };
+  if (spec.cap && maxu > lo) probe(maxu);  // the intended count usually fits
+  bool bisect = false;
+  while (lo < maxu && (hi < 0 || hi - lo > 1)) {
+    int64_t n;
+    if (hi < 0) {
+      // No upper bound yet: double the least content, then extrapolate from the cost per unit
+      // of the last two probes, aiming a little past the length so that the next probe
+      // brackets it. A probe grows the content at most 16-fold, so that an estimate from a few
+      // small units (which may cost nothing) cannot ask for a huge build.
+      n = lo + std::max<int64_t>(1, lo);
+      if (ref_n >= 0 && c_lo > ref_c) {
+        double per = double(c_lo - ref_c) / double(lo - ref_n);
+        double jump = std::ceil(double(L - c_lo) / per * 1.01) + 2;
+        n = lo + int64_t(std::min(jump, 15.0 * double(std::max<int64_t>(1, lo)) + 1));
+      }
+      n = std::min(n, maxu);
+    } else {
+      // Inside the bracket: interpolate to just under the length, bisecting when that stalls.
+      const int64_t width = hi - lo;
+      if (bisect) {
+        n = lo + width / 2;
+      } else {
+        double per = std::max(1e-9, double(c_hi - c_lo) / double(width));
+        n = lo + int64_t(std::floor(double(L - c_lo) / per));
+      }
+      n = std::clamp(n, lo + 1, hi - 1);
+      probe(n);
+      bisect = !bisect && (hi - lo) * 2 > width;
+      continue;
+    }
+    probe(n);
   }
-  while (n_hi >= 0 && n_hi - n_lo > 1) {
-    int64_t mid = n_lo + (n_hi - n_lo) / 2;
-    if (cost(build(mid), cfg, tok).total() <= cfg.length) n_lo = mid;
-    else n_hi = mid;
-  }
-  d = build(n_lo);
-  c = cost(d, cfg, tok);
-  TOPK_ASSERT(c.total() <= cfg.length);
-  TOPK_CHECK(n_lo < max_units || cfg.length - c.total() <= std::max<int64_t>(16, cfg.length / 50),
-             "task %s: its content runs out at %lld units (%lld tokens), short of length %lld; "
-             "use a shorter length%s",
-             task, (long long)max_units, (long long)c.total(), (long long)cfg.length,
-             std::string(task) == "cwe" ? " or a larger word list (TOPK_WORDLIST)" : "");
+  Draft& d = best;
+  const int64_t slack = L - c_lo;
+  TOPK_CHECK(spec.cap || lo < maxu || slack <= std::max<int64_t>(16, L / 50),
+             "task %s: its %s run out at %lld units: with the %s tokenizer it supports lengths up "
+             "to %lld tokens, got %lld%s",
+             task, spec.pool ? spec.pool : "content", (long long)maxu, tok.name.c_str(),
+             (long long)c_lo, (long long)L,
+             std::string(task) == "cwe" ? " (a larger word list in TOPK_WORDLIST reaches further)" : "");
 
   Example e;
   e.task = task;
+  e.mode = mode;
   e.seed = cfg.seed;
   e.depth = cfg.depth;
-  e.target_tokens = cfg.length;
-  e.prompt_tokens = c.prompt;
-  e.answer_tokens = c.answer;
-  e.units = n_lo;
+  e.target_tokens = L;
+  e.answer_tokens = budget(d);
+  e.prompt_tokens = c_lo - e.answer_tokens;
+  e.units = d.units >= 0 ? d.units : lo;
   e.scorer = scorer;
   e.context_begin = d.context_begin;
   e.context_end = d.context_end;
@@ -109,9 +158,6 @@ Example fit(const char* task, Scorer scorer, const Config& cfg, const Tokenizer&
   std::vector<int64_t> starts;
   if (!tok.byte_level && tok.starts) {
     starts = tok.starts(d.prompt);
-    TOPK_CHECK(starts.size() == tok.encode(d.prompt).size(),
-               "tokenizer %s: starts() gave %zu offsets for %zu tokens", tok.name.c_str(),
-               starts.size(), tok.encode(d.prompt).size());
     TOPK_CHECK(std::is_sorted(starts.begin(), starts.end()),
                "tokenizer %s: starts() must be non-decreasing", tok.name.c_str());
   }
@@ -122,7 +168,7 @@ Example fit(const char* task, Scorer scorer, const Config& cfg, const Tokenizer&
     if (tok.byte_level) {
       nd.token_begin = tok.n_bos + b;
       nd.token_end = tok.n_bos + en;
-    } else if (tok.starts) {  // the token holding byte b; the first token starting at or after en
+    } else if (!starts.empty()) {  // the token holding byte b; the first token at or after en
       nd.token_begin = int64_t(std::upper_bound(starts.begin(), starts.end(), b) - starts.begin()) - 1;
       nd.token_end = int64_t(std::lower_bound(starts.begin(), starts.end(), en) - starts.begin());
     } else {

@@ -1,4 +1,4 @@
-// Haystacks: the RULER noise paragraph, generated prose, and needle insertion.
+// Haystacks: the RULER noise paragraph, generated prose, RULER's depths, needle insertion.
 #include <algorithm>
 #include <cmath>
 
@@ -90,36 +90,18 @@ std::vector<Elem> noise_sentences(int64_t nwords) {
   return to_sentences(w, pe);
 }
 
-std::vector<Elem> noise_lines(int64_t nwords) {
-  std::vector<Elem> out;
-  for (auto& s : noise_sentences(nwords)) {
-    if (out.empty() || out.back().sep == '\n') out.push_back(Elem{s.text, ' '});
-    else out.back().text += " " + s.text;
-    if (s.sep == '\n') out.back().sep = '\n';
-  }
-  for (auto& l : out) l.sep = '\n';
-  return out;
+std::vector<Elem> noise_paragraphs(int64_t n) {
+  return std::vector<Elem>(size_t(n), Elem{kNoise, '\n'});
 }
 
 std::vector<Elem> prose_sentences(uint64_t seed, int64_t nwords) {
   Rng r(sub_seed(seed, 77));
   std::vector<std::string> store;  // owns the words
-  std::vector<bool> pe;
-  int in_para = 0, para_len = 4 + int(r.below(5));
-  while (int64_t(store.size()) < nwords) {
-    std::vector<std::string> s = prose_sentence(r);
-    in_para++;
-    bool end = in_para == para_len;
-    if (end) in_para = 0, para_len = 4 + int(r.below(5));
-    for (size_t i = 0; i < s.size(); i++) {
-      store.push_back(std::move(s[i]));
-      pe.push_back(end && i + 1 == s.size());
-    }
-  }
+  while (int64_t(store.size()) < nwords)
+    for (auto& w : prose_sentence(r)) store.push_back(std::move(w));
   store.resize(size_t(nwords));
-  pe.resize(size_t(nwords));
   std::vector<std::string_view> w(store.begin(), store.end());
-  return to_sentences(w, pe);
+  return to_sentences(w, std::vector<bool>(w.size(), false));
 }
 
 int64_t slots(const std::vector<Elem>& hay) {
@@ -127,9 +109,21 @@ int64_t slots(const std::vector<Elem>& hay) {
   return n > 0 && hay.back().text.back() != '.' ? n - 1 : n;
 }
 
-int64_t boundary(Rng& r, double depth, int64_t n) {
-  if (depth < 0) return int64_t(r.below(uint64_t(n) + 1));
-  return std::min<int64_t>(n, int64_t(std::llround(depth * double(n))));
+const std::vector<int>& ruler_depths() {
+  static const std::vector<int> d = [] {
+    std::vector<int> v;
+    for (int i = 0; i < 40; i++) v.push_back(int(std::lround(100.0 * i / 39.0)));  // no ties at .5
+    return v;
+  }();
+  return d;
+}
+
+int64_t depth_slot(int64_t S, int depth_percent) {
+  return int64_t(double(S) * (double(depth_percent) / 100.0));  // Python's int(S * (d / 100))
+}
+
+int64_t depth_boundary(double depth, int64_t n) {
+  return std::clamp<int64_t>(int64_t(std::llround(depth * double(n))), 0, n);
 }
 
 }  // namespace topk::tasks

@@ -13,6 +13,7 @@ std::string to_json(const Example& e) {
   nlohmann::json j;
   j["task"] = e.task;
   j["version"] = e.version;
+  j["mode"] = mode_name(e.mode);
   j["seed"] = e.seed;
   j["depth"] = e.depth;
   j["length"] = e.target_tokens;

@@ -1,4 +1,4 @@
-// Retrieval probes: HELMET JSON key-value, passkey, multi-query associative recall (MQAR).
+// Retrieval probes: HELMET JSON key-value, passkey, multi-query associative recall (MQAR), ar.
 #include <algorithm>
 #include <set>
 
@@ -6,44 +6,84 @@
 
 namespace topk::tasks {
 
-// "Lost in the middle" key-value retrieval as HELMET uses it: a JSON object of UUID pairs,
-// one pair per line (json.dumps(indent=1) layout).
+namespace {
+
+constexpr int64_t kHelmetBudget = 100;  // HELMET's generation_max_length for json_kv
+constexpr int kHelmetShots = 2;
+
+// HELMET's pair counts per input length (its data files test_k{50..1800}_dep6), linear between
+// them and proportional beyond.
+int64_t helmet_pairs(int64_t length) {
+  static const int64_t grid[][2] = {{4096, 50},   {8192, 105},  {16384, 220},
+                                    {32768, 440}, {65536, 900}, {131072, 1800}};
+  if (length <= grid[0][0]) return std::max<int64_t>(1, (grid[0][1] * length + grid[0][0] / 2) / grid[0][0]);
+  for (size_t i = 1; i < std::size(grid); i++)
+    if (length <= grid[i][0]) {
+      const int64_t l0 = grid[i - 1][0], p0 = grid[i - 1][1], l1 = grid[i][0], p1 = grid[i][1];
+      return p0 + ((p1 - p0) * (length - l0) + (l1 - l0) / 2) / (l1 - l0);
+    }
+  return (1800 * length + 65536) / 131072;
+}
+
+std::string record(const std::string& k, const std::string& v) { return cat({"\"", k, "\": \"", v, "\""}); }
+
+}  // namespace
+
+// HELMET's JSON key-value retrieval ("lost in the middle" kv_retrieval, context first): a JSON
+// object of UUID pairs in that generator's layout ({"k": "v",\n "k": "v", ... "k": "v"}), then the
+// instruction, two worked lookups of other pairs of the object, and the key asked for.
 Example generate_json_kv(const Config& cfg, const Tokenizer& tok) {
+  const bool helmet = cfg.mode == Mode::helmet;
+  Rng r(sub_seed(cfg.seed, 1));
+  std::set<std::string> used;
+  const std::string key = fresh_uuid(r, used), value = fresh_uuid(r, used);
   BuildFn build = [&](int64_t n) {
-    Rng r(sub_seed(cfg.seed, 1));
-    std::string key = uuid4(r), value = uuid4(r);
-    std::set<std::string> used{key};
     Rng hr(sub_seed(cfg.seed, 2));
-    std::vector<Elem> hay;
+    std::set<std::string> u = used;
+    std::vector<std::pair<std::string, std::string>> kv;
     for (int64_t i = 0; i + 1 < n; i++) {
-      std::string k;
-      do k = uuid4(hr); while (!used.insert(k).second);
-      hay.push_back(Elem{" \"" + k + "\": \"" + uuid4(hr) + "\"", '\n'});
+      std::string k = fresh_uuid(hr, u);
+      kv.emplace_back(std::move(k), fresh_uuid(hr, u));
     }
     Rng pr(sub_seed(cfg.seed, 3));
-    std::vector<int64_t> at{boundary(pr, cfg.depth, int64_t(hay.size()))};
-    std::vector<Elem> items{Elem{" \"" + key + "\": \"" + value + "\"", '\n', 0}};
-    // Commas after every pair but the last: decide after placement.
-    std::vector<std::pair<int64_t, int64_t>> spans;
-    for (auto& h : hay) h.text += ',';
-    items[0].text += ',';
-    std::string body = assemble(hay, at, items, spans);
-    body.pop_back();  // the last pair's comma
-    if (spans[0].second > int64_t(body.size())) spans[0].second = int64_t(body.size());
+    const int64_t g = cfg.depth >= 0 ? depth_boundary(cfg.depth, n - 1) : int64_t(pr.below(uint64_t(n)));
+    kv.insert(kv.begin() + g, {key, value});
+    // Worked lookups: other pairs of the object, in random order.
+    std::string demos;
+    if (n > kHelmetShots)
+      for (int64_t i : sample_distinct(pr, n - 1, kHelmetShots)) {
+        const auto& p = kv[size_t(i >= g ? i + 1 : i)];
+        demos += cat({"Key: \"", p.first, "\"\nCorresponding value: ", p.second, "\n\n"});
+      }
+    if (!keep_worked_example(cfg.mode, text_tokens(tok, demos), cfg.length)) demos.clear();
     Draft d;
-    d.prompt = "Extract the value corresponding to the specified key in the JSON object below.\n\n"
-               "JSON data:\n{\n";
+    d.prompt = "JSON data:\n";
     d.context_begin = int64_t(d.prompt.size());
-    d.prompt += body;
+    d.prompt.reserve(size_t(n) * 82 + 512);
+    for (int64_t i = 0; i < n; i++) {
+      d.prompt += i ? " " : "{";
+      if (i == g) d.needles.push_back({int64_t(d.prompt.size()), 0});
+      d.prompt += record(kv[size_t(i)].first, kv[size_t(i)].second);
+      if (i == g) d.needles.back().second = int64_t(d.prompt.size());
+      d.prompt += i + 1 < n ? ",\n" : "}";
+    }
     d.context_end = int64_t(d.prompt.size());
-    d.prompt += "\n}\n\nKey: \"" + key + "\"\n";
+    d.prompt += "\n\nExtract the value corresponding to the specified key in the JSON object below.\n\n";
+    d.prompt += demos;
+    d.prompt += cat({"Key: \"", key, "\"\n"});
     d.answer_prefix = "Corresponding value:";
-    d.needles.push_back({d.context_begin + spans[0].first + 1, d.context_begin + spans[0].second});
     d.gold = {value};
     d.target = " " + value;
     return d;
   };
-  return fit("json_kv", Scorer::match_all, cfg, tok, 1, int64_t(1) << 40, build);
+  FitSpec fs;
+  fs.min_units = helmet ? kHelmetShots + 1 : 1;  // the gold pair and the worked lookups' pairs
+  if (helmet) {
+    fs.max_units = std::max(fs.min_units, helmet_pairs(cfg.length));
+    fs.cap = true;
+    fs.budget = kHelmetBudget;
+  }
+  return fit("json_kv", cfg.mode, Scorer::substring_exact_match, cfg, tok, fs, build);
 }
 
 // Passkey retrieval (the Landmark-attention probe) in compact wording for small contexts.
@@ -53,7 +93,8 @@ Example generate_passkey(const Config& cfg, const Tokenizer& tok) {
     std::string key = digits(r, 5);
     std::vector<Elem> hay = noise_sentences(n);
     Rng pr(sub_seed(cfg.seed, 3));
-    std::vector<int64_t> at{boundary(pr, cfg.depth, slots(hay))};
+    const int64_t S = slots(hay);
+    std::vector<int64_t> at{cfg.depth >= 0 ? depth_boundary(cfg.depth, S) : int64_t(pr.below(uint64_t(S) + 1))};
     std::vector<Elem> items{
         Elem{"The pass key is " + key + ". Remember it. " + key + " is the pass key.", ' ', 0}};
     std::vector<std::pair<int64_t, int64_t>> spans;
@@ -70,34 +111,37 @@ Example generate_passkey(const Config& cfg, const Tokenizer& tok) {
     d.target = " " + key + ".";
     return d;
   };
-  return fit("passkey", Scorer::match_all, cfg, tok, 1, int64_t(1) << 40, build);
+  return fit("passkey", cfg.mode, Scorer::match_all, cfg, tok, FitSpec{}, build);
 }
 
-// MQAR as text: "key=value" pairs (4 lowercase letters = 4 digits), then 4 queried keys whose
-// values are to be listed in query order.
+// MQAR as text: "key=value" pairs (5 lowercase letters = 4 digits), then 4 queried keys whose
+// values are to be listed in query order. Keys are distinct draws from the 26^5 names.
 Example generate_mqar(const Config& cfg, const Tokenizer& tok) {
-  constexpr int kQueries = 4;
+  constexpr int kQueries = 4, kKeyLetters = 5;
+  const Permutation kperm(pow26(kKeyLetters), sub_seed(cfg.seed, 1));
   BuildFn build = [&](int64_t n) {
-    Rng r(sub_seed(cfg.seed, 1));
-    std::set<std::string> used;
+    Rng r(sub_seed(cfg.seed, 2));
     std::vector<std::string> keys, values;
-    while (int64_t(keys.size()) < n) {
-      std::string k = letters(r, 4, false);
-      if (!used.insert(k).second) continue;
-      keys.push_back(k);
+    for (int64_t i = 0; i < n; i++) {
+      keys.push_back(letters_at(kperm.at(uint64_t(i)), kKeyLetters, false));
       values.push_back(digits(r, 4));
     }
     // Queried pairs: the first at `depth` (or random), the others random and distinct.
     Rng pr(sub_seed(cfg.seed, 3));
-    std::vector<int64_t> q{boundary(pr, cfg.depth, n - 1)};
-    while (int(q.size()) < kQueries) {
-      int64_t i = int64_t(pr.below(uint64_t(n)));
-      if (std::find(q.begin(), q.end(), i) == q.end()) q.push_back(i);
+    std::vector<int64_t> q;
+    if (cfg.depth >= 0) {
+      const int64_t g = depth_boundary(cfg.depth, n - 1);
+      q = sample_distinct(pr, n - 1, kQueries - 1);
+      for (auto& i : q) i += i >= g;
+      q.push_back(g);
+      shuffle(pr, q);
+    } else {
+      q = sample_distinct(pr, n, kQueries);
     }
-    shuffle(pr, q);
     Draft d;
     d.prompt = "Pairs:\n";
     d.context_begin = int64_t(d.prompt.size());
+    d.prompt.reserve(size_t(n) * 11 + 64);
     std::vector<std::pair<int64_t, int64_t>> span(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; i++) {
       if (i) d.prompt += ' ';
@@ -114,10 +158,14 @@ Example generate_mqar(const Config& cfg, const Tokenizer& tok) {
       d.needles.push_back(span[size_t(i)]);
     }
     d.answer_prefix = "\nAnswer:";
-    d.target = std::string(" ") + join(d.gold, " ");
+    d.target = cat({" ", join(d.gold, " ")});
     return d;
   };
-  return fit("mqar", Scorer::match_all, cfg, tok, kQueries, int64_t(1) << 40, build);
+  FitSpec fs;
+  fs.min_units = kQueries;
+  fs.max_units = int64_t(pow26(kKeyLetters));
+  fs.pool = "5-letter keys";
+  return fit("mqar", cfg.mode, Scorer::match_all, cfg, tok, fs, build);
 }
 
 }  // namespace topk::tasks
@@ -165,7 +213,9 @@ Example generate_ar(const Config& cfg, const Tokenizer& tok) {
     d.needles.push_back({at[size_t(g)], at[size_t(g)] + 2});
     return d;
   };
-  return fit("ar", Scorer::match_all, cfg, tok, 4, int64_t(1) << 40, build);
+  FitSpec fs;
+  fs.min_units = 4;
+  return fit("ar", cfg.mode, Scorer::match_all, cfg, tok, fs, build);
 }
 
 }  // namespace topk::tasks

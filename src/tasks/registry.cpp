@@ -24,24 +24,52 @@ const NiahSpec kNiah[] = {
 }  // namespace
 
 const std::vector<TaskInfo>& task_list() {
+  using S = Scorer;
+  const Mode R = Mode::ruler, H = Mode::helmet, C = Mode::compact;
   static const std::vector<TaskInfo> list = {
-      {"niah_single_1", "NIAH: one 7-digit number in the noise haystack", Scorer::match_all, true},
-      {"niah_single_2", "NIAH: one 7-digit number in generated prose", Scorer::match_all, true},
-      {"niah_single_3", "NIAH: one UUID in generated prose", Scorer::match_all, true},
-      {"niah_multikey_1", "NIAH: the queried key among 3 distractor needles, prose", Scorer::match_all, true},
-      {"niah_multikey_2", "NIAH: haystack made of distractor needles (numbers)", Scorer::match_all, true},
-      {"niah_multikey_3", "NIAH: haystack of distractor needles, UUID keys and values", Scorer::match_all, true},
-      {"niah_multivalue", "NIAH: one key with 4 values, prose", Scorer::match_all, true},
-      {"niah_multiquery", "NIAH: 4 keys queried at once, prose", Scorer::match_all, true},
-      {"vt", "variable tracking: a 4-hop assignment chain in noise", Scorer::match_all, true},
-      {"cwe", "common words extraction: the 10 most common words of a list", Scorer::match_all, false},
-      {"fwe", "frequent words extraction: the 3 most frequent coded words (Zipf)", Scorer::match_all, false},
-      {"json_kv", "HELMET JSON key-value retrieval: UUID pairs", Scorer::match_all, true},
-      {"passkey", "passkey: a 5-digit key in the noise filler (compact)", Scorer::match_all, true},
-      {"mqar", "multi-query associative recall: 4 queried key=value pairs (compact)", Scorer::match_all, true},
-      {"ar", "associative recall for tiny models: one-letter keys, one-digit values", Scorer::match_all, false},
+      {"niah_single_1", "NIAH: one 7-digit number in the noise haystack", S::match_all, true, R},
+      {"niah_single_2", "NIAH: one 7-digit number in generated prose", S::match_all, true, R},
+      {"niah_single_3", "NIAH: one UUID in generated prose", S::match_all, true, R},
+      {"niah_multikey_1", "NIAH: the queried key among 3 distractor needles, prose", S::match_all, true, R},
+      {"niah_multikey_2", "NIAH: haystack made of distractor needles (numbers)", S::match_all, true, R},
+      {"niah_multikey_3", "NIAH: haystack of distractor needles, UUID keys and values", S::match_all, true, R},
+      {"niah_multivalue", "NIAH: one key with 4 values, prose", S::match_all, true, R},
+      {"niah_multiquery", "NIAH: 4 keys queried at once, prose", S::match_all, true, R},
+      {"vt", "variable tracking: a 4-hop assignment chain in noise", S::match_all, true, R},
+      {"cwe", "common words extraction: the 10 most common words of a list", S::match_all, false, R},
+      {"fwe", "frequent words extraction: the 3 most frequent coded words (Zipf)", S::match_all, false, R},
+      {"json_kv", "HELMET JSON key-value retrieval: UUID pairs", S::substring_exact_match, true, H},
+      {"passkey", "passkey: a 5-digit key in the noise filler (compact)", S::match_all, true, C},
+      {"mqar", "multi-query associative recall: 4 queried key=value pairs (compact)", S::match_all, true, C},
+      {"ar", "associative recall for tiny models: one-letter keys, one-digit values", S::match_all, false, C},
   };
   return list;
+}
+
+const char* mode_name(Mode m) {
+  switch (m) {
+    case Mode::standard: return "standard";
+    case Mode::ruler: return "ruler";
+    case Mode::helmet: return "helmet";
+    case Mode::compact: return "compact";
+  }
+  return "?";
+}
+
+Mode parse_mode(std::string_view s) {
+  for (Mode m : {Mode::standard, Mode::ruler, Mode::helmet, Mode::compact})
+    if (s == mode_name(m)) return m;
+  TOPK_CHECK(false, "unknown task mode '%.*s' (standard, ruler, helmet or compact)", int(s.size()),
+             s.data());
+  return Mode::standard;
+}
+
+Mode resolve_mode(const TaskInfo& t, Mode m) {
+  if (m == Mode::standard) return t.standard;
+  TOPK_CHECK(m == t.standard || m == Mode::compact,
+             "task %s has no %s mode (its modes: standard = %s, compact)", t.name, mode_name(m),
+             mode_name(t.standard));
+  return m;
 }
 
 const TaskInfo* find_task(std::string_view name) {
@@ -66,20 +94,22 @@ Example generate(std::string_view task, const Config& cfg, const Tokenizer& tok)
   TOPK_CHECK(cfg.length > 0 && cfg.length <= kMaxLength,
              "task %s: length must be a number of tokens in [1, %lld], got %lld", info->name,
              (long long)kMaxLength, (long long)cfg.length);
+  Config c = cfg;
+  c.mode = resolve_mode(*info, cfg.mode);
   for (const auto& sp : kNiah)
-    if (task == sp.name) return generate_niah(sp, cfg, tok);
-  if (task == "vt") return generate_vt(cfg, tok);
-  if (task == "cwe") return generate_cwe(cfg, tok);
-  if (task == "fwe") return generate_fwe(cfg, tok);
-  if (task == "json_kv") return generate_json_kv(cfg, tok);
-  if (task == "passkey") return generate_passkey(cfg, tok);
-  if (task == "mqar") return generate_mqar(cfg, tok);
-  if (task == "ar") return generate_ar(cfg, tok);
+    if (task == sp.name) return generate_niah(sp, c, tok);
+  if (task == "vt") return generate_vt(c, tok);
+  if (task == "cwe") return generate_cwe(c, tok);
+  if (task == "fwe") return generate_fwe(c, tok);
+  if (task == "json_kv") return generate_json_kv(c, tok);
+  if (task == "passkey") return generate_passkey(c, tok);
+  if (task == "mqar") return generate_mqar(c, tok);
+  if (task == "ar") return generate_ar(c, tok);
   TOPK_ASSERT(false);
   return {};
 }
 
-int64_t min_length(std::string_view task, const Tokenizer& tok, uint64_t seed) {
+int64_t min_length(std::string_view task, const Tokenizer& tok, uint64_t seed, Mode mode) {
   // The smallest length that fits is found by bisection on the length itself.
   int64_t lo = 1, hi = 1;
   auto ok = [&](int64_t n) {
@@ -87,14 +117,16 @@ int64_t min_length(std::string_view task, const Tokenizer& tok, uint64_t seed) {
       Config c;
       c.length = n;
       c.seed = seed;
+      c.mode = mode;
       generate(task, c, tok);
       return true;
     } catch (const Error&) {
       return false;
     }
   };
-  TOPK_CHECK(find_task(task), "unknown task '%.*s'; tasks: %s", int(task.size()), task.data(),
-             names().c_str());
+  const TaskInfo* info = find_task(task);
+  TOPK_CHECK(info, "unknown task '%.*s'; tasks: %s", int(task.size()), task.data(), names().c_str());
+  resolve_mode(*info, mode);  // an error for a mode the task lacks
   while (!ok(hi)) {
     lo = hi;
     hi *= 2;

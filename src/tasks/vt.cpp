@@ -1,25 +1,29 @@
-// RULER variable tracking: one chain of 4 hops hidden in the noise haystack.
+// RULER variable tracking: one chain of 4 hops in the noise haystack, after one worked example.
 #include <algorithm>
-#include <set>
 
 #include "tasks/internal.h"
+#include "topk/core.h"
 
 namespace topk::tasks {
 
 namespace {
 
 constexpr int kHops = 4;
+constexpr int64_t kRulerBudget = 30;        // RULER's tokens_to_generate for variable_tracking
+constexpr int64_t kWorkedExampleTokens = 500;  // RULER fits its worked example to 500 tokens
+
+const char* const kHead =
+    "Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n";
 
 std::string vt_question(const std::string& context, const std::string& value) {
-  return "Memorize and track the chain(s) of variable assignment hidden in the following text.\n\n" +
-         context + "\nQuestion: Find all variables that are assigned the value " + value +
+  return kHead + context + "\nQuestion: Find all variables that are assigned the value " + value +
          " in the text above.";
 }
 
-// RULER's answer prefix, its spelling ("assgined") included, so that scores compare.
+// RULER's current answer prefix (its 2024 release spelled "assgined"; fixed in May 2025).
 std::string vt_prefix(const std::string& value) {
   return " Answer: According to the chain(s) of variable assignment in the text above, " +
-         std::to_string(kHops + 1) + " variables are assgined the value " + value + ", they are: ";
+         std::to_string(kHops + 1) + " variables are assigned the value " + value + ", they are: ";
 }
 
 struct Chain {
@@ -27,66 +31,81 @@ struct Chain {
   std::string value;
 };
 
-Chain make_chain(Rng& r, int name_len) {
+// Names of name_len uppercase letters, distinct (a permutation of the 26^name_len names); the
+// value in RULER's range, np.random.randint(10000, 99999).
+Chain make_chain(uint64_t seed, int name_len) {
   Chain c;
-  std::set<std::string> used;
-  while (int(c.vars.size()) < kHops + 1) {
-    std::string v = letters(r, name_len, true);
-    if (used.insert(v).second) c.vars.push_back(v);
-  }
-  c.value = std::to_string(10000 + r.below(90000));
+  Permutation names(pow26(name_len), sub_seed(seed, 1));
+  for (int i = 0; i <= kHops; i++) c.vars.push_back(letters_at(names.at(uint64_t(i)), name_len, true));
+  Rng r(sub_seed(seed, 2));
+  c.value = std::to_string(10000 + r.below(89999));
   c.lines.push_back("VAR " + c.vars[0] + " = " + c.value);
-  for (int i = 0; i < kHops; i++) c.lines.push_back("VAR " + c.vars[size_t(i + 1)] + " = VAR " + c.vars[size_t(i)]);
+  for (int i = 0; i < kHops; i++)  // RULER's hop lines end in a space
+    c.lines.push_back("VAR " + c.vars[size_t(i + 1)] + " = VAR " + c.vars[size_t(i)] + " ");
   return c;
 }
 
-// Inserts the chain in order: the first line at `depth` (or random), the rest at sorted
-// random boundaries after it.
-std::string place(const Chain& c, const std::vector<Elem>& hay, Rng& pr, double depth,
+// The chain in order among n noise lines, RULER's way: before 5 distinct lines chosen at random
+// (sorted). An explicit depth puts the first assignment at that boundary and the others before
+// distinct later lines (or at the end).
+std::string place(const Chain& c, int64_t n, uint64_t seed, double depth,
                   std::vector<std::pair<int64_t, int64_t>>& spans) {
-  int64_t S = slots(hay);
-  std::vector<int64_t> at{boundary(pr, depth, S)};
-  std::vector<int64_t> rest;
-  for (int i = 0; i < kHops; i++) rest.push_back(at[0] + int64_t(pr.below(uint64_t(S - at[0] + 1))));
-  std::sort(rest.begin(), rest.end());
-  at.insert(at.end(), rest.begin(), rest.end());
+  Rng pr(sub_seed(seed, 3));
+  std::vector<int64_t> at;
+  if (depth < 0) {
+    at = sample_distinct(pr, n, kHops + 1);
+  } else {
+    int64_t p0 = std::min(depth_boundary(depth, n), n - kHops);
+    at = sample_distinct(pr, n - p0, kHops);
+    for (auto& p : at) p += p0 + 1;
+    at.push_back(p0);
+  }
+  std::sort(at.begin(), at.end());
   std::vector<Elem> items;
-  for (auto& l : c.lines) items.push_back(Elem{l, ' ', int(items.size())});
-  return assemble(hay, at, items, spans);
+  for (auto& l : c.lines) items.push_back(Elem{l, '\n', int(items.size())});
+  return assemble(noise_paragraphs(n), at, items, spans);
 }
 
 }  // namespace
 
 Example generate_vt(const Config& cfg, const Tokenizer& tok) {
-  // One worked example first (3-letter names, 3 noise paragraphs), when it takes at most a
-  // quarter of the target length.
+  // The worked example: 3-letter names, and as many noise lines (at least 5) as keep its
+  // question and answer prefix within 500 tokens; then its answer and a blank line.
   std::string icl;
   {
-    Rng r(sub_seed(cfg.seed, 4));
-    Chain c = make_chain(r, 3);
-    std::vector<std::pair<int64_t, int64_t>> spans;
-    std::string ctx = place(c, noise_sentences(3 * 19), r, -1.0, spans);  // 19 words a paragraph
-    icl = vt_question(ctx, c.value) + vt_prefix(c.value) + join(c.vars, " ") + "\n\n";
-    int64_t n = int64_t(tok.encode(icl).size()) - int64_t(tok.encode("").size());
-    if (n > cfg.length / 4) icl.clear();
+    const uint64_t s = sub_seed(cfg.seed, 4);
+    Chain c = make_chain(s, 3);
+    auto text = [&](int64_t n) {
+      std::vector<std::pair<int64_t, int64_t>> spans;
+      return vt_question(place(c, n, s, -1.0, spans), c.value) + vt_prefix(c.value);
+    };
+    int64_t lo = kHops + 1, hi = 512;
+    if (text_tokens(tok, text(lo)) <= kWorkedExampleTokens)
+      while (hi - lo > 1) {
+        int64_t mid = (lo + hi) / 2;
+        (text_tokens(tok, text(mid)) <= kWorkedExampleTokens ? lo : hi) = mid;
+      }
+    icl = text(lo) + " " + join(c.vars, " ") + "\n\n";
+    if (!keep_worked_example(cfg.mode, text_tokens(tok, icl), cfg.length)) icl.clear();
   }
+  const Chain c = make_chain(sub_seed(cfg.seed, 1), 5);
   BuildFn build = [&](int64_t n) {
-    Rng r(sub_seed(cfg.seed, 1));
-    Chain c = make_chain(r, 5);
-    Rng pr(sub_seed(cfg.seed, 3));
     std::vector<std::pair<int64_t, int64_t>> spans;
-    std::string ctx = place(c, noise_sentences(n), pr, cfg.depth, spans);
+    std::string ctx = place(c, n, cfg.seed, cfg.depth, spans);
     Draft d;
     d.prompt = icl + vt_question(ctx, c.value);
-    d.context_begin = int64_t(d.prompt.find(ctx, icl.size()));
+    d.context_begin = int64_t(icl.size() + std::string_view(kHead).size());
     d.context_end = d.context_begin + int64_t(ctx.size());
     for (auto [b, e] : spans) d.needles.push_back({d.context_begin + b, d.context_begin + e});
     d.answer_prefix = vt_prefix(c.value);
-    d.target = join(c.vars, " ");
+    d.target = cat({" ", join(c.vars, " ")});
     d.gold = c.vars;
     return d;
   };
-  return fit("vt", Scorer::match_all, cfg, tok, 1, int64_t(1) << 40, build);
+  FitSpec fs;
+  fs.min_units = kHops + 1;  // distinct lines for the five assignments
+  fs.budget = cfg.mode == Mode::ruler ? kRulerBudget : -1;
+  return fit("vt", cfg.mode, Scorer::match_all, cfg, tok, fs, build);
 }
 
 }  // namespace topk::tasks

@@ -1,47 +1,139 @@
-// Word lists (built in, or Debian's wamerican for CWE), random values and prose grammar.
+// Built-in word lists for needle keys and the generated prose, and the prose grammar.
 #include "tasks/words.h"
 
-#include <cstdlib>
-#include <fstream>
-#include <set>
-
-#include "tasks/internal.h"
-#include "topk/core.h"
-#include <algorithm>
+#include <string>
 
 namespace topk::tasks {
 
+// Written for this project: common English adjectives and concrete nouns with regular plurals,
+// so that "adjective-noun" keys (RULER's key form) number about 350,000 and the prose reads
+// plainly. The two lists share no word.
 const std::vector<std::string_view> kAdjectives = {
-    "able", "acid", "agile", "alert", "ancient", "angry", "ashamed", "awful", "bitter", "black",
-    "blue", "bold", "brave", "brief", "bright", "broad", "busy", "calm", "careful", "cheap",
-    "clean", "clever", "cold", "cool", "crazy", "cruel", "curious", "damp", "dark", "deep",
-    "dizzy", "dry", "eager", "early", "easy", "empty", "fair", "famous", "fancy", "fast",
-    "fierce", "flat", "fresh", "friendly", "funny", "gentle", "giant", "glad", "golden", "grand",
-    "green", "grumpy", "happy", "hard", "heavy", "helpful", "hollow", "honest", "huge", "humble",
-    "hungry", "icy", "jolly", "kind", "large", "late", "lazy", "light", "little", "lively",
-    "loud", "lucky", "mellow", "merry", "mighty", "modern", "narrow", "neat", "nervous", "noisy",
-    "odd", "old", "orange", "pale", "plain", "polite", "proud", "purple", "quick", "quiet",
-    "rapid", "rare", "red", "rich", "rough", "round", "royal", "rude", "sad", "safe",
-    "salty", "scary", "sharp", "shiny", "short", "shy", "silent", "silly", "slow", "small",
-    "smooth", "soft", "solid", "sour", "spicy", "steep", "sticky", "strange", "strong", "sunny",
-    "sweet", "swift", "tall", "tame", "tender", "thick", "thin", "tidy", "tiny", "tough",
-    "ugly", "vast", "violet", "warm", "weak", "wet", "white", "wide", "wild", "wise",
-    "witty", "wooden", "yellow", "young", "zany", "zealous"};
+    "able", "absent", "acid", "active", "actual", "adept", "afraid", "agile", "airy", "alert",
+    "alive", "amber", "ample", "ancient", "angry", "annual", "antique", "anxious", "apt", "arctic",
+    "arid", "ashen", "ashamed", "avid", "awake", "aware", "awful", "azure", "bad", "bald", "balmy",
+    "bare", "basic", "bashful", "beige", "big", "bitter", "black", "bland", "blank", "bleak",
+    "blind", "blissful", "blond", "blue", "blunt", "blurry", "bold", "bony", "bored", "bossy",
+    "brave", "breezy", "brief", "bright", "brisk", "broad", "broken", "bronze", "brown", "bubbly",
+    "bulky", "bumpy", "burly", "busy", "calm", "candid", "capable", "careful", "careless", "casual",
+    "cautious", "central", "certain", "charming", "cheap", "cheerful", "chief", "chilly", "choppy",
+    "chubby", "civil", "classic", "clean", "clear", "clever", "close", "cloudy", "clumsy", "coarse",
+    "cold", "common", "compact", "complex", "cool", "cordial", "corny", "cosmic", "costly", "cozy",
+    "crafty", "crazy", "creamy", "crisp", "crooked", "crowded", "cruel", "crunchy", "cuddly",
+    "curly", "curious", "current", "curved", "cute", "daily", "damp", "dapper", "daring", "dark",
+    "dashing", "dear", "decent", "deep", "deft", "dense", "devoted", "dim", "direct", "dirty",
+    "distant", "dizzy", "double", "drab", "dreamy", "dry", "dull", "dusty", "dutiful", "eager",
+    "early", "earnest", "easy", "edgy", "eerie", "elastic", "elder", "electric", "elegant",
+    "eloquent", "empty", "endless", "equal", "even", "evergreen", "exact", "exotic", "expert",
+    "faded", "faint", "fair", "faithful", "false", "famous", "fancy", "far", "fast", "fearless",
+    "feisty", "fertile", "festive", "fickle", "fierce", "fiery", "final", "fine", "firm", "fit",
+    "fixed", "flaky", "flat", "flawless", "flimsy", "flowery", "fluffy", "fluid", "flying", "foggy",
+    "fond", "formal", "fragile", "frail", "frank", "free", "frequent", "fresh", "friendly",
+    "frosty", "frozen", "frugal", "full", "funny", "furry", "fuzzy", "gallant", "gaudy", "general",
+    "gentle", "genuine", "giant", "giddy", "gifted", "glad", "gleaming", "glossy", "gloomy",
+    "glowing", "golden", "good", "graceful", "gracious", "grand", "granite", "grateful", "grave",
+    "gray", "greasy", "great", "green", "grim", "grizzled", "gross", "grouchy", "growing", "grumpy",
+    "guilty", "gusty", "hairy", "handy", "happy", "hard", "hardy", "harsh", "hasty", "heavy",
+    "hefty", "helpful", "hidden", "high", "hilly", "hoarse", "hollow", "homely", "honest",
+    "hopeful", "horrid", "hot", "huge", "humble", "humid", "hungry", "husky", "icy", "ideal",
+    "idle", "immense", "inner", "innocent", "instant", "intense", "inviting", "ivory", "jagged",
+    "jazzy", "jolly", "jovial", "joyful", "joyous", "juicy", "jumbo", "jumpy", "junior", "keen",
+    "kind", "kindly", "knobby", "knotty", "known", "large", "late", "lavish", "lawful", "lazy",
+    "leafy", "lean", "learned", "legal", "level", "light", "likely", "limp", "linen", "liquid",
+    "little", "lively", "livid", "loyal", "local", "lofty", "lone", "lonely", "long", "loose",
+    "lost", "loud", "lovely", "low", "lucid", "lucky", "lumpy", "lush", "magic", "main", "major",
+    "mammoth", "massive", "mature", "meager", "mean", "medium", "meek", "mellow", "melodic",
+    "merry", "messy", "metal", "mild", "milky", "minor", "minty", "misty", "mixed", "modern",
+    "modest", "moist", "moral", "mossy", "motley", "muddy", "murky", "musty", "mute", "mutual",
+    "naive", "narrow", "nasty", "native", "natural", "naval", "near", "neat", "needy", "nervous",
+    "new", "nice", "nimble", "noble", "noisy", "normal", "noted", "numb", "oaken", "obedient",
+    "odd", "official", "oily", "old", "open", "orange", "orderly", "ornate", "outer", "oval",
+    "overt", "pale", "paltry", "peaceful", "pearl", "perfect", "petite", "pink", "plain", "playful",
+    "pleasant", "plucky", "plump", "plush", "polite", "poor", "popular", "portly", "posh", "potent",
+    "pretty", "prickly", "prime", "private", "prompt", "proper", "proud", "public", "puffy", "pure",
+    "purple", "pushy", "quaint", "quick", "quiet", "quirky", "radiant", "ragged", "rainy", "rapid",
+    "rare", "raw", "ready", "real", "rear", "recent", "red", "regal", "regular", "remote", "rich",
+    "right", "rigid", "ripe", "robust", "rocky", "rosy", "rotten", "rough", "round", "rowdy",
+    "royal", "rude", "rural", "rustic", "rusty", "sad", "safe", "salty", "sandy", "sane", "scaly",
+    "scarce", "scary", "scenic", "secret", "serene", "serious", "shabby", "shaggy", "shallow",
+    "sharp", "shiny", "short", "showy", "shrill", "shy", "silent", "silky", "silly", "silver",
+    "simple", "sincere", "single", "sizzling", "skinny", "sleek", "sleepy", "slender", "slight",
+    "slim", "slimy", "slow", "small", "smart", "smoky", "smooth", "snappy", "snowy", "snug",
+    "sober", "social", "soft", "solar", "solemn", "solid", "sore", "sour", "spare", "sparkling",
+    "speedy", "spicy", "spiky", "spiral", "splendid", "spotless", "spotted", "spry", "square",
+    "stale", "stark", "steady", "steel", "steep", "sticky", "stiff", "still", "stormy", "stout",
+    "straight", "strange", "strict", "striped", "strong", "stuffy", "sturdy", "subtle", "sudden",
+    "sugary", "sunny", "super", "superb", "sure", "sweet", "swift", "tall", "tame", "tan", "tangy",
+    "tart", "tasty", "taut", "teal", "tender", "tense", "tepid", "terse", "thick", "thin",
+    "thirsty", "thorny", "tidy", "tight", "timely", "tiny", "tired", "tough", "tranquil", "tricky",
+    "trim", "tropical", "true", "trusty", "twin", "ugly", "ultimate", "unique", "upbeat", "upper",
+    "urban", "urgent", "useful", "usual", "vacant", "vague", "vain", "valid", "vast", "verbal",
+    "vibrant", "violet", "vital", "vivid", "vocal", "wacky", "warm", "wary", "wavy", "weak",
+    "wealthy", "weary", "weekly", "weird", "wet", "white", "whole", "wide", "wild", "willing",
+    "windy", "winter", "wiry", "wise", "witty", "wobbly", "wooden", "woolly", "worn", "worthy",
+    "yearly", "yellow", "young", "youthful", "yummy", "zany", "zealous", "zesty", "zippy",};
 
 const std::vector<std::string_view> kNouns = {
-    "anchor", "apple", "arrow", "baker", "basket", "beach", "bell", "bicycle", "bird", "blanket",
-    "boat", "bottle", "bridge", "brush", "bucket", "cabin", "camera", "candle", "canyon", "captain",
-    "carpet", "castle", "cat", "chair", "cloud", "coin", "comet", "cottage", "crayon", "desert",
-    "doctor", "dog", "dragon", "drum", "eagle", "engine", "farmer", "feather", "field", "flower",
-    "forest", "fountain", "garden", "ghost", "glacier", "guitar", "hammer", "harbor", "helmet", "hill",
-    "horse", "island", "jacket", "jungle", "kettle", "kitten", "ladder", "lake", "lamp", "lantern",
-    "lemon", "lion", "meadow", "mirror", "monkey", "mountain", "needle", "ocean", "orchard", "otter",
-    "owl", "painter", "parrot", "pencil", "pepper", "piano", "pillow", "planet", "pocket", "pond",
-    "rabbit", "river", "robot", "rocket", "sailor", "school", "shadow", "shell", "ship", "singer",
-    "spoon", "star", "station", "stone", "street", "table", "teacher", "tiger", "tower", "train",
-    "tree", "tunnel", "valley", "violin", "wagon", "wallet", "window", "wizard", "wolf", "zebra"};
+    "acorn", "actor", "album", "alley", "almond", "anchor", "angle", "ankle", "answer", "anthem",
+    "apple", "apron", "arch", "arena", "arrow", "artist", "attic", "author", "autumn", "avenue",
+    "award", "badge", "bagel", "baker", "bakery", "ballad", "balloon", "bamboo", "banana", "band",
+    "banjo", "bank", "banner", "barn", "barrel", "basket", "bat", "beach", "beacon", "bead", "beak",
+    "beam", "bean", "bear", "beard", "beaver", "bed", "bee", "beetle", "bell", "belt", "bench",
+    "berry", "bicycle", "bird", "biscuit", "blanket", "blender", "blossom", "board", "boat",
+    "bonnet", "book", "boot", "bottle", "boulder", "bowl", "box", "bracelet", "branch", "brick",
+    "bridge", "broom", "brush", "bubble", "bucket", "buckle", "bugle", "building", "bulb", "bundle",
+    "bunny", "button", "cabin", "cable", "cake", "camel", "camera", "camp", "canal", "candle",
+    "candy", "canoe", "canvas", "canyon", "cape", "captain", "car", "card", "carpet", "carrot",
+    "cart", "castle", "cat", "cave", "cedar", "cellar", "chair", "channel", "chapel", "cherry",
+    "chess", "chest", "chimney", "chin", "chisel", "circle", "city", "clarinet", "cliff", "clock",
+    "closet", "cloud", "clover", "coast", "coat", "cobra", "coconut", "coin", "collar", "comet",
+    "compass", "cookie", "coral", "cork", "corner", "cottage", "couch", "county", "cousin", "cover",
+    "cowboy", "crab", "crane", "crater", "crayon", "creek", "cricket", "crow", "crown", "crystal",
+    "cup", "cupboard", "curtain", "cushion", "cyclist", "daisy", "dancer", "deck", "desert", "desk",
+    "dessert", "diamond", "diary", "dish", "doctor", "dog", "doll", "dolphin", "donkey", "door",
+    "dove", "dragon", "drawer", "dream", "dress", "drum", "duck", "dune", "eagle", "easel", "elbow",
+    "elephant", "elevator", "elk", "ember", "emerald", "engine", "envelope", "eraser", "falcon",
+    "farm", "farmer", "faucet", "feather", "fence", "fern", "ferry", "fiddle", "field", "fig",
+    "finch", "fire", "flag", "flame", "flask", "fleet", "flower", "flute", "folder", "forest",
+    "fork", "fort", "fountain", "fox", "frame", "frog", "fruit", "funnel", "gadget", "galaxy",
+    "garage", "garden", "gate", "gazebo", "gecko", "gem", "geyser", "ghost", "giraffe", "glacier",
+    "glass", "glove", "goat", "gong", "gown", "grape", "guitar", "gull", "hall", "hammer",
+    "hamster", "hand", "harbor", "harp", "hat", "hawk", "hazel", "heart", "hedge", "helmet", "herb",
+    "hermit", "heron", "hill", "hinge", "hippo", "hive", "hood", "hook", "horizon", "horn", "horse",
+    "hotel", "house", "iceberg", "igloo", "imp", "inlet", "insect", "island", "jacket", "jaguar",
+    "jar", "jasmine", "jeep", "jelly", "jester", "jewel", "journal", "judge", "jug", "jungle",
+    "kayak", "kettle", "key", "kingdom", "kiosk", "kitchen", "kite", "kitten", "knight", "knot",
+    "koala", "label", "ladder", "lagoon", "lake", "lamb", "lamp", "lantern", "laptop", "lark",
+    "lawn", "lemon", "lens", "leopard", "letter", "library", "lighthouse", "lily", "lime", "lion",
+    "lizard", "llama", "lobster", "locket", "lodge", "log", "lotus", "magnet", "mailbox", "map",
+    "maple", "marble", "market", "mask", "meadow", "medal", "melon", "meteor", "mill", "mirror",
+    "mitten", "moat", "monkey", "moon", "motel", "motor", "mountain", "muffin", "mule", "museum",
+    "mushroom", "napkin", "necklace", "needle", "nest", "net", "nickel", "notebook", "novel",
+    "nugget", "nut", "oak", "oar", "oasis", "ocean", "office", "olive", "onion", "orbit", "orchard",
+    "orchid", "organ", "ostrich", "otter", "oven", "owl", "oyster", "paddle", "pagoda", "palace",
+    "panda", "panther", "paper", "parade", "parcel", "parrot", "path", "peach", "peacock", "peanut",
+    "pear", "pebble", "pelican", "pen", "pencil", "penguin", "pepper", "piano", "pickle", "picnic",
+    "pier", "pigeon", "pillow", "pilot", "pine", "pipe", "pirate", "pistachio", "planet", "plate",
+    "plum", "pocket", "poem", "pond", "poppy", "porch", "portrait", "prairie", "puddle",
+    "pumpkin", "puppet", "puppy", "puzzle", "quail", "quarry", "queen", "quill", "quilt", "rabbit",
+    "raccoon", "radio", "radish", "raft", "rainbow", "ranch", "raven", "recipe", "reef", "ribbon",
+    "riddle", "ring", "river", "road", "robin", "robot", "rocket", "roof", "room", "rooster",
+    "rope", "rose", "ruby", "rug", "ruler", "saddle", "sail", "sailor", "salad", "sandal",
+    "satchel", "saucer", "school", "scooter", "seal", "season", "seed", "shadow", "shark", "shed",
+    "shell", "shelter", "ship", "shoe", "shovel", "shrub", "singer", "sink", "skate", "sketch",
+    "skirt", "sled", "slipper", "snail", "snake", "sock", "sofa", "soldier", "song", "spider",
+    "sponge", "spoon", "spring", "squash", "squirrel", "stable", "stadium", "stage", "stair",
+    "star", "station", "statue", "stone", "stool", "storm", "stove", "stream", "street", "string",
+    "studio", "suitcase", "summit", "sun", "sunset", "swan", "sweater", "table", "tablet", "tailor",
+    "tambourine", "tank", "teacher", "teapot", "telescope", "temple", "tent", "thimble", "thistle",
+    "thread", "throne", "ticket", "tiger", "toad", "token", "tower", "town", "toy", "tractor",
+    "trail", "train", "tree", "trophy", "truck", "trumpet", "tulip", "tunnel", "turkey", "turnip",
+    "turtle", "umbrella", "unicorn", "uniform", "valley", "vase", "vest", "village", "vine",
+    "violin", "vulture", "wagon", "waiter", "wall", "wallet", "walnut", "walrus", "wand",
+    "wardrobe", "wave", "whale", "wheel", "whistle", "willow", "window", "windmill", "wizard",
+    "worm", "wreath", "yacht", "yak", "yard", "zebra", "zipper",};
 
-// Regular verbs: third person adds "s", past adds "ed" (or "d" after a final 'e').
+// Regular verbs: third person adds "s" ("es" after sh, ch), past adds "ed" (or "d" after 'e').
 static const std::vector<std::string_view> kVerbs = {
     "answer", "borrow", "carve", "clean", "climb", "collect", "cover", "crush", "deliver", "describe",
     "enjoy", "explain", "follow", "gather", "greet", "guard", "help", "invent", "join", "jump",
@@ -57,6 +149,7 @@ static const std::vector<std::string_view> kPreps = {
 
 template <class V> static std::string pick(Rng& r, const V& v) { return std::string(v[r.below(v.size())]); }
 
+static bool vowel(char c) { return std::string_view("aeiou").find(c) != std::string_view::npos; }
 static std::string third(std::string_view v) {
   std::string s(v);
   if (s.ends_with("sh") || s.ends_with("ch")) return s + "es";
@@ -68,9 +161,13 @@ static std::string past(std::string_view v) {
 }
 static std::string plural(std::string_view n) {
   std::string s(n);
-  if (s.ends_with("sh") || s.ends_with("ch") || s.back() == 's') return s + "es";
+  if (s.ends_with("sh") || s.ends_with("ch") || s.back() == 's' || s.back() == 'x' || s.back() == 'z')
+    return s + "es";
+  if (s.back() == 'y' && s.size() > 1 && !vowel(s[s.size() - 2])) return s.substr(0, s.size() - 1) + "ies";
   return s + "s";
 }
+// "a" or "an" before a word.
+static std::string article(std::string_view w) { return vowel(w[0]) || w == "honest" ? "an" : "a"; }
 
 std::vector<std::string> prose_sentence(Rng& r) {
   std::string text;
@@ -79,8 +176,13 @@ std::vector<std::string> prose_sentence(Rng& r) {
   auto verb = [&] { return pick(r, kVerbs); };
   switch (r.below(6)) {
     case 0: text = "The " + adj() + " " + noun() + " " + third(verb()) + " the " + noun(); break;
-    case 1: text = "A " + noun() + " " + pick(r, kPreps) + " the " + noun() + " " + past(verb()) + " " +
-                   pick(r, kAdverbs); break;
+    case 1: {
+      std::string n = noun();
+      text = article(n) + " " + n + " " + pick(r, kPreps) + " the " + noun() + " " + past(verb()) +
+             " " + pick(r, kAdverbs);
+      text[0] = char(text[0] - 'a' + 'A');
+      break;
+    }
     case 2: {
       std::string a = adj();
       a[0] = char(a[0] - 'a' + 'A');
@@ -90,9 +192,8 @@ std::vector<std::string> prose_sentence(Rng& r) {
     }
     case 3: {
       std::string a = adj();
-      text = "In the " + noun() + ", the " + noun() + " " + third(verb()) +
-             (std::string_view("aeiou").find(a[0]) != std::string_view::npos ? " an " : " a ") + a +
-             " " + noun();
+      text = "In the " + noun() + ", the " + noun() + " " + third(verb()) + " " + article(a) + " " +
+             a + " " + noun();
       break;
     }
     case 4: text = "Some " + plural(noun()) + " " + verb() + " when the " + noun() + " " +
@@ -110,80 +211,6 @@ std::vector<std::string> prose_sentence(Rng& r) {
     p = q + 1;
   }
   return words;
-}
-
-std::string key_words(Rng& r) { return pick(r, kAdjectives) + "-" + pick(r, kNouns); }
-
-std::string digits(Rng& r, int n) {
-  std::string s(size_t(n), '0');
-  s[0] = char('1' + r.below(9));
-  for (int i = 1; i < n; i++) s[size_t(i)] = char('0' + r.below(10));
-  return s;
-}
-
-std::string uuid4(Rng& r) {
-  static const char* hex = "0123456789abcdef";
-  std::string s;
-  for (int i = 0; i < 32; i++) {
-    int v = int(r.below(16));
-    if (i == 12) v = 4;              // version
-    if (i == 16) v = 8 + (v & 3);    // variant 10xx
-    if (i == 8 || i == 12 || i == 16 || i == 20) s += '-';
-    s += hex[v];
-  }
-  return s;
-}
-
-std::string letters(Rng& r, int n, bool upper) {
-  std::string s;
-  for (int i = 0; i < n; i++) s += char((upper ? 'A' : 'a') + r.below(26));
-  return s;
-}
-
-const std::vector<std::string>& dictionary_words() {
-  static const std::vector<std::string> words = [] {
-    const char* env = std::getenv("TOPK_WORDLIST");
-    std::string path = env && *env ? env : "/usr/share/dict/american-english-small";
-    std::ifstream f(path);
-    TOPK_CHECK(f.good(),
-               "word list %s not found: install the Debian package 'wamerican-small' "
-               "(tools/install-deps.sh does), or set TOPK_WORDLIST to a file of one word per line",
-               path.c_str());
-    // Vulgar and loaded words are left out of generated lists.
-    static const std::set<std::string_view> excluded = {
-        "anal", "anus", "ass", "asses", "bitch", "booby", "butt", "butts", "cock", "cocks",
-        "crap", "cum", "damn", "gay", "horny", "kinky", "penis", "prick", "pussy", "queer",
-        "rape", "raped", "rapes", "rapist", "semen", "sex", "sexy", "slut", "sluts", "smut",
-        "sperm", "tit", "tits", "vagina", "whore", "whores"};
-    std::vector<std::string> out;
-    std::string w;
-    while (std::getline(f, w)) {
-      bool ok = w.size() >= 3 && w.size() <= 6 && !excluded.count(w);
-      for (char c : w) ok = ok && c >= 'a' && c <= 'z';
-      if (ok) out.push_back(w);
-    }
-    std::sort(out.begin(), out.end());
-    out.erase(std::unique(out.begin(), out.end()), out.end());
-    TOPK_CHECK(out.size() >= 1000, "word list %s has only %zu lowercase words of 3..6 letters; "
-               "need at least 1000", path.c_str(), out.size());
-    return out;
-  }();
-  return words;
-}
-
-std::string join(const std::vector<std::string>& v, const char* sep) {
-  std::string s;
-  for (size_t i = 0; i < v.size(); i++) {
-    if (i) s += sep;
-    s += v[i];
-  }
-  return s;
-}
-
-std::string join_and(const std::vector<std::string>& v) {
-  if (v.size() <= 1) return v.empty() ? "" : v[0];
-  std::vector<std::string> head(v.begin(), v.end() - 1);
-  return join(head, ", ") + ", and " + v.back();
 }
 
 }  // namespace topk::tasks

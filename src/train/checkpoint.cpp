@@ -25,11 +25,14 @@ void save_checkpoint(const std::string& dir, const Model& m, const AdamW& opt, c
   std::string tmp = dir + ".tmp", old = dir + ".old";
   remove_tree(tmp);
   model_save(tmp, m);
-  int64_t n = int64_t(m.w.size());
+  const int64_t n = m.numel;
+  std::vector<float> w = model_host_weights(m), am(static_cast<size_t>(n)), av(static_cast<size_t>(n));
+  copy(make_view(am.data(), DType::f32, {n}), opt.m);
+  copy(make_view(av.data(), DType::f32, {n}), opt.v);
   st_save(tmp + "/optimizer.safetensors",
-          {{"master_weights", DType::f32, {n}, m.w.data()},
-           {"adam_m", DType::f32, {n}, opt.m.data()},
-           {"adam_v", DType::f32, {n}, opt.v.data()}},
+          {{"master_weights", DType::f32, {n}, w.data()},
+           {"adam_m", DType::f32, {n}, am.data()},
+           {"adam_v", DType::f32, {n}, av.data()}},
           {{"adam_t", std::to_string(opt.t)}});
   write_json_file(tmp + "/trainer_state.json", state);
   remove_tree(old);
@@ -51,19 +54,22 @@ bool find_checkpoint(const std::string& dir, std::string* found) {
   return false;
 }
 
-void load_checkpoint(const std::string& dir, Model& m, AdamW& opt, json& state) {
+void load_checkpoint(const std::string& dir, Model& m, AdamW& opt, json& state, Device device) {
   m = model_create(load_config(dir));
+  model_load_tokenizer(m, dir);
   SafeTensors st = st_load(dir + "/optimizer.safetensors");
-  int64_t n = int64_t(m.w.size());
-  st_to_f32(st.get("master_weights", {n}), m.w.data(), n);
+  const int64_t n = m.numel;
+  st_to_f32(st.get("master_weights", {n}), m.host(), n);
   opt = adamw_create(m);
-  st_to_f32(st.get("adam_m", {n}), opt.m.data(), n);
-  st_to_f32(st.get("adam_v", {n}), opt.v.data(), n);
+  st_to_f32(st.get("adam_m", {n}), opt.m.ptr<float>(), n);
+  st_to_f32(st.get("adam_v", {n}), opt.v.ptr<float>(), n);
   auto it = st.metadata.find("adam_t");
   TOPK_CHECK(it != st.metadata.end(), "%s/optimizer.safetensors: no adam_t in its metadata",
              dir.c_str());
   opt.t = std::stoll(it->second);
   state = read_json_file(dir + "/trainer_state.json");
+  model_to(m, device);
+  adamw_to(opt, device);
 }
 
 }  // namespace topk

@@ -11,11 +11,14 @@
 
 namespace topk {
 
+// Works from any device (the tensors are staged through the host).
 void save_checkpoint(const std::string& dir, const Model& m, const AdamW& opt, const json& state);
 // True when dir (or a leftover dir.old from an interrupted swap) holds a checkpoint; sets *found.
 bool find_checkpoint(const std::string& dir, std::string* found);
-// Loads a checkpoint written by save_checkpoint: model (fp32 master weights), optimizer, state.
-void load_checkpoint(const std::string& dir, Model& m, AdamW& opt, json& state);
+// Loads a checkpoint written by save_checkpoint: model (fp32 master weights), optimizer, state,
+// placed on `device`. Works from any device.
+void load_checkpoint(const std::string& dir, Model& m, AdamW& opt, json& state,
+                     Device device = Device::cpu);
 
 void remove_tree(const std::string& path);  // rm -r; missing is fine
 

@@ -24,6 +24,7 @@ void validate_task(const TaskOpts& t) {
                "must be answer, question or all, got '%s'", n, t.loss.c_str());
     TOPK_CHECK(t.min_length >= 0 && t.min_length <= t.length, "task %s: min_length must be in "
                "[0, length = %d], got %d", n, t.length, t.min_length);
+    tasks::parse_mode(t.mode);
     return;
   }
   TOPK_CHECK(t.name == "copy" || t.name == "recall", "task '%s' unknown (copy, recall or a task "
@@ -39,7 +40,7 @@ void validate_task(const TaskOpts& t) {
 TaskOpts task_from_json(const json& j, const std::string& what) {
   TOPK_CHECK(j.is_object(), "%s: task must be an object, got %s", what.c_str(), j.dump().c_str());
   static const std::set<std::string> keys = {"name", "min_len", "max_len", "alphabet", "length",
-                                             "min_length", "loss"};
+                                             "min_length", "loss", "mode"};
   for (auto it = j.begin(); it != j.end(); ++it)
     TOPK_CHECK(keys.count(it.key()), "%s: unknown task key '%s'", what.c_str(), it.key().c_str());
   TaskOpts t;
@@ -51,29 +52,35 @@ TaskOpts task_from_json(const json& j, const std::string& what) {
   t.length = int(json_int(j, "length", w, 1, kMaxTaskLength, t.length));
   t.min_length = int(json_int(j, "min_length", w, 0, kMaxTaskLength, t.min_length));
   t.loss = json_string(j, "loss", w, t.loss);
+  t.mode = json_string(j, "mode", w, t.mode);
   validate_task(t);
   return t;
 }
 
-Example make_example(const TaskOpts& t, const TokenizerConfig& tok, Rng& rng) {
+Example make_example(const TaskOpts& t, const Tokenizer& tok, Rng& rng) {
   Example e;
+  TOPK_CHECK(tok.eos >= 0, "task %s: the model's tokenizer (%s) has no end-of-text id", t.name.c_str(),
+             tok.name.c_str());
   if (is_suite_task(t)) {
     tasks::Config cfg;
     cfg.length = t.length;
     if (t.min_length > 0) cfg.length = t.min_length + int64_t(rng.below(uint64_t(t.length - t.min_length + 1)));
     cfg.seed = rng.next();
-    tasks::Example x = tasks::generate(t.name, cfg);
-    e.tokens = tok_encode(tok, x.prompt + x.answer_prefix, true);
+    cfg.mode = tasks::parse_mode(t.mode);
+    tasks::Example x = tasks::generate(t.name, cfg, task_tokenizer(tok));
+    e.tokens = encode(tok, x.prompt + x.answer_prefix, true);
     e.loss_from = int(e.tokens.size()) - 1;
     if (t.loss == "all") e.loss_from = 0;
     if (t.loss == "question")
-      e.loss_from = int(tok_encode(tok, x.prompt.substr(0, size_t(x.context_end)), true).size()) - 1;
+      e.loss_from = int(encode(tok, x.prompt.substr(0, size_t(x.context_end)), true).size()) - 1;
     e.answer_from = int(e.tokens.size());
-    std::vector<int> ans = tok_encode(tok, x.target, false);
+    std::vector<int> ans = encode(tok, x.target, false);
     e.tokens.insert(e.tokens.end(), ans.begin(), ans.end());
     e.tokens.push_back(tok.eos);
     return e;
   }
+  TOPK_CHECK(tok.kind == Tokenizer::Kind::bytes, "task %s is defined over bytes; it needs a model "
+             "with topk's byte tokenizer, not %s", t.name.c_str(), tok.name.c_str());
   e.tokens.push_back(tok.bos);
   int n = t.min_len + int(rng.below(uint64_t(t.max_len - t.min_len + 1)));
   if (t.name == "copy") {
@@ -103,7 +110,7 @@ Example make_example(const TaskOpts& t, const TokenizerConfig& tok, Rng& rng) {
   return e;
 }
 
-Batch make_task_batch(const TaskOpts& t, const TokenizerConfig& tok, uint64_t seed, int64_t step,
+Batch make_task_batch(const TaskOpts& t, const Tokenizer& tok, uint64_t seed, int64_t step,
                       int micro, int tokens) {
   validate_task(t);
   Rng rng(seed * 0x9E3779B97F4A7C15ull + uint64_t(step) * 1000003ull + uint64_t(micro) + 1);

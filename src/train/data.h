@@ -13,6 +13,7 @@
 #include "core/rng.h"
 #include "model/config.h"
 #include "model/forward.h"
+#include "model/tokenizer.h"
 
 namespace topk {
 
@@ -22,6 +23,8 @@ struct TaskOpts {
   int alphabet = 8;               // symbols 'a', 'b', ... (recall values use digits '0'..)
   int length = 0;                 // tasks of src/tasks: target tokens per example
   int min_length = 0;             // > 0: each example's length is uniform in [min_length, length]
+  std::string mode = "standard";  // tasks of src/tasks: standard, ruler, helmet or compact
+                                  // (docs/tasks.md)
   std::string loss = "answer";    // tasks of src/tasks: the loss counts the answer, every
                                   // token after the context ("question"), or every token ("all")
 };
@@ -32,9 +35,11 @@ struct Example {
   int answer_from = 0;  // first answer token (what a model must generate)
 };
 
-Example make_example(const TaskOpts& t, const TokenizerConfig& tok, Rng& rng);
+// Suite tasks take any tokenizer with text (lengths are counted in its tokens); copy and recall
+// are defined over bytes and need the byte tokenizer.
+Example make_example(const TaskOpts& t, const Tokenizer& tok, Rng& rng);
 // Packs whole examples until adding one more would pass `tokens` (at least one example).
-Batch make_task_batch(const TaskOpts& t, const TokenizerConfig& tok, uint64_t seed, int64_t step,
+Batch make_task_batch(const TaskOpts& t, const Tokenizer& tok, uint64_t seed, int64_t step,
                       int micro, int tokens);
 
 // Checks a task's options (and limits that keep one example finite: copy/recall max_len <= 4096,

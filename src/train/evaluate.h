@@ -1,6 +1,7 @@
-// Task accuracy: greedy decoding of held-out examples, exact match of the whole answer.
-// The prompt (up to the answer) is prefilled with one attention policy, the answer decoded
-// with another, as in top-k decoding.
+// Task accuracy: greedy decoding of held-out examples, exact match of the whole answer, under
+// the evaluation protocol of docs/eval.md: every prompt token but the last is prefilled with
+// one attention policy; the last prompt token and each answer token are decoded with another,
+// as in top-k decoding. Examples run in batches on the model's device.
 #pragma once
 #include <cstdint>
 
@@ -15,8 +16,9 @@ struct EvalResult {
   double accuracy() const { return examples ? double(exact) / examples : 0.0; }
 };
 
-// Examples come from Rng(seed) (use a seed the training data never uses).
+// Examples come from Rng(seed) (use a seed the training data never uses); `batch` of them are
+// decoded together.
 EvalResult task_accuracy(const Model& m, const TaskOpts& task, int examples, uint64_t seed,
-                         const AttnPolicy& prefill, const AttnPolicy& decode);
+                         const AttnPolicy& prefill, const AttnPolicy& decode, int batch = 32);
 
 }  // namespace topk

@@ -2,32 +2,53 @@
 
 #include <cmath>
 
+#include "model/ops.h"
+#include "model/views.h"
 #include "topk/core.h"
 
 namespace topk {
 
 AdamW adamw_create(const Model& model) {
+  TOPK_CHECK(!model.w.view().empty(), "AdamW: the model has no master weights (it was loaded "
+             "for inference only)");
   AdamW o;
-  o.m.assign(model.w.size(), 0.0f);
-  o.v.assign(model.w.size(), 0.0f);
+  o.m = Buffer(DType::f32, {model.numel}, model.device());
+  o.v = Buffer(DType::f32, {model.numel}, model.device());
   return o;
 }
 
-void adamw_step(AdamW& opt, Model& model, const float* grad, float lr, const AdamWOpts& o) {
-  TOPK_CHECK(opt.m.size() == model.w.size(), "adamw_step: optimizer state has %zu entries, model "
-             "%zu", opt.m.size(), model.w.size());
+void adamw_to(AdamW& opt, Device device) {
+  for (Buffer* b : {&opt.m, &opt.v}) {
+    if (b->view().device == device) continue;
+    Buffer n(DType::f32, {b->numel()}, device);
+    copy(n, *b);
+    *b = std::move(n);
+  }
+}
+
+void adamw_step(AdamW& opt, Model& model, const TensorView& grad, float lr, const AdamWOpts& o) {
+  TOPK_CHECK(opt.m.numel() == model.numel && grad.numel() == model.numel,
+             "adamw_step: optimizer state has %lld entries, gradient %lld, model %lld",
+             (long long)opt.m.numel(), (long long)grad.numel(), (long long)model.numel);
   opt.t++;
-  const float bc1 = 1.0f - std::pow(o.beta1, float(opt.t));
-  const float bc2 = 1.0f - std::pow(o.beta2, float(opt.t));
-  for (const auto& p : model.params) {
-    float decay = p.decay ? o.weight_decay : 0.0f;
-    for (size_t i = p.offset; i < p.offset + size_t(p.numel); i++) {
-      float g = grad[i];
-      opt.m[i] = o.beta1 * opt.m[i] + (1 - o.beta1) * g;
-      opt.v[i] = o.beta2 * opt.v[i] + (1 - o.beta2) * g * g;
-      float mh = opt.m[i] / bc1, vh = opt.v[i] / bc2;
-      model.w[i] -= lr * (mh / (std::sqrt(vh) + o.eps) + decay * model.w[i]);
-    }
+  ops::AdamWStep s;
+  s.lr = lr;
+  s.beta1 = o.beta1;
+  s.beta2 = o.beta2;
+  s.eps = o.eps;
+  s.t = opt.t;
+  const bool low = model.device() == Device::cuda;
+  // One call per run of adjacent parameters that share the decay setting.
+  const auto& ps = model.params;
+  for (size_t i = 0; i < ps.size();) {
+    size_t j = i + 1;
+    while (j < ps.size() && ps[j].decay == ps[i].decay) j++;
+    const int64_t off = int64_t(ps[i].offset);
+    const int64_t n = int64_t(ps[j - 1].offset) + ps[j - 1].numel - off;
+    s.weight_decay = ps[i].decay ? o.weight_decay : 0.0f;
+    auto at = [&](const TensorView& t) { return view_at(t, off, {n}); };
+    ops::adamw(at(model.w), at(grad), at(opt.m), at(opt.v), low ? at(model.wc) : TensorView{}, s);
+    i = j;
   }
 }
 
@@ -39,14 +60,9 @@ float lr_at(const Schedule& s, int64_t step) {
   return s.min_lr + float(0.5 * (1.0 + std::cos(3.141592653589793 * prog))) * (s.lr - s.min_lr);
 }
 
-double clip_grad_norm(float* g, size_t n, float max_norm) {
-  double ss = 0;
-  for (size_t i = 0; i < n; i++) ss += double(g[i]) * g[i];
-  double norm = std::sqrt(ss);
-  if (max_norm > 0 && norm > max_norm) {
-    float s = float(max_norm / (norm + 1e-12));
-    for (size_t i = 0; i < n; i++) g[i] *= s;
-  }
+double clip_grad_norm(const TensorView& g, float max_norm) {
+  double norm = std::sqrt(ops::sum_squares(g));
+  if (max_norm > 0 && norm > max_norm) ops::scale(g, float(max_norm / (norm + 1e-12)));
   return norm;
 }
 

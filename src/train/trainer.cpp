@@ -1,11 +1,13 @@
 #include "train/trainer.h"
 
+#include <cmath>
 #include <set>
 
 #include "core/check.h"
 #include "core/json.h"
 #include "core/progress.h"
 #include "core/timer.h"
+#include "model/ops.h"
 #include "model/forward.h"
 #include "train/checkpoint.h"
 #include "train/evaluate.h"
@@ -19,7 +21,7 @@ TrainConfig train_config_from_json_text(const std::string& text, const std::stri
   static const std::set<std::string> keys = {
       "out", "init", "model", "init_std", "task", "attention", "steps", "batch_tokens",
       "grad_accum", "lr", "min_lr", "warmup", "weight_decay", "clip", "beta1", "beta2", "seed",
-      "checkpoint_every", "log_every", "resume", "eval_examples", "eval_attention"};
+      "checkpoint_every", "log_every", "resume", "eval_examples", "eval_attention", "recompute"};
   for (auto it = j.begin(); it != j.end(); ++it)
     TOPK_CHECK(keys.count(it.key()), "%s: unknown key '%s'", w, it.key().c_str());
   // Every number strictly, within limits that keep a step finite (docs/reliability.md).
@@ -42,6 +44,7 @@ TrainConfig train_config_from_json_text(const std::string& text, const std::stri
   c.checkpoint_every = int(json_int(j, "checkpoint_every", what, 0, kMax, c.checkpoint_every));
   c.log_every = int(json_int(j, "log_every", what, 0, kMax, c.log_every));
   c.resume = json_bool(j, "resume", what, c.resume);
+  c.recompute = json_bool(j, "recompute", what, c.recompute);
   c.attention = parse_policy(json_string(j, "attention", what, "full"));
   check_prefill_policy(c.attention, what + ": 'attention'");
   c.eval_examples = int(json_int(j, "eval_examples", what, 0, 1000000, 0));
@@ -73,7 +76,7 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out) 
   TrainResult r;
   if (cfg.resume && find_checkpoint(ckdir, &found)) {
     json st;
-    load_checkpoint(found, m, opt, st);
+    load_checkpoint(found, m, opt, st, cfg.device);
     r.start_step = st.at("step").get<int64_t>();
     TOPK_CHECK(st.value("seed", uint64_t(0)) == cfg.seed, "%s: checkpoint was trained with seed "
                "%llu, the run file says %llu", found.c_str(),
@@ -96,18 +99,21 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out) 
       m = model_create(cfg.model);
       model_init(m, cfg.seed, cfg.init_std);
     }
+    model_to(m, cfg.device);
     opt = adamw_create(m);
   }
-  const ModelConfig& mc = m.cfg;
-  TOPK_CHECK(mc.tokenizer.present, "training needs a model with the byte tokenizer "
-             "(topk_tokenizer in its config.json)");
+  TOPK_CHECK(m.tok.has_text(), "training needs a model with a tokenizer: tokenizer.json or "
+             "topk's byte tokenizer (topk_tokenizer in its config.json)");
   make_dirs(cfg.out);
-  std::vector<float> grad(m.w.size()), dlogits;
-  Acts acts;  // reused by every micro-batch: no fresh pages to fault in each step
+  Buffer grad(DType::f32, {m.numel}, m.device());
+  Acts acts;  // reused by every micro-batch: buffers grow once, then stay
+  acts.recompute = cfg.recompute;
   Progress prog = progress_start(cfg.steps, r.start_step);
   int64_t step = r.start_step, taken = 0;
   double t_last = now_seconds(), tokens_since = 0;
   auto checkpoint = [&](double loss) {
+    TOPK_CHECK(ops::all_finite(m.w), "step %lld: the weights hold NaN or infinity; no checkpoint "
+               "is written", (long long)step);
     json st = {{"step", step}, {"seed", cfg.seed}, {"loss", loss},
                {"attention", policy_str(cfg.attention)}};
     if (!cfg.source.empty()) st["run"] = json::parse(cfg.source);
@@ -118,25 +124,25 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out) 
     std::vector<Batch> micro;
     double count = 0;
     for (int a = 0; a < cfg.grad_accum; a++) {
-      micro.push_back(make_task_batch(cfg.task, mc.tokenizer, cfg.seed, step, a, cfg.batch_tokens));
-      for (size_t i = 0; i < micro.back().mask.size(); i++)
-        count += micro.back().targets[i] >= 0 ? micro.back().mask[i] : 0.0f;
+      micro.push_back(make_task_batch(cfg.task, m.tok, cfg.seed, step, a, cfg.batch_tokens));
+      count += loss_count(micro.back());
     }
     TOPK_CHECK(count > 0, "step %lld: the batch has no token in the loss", (long long)step);
-    std::fill(grad.begin(), grad.end(), 0.0f);
+    ops::zero(grad);
     double loss = 0;
     for (const Batch& b : micro) {
       model_forward(m, b, cfg.attention, acts);
-      dlogits.resize(acts.logits.size());
-      loss += cross_entropy(acts.logits.data(), b, mc.vocab, dlogits.data(), float(1.0 / count),
-                            nullptr);
-      model_backward(m, b, cfg.attention, acts, dlogits.data(), grad.data());
+      loss += model_loss(m, b, acts, float(1.0 / count));
+      model_backward(m, b, cfg.attention, acts, grad);
       tokens_since += b.size();
     }
     loss /= count;
-    clip_grad_norm(grad.data(), grad.size(), cfg.clip);
+    const double norm = clip_grad_norm(grad, cfg.clip);
+    TOPK_CHECK(std::isfinite(loss) && std::isfinite(norm), "step %lld: the loss is %g and the "
+               "gradient norm %g; training stops here (the last checkpoint is kept as it was). "
+               "A lower lr, a warm-up or clipping may help", (long long)step, loss, norm);
     float lr = lr_at(cfg.sched, step);
-    adamw_step(opt, m, grad.data(), lr, cfg.adam);
+    adamw_step(opt, m, grad, lr, cfg.adam);
     r.losses.push_back(loss);
     step++, taken++;
     bool last = step == cfg.steps || taken == stop_after;

@@ -37,6 +37,8 @@ struct TrainConfig {
   int eval_examples = 0;     // > 0: report held-out exact-match accuracy at the end
   AttnPolicy eval_attention; // decode policy of that evaluation (prefill is full)
   std::string source;        // the run file's JSON, kept in each checkpoint's trainer_state.json
+  Device device = Device::cpu;  // where the model trains (the CLI's --device)
+  bool recompute = false;    // recompute activations in the backward (less memory, more time)
 };
 
 // Parses a run file's text; unknown keys are errors (a typo must not silently do nothing).
@@ -50,7 +52,9 @@ struct TrainResult {
 };
 
 // Runs steps until cfg.steps (or until stop_after steps were taken here, when >= 0, writing a
-// checkpoint there as if interrupted). Returns the final model in *model when given.
+// checkpoint there as if interrupted). Returns the final model (on cfg.device) in *model when
+// given. A non-finite loss or gradient stops training with an error; the checkpoint on disk is
+// then the last good one.
 TrainResult train_run(const TrainConfig& cfg, int stop_after = -1, Model* model = nullptr);
 
 }  // namespace topk

@@ -85,7 +85,7 @@ TOPK_TARGET void backward_item(const AttnParams& p, const SeqDesc& s, int kh) {
 
 TOPK_TARGET void attention_backward(const AttnParams& p) {
   int64_t B = batches(p);
-  std::fill(p.dq, p.dq + B * p.Tq * p.Hq * p.D, 0.0f);
+  zero_dq_rows(p);
   std::fill(p.dk, p.dk + B * p.Smax * p.Hkv * p.D, 0.0f);
   std::fill(p.dv, p.dv + B * p.Smax * p.Hkv * p.D, 0.0f);
   int64_t n = int64_t(p.nseq) * p.Hkv;

@@ -371,6 +371,16 @@ TOPK_TARGET inline int64_t batches(const AttnParams& p) {
   return B;
 }
 
+// Zeroes the dq rows of every sequence's queries before a backward accumulates into them; rows
+// of no sequence (past seqlens_q[b], or outside every cu_seqlens_q span) are not written.
+TOPK_TARGET inline void zero_dq_rows(const AttnParams& p) {
+  for (int i = 0; i < p.nseq; i++) {
+    const SeqDesc& s = p.seqs[i];
+    float* row0 = p.dq + p.qrow(s, 0) * p.Hq * p.D;
+    std::fill(row0, row0 + int64_t(s.T) * p.Hq * p.D, 0.0f);
+  }
+}
+
 // Loads the queries t0..t0+nt-1, heads of KV heads [kh0, kh1), of sequence s as fp32:
 // Q[(t * nh + hl) * D + d] with nh = (kh1 - kh0) * G local heads.
 TOPK_TARGET inline void load_q(const AttnParams& p, const SeqDesc& s, int64_t t0, int nt, int kh0,

@@ -9,7 +9,7 @@ namespace topk::cpu::TOPK_ISA {
 TOPK_TARGET void sparse_backward(const AttnParams& p) {
   int64_t B = batches(p);
   int G = p.group(), D = p.D;
-  std::fill(p.dq, p.dq + B * p.Tq * p.Hq * D, 0.0f);
+  zero_dq_rows(p);
   std::fill(p.dk, p.dk + B * p.Smax * p.Hkv * D, 0.0f);
   std::fill(p.dv, p.dv + B * p.Smax * p.Hkv * D, 0.0f);
   int64_t n = int64_t(p.nseq) * p.Hkv;

@@ -81,10 +81,20 @@ void* workspace(int slot, size_t bytes);
 enum : int {
   kWsScores = 0, kWsRank, kWsPartial, kWsLse,
   kWsThr, kWsCand, kWsSelScores,  // threshold path of top-k attention
+  kWsLD, kWsDout,                 // backward: (lse, Delta) per row and head, dout as 16-bit
+  kWsEntry, kWsSort, kWsSortTemp, kWsRuns,  // sparse backward: per-entry P and dS, the key
+                                             // sort, the runs of the sorted keys
   kWsCount
 };
+
+// A small host table (tile lists) in device memory, cached per slot like the sequence table:
+// re-sent only when its bytes change, so that a training step's layers pay no copy (a copy
+// from pageable memory waits for the stream).
+const void* upload_table(int slot, const void* host, size_t bytes);
+enum : int { kTabFlashQ = 0, kTabFlashK, kTabCount };
+
 int num_sms();
-cudaStream_t stream();  // the stream all ops run on (the legacy default stream)
+cudaStream_t stream();  // the stream all ops run on: topk::cuda_stream() (default: legacy)
 
 // Compact row -> sequence index (binary search on r0).
 __device__ __forceinline__ int seq_of_row(const DSeq* seqs, int nseq, int64_t r) {

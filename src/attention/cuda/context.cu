@@ -1,6 +1,7 @@
 // Host-side state shared by the CUDA ops: the uploaded sequence table (re-sent only when it
 // changes, so a decode loop pays no copy), growing workspaces, and device properties.
 // Not thread-safe: one host thread drives the CUDA backend at a time.
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -17,6 +18,10 @@ struct Context {
   std::vector<DSeq> seq_last;
   void* ws[kWsCount] = {};
   size_t ws_cap[kWsCount] = {};
+  void* tab[kTabCount] = {};
+  size_t tab_cap[kTabCount] = {};
+  std::vector<char> tab_last[kTabCount];
+  void* stream = nullptr;  // the stream of the previous call (topk::set_cuda_stream)
 };
 Context& ctx() {
   static Context c;
@@ -26,12 +31,21 @@ Context& ctx() {
     c = Context();
     c.device = dev;
     TOPK_CUDA(cudaDeviceGetAttribute(&c.sms, cudaDevAttrMultiProcessorCount, dev));
+    c.stream = topk::cuda_stream();
+  }
+  if (topk::cuda_stream() != c.stream) {
+    // Another stream: kernels on the old one may still use the workspaces and tables, and the
+    // cached tables were written in its order. Wait for the device once, then start afresh.
+    TOPK_CUDA(cudaDeviceSynchronize());
+    c.stream = topk::cuda_stream();
+    c.seq_last.clear();
+    for (auto& t : c.tab_last) t.clear();
   }
   return c;
 }
 }  // namespace
 
-cudaStream_t stream() { return 0; }
+cudaStream_t stream() { return static_cast<cudaStream_t>(topk::cuda_stream()); }
 
 int num_sms() { return ctx().sms; }
 
@@ -84,6 +98,55 @@ void* workspace(int slot, size_t bytes) {
     c.ws_cap[slot] = bytes;
   }
   return c.ws[slot];
+}
+
+const void* upload_table(int slot, const void* host, size_t bytes) {
+  Context& c = ctx();
+  std::vector<char>& last = c.tab_last[slot];
+  if (bytes > c.tab_cap[slot]) {
+    if (c.tab[slot]) {
+      TOPK_CUDA(cudaDeviceSynchronize());  // earlier kernels may still read the old table
+      cudaFree(c.tab[slot]);
+    }
+    c.tab[slot] = nullptr;
+    c.tab_cap[slot] = 0;
+    last.clear();
+    size_t cap = bytes < 4096 ? 4096 : bytes * 2;
+    TOPK_CUDA(cudaMalloc(&c.tab[slot], cap));
+    c.tab_cap[slot] = cap;
+  }
+  if (bytes > 0 && (last.size() != bytes || std::memcmp(last.data(), host, bytes) != 0)) {
+    // Stream-ordered after earlier kernels that read the old table.
+    TOPK_CUDA(cudaMemcpyAsync(c.tab[slot], host, bytes, cudaMemcpyHostToDevice, stream()));
+    last.assign(static_cast<const char*>(host), static_cast<const char*>(host) + bytes);
+  }
+  return c.tab[slot];
+}
+
+size_t workspace_budget() {
+  const char* e = std::getenv("TOPK_CUDA_WORKSPACE_BUDGET");
+  if (!e || !*e) return kWorkspaceBudget;
+  char* end = nullptr;
+  const long long v = std::strtoll(e, &end, 10);
+  TOPK_CHECK(end && *end == 0 && v > 0, "TOPK_CUDA_WORKSPACE_BUDGET=%s: expected a byte count > 0", e);
+  return size_t(v);
+}
+
+size_t workspace_bytes() {
+  Context& c = ctx();
+  size_t n = 0;
+  for (int i = 0; i < kWsCount; i++) n += c.ws_cap[i];
+  return n;
+}
+
+void workspace_release() {
+  Context& c = ctx();
+  TOPK_CUDA(cudaDeviceSynchronize());
+  for (int i = 0; i < kWsCount; i++) {
+    if (c.ws[i]) cudaFree(c.ws[i]);
+    c.ws[i] = nullptr;
+    c.ws_cap[i] = 0;
+  }
 }
 
 int choose_splits(int64_t items, int64_t keys, int blocks_per_sm, int max_splits) {

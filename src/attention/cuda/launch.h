@@ -25,6 +25,25 @@ void launch_attend(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t 
 // false, with nothing launched, when the call does not qualify.
 bool launch_attend_mma(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1, int max_splits);
 
+// Full attention of every query row on tensor cores, FlashAttention-2 style (flash_forward.cu),
+// for bf16 or f16 q, k, v (one dtype), D 64 or 128, 16-byte aligned rows; false, with nothing
+// launched, when the call does not qualify.
+bool launch_flash_forward(const AttnParams& p, const SeqTable& st);
+
+// The backward's per-row values (attention_backward.cu): the pair ld[2 (h R + r) + {0, 1}] =
+// (lse * log2 e, Delta = dout . o) for compact row r of R and query head h ([Hq, R, 2]); and,
+// when dout16 is given, dout rounded to dtype dt16 (kBF16 or kF16) in a contiguous
+// [B, Tq, Hq, D] copy, and Delta from the rounded dout (the one the products then use).
+void launch_bwd_prep(const AttnParams& p, const SeqTable& st, float* ld, void* dout16, int dt16);
+
+// dq, dk, dv of full attention on tensor cores (flash_backward.cu) from the prepared ld, with
+// dout as a 16-bit tensor of q's dtype with 16-byte aligned rows. flash_backward_fits: bf16 or
+// f16 q, k, v (one dtype), D 64 or 128, aligned rows. dk and dv rows of no sequence are left
+// as they are.
+bool flash_backward_fits(const AttnParams& p);
+void launch_flash_backward(const AttnParams& p, const SeqTable& st, const float* ld,
+                           const Rows& dout16);
+
 // Merges the split partials of rows [r0, r0 + nrows): pml (m, l) pairs [nrows, Hq, nsplit],
 // pacc [nrows, Hq, nsplit, D], into o and lse.
 void launch_combine(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t nrows, int nsplit,

@@ -13,8 +13,13 @@
 // cost more (H100, one row, Hq = 32, general vs threshold path: S = 32K 66 vs 85 us, and
 // S = 128K 176 vs 149 us with the older general sequence; docs/benchmarks.md). TOPK_CUDA_TOPK_PATH=threshold or =general
 // forces one (the tests run both).
-// Rows go in ranges whose buffers stay under ~1 GiB, so causal prefill of any length works
-// (slowly: each query row scans its keys on its own).
+// Memory: rows go in ranges whose row-sized buffers (score rows, candidates, selected scores)
+// stay under workspace_budget() (256 MiB). When a prefill does not fit whole and its sequences
+// are much shorter than Smax (packed training: Smax is the packed total, and a row needs only
+// its own sequence's keys), consecutive sequences go in groups whose score rows span only the
+// group's longest sequence, as many per group as fit. So causal prefill and training of any
+// length never hold a T x S (or packed N x N) score matrix. Each query row still scans its
+// keys on its own.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -31,7 +36,7 @@ void threshold_path(const AttnParams& p, const SeqTable& st, const SelectOpts& s
                     int32_t* indices, int64_t K) {
   const int64_t cap = threshold_cap(K, p.Smax);
   const int64_t per_row = int64_t(p.Hq) * (p.Smax * 4 + cap * 8 + K * 4 + 8);
-  const int64_t step = std::max<int64_t>(1, (int64_t(1) << 30) / per_row);
+  const int64_t step = std::max<int64_t>(1, int64_t(workspace_budget()) / per_row);
   for (int64_t r0 = 0; r0 < st.rows; r0 += step) {
     const int64_t r1 = std::min(st.rows, r0 + step), hr = (r1 - r0) * p.Hq;
     const int64_t items = threshold_items(p, r1 - r0);
@@ -59,10 +64,14 @@ bool use_threshold_path(int64_t row_heads, int64_t Smax) {
   throw Error(detail::format_error("TOPK_CUDA_TOPK_PATH=%s: expected threshold or general", e));
 }
 
-}  // namespace
+// Bytes per query row of the buffers either pipeline sizes by its rows (the larger of the two).
+int64_t row_bytes(const AttnParams& p, const SelectOpts& sel, int64_t K) {
+  const int64_t thr = int64_t(p.Hq) * (p.Smax * 4 + threshold_cap(K, p.Smax) * 8 + K * 4 + 8);
+  const int64_t gen = int64_t(p.Hq) * p.Smax * 4 + (sel.share_group ? int64_t(p.Hkv) * p.Smax * 4 : 0);
+  return std::max(thr, gen);
+}
 
-void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t* indices,
-                            int64_t K) {
+void run_topk(const AttnParams& p, const SelectOpts& sel, int32_t* indices, int64_t K) {
   SeqTable st = upload_seqs(p);
   if (st.rows == 0) return;
   const bool shared = sel.share_group && p.group() > 1;
@@ -73,7 +82,7 @@ void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t*
   const int Hsel = p.Hsel;
   const int64_t per_row = int64_t(p.Hq) * p.Smax * 4;
   const int64_t rank_row = shared ? int64_t(p.Hkv) * p.Smax * 4 : 0;
-  const int64_t step = std::max<int64_t>(1, (int64_t(1) << 30) / std::max<int64_t>(1, per_row + rank_row));
+  const int64_t step = std::max<int64_t>(1, int64_t(workspace_budget()) / std::max<int64_t>(1, per_row + rank_row));
   for (int64_t r0 = 0; r0 < st.rows; r0 += step) {
     int64_t r1 = std::min(st.rows, r0 + step);
     float* scores = static_cast<float*>(workspace(kWsScores, size_t((r1 - r0) * per_row)));
@@ -89,6 +98,45 @@ void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t*
       launch_select(p, st, r0, r1, scores, true, Hsel, sel, indices, K);
       launch_attend(p, st, r0, r1, indices, Hsel, K, scores);
     }
+  }
+}
+
+}  // namespace
+
+void topk_attention_forward(const AttnParams& p, const SelectOpts& sel, int32_t* indices,
+                            int64_t K) {
+  int64_t rows = 0, own = 0, max_T = 0;  // own: score entries of rows over their own keys
+  for (int i = 0; i < p.nseq; i++) {
+    rows += p.seqs[i].T;
+    own += int64_t(p.seqs[i].T) * p.seqs[i].S;
+    max_T = std::max<int64_t>(max_T, p.seqs[i].T);
+  }
+  // One call (in row ranges past the budget) when it fits, for decode (T <= 1: groups would
+  // re-send the sequence table every step), and when rows over Smax keys waste little.
+  if (rows * row_bytes(p, sel, K) <= int64_t(workspace_budget()) || max_T <= 1 ||
+      2 * own > rows * p.Smax) {
+    run_topk(p, sel, indices, K);
+    return;
+  }
+  // Groups of consecutive sequences whose rows of their longest sequence's keys fit the budget
+  // (a sequence that alone does not fit goes in row ranges inside run_topk).
+  for (int g0 = 0; g0 < p.nseq;) {
+    AttnParams gp = p;
+    int g1 = g0;
+    int64_t smax = 1, grows = 0;
+    while (g1 < p.nseq) {
+      gp.Smax = std::max<int64_t>(smax, p.seqs[g1].S);
+      const int64_t r = grows + p.seqs[g1].T;
+      if (g1 > g0 && r * row_bytes(gp, sel, K) > int64_t(workspace_budget())) break;
+      smax = gp.Smax;
+      grows = r;
+      g1++;
+    }
+    gp.seqs = p.seqs + g0;
+    gp.nseq = g1 - g0;
+    gp.Smax = smax;
+    run_topk(gp, sel, indices, K);
+    g0 = g1;
   }
 }
 

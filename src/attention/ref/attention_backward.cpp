@@ -11,8 +11,9 @@ void backward_rows(const AttnParams& p, bool sparse) {
   int D = p.D;
   int64_t B = 0;
   for (int si = 0; si < p.nseq; si++) B = std::max<int64_t>(B, p.seqs[si].batch + 1);
+  // dk and dv are overwritten whole (0 where no query attends); dq only in the rows of the
+  // sequences' queries, each written below (rows past seqlens_q[b] are not ours to touch).
   std::vector<double> dk(size_t(B * p.Smax * p.Hkv * D), 0.0), dv(dk.size(), 0.0);
-  std::fill(p.dq, p.dq + B * p.Tq * p.Hq * D, 0.0f);
   for (int si = 0; si < p.nseq; si++) {
     const SeqDesc& s = p.seqs[si];
     for (int64_t t = 0; t < s.T; t++) {

@@ -1,0 +1,366 @@
+// Full attention backward on tensor cores, FlashAttention-2 recomputation for bf16 or f16 q, k,
+// v with D 64 or 128 (the op, its prep and the other shapes are in attention_backward.cu).
+// Two kernels, each the only writer of its outputs (no atomics, fixed summation order):
+//   dK/dV  a block per (128-key tile, KV head), 8 warps of 16 keys; K and V stay in shared
+//          memory while 64-query tiles of Q and dout (with their (lse, Delta) pairs) of every
+//          head of the group stream through two cp.async stages. Per 32 queries and warp:
+//            S^T = K Q^T, P^T = 2^(S^T scale log2 e - lse log2 e)   (keys x queries)
+//            dP^T = V dO^T, dS^T = P^T (dP^T - Delta)
+//            dV += P^T dO,  dK += dS^T Q                (P^T, dS^T straight from registers)
+//   dQ     a block per (128-query tile, query head), 8 warps of 16 rows; 64-key K and V tiles
+//          through two stages: S = Q K^T, P, dP = dO V^T, dS, dQ += dS K.
+// P and dS are rounded to the input dtype for their products, as FlashAttention does; the
+// sums are fp32. Causal tiles start at the first query that sees the tile (dK/dV) or end at the
+// last key the tile's last row sees (dQ), and mask only where a tile crosses the diagonal.
+#include <cmath>
+#include <vector>
+
+#include "attention/cuda/common.cuh"
+#include "attention/cuda/flash.cuh"
+#include "attention/cuda/launch.h"
+
+namespace topk::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kQRows = 128;  // dQ: query rows per block
+constexpr int kQKeys = 64;   // dQ: keys per tile
+constexpr int kKKeys = 128;  // dK/dV: keys per block
+constexpr int kKRows = 64;   // dK/dV: query rows per stage (two steps of 32)
+
+struct FlashBwdArgs {
+  const DSeq* seqs;
+  const FlashTile* tiles;  // [tiles]: query tiles (dQ) or key tiles (dK/dV)
+  int64_t R;               // compact query rows
+  int Hq, Hkv, G;
+  float sl2, scale;        // scale * log2(e), scale
+  bool causal;
+  DRows q, k, v, dout;     // q, dout [B, Tq, Hq, D]; k, v [B, Smax, Hkv, D]; 16-bit, aligned
+  const float2* ld;        // [Hq, R]: (lse log2 e, Delta)
+  float* dq;               // [B, Tq, Hq, D]
+  float* dk;               // [B, Smax, Hkv, D]
+  float* dv;               // [B, Smax, Hkv, D]
+  int64_t Tq, Smax;
+};
+
+template <int D>
+constexpr size_t dkdv_smem() {
+  return size_t(2 * kKKeys + 4 * kKRows) * 2 * D + 2 * kKRows * sizeof(float2);
+}
+template <int D>
+constexpr size_t dq_smem() { return size_t(2 * kQRows + 4 * kQKeys) * 2 * D; }
+
+template <int D, int DT>
+__global__ void __launch_bounds__(kThreads, 1) flash_dkdv_kernel(const FlashBwdArgs a) {
+  constexpr int kTileBytes = kKRows * 2 * D;
+  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* sk = smem;                           // [kKKeys][D]
+  unsigned char* sv = sk + kKKeys * 2 * D;            // [kKKeys][D]
+  unsigned char* sqd = sv + kKKeys * 2 * D;           // [2][Q, dout][kKRows][D]
+  float2* sld = reinterpret_cast<float2*>(sqd + 4 * kTileBytes);  // [2][kKRows]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, c2 = (lane & 3) * 2;
+  const FlashTile tile = a.tiles[blockIdx.x / a.Hkv];
+  const int kvh = int(blockIdx.x % a.Hkv);
+  const DSeq s = a.seqs[tile.seq];
+  const int64_t j0 = tile.r0;
+  const int nk = int(min(int64_t(kKKeys), int64_t(s.S) - j0));
+  // Queries from tfirst on see key j0 (causal: q_pos + t + 1 > j0); every later key of the
+  // tile is seen by a subset of them.
+  const int64_t tfirst = a.causal ? min(max(j0 - int64_t(s.q_pos), int64_t(0)), int64_t(s.T)) : 0;
+  const int nqt = int((s.T - tfirst + kKRows - 1) / kKRows);
+  const int nitems = a.G * nqt;  // (head of the group, query tile), head-major
+
+  load_tile<D, kKKeys, kThreads>(sk, a.k.data + a.k.offset(s.batch, s.k_start + j0, kvh) * 2, a.k.st * 2, nk);
+  load_tile<D, kKKeys, kThreads>(sv, a.v.data + a.v.offset(s.batch, s.k_start + j0, kvh) * 2, a.v.st * 2, nk);
+  // Item it's Q and dout rows and (lse, Delta) pairs into stage it % 2; rows past T zeroed, with
+  // lse = +inf so that they weigh 0.
+  auto issue = [&](int it) {
+    const int st = it & 1, hh = kvh * a.G + it / nqt;
+    const int64_t tq0 = tfirst + int64_t(it % nqt) * kKRows;
+    const int qr = int(min(int64_t(kKRows), int64_t(s.T) - tq0));
+    unsigned char* tq = sqd + st * 2 * kTileBytes;
+    load_tile<D, kKRows, kThreads>(tq, a.q.data + a.q.offset(s.batch, s.q_start + tq0, hh) * 2, a.q.st * 2, qr);
+    load_tile<D, kKRows, kThreads>(tq + kTileBytes, a.dout.data + a.dout.offset(s.batch, s.q_start + tq0, hh) * 2,
+                                   a.dout.st * 2, qr);
+    for (int c = tid; c < kKRows; c += kThreads) {
+      if (c < qr) cp_async8(&sld[st * kKRows + c], &a.ld[int64_t(hh) * a.R + s.r0 + tq0 + c]);
+      else sld[st * kKRows + c] = make_float2(INFINITY, 0.f);
+    }
+  };
+  if (nitems > 0) issue(0);
+  cp_async_commit();
+
+  const int64_t ja = j0 + warp * 16 + g, jb = ja + 8;  // this lane's key rows
+  float dk[D / 8][4], dv[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; i++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) dk[i][e] = dv[i][e] = 0.f;
+
+  for (int it = 0; it < nitems; it++) {
+    cp_async_wait<0>();
+    __syncthreads();  // item it (and K, V) are in; every warp is done with item it - 1's stage
+    if (it + 1 < nitems) issue(it + 1);
+    cp_async_commit();
+    const int st = it & 1;
+    const int64_t tq0 = tfirst + int64_t(it % nqt) * kKRows;
+    const int qr = int(min(int64_t(kKRows), int64_t(s.T) - tq0));
+    const unsigned char* tq = sqd + st * 2 * kTileBytes;
+    const unsigned char* td = tq + kTileBytes;
+    const float2* ld = sld + st * kKRows;
+    // The diagonal crosses the tile when its first query does not see the tile's last key.
+    // Then query t sees key j < S iff t > j - q_pos - 1: this lane's keys ja and jb are hidden
+    // from the tile's columns col <= lim_a and col <= lim_b (each clamped to the tile).
+    const bool mask = a.causal && visible_keys(s, tq0, true) < j0 + nk;
+    const int64_t rel = ja - int64_t(s.q_pos) - 1 - tq0;
+    const int lim_a = int(min(max(rel, int64_t(-1)), int64_t(kKRows)));
+    const int lim_b = int(min(max(rel + 8, int64_t(-1)), int64_t(kKRows)));
+
+#pragma unroll 1  // one 32-query step at a time: dk, dv and both 16 x 32 blocks fill the registers
+    for (int half = 0; half < kKRows / 32; half++) {
+      const int qb = half * 32;
+      if (qb >= qr) break;  // uniform over the block
+      float sc[4][4], dp[4][4];
+#pragma unroll
+      for (int n = 0; n < 4; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) sc[n][e] = dp[n][e] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < D / 16; ks++) {
+        uint32_t ka[4], va[4];
+        ldmatrix_x4(ka, frag_a<D>(sk, warp * 16, ks));
+        ldmatrix_x4(va, frag_a<D>(sv, warp * 16, ks));
+#pragma unroll
+        for (int np = 0; np < 2; np++) {
+          uint32_t b[4];
+          ldmatrix_x4(b, frag_b<D>(tq, qb + np * 16, ks));
+          mma16<DT>(sc[2 * np], ka, b[0], b[1]);
+          mma16<DT>(sc[2 * np + 1], ka, b[2], b[3]);
+          ldmatrix_x4(b, frag_b<D>(td, qb + np * 16, ks));
+          mma16<DT>(dp[2 * np], va, b[0], b[1]);
+          mma16<DT>(dp[2 * np + 1], va, b[2], b[3]);
+        }
+      }
+#pragma unroll
+      for (int n = 0; n < 4; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int col = qb + 8 * n + c2 + (e & 1);
+          const float2 x = ld[col];
+          float pv = ex2(fmaf(sc[n][e], a.sl2, -x.x));  // 0 for rows past T (lse = +inf)
+          if (mask && col <= (e < 2 ? lim_a : lim_b)) pv = 0.f;
+          sc[n][e] = pv;
+          dp[n][e] = pv * (dp[n][e] - x.y);
+        }
+#pragma unroll
+      for (int kk = 0; kk < 2; kk++) {
+        uint32_t pa[4], da[4];
+        acc_to_a<DT>(pa, sc[2 * kk], sc[2 * kk + 1]);
+        acc_to_a<DT>(da, dp[2 * kk], dp[2 * kk + 1]);
+#pragma unroll
+        for (int d = 0; d < D / 16; d++) {
+          uint32_t b[4];
+          ldmatrix_x4_trans(b, frag_a<D>(td, qb + kk * 16, d));
+          mma16<DT>(dv[2 * d], pa, b[0], b[1]);
+          mma16<DT>(dv[2 * d + 1], pa, b[2], b[3]);
+          ldmatrix_x4_trans(b, frag_a<D>(tq, qb + kk * 16, d));
+          mma16<DT>(dk[2 * d], da, b[0], b[1]);
+          mma16<DT>(dk[2 * d + 1], da, b[2], b[3]);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+
+  // Every key row of the tile is written (0 when no query sees it).
+#pragma unroll
+  for (int half = 0; half < 2; half++) {
+    const int64_t j = half ? jb : ja;
+    if (j >= j0 + nk) continue;
+    const int64_t off = ((int64_t(s.batch) * a.Smax + s.k_start + j) * a.Hkv + kvh) * D;
+#pragma unroll
+    for (int d = 0; d < D / 8; d++) {
+      *reinterpret_cast<float2*>(a.dk + off + 8 * d + c2) =
+          make_float2(dk[d][2 * half] * a.scale, dk[d][2 * half + 1] * a.scale);
+      *reinterpret_cast<float2*>(a.dv + off + 8 * d + c2) = make_float2(dv[d][2 * half], dv[d][2 * half + 1]);
+    }
+  }
+}
+
+template <int D, int DT>
+__global__ void __launch_bounds__(kThreads, 1) flash_dq_kernel(const FlashBwdArgs a) {
+  constexpr int kTileBytes = kQKeys * 2 * D;
+  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* sq = smem;                    // [kQRows][D]
+  unsigned char* sdo = sq + kQRows * 2 * D;    // [kQRows][D]
+  unsigned char* skv = sdo + kQRows * 2 * D;   // [2][K, V][kQKeys][D]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, c2 = (lane & 3) * 2;
+  const FlashTile tile = a.tiles[blockIdx.x / a.Hq];
+  const int h = int(blockIdx.x % a.Hq), kvh = h / a.G;
+  const DSeq s = a.seqs[tile.seq];
+  const int t0 = tile.r0;
+  const int rows = min(kQRows, s.T - t0);
+  const int64_t n_lo = visible_keys(s, t0, a.causal);
+  const int64_t n_hi = visible_keys(s, t0 + rows - 1, a.causal);
+  const int ntiles = int((n_hi + kQKeys - 1) / kQKeys);
+  const char* ksrc = a.k.data + a.k.offset(s.batch, s.k_start, kvh) * 2;
+  const char* vsrc = a.v.data + a.v.offset(s.batch, s.k_start, kvh) * 2;
+  auto issue = [&](int i) {
+    unsigned char* kt = skv + (i & 1) * 2 * kTileBytes;
+    const int64_t j0 = int64_t(i) * kQKeys;
+    const int valid = int(min(int64_t(kQKeys), n_hi - j0));
+    load_tile<D, kQKeys, kThreads>(kt, ksrc + j0 * a.k.st * 2, a.k.st * 2, valid);
+    load_tile<D, kQKeys, kThreads>(kt + kTileBytes, vsrc + j0 * a.v.st * 2, a.v.st * 2, valid);
+  };
+  load_tile<D, kQRows, kThreads>(sq, a.q.data + a.q.offset(s.batch, s.q_start + t0, h) * 2, a.q.st * 2, rows);
+  load_tile<D, kQRows, kThreads>(sdo, a.dout.data + a.dout.offset(s.batch, s.q_start + t0, h) * 2,
+                                 a.dout.st * 2, rows);
+  if (ntiles > 0) issue(0);
+  cp_async_commit();
+
+  const int tr = t0 + warp * 16 + g;  // this lane's rows: tr and tr + 8
+  const int64_t nv0 = visible_keys(s, tr, a.causal), nv1 = visible_keys(s, tr + 8, a.causal);
+  const float2 ld0 = tr < t0 + rows ? a.ld[int64_t(h) * a.R + s.r0 + tr] : make_float2(INFINITY, 0.f);
+  const float2 ld1 = tr + 8 < t0 + rows ? a.ld[int64_t(h) * a.R + s.r0 + tr + 8] : make_float2(INFINITY, 0.f);
+  float acc[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+
+  for (int i = 0; i < ntiles; i++) {
+    cp_async_wait<0>();
+    __syncthreads();  // tile i is in; every warp is done with tile i - 1's stage
+    if (i + 1 < ntiles) issue(i + 1);
+    cp_async_commit();
+    const unsigned char* kt = skv + (i & 1) * 2 * kTileBytes;
+    const unsigned char* vt = kt + kTileBytes;
+    float sc[kQKeys / 8][4], dp[kQKeys / 8][4];
+#pragma unroll
+    for (int n = 0; n < kQKeys / 8; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) sc[n][e] = dp[n][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++) {
+      uint32_t qa[4], oa[4];
+      ldmatrix_x4(qa, frag_a<D>(sq, warp * 16, ks));
+      ldmatrix_x4(oa, frag_a<D>(sdo, warp * 16, ks));
+#pragma unroll
+      for (int np = 0; np < kQKeys / 16; np++) {
+        uint32_t b[4];
+        ldmatrix_x4(b, frag_b<D>(kt, np * 16, ks));
+        mma16<DT>(sc[2 * np], qa, b[0], b[1]);
+        mma16<DT>(sc[2 * np + 1], qa, b[2], b[3]);
+        ldmatrix_x4(b, frag_b<D>(vt, np * 16, ks));
+        mma16<DT>(dp[2 * np], oa, b[0], b[1]);
+        mma16<DT>(dp[2 * np + 1], oa, b[2], b[3]);
+      }
+    }
+    const int64_t j0 = int64_t(i) * kQKeys;
+    const bool mask = j0 + kQKeys > n_lo;  // some key past some row's visible keys
+#pragma unroll
+    for (int n = 0; n < kQKeys / 8; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const float2 x = e < 2 ? ld0 : ld1;
+        float pv = ex2(fmaf(sc[n][e], a.sl2, -x.x));
+        if (mask && j0 + 8 * n + c2 + (e & 1) >= (e < 2 ? nv0 : nv1)) pv = 0.f;
+        dp[n][e] = pv * (dp[n][e] - x.y);  // dS
+      }
+#pragma unroll
+    for (int kk = 0; kk < kQKeys / 16; kk++) {
+      uint32_t da[4];
+      acc_to_a<DT>(da, dp[2 * kk], dp[2 * kk + 1]);
+#pragma unroll
+      for (int d = 0; d < D / 16; d++) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, frag_a<D>(kt, kk * 16, d));
+        mma16<DT>(acc[2 * d], da, b[0], b[1]);
+        mma16<DT>(acc[2 * d + 1], da, b[2], b[3]);
+      }
+    }
+  }
+  cp_async_wait<0>();
+
+#pragma unroll
+  for (int half = 0; half < 2; half++) {
+    const int t = tr + 8 * half;
+    if (t >= t0 + rows) continue;
+    float* out = a.dq + ((int64_t(s.batch) * a.Tq + s.q_start + t) * a.Hq + h) * D;
+#pragma unroll
+    for (int d = 0; d < D / 8; d++)
+      *reinterpret_cast<float2*>(out + 8 * d + c2) =
+          make_float2(acc[d][2 * half] * a.scale, acc[d][2 * half + 1] * a.scale);
+  }
+}
+
+template <int D, int DT>
+void run_flash_backward(const FlashBwdArgs& a, const FlashTile* ktiles, int64_t kblocks,
+                        const FlashTile* qtiles, int64_t qblocks) {
+  constexpr size_t ks = dkdv_smem<D>(), qs = dq_smem<D>();
+  static bool attr = false;
+  if (!attr) {
+    TOPK_CUDA(cudaFuncSetAttribute(flash_dkdv_kernel<D, DT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(ks)));
+    TOPK_CUDA(cudaFuncSetAttribute(flash_dq_kernel<D, DT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(qs)));
+    attr = true;
+  }
+  FlashBwdArgs b = a;
+  if (kblocks > 0) {
+    b.tiles = ktiles;
+    flash_dkdv_kernel<D, DT><<<unsigned(kblocks), kThreads, ks, stream()>>>(b);
+    TOPK_CUDA_LAUNCH();
+  }
+  if (qblocks > 0) {
+    b.tiles = qtiles;
+    flash_dq_kernel<D, DT><<<unsigned(qblocks), kThreads, qs, stream()>>>(b);
+    TOPK_CUDA_LAUNCH();
+  }
+}
+
+}  // namespace
+
+bool flash_backward_fits(const AttnParams& p) {
+  const DRows q = drows(p.q), k = drows(p.k), v = drows(p.v);
+  if (q.dt == kF32 || k.dt != q.dt || v.dt != q.dt) return false;
+  if (p.D != 64 && p.D != 128) return false;
+  return rows_aligned(q) && rows_aligned(k) && rows_aligned(v);
+}
+
+void launch_flash_backward(const AttnParams& p, const SeqTable& st, const float* ld,
+                           const Rows& dout16) {
+  FlashBwdArgs a;
+  a.seqs = st.d;
+  a.R = st.rows;
+  a.Hq = p.Hq;
+  a.Hkv = p.Hkv;
+  a.G = p.group();
+  a.scale = p.scale;
+  a.sl2 = float(double(p.scale) * 1.4426950408889634);
+  a.causal = p.causal;
+  a.q = drows(p.q);
+  a.k = drows(p.k);
+  a.v = drows(p.v);
+  a.dout = drows(dout16);
+  a.ld = reinterpret_cast<const float2*>(ld);
+  a.dq = p.dq;
+  a.dk = p.dk;
+  a.dv = p.dv;
+  a.Tq = p.Tq;
+  a.Smax = p.Smax;
+  const std::vector<FlashTile> kt = flash_tiles(p, kKKeys, true), qt = flash_tiles(p, kQRows, false);
+  const int64_t kblocks = int64_t(kt.size()) * p.Hkv, qblocks = int64_t(qt.size()) * p.Hq;
+  TOPK_CHECK(kblocks < (int64_t(1) << 31) && qblocks < (int64_t(1) << 31),
+             "attention_backward: too many tiles for one launch");
+  const FlashTile* ktab = kt.empty() ? nullptr : static_cast<const FlashTile*>(
+      upload_table(kTabFlashK, kt.data(), kt.size() * sizeof(FlashTile)));
+  const FlashTile* qtab = qt.empty() ? nullptr : static_cast<const FlashTile*>(
+      upload_table(kTabFlashQ, qt.data(), qt.size() * sizeof(FlashTile)));
+  TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "attention_backward",
+      if (a.q.dt == kBF16) run_flash_backward<kD, kBF16>(a, ktab, kblocks, qtab, qblocks);
+      else run_flash_backward<kD, kF16>(a, ktab, kblocks, qtab, qblocks));
+}
+
+}  // namespace topk::cuda

@@ -1,0 +1,239 @@
+// Full attention forward for prefill and training (many query rows), FlashAttention-2 style,
+// on tensor cores for bf16 or f16 q, k, v with D 64 or 128. A block owns a tile of 128 query
+// rows of one query head (8 warps, 16 rows each, q in registers); 64-key K and V tiles of the
+// head's KV head stream through two shared-memory stages (the next tile's cp.async runs while
+// this one is multiplied). Per key tile and warp:
+//   S = Q K^T        m16n8k16, fp32 accumulators;
+//   online softmax   running max and sum per row in the log2 domain (scale * log2 e folded in);
+//   O += P V         P rounded to the input dtype, as FlashAttention does (the row sums use the
+//                    fp32 P, so lse is exact to fp32 rounding).
+// Causal: a tile reads only the keys its last row sees, and masks only the key tiles past what
+// its first row sees. Rows that see no key get o = 0 and lse = +inf. Tiles go longest first.
+#include <cmath>
+#include <vector>
+
+#include "attention/cuda/common.cuh"
+#include "attention/cuda/flash.cuh"
+#include "attention/cuda/launch.h"
+
+namespace topk::cuda {
+
+namespace {
+
+constexpr int kBM = 128;  // query rows per block
+constexpr int kBN = 64;   // keys per tile
+constexpr int kThreads = 256;
+
+struct FlashFwdArgs {
+  const DSeq* seqs;
+  const FlashTile* tiles;  // [tiles], query tiles of kBM rows
+  int Hq, G;
+  float sl2;  // scale * log2(e)
+  bool causal;
+  DRows q, k, v;  // q [B, Tq, Hq, D]; k, v [B, Smax, Hkv, D]; 16-bit, 16-byte aligned rows
+  DOut dst;       // o [B, Tq, Hq, D], lse [B, Tq, Hq]
+  int64_t Tq;
+};
+
+// Q tile, then two stages of (K tile, V tile).
+template <int D>
+constexpr size_t fwd_smem() { return size_t(kBM + 4 * kBN) * 2 * D; }
+
+template <int D, int DT>
+__global__ void __launch_bounds__(kThreads, 1) flash_forward_kernel(const FlashFwdArgs a) {
+  constexpr int kTileBytes = kBN * 2 * D;
+  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* sq = smem;                  // [kBM][D]
+  unsigned char* skv = smem + kBM * 2 * D;   // [2][K, V][kBN][D]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, c2 = (lane & 3) * 2;  // fragment row and column pair
+  const FlashTile tile = a.tiles[blockIdx.x / a.Hq];
+  const int h = int(blockIdx.x % a.Hq), kvh = h / a.G;
+  const DSeq s = a.seqs[tile.seq];
+  const int t0 = tile.r0;
+  const int rows = min(kBM, s.T - t0);
+  // Keys the tile's first and last rows see: tiles below n_lo need no mask, none past n_hi is read.
+  const int64_t n_lo = visible_keys(s, t0, a.causal);
+  const int64_t n_hi = visible_keys(s, t0 + rows - 1, a.causal);
+  const int ntiles = int((n_hi + kBN - 1) / kBN);
+  const char* ksrc = a.k.data + a.k.offset(s.batch, s.k_start, kvh) * 2;
+  const char* vsrc = a.v.data + a.v.offset(s.batch, s.k_start, kvh) * 2;
+
+  // Key tile i into stage i % 2; rows past n_hi zeroed.
+  auto issue = [&](int i) {
+    unsigned char* kt = skv + (i & 1) * 2 * kTileBytes;
+    const int64_t j0 = int64_t(i) * kBN;
+    const int valid = int(min(int64_t(kBN), n_hi - j0));
+    load_tile<D, kBN, kThreads>(kt, ksrc + j0 * a.k.st * 2, a.k.st * 2, valid);
+    load_tile<D, kBN, kThreads>(kt + kTileBytes, vsrc + j0 * a.v.st * 2, a.v.st * 2, valid);
+  };
+  load_tile<D, kBM, kThreads>(sq, a.q.data + a.q.offset(s.batch, s.q_start + t0, h) * 2,
+                              a.q.st * 2, rows);
+  if (ntiles > 0) issue(0);
+  cp_async_commit();
+
+  // This lane's rows of the tile: 16 warp + g and + 8; the keys each sees (for masked tiles).
+  const int tr = t0 + warp * 16 + g;
+  const int64_t nv0 = visible_keys(s, tr, a.causal), nv1 = visible_keys(s, tr + 8, a.causal);
+  uint32_t qf[D / 16][4];
+  float o[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY;  // running max of scale * log2 e * s, rows g, g + 8
+  float l0 = 0.f, l1 = 0.f;              // this lane's part of the running sums
+
+  for (int i = 0; i < ntiles; i++) {
+    cp_async_wait<0>();
+    __syncthreads();  // tile i is in for every thread, and every warp is done with tile i - 1
+    if (i + 1 < ntiles) issue(i + 1);  // into the stage tile i - 1 used
+    cp_async_commit();
+    if (i == 0) {
+#pragma unroll
+      for (int ks = 0; ks < D / 16; ks++) ldmatrix_x4(qf[ks], frag_a<D>(sq, warp * 16, ks));
+    }
+    const unsigned char* kt = skv + (i & 1) * 2 * kTileBytes;
+    const unsigned char* vt = kt + kTileBytes;
+
+    float sc[kBN / 8][4];
+#pragma unroll
+    for (int n = 0; n < kBN / 8; n++) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++) {
+#pragma unroll
+      for (int np = 0; np < kBN / 16; np++) {
+        uint32_t b[4];
+        ldmatrix_x4(b, frag_b<D>(kt, np * 16, ks));
+        mma16<DT>(sc[2 * np], qf[ks], b[0], b[1]);
+        mma16<DT>(sc[2 * np + 1], qf[ks], b[2], b[3]);
+      }
+    }
+    const int64_t j0 = int64_t(i) * kBN;
+    if (j0 + kBN > n_lo) {  // some key of the tile lies past some row's visible keys
+#pragma unroll
+      for (int n = 0; n < kBN / 8; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+          if (j0 + 8 * n + c2 + (e & 1) >= (e < 2 ? nv0 : nv1)) sc[n][e] = -INFINITY;
+    }
+
+    // Online softmax; the four lanes of a row (same g) hold its 64 scores.
+    float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+    for (int n = 0; n < kBN / 8; n++) {
+      mx0 = fmaxf(mx0, fmaxf(sc[n][0], sc[n][1]));
+      mx1 = fmaxf(mx1, fmaxf(sc[n][2], sc[n][3]));
+    }
+#pragma unroll
+    for (int off = 1; off <= 2; off <<= 1) {
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+    }
+    const float mn0 = fmaxf(m0, mx0 * a.sl2), mn1 = fmaxf(m1, mx1 * a.sl2);
+    // A row that has seen no key yet keeps max -inf; subtracting 0 then keeps every term 0.
+    const float mu0 = mn0 == -INFINITY ? 0.f : mn0, mu1 = mn1 == -INFINITY ? 0.f : mn1;
+    const float al0 = ex2(m0 - mu0), al1 = ex2(m1 - mu1);
+    m0 = mn0;
+    m1 = mn1;
+    float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+    for (int n = 0; n < kBN / 8; n++) {
+      sc[n][0] = ex2(fmaf(sc[n][0], a.sl2, -mu0));
+      sc[n][1] = ex2(fmaf(sc[n][1], a.sl2, -mu0));
+      sc[n][2] = ex2(fmaf(sc[n][2], a.sl2, -mu1));
+      sc[n][3] = ex2(fmaf(sc[n][3], a.sl2, -mu1));
+      rs0 += sc[n][0] + sc[n][1];
+      rs1 += sc[n][2] + sc[n][3];
+    }
+    l0 = l0 * al0 + rs0;
+    l1 = l1 * al1 + rs1;
+#pragma unroll
+    for (int d = 0; d < D / 8; d++) {
+      o[d][0] *= al0;
+      o[d][1] *= al0;
+      o[d][2] *= al1;
+      o[d][3] *= al1;
+    }
+#pragma unroll
+    for (int kk = 0; kk < kBN / 16; kk++) {
+      uint32_t pa[4];
+      acc_to_a<DT>(pa, sc[2 * kk], sc[2 * kk + 1]);
+#pragma unroll
+      for (int dp = 0; dp < D / 16; dp++) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, frag_a<D>(vt, kk * 16, dp));
+        mma16<DT>(o[2 * dp], pa, b[0], b[1]);
+        mma16<DT>(o[2 * dp + 1], pa, b[2], b[3]);
+      }
+    }
+  }
+  cp_async_wait<0>();
+
+  // o = O / l and lse = m ln 2 + ln l per row; l = 0 means the row saw no key.
+#pragma unroll
+  for (int off = 1; off <= 2; off <<= 1) {
+    l0 += __shfl_xor_sync(0xffffffffu, l0, off);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, off);
+  }
+#pragma unroll
+  for (int half = 0; half < 2; half++) {
+    const int t = tr + 8 * half;
+    if (t >= t0 + rows) continue;
+    const float l = half ? l1 : l0, m = half ? m1 : m0;
+    const bool empty = !(l > 0.f);
+    const float inv = empty ? 0.f : 1.f / l;
+    const int64_t off = a.dst.offset(s.batch, s.q_start + t, h);
+#pragma unroll
+    for (int d = 0; d < D / 8; d++) {
+      store1(a.dst.o, a.dst.dt, off + 8 * d + c2, o[d][2 * half] * inv);
+      store1(a.dst.o, a.dst.dt, off + 8 * d + c2 + 1, o[d][2 * half + 1] * inv);
+    }
+    if ((lane & 3) == 0)
+      a.dst.lse[(int64_t(s.batch) * a.Tq + s.q_start + t) * a.Hq + h] =
+          empty ? INFINITY : m * 0.69314718055994531f + logf(l);
+  }
+}
+
+template <int D, int DT>
+void run_flash_forward(const FlashFwdArgs& a, int64_t blocks) {
+  constexpr size_t smem = fwd_smem<D>();
+  static bool attr = false;
+  if (!attr) {
+    TOPK_CUDA(cudaFuncSetAttribute(flash_forward_kernel<D, DT>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    attr = true;
+  }
+  flash_forward_kernel<D, DT><<<unsigned(blocks), kThreads, smem, stream()>>>(a);
+  TOPK_CUDA_LAUNCH();
+}
+
+}  // namespace
+
+bool launch_flash_forward(const AttnParams& p, const SeqTable& st) {
+  FlashFwdArgs a;
+  a.q = drows(p.q);
+  a.k = drows(p.k);
+  a.v = drows(p.v);
+  if (a.q.dt == kF32 || a.k.dt != a.q.dt || a.v.dt != a.q.dt) return false;
+  if (p.D != 64 && p.D != 128) return false;
+  if (!rows_aligned(a.q) || !rows_aligned(a.k) || !rows_aligned(a.v)) return false;
+  const std::vector<FlashTile> tiles = flash_tiles(p, kBM, false);
+  if (tiles.empty()) return true;  // no query rows
+  const int64_t blocks = int64_t(tiles.size()) * p.Hq;
+  TOPK_CHECK(blocks < (int64_t(1) << 31), "attention_forward: too many query tiles for one launch");
+  a.seqs = st.d;
+  a.tiles = static_cast<const FlashTile*>(
+      upload_table(kTabFlashQ, tiles.data(), tiles.size() * sizeof(FlashTile)));
+  a.Hq = p.Hq;
+  a.G = p.group();
+  a.sl2 = float(double(p.scale) * 1.4426950408889634);
+  a.causal = p.causal;
+  a.dst = dout(p);
+  a.Tq = p.Tq;
+  TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "attention_forward",
+      if (a.q.dt == kBF16) run_flash_forward<kD, kBF16>(a, blocks);
+      else run_flash_forward<kD, kF16>(a, blocks));
+  return true;
+}
+
+}  // namespace topk::cuda

@@ -1,0 +1,459 @@
+// Sparse attention backward over given indices [B, T, Hsel, K] on CUDA, deterministic with no
+// floating-point atomics. dk and dv start at 0; then per range of query rows (sized so that the
+// per-entry arrays stay under workspace_budget(), 256 MiB by default):
+//   entries  a block per (row, KV head): for every list entry, p = exp(s - lse) and
+//            dS = scale p (dout . v - Delta), to [rows, Hq, K] arrays (invalid entries: 0);
+//   dQ       per (row, head), sum over its K entries in slot order: dq = sum dS k;
+//   invert   each valid list entry's key id ((batch row of the key) * Hkv + KV head; invalid
+//            entries get a sentinel past them all), then a stable radix sort (CUB) of
+//            (key id, entry) pairs: each key's entries form a run in entry order;
+//   dK/dV    per key id (TPR threads, 8 dims each) dk += dS q and dv += p dout over its run
+//            in order; runs longer than kPiece entries (a key every query selects) are first
+//            summed in pieces of kPiece by separate thread groups, then the pieces in order, so
+//            that no thread group walks a long run alone.
+// Every summation order is fixed by the inputs: runs are bit-identical. Invalid indices
+// (< 0 or >= S_b) are skipped, duplicates count once per appearance, and a row with no valid
+// entry (lse = +inf) passes no gradient, as in ref::sparse_backward.
+#include <cub/device/device_radix_sort.cuh>
+#include <cub/device/device_scan.cuh>
+
+#include <algorithm>
+
+#include "attention/cuda/common.cuh"
+#include "attention/cuda/flash.cuh"
+#include "attention/cuda/launch.h"
+
+namespace topk::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kHeadChunk = 8;  // heads of a group whose q and dout rows sit in shared memory
+constexpr int kPiece = 64;     // entries of a key summed by one thread group, at most
+
+struct SparseBwdArgs {
+  const DSeq* seqs;
+  int nseq;
+  int64_t r0, R;  // first compact row of the range; rows of the call
+  int Hq, Hkv, G, Hsel;
+  int64_t K, Tq, Smax;
+  float sl2, scale;
+  bool kvvec, qvec, ovec;  // 16-byte aligned rows of k and v, q, dout
+  DRows q, k, v, dout;     // q, dout [B, Tq, Hq, D]; k, v [B, Smax, Hkv, D]; any float dtype
+  const int32_t* idx;      // [B, Tq, Hsel, K]
+  const float2* ld;        // [Hq, R]: (lse log2 e, Delta)
+  float* P;                // [rows, Hq, K]
+  float* dS;               // [rows, Hq, K], scale folded in
+  float* dq;               // [B, Tq, Hq, D]
+  float* dk;               // [B, Smax, Hkv, D]
+  float* dv;               // [B, Smax, Hkv, D]
+  int2* rowinfo;           // [rows]: (batch, row of q) of each row of the range
+  uint32_t* keys;          // [E] key id per list entry of the range
+  int32_t* vals;           // [E] entry index
+  const uint32_t* skeys;   // [E] sorted
+  const int32_t* svals;    // [E] entries in key order
+  int32_t* run_lo;         // [nkeys + 1] first sorted position of each key id
+  int32_t* run_n;          // [nkeys + 1] its entries
+  int32_t* npieces;        // [nkeys + 1] its pieces (0 for runs of at most kPiece)
+  int32_t* pstart;         // [nkeys + 1] its first piece (exclusive scan of npieces)
+  float* partial;          // [pieces, 2, D] sums of dk, dv over each piece
+  int64_t E;               // rows * Hsel * K
+  int64_t nkeys;           // B * Smax * Hkv (the sentinel)
+};
+
+// Dims 8 g .. 8 g + 7 of element offset off (a multiple of 8) of r, any float dtype, as fp32.
+__device__ __forceinline__ void load8(const DRows& r, int64_t off, bool vec, float (&x)[8]) {
+  if (r.dt == kF32) cvt8(load_part(r, off, 0, vec), load_part(r, off, 1, vec), x);
+  else cvt8(load_part(r, off, 0, vec), r.dt, x);
+}
+
+__device__ __forceinline__ float dot8(const float* a, const float (&b)[8]) {
+  const float4 x = *reinterpret_cast<const float4*>(a), y = *reinterpret_cast<const float4*>(a + 4);
+  float d = x.x * b[0];
+  d = fmaf(x.y, b[1], d);
+  d = fmaf(x.z, b[2], d);
+  d = fmaf(x.w, b[3], d);
+  d = fmaf(y.x, b[4], d);
+  d = fmaf(y.y, b[5], d);
+  d = fmaf(y.z, b[6], d);
+  return fmaf(y.w, b[7], d);
+}
+
+// A block per (row of the range, KV head); TPR threads per key row, SLOTS entries at a time.
+template <int D>
+__global__ void __launch_bounds__(kThreads) sparse_entry_kernel(const SparseBwdArgs a) {
+  constexpr int TPR = D / 8, SLOTS = kThreads / TPR;
+  __shared__ __align__(16) float sq[kHeadChunk][D];
+  __shared__ __align__(16) float sdo[kHeadChunk][D];
+  __shared__ float2 sld[kHeadChunk];
+  const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR;
+  const int64_t rr = blockIdx.x / a.Hkv;
+  const int kvh = int(blockIdx.x % a.Hkv);
+  const int64_t r = a.r0 + rr;
+  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
+  const int64_t row = s.q_start + (r - s.r0), qrow = int64_t(s.batch) * a.Tq + row;
+  const bool per_head = a.Hsel == a.Hq;
+  const int64_t kbase = a.k.offset(s.batch, s.k_start, kvh) + dg * 8;
+  const int64_t vbase = a.v.offset(s.batch, s.k_start, kvh) + dg * 8;
+  for (int c0 = 0; c0 < a.G; c0 += kHeadChunk) {
+    const int nh = min(kHeadChunk, a.G - c0), h0 = kvh * a.G + c0;
+    __syncthreads();  // the previous chunk's rows are no longer read
+    for (int e = tid; e < nh * D; e += kThreads) {
+      const int hl = e / D, d = e % D;
+      sq[hl][d] = load1(a.q.data, a.q.dt, a.q.offset(s.batch, row, h0 + hl) + d);
+      sdo[hl][d] = load1(a.dout.data, a.dout.dt, a.dout.offset(s.batch, row, h0 + hl) + d);
+    }
+    if (tid < nh) sld[tid] = a.ld[int64_t(h0 + tid) * a.R + r];
+    __syncthreads();
+    // Per-head lists: one per head of the chunk; group-shared: one list for all of them.
+    const int nlists = per_head ? nh : 1;
+    for (int li = 0; li < nlists; li++) {
+      const int hb = per_head ? li : 0, he = per_head ? li + 1 : nh;
+      const int32_t* list = a.idx + (qrow * a.Hsel + (per_head ? h0 + li : kvh)) * a.K;
+      for (int64_t i0 = 0; i0 < a.K; i0 += SLOTS) {  // uniform over the block
+        const int64_t i = i0 + slot;
+        const int32_t j = i < a.K ? list[i] : -1;
+        const bool valid = j >= 0 && j < s.S;
+        float kx[8], vx[8];
+        if (valid) {
+          load8(a.k, kbase + int64_t(j) * a.k.st, a.kvvec, kx);
+          load8(a.v, vbase + int64_t(j) * a.v.st, a.kvvec, vx);
+        } else {
+#pragma unroll
+          for (int e = 0; e < 8; e++) kx[e] = vx[e] = 0.f;
+        }
+        for (int hl = hb; hl < he; hl++) {
+          float sd = dot8(&sq[hl][dg * 8], kx), pd = dot8(&sdo[hl][dg * 8], vx);
+#pragma unroll
+          for (int off = TPR / 2; off >= 1; off >>= 1) {
+            sd += __shfl_xor_sync(0xffffffffu, sd, off);
+            pd += __shfl_xor_sync(0xffffffffu, pd, off);
+          }
+          if (dg == 0 && i < a.K) {
+            const float2 x = sld[hl];
+            const float pv = valid ? ex2(fmaf(sd, a.sl2, -x.x)) : 0.f;  // 0 when lse = +inf
+            const int64_t e = (rr * a.Hq + h0 + hl) * a.K + i;
+            a.P[e] = pv;
+            a.dS[e] = a.scale * pv * (pd - x.y);
+          }
+        }
+      }
+    }
+  }
+}
+
+// dq of (row, head): TPR threads per head, 8 dims each, the K entries in slot order, U rows of
+// k in flight.
+template <int D>
+__global__ void __launch_bounds__(kThreads) sparse_dq_kernel(const SparseBwdArgs a) {
+  constexpr int TPR = D / 8, SLOTS = kThreads / TPR, U = 4;
+  const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR;
+  const int nhb = (a.Hq + SLOTS - 1) / SLOTS;
+  const int64_t rr = blockIdx.x / nhb;
+  const int h = int(blockIdx.x % nhb) * SLOTS + slot;
+  if (h >= a.Hq) return;
+  const int kvh = h / a.G;
+  const int64_t r = a.r0 + rr;
+  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
+  const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + (r - s.r0);
+  const int32_t* list = a.idx + (qrow * a.Hsel + (a.Hsel == a.Hq ? h : kvh)) * a.K;
+  const float* w = a.dS + (rr * a.Hq + h) * a.K;
+  const int64_t kbase = a.k.offset(s.batch, s.k_start, kvh) + dg * 8;
+  float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  for (int64_t i0 = 0; i0 < a.K; i0 += U) {
+    float x[U][8], wu[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int64_t i = i0 + u;
+      const int32_t j = i < a.K ? list[i] : -1;
+      const bool valid = j >= 0 && j < s.S;
+      wu[u] = valid ? w[i] : 0.f;
+      if (valid) {
+        load8(a.k, kbase + int64_t(j) * a.k.st, a.kvvec, x[u]);
+      } else {
+#pragma unroll
+        for (int e = 0; e < 8; e++) x[u][e] = 0.f;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++)
+#pragma unroll
+      for (int e = 0; e < 8; e++) acc[e] = fmaf(wu[u], x[u][e], acc[e]);
+  }
+  float* out = a.dq + (qrow * a.Hq + h) * D + dg * 8;
+  *reinterpret_cast<float4*>(out) = make_float4(acc[0], acc[1], acc[2], acc[3]);
+  *reinterpret_cast<float4*>(out + 4) = make_float4(acc[4], acc[5], acc[6], acc[7]);
+}
+
+// (batch, row of q) of each row of the range, so that the per-entry kernels need no search.
+__global__ void sparse_rows_kernel(const SparseBwdArgs a, int64_t nr) {
+  const int64_t rr = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (rr >= nr) return;
+  const int64_t r = a.r0 + rr;
+  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
+  a.rowinfo[rr] = make_int2(s.batch, int(s.q_start + (r - s.r0)));
+}
+
+// The key id of every list entry of the range (the sentinel nkeys for invalid ones) and its
+// index, for the sort.
+__global__ void sparse_keys_kernel(const SparseBwdArgs a) {
+  const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (e >= a.E) return;
+  const uint32_t per_row = uint32_t(a.Hsel * a.K), ue = uint32_t(e);
+  const uint32_t rr = ue / per_row, rem = ue % per_row;
+  const int hs = int(rem / uint32_t(a.K));
+  const int64_t i = rem % uint32_t(a.K);
+  const int64_t r = a.r0 + rr;
+  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
+  const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + (r - s.r0);
+  const int32_t j = a.idx[(qrow * a.Hsel + hs) * a.K + i];
+  const int kvh = a.Hsel == a.Hq ? hs / a.G : hs;
+  a.keys[e] = j >= 0 && j < s.S
+                  ? uint32_t((int64_t(s.batch) * a.Smax + s.k_start + j) * a.Hkv + kvh)
+                  : uint32_t(a.nkeys);
+  a.vals[e] = int32_t(e);
+}
+
+// First position of the sorted keys holding a key >= x.
+__device__ __forceinline__ int64_t lower_bound(const uint32_t* keys, int64_t n, uint32_t x) {
+  int64_t lo = 0, hi = n;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi) >> 1;
+    if (keys[mid] < x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+// The run of every key id in the sorted keys: its start, its length, and its pieces (runs
+// longer than kPiece entries are summed in pieces of kPiece, then the pieces in order: a key
+// that every query selects, an attention sink, would otherwise be one thread group's long
+// serial loop). Thread nkeys writes the 0 that ends the piece counts for the scan.
+__global__ void sparse_runs_kernel(const SparseBwdArgs a) {
+  const int64_t kid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (kid > a.nkeys) return;
+  if (kid == a.nkeys) {
+    a.npieces[kid] = 0;
+    return;
+  }
+  const int64_t lo = lower_bound(a.skeys, a.E, uint32_t(kid));
+  const int64_t hi = lower_bound(a.skeys, a.E, uint32_t(kid + 1));
+  a.run_lo[kid] = int32_t(lo);
+  a.run_n[kid] = int32_t(hi - lo);
+  a.npieces[kid] = hi - lo > kPiece ? int32_t((hi - lo + kPiece - 1) / kPiece) : 0;
+}
+
+// ak += dS q, av += p dout over the entries at sorted positions [p0, p1), in order; 8 dims
+// (dg) per thread.
+__device__ __forceinline__ void add_entries(const SparseBwdArgs& a, int64_t p0, int64_t p1, int dg,
+                                            float (&ak)[8], float (&av)[8]) {
+  const uint32_t per_row = uint32_t(a.Hsel * a.K), K = uint32_t(a.K);
+  const bool per_head = a.Hsel == a.Hq;
+  const int nh = per_head ? 1 : a.G;
+#pragma unroll 4
+  for (int64_t p = p0; p < p1; p++) {
+    const uint32_t e = uint32_t(a.svals[p]);
+    const uint32_t rr = e / per_row, rem = e % per_row;
+    const uint32_t hs = rem / K, i = rem % K;
+    const int2 ri = a.rowinfo[rr];  // (batch, row of q)
+    const int h0 = per_head ? int(hs) : int(hs) * a.G;
+    for (int hh = 0; hh < nh; hh++) {
+      const int h = h0 + hh;
+      const int64_t ew = (int64_t(rr) * a.Hq + h) * a.K + i;
+      const float wd = a.dS[ew], wp = a.P[ew];
+      float qx[8], ox[8];
+      load8(a.q, a.q.offset(ri.x, ri.y, h) + dg * 8, a.qvec, qx);
+      load8(a.dout, a.dout.offset(ri.x, ri.y, h) + dg * 8, a.ovec, ox);
+#pragma unroll
+      for (int c = 0; c < 8; c++) {
+        ak[c] = fmaf(wd, qx[c], ak[c]);
+        av[c] = fmaf(wp, ox[c], av[c]);
+      }
+    }
+  }
+}
+
+// The pieces of the long runs: TPR threads per piece, its kPiece entries' sums to
+// partial [pieces, 2, D]. Launched for an upper bound of the pieces; the others leave.
+template <int D>
+__global__ void __launch_bounds__(kThreads) sparse_pieces_kernel(const SparseBwdArgs a) {
+  constexpr int TPR = D / 8, SLOTS = kThreads / TPR;
+  const int dg = threadIdx.x % TPR;
+  const int64_t pc = int64_t(blockIdx.x) * SLOTS + threadIdx.x / TPR;
+  if (pc >= a.pstart[a.nkeys]) return;
+  // The key whose pieces hold pc: the last kid with pstart[kid] <= pc (kids without pieces
+  // share their pstart with the next kid, so the last one is the one with pieces).
+  int64_t lo = 0, hi = a.nkeys;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) >> 1;
+    if (a.pstart[mid] <= pc) lo = mid;
+    else hi = mid - 1;
+  }
+  const int64_t p0 = a.run_lo[lo] + (pc - a.pstart[lo]) * kPiece;
+  const int64_t p1 = min(p0 + kPiece, int64_t(a.run_lo[lo]) + a.run_n[lo]);
+  float ak[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, av[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+  add_entries(a, p0, p1, dg, ak, av);
+  float* out = a.partial + pc * 2 * D + dg * 8;
+  *reinterpret_cast<float4*>(out) = make_float4(ak[0], ak[1], ak[2], ak[3]);
+  *reinterpret_cast<float4*>(out + 4) = make_float4(ak[4], ak[5], ak[6], ak[7]);
+  *reinterpret_cast<float4*>(out + D) = make_float4(av[0], av[1], av[2], av[3]);
+  *reinterpret_cast<float4*>(out + D + 4) = make_float4(av[4], av[5], av[6], av[7]);
+}
+
+// dk, dv of a key id (the key's row in the [B * Smax, Hkv] layout times Hkv plus its KV head):
+// TPR threads, 8 dims each, add to what is there (0 from the memset before the first range)
+// the key's entries in order, or its pieces' sums in order.
+template <int D>
+__global__ void __launch_bounds__(kThreads) sparse_dkdv_kernel(const SparseBwdArgs a) {
+  constexpr int TPR = D / 8, SLOTS = kThreads / TPR;
+  const int dg = threadIdx.x % TPR;
+  const int64_t kid = int64_t(blockIdx.x) * SLOTS + threadIdx.x / TPR;
+  if (kid >= a.nkeys || a.run_n[kid] == 0) return;
+  float ak[8], av[8];
+  float* pk = a.dk + kid * D + dg * 8;
+  float* pv = a.dv + kid * D + dg * 8;
+#pragma unroll
+  for (int e = 0; e < 8; e++) {
+    ak[e] = pk[e];
+    av[e] = pv[e];
+  }
+  const int np = a.npieces[kid];
+  if (np == 0) {
+    add_entries(a, a.run_lo[kid], int64_t(a.run_lo[kid]) + a.run_n[kid], dg, ak, av);
+  } else {
+    const float* part = a.partial + int64_t(a.pstart[kid]) * 2 * D + dg * 8;
+    for (int i = 0; i < np; i++, part += 2 * D) {
+#pragma unroll
+      for (int e = 0; e < 8; e++) {
+        ak[e] += part[e];
+        av[e] += part[D + e];
+      }
+    }
+  }
+  *reinterpret_cast<float4*>(pk) = make_float4(ak[0], ak[1], ak[2], ak[3]);
+  *reinterpret_cast<float4*>(pk + 4) = make_float4(ak[4], ak[5], ak[6], ak[7]);
+  *reinterpret_cast<float4*>(pv) = make_float4(av[0], av[1], av[2], av[3]);
+  *reinterpret_cast<float4*>(pv + 4) = make_float4(av[4], av[5], av[6], av[7]);
+}
+
+template <int D>
+void run_sparse_backward(SparseBwdArgs a, int64_t rows) {
+  constexpr int TPR = D / 8, SLOTS = kThreads / TPR;
+  // Bytes per row of the range: P and dS per head; per list entry two buffers each of keys and
+  // entries, and at most 2 / kPiece pieces of 2 D partial sums.
+  const int64_t per_row = int64_t(a.Hq) * a.K * 8 + int64_t(a.Hsel) * a.K * (16 + 16 * D / kPiece) + 8;
+  const int64_t step = std::max<int64_t>(1, int64_t(workspace_budget()) / std::max<int64_t>(1, per_row));
+  int end_bit = 1;
+  while ((int64_t(1) << end_bit) <= a.nkeys) end_bit++;  // the sentinel nkeys must fit too
+  const int64_t kblocks = (a.nkeys + SLOTS - 1) / SLOTS;
+  const int nhb = (a.Hq + SLOTS - 1) / SLOTS;
+  TOPK_CHECK(kblocks < (int64_t(1) << 31), "sparse_attention_backward: too many keys for one launch");
+  // Per key id: run start, run length, pieces, first piece (nkeys + 1 entries).
+  int32_t* runs = static_cast<int32_t*>(workspace(kWsRuns, size_t(a.nkeys + 1) * 16));
+  a.run_lo = runs;
+  a.run_n = runs + (a.nkeys + 1);
+  a.npieces = runs + 2 * (a.nkeys + 1);
+  a.pstart = runs + 3 * (a.nkeys + 1);
+  // Every range adds to dk and dv, the first to zeros.
+  TOPK_CUDA(cudaMemsetAsync(a.dk, 0, size_t(a.nkeys) * D * sizeof(float), stream()));
+  TOPK_CUDA(cudaMemsetAsync(a.dv, 0, size_t(a.nkeys) * D * sizeof(float), stream()));
+  for (int64_t r0 = 0; r0 < rows; r0 += step) {
+    const int64_t nr = std::min(rows, r0 + step) - r0;
+    a.r0 = r0;
+    a.E = nr * a.Hsel * a.K;
+    TOPK_CHECK(a.E < (int64_t(1) << 31) && nr * a.Hkv < (int64_t(1) << 31) && nr * nhb < (int64_t(1) << 31),
+               "sparse_attention_backward: %lld index entries in one range, more than 2^31",
+               (long long)a.E);
+    const int64_t max_pieces = 2 * (a.E / kPiece) + 1;
+    char* entry = static_cast<char*>(workspace(kWsEntry, size_t(nr * a.Hq * a.K) * 8 + size_t(nr) * 8));
+    a.P = reinterpret_cast<float*>(entry);
+    a.dS = a.P + nr * a.Hq * a.K;
+    a.rowinfo = reinterpret_cast<int2*>(a.dS + nr * a.Hq * a.K);
+    sparse_rows_kernel<<<unsigned((nr + 255) / 256), 256, 0, stream()>>>(a, nr);
+    TOPK_CUDA_LAUNCH();
+    sparse_entry_kernel<D><<<unsigned(nr * a.Hkv), kThreads, 0, stream()>>>(a);
+    TOPK_CUDA_LAUNCH();
+    sparse_dq_kernel<D><<<unsigned(nr * nhb), kThreads, 0, stream()>>>(a);
+    TOPK_CUDA_LAUNCH();
+    if (a.E == 0) continue;  // no entries: dk, dv keep what they have
+    char* sort = static_cast<char*>(workspace(kWsSort, size_t(a.E) * 16 + size_t(max_pieces) * 2 * D * 4));
+    uint32_t* k0 = reinterpret_cast<uint32_t*>(sort);
+    int32_t* v0 = reinterpret_cast<int32_t*>(sort + size_t(a.E) * 8);
+    a.partial = reinterpret_cast<float*>(sort + size_t(a.E) * 16);
+    a.keys = k0;
+    a.vals = v0;
+    sparse_keys_kernel<<<unsigned((a.E + 255) / 256), 256, 0, stream()>>>(a);
+    TOPK_CUDA_LAUNCH();
+    cub::DoubleBuffer<uint32_t> keys(k0, k0 + a.E);
+    cub::DoubleBuffer<int32_t> vals(v0, v0 + a.E);
+    size_t sort_temp = 0, scan_temp = 0;
+    TOPK_CUDA(cub::DeviceRadixSort::SortPairs(nullptr, sort_temp, keys, vals, int(a.E), 0, end_bit, stream()));
+    TOPK_CUDA(cub::DeviceScan::ExclusiveSum(nullptr, scan_temp, a.npieces, a.pstart, int(a.nkeys + 1), stream()));
+    void* tmp = workspace(kWsSortTemp, std::max(sort_temp, scan_temp));
+    TOPK_CUDA(cub::DeviceRadixSort::SortPairs(tmp, sort_temp, keys, vals, int(a.E), 0, end_bit, stream()));
+    TOPK_CUDA_LAUNCH();
+    a.skeys = keys.Current();
+    a.svals = vals.Current();
+    sparse_runs_kernel<<<unsigned((a.nkeys + 1 + 255) / 256), 256, 0, stream()>>>(a);
+    TOPK_CUDA_LAUNCH();
+    TOPK_CUDA(cub::DeviceScan::ExclusiveSum(tmp, scan_temp, a.npieces, a.pstart, int(a.nkeys + 1), stream()));
+    TOPK_CUDA_LAUNCH();
+    sparse_pieces_kernel<D><<<unsigned((max_pieces + SLOTS - 1) / SLOTS), kThreads, 0, stream()>>>(a);
+    TOPK_CUDA_LAUNCH();
+    if (kblocks > 0) {
+      sparse_dkdv_kernel<D><<<unsigned(kblocks), kThreads, 0, stream()>>>(a);
+      TOPK_CUDA_LAUNCH();
+    }
+  }
+}
+
+}  // namespace
+
+void sparse_backward(const AttnParams& p) {
+  SeqTable st = upload_seqs(p);
+  int64_t B = 0;
+  for (int i = 0; i < p.nseq; i++) B = std::max<int64_t>(B, p.seqs[i].batch + 1);
+  const int64_t nkeys = B * p.Smax * p.Hkv;
+  TOPK_CHECK(nkeys < (int64_t(1) << 31) - 1,
+             "sparse_attention_backward: %lld (key row, KV head) pairs, more than 2^31 - 1",
+             (long long)nkeys);
+  if (st.rows == 0) {  // no query: every gradient of k and v is 0
+    if (nkeys > 0) {
+      TOPK_CUDA(cudaMemsetAsync(p.dk, 0, size_t(nkeys) * p.D * sizeof(float), stream()));
+      TOPK_CUDA(cudaMemsetAsync(p.dv, 0, size_t(nkeys) * p.D * sizeof(float), stream()));
+    }
+    return;
+  }
+  float* ld = static_cast<float*>(workspace(kWsLD, size_t(st.rows) * p.Hq * 2 * sizeof(float)));
+  SparseBwdArgs a{};
+  a.seqs = st.d;
+  a.nseq = st.n;
+  a.R = st.rows;
+  a.Hq = p.Hq;
+  a.Hkv = p.Hkv;
+  a.G = p.group();
+  a.Hsel = p.Hsel;
+  a.K = p.K;
+  a.Tq = p.Tq;
+  a.Smax = p.Smax;
+  a.scale = p.scale;
+  a.sl2 = float(double(p.scale) * 1.4426950408889634);
+  a.q = drows(p.q);
+  a.k = drows(p.k);
+  a.v = drows(p.v);
+  a.dout = drows(p.dout);
+  a.kvvec = rows_aligned(a.k) && rows_aligned(a.v);
+  a.qvec = rows_aligned(a.q);
+  a.ovec = rows_aligned(a.dout);
+  a.idx = p.idx;
+  a.ld = reinterpret_cast<const float2*>(ld);
+  a.dq = p.dq;
+  a.dk = p.dk;
+  a.dv = p.dv;
+  a.nkeys = nkeys;
+  TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "sparse_attention_backward",
+      launch_bwd_prep(p, st, ld, nullptr, 0);
+      run_sparse_backward<kD>(a, st.rows));
+}
+
+}  // namespace topk::cuda
