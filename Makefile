@@ -51,7 +51,8 @@ test-asan: deps
 	bash tools/smoke.sh $(ASAN_BUILD)/topk $(ASAN_BUILD)/smoke
 
 # Trains a small retrieval model (cached in $(BUILD)/demo; a few minutes on 2 cores the first
-# time), then prints full attention vs top-k decoding at several rho and writes plots.
+# time, after building the tool: README), then prints full attention vs top-k decoding at
+# several rho and writes plots.
 demo: topk
 	$(BUILD)/topk demo --dir $(BUILD)/demo
 

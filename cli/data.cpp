@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
 
 #include "cli/commands.h"
@@ -71,6 +72,7 @@ int data(int argc, char** argv) {
   }
   tasks::Tokenizer tok = tasks::byte_tokenizer();
   if (!model.empty()) {  // the lengths a model of that folder will see, in its own tokens
+    TOPK_CHECK(std::filesystem::is_directory(model), "--model %s is not a folder", model.c_str());
     Tokenizer mt = tokenizer_load(model);
     TOPK_CHECK(mt.has_text(), "--model %s has no tokenizer (tokenizer.json or topk_tokenizer in "
                "config.json)", model.c_str());

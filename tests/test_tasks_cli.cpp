@@ -43,7 +43,11 @@ TEST(TasksCli, LengthsInAModelsTokenizer) {
   const size_t bytes = prompt_bytes(""), bpe = prompt_bytes(" --model " + dir);
   EXPECT_LT(bytes, 1100u);
   EXPECT_GT(2 * bpe, 3 * bytes);
-  EXPECT_EQ(run("data --task vt --length 1024 --model /nonexistent/model", out), 1);
+  EXPECT_EQ(run("data --task passkey --length 1024 --model /nonexistent/model", out), 1);
+  EXPECT_NE(out.find("--model /nonexistent/model is not a folder"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task passkey --length 1024 --model " + std::string(TOPK_SOURCE_DIR) +
+                "/tests/data/hf_tiny_llama", out), 1);
+  EXPECT_NE(out.find("has no tokenizer"), std::string::npos) << out;
 }
 
 TEST(TasksCli, PrintsExamples) {

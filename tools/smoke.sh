@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A short end-to-end run of the topk tool: train (interrupted, then resumed), generate with
-# top-k decoding, evaluate three policies, write task examples. make test-asan runs it under the
+# top-k decoding, evaluate three policies in batches, write task examples. make test-asan runs it under the
 # sanitizers, where any report (a leak included) ends the tool with a non-zero status.
 #   tools/smoke.sh BIN DIR
 set -euo pipefail
@@ -22,6 +22,8 @@ EOF2
 "$bin" generate --model "$dir/run/checkpoint" --prompt 'Pairs: ' --attention topk:k=4 --max-new 8
 "$bin" generate --model "$dir/run/checkpoint" --ids 256,65,66 --temperature 0.8 --top-k 5 --max-new 4
 "$bin" eval --model "$dir/run/checkpoint" --tasks ar --lengths 48 --samples 2 --quiet \
-  --policy full --policy topk:ratio=0.25 --policy oracle:k=4,precision=0.5 --out "$dir/eval"
-"$bin" data --task passkey --length 256 --n 2 --out "$dir/passkey.jsonl"
+  --policy full --policy topk:ratio=0.25 --policy oracle:k=4,precision=0.5 --batch 2 \
+  --out "$dir/eval"
+"$bin" data --task passkey --length 256 --n 2 --model "$dir/run/checkpoint" \
+  --out "$dir/passkey.jsonl"
 echo "smoke: ok"
