@@ -1,9 +1,10 @@
 # The commands a newcomer uses. Each one installs what it needs first.
+SHELL := /bin/bash
 BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build test test-cuda demo bench clean
+.PHONY: all deps configure build topk test test-asan test-cuda demo bench fuzz clean
 
 all: build
 
@@ -18,6 +19,10 @@ configure: $(BUILD)/build.ninja
 build: deps configure
 	cmake --build $(BUILD) -j $(JOBS)
 
+# Only the `topk` tool (what demo and bench run), none of the test binaries.
+topk: deps configure
+	cmake --build $(BUILD) -j $(JOBS) --target topk
+
 # CPU tests (CUDA tests are labelled `cuda` and need a GPU: `make test-cuda`).
 test: build
 	cd $(BUILD) && ctest -LE cuda --output-on-failure -j $(JOBS)
@@ -25,13 +30,60 @@ test: build
 test-cuda: build
 	cd $(BUILD) && ctest -L cuda --output-on-failure
 
+# The CPU tests and a train/generate/eval smoke run under AddressSanitizer (leaks included) and
+# UndefinedBehaviorSanitizer, in their own build folder with CUDA off. A report fails the run.
+ASAN_BUILD ?= build-asan
+ASAN_CXXFLAGS = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+export ASAN_OPTIONS ?= detect_leaks=1:abort_on_error=0:strict_string_checks=1:detect_stack_use_after_return=1
+export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
+# Tests left out under the sanitizers: TrainCopy.TinyModelLearnsCopy and
+# TrainCli.TrainThenGenerateWithTopkDecode train a model until it has learnt (40-80 s each
+# normally, several minutes under the sanitizers) and add no code path that the other training
+# tests and the smoke run (train, resume, generate, eval) do not run. install_consumer installs
+# a whole build and compiles a program against it: no code of topk runs there. The Python
+# package's test (the C ABI, torch) is left out by building without it (TOPK_CAPI=OFF).
+ASAN_EXCLUDE ?= TinyModelLearnsCopy|TrainThenGenerateWithTopkDecode|install_consumer
+test-asan: deps
+	cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTOPK_CUDA=OFF \
+	  -DTOPK_CAPI=OFF -DCMAKE_CXX_FLAGS="$(ASAN_CXXFLAGS)" $(CMAKE_FLAGS)
+	cmake --build $(ASAN_BUILD) -j $(JOBS) --target topk topk_tests
+	cd $(ASAN_BUILD) && ctest -LE cuda -E '$(ASAN_EXCLUDE)' --output-on-failure -j $(JOBS)
+	bash tools/smoke.sh $(ASAN_BUILD)/topk $(ASAN_BUILD)/smoke
+
 # Trains a small retrieval model (cached in $(BUILD)/demo; a few minutes on 2 cores the first
-# time), then prints full attention vs top-k decoding at several rho and writes plots.
-demo: build
+# time, after building the tool: README), then prints full attention vs top-k decoding at
+# several rho and writes plots.
+demo: topk
 	$(BUILD)/topk demo --dir $(BUILD)/demo
 
-bench: build
+bench: topk
 	$(BUILD)/topk bench attention
 
+# libFuzzer on the safetensors reader, config.json, run files and policy strings: clang with
+# ASan + UBSan, CUDA off, its own build folder; FUZZ_SECONDS each (a crash stops the run and
+# leaves its input in $(FUZZ_BUILD)/crash-*). New inputs go to $(FUZZ_BUILD)/corpus; the seeds
+# are fuzz/corpus, the dictionaries (keys and telling values) fuzz/TARGET.dict.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = safetensors config runfile policy
+FUZZ_CXXFLAGS = -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -g
+fuzz: deps
+	@bash tools/install-deps.sh fuzz
+	cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=clang++ \
+	  -DTOPK_CUDA=OFF -DTOPK_CAPI=OFF -DTOPK_TESTS=OFF -DTOPK_FUZZ=ON \
+	  -DCMAKE_CXX_FLAGS="$(FUZZ_CXXFLAGS)" $(CMAKE_FLAGS)
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+	  log=$(FUZZ_BUILD)/fuzz_$$t.log; \
+	  echo "fuzz_$$t: $(FUZZ_SECONDS) s (log: $$log)"; \
+	  if ! $(FUZZ_BUILD)/fuzz/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	      -rss_limit_mb=2048 -artifact_prefix=$(FUZZ_BUILD)/crash-$$t- -dict=fuzz/$$t.dict \
+	      $(FUZZ_BUILD)/corpus/$$t fuzz/corpus/$$t >$$log 2>&1; then \
+	    tail -n 40 $$log; echo "fuzz_$$t FOUND A CRASH: $(FUZZ_BUILD)/crash-$$t-*"; exit 1; \
+	  fi; \
+	  grep -E '^(Done|stat::(number_of_executed_units|new_units_added|peak_rss_mb))' $$log; \
+	done
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -23,6 +23,7 @@
 
 #include "attention/cpu/isa.h"
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "core/dtype.h"
 #include "core/rng.h"
 #include "core/timer.h"
@@ -39,47 +40,32 @@ struct Opts {
   bool json = false, hugepages = true;
 };
 
-void usage() {
-  std::printf(
-      "usage: topk bench attention [options]\n"
-      "  --B N          batch (1)            --S N       keys (32768)\n"
-      "  --Hq N         query heads (32)     --Hkv N     KV heads (8)\n"
-      "  --D N          head dim (128)       --k N       top-k per head (1024)\n"
-      "  --dtype T      K/V dtype: f32 | bf16 (f32)\n"
-      "  --threads N    OpenMP threads (all)  --repeats N timed runs (20)\n"
-      "  --scan-mib N   size of the bandwidth scan buffer in MiB (1024)\n"
-      "  --no-hugepages do not ask for transparent huge pages on the big buffers\n"
-      "  --json         also print one JSON object per line\n"
-      "The CPU kernels are the best this CPU runs; TOPK_CPU_ISA=scalar|avx2|avx512 forces a copy.\n");
-}
-
-bool parse(int argc, char** argv, Opts& o) {
-  for (int i = 1; i < argc; i++) {
-    std::string a = argv[i];
-    auto val = [&]() -> const char* {
-      if (i + 1 >= argc) throw Error(detail::format_error("bench attention: %s needs a value", a.c_str()));
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") { usage(); return false; }
-    else if (a == "--B") o.B = std::atoi(val());
-    else if (a == "--S") o.S = std::atoi(val());
-    else if (a == "--Hq") o.Hq = std::atoi(val());
-    else if (a == "--Hkv") o.Hkv = std::atoi(val());
-    else if (a == "--D") o.D = std::atoi(val());
-    else if (a == "--k") o.k = std::atoi(val());
-    else if (a == "--threads") o.threads = std::atoi(val());
-    else if (a == "--repeats") o.repeats = std::atoi(val());
-    else if (a == "--scan-mib") o.scan_mib = std::atoll(val());
-    else if (a == "--dtype") o.dtype = val();
-    else if (a == "--json") o.json = true;
-    else if (a == "--no-hugepages") o.hugepages = false;
-    else throw Error(detail::format_error("bench attention: unknown option '%s' (see --help)", a.c_str()));
-  }
-  TOPK_CHECK(o.dtype == "f32" || o.dtype == "bf16", "bench attention: --dtype must be f32 or bf16, got %s",
-             o.dtype.c_str());
-  TOPK_CHECK(o.B > 0 && o.S > 0 && o.Hq > 0 && o.Hkv > 0 && o.D > 0 && o.k > 0 && o.repeats > 0 &&
-                 o.scan_mib > 0,
-             "bench attention: sizes, k, repeats and scan-mib must be positive");
+// Parses the options; false after --help or a usage error (*rc says which).
+bool parse(int argc, char** argv, Opts& o, int* rc) {
+  CLI::App app("CPU decode: full attention vs exact top-k attention, against the machine's read "
+               "bandwidth. The CPU kernels are the best this CPU runs; "
+               "TOPK_CPU_ISA=scalar|avx2|avx512 forces a copy.", "topk bench attention");
+  add_int(app, "--B", o.B, 1, 4096, "batch (1)");
+  add_int(app, "--S", o.S, 1, INT32_MAX, "keys (32768)");
+  add_int(app, "--Hq", o.Hq, 1, 1024, "query heads (32)");
+  add_int(app, "--Hkv", o.Hkv, 1, 1024, "KV heads (8)");
+  add_int(app, "--D", o.D, 1, 2048, "head dim (128)");
+  add_int(app, "--k", o.k, 1, INT32_MAX, "top-k per head (1024)");
+  add_text(app, "--dtype", o.dtype, "K/V dtype: f32 | bf16 (f32)")->check(CLI::IsMember({"f32", "bf16"}));
+  add_threads(app, o.threads);
+  add_int(app, "--repeats", o.repeats, 1, 1000000, "timed runs (20)");
+  add_int(app, "--scan-mib", o.scan_mib, 1, 1 << 24, "size of the bandwidth scan buffer in MiB (1024)");
+  bool no_huge = false;
+  app.add_flag("--no-hugepages", no_huge, "do not ask for transparent huge pages on the big buffers");
+  app.add_flag("--json", o.json, "also print one JSON object per line");
+  *rc = cli::parse(app, argc, argv);
+  o.hugepages = !no_huge;
+  if (*rc >= 0) return false;
+  // K and V, the scores and the scan buffer are allocated at once: check they fit first.
+  double kv = 2.0 * o.B * double(o.S) * o.Hkv * o.D * (o.dtype == "bf16" ? 2 : 4);
+  double scores = double(o.B) * o.Hq * (double(o.S) + o.k) * 4;
+  check_memory(kv + scores + double(o.scan_mib) * 1048576.0, "bench attention: K, V, scores and "
+               "the scan buffer");
   return true;
 }
 
@@ -150,7 +136,8 @@ float scan(const float* x, int64_t n) {
 
 int bench_attention(int argc, char** argv) {
   Opts o;
-  if (!parse(argc, argv, o)) return 0;
+  int rc = 0;
+  if (!parse(argc, argv, o, &rc)) return rc;
   if (o.threads > 0) omp_set_num_threads(o.threads);
   int threads = omp_get_max_threads();
   DType kv = o.dtype == "bf16" ? DType::bf16 : DType::f32;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "core/json.h"
 #include "core/rng.h"
 #include "topk/approx.h"
@@ -158,17 +159,15 @@ int bench_cuda(int argc, char** argv) {
   int reps = 50;
   bool quick = false;
   std::string only;  // run only the cases whose name contains one of these (comma-separated)
-  for (int i = 1; i < argc; i++) {
-    if (!std::strcmp(argv[i], "--json")) json = true;
-    else if (!std::strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
-    else if (!std::strcmp(argv[i], "--reps") && i + 1 < argc) reps = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--quick")) quick = true;
-    else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
-    else {
-      std::fprintf(stderr, "usage: topk bench cuda [--json] [--out FILE] [--reps N] [--quick] [--only NAME[,NAME...]]\n");
-      return 2;
-    }
-  }
+  CLI::App app("GPU decode and select: topk's CUDA kernels timed against the device's copy "
+               "bandwidth.", "topk bench cuda");
+  app.add_flag("--json", json, "one JSON object per line");
+  add_text(app, "--out", out, "also write the JSON lines to FILE")->type_name("FILE");
+  add_int(app, "--reps", reps, 1, 1000000, "timed repetitions (50)");
+  app.add_flag("--quick", quick, "fewer, smaller cases");
+  add_text(app, "--only", only, "run only the cases whose name contains one of these")
+      ->type_name("NAME[,NAME...]");
+  if (int rc = parse(app, argc, argv); rc >= 0) return rc;
   if (!cuda_available()) {
     std::fprintf(stderr, "bench cuda: no CUDA device\n");
     return 1;

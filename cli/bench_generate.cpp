@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "core/device_mem.h"
 #include "core/rng.h"
 #include "core/timer.h"
@@ -33,44 +34,6 @@ struct GenBenchOpts {
   bool json = false;
   uint64_t seed = 1;
 };
-
-void usage() {
-  std::fprintf(stderr,
-               "usage: topk bench generate [options]\n"
-               "  Decode step time at long context: full attention vs top-k decoding, same\n"
-               "  model and cache, against the step's memory floor, in one run.\n"
-               "  --device D         cuda (default when present) or cpu\n"
-               "  --S LIST           contexts, comma separated (default 32768,131072)\n"
-               "  --batch LIST       sequences per step (default 1,8)\n"
-               "  --policy P         decode policy, repeatable (default full and topk:k=2048)\n"
-               "  --steps N          timed steps (default 20), median reported; --warmup N (3)\n"
-               "  --chunk N          prefill tokens per sequence per call (default 8192)\n"
-               "  --layers N  --d-model N  --heads N  --kv-heads N  --ffn N  --vocab N\n"
-               "                     model (default 12, 768, 12, 4, 2048, 32000: Llama-shaped,\n"
-               "                     random weights)\n"
-               "  --json             one JSON object per row\n");
-}
-
-int to_int(const std::string& flag, const std::string& s, int lo) {
-  char* end = nullptr;
-  long v = std::strtol(s.c_str(), &end, 10);
-  TOPK_CHECK(!s.empty() && *end == 0, "%s expects a number, got '%s'", flag.c_str(), s.c_str());
-  TOPK_CHECK(v >= lo && v <= (1 << 24), "%s must be in [%d, %d], got %ld", flag.c_str(), lo,
-             1 << 24, v);
-  return int(v);
-}
-
-std::vector<int> int_list(const std::string& flag, const std::string& s) {
-  std::vector<int> r;
-  size_t a = 0;
-  while (a <= s.size()) {
-    size_t b = s.find(',', a);
-    if (b == std::string::npos) b = s.size();
-    r.push_back(to_int(flag, s.substr(a, b - a), 1));
-    a = b + 1;
-  }
-  return r;
-}
 
 // Device-to-device copy rate in GB/s (bytes read plus written), median of 10 copies of 1 GiB.
 double copy_gbps(Device dev) {
@@ -91,31 +54,27 @@ double copy_gbps(Device dev) {
 
 int bench_generate(int argc, char** argv) {
   GenBenchOpts o;
+  CLI::App app("Decode step time at long context: full attention vs top-k decoding, same model "
+               "and cache, against the step's memory floor, in one run.", "topk bench generate");
   std::vector<std::string> pols;
-  for (int i = 1; i < argc; i++) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      TOPK_CHECK(i + 1 < argc, "%s needs a value", a.c_str());
-      return argv[++i];
-    };
-    if (a == "--S") o.S = int_list(a, next());
-    else if (a == "--batch") o.B = int_list(a, next());
-    else if (a == "--policy") pols.push_back(next());
-    else if (a == "--steps") o.steps = to_int(a, next(), 1);
-    else if (a == "--warmup") o.warmup = to_int(a, next(), 0);
-    else if (a == "--chunk") o.chunk = to_int(a, next(), 1);
-    else if (a == "--layers") o.layers = to_int(a, next(), 1);
-    else if (a == "--d-model") o.d_model = to_int(a, next(), 1);
-    else if (a == "--heads") o.heads = to_int(a, next(), 1);
-    else if (a == "--kv-heads") o.kv_heads = to_int(a, next(), 1);
-    else if (a == "--ffn") o.ffn = to_int(a, next(), 1);
-    else if (a == "--vocab") o.vocab = to_int(a, next(), 2);
-    else if (a == "--device") o.device = next();
-    else if (a == "--seed") o.seed = uint64_t(to_int(a, next(), 0));
-    else if (a == "--json") o.json = true;
-    else if (a == "--help" || a == "-h") return usage(), 0;
-    else return std::fprintf(stderr, "topk bench generate: unknown option '%s'\n", a.c_str()), usage(), 2;
-  }
+  add_device(app, o.device, "auto");
+  add_int_list(app, "--S", o.S, 1, 1 << 24, "contexts, comma separated (default 32768,131072)");
+  add_int_list(app, "--batch", o.B, 1, 1 << 16, "sequences per step, comma separated (default 1,8)");
+  app.add_option("--policy", pols, "decode policy, repeatable (default full and topk:k=2048)")
+      ->allow_extra_args(false)->type_name("P");
+  add_int(app, "--steps", o.steps, 1, 1 << 24, "timed steps (default 20), median reported");
+  add_int(app, "--warmup", o.warmup, 0, 1 << 24, "untimed steps first (default 3)");
+  add_int(app, "--chunk", o.chunk, 1, 1 << 24, "prefill tokens per sequence per call (default 8192)");
+  add_int(app, "--layers", o.layers, 1, 1 << 24, "layers (default 12)");
+  add_int(app, "--d-model", o.d_model, 1, 1 << 24, "hidden size (default 768)");
+  add_int(app, "--heads", o.heads, 1, 1 << 24, "query heads (default 12)");
+  add_int(app, "--kv-heads", o.kv_heads, 1, 1 << 24, "KV heads (default 4)");
+  add_int(app, "--ffn", o.ffn, 1, 1 << 24, "intermediate size (default 2048)");
+  add_int(app, "--vocab", o.vocab, 2, 1 << 24, "vocabulary (default 32000; Llama-shaped, random "
+          "weights)");
+  add_seed(app, "--seed", o.seed, "weights and prompts (default 1)");
+  app.add_flag("--json", o.json, "one JSON object per row");
+  if (int rc = parse(app, argc, argv); rc >= 0) return rc;
   if (!pols.empty()) o.policies = pols;
   std::vector<AttnPolicy> policies;
   for (const auto& p : o.policies) policies.push_back(parse_policy(p));
@@ -132,9 +91,15 @@ int bench_generate(int argc, char** argv) {
   Model m = model_create(c);
   model_init(m, o.seed);
   model_to(m, dev, false);  // inference: the bf16 weights only on CUDA
-  const double gbps = copy_gbps(dev);
   const int64_t wbytes = model_weight_bytes(m);
   const int64_t kv_row = int64_t(c.kv_dim()) * int64_t(dtype_size(m.compute()));  // per layer
+  if (dev == Device::cpu) {  // the base cache and one policy's copy at the largest B and S
+    const double rows = double(*std::max_element(o.B.begin(), o.B.end())) * c.max_pos;
+    const double caches = 2.0 * 2.0 * c.layers * rows * double(kv_row);  // K and V, twice
+    check_memory(caches + double(m.numel) * 4 + 2.0 * (1 << 30),
+                 "the model, two KV caches (--batch x --S) and the copy test's 2 GiB");
+  }
+  const double gbps = copy_gbps(dev);
   if (!o.json)
     std::printf("topk bench generate: %s, Llama L=%d d=%d Hq=%d Hkv=%d D=%d ffn=%d V=%d "
                 "(%.1fM parameters, %.0f MB of weights read per step), random weights and "

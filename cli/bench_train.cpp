@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "core/device_mem.h"
 #include "core/rng.h"
 #include "core/timer.h"
@@ -57,41 +58,6 @@ struct Row {
   double first_loss = 0, last_loss = 0;
   double mem_gib = 0;  // device memory in use after the last step (GPU)
 };
-
-void usage() {
-  std::fprintf(stderr,
-               "usage: topk bench train [options]\n"
-               "  Training step time: full attention vs native top-k attention (exact top-k\n"
-               "  forward, sparse backward), same model, weights and data, same run.\n"
-               "  --device D         cpu (default) or cuda\n"
-               "  --steps N          measured steps per row (default 5), median reported\n"
-               "  --warmup N         unmeasured steps first (default 1)\n"
-               "  --S LIST           sequence lengths, comma separated (default 512,2048)\n"
-               "  --batch-tokens N   tokens per step (default 2048): N/S packed sequences\n"
-               "  --layers N  --d-model N  --heads N  --kv-heads N  --ffn N  --vocab N\n"
-               "                     model (default 4, 256, 8, 2, 768, 259)\n"
-               "  --breakdown | --no-breakdown\n"
-               "                     time the phases inside a step (default: on the CPU only; on\n"
-               "                     CUDA it needs synchronisations inside the step)\n"
-               "  --recompute        recompute activations in the backward\n"
-               "  --policy P         a training attention policy to compare with full;\n"
-               "                     repeatable (default topk:k=64 and topk:ratio=0.05)\n"
-               "  --threads N        OpenMP and OpenBLAS threads (default: as configured)\n"
-               "  --blas-threads N   OpenBLAS threads only (after --threads)\n"
-               "  --seed N           weights and data (default 1)\n"
-               "  --json             one JSON object per row instead of the table\n"
-               "  --gpus N           data-parallel throughput over N GPUs instead (NCCL; its\n"
-               "                     own options: topk bench train --gpus 1 --help)\n");
-}
-
-int to_int(const std::string& flag, const std::string& s, int lo) {
-  char* end = nullptr;
-  long v = std::strtol(s.c_str(), &end, 10);
-  TOPK_CHECK(!s.empty() && *end == 0, "%s expects a number, got '%s'", flag.c_str(), s.c_str());
-  TOPK_CHECK(v >= lo && v <= (1 << 24), "%s must be in [%d, %d], got %ld", flag.c_str(), lo,
-             1 << 24, v);
-  return int(v);
-}
 
 ModelConfig bench_model(const TrainBenchOpts& o) {
   ModelConfig c;
@@ -191,18 +157,6 @@ void finish(Runner& r) {
   r.row.tokens_per_s = double(r.row.seqs) * r.row.S / (r.row.med.step * 1e-3);
 }
 
-std::vector<int> parse_list(const std::string& flag, const std::string& s) {
-  std::vector<int> r;
-  size_t a = 0;
-  while (a <= s.size()) {
-    size_t b = s.find(',', a);
-    if (b == std::string::npos) b = s.size();
-    r.push_back(to_int(flag, s.substr(a, b - a), 2));  // a step needs a next-token target
-    a = b + 1;
-  }
-  return r;
-}
-
 }  // namespace
 
 int bench_train_dist(int argc, char** argv);  // bench_train_dist.cpp
@@ -211,34 +165,35 @@ int bench_train(int argc, char** argv) {
   for (int i = 1; i < argc; i++)  // data-parallel over several GPUs: its own benchmark
     if (std::string(argv[i]) == "--gpus") return bench_train_dist(argc, argv);
   TrainBenchOpts o;
-  for (int i = 1; i < argc; i++) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      TOPK_CHECK(i + 1 < argc, "%s needs a value", a.c_str());
-      return argv[++i];
-    };
-    if (a == "--steps") o.steps = to_int(a, next(), 1);
-    else if (a == "--warmup") o.warmup = to_int(a, next(), 0);
-    else if (a == "--S") o.S = parse_list(a, next());
-    else if (a == "--batch-tokens") o.batch_tokens = to_int(a, next(), 1);
-    else if (a == "--layers") o.layers = to_int(a, next(), 1);
-    else if (a == "--d-model") o.d_model = to_int(a, next(), 1);
-    else if (a == "--heads") o.heads = to_int(a, next(), 1);
-    else if (a == "--kv-heads") o.kv_heads = to_int(a, next(), 1);
-    else if (a == "--ffn") o.ffn = to_int(a, next(), 1);
-    else if (a == "--vocab") o.vocab = to_int(a, next(), 1);
-    else if (a == "--device") o.device = next();
-    else if (a == "--no-breakdown") o.breakdown = 0;
-    else if (a == "--breakdown") o.breakdown = 1;
-    else if (a == "--recompute") o.recompute = true;
-    else if (a == "--policy") o.policies.push_back(next());
-    else if (a == "--threads") o.threads = to_int(a, next(), 1);
-    else if (a == "--blas-threads") o.blas_threads = to_int(a, next(), 1);
-    else if (a == "--seed") o.seed = uint64_t(to_int(a, next(), 0));
-    else if (a == "--json") o.json = true;
-    else if (a == "--help" || a == "-h") return usage(), 0;
-    else return std::fprintf(stderr, "topk bench train: unknown option '%s'\n", a.c_str()), usage(), 2;
-  }
+  CLI::App app("Training step time: full attention vs native top-k attention (exact top-k "
+               "forward, sparse backward), same model, weights and data, same run.",
+               "topk bench train");
+  app.footer("With --gpus N: data-parallel throughput over N GPUs, its own options (topk bench "
+             "train --gpus 1 --help).");
+  add_int(app, "--steps", o.steps, 1, 1 << 24, "measured steps per row (default 5), median reported");
+  add_int(app, "--warmup", o.warmup, 0, 1 << 24, "unmeasured steps first (default 1)");
+  add_device(app, o.device, "cpu");
+  // a step needs a next-token target: S >= 2
+  add_int_list(app, "--S", o.S, 2, 1 << 24, "sequence lengths, comma separated (default 512,2048)");
+  add_int(app, "--batch-tokens", o.batch_tokens, 1, 1 << 24, "tokens per step (default 2048): N/S "
+          "packed sequences");
+  add_int(app, "--layers", o.layers, 1, 1 << 24, "layers (default 4)");
+  add_int(app, "--d-model", o.d_model, 1, 1 << 24, "hidden size (default 256)");
+  add_int(app, "--heads", o.heads, 1, 1 << 24, "query heads (default 8)");
+  add_int(app, "--kv-heads", o.kv_heads, 1, 1 << 24, "KV heads (default 2)");
+  add_int(app, "--ffn", o.ffn, 1, 1 << 24, "intermediate size (default 768)");
+  add_int(app, "--vocab", o.vocab, 259, 1 << 24, "vocabulary (default 259, the byte tokenizer's)");
+  app.add_flag_callback("--breakdown", [&o] { o.breakdown = 1; }, "time the phases inside a step "
+                        "(default: on the CPU only; on CUDA it needs synchronisations in the step)");
+  app.add_flag_callback("--no-breakdown", [&o] { o.breakdown = 0; }, "do not time the phases");
+  app.add_flag("--recompute", o.recompute, "recompute activations in the backward");
+  app.add_option("--policy", o.policies, "a training attention policy to compare with full; "
+                 "repeatable (default topk:k=64 and topk:ratio=0.05)")->allow_extra_args(false);
+  add_threads(app, o.threads)->description("OpenMP and OpenBLAS threads (default: as configured)");
+  add_int(app, "--blas-threads", o.blas_threads, 1, max_threads(), "OpenBLAS threads only (after --threads)");
+  add_seed(app, "--seed", o.seed, "weights and data (default 1)");
+  app.add_flag("--json", o.json, "one JSON object per row instead of the table");
+  if (int rc = parse(app, argc, argv); rc >= 0) return rc;
   if (o.policies.empty()) o.policies = {"topk:k=64", "topk:ratio=0.05"};
   for (const std::string& p : o.policies) {
     TOPK_CHECK(parse_policy(p).is_topk(), "--policy '%s': compare a top-k policy with full (full is "

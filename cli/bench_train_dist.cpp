@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "core/device_mem.h"
 #include "core/rng.h"
 #include "core/timer.h"
@@ -39,32 +40,6 @@ struct DistBenchOpts {
   uint64_t seed = 1;
 };
 
-void usage() {
-  std::fprintf(stderr,
-               "usage: topk bench train --gpus N [options]\n"
-               "  Data-parallel training throughput (NCCL) over N GPUs of this host; the global\n"
-               "  batch is the same for every N (each GPU takes 1/N of its sequences).\n"
-               "  --steps N  --warmup N     measured and unmeasured steps (default 10, 3)\n"
-               "  --S N                     sequence length (default 4096)\n"
-               "  --batch-tokens N          global tokens per step (default 32768)\n"
-               "  --layers N  --d-model N  --heads N  --kv-heads N  --ffn N  --vocab N\n"
-               "                            model (default 12, 768, 12, 4, 2048, 32000: the GPU\n"
-               "                            engine's benchmark model)\n"
-               "  --policy P                training attention (default full)\n"
-               "  --bucket-mb X             all-reduce bucket size (default 25)\n"
-               "  --no-overlap              all-reduce after the backward instead of during it\n"
-               "  --dir D                   rendezvous folder (default: the temporary folder)\n"
-               "  --seed N  --json\n");
-}
-
-int num(const std::string& flag, const std::string& s, int lo) {
-  char* end = nullptr;
-  long v = std::strtol(s.c_str(), &end, 10);
-  TOPK_CHECK(!s.empty() && *end == 0 && v >= lo && v <= (1 << 26), "%s expects a number >= %d, "
-             "got '%s'", flag.c_str(), lo, s.c_str());
-  return int(v);
-}
-
 ModelConfig model_config(const DistBenchOpts& o) {
   ModelConfig c;
   c.arch = Arch::llama;
@@ -82,33 +57,32 @@ ModelConfig model_config(const DistBenchOpts& o) {
 }  // namespace
 
 int bench_train_dist(int argc, char** argv) {
+  bool no_overlap = false;
   DistBenchOpts o;
-  for (int i = 1; i < argc; i++) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      TOPK_CHECK(i + 1 < argc, "%s needs a value", a.c_str());
-      return argv[++i];
-    };
-    if (a == "--gpus") o.gpus = num(a, next(), 1);
-    else if (a == "--steps") o.steps = num(a, next(), 1);
-    else if (a == "--warmup") o.warmup = num(a, next(), 0);
-    else if (a == "--S") o.S = num(a, next(), 2);
-    else if (a == "--batch-tokens") o.batch_tokens = num(a, next(), 2);
-    else if (a == "--layers") o.layers = num(a, next(), 1);
-    else if (a == "--d-model") o.d_model = num(a, next(), 1);
-    else if (a == "--heads") o.heads = num(a, next(), 1);
-    else if (a == "--kv-heads") o.kv_heads = num(a, next(), 1);
-    else if (a == "--ffn") o.ffn = num(a, next(), 1);
-    else if (a == "--vocab") o.vocab = num(a, next(), 2);
-    else if (a == "--policy") o.policy = next();
-    else if (a == "--bucket-mb") o.bucket_mb = std::atof(next().c_str());
-    else if (a == "--no-overlap") o.overlap = false;
-    else if (a == "--dir") o.dir = next();
-    else if (a == "--seed") o.seed = uint64_t(num(a, next(), 0));
-    else if (a == "--json") o.json = true;
-    else if (a == "--help" || a == "-h") return usage(), 0;
-    else return std::fprintf(stderr, "topk bench train --gpus: unknown option '%s'\n", a.c_str()), usage(), 2;
-  }
+  CLI::App app("Data-parallel training throughput (NCCL) over N GPUs of this host; the global "
+               "batch is the same for every N (each GPU takes 1/N of its sequences).",
+               "topk bench train --gpus");
+  add_int(app, "--gpus", o.gpus, 1, 1024, "GPUs of this host (one process each)");
+  add_int(app, "--steps", o.steps, 1, 1 << 24, "measured steps (default 10)");
+  add_int(app, "--warmup", o.warmup, 0, 1 << 24, "unmeasured steps first (default 3)");
+  add_int(app, "--S", o.S, 2, 1 << 24, "sequence length (default 4096)");
+  add_int(app, "--batch-tokens", o.batch_tokens, 2, 1 << 26, "global tokens per step (default 32768)");
+  add_int(app, "--layers", o.layers, 1, 1 << 16, "model layers (default 12: the GPU engine's "
+          "benchmark model, with the defaults below)");
+  add_int(app, "--d-model", o.d_model, 1, 1 << 20, "hidden size (default 768)");
+  add_int(app, "--heads", o.heads, 1, 1 << 12, "query heads (default 12)");
+  add_int(app, "--kv-heads", o.kv_heads, 1, 1 << 12, "KV heads (default 4)");
+  add_int(app, "--ffn", o.ffn, 1, 1 << 22, "MLP width (default 2048)");
+  add_int(app, "--vocab", o.vocab, 2, 1 << 24, "vocabulary (default 32000)");
+  add_text(app, "--policy", o.policy, "training attention (default full)");
+  add_real(app, "--bucket-mb", o.bucket_mb, {0, 1 << 16, true}, "all-reduce bucket size in MiB "
+           "(default 25)");
+  app.add_flag("--no-overlap", no_overlap, "all-reduce after the backward instead of during it");
+  add_text(app, "--dir", o.dir, "rendezvous folder (default: the temporary folder)");
+  add_seed(app, "--seed", o.seed, "weights and data (default 1)");
+  app.add_flag("--json", o.json, "one JSON object instead of the table");
+  if (int rc = parse(app, argc, argv); rc >= 0) return rc;
+  o.overlap = !no_overlap;
   TOPK_CHECK(dist_available(), "--gpus: this build has no multi-GPU training (built without the "
              "CUDA backend or without NCCL's header)");
   DistEnv env = dist_env();

@@ -1,45 +1,19 @@
 // topk data: print generated task examples, so that a user sees exactly what is tested.
 #include <algorithm>
-#include <charconv>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/options.h"
+#include "model/tokenizer.h"
 #include "tasks/tasks.h"
 #include "topk/core.h"
 
 namespace topk::cli {
 
 namespace {
-
-void data_usage(FILE* f) {
-  std::fprintf(f,
-               "usage: topk data --list\n"
-               "       topk data --task NAME --length N [--n 3] [--seed S] [--depth F]\n"
-               "                 [--mode M] [--answer-tokens N] [--json] [--out PATH]\n\n"
-               "  --task NAME         a task of --list\n"
-               "  --length N          target tokens (byte tokenizer: BOS + one per byte), counting\n"
-               "                      the prompt, the answer prefix and the answer budget\n"
-               "  --n K               number of examples (example i uses seed S + i); default 3\n"
-               "  --seed S            default 0\n"
-               "  --depth F|even      gold needle depth in [0, 1]; 'even': example i of K at\n"
-               "                      i / (K - 1); default random\n"
-               "  --mode M            standard (default: the task's benchmark), ruler, helmet or\n"
-               "                      compact (docs/tasks.md)\n"
-               "  --answer-tokens N   answer budget; default the mode's (RULER's, HELMET's, or the\n"
-               "                      canonical answer's tokens in compact mode)\n"
-               "  --json              one JSON object per example per line\n"
-               "  --out PATH          write the JSON lines to PATH instead of printing\n");
-}
-
-template <class T> T parse_num(const char* flag, const char* s) {
-  T v{};
-  const char* end = s + std::strlen(s);
-  auto [p, ec] = std::from_chars(s, end, v);
-  TOPK_CHECK(ec == std::errc() && p == end && p != s, "%s expects a number, got '%s'", flag, s);
-  return v;
-}
 
 void print_text(const tasks::Example& e, int i) {
   std::printf("=== %s #%d  seed %llu  format v%d  scorer %s\n", e.task.c_str(), i,
@@ -64,38 +38,49 @@ void print_text(const tasks::Example& e, int i) {
 }  // namespace
 
 int data(int argc, char** argv) {
-  std::string task;
+  CLI::App app("Prints generated task examples, so that a user sees exactly what is tested.",
+               "topk data");
+  std::string task, depth, out, mode, model;
   tasks::Config cfg;
   cfg.length = -1;
   int n = 3;
   bool json = false, list = false, even = false;
-  std::string out;
-  for (int i = 1; i < argc; i++) {
-    std::string a = argv[i];
-    auto value = [&]() -> const char* {
-      TOPK_CHECK(i + 1 < argc, "%s needs a value (see topk data --help)", a.c_str());
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") return data_usage(stdout), 0;
-    else if (a == "--list") list = true;
-    else if (a == "--json") json = true;
-    else if (a == "--task") task = value();
-    else if (a == "--length") cfg.length = parse_num<int64_t>("--length", value());
-    else if (a == "--n") n = parse_num<int>("--n", value());
-    else if (a == "--seed") cfg.seed = parse_num<uint64_t>("--seed", value());
-    else if (a == "--depth") {
-      const char* v = value();
-      if (!std::strcmp(v, "even")) even = true;
-      else cfg.depth = parse_num<double>("--depth", v);
-    } else if (a == "--out") out = value();
-    else if (a == "--answer-tokens") cfg.answer_tokens = parse_num<int64_t>("--answer-tokens", value());
-    else if (a == "--mode") cfg.mode = tasks::parse_mode(value());
-    else TOPK_CHECK(false, "unknown option '%s' (see topk data --help)", a.c_str());
+  app.add_flag("--list", list, "list the tasks");
+  add_text(app, "--task", task, "a task of --list")->type_name("NAME");
+  add_int(app, "--length", cfg.length, 1, 1 << 24, "target tokens (in the tokenizer's tokens: "
+          "the byte tokenizer's BOS + one per byte unless --model), counting the prompt, the answer "
+          "prefix and the answer budget");
+  add_int(app, "--n", n, 1, 1000000, "number of examples (example i uses seed S + i); default 3");
+  add_seed(app, "--seed", cfg.seed, "default 0");
+  add_text(app, "--depth", depth, "gold needle depth in [0, 1]; 'even': example i of K at "
+           "i / (K - 1); default random")->type_name("F|even");
+  add_text(app, "--mode", mode, "standard (default: the task's benchmark), ruler, helmet or "
+           "compact (docs/tasks.md)")->type_name("M");
+  add_int(app, "--answer-tokens", cfg.answer_tokens, 1, 1 << 24, "answer budget; default the "
+          "mode's (RULER's, HELMET's, or the canonical answer's tokens in compact mode)");
+  add_text(app, "--model", model, "count lengths in this model folder's tokenizer "
+           "(tokenizer.json or topk's bytes) instead of the byte tokenizer")->type_name("DIR");
+  app.add_flag("--json", json, "one JSON object per example per line");
+  add_text(app, "--out", out, "write the JSON lines to PATH instead of printing")->type_name("PATH");
+  if (int rc = parse(app, argc, argv); rc >= 0) return rc;
+  even = depth == "even";
+  if (!depth.empty() && !even) cfg.depth = parse_real(depth, "--depth", Range{0, 1});
+  if (!mode.empty()) cfg.mode = tasks::parse_mode(mode);
+  if (!out.empty()) {  // the examples are kept until written: about a byte per token, twice
+    check_output_file(out, "--out");
+    check_memory(2.0 * double(n) * double(std::max<int64_t>(cfg.length, 0)), "--n x --length");
   }
   tasks::Tokenizer tok = tasks::byte_tokenizer();
+  if (!model.empty()) {  // the lengths a model of that folder will see, in its own tokens
+    TOPK_CHECK(std::filesystem::is_directory(model), "--model %s is not a folder", model.c_str());
+    Tokenizer mt = tokenizer_load(model);
+    TOPK_CHECK(mt.has_text(), "--model %s has no tokenizer (tokenizer.json or topk_tokenizer in "
+               "config.json)", model.c_str());
+    tok = task_tokenizer(mt);
+  }
   if (list) {
-    std::printf("task format v%d; minimum length with the byte tokenizer in brackets\n\n",
-                tasks::kFormatVersion);
+    std::printf("task format v%d; minimum length in tokens of tokenizer '%s' in brackets\n\n",
+                tasks::kFormatVersion, tok.name.c_str());
     for (const auto& t : tasks::task_list())
       std::printf("  %-16s [%5lld]  %-17s  %s\n", t.name, (long long)tasks::min_length(t.name, tok),
                   tasks::scorer_name(t.scorer), t.summary);
@@ -103,7 +88,6 @@ int data(int argc, char** argv) {
   }
   TOPK_CHECK(!task.empty(), "--task is required (topk data --list shows the tasks)");
   TOPK_CHECK(cfg.length > 0, "--length must be a positive number of tokens (e.g. --length 4096)");
-  TOPK_CHECK(n > 0, "--n must be positive, got %d", n);
   TOPK_CHECK(tasks::find_task(task), "unknown task '%s' (topk data --list shows the tasks)",
              task.c_str());
   uint64_t seed0 = cfg.seed;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "core/json.h"
 #include "core/timer.h"
 #include "eval/eval.h"
@@ -41,20 +42,6 @@ const char* kShippedDir = "models/demo";
 const std::vector<std::string> kShippedTasks = {"niah_multikey_2", "passkey"};
 const int64_t kShippedLength = 4096;
 const int kShippedSamples = 40;
-
-void demo_usage(FILE* f) {
-  std::fprintf(f,
-      "usage: topk demo [--dir DIR] [--samples N] [--retrain] [--model DIR] [--train]\n"
-      "                 [--tasks T1,T2] [--lengths N1,N2]\n"
-      "  With a shipped model (--model DIR, default %s when it holds config.json):\n"
-      "  evaluates it at %lld tokens on %s,%s (--tasks/--lengths change that), %d examples each.\n"
-      "  Otherwise (or with --train): trains a small model on the %s task (cached in\n"
-      "  DIR/checkpoint, default build/demo; an interrupted training resumes; --retrain trains\n"
-      "  it again). Then evaluates full attention, top-k decoding at several rho, the oracle\n"
-      "  selector and a sliding window; writes DIR/eval/*.\n",
-      kShippedDir, (long long)kShippedLength, kShippedTasks[0].c_str(), kShippedTasks[1].c_str(),
-      kShippedSamples, kDemoTask);
-}
 
 std::vector<std::string> split_list(const std::string& s) {
   std::vector<std::string> r;
@@ -105,30 +92,32 @@ int demo_shipped(const std::string& model, const std::string& dir, int samples,
 }  // namespace
 
 int demo(int argc, char** argv) {
+  CLI::App app(std::string("With a shipped model (--model DIR, default ") + kShippedDir +
+               " when it holds config.json): evaluates it at 4096 tokens. Otherwise (or with "
+               "--train): trains a small model on the " + kDemoTask + " task (cached in "
+               "DIR/checkpoint; an interrupted training resumes). Then evaluates full attention, "
+               "top-k decoding at several rho, the oracle selector and a sliding window; writes "
+               "DIR/eval/*.", "topk demo");
   std::string dir = "build/demo";
-  int samples = 0;
+  int samples = 0;  // 0: the mode's default
   bool retrain = false, train = false;
   std::string model = std::filesystem::exists(std::string(kShippedDir) + "/config.json")
                           ? kShippedDir : "";
-  std::vector<std::string> tasks;
+  std::string task_list;
   std::vector<int64_t> lengths;
-  for (int i = 1; i < argc; i++) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      TOPK_CHECK(i + 1 < argc, "%s needs a value", a.c_str());
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") return demo_usage(stdout), 0;
-    else if (a == "--dir") dir = next();
-    else if (a == "--samples") samples = std::stoi(next());
-    else if (a == "--retrain") retrain = true;
-    else if (a == "--train") train = true;
-    else if (a == "--model") model = next();
-    else if (a == "--tasks") tasks = split_list(next());
-    else if (a == "--lengths")
-      for (const auto& l : split_list(next())) lengths.push_back(std::stoll(l));
-    else TOPK_CHECK(false, "unknown option '%s' (see topk demo --help)", a.c_str());
-  }
+  add_text(app, "--dir", dir, "where the model and the results go (default build/demo)");
+  add_int(app, "--samples", samples, 1, 1000000, "held-out examples per policy (default 200; 40 "
+          "for the shipped model)");
+  app.add_flag("--retrain", retrain, "train the small model again");
+  app.add_flag("--train", train, "the small model even when a shipped model is present");
+  add_text(app, "--model", model, std::string("a model folder to evaluate (default ") +
+           kShippedDir + " when it holds config.json)")->type_name("DIR");
+  add_text(app, "--tasks", task_list, "the shipped model's tasks, comma separated (default " +
+           kShippedTasks[0] + "," + kShippedTasks[1] + ")")->type_name("T1,T2");
+  add_int_list(app, "--lengths", lengths, 1, 1 << 24, "the shipped model's context lengths "
+               "(default 4096)");
+  if (int rc = parse(app, argc, argv); rc >= 0) return rc;
+  const std::vector<std::string> tasks = split_list(task_list);
   if (!model.empty() && !train && !retrain) {
     TOPK_CHECK(std::filesystem::exists(model + "/config.json"), "--model %s: no config.json there",
                model.c_str());

@@ -2,49 +2,18 @@
 // attention mass and entropy per layer (docs/eval.md).
 #include <omp.h>
 
-#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <sstream>
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "eval/eval.h"
 
 namespace topk::cli {
 
 namespace {
-
-void eval_usage(FILE* f) {
-  std::fprintf(f,
-      "usage: topk eval --model DIR --tasks T1,T2 --lengths N1,N2 --policy P [--policy P ...]\n"
-      "                 [--samples 10] [--seed 0] [--mode M] [--prefill full|policy] [--per-head]\n"
-      "                 [--out DIR] [--threads N] [--device D] [--batch N] [--quiet]\n\n"
-      "  --model DIR        a model folder with a tokenizer (tokenizer.json or topk's bytes);\n"
-      "                     task lengths count its tokens\n"
-      "  --tasks LIST       tasks of topk data --list, comma-separated\n"
-      "  --lengths LIST     target tokens per example, comma-separated\n"
-      "  --policy P         an attention policy (repeat it), e.g. full, topk:ratio=0.05,\n"
-      "                     topk:k=64,share=group, window:w=256,sink=4, oracle:k=64,precision=0.6\n"
-      "  --policies LIST    several policies separated by ';' or spaces\n"
-      "  --samples N        examples per task and length (example i uses seed S + i)\n"
-      "  --mode M           task mode: standard (default), ruler, helmet, compact (docs/tasks.md)\n"
-      "  --prefill MODE     full (default): prefill with full attention; policy: with the policy\n"
-      "  --per-head         keep per-head statistics in results.json and layers.csv\n"
-      "  --out DIR          write results.json, results.csv, layers.csv and PNG plots there\n"
-      "  --threads N        CPU: examples decoded in parallel (default: all cores)\n"
-      "  --device D         cpu, cuda or auto (default: cuda when a GPU is present)\n"
-      "  --batch N          examples decoded together (default 16 on CUDA, 1 on the CPU)\n");
-}
-
-template <class T> T number(const std::string& flag, const std::string& s) {
-  T v{};
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  TOPK_CHECK(ec == std::errc() && p == s.data() + s.size() && !s.empty(),
-             "%s expects a number, got '%s'", flag.c_str(), s.c_str());
-  return v;
-}
 
 std::vector<std::string> split(const std::string& s, const char* seps) {
   std::vector<std::string> r;
@@ -58,51 +27,64 @@ std::vector<std::string> split(const std::string& s, const char* seps) {
   return r;
 }
 
+// Positions past the model's max_position_embeddings were never trained: say so before the run.
+void warn_past_positions(const Model& m, const std::vector<int64_t>& lengths) {
+  for (int64_t len : lengths)
+    if (len > m.cfg.max_pos)
+      std::fprintf(stderr, "topk eval: warning: length %lld is past the model's %d positions "
+                   "(max_position_embeddings); scores there measure extrapolation, not the "
+                   "model's trained range\n", (long long)len, m.cfg.max_pos);
+}
+
 }  // namespace
 
 int eval(int argc, char** argv) {
+  CLI::App app("Accuracy, retrieval precision and entropy of attention policies on the synthetic "
+               "tasks (docs/eval.md).", "topk eval");
   eval::EvalOpts o;
-  o.progress = true;
-  std::string model, out, device = "auto";
+  std::string model, out, tasks, lengths, policies, prefill = "full", device = "auto";
   int threads = 0;
-  for (int i = 1; i < argc; i++) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      TOPK_CHECK(i + 1 < argc, "%s needs a value (see topk eval --help)", a.c_str());
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") return eval_usage(stdout), 0;
-    else if (a == "--model") model = next();
-    else if (a == "--tasks") o.tasks = split(next(), ",");
-    else if (a == "--lengths")
-      for (auto& s : split(next(), ",")) o.lengths.push_back(number<int64_t>(a, s));
-    else if (a == "--policy") o.policies.push_back(next());
-    else if (a == "--policies")
-      for (auto& s : split(next(), "; \t\n")) o.policies.push_back(s);
-    else if (a == "--samples") o.samples = number<int>(a, next());
-    else if (a == "--seed") o.seed = number<uint64_t>(a, next());
-    else if (a == "--mode") o.mode = next();
-    else if (a == "--prefill") {
-      std::string v = next();
-      TOPK_CHECK(v == "full" || v == "policy", "--prefill must be full or policy, got '%s'",
-                 v.c_str());
-      o.policy_prefill = v == "policy";
-    } else if (a == "--per-head") o.per_head = true;
-    else if (a == "--out") out = next();
-    else if (a == "--threads") threads = number<int>(a, next());
-    else if (a == "--quiet") o.progress = false;
-    else if (a == "--device") device = next();
-    else if (a == "--batch") o.batch = number<int>(a, next());
-    else TOPK_CHECK(false, "unknown option '%s' (see topk eval --help)", a.c_str());
-  }
+  bool quiet = false;
+  add_text(app, "--model", model, "a model folder with a tokenizer (tokenizer.json or topk's "
+           "bytes); task lengths count its tokens")->type_name("DIR");
+  add_text(app, "--tasks", tasks, "tasks of topk data --list, comma-separated")->type_name("T1,T2");
+  add_text(app, "--lengths", lengths, "target tokens per example, comma-separated")->type_name("N1,N2");
+  app.add_option("--policy", o.policies, "an attention policy (repeat it), e.g. full, "
+                 "topk:ratio=0.05, topk:k=64,share=group, window:w=256,sink=4, "
+                 "oracle:k=64,precision=0.6")->allow_extra_args(false)->type_name("P");
+  add_text(app, "--policies", policies, "several policies separated by ';' or spaces");
+  add_int(app, "--samples", o.samples, 1, 1000000, "examples per task and length (example i "
+          "uses seed S + i; default 10)");
+  add_seed(app, "--seed", o.seed, "seed of the first example (default 0)");
+  add_text(app, "--mode", o.mode, "task mode: standard (default), ruler, helmet, compact "
+           "(docs/tasks.md)")->type_name("M");
+  add_text(app, "--prefill", prefill, "full (default): prefill with full attention; policy: with "
+           "the policy")->check(CLI::IsMember({"full", "policy"}));
+  app.add_flag("--per-head", o.per_head, "keep per-head statistics in results.json and layers.csv");
+  add_text(app, "--out", out, "write results.json, results.csv, layers.csv and PNG plots there")
+      ->type_name("DIR");
+  add_threads(app, threads);
+  add_device(app, device);
+  add_int(app, "--batch", o.batch, 1, 1 << 16, "examples decoded together (default 16 on CUDA, 1 "
+          "on the CPU)");
+  app.add_flag("--quiet", quiet, "no progress line");
+  if (int rc = parse(app, argc, argv); rc >= 0) return rc;
+  o.tasks = split(tasks, ",");
+  if (!lengths.empty())
+    for (int64_t n : parse_int_list(lengths, "--lengths", 1, 1 << 24)) o.lengths.push_back(n);
+  for (auto& p : split(policies, "; \t\n")) o.policies.push_back(p);
+  o.policy_prefill = prefill == "policy";
+  o.progress = !quiet;
   TOPK_CHECK(!model.empty(), "--model DIR is required (see topk eval --help)");
   eval::validate(o);
   TOPK_CHECK(std::filesystem::is_directory(model), "model folder '%s' does not exist",
              model.c_str());
-  TOPK_CHECK(o.batch >= 0, "--batch must be positive, got %d", o.batch);
+  TOPK_CHECK(out.empty() || !std::filesystem::exists(out) || std::filesystem::is_directory(out),
+             "--out %s exists and is not a folder", out.c_str());
   Device dev = parse_device(device);
   Model m = model_load(model);
   model_to(m, dev, false);
+  warn_past_positions(m, o.lengths);
   if (threads > 0) omp_set_num_threads(threads);
   eval::Report r = eval::run(m, o);
   r.model = model;

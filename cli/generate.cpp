@@ -1,71 +1,64 @@
 // topk generate --model DIR --prompt TEXT: streams a continuation, prefilling the prompt with
 // one attention policy and decoding with another (exact top-k decoding by default off).
 #include <cstdio>
-#include <cstdlib>
-#include <sstream>
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "core/timer.h"
 #include "model/infer.h"
 #include "model/tokenizer.h"
 
 namespace topk::cli {
 
-static void generate_usage() {
-  std::fprintf(stderr,
-               "usage: topk generate --model DIR (--prompt TEXT | --ids 1,2,3) [options]\n"
-               "  --attention POLICY          decode policy: full | topk:k=64 |\n"
-               "                              topk:ratio=0.05,share=group (default full)\n"
-               "  --prefill-attention POLICY  prompt policy (default full)\n"
-               "  --max-new N                 tokens to generate (default 64)\n"
-               "  --temperature T             0 = greedy (default 0)\n"
-               "  --top-k K  --seed S         sampling options\n"
-               "  --no-bos                    do not start the prompt with BOS\n"
-               "  --device D                  cpu, cuda or auto (default: cuda when a GPU is present)\n");
-}
-
 int generate(int argc, char** argv) {
+  CLI::App app("Streams a continuation of a prompt from a model folder, prefilling the prompt "
+               "with one attention policy and decoding with another.", "topk generate");
   std::string dir, prompt, ids_arg, attention = "full", prefill = "full", device = "auto";
   int max_new = 64;
-  bool have_prompt = false, bos = true;
+  bool no_bos = false;
   SampleOpts so;
-  for (int i = 1; i < argc; i++) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      TOPK_CHECK(i + 1 < argc, "%s needs a value", a.c_str());
-      return argv[++i];
-    };
-    if (a == "--model") dir = next();
-    else if (a == "--prompt") prompt = next(), have_prompt = true;
-    else if (a == "--ids") ids_arg = next();
-    else if (a == "--attention") attention = next();
-    else if (a == "--prefill-attention") prefill = next();
-    else if (a == "--max-new") max_new = std::atoi(next().c_str());
-    else if (a == "--temperature") so.temperature = float(std::atof(next().c_str()));
-    else if (a == "--top-k") so.top_k = std::atoi(next().c_str());
-    else if (a == "--seed") so.seed = std::strtoull(next().c_str(), nullptr, 10);
-    else if (a == "--no-bos") bos = false;
-    else if (a == "--device") device = next();
-    else if (a == "--help" || a == "-h") return generate_usage(), 0;
-    else return std::fprintf(stderr, "topk generate: unknown option '%s'\n", a.c_str()), generate_usage(), 2;
+  add_text(app, "--model", dir, "a model folder (config.json + model.safetensors)")->type_name("DIR");
+  auto* have_prompt = add_text(app, "--prompt", prompt, "prompt text (in the model's tokenizer)");
+  add_text(app, "--ids", ids_arg, "prompt token ids, e.g. 1,2,3 (any model, a tokenizer or not)");
+  add_text(app, "--attention", attention, "decode policy: full | topk:k=64 | "
+           "topk:ratio=0.05,share=group | window:w=256,sink=4 | oracle:... (default full)");
+  add_text(app, "--prefill-attention", prefill, "prompt policy: full | topk:... (default full)");
+  add_int(app, "--max-new", max_new, 0, 1 << 30, "tokens to generate (default 64; generation "
+          "stops at the model's max_position_embeddings)");
+  add_real(app, "--temperature", so.temperature, Range{0, 1000}, "0 = greedy (default 0)");
+  add_int(app, "--top-k", so.top_k, 0, INT32_MAX, "sample among the K most likely (0 = all)");
+  add_seed(app, "--seed", so.seed, "sampling seed");
+  app.add_flag("--no-bos", no_bos, "do not start the prompt with BOS");
+  add_device(app, device);
+  if (int rc = parse(app, argc, argv); rc >= 0) return rc;
+  if (dir.empty() || (!*have_prompt && ids_arg.empty())) {
+    std::fprintf(stderr, "topk generate: error: give --model DIR and --prompt TEXT or --ids 1,2,3 "
+                 "(see topk generate --help)\n");
+    return 2;
   }
-  if (dir.empty() || (!have_prompt && ids_arg.empty())) return generate_usage(), 2;
-  TOPK_CHECK(max_new >= 0, "--max-new must be >= 0");
   AttnPolicy dec = parse_policy(attention), pre = parse_policy(prefill);
+  check_prefill_policy(pre, "--prefill-attention");
   Device dev = parse_device(device);
   Model m = model_load(dir);
   model_to(m, dev, false);
   const Tokenizer& tok = m.tok;
   std::vector<int> ids;
-  if (have_prompt) {
-    ids = encode(tok, prompt, bos);
+  if (*have_prompt) {
+    ids = encode(tok, prompt, !no_bos);
   } else {
-    std::stringstream ss(ids_arg);
-    std::string item;
-    while (std::getline(ss, item, ',')) ids.push_back(std::atoi(item.c_str()));
+    for (int64_t id : parse_int_list(ids_arg, "--ids", 0, m.cfg.vocab - 1)) ids.push_back(int(id));
   }
   TOPK_CHECK(!ids.empty(), "the prompt is empty");
+  const int64_t P = int64_t(ids.size()), positions = m.cfg.max_pos;
+  TOPK_CHECK(P <= positions, "the prompt has %lld tokens, more than the model's %lld positions "
+             "(max_position_embeddings)", (long long)P, (long long)positions);
+  if (P + max_new > positions) {
+    std::fprintf(stderr, "topk generate: note: --max-new %d stops at the model's %lld positions "
+                 "(max_position_embeddings): at most %lld new tokens\n", max_new,
+                 (long long)positions, (long long)(positions - P));
+    max_new = int(positions - P);
+  }
   KVCache kc = kv_cache_create(m, 1, int(ids.size()) + max_new);
   std::vector<float> logits;
   double t0 = now_seconds();

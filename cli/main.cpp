@@ -1,6 +1,11 @@
 // topk command-line tool: one file per subcommand; this file only routes.
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <new>
 #include <string>
 
 #include "cli/commands.h"
@@ -12,7 +17,9 @@ static void usage() {
       "usage: topk <command> [options]   (topk <command> --help for its options)\n\n"
       "commands:\n"
       "  bench attention   CPU attention benchmark: full vs exact top-k decode\n"
-      "  bench train       CPU training step time: full vs native top-k attention\n"
+      "  bench train       training step time (CPU or GPU): full vs native top-k attention\n"
+      "  bench generate    decode step time at long context: full vs top-k decoding\n"
+      "  bench cuda        GPU decode and select benchmarks\n"
       "  data              print synthetic long-context task examples (--list for tasks)\n"
       "  demo              train (or reuse) a small retrieval model, then full vs top-k decoding\n"
       "  eval              accuracy, retrieval precision and entropy of attention policies\n"
@@ -21,7 +28,19 @@ static void usage() {
       "  version           print the version and the backends of this build\n");
 }
 
+// libgomp reads OMP_WAIT_POLICY once, when it loads (before main). Its default keeps idle threads
+// spinning for a while after each parallel region; on cores shared with other work the spinning
+// takes the cores from the work (two tiny-copy trainings side by side on 2 cores: 85-100 s
+// each for 100 steps, against 4-12 s with passive waiting; docs/reliability.md). Unless the user
+// chose a policy, start again with threads that sleep when idle.
+static void passive_openmp_by_default(char** argv) {
+  if (std::getenv("OMP_WAIT_POLICY")) return;
+  setenv("OMP_WAIT_POLICY", "passive", 1);
+  execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
+}
+
 int main(int argc, char** argv) {
+  passive_openmp_by_default(argv);
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     usage();
     return argc < 2 ? 2 : 0;
@@ -39,6 +58,12 @@ int main(int argc, char** argv) {
     usage();
     return 2;
   } catch (const topk::Error& e) {
+    std::fprintf(stderr, "topk %s: error: %s\n", cmd.c_str(), e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {  // sizes are checked before allocating; this is the backstop
+    std::fprintf(stderr, "topk %s: error: out of memory\n", cmd.c_str());
+    return 1;
+  } catch (const std::exception& e) {  // a library's exception that no check turned into an Error
     std::fprintf(stderr, "topk %s: error: %s\n", cmd.c_str(), e.what());
     return 1;
   }

@@ -1,53 +1,35 @@
 // topk train --config run.json: trains a model on a built-in task (see docs/engine.md).
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/options.h"
 #include "core/json.h"
 #include "train/dist.h"
 #include "train/trainer.h"
 
 namespace topk::cli {
 
-static void train_usage() {
-  std::fprintf(stderr,
-               "usage: topk train --config RUN.json [--out DIR] [--stop-after N] [--no-resume]\n"
-               "                  [--device cpu|cuda|auto] [--gpus N]\n"
-               "  trains on the run file's task; checkpoints go to OUT/checkpoint and a run\n"
-               "  resumes from there unless --no-resume. --stop-after N takes at most N steps now\n"
-               "  (the schedule still spans the run file's steps), then checkpoints.\n"
-               "  --device: where to train (default auto: cuda when a GPU is present).\n"
-               "  --gpus N: data-parallel over N GPUs of this host (N processes, NCCL), with the\n"
-               "  same global batch as one GPU; under torchrun (RANK, WORLD_SIZE, LOCAL_RANK\n"
-               "  set) leave it out: each process is one rank.\n"
-               "  docs/engine.md describes RUN.json.\n");
-}
-
 int train(int argc, char** argv) {
+  CLI::App app("Trains on the run file's task; checkpoints go to OUT/checkpoint and a run resumes "
+               "from there unless --no-resume. docs/engine.md describes RUN.json.", "topk train");
   std::string config, out, device = "auto";
   int stop_after = -1, gpus = -1;  // -1: no --gpus
   bool no_resume = false;
-  for (int i = 1; i < argc; i++) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      TOPK_CHECK(i + 1 < argc, "%s needs a value", a.c_str());
-      return argv[++i];
-    };
-    if (a == "--config") config = next();
-    else if (a == "--out") out = next();
-    else if (a == "--stop-after") stop_after = std::atoi(next().c_str());
-    else if (a == "--no-resume") no_resume = true;
-    else if (a == "--device") device = next();
-    else if (a == "--gpus") {
-      gpus = std::atoi(next().c_str());
-      TOPK_CHECK(gpus >= 1, "--gpus needs N >= 1");
-    }
-    else if (a == "--help" || a == "-h") return train_usage(), 0;
-    else return std::fprintf(stderr, "topk train: unknown option '%s'\n", a.c_str()), train_usage(), 2;
+  add_text(app, "--config", config, "the run file (JSON)")->type_name("RUN.json");
+  add_text(app, "--out", out, "output folder (overrides the run file's \"out\")")->type_name("DIR");
+  add_int(app, "--stop-after", stop_after, 1, INT32_MAX, "take at most N steps now (the schedule "
+          "still spans the run file's steps), then checkpoint");
+  app.add_flag("--no-resume", no_resume, "train from scratch even when a checkpoint exists");
+  add_device(app, device);
+  add_int(app, "--gpus", gpus, 1, 1024, "data-parallel over N GPUs of this host (N processes, "
+          "NCCL) with the same global batch as one GPU; under torchrun (RANK, WORLD_SIZE, "
+          "LOCAL_RANK set) leave it out: each process is one rank")->type_name("N");
+  if (int rc = parse(app, argc, argv); rc >= 0) return rc;
+  if (config.empty()) {
+    std::fprintf(stderr, "topk train: error: --config RUN.json is required (see topk train --help)\n");
+    return 2;
   }
-  if (config.empty()) return train_usage(), 2;
   TrainConfig cfg = train_config_from_json_text(read_file(config), config);
   if (!out.empty()) cfg.out = out;
   if (no_resume) cfg.resume = false;

@@ -53,19 +53,19 @@ TEST(EvalPolicy, ParsesWindowAndOracle) {
 
 TEST(EvalPolicy, RejectsWithClearMessages) {
   struct Case { const char* policy; const char* says; };
-  for (const Case& c : {Case{"topk:k=0", "k=0 must be an integer >= 1"},
-                        Case{"oracle:k=8,precision=1.5", "precision must be in [0, 1], got 1.5"},
+  for (const Case& c : {Case{"topk:k=0", "k must be an integer in [1, 2147483647], got '0'"},
+                        Case{"oracle:k=8,precision=1.5", "precision must be a number in [0, 1], got '1.5'"},
                         Case{"oracle:k=8", "oracle needs precision=P"},
                         Case{"oracle:precision=0.5", "give exactly one of k=N and ratio=R"},
                         Case{"sparse:k=4", "unknown attention policy 'sparse:k=4'"},
                         Case{"Full", "unknown attention policy 'Full'"},
                         Case{"window:sink=4", "window needs w=N"},
-                        Case{"window:w=0", "w=0 must be an integer >= 1"},
+                        Case{"window:w=0", "w must be an integer in [1, 2147483647], got '0'"},
                         Case{"window:w=8,k=3", "'window' takes no option 'k'"},
                         Case{"topk:k=4,k=5", "'k' given twice"},
-                        Case{"topk:ratio=1.5", "ratio must be in (0, 1]"},
+                        Case{"topk:ratio=1.5", "ratio must be a number in (0, 1], got '1.5'"},
                         Case{"topk", "needs options after 'topk:'"},
-                        Case{"oracle:k=4,precision=x", "precision=x is not a number"}}) {
+                        Case{"oracle:k=4,precision=x", "precision must be a number in [0, 1], got 'x'"}}) {
     std::string e = error_of(c.policy);
     EXPECT_NE(e.find(c.says), std::string::npos) << c.policy << ": " << e;
   }
@@ -300,7 +300,7 @@ TEST(EvalEndToEnd, BadInputExitsWithMessage) {
   EXPECT_EQ(run_cli("eval --model . --tasks needle --lengths 256 --policy full", out), 1);
   EXPECT_NE(out.find("unknown task 'needle'"), std::string::npos) << out;
   EXPECT_EQ(run_cli("eval --model . --tasks passkey --lengths 256 --policy topk:k=0", out), 1);
-  EXPECT_NE(out.find("k=0 must be an integer >= 1"), std::string::npos) << out;
+  EXPECT_NE(out.find("k must be an integer in [1, 2147483647], got '0'"), std::string::npos) << out;
   {  // lengths are checked in the model's own tokens, so against a model
     ModelConfig c;
     c.hidden = 16, c.inter = 16, c.layers = 1, c.heads = 1, c.kv_heads = 1, c.head_dim = 16;

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "model/config.h"
+#include "model/model.h"
 #include "model/tokenizer.h"
 #include "topk/core.h"
 
@@ -110,6 +111,79 @@ TEST(ModelConfig, RejectsInconsistentConfigs) {
   has(config_error("{" + base + R"(, "num_attention_heads": 4, "topk_tokenizer": {"type": "bytes", "bos": 256, "eos": 257, "pad": 258}})"),
       "vocab_size >= 259");
   has(config_error("{oops"), "invalid JSON");
+  // Found by fuzz_config: a non-string tokenizer type escaped as a JSON library exception.
+  has(config_error("{" + base + R"(, "num_attention_heads": 4, "topk_tokenizer": {"type": 5}})"),
+      "topk_tokenizer: 'type' must be a string, got 5");
+}
+
+// Sizes that used to crash or hang (bad_alloc, length_error, int overflow in q_dim, endless
+// allocation) and rope/eos fields that were silently misread: each is a clear error now.
+TEST(ModelConfig, RefusesAbsurdSizesAndAmbiguousFields) {
+  std::string base = R"("architectures": ["LlamaForCausalLM"], "num_hidden_layers": 1,
+      "num_attention_heads": 1, "vocab_size": 10)";
+  auto with = [&](const std::string& fields) {
+    return config_error("{" + base + ", " + fields + "}");
+  };
+  auto has = [](const std::string& err, const char* what) {
+    EXPECT_NE(err.find(what), std::string::npos) << "error was: '" << err << "'";
+  };
+  EXPECT_EQ(with(R"("hidden_size": 32, "intermediate_size": 64)"), "");
+  has(with(R"("hidden_size": 2147483646, "intermediate_size": 64)"),
+      "hidden_size must be in [1, 131072], got 2147483646");
+  has(with(R"("hidden_size": 32, "intermediate_size": 2147483647)"),
+      "intermediate_size must be in [1, 1048576], got 2147483647");
+  has(config_error(R"({"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 1,
+      "num_attention_heads": 1, "hidden_size": 32, "intermediate_size": 64,
+      "vocab_size": 2147483647})"), "vocab_size must be in [1, 16777216], got 2147483647");
+  has(with(R"("hidden_size": 32, "intermediate_size": 64, "head_dim": 1073741824)"),
+      "head_dim must be in [1, 2048], got 1073741824");
+  has(config_error(R"({"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 2147483647,
+      "num_attention_heads": 1, "hidden_size": 32, "intermediate_size": 64, "vocab_size": 10})"),
+      "num_hidden_layers must be in [1, 1024], got 2147483647");
+  has(with(R"("hidden_size": 32, "intermediate_size": 64, "max_position_embeddings": 2147483648)"),
+      "'max_position_embeddings' must be an integer in [1, 2147483647], got 2147483648");
+  has(with(R"("hidden_size": 32.5, "intermediate_size": 64)"), "got 32.5");
+  EXPECT_EQ(with(R"("hidden_size": 32.0, "intermediate_size": 64)"), "");
+  // eos_token_id [4294967553] used to wrap to 257.
+  has(with(R"("hidden_size": 32, "intermediate_size": 64, "eos_token_id": [4294967553])"),
+      "'eos_token_id' must be an integer in [0, 2147483647], got 4294967553");
+  has(with(R"("hidden_size": 32, "intermediate_size": 64, "eos_token_id": [3, 12])"),
+      "eos_token_id = 12 is outside the vocabulary [0, 10)");
+  // rope_type yarn + legacy type default used to drop yarn; rope_type 5 meant default.
+  has(with(R"("hidden_size": 32, "intermediate_size": 64,
+      "rope_parameters": {"rope_type": "yarn", "type": "default", "factor": 2})"),
+      "rope_type 'yarn' and type 'default' disagree");
+  has(with(R"("hidden_size": 32, "intermediate_size": 64, "rope_parameters": {"rope_type": 5})"),
+      "'rope_type' must be a string, got 5");
+  has(with(R"("hidden_size": 32, "intermediate_size": 64, "rope_theta": 10000,
+      "rope_parameters": {"rope_type": "default", "rope_theta": 500000})"),
+      "rope_theta 10000 and rope_parameters' rope_theta 500000 disagree");
+  has(with(R"("hidden_size": 32, "intermediate_size": 64,
+      "rope_scaling": {"rope_type": "llama3", "factor": 8, "original_max_position_embeddings": 64},
+      "rope_parameters": {"rope_type": "default"})"),
+      "rope_scaling (llama3, theta 10000, factor 8, low 1, high 4, original 64) and "
+      "rope_parameters (default, theta 10000) disagree");
+  has(with(R"("hidden_size": 32, "intermediate_size": 64, "rope_theta": -1)"), "'rope_theta' must be a number in (0, 1e+30], got -1");
+  // The same RoPE in both forms (as topk writes llama3 models) is accepted.
+  EXPECT_EQ(with(R"("hidden_size": 32, "intermediate_size": 64, "rope_theta": 500000,
+      "rope_scaling": {"rope_type": "llama3", "factor": 8, "original_max_position_embeddings": 64},
+      "rope_parameters": {"rope_type": "llama3", "factor": 8, "rope_theta": 500000,
+                          "original_max_position_embeddings": 64})"), "");
+}
+
+// The weights a valid config asks for are counted in 64 bits and checked against the memory.
+TEST(ModelConfig, ParameterCountIs64BitAndMemoryIsChecked) {
+  ModelConfig c = config_from_json_text(R"({"architectures": ["LlamaForCausalLM"],
+      "hidden_size": 131072, "intermediate_size": 1048576, "num_hidden_layers": 1024,
+      "num_attention_heads": 1024, "head_dim": 2048, "vocab_size": 16777216})", "big");
+  EXPECT_GT(config_param_count(c), int64_t(1) << 48);
+  EXPECT_EQ(c.q_dim(), 1 << 21);
+  try {
+    model_create(c);
+    ADD_FAILURE() << "a model of 2^48+ parameters was created";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("GB needed, more than the"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Tokenizer, BytesRoundTrip) {

@@ -119,6 +119,25 @@ TEST(Train, ResumeReproducesUninterruptedRun) {
   remove_tree(d2);
 }
 
+// A run that diverges stops with an error at the first non-finite loss and keeps the last
+// checkpoint it wrote, whole and finite (it used to train on to NaN, exit 0 and write an
+// all-NaN checkpoint). The run file refuses such an lr; the library takes any.
+TEST(Train, DivergenceStopsWithoutANonFiniteCheckpoint) {
+  std::string d = tmp("diverge");
+  TrainConfig cfg = small_run(d, 20);
+  cfg.sched.lr = 1e30f, cfg.sched.min_lr = 1e29f, cfg.clip = 1e30f, cfg.checkpoint_every = 1;
+  try {
+    train_run(cfg, -1, nullptr);
+    ADD_FAILURE() << "a diverging run finished";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("training stops here"), std::string::npos) << e.what();
+  }
+  Model back = model_load(d + "/checkpoint");  // model_load refuses NaN or Inf weights
+  for (float w : model_host_weights(back)) ASSERT_TRUE(std::isfinite(w));
+  EXPECT_NE(access((d + "/checkpoint.tmp").c_str(), F_OK), 0);
+  remove_tree(d);
+}
+
 TEST(Train, RejectsBadRunFiles) {
   EXPECT_THROW(train_config_from_json_text(R"({"out": "x", "stpes": 3, "init": "m"})", "r"), Error);
   EXPECT_THROW(train_config_from_json_text(R"({"out": "x"})", "r"), Error);

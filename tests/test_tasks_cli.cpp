@@ -27,6 +27,29 @@ TEST(TasksCli, ListsTasks) {
   EXPECT_NE(out.find("format v2"), std::string::npos);
 }
 
+// --model DIR: lengths count that model's tokens (here a small GPT-2-style BPE, about 2.4 bytes
+// a token on this text), so a prompt of 1024 tokens holds far more text than with the byte
+// tokenizer.
+TEST(TasksCli, LengthsInAModelsTokenizer) {
+  std::string out;
+  const std::string dir = std::string(TOPK_SOURCE_DIR) + "/tests/data/bpe_gpt2";
+  ASSERT_EQ(run("data --model " + dir + " --list", out), 0) << out;
+  EXPECT_EQ(out.find("tokenizer 'bytes'"), std::string::npos) << out;
+  auto prompt_bytes = [&](const std::string& extra) -> size_t {
+    EXPECT_EQ(run("data --task passkey --length 1024 --n 1 --json" + extra, out), 0) << out;
+    size_t a = out.find("\"prompt\":\""), b = out.find("\",\"", a + 10);
+    return a == std::string::npos || b == std::string::npos ? 0 : b - a;
+  };
+  const size_t bytes = prompt_bytes(""), bpe = prompt_bytes(" --model " + dir);
+  EXPECT_LT(bytes, 1100u);
+  EXPECT_GT(2 * bpe, 3 * bytes);
+  EXPECT_EQ(run("data --task passkey --length 1024 --model /nonexistent/model", out), 1);
+  EXPECT_NE(out.find("--model /nonexistent/model is not a folder"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task passkey --length 1024 --model " + std::string(TOPK_SOURCE_DIR) +
+                "/tests/data/hf_tiny_llama", out), 1);
+  EXPECT_NE(out.find("has no tokenizer"), std::string::npos) << out;
+}
+
 TEST(TasksCli, PrintsExamples) {
   std::string out;
   ASSERT_EQ(run("data --task passkey --length 256 --n 2 --seed 4", out), 0) << out;
@@ -74,18 +97,18 @@ TEST(TasksCli, Errors) {
   EXPECT_EQ(run("data --task nope --length 1024", out), 1);
   EXPECT_NE(out.find("unknown task 'nope'"), std::string::npos) << out;
   EXPECT_EQ(run("data --task vt --length 4k", out), 1);
-  EXPECT_NE(out.find("--length expects a number, got '4k'"), std::string::npos) << out;
+  EXPECT_NE(out.find("--length must be an integer in [1, 16777216], got '4k'"), std::string::npos) << out;
   EXPECT_EQ(run("data --task vt --length -5", out), 1);
-  EXPECT_NE(out.find("--length must be a positive"), std::string::npos) << out;
+  EXPECT_NE(out.find("--length must be an integer in [1, 16777216], got '-5'"), std::string::npos) << out;
   EXPECT_EQ(run("data --task cwe --length 256", out), 1);
   EXPECT_NE(out.find("needs a length of at least"), std::string::npos) << out;
   EXPECT_EQ(run("data --task vt --length 1024 --depth 1.5", out), 1);
-  EXPECT_NE(out.find("depth must be in [0, 1]"), std::string::npos) << out;
+  EXPECT_NE(out.find("--depth must be a number in [0, 1], got '1.5'"), std::string::npos) << out;
   EXPECT_EQ(run("data --task vt", out), 1);
   EXPECT_NE(out.find("--length"), std::string::npos) << out;
   EXPECT_EQ(run("data --length 1024", out), 1);
   EXPECT_NE(out.find("--task is required"), std::string::npos) << out;
-  EXPECT_EQ(run("data --frobnicate", out), 1);
+  EXPECT_EQ(run("data --frobnicate", out), 2);
   EXPECT_NE(out.find("unknown option"), std::string::npos) << out;
   EXPECT_EQ(run("data --task cwe --length 2048 >/dev/null; TOPK_WORDLIST=/nonexistent/words " +
                     topk_bin() + " data --task cwe --length 2048", out), 1);
@@ -94,6 +117,6 @@ TEST(TasksCli, Errors) {
   EXPECT_NE(out.find("task json_kv has no ruler mode"), std::string::npos) << out;
   EXPECT_EQ(run("data --task vt --length 4096 --mode fast", out), 1);
   EXPECT_NE(out.find("unknown task mode 'fast'"), std::string::npos) << out;
-  EXPECT_EQ(run("data --task vt --length", out), 1);
-  EXPECT_NE(out.find("needs a value"), std::string::npos) << out;
+  EXPECT_EQ(run("data --task vt --length", out), 2);
+  EXPECT_NE(out.find("--length: 1 required N missing"), std::string::npos) << out;
 }

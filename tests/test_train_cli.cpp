@@ -212,7 +212,7 @@ TEST(TrainBenchCli, JsonRowsAndErrors) {
   EXPECT_NE(r.err.find("--policy 'full'"), std::string::npos) << r.err;
   r = topk("bench train --S 1", dir);
   EXPECT_EQ(r.rc, 1);
-  EXPECT_NE(r.err.find("--S must be in [2,"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--S item must be an integer in [2, 16777216], got '1'"), std::string::npos) << r.err;
   r = topk("bench train --frobnicate", dir);
   EXPECT_EQ(r.rc, 2);
   EXPECT_NE(r.err.find("unknown option '--frobnicate'"), std::string::npos) << r.err;

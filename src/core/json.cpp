@@ -5,12 +5,15 @@
 #include <cerrno>
 #include <cstring>
 
+#include "core/check.h"
 #include "topk/core.h"
 
 namespace topk {
 
 std::string read_file(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
+  int fd = open_regular_file(path);
+  std::FILE* f = fdopen(fd, "rb");
+  if (!f) ::close(fd);
   TOPK_CHECK(f, "cannot open %s: %s", path.c_str(), std::strerror(errno));
   std::string s;
   char buf[1 << 16];

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "core/check.h"
 #include "core/dtype.h"
 #include "core/json.h"
 
@@ -158,13 +159,9 @@ SafeTensors st_parse(const void* data, size_t size, const std::string& what) {
 }
 
 SafeTensors st_load(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
-  TOPK_CHECK(fd >= 0, "cannot open %s: %s", path.c_str(), std::strerror(errno));
-  struct stat sb;
-  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-    ::close(fd);
-    TOPK_CHECK(false, "%s is not a regular file", path.c_str());
-  }
+  int fd = open_regular_file(path);  // a FIFO would block the open, a device never end
+  struct stat sb = {};
+  fstat(fd, &sb);
   size_t size = size_t(sb.st_size);
   if (size == 0) {
     ::close(fd);
@@ -183,6 +180,7 @@ void st_to_f32(const StTensor& t, float* dst, int64_t n) {
   TOPK_CHECK(t.numel() == n, "tensor '%s': %lld elements, expected %lld", t.name.c_str(),
              (long long)t.numel(), (long long)n);
   TOPK_CHECK(t.dtype != DType::i32, "tensor '%s' is I32, expected a float dtype", t.name.c_str());
+  if (n == 0) return;
   if (t.dtype == DType::f32) {
     std::memcpy(dst, t.data, size_t(n) * 4);
     return;
@@ -218,6 +216,7 @@ void st_save(const std::string& path, const std::vector<StWrite>& tensors,
     for (const auto& t : tensors) {
       int64_t n = 1;
       for (int64_t s : t.shape) n *= s;
+      if (n == 0) continue;  // an empty tensor has no bytes (and may have no pointer)
       if (t.dtype == DType::f32 || t.dtype == DType::i32) {
         ok = ok && std::fwrite(t.src, 4, size_t(n), f) == size_t(n);
       } else {

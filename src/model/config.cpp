@@ -1,8 +1,10 @@
 #include "model/config.h"
 
 #include <cmath>
+#include <cstdio>
 #include <set>
 
+#include "core/check.h"
 #include "core/json.h"
 #include "topk/core.h"
 
@@ -20,19 +22,33 @@ static const char* model_type(Arch a) {
   return a == Arch::llama ? "llama" : a == Arch::qwen2 ? "qwen2" : "qwen3";
 }
 
+// Generous limits (the largest public models are far inside them) that keep every size product
+// in 64 bits and every q_dim / kv_dim in an int. Memory is checked where weights are allocated.
+constexpr int kMaxHidden = 1 << 17, kMaxInter = 1 << 20, kMaxLayers = 1024, kMaxHeads = 1024,
+              kMaxHeadDim = 2048, kMaxVocab = 1 << 24, kMaxPos = 1 << 30;
+
+int64_t config_param_count(const ModelConfig& c) {
+  const int64_t H = c.hidden, I = c.inter, Q = c.q_dim(), KV = c.kv_dim(), D = c.head_dim;
+  int64_t layer = 2 * H + Q * H + 2 * KV * H + H * Q + 3 * I * H;
+  if (c.qkv_bias()) layer += Q + 2 * KV;
+  if (c.o_bias()) layer += H;
+  if (c.qk_norm()) layer += 2 * D;
+  return int64_t(c.vocab) * H * (c.tie_embeddings ? 1 : 2) + H + c.layers * layer;
+}
+
 void validate(const ModelConfig& c, const std::string& what) {
   const char* w = what.c_str();
-  auto pos = [&](long long v, const char* key) {
-    TOPK_CHECK(v > 0, "%s: %s must be positive, got %lld", w, key, v);
+  auto in = [&](long long v, const char* key, long long hi) {
+    TOPK_CHECK(v >= 1 && v <= hi, "%s: %s must be in [1, %lld], got %lld", w, key, hi, v);
   };
-  pos(c.hidden, "hidden_size");
-  pos(c.inter, "intermediate_size");
-  pos(c.layers, "num_hidden_layers");
-  pos(c.heads, "num_attention_heads");
-  pos(c.kv_heads, "num_key_value_heads");
-  pos(c.head_dim, "head_dim");
-  pos(c.vocab, "vocab_size");
-  pos(c.max_pos, "max_position_embeddings");
+  in(c.hidden, "hidden_size", kMaxHidden);
+  in(c.inter, "intermediate_size", kMaxInter);
+  in(c.layers, "num_hidden_layers", kMaxLayers);
+  in(c.heads, "num_attention_heads", kMaxHeads);
+  in(c.kv_heads, "num_key_value_heads", kMaxHeads);
+  in(c.head_dim, "head_dim", kMaxHeadDim);
+  in(c.vocab, "vocab_size", kMaxVocab);
+  in(c.max_pos, "max_position_embeddings", kMaxPos);
   TOPK_CHECK(c.heads % c.kv_heads == 0,
              "%s: num_attention_heads (%d) must be a multiple of num_key_value_heads (%d)", w,
              c.heads, c.kv_heads);
@@ -45,11 +61,13 @@ void validate(const ModelConfig& c, const std::string& what) {
   TOPK_CHECK(c.rope.theta > 0 && std::isfinite(c.rope.theta), "%s: rope_theta must be positive, "
              "got %g", w, c.rope.theta);
   if (c.rope.llama3) {
-    TOPK_CHECK(c.rope.factor >= 1, "%s: llama3 rope factor must be >= 1, got %g", w, c.rope.factor);
-    TOPK_CHECK(c.rope.low_freq_factor > 0 && c.rope.high_freq_factor > c.rope.low_freq_factor,
+    TOPK_CHECK(c.rope.factor >= 1 && std::isfinite(c.rope.factor), "%s: llama3 rope factor must "
+               "be >= 1, got %g", w, c.rope.factor);
+    TOPK_CHECK(c.rope.low_freq_factor > 0 && c.rope.high_freq_factor > c.rope.low_freq_factor &&
+                   std::isfinite(c.rope.high_freq_factor),
                "%s: llama3 rope needs 0 < low_freq_factor < high_freq_factor, got %g and %g", w,
                c.rope.low_freq_factor, c.rope.high_freq_factor);
-    pos(c.rope.original_max_pos, "rope original_max_position_embeddings");
+    in(c.rope.original_max_pos, "rope original_max_position_embeddings", kMaxPos);
   }
   TOPK_CHECK(c.dtype == "float32" || c.dtype == "bfloat16" || c.dtype == "float16",
              "%s: torch_dtype '%s' not supported (float32, bfloat16 or float16)", w, c.dtype.c_str());
@@ -85,45 +103,65 @@ void validate(const ModelConfig& c, const std::string& what) {
   }
 }
 
-static int get_int(const json& j, const char* key, const std::string& what, bool required, int dflt) {
-  if (!j.contains(key) || j[key].is_null()) {
-    TOPK_CHECK(!required, "%s: missing required key '%s'", what.c_str(), key);
-    return dflt;
-  }
-  TOPK_CHECK(j[key].is_number_integer(), "%s: '%s' must be an integer, got %s", what.c_str(), key,
-             j[key].dump().c_str());
-  long long v = j[key].get<long long>();
-  TOPK_CHECK(v >= -1 && v <= (1ll << 31) - 1, "%s: '%s' = %lld is out of range", what.c_str(), key, v);
-  return int(v);
-}
-static double get_num(const json& j, const char* key, const std::string& what, double dflt) {
-  if (!j.contains(key) || j[key].is_null()) return dflt;
-  TOPK_CHECK(j[key].is_number(), "%s: '%s' must be a number, got %s", what.c_str(), key,
-             j[key].dump().c_str());
-  return j[key].get<double>();
-}
-static bool get_bool(const json& j, const char* key, const std::string& what, bool dflt) {
-  if (!j.contains(key) || j[key].is_null()) return dflt;
-  TOPK_CHECK(j[key].is_boolean(), "%s: '%s' must be true or false, got %s", what.c_str(), key,
-             j[key].dump().c_str());
-  return j[key].get<bool>();
+// Sizes: integers in [1, 2^31 - 1] here (validate() applies the limits); token ids: -1 (none) or
+// an id, checked against the vocabulary by validate().
+static int get_int(const json& j, const char* key, const std::string& what, bool required, int dflt,
+                   int lo = 1) {
+  TOPK_CHECK(!required || (j.contains(key) && !j[key].is_null()), "%s: missing required key '%s'",
+             what.c_str(), key);
+  return int(json_int(j, key, what, lo, INT32_MAX, dflt));
 }
 
-static void parse_rope(const json& r, const std::string& what, RopeConfig& rope) {
-  TOPK_CHECK(r.is_object(), "%s: rope_scaling / rope_parameters must be an object", what.c_str());
-  std::string type = "default";
-  for (const char* k : {"rope_type", "type"})
-    if (r.contains(k) && r[k].is_string()) type = r[k].get<std::string>();
-  rope.theta = get_num(r, "rope_theta", what, rope.theta);
-  if (type == "default") return;
+// The rope type: "rope_type", or the legacy "type"; both given must agree.
+static std::string rope_type(const json& r, const std::string& what) {
+  std::string a = json_string(r, "rope_type", what, ""), b = json_string(r, "type", what, "");
+  TOPK_CHECK(a.empty() || b.empty() || a == b, "%s: rope_type '%s' and type '%s' disagree; keep "
+             "one", what.c_str(), a.c_str(), b.c_str());
+  return !a.empty() ? a : !b.empty() ? b : "default";
+}
+
+static RopeConfig parse_rope(const json& r, const std::string& what, RopeConfig rope) {
+  TOPK_CHECK(r.is_object(), "%s must be an object", what.c_str());
+  std::string type = rope_type(r, what);
+  rope.theta = json_real(r, "rope_theta", what, {0, 1e30, true}, rope.theta);
+  if (type == "default") return rope;
   TOPK_CHECK(type == "llama3", "%s: rope type '%s' is not supported (default or llama3)",
              what.c_str(), type.c_str());
   rope.llama3 = true;
   TOPK_CHECK(r.contains("factor"), "%s: llama3 rope scaling needs 'factor'", what.c_str());
-  rope.factor = get_num(r, "factor", what, rope.factor);
-  rope.low_freq_factor = get_num(r, "low_freq_factor", what, rope.low_freq_factor);
-  rope.high_freq_factor = get_num(r, "high_freq_factor", what, rope.high_freq_factor);
+  rope.factor = json_real(r, "factor", what, {1, 1e6}, rope.factor);
+  rope.low_freq_factor = json_real(r, "low_freq_factor", what, {0, 1e6, true}, rope.low_freq_factor);
+  rope.high_freq_factor = json_real(r, "high_freq_factor", what, {0, 1e6, true}, rope.high_freq_factor);
   rope.original_max_pos = get_int(r, "original_max_position_embeddings", what, true, 0);
+  return rope;
+}
+
+static std::string rope_str(const RopeConfig& r) {
+  char b[160];
+  if (!r.llama3) std::snprintf(b, sizeof b, "default, theta %g", r.theta);
+  else std::snprintf(b, sizeof b, "llama3, theta %g, factor %g, low %g, high %g, original %d",
+                     r.theta, r.factor, r.low_freq_factor, r.high_freq_factor, r.original_max_pos);
+  return b;
+}
+
+// rope_theta + rope_scaling (transformers 4) and rope_parameters (transformers 5): what a file
+// states in both forms must agree (topk writes both).
+static RopeConfig read_rope(const json& j, const std::string& what) {
+  auto present = [&](const char* k) { return j.contains(k) && !j[k].is_null(); };
+  RopeConfig base;
+  base.theta = json_real(j, "rope_theta", what, {0, 1e30, true}, base.theta);
+  RopeConfig a = present("rope_scaling") ? parse_rope(j["rope_scaling"], what + " rope_scaling", base)
+                                         : base;
+  if (!present("rope_parameters")) return a;
+  RopeConfig b = parse_rope(j["rope_parameters"], what + " rope_parameters", base);
+  std::string sa = rope_str(a), sb = rope_str(b);
+  if (present("rope_scaling"))
+    TOPK_CHECK(sa == sb, "%s: rope_scaling (%s) and rope_parameters (%s) disagree; keep one",
+               what.c_str(), sa.c_str(), sb.c_str());
+  else if (present("rope_theta"))
+    TOPK_CHECK(a.theta == b.theta, "%s: rope_theta %g and rope_parameters' rope_theta %g "
+               "disagree; keep one", what.c_str(), a.theta, b.theta);
+  return b;
 }
 
 ModelConfig config_from_json_text(const std::string& text, const std::string& what) {
@@ -163,25 +201,22 @@ ModelConfig config_from_json_text(const std::string& text, const std::string& wh
                "multiple of num_attention_heads (%d)", w, c.hidden, c.heads);
     c.head_dim = c.hidden / c.heads;
   }
-  c.rms_eps = get_num(j, "rms_norm_eps", what, 1e-6);
+  c.rms_eps = json_real(j, "rms_norm_eps", what, {0, 1, true}, 1e-6);
   c.max_pos = get_int(j, "max_position_embeddings", what, false, 2048);
-  c.tie_embeddings = get_bool(j, "tie_word_embeddings", what, false);
-  c.attention_bias = get_bool(j, "attention_bias", what, false);
-  c.rope.theta = get_num(j, "rope_theta", what, c.rope.theta);
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) parse_rope(j["rope_scaling"], what, c.rope);
-  if (j.contains("rope_parameters") && !j["rope_parameters"].is_null())
-    parse_rope(j["rope_parameters"], what, c.rope);
+  c.tie_embeddings = json_bool(j, "tie_word_embeddings", what, false);
+  c.attention_bias = json_bool(j, "attention_bias", what, false);
+  c.rope = read_rope(j, what);
   for (const char* k : {"torch_dtype", "dtype"})
     if (j.contains(k) && j[k].is_string()) c.dtype = j[k].get<std::string>();
-  c.bos = get_int(j, "bos_token_id", what, false, -1);
-  c.pad = get_int(j, "pad_token_id", what, false, -1);
+  c.bos = get_int(j, "bos_token_id", what, false, -1, -1);
+  c.pad = get_int(j, "pad_token_id", what, false, -1, -1);
   if (j.contains("eos_token_id") && j["eos_token_id"].is_array()) {
     for (const auto& e : j["eos_token_id"]) {
-      TOPK_CHECK(e.is_number_integer(), "%s: eos_token_id entries must be integers", w);
-      c.eos_ids.push_back(e.get<int>());
+      c.eos_ids.push_back(int(json_int(json{{"eos_token_id", e}}, "eos_token_id", what, 0,
+                                       INT32_MAX, 0)));
     }
   } else {
-    int e = get_int(j, "eos_token_id", what, false, -1);
+    int e = get_int(j, "eos_token_id", what, false, -1, -1);
     if (e >= 0) c.eos_ids.push_back(e);
   }
   c.eos = c.eos_ids.empty() ? -1 : c.eos_ids[0];
@@ -190,8 +225,8 @@ ModelConfig config_from_json_text(const std::string& text, const std::string& wh
   if (j.contains("hidden_act") && j["hidden_act"].is_string())
     TOPK_CHECK(j["hidden_act"] == "silu", "%s: hidden_act '%s' not supported (silu)", w,
                j["hidden_act"].get<std::string>().c_str());
-  TOPK_CHECK(!get_bool(j, "mlp_bias", what, false), "%s: mlp_bias = true is not supported", w);
-  TOPK_CHECK(!get_bool(j, "use_sliding_window", what, false), "%s: use_sliding_window = true is not "
+  TOPK_CHECK(!json_bool(j, "mlp_bias", what, false), "%s: mlp_bias = true is not supported", w);
+  TOPK_CHECK(!json_bool(j, "use_sliding_window", what, false), "%s: use_sliding_window = true is not "
              "supported", w);
   if (j.contains("pretraining_tp"))
     TOPK_CHECK(get_int(j, "pretraining_tp", what, false, 1) == 1, "%s: pretraining_tp must be 1", w);
@@ -207,12 +242,12 @@ ModelConfig config_from_json_text(const std::string& text, const std::string& wh
                                   c.index_n_heads > 0 && c.index_head_dim > 0 ? c.index_head_dim / 2 : 0);
   if (j.contains("topk_tokenizer")) {
     const json& t = j["topk_tokenizer"];
-    TOPK_CHECK(t.is_object() && t.value("type", "") == "bytes",
+    TOPK_CHECK(t.is_object() && json_string(t, "type", what + " topk_tokenizer", "") == "bytes",
                "%s: topk_tokenizer must be {\"type\": \"bytes\", \"bos\", \"eos\", \"pad\"}", w);
     c.tokenizer.present = true;
-    c.tokenizer.bos = get_int(t, "bos", what, true, 0);
-    c.tokenizer.eos = get_int(t, "eos", what, true, 0);
-    c.tokenizer.pad = get_int(t, "pad", what, true, 0);
+    c.tokenizer.bos = get_int(t, "bos", what, true, 0, 0);
+    c.tokenizer.eos = get_int(t, "eos", what, true, 0, 0);
+    c.tokenizer.pad = get_int(t, "pad", what, true, 0, 0);
   }
   static const std::set<std::string> used = {
       "architectures", "model_type", "hidden_size", "intermediate_size", "num_hidden_layers",

@@ -3,6 +3,7 @@
 // Both rope forms are read: rope_theta + rope_scaling (transformers 4) and rope_parameters
 // (transformers 5); both are written. Keys the model does not use are recorded, not errors.
 #pragma once
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -59,8 +60,11 @@ struct ModelConfig {
   int kv_dim() const { return kv_heads * head_dim; }
 };
 
-// Checks the sizes and their relations; raises topk::Error naming the bad field.
+// Checks the sizes (each within generous limits, so that size products fit in 64 bits and
+// q_dim/kv_dim in an int) and their relations; raises topk::Error naming the bad field.
 void validate(const ModelConfig& c, const std::string& what = "config");
+// Parameters of the model (64-bit; the config must be valid).
+int64_t config_param_count(const ModelConfig& c);
 // Parses the text of a config.json (`what` names it in errors) and validates it.
 ModelConfig config_from_json_text(const std::string& text, const std::string& what);
 std::string config_to_json_text(const ModelConfig& c);

@@ -1,15 +1,16 @@
 #include "model/model.h"
 
-#include <algorithm>
-
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
-
 #include <fstream>
 #include <map>
 
+#include "core/check.h"
 #include "core/json.h"
 #include "core/rng.h"
 #include "core/safetensors.h"
@@ -122,6 +123,10 @@ const char* device_name(Device d) { return d == Device::cuda ? "cuda" : "cpu"; }
 
 Model model_create(const ModelConfig& cfg) {
   validate(cfg);
+  char what[96];
+  std::snprintf(what, sizeof what, "a model of %.3g parameters (fp32 weights)",
+                double(config_param_count(cfg)));
+  check_memory(4.0 * double(config_param_count(cfg)), what);
   Model m;
   m.cfg = cfg;
   size_t at = 0;
@@ -200,15 +205,41 @@ void model_init(Model& m, uint64_t seed, float std) {
 
 int64_t model_param_count(const Model& m) { return m.numel; }
 
+// Index of the first NaN or Inf of w[0, n), or -1. Blocks of exponent tests vectorise; the
+// element is looked for only in a block that has one.
+static int64_t first_non_finite(const float* w, int64_t n) {
+  for (int64_t b = 0; b < n; b += 4096) {
+    int64_t e = std::min<int64_t>(n, b + 4096);
+    uint32_t any = 0;
+    for (int64_t i = b; i < e; i++) {
+      uint32_t u;
+      std::memcpy(&u, w + i, 4);
+      any |= uint32_t((u & 0x7f800000u) == 0x7f800000u);
+    }
+    for (int64_t i = b; any && i < e; i++)
+      if (!std::isfinite(w[i])) return i;
+  }
+  return -1;
+}
+
+// Reads one parameter from its tensor; NaN or Inf weights are an error (they would decode
+// garbage without a word).
+static void load_param(const StTensor& t, const ParamInfo& p, float* dst, const std::string& file) {
+  TOPK_CHECK(t.dtype != DType::i32, "%s: tensor '%s' is I32; weights must be F32, BF16 or F16",
+             file.c_str(), p.name.c_str());
+  st_to_f32(t, dst, p.numel);
+  int64_t i = first_non_finite(dst, p.numel);
+  TOPK_CHECK(i < 0, "%s: tensor '%s' holds %g at element %lld; weights must be finite (a "
+             "diverged or corrupt checkpoint)", file.c_str(), p.name.c_str(),
+             i < 0 ? 0.0 : double(dst[i]), (long long)i);
+}
+
 void model_load_weights(Model& m, const std::string& path, bool indexer_optional) {
   SafeTensors st = st_load(path);
   for (size_t i = 0; i < m.params.size(); i++) {
     const ParamInfo& p = m.params[i];
     if (indexer_optional && i >= m.indexer_first_param && !st.find(p.name)) continue;
-    const StTensor& t = st.get(p.name, p.shape);
-    TOPK_CHECK(t.dtype != DType::i32, "%s: tensor '%s' is I32; weights must be F32, BF16 or F16",
-               path.c_str(), p.name.c_str());
-    st_to_f32(t, m.host() + p.offset, p.numel);
+    load_param(st.get(p.name, p.shape), p, m.host() + p.offset, path);
   }
   // A tied model's file may still carry lm_head.weight: it must then equal the embeddings.
   if (m.cfg.tie_embeddings) {
@@ -241,10 +272,7 @@ static void load_sharded(Model& m, const std::string& dir, bool indexer_optional
     TOPK_CHECK(file.find('/') == std::string::npos, "%s: shard name '%s' must be a plain file name",
                path.c_str(), file.c_str());
     if (!shards.count(file)) shards.emplace(file, st_load(dir + "/" + file));
-    const StTensor& t = shards.at(file).get(p.name, p.shape);
-    TOPK_CHECK(t.dtype != DType::i32, "%s: tensor '%s' is I32; weights must be F32, BF16 or F16",
-               file.c_str(), p.name.c_str());
-    st_to_f32(t, m.host() + p.offset, p.numel);
+    load_param(shards.at(file).get(p.name, p.shape), p, m.host() + p.offset, dir + "/" + file);
   }
 }
 

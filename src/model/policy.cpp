@@ -1,8 +1,10 @@
 #include "model/policy.h"
 
-#include <cstdlib>
+#include <climits>
 #include <set>
 #include <sstream>
+
+#include "core/check.h"
 
 namespace topk {
 
@@ -76,26 +78,13 @@ AttnPolicy parse_policy(const std::string& s) {
                name.c_str(), key.c_str(), kPolicyHelp);
     TOPK_CHECK(seen.insert(key).second, "bad attention policy '%s': '%s' given twice", cs,
                key.c_str());
-    const char* k = key.c_str();
-    char* end = nullptr;
-    auto integer = [&](long lo) {
-      long v = std::strtol(val.c_str(), &end, 10);
-      TOPK_CHECK(!val.empty() && *end == 0 && v >= lo && v < (1l << 31), "bad attention policy "
-                 "'%s': %s=%s must be an integer >= %ld", cs, k, val.c_str(), lo);
-      return int(v);
-    };
-    auto real = [&]() {
-      double v = std::strtod(val.c_str(), &end);
-      TOPK_CHECK(!val.empty() && *end == 0, "bad attention policy '%s': %s=%s is not a number",
-                 cs, k, val.c_str());
-      return v;
-    };
+    const std::string field = "bad attention policy '" + s + "': " + key;
+    auto integer = [&](int64_t lo) { return int(parse_int(val, field, lo, INT32_MAX)); };
+    auto real = [&](const Range& r) { return parse_real(val, field, r); };
     if (key == "k") {
       p.sel.k = integer(1);
     } else if (key == "ratio") {
-      p.sel.ratio = real();
-      TOPK_CHECK(p.sel.ratio > 0 && p.sel.ratio <= 1, "bad attention policy '%s': ratio must be "
-                 "in (0, 1], got %s", cs, val.c_str());
+      p.sel.ratio = real({0, 1, true});
     } else if (key == "share") {
       TOPK_CHECK(val == "head" || val == "group", "bad attention policy '%s': share must be head "
                  "or group, got '%s'", cs, val.c_str());
@@ -110,9 +99,7 @@ AttnPolicy parse_policy(const std::string& s) {
       p.sel.window = integer(1);
       has_w = true;
     } else if (key == "precision") {
-      p.precision = real();
-      TOPK_CHECK(p.precision >= 0 && p.precision <= 1, "bad attention policy '%s': precision "
-                 "must be in [0, 1], got %s", cs, val.c_str());
+      p.precision = real({0, 1});
       has_precision = true;
     } else if (key == "page") {
       p.page = integer(1);
@@ -131,9 +118,7 @@ AttnPolicy parse_policy(const std::string& s) {
                  "entropy or none, got '%s'", cs, val.c_str());
       p.adapt = val == "entropy" ? BudgetAdapt::entropy : BudgetAdapt::none;
     } else if (key == "seed") {
-      p.seed = std::strtoull(val.c_str(), &end, 10);
-      TOPK_CHECK(!val.empty() && *end == 0 && val[0] != '-', "bad attention policy '%s': seed "
-                 "must be a non-negative integer, got '%s'", cs, val.c_str());
+      p.seed = parse_u64(val, field);
     }
   }
   if (p.kind == PolicyKind::window) {
@@ -163,6 +148,12 @@ AttnPolicy parse_policy(const std::string& s) {
              "bad attention policy '%s': adapt=entropy gives each query head its own budget; it "
              "takes k= or ratio= (and min_k=), not share=group, sink= or window=", cs);
   return p;
+}
+
+void check_prefill_policy(const AttnPolicy& p, const std::string& where) {
+  TOPK_CHECK(p.kind == PolicyKind::full || p.kind == PolicyKind::topk, "%s: '%s' is a decode-only "
+             "policy; prefill and training take full or topk:... (window and oracle select keys for "
+             "one decoded token at a time)", where.c_str(), policy_str(p).c_str());
 }
 
 std::string policy_str(const AttnPolicy& p) {

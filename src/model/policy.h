@@ -51,6 +51,9 @@ struct AttnPolicy {
 };
 
 AttnPolicy parse_policy(const std::string& s);
+// Prefill and training take full and topk policies only; window and oracle are decode-time
+// selectors. `where` names the option or field in the error.
+void check_prefill_policy(const AttnPolicy& p, const std::string& where);
 std::string policy_str(const AttnPolicy& p);
 const char* policy_kind_name(PolicyKind k);
 

@@ -2,13 +2,19 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 
+#include "core/check.h"
 #include "model/tokenizer.h"
 #include "tasks/tasks.h"
 
 namespace topk {
 
 static bool is_suite_task(const TaskOpts& t) { return tasks::find_task(t.name) != nullptr; }
+
+// Limits that keep an example's generation and a training step finite: a copy or recall
+// example of max_len has ~2 * max_len (copy) or 4 * max_len (recall) tokens.
+constexpr int kMaxCopyLen = 4096, kMaxTaskLength = 1 << 20;
 
 void validate_task(const TaskOpts& t) {
   if (t.name == "mix") {
@@ -26,22 +32,23 @@ void validate_task(const TaskOpts& t) {
     TOPK_CHECK(sum > 0, "task mix: the weights sum to 0");
     return;
   }
+  const char* n = t.name.c_str();
   if (is_suite_task(t)) {
-    TOPK_CHECK(t.length > 0, "task %s: set \"length\" (target tokens per example, e.g. 256)",
-               t.name.c_str());
+    TOPK_CHECK(t.length > 0 && t.length <= kMaxTaskLength, "task %s: \"length\" (target tokens per "
+               "example) must be in [1, %d], got %d", n, kMaxTaskLength, t.length);
     TOPK_CHECK(t.loss == "answer" || t.loss == "question" || t.loss == "all", "task %s: loss "
-               "must be answer, question or all, got '%s'", t.name.c_str(), t.loss.c_str());
-    TOPK_CHECK(t.min_length <= t.length, "task %s: min_length %d exceeds length %d",
-               t.name.c_str(), t.min_length, t.length);
+               "must be answer, question or all, got '%s'", n, t.loss.c_str());
+    TOPK_CHECK(t.min_length >= 0 && t.min_length <= t.length, "task %s: min_length must be in "
+               "[0, length = %d], got %d", n, t.length, t.min_length);
     tasks::parse_mode(t.mode);
     return;
   }
   TOPK_CHECK(t.name == "copy" || t.name == "recall", "task '%s' unknown (copy, recall, mix or a "
-             "task of topk data --list)", t.name.c_str());
-  TOPK_CHECK(t.min_len >= 1 && t.max_len >= t.min_len, "task %s: need 1 <= min_len <= max_len, got "
-             "%d and %d", t.name.c_str(), t.min_len, t.max_len);
+             "task of topk data --list)", n);
+  TOPK_CHECK(t.min_len >= 1 && t.max_len >= t.min_len && t.max_len <= kMaxCopyLen, "task %s: need "
+             "1 <= min_len <= max_len <= %d, got %d and %d", n, kMaxCopyLen, t.min_len, t.max_len);
   TOPK_CHECK(t.alphabet >= 2 && t.alphabet <= 26, "task %s: alphabet must be in [2, 26], got %d",
-             t.name.c_str(), t.alphabet);
+             n, t.alphabet);
   TOPK_CHECK(t.name != "recall" || t.max_len <= t.alphabet, "task recall: %d pairs need distinct "
              "keys, but the alphabet has only %d", t.max_len, t.alphabet);
 }
@@ -59,6 +66,49 @@ size_t pick_mix_item(const TaskOpts& t, Rng& rng) {
     if (u < acc) return i;
   }
   return last;  // u rounded up to the sum
+}
+
+// One task object. A mix item starts from the mix's options (length, min_length, mode, loss, ...)
+// and takes its own "weight".
+static TaskOpts task_from_json(const json& j, const std::string& what, const TaskOpts& base,
+                               bool item) {
+  TOPK_CHECK(j.is_object(), "%s: %s must be an object, got %s", what.c_str(),
+             item ? "each mix item" : "task", j.dump().c_str());
+  static const std::set<std::string> keys = {"name", "min_len", "max_len", "alphabet", "length",
+                                             "min_length", "loss", "mode"};
+  for (auto it = j.begin(); it != j.end(); ++it)
+    TOPK_CHECK(keys.count(it.key()) || it.key() == (item ? "weight" : "mix"), "%s: unknown %s "
+               "key '%s'", what.c_str(), item ? "mix item" : "task", it.key().c_str());
+  TaskOpts t = base;
+  t.mix.clear(), t.weights.clear();
+  if (item) t.name = "";
+  const std::string w = what + (item ? " mix item" : " task");
+  t.name = json_string(j, "name", w, t.name);
+  TOPK_CHECK(!item || !t.name.empty(), "%s: each mix item needs a \"name\"", what.c_str());
+  t.min_len = int(json_int(j, "min_len", w, 1, kMaxCopyLen, t.min_len));
+  t.max_len = int(json_int(j, "max_len", w, 1, kMaxCopyLen, t.max_len));
+  t.alphabet = int(json_int(j, "alphabet", w, 2, 26, t.alphabet));
+  t.length = int(json_int(j, "length", w, 1, kMaxTaskLength, t.length));
+  t.min_length = int(json_int(j, "min_length", w, 0, kMaxTaskLength, t.min_length));
+  t.loss = json_string(j, "loss", w, t.loss);
+  t.mode = json_string(j, "mode", w, t.mode);
+  if (j.contains("mix")) {
+    TOPK_CHECK(t.name == "mix", "%s: \"mix\" needs \"name\": \"mix\"", what.c_str());
+    const json& items = j["mix"];
+    TOPK_CHECK(items.is_array() && !items.empty(), "%s: mix must be a non-empty list of task "
+               "objects", what.c_str());
+    for (const json& it : items) {
+      t.mix.push_back(task_from_json(it, what, t, true));
+      t.weights.push_back(json_real(it, "weight", w, {0, 1e9}, 1.0));
+    }
+  }
+  return t;
+}
+
+TaskOpts task_from_json(const json& j, const std::string& what) {
+  TaskOpts t = task_from_json(j, what, TaskOpts{}, false);
+  validate_task(t);
+  return t;
 }
 
 Example make_example(const TaskOpts& t, const Tokenizer& tok, Rng& rng) {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/json.h"
 #include "core/rng.h"
 #include "model/config.h"
 #include "model/forward.h"
@@ -49,6 +50,10 @@ size_t pick_mix_item(const TaskOpts& t, Rng& rng);
 Batch make_task_batch(const TaskOpts& t, const Tokenizer& tok, uint64_t seed, int64_t step,
                       int micro, int tokens);
 
+// Checks a task's options (and limits that keep one example finite: copy/recall max_len <= 4096,
+// task length <= 2^20 tokens); raises topk::Error naming the field.
 void validate_task(const TaskOpts& t);
+// The run file's "task" object: known keys only, strict integers (docs/engine.md).
+TaskOpts task_from_json(const json& j, const std::string& what);
 
 }  // namespace topk

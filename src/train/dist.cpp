@@ -141,8 +141,9 @@ double shard_grad(const Model& m, const std::vector<Batch>& micro, double count,
 std::vector<std::string> args_without(int argc, char** argv, const std::string& flag) {
   std::vector<std::string> r;
   for (int i = 1; i < argc; i++) {
-    if (argv[i] == flag) i++;
-    else r.push_back(argv[i]);
+    const std::string a = argv[i];
+    if (a == flag) i++;
+    else if (a.rfind(flag + "=", 0) != 0) r.push_back(a);  // also drops --flag=N
   }
   return r;
 }

@@ -1,6 +1,7 @@
 #include "train/indexer_train.h"
 
 #include <cmath>
+#include "core/check.h"
 
 #include "model/views.h"
 #include "train/optim.h"
@@ -48,14 +49,11 @@ void indexer_run_keys(const json& j, TrainConfig& c, const std::string& what) {
       TOPK_CHECK(it.key() == "index_n_heads" || it.key() == "index_head_dim" ||
                      it.key() == "index_topk" || it.key() == "index_rope_head_dim",
                  "%s: unknown indexer key '%s'", w, it.key().c_str());
-    try {
-      c.indexer.heads = x.value("index_n_heads", 0);
-      c.indexer.head_dim = x.value("index_head_dim", 0);
-      c.indexer.topk = x.value("index_topk", 0);
-      c.indexer.rope_dim = x.value("index_rope_head_dim", -1);
-    } catch (const json::exception& e) {
-      throw Error(what + ": indexer: " + e.what());
-    }
+    const std::string wi = what + " indexer";
+    c.indexer.heads = int(json_int(x, "index_n_heads", wi, 1, 1024, 0));
+    c.indexer.head_dim = int(json_int(x, "index_head_dim", wi, 1, 4096, 0));
+    c.indexer.topk = int(json_int(x, "index_topk", wi, 1, 1 << 24, 0));
+    c.indexer.rope_dim = int(json_int(x, "index_rope_head_dim", wi, 0, 4096, -1));
     TOPK_CHECK(c.indexer.heads > 0 && c.indexer.head_dim > 0 && c.indexer.topk > 0, "%s: indexer "
                "needs positive index_n_heads, index_head_dim and index_topk", w);
     if (c.init.empty()) {
@@ -67,11 +65,7 @@ void indexer_run_keys(const json& j, TrainConfig& c, const std::string& what) {
       }
     }
   }
-  std::string stage = "none";
-  if (j.contains("indexer_stage")) {
-    TOPK_CHECK(j["indexer_stage"].is_string(), "%s: indexer_stage must be \"dense\" or \"sparse\"", w);
-    stage = j["indexer_stage"].get<std::string>();
-  }
+  const std::string stage = json_string(j, "indexer_stage", what, "none");
   TOPK_CHECK(stage == "none" || stage == "dense" || stage == "sparse", "%s: indexer_stage '%s' "
              "is not dense or sparse", w, stage.c_str());
   c.indexer_stage = stage == "dense" ? IndexerStage::dense

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <set>
 
+#include "core/check.h"
 #include "core/json.h"
 #include "core/progress.h"
 #include "core/timer.h"
@@ -15,42 +16,6 @@
 
 namespace topk {
 
-// One task object of a run file. An item of "mix" starts from the mix's options (length,
-// min_length, mode, loss, ...) and takes its own "weight".
-static TaskOpts task_opts_from_json(const json& t, const TaskOpts& base, bool item,
-                                    const std::string& what) {
-  const char* w = what.c_str();
-  static const std::set<std::string> keys = {"name", "min_len", "max_len", "alphabet", "length",
-                                             "loss", "mode", "min_length"};
-  for (auto it = t.begin(); it != t.end(); ++it)
-    TOPK_CHECK(keys.count(it.key()) || (item ? it.key() == "weight" : it.key() == "mix"),
-               "%s: unknown %s key '%s'", w, item ? "mix item" : "task", it.key().c_str());
-  TaskOpts c = base;
-  c.mix.clear(), c.weights.clear();
-  if (item) c.name = "";
-  c.name = t.value("name", c.name);
-  TOPK_CHECK(!item || !c.name.empty(), "%s: each mix item needs a \"name\"", w);
-  c.min_len = t.value("min_len", c.min_len);
-  c.max_len = t.value("max_len", c.max_len);
-  c.alphabet = t.value("alphabet", c.alphabet);
-  c.length = t.value("length", c.length);
-  c.min_length = t.value("min_length", c.min_length);
-  c.loss = t.value("loss", c.loss);
-  c.mode = t.value("mode", c.mode);
-  if (t.contains("mix")) {
-    TOPK_CHECK(c.name == "mix", "%s: \"mix\" needs \"name\": \"mix\"", w);
-    const json& items = t["mix"];
-    TOPK_CHECK(items.is_array() && !items.empty(), "%s: mix must be a non-empty list of task "
-               "objects", w);
-    for (const json& it : items) {
-      TOPK_CHECK(it.is_object(), "%s: each mix item is a task object", w);
-      c.mix.push_back(task_opts_from_json(it, c, true, what));
-      c.weights.push_back(it.value("weight", 1.0));
-    }
-  }
-  return c;
-}
-
 TrainConfig train_config_from_json_text(const std::string& text, const std::string& what) {
   json j = parse_json(text, what);
   const char* w = what.c_str();
@@ -62,37 +27,32 @@ TrainConfig train_config_from_json_text(const std::string& text, const std::stri
   for (auto it = j.begin(); it != j.end(); ++it)
     TOPK_CHECK(keys.count(it.key()) || is_indexer_run_key(it.key()), "%s: unknown key '%s'", w,
                it.key().c_str());
+  // Every number strictly, within limits that keep a step finite (docs/reliability.md).
   TrainConfig c;
-  try {
-    c.out = j.value("out", "");
-    c.init = j.value("init", "");
-    c.init_std = j.value("init_std", c.init_std);
-    c.steps = j.value("steps", c.steps);
-    c.batch_tokens = j.value("batch_tokens", c.batch_tokens);
-    c.grad_accum = j.value("grad_accum", c.grad_accum);
-    c.sched.lr = j.value("lr", c.sched.lr);
-    c.sched.min_lr = j.value("min_lr", c.sched.lr * 0.1f);
-    c.sched.warmup = j.value("warmup", c.sched.warmup);
-    c.adam.weight_decay = j.value("weight_decay", c.adam.weight_decay);
-    c.adam.beta1 = j.value("beta1", c.adam.beta1);
-    c.adam.beta2 = j.value("beta2", c.adam.beta2);
-    c.clip = j.value("clip", c.clip);
-    c.seed = j.value("seed", c.seed);
-    c.checkpoint_every = j.value("checkpoint_every", c.checkpoint_every);
-    c.log_every = j.value("log_every", c.log_every);
-    c.resume = j.value("resume", c.resume);
-    c.recompute = j.value("recompute", c.recompute);
-    c.attention = parse_policy(j.value("attention", std::string("full")));
-    c.eval_examples = j.value("eval_examples", 0);
-    c.eval_attention = parse_policy(j.value("eval_attention", policy_str(c.attention)));
-    if (j.contains("task")) {
-      const json& t = j["task"];
-      TOPK_CHECK(t.is_object(), "%s: task must be an object", w);
-      c.task = task_opts_from_json(t, c.task, false, what);
-    }
-  } catch (const json::exception& e) {
-    throw Error(what + ": " + e.what());
-  }
+  const int kMax = 1000000000;
+  c.out = json_string(j, "out", what, "");
+  c.init = json_string(j, "init", what, "");
+  c.init_std = float(json_real(j, "init_std", what, {0, 10, true}, c.init_std));
+  c.steps = int(json_int(j, "steps", what, 1, kMax, c.steps));
+  c.batch_tokens = int(json_int(j, "batch_tokens", what, 1, 1 << 20, c.batch_tokens));
+  c.grad_accum = int(json_int(j, "grad_accum", what, 1, 1 << 16, c.grad_accum));
+  c.sched.lr = float(json_real(j, "lr", what, {0, 10, true}, c.sched.lr));
+  c.sched.min_lr = float(json_real(j, "min_lr", what, {0, c.sched.lr}, c.sched.lr * 0.1f));
+  c.sched.warmup = int(json_int(j, "warmup", what, 0, kMax, c.sched.warmup));
+  c.adam.weight_decay = float(json_real(j, "weight_decay", what, {0, 100}, c.adam.weight_decay));
+  c.adam.beta1 = float(json_real(j, "beta1", what, {0, 1, false, true}, c.adam.beta1));
+  c.adam.beta2 = float(json_real(j, "beta2", what, {0, 1, false, true}, c.adam.beta2));
+  c.clip = float(json_real(j, "clip", what, {0, 1e9, true}, c.clip));
+  c.seed = json_u64(j, "seed", what, c.seed);
+  c.checkpoint_every = int(json_int(j, "checkpoint_every", what, 0, kMax, c.checkpoint_every));
+  c.log_every = int(json_int(j, "log_every", what, 0, kMax, c.log_every));
+  c.resume = json_bool(j, "resume", what, c.resume);
+  c.recompute = json_bool(j, "recompute", what, c.recompute);
+  c.attention = parse_policy(json_string(j, "attention", what, "full"));
+  check_prefill_policy(c.attention, what + ": 'attention'");
+  c.eval_examples = int(json_int(j, "eval_examples", what, 0, 1000000, 0));
+  c.eval_attention = parse_policy(json_string(j, "eval_attention", what, policy_str(c.attention)));
+  if (j.contains("task")) c.task = task_from_json(j["task"], what);
   TOPK_CHECK(c.init.empty() != !j.contains("model"), "%s: give exactly one of \"model\" (a new "
              "model's config.json fields) and \"init\" (a model folder)", w);
   if (j.contains("model")) {
@@ -106,12 +66,6 @@ TrainConfig train_config_from_json_text(const std::string& text, const std::stri
     c.model = config_from_json_text(m.dump(), what + " model");
   }
   TOPK_CHECK(!c.out.empty(), "%s: \"out\" (the output folder) is required", w);
-  TOPK_CHECK(c.steps > 0 && c.batch_tokens > 0 && c.grad_accum > 0, "%s: steps, batch_tokens and "
-             "grad_accum must be positive", w);
-  TOPK_CHECK(c.sched.lr > 0 && c.sched.min_lr >= 0 && c.sched.warmup >= 0, "%s: need lr > 0, "
-             "min_lr >= 0, warmup >= 0", w);
-  TOPK_CHECK(c.checkpoint_every >= 0 && c.log_every >= 0, "%s: checkpoint_every and log_every "
-             "must be >= 0", w);
   indexer_run_keys(j, c, what);
   validate_task(c.task);
   c.sched.total = c.steps;
