@@ -111,7 +111,7 @@ TEST(StudyMix, RunFileItemsInheritAndRejectMistakes) {
   EXPECT_NE(bad(R"({"name": "mix", "length": 256, "mix": [{"name": "passkey", "weight": 0}]})")
                 .find("weights sum to 0"), std::string::npos);
   EXPECT_NE(bad(R"({"name": "mix", "length": 256, "mix": [{"name": "passkey", "weight": -1}]})")
-                .find(">= 0"), std::string::npos);
+                .find("'weight' must be a number in [0, "), std::string::npos);
   EXPECT_NE(bad(R"({"name": "mix", "length": 256, "mix": [{"name": "mix"}]})")
                 .find("itself a mix"), std::string::npos);
   EXPECT_NE(bad(R"({"name": "mix", "length": 256})").find("give \"mix\""), std::string::npos);

@@ -115,10 +115,11 @@ def test_right_padding_and_static_cache(device, budget):
                 else ref.attention(q, k, v, causal=True)[0])
 
     with topk.hf.using(k=budget, prefill="topk" if budget else "full"):
-        o, _ = topk.hf.attention_forward(Attn(), q, k, v, causal_mask(B, 6, 6, 0, hi=[5, 3]))
+        o, _ = topk.hf.attention_forward(Attn(), q, k, v,
+                                         causal_mask(B, 6, 6, 0, hi=[5, 3], device=device))
         # A static cache of 10 slots holding 6 tokens; the query is the 6th.
         q1, k1, v1 = hf_inputs(1, 10, device, seed=31)
-        m = causal_mask(B, 1, 10, 5)
+        m = causal_mask(B, 1, 10, 5, device=device)  # masks live on the model's device
         o1, _ = topk.hf.attention_forward(Attn(), q1, k1, v1, m)
         # The eager (additive) form of the same mask gives the same result.
         add = torch.zeros(m.shape, device=device).masked_fill(~m, torch.finfo(torch.float32).min)

@@ -83,9 +83,9 @@ void validate(const ModelConfig& c, const std::string& what) {
   TOPK_CHECK(given == 0 || given == 3, "%s: an indexer needs all of index_n_heads, index_head_dim "
              "and index_topk (got %d, %d, %d)", w, c.index_n_heads, c.index_head_dim, c.index_topk);
   if (given == 3) {
-    pos(c.index_n_heads, "index_n_heads");
-    pos(c.index_head_dim, "index_head_dim");
-    pos(c.index_topk, "index_topk");
+    in(c.index_n_heads, "index_n_heads", kMaxHeads);
+    in(c.index_head_dim, "index_head_dim", kMaxHeadDim);
+    in(c.index_topk, "index_topk", int64_t(1) << 30);
     TOPK_CHECK(c.index_head_dim % 2 == 0, "%s: index_head_dim must be even for RoPE, got %d", w,
                c.index_head_dim);
     TOPK_CHECK(c.index_rope_head_dim >= 0 && c.index_rope_head_dim <= c.index_head_dim &&

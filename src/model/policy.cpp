@@ -110,9 +110,7 @@ AttnPolicy parse_policy(const std::string& s) {
       TOPK_CHECK(p.bits == 8 || p.bits == 4, "bad attention policy '%s': bits must be 8 or 4, "
                  "got %s", cs, val.c_str());
     } else if (key == "rescore") {
-      p.rescore = real();
-      TOPK_CHECK(p.rescore >= 1 && p.rescore <= 1e6, "bad attention policy '%s': rescore must be "
-                 ">= 1 (candidates per selected key), got %s", cs, val.c_str());
+      p.rescore = real({1, 1e6});  // candidates per selected key
     } else if (key == "adapt") {
       TOPK_CHECK(val == "entropy" || val == "none", "bad attention policy '%s': adapt must be "
                  "entropy or none, got '%s'", cs, val.c_str());

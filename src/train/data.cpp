@@ -34,6 +34,7 @@ void validate_task(const TaskOpts& t) {
   }
   const char* n = t.name.c_str();
   if (is_suite_task(t)) {
+    TOPK_CHECK(t.length != 0, "task %s: set \"length\" (target tokens per example, e.g. 256)", n);
     TOPK_CHECK(t.length > 0 && t.length <= kMaxTaskLength, "task %s: \"length\" (target tokens per "
                "example) must be in [1, %d], got %d", n, kMaxTaskLength, t.length);
     TOPK_CHECK(t.loss == "answer" || t.loss == "question" || t.loss == "all", "task %s: loss "

@@ -317,13 +317,19 @@ TEST(CudaApprox, EngineSelectorsWithCoveringBudgetsAreFullAttention) {
   }
 }
 
+// One indexer training step (its loss and gradient) on CUDA against the CPU. In f32 compute the
+// devices differ only in summation order: both stages to 1e-3. In bf16 the sparse stage's
+// indexer selection can flip at a near-tie (as exact top-k can: tests/cuda/test_cuda_engine.cpp),
+// so bf16 is compared on the dense stage only (0.10 measured on the H200).
 TEST(CudaApprox, IndexerTrainingStepMatchesCpu) {
   NEED_GPU();
-  Model cpu = tiny_indexer_model(5), gpu = tiny_indexer_model(5);
-  model_to(gpu, Device::cuda);
   Batch b = make_batch({{1, 5, 7, 2, 9, 3, 3, 8, 8, 1, 4}, {4, 8, 0, 22, 13, 6, 11, 17, 1}});
+  for (DType compute : {DType::f32, DType::bf16})
   for (bool sparse : {false, true}) {
-    SCOPED_TRACE(sparse ? "sparse" : "dense");
+    if (compute == DType::bf16 && sparse) continue;
+    SCOPED_TRACE(std::string(sparse ? "sparse " : "dense ") + dtype_name(compute));
+    Model cpu = tiny_indexer_model(5), gpu = tiny_indexer_model(5);
+    model_to(gpu, Device::cuda, true, compute);
     const AttnPolicy pol = parse_policy(sparse ? "indexer:k=4" : "full");
     auto grad_of = [&](Model& m) {
       Buffer g(DType::f32, {m.numel}, m.device());
@@ -340,11 +346,12 @@ TEST(CudaApprox, IndexerTrainingStepMatchesCpu) {
     };
     auto [lc, gc] = grad_of(cpu);
     auto [lg, gg] = grad_of(gpu);
-    EXPECT_NEAR(lg, lc, 2e-2 * std::fabs(lc) + 1e-4);
-    // bf16 activations on the GPU: compare the indexer's gradient in norm.
+    const double tol = compute == DType::f32 ? 1e-3 : 2e-2;
+    EXPECT_NEAR(lg, lc, tol * std::fabs(lc) + 1e-4);
     double num = 0, den = 0;
     for (size_t i = cpu.indexer_begin; i < gc.size(); i++) num += (gg[i] - gc[i]) * (gg[i] - gc[i]), den += gc[i] * gc[i];
-    EXPECT_LT(std::sqrt(num / den), 0.1) << "relative difference of the indexer gradients";
+    EXPECT_LT(std::sqrt(num / den), compute == DType::f32 ? 1e-3 : 0.2)
+        << "relative difference of the indexer gradients";
   }
 }
 
