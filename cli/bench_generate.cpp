@@ -15,7 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "cli/options.h"
+#include "cli/bench_model.h"
 #include "core/device_mem.h"
 #include "core/rng.h"
 #include "core/timer.h"
@@ -65,13 +65,7 @@ int bench_generate(int argc, char** argv) {
   add_int(app, "--steps", o.steps, 1, 1 << 24, "timed steps (default 20), median reported");
   add_int(app, "--warmup", o.warmup, 0, 1 << 24, "untimed steps first (default 3)");
   add_int(app, "--chunk", o.chunk, 1, 1 << 24, "prefill tokens per sequence per call (default 8192)");
-  add_int(app, "--layers", o.layers, 1, 1 << 24, "layers (default 12)");
-  add_int(app, "--d-model", o.d_model, 1, 1 << 24, "hidden size (default 768)");
-  add_int(app, "--heads", o.heads, 1, 1 << 24, "query heads (default 12)");
-  add_int(app, "--kv-heads", o.kv_heads, 1, 1 << 24, "KV heads (default 4)");
-  add_int(app, "--ffn", o.ffn, 1, 1 << 24, "intermediate size (default 2048)");
-  add_int(app, "--vocab", o.vocab, 2, 1 << 24, "vocabulary (default 32000; Llama-shaped, random "
-          "weights)");
+  add_model_shape(app, o, 2);  // Llama-shaped, random weights
   add_seed(app, "--seed", o.seed, "weights and prompts (default 1)");
   app.add_flag("--json", o.json, "one JSON object per row");
   if (int rc = parse(app, argc, argv); rc >= 0) return rc;
@@ -79,15 +73,8 @@ int bench_generate(int argc, char** argv) {
   std::vector<AttnPolicy> policies;
   for (const auto& p : o.policies) policies.push_back(parse_policy(p));
   const Device dev = parse_device(o.device);
-  ModelConfig c;
-  c.arch = Arch::llama;
-  c.hidden = o.d_model, c.inter = o.ffn, c.layers = o.layers, c.heads = o.heads;
-  c.kv_heads = o.kv_heads, c.vocab = o.vocab;
-  TOPK_CHECK(o.heads > 0 && o.d_model % o.heads == 0, "--d-model %d is not a multiple of --heads %d",
-             o.d_model, o.heads);
-  c.head_dim = o.d_model / o.heads;
-  c.max_pos = *std::max_element(o.S.begin(), o.S.end()) + o.warmup + o.steps + 1;
-  validate(c, "bench model");
+  const ModelConfig c = bench_model_config(
+      o, *std::max_element(o.S.begin(), o.S.end()) + o.warmup + o.steps + 1);
   Model m = model_create(c);
   model_init(m, o.seed);
   model_to(m, dev, false);  // inference: the bf16 weights only on CUDA

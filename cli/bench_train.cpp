@@ -19,7 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "cli/options.h"
+#include "cli/bench_model.h"
 #include "core/device_mem.h"
 #include "core/rng.h"
 #include "core/timer.h"
@@ -60,18 +60,9 @@ struct Row {
 };
 
 ModelConfig bench_model(const TrainBenchOpts& o) {
-  ModelConfig c;
-  c.arch = Arch::llama;
-  c.hidden = o.d_model, c.inter = o.ffn, c.layers = o.layers;
-  c.heads = o.heads, c.kv_heads = o.kv_heads;
-  TOPK_CHECK(o.heads > 0 && o.d_model % o.heads == 0, "--d-model %d is not a multiple of --heads %d",
-             o.d_model, o.heads);
-  c.head_dim = o.d_model / o.heads;
-  c.vocab = o.vocab;
-  TOPK_CHECK(o.vocab >= 259, "--vocab must be at least 259 (the byte tokenizer's ids)");
-  c.tokenizer.present = true;
+  ModelConfig c = bench_model_config(o, *std::max_element(o.S.begin(), o.S.end()));
+  c.tokenizer.present = true;  // random bytes as data
   c.bos = 256, c.eos = 257, c.pad = 258;
-  for (int s : o.S) c.max_pos = std::max(c.max_pos, s);
   validate(c, "bench model");
   return c;
 }
@@ -177,12 +168,7 @@ int bench_train(int argc, char** argv) {
   add_int_list(app, "--S", o.S, 2, 1 << 24, "sequence lengths, comma separated (default 512,2048)");
   add_int(app, "--batch-tokens", o.batch_tokens, 1, 1 << 24, "tokens per step (default 2048): N/S "
           "packed sequences");
-  add_int(app, "--layers", o.layers, 1, 1 << 24, "layers (default 4)");
-  add_int(app, "--d-model", o.d_model, 1, 1 << 24, "hidden size (default 256)");
-  add_int(app, "--heads", o.heads, 1, 1 << 24, "query heads (default 8)");
-  add_int(app, "--kv-heads", o.kv_heads, 1, 1 << 24, "KV heads (default 2)");
-  add_int(app, "--ffn", o.ffn, 1, 1 << 24, "intermediate size (default 768)");
-  add_int(app, "--vocab", o.vocab, 259, 1 << 24, "vocabulary (default 259, the byte tokenizer's)");
+  add_model_shape(app, o, 259);  // the byte tokenizer's ids
   app.add_flag_callback("--breakdown", [&o] { o.breakdown = 1; }, "time the phases inside a step "
                         "(default: on the CPU only; on CUDA it needs synchronisations in the step)");
   app.add_flag_callback("--no-breakdown", [&o] { o.breakdown = 0; }, "do not time the phases");

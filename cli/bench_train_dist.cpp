@@ -17,7 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
-#include "cli/options.h"
+#include "cli/bench_model.h"
 #include "core/device_mem.h"
 #include "core/rng.h"
 #include "core/timer.h"
@@ -40,19 +40,6 @@ struct DistBenchOpts {
   uint64_t seed = 1;
 };
 
-ModelConfig model_config(const DistBenchOpts& o) {
-  ModelConfig c;
-  c.arch = Arch::llama;
-  c.hidden = o.d_model, c.inter = o.ffn, c.layers = o.layers;
-  c.heads = o.heads, c.kv_heads = o.kv_heads;
-  TOPK_CHECK(o.d_model % o.heads == 0, "--d-model %d is not a multiple of --heads %d", o.d_model,
-             o.heads);
-  c.head_dim = o.d_model / o.heads;
-  c.vocab = o.vocab;
-  c.max_pos = o.S;
-  validate(c, "bench model");
-  return c;
-}
 
 }  // namespace
 
@@ -67,13 +54,7 @@ int bench_train_dist(int argc, char** argv) {
   add_int(app, "--warmup", o.warmup, 0, 1 << 24, "unmeasured steps first (default 3)");
   add_int(app, "--S", o.S, 2, 1 << 24, "sequence length (default 4096)");
   add_int(app, "--batch-tokens", o.batch_tokens, 2, 1 << 26, "global tokens per step (default 32768)");
-  add_int(app, "--layers", o.layers, 1, 1 << 16, "model layers (default 12: the GPU engine's "
-          "benchmark model, with the defaults below)");
-  add_int(app, "--d-model", o.d_model, 1, 1 << 20, "hidden size (default 768)");
-  add_int(app, "--heads", o.heads, 1, 1 << 12, "query heads (default 12)");
-  add_int(app, "--kv-heads", o.kv_heads, 1, 1 << 12, "KV heads (default 4)");
-  add_int(app, "--ffn", o.ffn, 1, 1 << 22, "MLP width (default 2048)");
-  add_int(app, "--vocab", o.vocab, 2, 1 << 24, "vocabulary (default 32000)");
+  add_model_shape(app, o, 2);  // defaults: the GPU engine's benchmark model
   add_text(app, "--policy", o.policy, "training attention (default full)");
   add_real(app, "--bucket-mb", o.bucket_mb, {0, 1 << 16, true}, "all-reduce bucket size in MiB "
            "(default 25)");
@@ -93,7 +74,7 @@ int bench_train_dist(int argc, char** argv) {
     return dist_spawn(args, o.gpus);
   }
   const AttnPolicy pol = parse_policy(o.policy);
-  const ModelConfig c = model_config(o);
+  const ModelConfig c = bench_model_config(o, o.S);
   if (o.dir.empty()) o.dir = std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp";
   Dist d = dist_open(env, o.dir);
   d.overlap = o.overlap;
