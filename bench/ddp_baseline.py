@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from transformers import LlamaForCausalLM
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hf_engine_baselines import median, model_config  # noqa: E402  (the same model)
+from hf_engine_baselines import add_model_args, median, model_config  # noqa: E402  (the same model)
 
 
 def main():
@@ -35,12 +35,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--bucket-mb", type=float, default=25)
     ap.add_argument("--compile", action="store_true")
-    ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--d-model", type=int, default=768)
-    ap.add_argument("--heads", type=int, default=12)
-    ap.add_argument("--kv-heads", type=int, default=4)
-    ap.add_argument("--ffn", type=int, default=2048)
-    ap.add_argument("--vocab", type=int, default=32000)
+    add_model_args(ap)
     args = ap.parse_args()
     rank = int(os.environ.get("RANK", 0))
     world = int(os.environ.get("WORLD_SIZE", 1))

@@ -109,6 +109,17 @@ def ints(s):
     return [int(x) for x in s.split(",") if x]
 
 
+def add_model_args(ap):
+    """The GPU engine's benchmark model (topk bench train|generate defaults), shared with
+    ddp_baseline.py."""
+    ap.add_argument("--layers", type=int, default=12)
+    ap.add_argument("--d-model", type=int, default=768)
+    ap.add_argument("--heads", type=int, default=12)
+    ap.add_argument("--kv-heads", type=int, default=4)
+    ap.add_argument("--ffn", type=int, default=2048)
+    ap.add_argument("--vocab", type=int, default=32000)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="")
@@ -120,12 +131,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--chunk", type=int, default=8192)
     ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--d-model", type=int, default=768)
-    ap.add_argument("--heads", type=int, default=12)
-    ap.add_argument("--kv-heads", type=int, default=4)
-    ap.add_argument("--ffn", type=int, default=2048)
-    ap.add_argument("--vocab", type=int, default=32000)
+    add_model_args(ap)
     args = ap.parse_args()
     import transformers
     rows = []
