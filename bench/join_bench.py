@@ -27,6 +27,7 @@ def main():
         print(f"| {c['name']} (torch) | {c['time_us']:.1f} | {c['gbps']:.0f} | {fl:.1f} | "
               f"{100 * fl / c['time_us']:.0f}% |")
 
+    # The H200 targets (the H100 ones, met there, are in docs/benchmarks.md's history).
     print("\n| target | measured | met |")
     print("|---|---:|:-:|")
 
@@ -39,9 +40,9 @@ def main():
     t8, s8 = get(oc, "topk_decode_B8_S131072"), get(tc, "sdpa_decode_B8_S131072")
     if t8 and s8:
         r = s8["time_us"] / t8["time_us"]
-        row("B=8 S=128K: top-k decode >= 1.7x faster than SDPA", f"{r:.2f}x", r >= 1.7)
+        row("B=8 S=128K: top-k decode >= 1.8x faster than SDPA", f"{r:.2f}x", r >= 1.8)
         f = t8["primary_gbps"] / bw
-        row("B=8 S=128K: K read (K bytes / top-k time) >= 85% of copy bandwidth", f"{100 * f:.0f}%", f >= 0.85)
+        row("B=8 S=128K: K read (K bytes / top-k time) >= 90% of copy bandwidth", f"{100 * f:.0f}%", f >= 0.90)
     ix = get(oc, "indexer_decode_B8_S131072")
     if ix and s8:
         r = s8["time_us"] / ix["time_us"]
@@ -52,15 +53,19 @@ def main():
     t1, s1 = get(oc, "topk_decode_B1_S32768"), get(tc, "sdpa_decode_B1_S32768")
     if t1 and s1:
         r = s1["time_us"] / t1["time_us"]
-        row("B=1 S=32K: top-k decode no slower than SDPA", f"{r:.2f}x", r >= 1.0)
+        row("B=1 S=32K: top-k decode >= 1.25x faster than SDPA", f"{r:.2f}x", r >= 1.25)
+    t128, s128 = get(oc, "topk_decode_B1_S131072"), get(tc, "sdpa_decode_B1_S131072")
+    if t128 and s128:
+        r = s128["time_us"] / t128["time_us"]
+        row("B=1 S=128K: top-k decode >= 1.6x faster than SDPA", f"{r:.2f}x", r >= 1.6)
     f8 = get(oc, "full_decode_B8_S131072")
     if f8 and s8:
         r = f8["time_us"] / s8["time_us"]
-        row("B=8 S=128K: full decode within 10% of SDPA (ours / SDPA)", f"{r:.2f}", r <= 1.10)
+        row("B=8 S=128K: full decode within 5% of SDPA (ours / SDPA)", f"{r:.2f}", r <= 1.05)
     se, tt = get(oc, "select_256x131072"), get(tc, "torch_topk_256x131072")
     if se and tt:
         r = tt["time_us"] / se["time_us"]
-        row("select [256, 131072] k=2048 >= 3x faster than torch.topk", f"{r:.2f}x", r >= 3.0)
+        row("select [256, 131072] k=2048 >= 6x faster than torch.topk", f"{r:.2f}x", r >= 6.0)
     # The same targets with our kernels on SDPA's own [B, H, S, D] cache layout.
     for name, sd in (("B8_S131072", s8), ("B1_S32768", s1)):
         th, fh = get(oc, "topk_decode_hnd_" + name), get(oc, "full_decode_hnd_" + name)
