@@ -68,7 +68,7 @@ void model_forward(const Model& m, const Batch& b, const AttnPolicy& pol, Acts& 
     layer_forward(m, int(l), x, out, pos, site, a.L[a.recompute ? 0 : size_t(l)]);
     x = out;
   }
-  const DType cd = compute_dtype(m);
+  const DType cd = m.compute();
   TensorView xnf = scratch(a.xnf, cd, {N, H}, dev);
   ops::rmsnorm_forward(xnf, scratch(a.rstdf, DType::f32, {N}, dev), x,
                        param_view(m, m.final_norm, {H}), float(c.rms_eps));

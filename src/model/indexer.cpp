@@ -24,7 +24,7 @@ void indexer_project(const Model& m, int l, const TensorView& xn1, const TensorV
   const LayerParams& p = m.layer[size_t(l)];
   const int64_t N = xn1.shape[0], H = c.hidden, HI = c.index_n_heads, dI = c.index_head_dim;
   const Device dev = xn1.device;
-  const DType cd = compute_dtype(m);
+  const DType cd = m.compute();
   TensorView kraw = scratch(a.kraw, cd, {N, dI}, dev);
   ops::gemm(kraw, xn1, false, matrix_view(m, p.ix_k, dI, H), true);
   TensorView k = scratch(a.k, cd, {N, dI}, dev);
@@ -131,7 +131,7 @@ void indexer_train(const Model& m, int l, const TensorView& xn1, const TensorVie
                           view_at(a.kraw.view(), 0, {N, dI}), param_view(m, p.ix_norm, {dI}),
                           view_at(a.mean.view(), 0, {N}), view_at(a.rstd.view(), 0, {N}));
   // The input is detached: only the weight gradients, no gradient into xn1.
-  const DType cd = compute_dtype(m);
+  const DType cd = m.compute();
   ops::gemm(param_at(tr.grad, p.ix_q, {HI * dI, H}), as_compute(reshape(dq, {N, HI * dI}), cd, a.dq_c),
             true, xn1, false, 1.0f, 1.0f);
   ops::gemm(param_at(tr.grad, p.ix_k, {dI, H}), as_compute(dkraw, cd, a.dk_c), true, xn1, false,

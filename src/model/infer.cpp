@@ -40,7 +40,7 @@ KVCache kv_cache_create(const Model& m, int batch, int max_len) {
   KVCache kc;
   kc.batch = batch;
   kc.max_len = max_len;
-  const DType cd = compute_dtype(m);
+  const DType cd = m.compute();
   for (int l = 0; l < c.layers; l++) {
     kc.k.emplace_back(cd, std::initializer_list<int64_t>{batch, max_len, c.kv_heads, c.head_dim}, dev);
     kc.v.emplace_back(cd, std::initializer_list<int64_t>{batch, max_len, c.kv_heads, c.head_dim}, dev);
@@ -138,7 +138,7 @@ void model_step(const Model& m, KVCache& kc, const std::vector<std::vector<int>>
   const int64_t R = int64_t(pick.size());
   TensorView xl = scratch(s.xl, DType::f32, {R, H}, dev);
   ops::gather_rows(xl, x, upload(s.last, pick, DType::i32, dev));
-  TensorView xn = scratch(s.xn, compute_dtype(m), {R, H}, dev);
+  TensorView xn = scratch(s.xn, m.compute(), {R, H}, dev);
   ops::rmsnorm_forward(xn, TensorView{}, xl, param_view(m, m.final_norm, {H}), float(c.rms_eps));
   TensorView lg = scratch(s.logits, DType::f32, {R, V}, dev);
   ops::gemm(lg, xn, false, matrix_view(m, m.lm_head, V, H), true);

@@ -87,7 +87,7 @@ void layer_forward(const Model& m, int l, const TensorView& x, const TensorView&
   const LayerParams& p = m.layer[size_t(l)];
   const Dims d = dims_of(m, x);
   const Device dev = x.device;
-  const DType cd = compute_dtype(m);
+  const DType cd = m.compute();
   const float eps = float(c.rms_eps);
 
   TensorView rstd1 = scratch(a.rstd1, DType::f32, {d.N}, dev);
@@ -192,7 +192,7 @@ void layer_backward(const Model& m, int l, const TensorView& x, const TensorView
   const LayerParams& p = m.layer[size_t(l)];
   const Dims d = dims_of(m, x);
   const Device dev = x.device;
-  const DType cd = compute_dtype(m);
+  const DType cd = m.compute();
   TOPK_CHECK(!site.cache, "layer_backward: the backward runs over packed sequences, not a cache");
   auto act_of = [&](Buffer& b, std::initializer_list<int64_t> shape) {
     return view_at(b.view(), 0, shape);

@@ -33,7 +33,6 @@ struct IndexerTrain {
   double loss = 0;  // summed over layers and rows
 };
 
-inline DType compute_dtype(const Model& m) { return m.compute(); }
 // src as a GEMM operand of dtype cd: itself when it already has it, else converted into tmp
 // (2-D: rows of src's first dim).
 TensorView as_compute(const TensorView& src, DType cd, Buffer& tmp);

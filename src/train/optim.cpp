@@ -39,7 +39,7 @@ void adamw_step(AdamW& opt, Model& model, const TensorView& grad, float lr, cons
   s.beta2 = o.beta2;
   s.eps = o.eps;
   s.t = opt.t;
-  const bool low = model.compute() == DType::bf16 && model.device() == Device::cuda;
+  const bool low = model.compute() == DType::bf16;  // a bf16 copy exists (CUDA) to refresh
   // One call per run of adjacent parameters that share the decay setting.
   const auto& ps = model.params;
   const size_t end = std::min(last, ps.size());
