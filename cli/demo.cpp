@@ -1,8 +1,9 @@
 // topk demo: evaluates the shipped long-context model (models/demo, trained on the GPU by
-// examples/demo-4k.json) when it is there; otherwise trains a small byte-level model on a
-// retrieval task (or reuses the one a previous run left in DIR). Then compares full attention
-// with top-k decoding at several rho, an oracle selector at several precisions and a sliding
-// window (docs/eval.md shows the output). One full prefill per example serves every policy.
+// examples/demo-4k-stage1.json, then examples/demo-4k.json) when it is there; otherwise trains
+// a small byte-level model on a retrieval task (or reuses the one a previous run left in DIR).
+// Then compares full attention with top-k decoding at several rho, an oracle selector at several
+// precisions and a sliding window (docs/eval.md shows the output). One full prefill per example
+// serves every policy.
 #include <cblas.h>
 #include <omp.h>
 
@@ -126,7 +127,7 @@ int demo(int argc, char** argv) {
   if (!model.empty())
     std::printf("the small demo model (--train), not the shipped %s\n", model.c_str());
   else
-    std::printf("no shipped model in %s (examples/demo-4k.json trains it on a GPU); the small %s "
+    std::printf("no shipped model in %s (examples/demo-4k-stage1.json and demo-4k.json train it on a GPU); the small %s "
                 "model instead\n", kShippedDir, kDemoTask);
   if (samples <= 0) samples = 200;
   const double t0 = now_seconds();

@@ -23,7 +23,8 @@ int generate(int argc, char** argv) {
   add_text(app, "--ids", ids_arg, "prompt token ids, e.g. 1,2,3 (any model, a tokenizer or not)");
   add_text(app, "--attention", attention, "decode policy: full | topk:k=64 | "
            "topk:ratio=0.05,share=group | window:w=256,sink=4 | oracle:... (default full)");
-  add_text(app, "--prefill-attention", prefill, "prompt policy: full | topk:... (default full)");
+  add_text(app, "--prefill-attention", prefill, "prompt policy: full | topk:... | indexer (with "
+           "a model that has one) (default full)");
   add_int(app, "--max-new", max_new, 0, 1 << 30, "tokens to generate (default 64; generation "
           "stops at the model's max_position_embeddings)");
   add_real(app, "--temperature", so.temperature, Range{0, 1000}, "0 = greedy (default 0)");

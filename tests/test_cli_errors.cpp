@@ -129,6 +129,8 @@ TEST_F(CliErrors, DecodeOnlyPoliciesAreRefusedForPrefillAndTraining) {
   expect(g + " --prefill-attention window:w=4", 1,
          "--prefill-attention: 'window:w=4' is a decode-only policy");
   expect(g + " --prefill-attention oracle:k=2,precision=0.5", 1, "is a decode-only policy");
+  expect(g + " --prefill-attention topk:ratio=0.5,adapt=entropy", 1, "is a decode-only policy");
+  expect(g + " --prefill-attention quest:page=2,k=4", 1, "is a decode-only policy");
   expect(g + " --attention window:w=4,sink=1 --max-new 2", 0, "decoded");
   fs::path rf = dir / "window.json";
   write(rf, run_file(dir / "w", R"(, "attention": "window:w=4")"));

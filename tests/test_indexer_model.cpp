@@ -342,6 +342,10 @@ TEST(IndexerTrain, RunFileKeysAndErrors) {
   EXPECT_EQ(policy_str(c.eval_attention), "indexer");
   TrainConfig s = train_config_from_json_text(stage_run("o", "m", "sparse", 3), "run");
   EXPECT_EQ(policy_str(s.attention), "indexer");
+  // The sparse stage may name its policy in the run file (docs/engine.md).
+  TrainConfig sk = train_config_from_json_text(stage_run("o", "m", "sparse", 3,
+                                                         R"(, "attention": "indexer:k=3")"), "run");
+  EXPECT_EQ(policy_str(sk.attention), "indexer:k=3");
   // A new model with the indexer in "model" or in "indexer".
   TrainConfig n = train_config_from_json_text(R"({"out": "o", "model": {"architectures":
     ["LlamaForCausalLM"], "hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 1,

@@ -149,9 +149,11 @@ AttnPolicy parse_policy(const std::string& s) {
 }
 
 void check_prefill_policy(const AttnPolicy& p, const std::string& where) {
-  TOPK_CHECK(p.kind == PolicyKind::full || p.kind == PolicyKind::topk, "%s: '%s' is a decode-only "
-             "policy; prefill and training take full or topk:... (window and oracle select keys for "
-             "one decoded token at a time)", where.c_str(), policy_str(p).c_str());
+  // The rule of attend_packed (model/layer.cpp), the one whole-sequence forward.
+  TOPK_CHECK(p.trains() && p.adapt == BudgetAdapt::none, "%s: '%s' is a decode-only policy; "
+             "prefill and training take full, topk:... (without adapt=) or indexer (window, oracle, "
+             "quest and qkeys select keys for one decoded token at a time; adapt=entropy needs "
+             "the decoded token's statistics)", where.c_str(), policy_str(p).c_str());
 }
 
 std::string policy_str(const AttnPolicy& p) {

@@ -27,6 +27,7 @@ import argparse
 import concurrent.futures as cf
 import csv
 import datetime
+import glob
 import json
 import math
 import os
@@ -54,6 +55,7 @@ class Runner:
         self.device = args.device or cfg.get("device", "cpu")
         self.jobs = args.jobs or cfg.get("jobs", 1)
         self.threads = cfg.get("threads", 0)
+        self.tables_only = args.tables_only
         self.log = []  # (what, command, seconds, cached)
 
     def env(self):
@@ -152,8 +154,9 @@ def write_json(path, obj):
 
 
 class Model:
-    def __init__(self, name, kind, run, seed, base_seed=None):
+    def __init__(self, name, kind, run, seed, base_seed=None, pre=None):
         self.name, self.kind, self.run, self.seed, self.base_seed = name, kind, run, seed, base_seed
+        self.pre = pre  # a model trained first, whose checkpoint this one starts from ("init")
 
     @property
     def out(self):
@@ -165,10 +168,20 @@ class Model:
 
 
 def base_model(cfg, seed):
+    """A base model; with "stage1" in cfg["base"], trained in two stages: that run file first
+    (short examples, where the retrieval heads form), then the base run file from its checkpoint."""
     run = load_json(cfg["base"]["run"])
     run["seed"] = seed
     run["out"] = f'{cfg["runs"]}/base-s{seed}'
-    return Model(f"base-s{seed}", "base", run, seed)
+    pre = None
+    if cfg["base"].get("stage1"):
+        first = load_json(cfg["base"]["stage1"])
+        first["seed"] = seed
+        first["out"] = f'{cfg["runs"]}/base-s{seed}-stage1'
+        pre = Model(f"base-s{seed}-stage1", "stage1", first, seed)
+        run.pop("model", None)
+        run["init"] = pre.checkpoint
+    return Model(f"base-s{seed}", "base", run, seed, pre=pre)
 
 
 def variants(cfg):
@@ -214,8 +227,15 @@ def trained(m):
 
 
 def train(r, models):
-    """Trains the models that are not finished; bases first, then what starts from them."""
-    for group in ([m for m in models if m.kind == "base"], [m for m in models if m.kind != "base"]):
+    """Trains the models that are not finished; base stage 1, bases, then what starts from them."""
+    models = [m.pre for m in models if m.pre] + models
+    if r.tables_only:  # nothing trains: the evaluations are already there
+        for m in models:
+            r.log.append((f"train {m.name}", f"{r.topk} train --config {m.out}/run.json",
+                          train_seconds(m), True))
+        return
+    for group in ([m for m in models if m.kind == "stage1"], [m for m in models if m.kind == "base"],
+                  [m for m in models if m.kind not in ("stage1", "base")]):
         todo = []
         for m in group:
             rf = os.path.join(ROOT, m.out, "run.json")
@@ -282,6 +302,8 @@ def evaluate(r, jobs):
                 secs = json.load(open(tp)).get("seconds", 0.0)
             r.log.append((what, line, secs, True))
             continue
+        if r.tables_only:
+            raise SystemExit(f"--tables-only: {out} holds no results.csv made by `{line}`")
         todo.append((what, cmd, os.path.join(d, "eval.log")))
     r.parallel(todo)
     if r.dry:
@@ -426,6 +448,16 @@ class Page:
 def provenance(page, r, cfg, args, t0, notes):
     hw = hardware()
     page.add("## How these numbers were made\n")
+    if r.tables_only:
+        # The steps ran elsewhere: report that machine (from a trained model's time.json).
+        ran = [json.load(open(p)).get("hardware") for p in
+               sorted(glob.glob(os.path.join(ROOT, cfg["runs"], "*", "time.json")))]
+        ran = next((x for x in ran if x), None)
+        page.add(f"This page was remade from saved evaluation outputs (`--tables-only`) on "
+                 f"{hw['cpu']}, commit {hw.get('commit', '?')}. The steps below ran on "
+                 + (f"{ran.get('gpu', ran['cpu'])}, {ran['cores']} cores, commit {ran.get('commit', '?')}."
+                    if ran else "another machine (no time.json of theirs was found)."))
+        hw = ran or hw
     page.add(f"Command: `tools/experiments/run.sh {args.study} --scale {cfg['scale']}`"
              + (f" (config {args.config})" if args.config else "") + f", finished {now()}, "
              f"{time.time() - t0:.0f} s of wall time in this invocation (cached steps excluded).")
@@ -616,6 +648,7 @@ def study_sft(r, cfg, args, out):
                                  key[(k, pre, t, L, lab)]["n"]) if (k, pre, t, L, lab) in key else "-"
                              for k in kinds])
         page.table(["task @ length", "decode policy"] + [kind_title(cfg, k) for k in kinds], body)
+    sft_entropy(page, cfg, out, bs + ms, kinds, "full" if "full" in c["prefill"] else c["prefill"][0])
     panels = []
     colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
     styles = {}
@@ -648,6 +681,32 @@ def study_sft(r, cfg, args, out):
         "decode rho (1 = full attention)", "score", logx=True, xrange="[0.003:1.2]"))]
     provenance(page, r, cfg, args, args.t0, notes)
     page.write(f"{out}/table.md")
+
+
+def sft_entropy(page, cfg, out, models, kinds, pre):
+    """Finding 4 from the SFT study's own evaluations: the attention entropy (H / ln n, eval's
+    statistics) of each model while it decodes with full attention, per layer (mean over heads,
+    tasks and decode steps), mean ± sd over seeds. The entropy study adds per-head numbers."""
+    per = {}  # (kind, layer) -> [value per model]
+    for m in models:
+        vals = {}
+        for x in read_csv(f"{out}/eval/{m.name}-prefill-{pre}/layers.csv"):
+            if x["policy"] == "full" and x["head"] == "all":
+                vals.setdefault(int(x["layer"]), []).append(fnum(x["entropy_norm"]))
+        for layer, v in vals.items():
+            per.setdefault((m.kind, layer), []).append(statistics.fmean(v))
+            per.setdefault((m.kind, "mean"), [])
+        if vals:
+            per[(m.kind, "mean")].append(statistics.fmean(statistics.fmean(v) for v in vals.values()))
+    layers = sorted({k[1] for k in per if k[1] != "mean"})
+    if not layers:
+        return
+    page.add(f"\n### Attention entropy while decoding with full attention (prefill {pre})\n")
+    page.add("H / ln n of each layer (mean over heads, tasks and decode steps), mean ± sd over "
+             "seeds; the report's finding 4 is that top-k SFT lowers it.\n")
+    page.table(["layer"] + [kind_title(cfg, k) for k in kinds],
+               [[str(L)] + [fmt(*mean_sd(per.get((k, L), [])), digits=3) for k in kinds]
+                for L in layers + ["mean"]])
 
 
 def study_precision(r, cfg, args, out):
@@ -700,9 +759,9 @@ def study_precision(r, cfg, args, out):
             row.append(f"{fmt(a['score'], a['score_sd'], a['seeds'])} (prec {a['precision']:.2f})")
         body.append(row)
     page.table(["task @ length", "full", "exact top-W"] + [f"p = {p}" for p in ps], body)
-    page.add("\nThe trained Lightning Indexer's precision per layer (the report's 60%) is not here "
-             "yet: it needs the indexer (another branch) trained on these models; its point "
-             "would go on this curve at its measured precision.\n")
+    page.add("\nThe trained Lightning Indexer's point (its measured precision per layer, the report's "
+             "60%, and its score under `indexer` decoding) is not on this curve: the studies do not "
+             "train an indexer yet (docs/results.md, finding 3).\n")
     panels = []
     for t, L in tl:
         W = ws[L]
@@ -977,16 +1036,21 @@ def study_cost(r, cfg, args, out):
     page = Page(f"Expected GPU time of the {cfg['scale']} scale")
     page.add(c["basis"] + "\n")
     rows = []
-    items = [("base", cfg["base"]["run"], len(cfg["base"]["seeds"]))]
+    items = []
+    if cfg["base"].get("stage1"):
+        items.append(("base, stage 1 (short examples)", cfg["base"]["stage1"], len(cfg["base"]["seeds"])))
+    items.append(("base", cfg["base"]["run"], len(cfg["base"]["seeds"]), cfg["base"].get("stage1")))
     for v, f in variants(cfg):
         items.append((variant_title(cfg, v), f, len(cfg["sft"]["seeds"]) * len(cfg["sft"]["base_seeds"])))
     for extra in c.get("extra_runs", []):
-        items.append((extra["what"], extra["run"], extra.get("count", 1)))
+        items.append((extra["what"], extra["run"], extra.get("count", 1), extra.get("model_run")))
     total = 0.0
-    base_model_cfg = load_json(cfg["base"]["run"])["model"]
-    for what, path, count in items:
+    base_model_cfg = load_json(cfg["base"].get("stage1") or cfg["base"]["run"])["model"]
+    for what, path, count, *model_run in items:
         run = load_json(path)
-        mc = run.get("model", base_model_cfg)
+        # A run that starts from another run's checkpoint ("init") has that run's model.
+        mc = run.get("model") or (load_json(model_run[0])["model"] if model_run and model_run[0]
+                                  else base_model_cfg)
         tokens, f, secs = run_cost(c, run, mc)
         total += secs * count
         rows.append([what, path, f"{count}", f"{tokens / 1e6:.0f}M", f"{f / 1e6:.0f}",
@@ -1019,6 +1083,9 @@ def main():
     ap.add_argument("--device", help="cpu or cuda (default: the config's)")
     ap.add_argument("--jobs", type=int, help="processes at a time (default: the config's)")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    ap.add_argument("--tables-only", action="store_true",
+                    help="train and evaluate nothing: remake tables and plots from the evaluation "
+                         "outputs already under --out (with the runs' time.json for the times)")
     args = ap.parse_args()
     args.t0 = time.time()
     cfg_path = os.path.abspath(args.config) if args.config else \
@@ -1032,7 +1099,7 @@ def main():
     if os.path.isabs(args.topk):
         args.topk = os.path.relpath(args.topk, ROOT)
     os.chdir(ROOT)
-    if not args.dry_run and args.study != "cost" and not os.path.exists(args.topk):
+    if not args.dry_run and not args.tables_only and args.study != "cost" and not os.path.exists(args.topk):
         raise SystemExit(f"{args.topk} not found: build first (make build) or pass --topk")
     r = Runner(cfg, args)
     studies = STUDIES if args.study == "all" else [args.study]
