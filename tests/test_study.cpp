@@ -309,13 +309,15 @@ TEST(StudyAdapt, EqualHeadsAreUniformAndStatsAreRecorded) {
 TEST(StudyAdapt, TrainingRefusesIt) {
   fs::path dir = fs::temp_directory_path() / ("topk_adapt_train_" + std::to_string(getpid()));
   fs::remove_all(dir);
-  TrainConfig cfg = train_config_from_json_text(R"({"out": ")" + dir.string() + R"(",
+  // Refused when the run file is read, before anything is written.
+  const std::string run = R"({"out": ")" + dir.string() + R"(",
     "model": {"architectures": ["LlamaForCausalLM"], "hidden_size": 16, "intermediate_size": 32,
               "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1},
     "task": {"name": "copy"}, "attention": "topk:k=4,adapt=entropy", "steps": 1,
-    "log_every": 0})", "run");
-  EXPECT_NE(error_of([&] { train_run(cfg); }).find("for decoding only"), std::string::npos);
-  fs::remove_all(dir);
+    "log_every": 0})";
+  EXPECT_NE(error_of([&] { train_config_from_json_text(run, "run"); })
+                .find("'topk:k=4,adapt=entropy' is a decode-only policy"), std::string::npos);
+  EXPECT_FALSE(fs::exists(dir));
 }
 
 // ---- the demo's shipped-model path ------------------------------------------------------------
