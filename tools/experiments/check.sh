@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The CTest `experiments`: every study of both scales plans its commands (run.py --dry-run), so
-# that a change to the scale files, the run files or the CLI's flags that breaks a study fails
-# here and not an hour into a GPU run. Runs nothing but python.
+# The CTest `experiments`: every study of every training scale (cpu, gpu, demo) plans its
+# commands (run.py --dry-run), so that a change to the scale files, the run files or the CLI's
+# flags that breaks a study fails here and not an hour into a GPU run. Runs nothing but python.
 #   tools/experiments/check.sh SOURCE_DIR WORK_DIR
 set -euo pipefail
 src=$(cd "$1" && pwd)
 work=$2
 rm -rf "$work" && mkdir -p "$work"
 fail() { echo "experiments: $*"; exit 1; }
-for scale in cpu gpu; do
+for scale in cpu gpu demo; do
   log=$work/$scale.log
   # Models in a fresh folder, so that the plan trains them all whatever runs/ holds here.
   python3 -c "import json,sys; c=json.load(open(sys.argv[1])); c['runs']=sys.argv[2]; json.dump(c, open(sys.argv[3], 'w'))" \
@@ -34,4 +34,4 @@ for scale in cpu gpu; do
   grep -q "oracle:k=" "$log" || fail "$scale: the precision study lost the oracle"
 done
 grep -q "sft-topk-k8-b1-s1/run.json" "$work/cpu.log" || fail "cpu: the fixed-k SFT variant is not trained"
-echo "experiments: both scales plan every study"
+echo "experiments: every scale plans every study"

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The report's four findings on models topk trains: one command per study, at any scale.
 
-    tools/experiments/run.sh STUDY [--scale cpu|gpu] [--config FILE] [--out DIR] [--dry-run]
+    tools/experiments/run.sh STUDY [--scale cpu|gpu|demo|demo-base] [--config FILE] [--out DIR]
+                               [--dry-run] [--tables-only]
 
 STUDY is one of
     models     train what the studies need (base models, then full and top-k SFT from them)
@@ -20,6 +21,11 @@ seeds, the tasks and lengths, the policies. Each study trains what it needs (a f
 reused: `topk train` resumes), runs `topk eval`, and writes results/STUDY/SCALE/: table.md
 (the numbers, the commands, the hardware and the time), *.csv and *.png (gnuplot). Every eval
 folder keeps topk eval's own results.json/csv, layers.csv and command.txt.
+
+A scale's base is trained from "run" (after "stage1", when given), or is a model folder that
+is given ("folder": a shipped or downloaded model; nothing trains it). --tables-only trains and
+evaluates nothing: it remakes the tables and plots from the evaluation folders already under
+--out, e.g. on another machine than the one that ran them.
 
 Python 3 standard library only; gnuplot for the plots (skipped with a note when absent).
 """
@@ -154,9 +160,10 @@ def write_json(path, obj):
 
 
 class Model:
-    def __init__(self, name, kind, run, seed, base_seed=None, pre=None):
+    def __init__(self, name, kind, run, seed, base_seed=None, pre=None, folder=None):
         self.name, self.kind, self.run, self.seed, self.base_seed = name, kind, run, seed, base_seed
         self.pre = pre  # a model trained first, whose checkpoint this one starts from ("init")
+        self.folder = folder  # a model folder that is given, not trained
 
     @property
     def out(self):
@@ -164,12 +171,16 @@ class Model:
 
     @property
     def checkpoint(self):
-        return os.path.join(self.out, "checkpoint")
+        return self.folder or os.path.join(self.out, "checkpoint")
 
 
 def base_model(cfg, seed):
     """A base model; with "stage1" in cfg["base"], trained in two stages: that run file first
-    (short examples, where the retrieval heads form), then the base run file from its checkpoint."""
+    (short examples, where the retrieval heads form), then the base run file from its checkpoint.
+    With "folder", the base is that model folder (a shipped or downloaded model) and trains not."""
+    if cfg["base"].get("folder"):
+        run = {"out": cfg["base"]["folder"], "seed": seed}
+        return Model(f"base-s{seed}", "base", run, seed, folder=cfg["base"]["folder"])
     run = load_json(cfg["base"]["run"])
     run["seed"] = seed
     run["out"] = f'{cfg["runs"]}/base-s{seed}'
@@ -204,6 +215,13 @@ def sft_model(cfg, variant, base_seed, seed):
     return Model(f"sft-{variant}-b{base_seed}-s{seed}", f"sft-{variant}", run, seed, base_seed)
 
 
+def base_source(cfg):
+    b = cfg["base"]
+    if b.get("folder"):
+        return f"the model folder {b['folder']}" + (f", trained by {b['run']}" if b.get("run") else "")
+    return f"run file {b['run']}"
+
+
 def bases(cfg):
     return [base_model(cfg, s) for s in cfg["base"]["seeds"]]
 
@@ -228,7 +246,7 @@ def trained(m):
 
 def train(r, models):
     """Trains the models that are not finished; base stage 1, bases, then what starts from them."""
-    models = [m.pre for m in models if m.pre] + models
+    models = [m.pre for m in models if m.pre] + [m for m in models if not m.folder]
     if r.tables_only:  # nothing trains: the evaluations are already there
         for m in models:
             r.log.append((f"train {m.name}", f"{r.topk} train --config {m.out}/run.json",
@@ -517,7 +535,7 @@ def study_rho(r, cfg, args, out):
                                                 "score", "rho", "precision", "mass", "entropy",
                                                 "entropy_norm", "decode_steps", "context_tokens"])
     page = Page(f"Finding 1: exact top-k decoding vs full attention ({cfg['scale']} scale)")
-    page.add(f"Models: {', '.join(m.name for m in models)} (run file {cfg['base']['run']}, seeds "
+    page.add(f"Models: {', '.join(m.name for m in models)} ({base_source(cfg)}, seeds "
              f"{cfg['base']['seeds']}). Full-attention prefill, greedy decode under each policy; "
              f"{cfg['eval']['samples']} examples per task and length (seed {cfg['eval']['seed']}, "
              f"mode {cfg['eval']['mode']}). Score 0-100, mean ± sd over the base models.\n")
@@ -610,7 +628,7 @@ def study_sft(r, cfg, args, out):
     labels = [policy_label(p) for p in pols]
     tl = sorted({(a["task"], a["length"]) for a in agg})
     page = Page(f"Finding 2: native top-k SFT vs full SFT ({cfg['scale']} scale)")
-    page.add(f"Base: {', '.join(b.name for b in bs)} ({cfg['base']['run']}). SFT from it: "
+    page.add(f"Base: {', '.join(b.name for b in bs)} ({base_source(cfg)}). SFT from it: "
              + ", ".join(f"{f} (`{load_json(f)['attention']}`)" for _, f in variants(cfg))
              + f"; the same data and steps for all (same seed = same batches), seeds "
              f"{cfg['sft']['seeds']}. Evaluated with "
