@@ -65,7 +65,7 @@ bench: topk
 # are fuzz/corpus, the dictionaries (keys and telling values) fuzz/TARGET.dict.
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS = safetensors config runfile policy
+FUZZ_TARGETS = safetensors config runfile policy tokenizer
 FUZZ_CXXFLAGS = -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all -g
 fuzz: deps
 	@bash tools/install-deps.sh fuzz
