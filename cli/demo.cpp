@@ -127,8 +127,8 @@ int demo(int argc, char** argv) {
   if (!model.empty())
     std::printf("the small demo model (--train), not the shipped %s\n", model.c_str());
   else
-    std::printf("no shipped model in %s (examples/demo-4k-stage1.json and demo-4k.json train it on a GPU); the small %s "
-                "model instead\n", kShippedDir, kDemoTask);
+    std::printf("no shipped model in %s (examples/demo-4k-stage1.json and demo-4k.json train it "
+                "on a GPU); the small %s model instead\n", kShippedDir, kDemoTask);
   if (samples <= 0) samples = 200;
   const double t0 = now_seconds();
   json run = json::parse(kDemoRun);

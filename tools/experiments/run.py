@@ -705,20 +705,21 @@ def sft_entropy(page, cfg, out, models, kinds, pre):
     """Finding 4 from the SFT study's own evaluations: the attention entropy (H / ln n, eval's
     statistics) of each model while it decodes with full attention, per layer (mean over heads,
     tasks and decode steps), mean ± sd over seeds. The entropy study adds per-head numbers."""
-    per = {}  # (kind, layer) -> [value per model]
+    rows = []
     for m in models:
-        vals = {}
         for x in read_csv(f"{out}/eval/{m.name}-prefill-{pre}/layers.csv"):
             if x["policy"] == "full" and x["head"] == "all":
-                vals.setdefault(int(x["layer"]), []).append(fnum(x["entropy_norm"]))
-        for layer, v in vals.items():
-            per.setdefault((m.kind, layer), []).append(statistics.fmean(v))
-            per.setdefault((m.kind, "mean"), [])
-        if vals:
-            per[(m.kind, "mean")].append(statistics.fmean(statistics.fmean(v) for v in vals.values()))
-    layers = sorted({k[1] for k in per if k[1] != "mean"})
+                rows.append(dict(x, kind=m.kind, model=m.name))
+    agg = entropy_by_kind(rows)
+    layers = sorted({int(l) for (_, l, _) in agg})
     if not layers:
         return
+    # Per kind: each model's mean over its layers, then mean ± sd over the models.
+    per = {(k, int(l)): [a for a, _ in v] for (k, l, _), v in agg.items()}
+    for k in kinds:
+        by_model = [per[(k, L)] for L in layers if (k, L) in per]
+        if by_model:
+            per[(k, "mean")] = [statistics.fmean(x) for x in zip(*by_model)]
     page.add(f"\n### Attention entropy while decoding with full attention (prefill {pre})\n")
     page.add("H / ln n of each layer (mean over heads, tasks and decode steps), mean ± sd over "
              "seeds; the report's finding 4 is that top-k SFT lowers it.\n")
@@ -796,6 +797,20 @@ def study_precision(r, cfg, args, out):
     page.write(f"{out}/table.md")
 
 
+def entropy_by_kind(rows):
+    """layers.csv rows (with "kind" and "model" added) -> {(kind, layer, head): [(H / ln n, H) of
+    each model of that kind]}, each model's value the mean over its tasks, lengths and steps."""
+    per_model = {}
+    for x in rows:
+        per_model.setdefault((x["kind"], x["model"], x["layer"], x["head"]), []).append(
+            (fnum(x["entropy_norm"]), fnum(x["entropy"])))
+    agg = {}
+    for (kind, model, layer, head), v in per_model.items():
+        agg.setdefault((kind, layer, head), []).append(
+            (statistics.fmean(a for a, _ in v), statistics.fmean(b for _, b in v)))
+    return agg
+
+
 def study_entropy(r, cfg, args, out):
     ms = [base_model(cfg, b) for b in cfg["sft"]["base_seeds"]] + sfts(cfg)
     train(r, ms)
@@ -814,15 +829,7 @@ def study_entropy(r, cfg, args, out):
     write_csv(f"{out}/entropy_per_model.csv", rows, ["model", "kind", "seed", "task", "length",
                                                      "layer", "head", "entropy", "entropy_norm"])
     kinds = ["base"] + [f"sft-{v}" for v, _ in variants(cfg)]
-    # per model: mean over tasks and lengths of each (layer, head); then mean/sd over models of a kind
-    per_model = {}
-    for x in rows:
-        per_model.setdefault((x["kind"], x["model"], x["layer"], x["head"]), []).append(
-            (fnum(x["entropy_norm"]), fnum(x["entropy"])))
-    agg = {}
-    for (kind, model, layer, head), v in per_model.items():
-        agg.setdefault((kind, layer, head), []).append(
-            (statistics.fmean(a for a, _ in v), statistics.fmean(b for _, b in v)))
+    agg = entropy_by_kind(rows)
     heads = sorted({(int(l), h) for (_, l, h) in agg}, key=lambda x: (x[0], x[1] != "all", int(x[1]) if x[1] != "all" else -1))
     table_rows, csv_rows = [], []
     for l, h in heads:
