@@ -148,9 +148,15 @@ TEST(CudaApprox, IndexerAttentionMatchesReference) {
 
 namespace {
 
-void check_loss(const Layout& l, bool sparse, uint64_t seed, const std::string& budget) {
-  SCOPED_TRACE(testing::Message() << (sparse ? "sparse" : "dense") << " budget " << budget << " T=" << l.T);
-  const int Hq = 4, Hkv = 2, D = 64, HI = 5, dI = 64;
+struct LossDims {
+  int Hq, Hkv, D, HI, dI;
+};
+
+void check_loss(const Layout& l, bool sparse, uint64_t seed, const std::string& budget,
+                LossDims dims = {4, 2, 64, 5, 64}) {
+  const auto [Hq, Hkv, D, HI, dI] = dims;
+  SCOPED_TRACE(testing::Message() << (sparse ? "sparse" : "dense") << " budget " << budget << " T=" << l.T
+                                  << " Hq=" << Hq << " Hkv=" << Hkv << " D=" << D << " HI=" << HI << " dI=" << dI);
   Qkv in(l, Hq, Hkv, D, DType::bf16, DType::bf16, seed);
   Ix x(l, HI, dI, DType::bf16, seed + 1);
   Pair lse(DType::f32, {l.B, l.T, Hq}), o(DType::f32, {l.B, l.T, Hq, D});
@@ -192,6 +198,8 @@ TEST(CudaApprox, IndexerLossMatchesReference) {
     for (bool sparse : {false, true}) {
       check_loss(l, sparse, seed, "");
       check_loss(l, sparse, seed, "4096");  // row ranges of a few rows
+      // Key rows wider than the indexer's, and a group wider than HI (the shared tile and dots).
+      check_loss(l, sparse, seed + 5, "", {8, 1, 128, 3, 32});
       seed += 10;
       if (testing::Test::HasFailure()) return;
     }

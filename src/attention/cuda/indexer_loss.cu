@@ -1,9 +1,13 @@
 // The Lightning Indexer's distillation loss and its gradient on CUDA (indexer_loss, approx.h).
 // Query rows go in ranges whose work arrays stay under the workspace budget; per range:
 //
-//   row kernel   a block per query row: marks the row's key set in P (-1: not in it), then a
-//                thread per key computes the target mass p(s) = sum_h e^(scale q_h.k_s - lse_h)
-//                into P and I(s) into I; block reductions (fixed trees) give sum p, max I and
+//   row kernel   a block per query row: marks the row's key set in P (-1: not in it), then
+//                tiles of 32 keys go through shared memory (read coalesced, one KV head at a
+//                time, then the indexer keys), a thread per (key, head) takes the dots, and a
+//                thread per key of the tile adds up the target mass p(s) = sum_h
+//                e^(scale q_h.k_s - lse_h) and I(s) in head order into P and I (a thread per
+//                key reading its own row from global memory made this kernel 100x slower);
+//                block reductions (fixed trees) give sum p, max I and
 //                the softmax of I; the loss is written and P becomes g(s) = softmax(I)(s) - p(s)
 //                (0 outside the set). dqi and dw then sum over tiles of 32 keys in key order:
 //                the tile's ki in shared memory, the head dots of the tile, and each (head, dim)
@@ -67,16 +71,11 @@ __device__ __forceinline__ float block_reduce(float x, float* tmp) {
   return x;
 }
 
-__device__ __forceinline__ float row_dot(const float* a, const DRows& r, int64_t off, int n) {
-  float d = 0.f;
-  for (int e = 0; e < n; e++) d = fmaf(a[e], load1(r.data, r.dt, off + e), d);
-  return d;
-}
-
 __global__ void __launch_bounds__(kThreads) loss_rows(const LossArgs a) {
   extern __shared__ float sm[];
-  // q [Hq D], qi [HI dI], dq [HI dI], w [HI], dw [HI], lse [Hq], kt [32][dI + 1], dots [HI][33],
-  // g [32], tmp [32]
+  // q [Hq D], qi [HI dI], dq [HI dI], w [HI], dw [HI], lse [Hq], kt [32][max(D, dI) + 1],
+  // dots [max(G, HI)][33], g [32], tmp [32]
+  const int kw = (a.D > a.dI ? a.D : a.dI) + 1;  // a key's row in kt, padded against bank conflicts
   float* qs = sm;
   float* qis = qs + a.Hq * a.D;
   float* dqs = qis + a.HI * a.dI;
@@ -84,8 +83,8 @@ __global__ void __launch_bounds__(kThreads) loss_rows(const LossArgs a) {
   float* dws = ws + a.HI;
   float* ls = dws + a.HI;
   float* kt = ls + a.Hq;
-  float* dots = kt + kTileKeys * (a.dI + 1);
-  float* gt = dots + a.HI * (kTileKeys + 1);
+  float* dots = kt + kTileKeys * kw;
+  float* gt = dots + (a.G > a.HI ? a.G : a.HI) * (kTileKeys + 1);
   float* tmp = gt + kTileKeys;
   const int64_t r = a.r0 + blockIdx.x;
   const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
@@ -110,19 +109,56 @@ __global__ void __launch_bounds__(kThreads) loss_rows(const LossArgs a) {
       if (j >= 0 && j < S) P[j] = 0.f;  // duplicates write the same value
     }
   __syncthreads();
+  // Thread c < 32 owns slot c of every tile: its p and I, and its partial sum and max.
   float psum = 0.f, imax = -INFINITY;
-  for (int64_t j = threadIdx.x; j < S; j += kThreads) {
-    if (P[j] < 0.f) continue;
+  const int Hkv = a.Hq / a.G;
+  for (int64_t j0 = 0; j0 < S; j0 += kTileKeys) {
+    const int c = threadIdx.x;
+    const bool in = c < kTileKeys && j0 + c < S && P[j0 + c] >= 0.f;
+    if (!__syncthreads_or(in)) continue;
     float p = 0.f;
-    for (int h = 0; h < a.Hq; h++)
-      p += expf(a.scale * row_dot(qs + h * a.D, a.k, a.k.offset(s.batch, s.k_start + j, h / a.G), a.D) - ls[h]);
-    float x = 0.f;
-    for (int h = 0; h < a.HI; h++)
-      x = fmaf(ws[h], fmaxf(row_dot(qis + h * a.dI, a.ki, a.ki.offset(s.batch, s.k_start + j, 0), a.dI), 0.f), x);
-    P[j] = p;
-    I[j] = x;
-    psum += p;
-    imax = fmaxf(imax, x);
+    for (int kh = 0; kh < Hkv; kh++) {
+      for (int i = threadIdx.x; i < kTileKeys * a.D; i += kThreads) {
+        const int64_t j = j0 + i / a.D;
+        kt[(i / a.D) * kw + i % a.D] =
+            j < S ? load1(a.k.data, a.k.dt, a.k.offset(s.batch, s.k_start + j, kh) + i % a.D) : 0.f;
+      }
+      __syncthreads();
+      for (int i = threadIdx.x; i < a.G * kTileKeys; i += kThreads) {
+        const int g = i / kTileKeys, cc = i % kTileKeys;
+        const float* qh = qs + (kh * a.G + g) * a.D;
+        float d = 0.f;
+        for (int e = 0; e < a.D; e++) d = fmaf(qh[e], kt[cc * kw + e], d);
+        dots[g * (kTileKeys + 1) + cc] = d;
+      }
+      __syncthreads();
+      if (in)
+        for (int g = 0; g < a.G; g++)
+          p += expf(a.scale * dots[g * (kTileKeys + 1) + c] - ls[kh * a.G + g]);
+      __syncthreads();  // kt and dots are rewritten next
+    }
+    for (int i = threadIdx.x; i < kTileKeys * a.dI; i += kThreads) {
+      const int64_t j = j0 + i / a.dI;
+      kt[(i / a.dI) * kw + i % a.dI] =
+          j < S ? load1(a.ki.data, a.ki.dt, a.ki.offset(s.batch, s.k_start + j, 0) + i % a.dI) : 0.f;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < a.HI * kTileKeys; i += kThreads) {
+      const int h = i / kTileKeys, cc = i % kTileKeys;
+      float d = 0.f;
+      for (int e = 0; e < a.dI; e++) d = fmaf(qis[h * a.dI + e], kt[cc * kw + e], d);
+      dots[h * (kTileKeys + 1) + cc] = d;
+    }
+    __syncthreads();
+    if (in) {
+      float x = 0.f;
+      for (int h = 0; h < a.HI; h++) x = fmaf(ws[h], fmaxf(dots[h * (kTileKeys + 1) + c], 0.f), x);
+      P[j0 + c] = p;
+      I[j0 + c] = x;
+      psum += p;
+      imax = fmaxf(imax, x);
+    }
+    // The next tile's first write to kt and dots comes after its __syncthreads_or.
   }
   psum = block_reduce<false>(psum, tmp);
   imax = block_reduce<true>(imax, tmp);
@@ -153,14 +189,14 @@ __global__ void __launch_bounds__(kThreads) loss_rows(const LossArgs a) {
     if (c < kTileKeys) gt[c] = j0 + c < S ? P[j0 + c] : 0.f;
     for (int i = threadIdx.x; i < kTileKeys * a.dI; i += kThreads) {
       const int64_t j = j0 + i / a.dI;
-      kt[(i / a.dI) * (a.dI + 1) + i % a.dI] =
+      kt[(i / a.dI) * kw + i % a.dI] =
           j < S ? load1(a.ki.data, a.ki.dt, a.ki.offset(s.batch, s.k_start + j, 0) + i % a.dI) : 0.f;
     }
     __syncthreads();
     for (int i = threadIdx.x; i < a.HI * kTileKeys; i += kThreads) {
       const int h = i / kTileKeys, cc = i % kTileKeys;
       float d = 0.f;
-      for (int e = 0; e < a.dI; e++) d = fmaf(qis[h * a.dI + e], kt[cc * (a.dI + 1) + e], d);
+      for (int e = 0; e < a.dI; e++) d = fmaf(qis[h * a.dI + e], kt[cc * kw + e], d);
       dots[h * (kTileKeys + 1) + cc] = d;
     }
     __syncthreads();
@@ -168,7 +204,7 @@ __global__ void __launch_bounds__(kThreads) loss_rows(const LossArgs a) {
       const int h = i / a.dI, e = i % a.dI;
       float acc = dqs[i];
       for (int cc = 0; cc < kTileKeys; cc++)
-        if (dots[h * (kTileKeys + 1) + cc] > 0.f) acc = fmaf(gt[cc] * ws[h], kt[cc * (a.dI + 1) + e], acc);
+        if (dots[h * (kTileKeys + 1) + cc] > 0.f) acc = fmaf(gt[cc] * ws[h], kt[cc * kw + e], acc);
       dqs[i] = acc;
     }
     for (int h = threadIdx.x; h < a.HI; h += kThreads) {
@@ -281,8 +317,8 @@ void indexer_loss(const IndexerLossParams& lp) {
   if (lp.dki) TOPK_CUDA(cudaMemsetAsync(lp.dki, 0, size_t(lp.B * p.Smax * lp.dI) * 4, stream()));
   if (st.rows == 0) return;
   const size_t row_smem = (size_t(p.Hq) * p.D + 2 * size_t(lp.HI) * lp.dI + 2 * size_t(lp.HI) + p.Hq +
-                           size_t(kTileKeys) * (lp.dI + 1) + size_t(lp.HI) * (kTileKeys + 1) +
-                           kTileKeys + 32) * 4;
+                           size_t(kTileKeys) * (std::max(p.D, lp.dI) + 1) +
+                           size_t(std::max(p.group(), lp.HI)) * (kTileKeys + 1) + kTileKeys + 32) * 4;
   const size_t key_smem = (2 * size_t(kTileKeys) * lp.dI + size_t(lp.HI) * lp.dI + lp.HI +
                            size_t(lp.HI) * (kTileKeys + 1) + kTileKeys) * 4;
   TOPK_CHECK(row_smem <= 227 * 1024 && key_smem <= 227 * 1024, "indexer_loss: Hq = %d heads of D = "
