@@ -8,7 +8,7 @@
 #
 # Environment: TOPK_BIN (folder holding prebuilt `topk` and `topk_cuda_tests`, instead of a
 # build dir), STEPS (which steps, comma separated, default all: tests,bench,torch,engine,hf,
-# sanitize, python), TEST_FILTER (gtest filter of the tests step), SANITIZER_FILTER (gtest filter for
+# sanitize, python, dist), TEST_FILTER (gtest filter of the tests step), SANITIZER_FILTER (gtest filter for
 # the sanitizer runs), SKIP_TORCH=1, REPS (timed runs per case, default 50), STEP_TIMEOUT
 # (seconds per step, default 900), HF_ARGS (extra arguments of bench/hf_engine_baselines.py).
 set -u
@@ -28,7 +28,7 @@ else
   fi
 fi
 REPS=${REPS:-50}
-STEPS=${STEPS:-tests,bench,torch,engine,hf,python,sanitize}
+STEPS=${STEPS:-tests,bench,torch,engine,hf,python,dist,sanitize}
 want() { case ",$STEPS," in *",$1,"*) return 0 ;; esac; return 1; }
 export TOPK_SOURCE_DIR=$ROOT
 FILTER=${SANITIZER_FILTER:-CudaAttention.ForwardRaggedDtypes:CudaAttention.ForwardPackedAndStrided:CudaSelect.*:CudaSparse.*:CudaTopk.RatiosForcedAndFull:CudaTopk.CausalPrefill:CudaTopk.ThresholdSmall:CudaTopk.SampleThresholds:CudaTopk.TiesAcrossSlices:CudaFlash.ForwardLayouts:CudaFlash.ForwardStridedCache:CudaBackward.Layouts:CudaBackward.OtherDtypesAndHeadDims:CudaSparseBackward.*:CudaMetrics.*:CudaTopkPrefill.GroupsAndRangesUnderSmallBudget:CudaModelOps.*:CudaApprox.Indexer*Reference:CudaApprox.IndexerScores*:CudaApprox.Quest*:CudaApprox.LayerNorm*}
@@ -37,7 +37,7 @@ LOG=$OUT/gpu-check.log
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
 
 step() { echo "== $1" | tee -a "$LOG"; }
-st_tests=SKIP st_mem=SKIP st_race=SKIP st_bench=SKIP st_torch=SKIP st_engine=SKIP st_hf=SKIP st_py=SKIP
+st_tests=SKIP st_mem=SKIP st_race=SKIP st_bench=SKIP st_torch=SKIP st_engine=SKIP st_hf=SKIP st_py=SKIP st_dist=SKIP
 has_torch() { [ "${SKIP_TORCH:-0}" != 1 ] && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; }
 
 if want tests; then
@@ -99,6 +99,34 @@ fi
 tail -n 20 "$OUT/python_gpu_check.log" | tee -a "$LOG"
 fi
 
+# Data parallelism on every GPU of the host (2 or more): the two-rank test, then the step's
+# throughput on 1 and on all GPUs with the same global batch, overlapped and not, beside PyTorch
+# DDP on the same model and batches (docs/benchmarks.md, "Training on two GPUs").
+NGPU=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+if want dist && [ "$NGPU" -ge 2 ]; then
+step "data parallelism over $NGPU GPUs"
+st_dist=FAIL
+DIST="$MODEL --S 4096 --steps 10 --warmup 3 --json"
+nvidia-smi topo -m >"$OUT/nvidia-topo.txt" 2>&1 || true
+: >"$OUT/bench_dist.jsonl"
+if timeout "${STEP_TIMEOUT:-900}" "$TESTS" --gtest_filter='CudaDist.*' >"$OUT/dist_tests.log" 2>&1; then
+  ok=1
+  for bt in 32768 131072; do
+    for n in 1 "$NGPU"; do
+      timeout "${STEP_TIMEOUT:-900}" "$TOPK" bench train --gpus "$n" $DIST --batch-tokens "$bt" >>"$OUT/bench_dist.jsonl" 2>>"$LOG" || ok=0
+      [ "$n" -gt 1 ] && { timeout "${STEP_TIMEOUT:-900}" "$TOPK" bench train --gpus "$n" $DIST --batch-tokens "$bt" --no-overlap >>"$OUT/bench_dist.jsonl" 2>>"$LOG" || ok=0; }
+      if has_torch; then
+        PYTHONUNBUFFERED=1 timeout "${STEP_TIMEOUT:-900}" torchrun --standalone --nproc-per-node "$n" \
+          "$ROOT/bench/ddp_baseline.py" $MODEL --S 4096 --batch-tokens "$bt" >>"$OUT/bench_dist.jsonl" 2>>"$OUT/ddp.log" || ok=0
+      fi
+    done
+  done
+  [ "$ok" = 1 ] && st_dist=PASS
+fi
+grep -E "^\[  (PASSED|FAILED|SKIPPED) |two ranks vs one GPU" "$OUT/dist_tests.log" | tee -a "$LOG"
+cat "$OUT/bench_dist.jsonl" >>"$LOG"
+fi
+
 if want sanitize; then
 SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
 step "compute-sanitizer memcheck ($FILTER)"
@@ -122,6 +150,7 @@ echo "| torch baselines | $st_torch |"
 echo "| engine benchmarks | $st_engine |"
 echo "| HF engine baselines | $st_hf |"
 echo "| Python package | $st_py |"
+echo "| data parallelism ($NGPU GPUs) | $st_dist |"
 if [ "$st_bench" = PASS ] && [ "$st_torch" = PASS ]; then
   echo
   python3 "$ROOT/bench/join_bench.py" "$OUT/bench_cuda.json" "$OUT/bench_torch.json" | tee "$OUT/summary.md"
@@ -131,4 +160,8 @@ if [ "$st_engine" = PASS ]; then
   python3 "$ROOT/bench/join_engine.py" "$OUT/bench_train.jsonl" "$OUT/bench_generate.jsonl" \
     "$OUT/bench_hf.json" | tee "$OUT/engine_summary.md"
 fi
-case "$st_tests$st_mem$st_race" in *FAIL*) exit 1 ;; esac
+if [ "$st_dist" = PASS ]; then
+  echo
+  python3 "$ROOT/bench/join_dist.py" "$OUT/bench_dist.jsonl" | tee "$OUT/dist_summary.md"
+fi
+case "$st_tests$st_mem$st_race$st_dist" in *FAIL*) exit 1 ;; esac
