@@ -91,7 +91,7 @@ enum : int {
 // re-sent only when its bytes change, so that a training step's layers pay no copy (a copy
 // from pageable memory waits for the stream).
 const void* upload_table(int slot, const void* host, size_t bytes);
-enum : int { kTabFlashQ = 0, kTabFlashK, kTabCount };
+enum : int { kTabFlashQ = 0, kTabFlashK, kTabIndexer, kTabCount };
 
 int num_sms();
 cudaStream_t stream();  // the stream all ops run on: topk::cuda_stream() (default: legacy)

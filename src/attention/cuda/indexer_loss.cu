@@ -18,6 +18,8 @@
 // Plain fp32 FMAs: the loss trains small indexers; every reduction has a fixed order, so a
 // step gives the same bits on every run.
 #include <algorithm>
+#include <cstring>
+#include <vector>
 #include <unordered_map>
 
 #include "attention/approx.h"
@@ -218,58 +220,101 @@ __global__ void __launch_bounds__(kThreads) loss_rows(const LossArgs a) {
   for (int h = threadIdx.x; h < a.HI; h += kThreads) a.dw[qrow * a.HI + h] = dws[h];
 }
 
-__global__ void __launch_bounds__(kThreads) loss_keys(const LossArgs a) {
+// One block of loss_keys: the rows [rb, re) of sequence `seq` (a chunk of the range's rows of
+// that sequence), whose dki on each key tile goes to part + (key) * dI.
+struct KeyJob {
+  int32_t seq, pad;
+  int64_t rb, re, part;
+};
+// The reduction of one sequence's chunks: dki of its keys += chunk 0 + chunk 1 + ... in order.
+struct KeySum {
+  int32_t seq, chunks;
+  int64_t part;  // chunk c of key j at (part + c * S + j) * dI
+};
+constexpr int64_t kChunkRows = 256;
+
+// Blocks per (key tile, chunk of rows): rows go in groups of RB through shared memory (g of the
+// tile, qi and w of each row), a thread per (row, head, key) takes the group's dots once, and
+// each (key, dim) of dki sums its group's terms in row then head order.
+__global__ void __launch_bounds__(kThreads) loss_keys(const LossArgs a, const KeyJob* jobs, int RB,
+                                                      float* part) {
   extern __shared__ float sm[];
-  // kt [32][dI], dk [32][dI], qi [HI dI], w [HI], dots [HI][33], g [32]
+  // kt [32][dI + 1], dk [32][dI], qi [RB][HI dI], w [RB][HI], g [RB][32], coef [RB][HI][33]
+  const int kw = a.dI + 1, HD = a.HI * a.dI;
   float* kt = sm;
-  float* dk = kt + kTileKeys * a.dI;
+  float* dk = kt + kTileKeys * kw;
   float* qis = dk + kTileKeys * a.dI;
-  float* ws = qis + a.HI * a.dI;
-  float* dots = ws + a.HI;
-  float* gt = dots + a.HI * (kTileKeys + 1);
-  const DSeq s = a.seqs[blockIdx.y];
+  float* ws = qis + RB * HD;
+  float* gt = ws + RB * a.HI;
+  float* coef = gt + RB * kTileKeys;
+  const KeyJob jb = jobs[blockIdx.y];
+  const DSeq s = a.seqs[jb.seq];
   const int64_t j0 = int64_t(blockIdx.x) * kTileKeys;
   if (j0 >= s.S) return;
-  const int64_t rb = a.r0 > s.r0 ? a.r0 : s.r0, re = a.r1 < s.r0 + s.T ? a.r1 : s.r0 + s.T;
-  if (rb >= re) return;
-  const int64_t kb = int64_t(s.batch) * a.Smax + s.k_start;
-  for (int i = threadIdx.x; i < kTileKeys * a.dI; i += kThreads) {
-    const int64_t j = j0 + i / a.dI;
-    kt[i] = j < s.S ? load1(a.ki.data, a.ki.dt, a.ki.offset(s.batch, s.k_start + j, 0) + i % a.dI) : 0.f;
-    dk[i] = j < s.S ? a.dki[(kb + j) * a.dI + i % a.dI] : 0.f;
+  const int nk = s.S - j0 < kTileKeys ? int(s.S - j0) : kTileKeys;
+  float* out = part + (jb.part + j0) * a.dI;
+  // Under a causal mask, rows that see none of the tile's keys contribute nothing.
+  if (a.causal && visible_keys(s, jb.re - 1 - s.r0, true) <= j0) {
+    for (int i = threadIdx.x; i < nk * a.dI; i += kThreads) out[i] = 0.f;
+    return;
   }
-  for (int64_t r = rb; r < re; r++) {
-    const float* g = a.P + (r - a.r0) * a.L;
-    const int c = threadIdx.x;
-    const bool any = __syncthreads_or(c < kTileKeys && j0 + c < s.S && g[j0 + c] != 0.f);
-    if (!any) continue;
-    const int64_t t = r - s.r0, qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
-    if (c < kTileKeys) gt[c] = j0 + c < s.S ? g[j0 + c] : 0.f;
-    for (int i = threadIdx.x; i < a.HI * a.dI; i += kThreads)
-      qis[i] = load1(a.qi.data, a.qi.dt, a.qi.offset(s.batch, s.q_start + t, i / a.dI) + i % a.dI);
-    for (int i = threadIdx.x; i < a.HI; i += kThreads) ws[i] = a.w[qrow * a.HI + i];
+  for (int i = threadIdx.x; i < kTileKeys * a.dI; i += kThreads) {
+    const int c = i / a.dI, e = i % a.dI;
+    kt[c * kw + e] = c < nk ? load1(a.ki.data, a.ki.dt, a.ki.offset(s.batch, s.k_start + j0 + c, 0) + e) : 0.f;
+    dk[i] = 0.f;
+  }
+  for (int64_t r = jb.rb; r < jb.re; r += RB) {
+    const int nr = jb.re - r < RB ? int(jb.re - r) : RB;
+    bool nz = false;
+    for (int i = threadIdx.x; i < RB * kTileKeys; i += kThreads) {
+      const int rr = i / kTileKeys, c = i % kTileKeys;
+      const float g = rr < nr && c < nk ? a.P[(r + rr - a.r0) * a.L + j0 + c] : 0.f;
+      gt[i] = g;
+      nz |= g != 0.f;
+    }
+    if (!__syncthreads_or(nz)) continue;
+    for (int i = threadIdx.x; i < nr * HD; i += kThreads) {
+      const int rr = i / HD, he = i % HD;
+      qis[i] = load1(a.qi.data, a.qi.dt, a.qi.offset(s.batch, s.q_start + (r + rr - s.r0), he / a.dI) + he % a.dI);
+    }
+    for (int i = threadIdx.x; i < nr * a.HI; i += kThreads) {
+      const int rr = i / a.HI;
+      const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + (r + rr - s.r0);
+      ws[i] = a.w[qrow * a.HI + i % a.HI];
+    }
     __syncthreads();
-    for (int i = threadIdx.x; i < a.HI * kTileKeys; i += kThreads) {
-      const int h = i / kTileKeys, cc = i % kTileKeys;
+    for (int i = threadIdx.x; i < nr * a.HI * kTileKeys; i += kThreads) {
+      const int c = i % kTileKeys, rh = i / kTileKeys;  // rh = rr * HI + h
+      const float* q = qis + rh * a.dI;
+      const float* k = kt + c * kw;
       float d = 0.f;
-      for (int e = 0; e < a.dI; e++) d = fmaf(qis[h * a.dI + e], kt[cc * a.dI + e], d);
-      dots[h * (kTileKeys + 1) + cc] = d;
+      for (int e = 0; e < a.dI; e++) d = fmaf(q[e], k[e], d);
+      coef[rh * (kTileKeys + 1) + c] = d > 0.f ? gt[(rh / a.HI) * kTileKeys + c] * ws[rh] : 0.f;
     }
     __syncthreads();
     for (int i = threadIdx.x; i < kTileKeys * a.dI; i += kThreads) {
-      const int cc = i / a.dI, e = i % a.dI;
+      const int c = i / a.dI, e = i % a.dI;
       float acc = dk[i];
-      for (int h = 0; h < a.HI; h++)
-        if (dots[h * (kTileKeys + 1) + cc] > 0.f) acc = fmaf(gt[cc] * ws[h], qis[h * a.dI + e], acc);
+      for (int rh = 0; rh < nr * a.HI; rh++) acc = fmaf(coef[rh * (kTileKeys + 1) + c], qis[rh * a.dI + e], acc);
       dk[i] = acc;
     }
-    __syncthreads();  // qis, ws, gt are rewritten by the next row
+    __syncthreads();  // qis, ws, gt and coef are rewritten by the next group
   }
-  __syncthreads();
-  for (int i = threadIdx.x; i < kTileKeys * a.dI; i += kThreads) {
-    const int64_t j = j0 + i / a.dI;
-    if (j < s.S) a.dki[(kb + j) * a.dI + i % a.dI] = dk[i];
-  }
+  for (int i = threadIdx.x; i < nk * a.dI; i += kThreads) out[i] = dk[i];
+}
+
+// dki of a sequence's keys += its chunks' sums, chunk by chunk (ranges run in order, so every
+// element's sum has one fixed order).
+__global__ void __launch_bounds__(kThreads) loss_keys_sum(const LossArgs a, const KeySum* sums,
+                                                          const float* part) {
+  const KeySum ks = sums[blockIdx.y];
+  const DSeq s = a.seqs[ks.seq];
+  const int64_t i = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (i >= int64_t(s.S) * a.dI) return;
+  float* d = a.dki + (int64_t(s.batch) * a.Smax + s.k_start) * a.dI + i;
+  float acc = *d;
+  for (int c = 0; c < ks.chunks; c++) acc += part[(ks.part + int64_t(c) * s.S) * a.dI + i];
+  *d = acc;
 }
 
 template <class K>
@@ -319,8 +364,11 @@ void indexer_loss(const IndexerLossParams& lp) {
   const size_t row_smem = (size_t(p.Hq) * p.D + 2 * size_t(lp.HI) * lp.dI + 2 * size_t(lp.HI) + p.Hq +
                            size_t(kTileKeys) * (std::max(p.D, lp.dI) + 1) +
                            size_t(std::max(p.group(), lp.HI)) * (kTileKeys + 1) + kTileKeys + 32) * 4;
-  const size_t key_smem = (2 * size_t(kTileKeys) * lp.dI + size_t(lp.HI) * lp.dI + lp.HI +
-                           size_t(lp.HI) * (kTileKeys + 1) + kTileKeys) * 4;
+  // Rows per group of the key kernel: as many as fit (up to 8) beside the tile.
+  const size_t key_fixed = size_t(kTileKeys) * (2 * lp.dI + 1) * 4;
+  const size_t key_row = (size_t(lp.HI) * lp.dI + lp.HI + kTileKeys + size_t(lp.HI) * (kTileKeys + 1)) * 4;
+  const int RB = int(std::clamp<int64_t>((int64_t(160 * 1024) - int64_t(key_fixed)) / int64_t(key_row), 1, 8));
+  const size_t key_smem = key_fixed + size_t(RB) * key_row;
   TOPK_CHECK(row_smem <= 227 * 1024 && key_smem <= 227 * 1024, "indexer_loss: Hq = %d heads of D = "
              "%d and HI = %d of dI = %d do not fit the CUDA kernels' shared memory", p.Hq, p.D,
              lp.HI, lp.dI);
@@ -328,8 +376,11 @@ void indexer_loss(const IndexerLossParams& lp) {
              p.nseq);
   allow_smem(loss_rows, row_smem);
   allow_smem(loss_keys, key_smem);
-  // Rows per range: the two work arrays of L floats per row within the budget.
-  const int64_t step = std::max<int64_t>(1, int64_t(workspace_budget()) / (8 * L));
+  // Rows per range: the two work arrays of L floats per row, and the key kernel's partial sums
+  // (dI floats per key for each chunk of kChunkRows rows), within the budget.
+  const int64_t per_row = 8 * L + (lp.dki ? 4 * L * lp.dI / kChunkRows + 1 : 0);
+  const int64_t step = std::max<int64_t>(1, int64_t(workspace_budget()) / per_row);
+  std::vector<char> tab;
   for (int64_t r0 = 0; r0 < st.rows; r0 += step) {
     const int64_t r1 = std::min(st.rows, r0 + step);
     a.r0 = r0;
@@ -339,8 +390,35 @@ void indexer_loss(const IndexerLossParams& lp) {
     loss_rows<<<unsigned(r1 - r0), kThreads, row_smem, stream()>>>(a);
     TOPK_CUDA_LAUNCH();
     if (!lp.dki) continue;
-    loss_keys<<<dim3(unsigned((L + kTileKeys - 1) / kTileKeys), unsigned(p.nseq)), kThreads, key_smem,
-                 stream()>>>(a);
+    // The range's rows of each sequence in chunks; each chunk's partial dki has the sequence's
+    // S keys.
+    std::vector<KeyJob> jobs;
+    std::vector<KeySum> sums;
+    int64_t keys = 0, seq_r0 = 0, smax = 0;
+    for (int i = 0; i < p.nseq; i++) {
+      const SeqDesc& sd = p.seqs[i];
+      const int64_t rb = std::max(r0, seq_r0), re = std::min(r1, seq_r0 + sd.T);
+      seq_r0 += sd.T;
+      if (rb >= re || sd.S == 0) continue;
+      KeySum ks{i, 0, keys};
+      for (int64_t c = rb; c < re; c += kChunkRows, ks.chunks++, keys += sd.S)
+        jobs.push_back({i, 0, c, std::min(re, c + kChunkRows), keys});
+      sums.push_back(ks);
+      smax = std::max<int64_t>(smax, sd.S);
+    }
+    if (jobs.empty()) continue;
+    TOPK_CHECK(jobs.size() <= 65535 && sums.size() <= 65535, "indexer_loss: too many row chunks");
+    tab.resize(jobs.size() * sizeof(KeyJob) + sums.size() * sizeof(KeySum));
+    std::memcpy(tab.data(), jobs.data(), jobs.size() * sizeof(KeyJob));
+    std::memcpy(tab.data() + jobs.size() * sizeof(KeyJob), sums.data(), sums.size() * sizeof(KeySum));
+    const char* dtab = static_cast<const char*>(upload_table(kTabIndexer, tab.data(), tab.size()));
+    float* partial = static_cast<float*>(workspace(kWsPartial, size_t(keys * lp.dI) * 4));
+    loss_keys<<<dim3(unsigned((smax + kTileKeys - 1) / kTileKeys), unsigned(jobs.size())), kThreads,
+                key_smem, stream()>>>(a, reinterpret_cast<const KeyJob*>(dtab), RB, partial);
+    TOPK_CUDA_LAUNCH();
+    loss_keys_sum<<<dim3(unsigned((smax * lp.dI + kThreads - 1) / kThreads), unsigned(sums.size())),
+                    kThreads, 0, stream()>>>(
+        a, reinterpret_cast<const KeySum*>(dtab + jobs.size() * sizeof(KeyJob)), partial);
     TOPK_CUDA_LAUNCH();
   }
 }
