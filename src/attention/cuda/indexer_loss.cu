@@ -1,20 +1,24 @@
 // The Lightning Indexer's distillation loss and its gradient on CUDA (indexer_loss, approx.h).
 // Query rows go in ranges whose work arrays stay under the workspace budget; per range:
 //
-//   row kernel   a block per query row: marks the row's key set in P (-1: not in it), then
-//                tiles of 32 keys go through shared memory (read coalesced, one KV head at a
-//                time, then the indexer keys), a thread per (key, head) takes the dots, and a
-//                thread per key of the tile adds up the target mass p(s) = sum_h
+//   row kernel   a block per group of up to 8 consecutive query rows of one sequence: marks
+//                each row's key set in P (-1: not in it), then tiles of 32 keys go through
+//                shared memory once for the group (read coalesced, one KV head at a time, then
+//                the indexer keys), a thread per (row, key, head) takes the dots, and a thread
+//                per (row, key) of the tile adds up the target mass p(s) = sum_h
 //                e^(scale q_h.k_s - lse_h) and I(s) in head order into P and I (a thread per
 //                key reading its own row from global memory made this kernel 100x slower);
-//                block reductions (fixed trees) give sum p, max I and
-//                the softmax of I; the loss is written and P becomes g(s) = softmax(I)(s) - p(s)
-//                (0 outside the set). dqi and dw then sum over tiles of 32 keys in key order:
-//                the tile's ki in shared memory, the head dots of the tile, and each (head, dim)
-//                of dqi accumulated by its one thread in shared memory.
-//   key kernel   a block per (sequence, tile of 32 keys): dki of the tile sums over the range's
-//                rows of the sequence in row order (rows whose g is 0 on the tile are skipped),
-//                adding to what earlier ranges left, so the sum order is fixed.
+//                warp rr owns row rr's slots, so its sum p and max I are one warp's fixed
+//                tree; block reductions (fixed trees) give the softmax of I row by row; the
+//                loss is written and P becomes g(s) = softmax(I)(s) - p(s) (0 outside the set).
+//                dqi and dw then sum over tiles of 32 keys in key order: the tile's ki in
+//                shared memory, the head dots of the tile, and each (row, head, dim) of dqi
+//                accumulated by its one thread in shared memory.
+//   key kernel   a block per (tile of 32 keys, chunk of 256 of the range's rows of a
+//                sequence): the chunk's rows go in groups of up to 8 (g, qi, w in shared
+//                memory; a thread per (row, head, key) for the dots), each (key, dim) summing in
+//                row order; loss_keys_sum then adds the chunks to dki in chunk order, after what
+//                earlier ranges left, so every sum has one fixed order.
 // Plain fp32 FMAs: the loss trains small indexers; every reduction has a fixed order, so a
 // step gives the same bits on every run.
 #include <algorithm>
@@ -73,50 +77,67 @@ __device__ __forceinline__ float block_reduce(float x, float* tmp) {
   return x;
 }
 
-__global__ void __launch_bounds__(kThreads) loss_rows(const LossArgs a) {
+// One block of loss_rows: n (<= RQ) consecutive query rows of sequence `seq`, from compact row r.
+struct RowJob {
+  int32_t seq, n;
+  int64_t r;
+};
+
+// A block per RowJob: the rows share each key tile's loads; warp rr owns row rr's 32 slots of
+// every tile (its p, I, and the row's partial sum and max), so a row's reductions are one
+// warp's fixed tree.
+__global__ void __launch_bounds__(kThreads) loss_rows(const LossArgs a, const RowJob* jobs, int RQ) {
   extern __shared__ float sm[];
-  // q [Hq D], qi [HI dI], dq [HI dI], w [HI], dw [HI], lse [Hq], kt [32][max(D, dI) + 1],
-  // dots [max(G, HI)][33], g [32], tmp [32]
+  // per row: q [Hq D], qi [HI dI], dq [HI dI], w [HI], dw [HI], lse [Hq], dots [max(G, HI)][33],
+  // g [32]; then kt [32][max(D, dI) + 1], red [2][8], tmp [32]
   const int kw = (a.D > a.dI ? a.D : a.dI) + 1;  // a key's row in kt, padded against bank conflicts
+  const int GH = a.G > a.HI ? a.G : a.HI, HD = a.HI * a.dI;
   float* qs = sm;
-  float* qis = qs + a.Hq * a.D;
-  float* dqs = qis + a.HI * a.dI;
-  float* ws = dqs + a.HI * a.dI;
-  float* dws = ws + a.HI;
-  float* ls = dws + a.HI;
-  float* kt = ls + a.Hq;
-  float* dots = kt + kTileKeys * kw;
-  float* gt = dots + (a.G > a.HI ? a.G : a.HI) * (kTileKeys + 1);
-  float* tmp = gt + kTileKeys;
-  const int64_t r = a.r0 + blockIdx.x;
-  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
-  const int64_t t = r - s.r0, qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
-  const int64_t n = visible_keys(s, t, a.causal), S = s.S;
-  float* P = a.P + int64_t(blockIdx.x) * a.L;
-  float* I = a.I + int64_t(blockIdx.x) * a.L;
-  for (int i = threadIdx.x; i < a.Hq * a.D; i += kThreads)
-    qs[i] = load1(a.q.data, a.q.dt, a.q.offset(s.batch, s.q_start + t, i / a.D) + i % a.D);
-  for (int i = threadIdx.x; i < a.HI * a.dI; i += kThreads) {
-    qis[i] = load1(a.qi.data, a.qi.dt, a.qi.offset(s.batch, s.q_start + t, i / a.dI) + i % a.dI);
+  float* qis = qs + RQ * a.Hq * a.D;
+  float* dqs = qis + RQ * HD;
+  float* ws = dqs + RQ * HD;
+  float* dws = ws + RQ * a.HI;
+  float* ls = dws + RQ * a.HI;
+  float* dots = ls + RQ * a.Hq;
+  float* gt = dots + RQ * GH * (kTileKeys + 1);
+  float* kt = gt + RQ * kTileKeys;
+  float* red = kt + kTileKeys * kw;
+  float* tmp = red + 16;
+  const RowJob jb = jobs[blockIdx.x];
+  const DSeq s = a.seqs[jb.seq];
+  const int nr = jb.n, S = s.S;
+  const int64_t t0 = jb.r - s.r0, qrow0 = int64_t(s.batch) * a.Tq + s.q_start + t0;
+  float* P0 = a.P + (jb.r - a.r0) * a.L;
+  float* I0 = a.I + (jb.r - a.r0) * a.L;
+  for (int i = threadIdx.x; i < nr * a.Hq * a.D; i += kThreads) {
+    const int rr = i / (a.Hq * a.D), hd = i % (a.Hq * a.D);
+    qs[i] = load1(a.q.data, a.q.dt, a.q.offset(s.batch, s.q_start + t0 + rr, hd / a.D) + hd % a.D);
+  }
+  for (int i = threadIdx.x; i < nr * HD; i += kThreads) {
+    const int rr = i / HD, he = i % HD;
+    qis[i] = load1(a.qi.data, a.qi.dt, a.qi.offset(s.batch, s.q_start + t0 + rr, he / a.dI) + he % a.dI);
     dqs[i] = 0.f;
   }
-  for (int i = threadIdx.x; i < a.HI; i += kThreads) ws[i] = a.w[qrow * a.HI + i], dws[i] = 0.f;
-  for (int i = threadIdx.x; i < a.Hq; i += kThreads) ls[i] = a.lse[qrow * a.Hq + i];
-  // The key set: -1 outside, 0 inside.
-  for (int64_t j = threadIdx.x; j < S; j += kThreads) P[j] = a.idx ? -1.f : (j < n ? 0.f : -1.f);
+  for (int i = threadIdx.x; i < nr * a.HI; i += kThreads) ws[i] = a.w[qrow0 * a.HI + i], dws[i] = 0.f;
+  for (int i = threadIdx.x; i < nr * a.Hq; i += kThreads) ls[i] = a.lse[qrow0 * a.Hq + i];
+  // The key sets: -1 outside, 0 inside.
+  for (int rr = 0; rr < nr; rr++) {
+    const int64_t n = visible_keys(s, t0 + rr, a.causal);
+    for (int64_t j = threadIdx.x; j < S; j += kThreads) P0[rr * a.L + j] = a.idx ? -1.f : (j < n ? 0.f : -1.f);
+  }
   __syncthreads();
   if (a.idx)
-    for (int64_t i = threadIdx.x; i < a.K; i += kThreads) {
-      const int32_t j = a.idx[qrow * a.K + i];
-      if (j >= 0 && j < S) P[j] = 0.f;  // duplicates write the same value
+    for (int64_t i = threadIdx.x; i < nr * a.K; i += kThreads) {
+      const int rr = int(i / a.K);
+      const int32_t j = a.idx[qrow0 * a.K + i];
+      if (j >= 0 && j < S) P0[rr * a.L + j] = 0.f;  // duplicates write the same value
     }
   __syncthreads();
-  // Thread c < 32 owns slot c of every tile: its p and I, and its partial sum and max.
-  float psum = 0.f, imax = -INFINITY;
   const int Hkv = a.Hq / a.G;
+  const int own = threadIdx.x >> 5, c = threadIdx.x & 31;  // the (row, slot) this thread owns
+  float psum = 0.f, imax = -INFINITY;
   for (int64_t j0 = 0; j0 < S; j0 += kTileKeys) {
-    const int c = threadIdx.x;
-    const bool in = c < kTileKeys && j0 + c < S && P[j0 + c] >= 0.f;
+    const bool in = own < nr && j0 + c < S && P0[own * a.L + j0 + c] >= 0.f;
     if (!__syncthreads_or(in)) continue;
     float p = 0.f;
     for (int kh = 0; kh < Hkv; kh++) {
@@ -126,17 +147,17 @@ __global__ void __launch_bounds__(kThreads) loss_rows(const LossArgs a) {
             j < S ? load1(a.k.data, a.k.dt, a.k.offset(s.batch, s.k_start + j, kh) + i % a.D) : 0.f;
       }
       __syncthreads();
-      for (int i = threadIdx.x; i < a.G * kTileKeys; i += kThreads) {
-        const int g = i / kTileKeys, cc = i % kTileKeys;
-        const float* qh = qs + (kh * a.G + g) * a.D;
+      for (int i = threadIdx.x; i < nr * a.G * kTileKeys; i += kThreads) {
+        const int cc = i % kTileKeys, rg = i / kTileKeys, rr = rg / a.G, g = rg % a.G;
+        const float* qh = qs + (rr * a.Hq + kh * a.G + g) * a.D;
         float d = 0.f;
         for (int e = 0; e < a.D; e++) d = fmaf(qh[e], kt[cc * kw + e], d);
-        dots[g * (kTileKeys + 1) + cc] = d;
+        dots[(rr * GH + g) * (kTileKeys + 1) + cc] = d;
       }
       __syncthreads();
       if (in)
         for (int g = 0; g < a.G; g++)
-          p += expf(a.scale * dots[g * (kTileKeys + 1) + c] - ls[kh * a.G + g]);
+          p += expf(a.scale * dots[(own * GH + g) * (kTileKeys + 1) + c] - ls[own * a.Hq + kh * a.G + g]);
       __syncthreads();  // kt and dots are rewritten next
     }
     for (int i = threadIdx.x; i < kTileKeys * a.dI; i += kThreads) {
@@ -145,79 +166,96 @@ __global__ void __launch_bounds__(kThreads) loss_rows(const LossArgs a) {
           j < S ? load1(a.ki.data, a.ki.dt, a.ki.offset(s.batch, s.k_start + j, 0) + i % a.dI) : 0.f;
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < a.HI * kTileKeys; i += kThreads) {
-      const int h = i / kTileKeys, cc = i % kTileKeys;
+    for (int i = threadIdx.x; i < nr * a.HI * kTileKeys; i += kThreads) {
+      const int cc = i % kTileKeys, rh = i / kTileKeys, rr = rh / a.HI, h = rh % a.HI;
+      const float* qh = qis + rh * a.dI;
       float d = 0.f;
-      for (int e = 0; e < a.dI; e++) d = fmaf(qis[h * a.dI + e], kt[cc * kw + e], d);
-      dots[h * (kTileKeys + 1) + cc] = d;
+      for (int e = 0; e < a.dI; e++) d = fmaf(qh[e], kt[cc * kw + e], d);
+      dots[(rr * GH + h) * (kTileKeys + 1) + cc] = d;
     }
     __syncthreads();
     if (in) {
       float x = 0.f;
-      for (int h = 0; h < a.HI; h++) x = fmaf(ws[h], fmaxf(dots[h * (kTileKeys + 1) + c], 0.f), x);
-      P[j0 + c] = p;
-      I[j0 + c] = x;
+      for (int h = 0; h < a.HI; h++)
+        x = fmaf(ws[own * a.HI + h], fmaxf(dots[(own * GH + h) * (kTileKeys + 1) + c], 0.f), x);
+      P0[own * a.L + j0 + c] = p;
+      I0[own * a.L + j0 + c] = x;
       psum += p;
       imax = fmaxf(imax, x);
     }
     // The next tile's first write to kt and dots comes after its __syncthreads_or.
   }
-  psum = block_reduce<false>(psum, tmp);
-  imax = block_reduce<true>(imax, tmp);
-  float se = 0.f;
-  for (int64_t j = threadIdx.x; j < S; j += kThreads)
-    if (P[j] >= 0.f) se += expf(I[j] - imax);
-  se = block_reduce<false>(se, tmp);
-  const bool live = psum > 0.f && isfinite(psum) && se > 0.f;
-  const float lseI = imax + logf(se);
-  float loss = 0.f;
-  for (int64_t j = threadIdx.x; j < S; j += kThreads) {
-    float g = 0.f;
-    if (P[j] >= 0.f && live) {
-      const float p = P[j] / psum;
-      if (p > 0.f) loss += p * (logf(p) - (I[j] - lseI));
-      g = expf(I[j] - lseI) - p;
-    }
-    P[j] = g;
+#pragma unroll
+  for (int off = 16; off >= 1; off >>= 1) {
+    psum += __shfl_xor_sync(0xffffffffu, psum, off);
+    imax = fmaxf(imax, __shfl_xor_sync(0xffffffffu, imax, off));
   }
-  loss = block_reduce<false>(loss, tmp);
-  if (threadIdx.x == 0) a.loss[qrow] = loss;
+  if (c == 0 && own < 8) red[own] = psum, red[8 + own] = imax;
+  __syncthreads();
+  for (int rr = 0; rr < nr; rr++) {
+    float* P = P0 + rr * a.L;
+    const float* I = I0 + rr * a.L;
+    const float ps = red[rr], im = red[8 + rr];
+    float se = 0.f;
+    for (int64_t j = threadIdx.x; j < S; j += kThreads)
+      if (P[j] >= 0.f) se += expf(I[j] - im);
+    se = block_reduce<false>(se, tmp);
+    const bool live = ps > 0.f && isfinite(ps) && se > 0.f;
+    const float lseI = im + logf(se);
+    float loss = 0.f;
+    for (int64_t j = threadIdx.x; j < S; j += kThreads) {
+      float g = 0.f;
+      if (P[j] >= 0.f && live) {
+        const float p = P[j] / ps;
+        if (p > 0.f) loss += p * (logf(p) - (I[j] - lseI));
+        g = expf(I[j] - lseI) - p;
+      }
+      P[j] = g;
+    }
+    loss = block_reduce<false>(loss, tmp);
+    if (threadIdx.x == 0) a.loss[qrow0 + rr] = loss;
+  }
   if (!a.dqi) return;
   __syncthreads();  // every g is in P
   for (int64_t j0 = 0; j0 < S; j0 += kTileKeys) {
-    const int c = threadIdx.x;
-    const bool any = __syncthreads_or(c < kTileKeys && j0 + c < S && P[j0 + c] != 0.f);
-    if (!any) continue;
-    if (c < kTileKeys) gt[c] = j0 + c < S ? P[j0 + c] : 0.f;
+    const float gv = own < nr && j0 + c < S ? P0[own * a.L + j0 + c] : 0.f;
+    if (!__syncthreads_or(gv != 0.f)) continue;
+    if (own < nr) gt[own * kTileKeys + c] = gv;
     for (int i = threadIdx.x; i < kTileKeys * a.dI; i += kThreads) {
       const int64_t j = j0 + i / a.dI;
       kt[(i / a.dI) * kw + i % a.dI] =
           j < S ? load1(a.ki.data, a.ki.dt, a.ki.offset(s.batch, s.k_start + j, 0) + i % a.dI) : 0.f;
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < a.HI * kTileKeys; i += kThreads) {
-      const int h = i / kTileKeys, cc = i % kTileKeys;
+    for (int i = threadIdx.x; i < nr * a.HI * kTileKeys; i += kThreads) {
+      const int cc = i % kTileKeys, rh = i / kTileKeys, rr = rh / a.HI, h = rh % a.HI;
+      const float* qh = qis + rh * a.dI;
       float d = 0.f;
-      for (int e = 0; e < a.dI; e++) d = fmaf(qis[h * a.dI + e], kt[cc * kw + e], d);
-      dots[h * (kTileKeys + 1) + cc] = d;
+      for (int e = 0; e < a.dI; e++) d = fmaf(qh[e], kt[cc * kw + e], d);
+      dots[(rr * GH + h) * (kTileKeys + 1) + cc] = d;
     }
     __syncthreads();
-    for (int i = threadIdx.x; i < a.HI * a.dI; i += kThreads) {
-      const int h = i / a.dI, e = i % a.dI;
+    for (int i = threadIdx.x; i < nr * HD; i += kThreads) {
+      const int rh = i / a.dI, e = i % a.dI, rr = rh / a.HI, h = rh % a.HI;
+      const float* dt = dots + (rr * GH + h) * (kTileKeys + 1);
+      const float* g = gt + rr * kTileKeys;
       float acc = dqs[i];
       for (int cc = 0; cc < kTileKeys; cc++)
-        if (dots[h * (kTileKeys + 1) + cc] > 0.f) acc = fmaf(gt[cc] * ws[h], kt[cc * kw + e], acc);
+        if (dt[cc] > 0.f) acc = fmaf(g[cc] * ws[rh], kt[cc * kw + e], acc);
       dqs[i] = acc;
     }
-    for (int h = threadIdx.x; h < a.HI; h += kThreads) {
-      float acc = dws[h];
-      for (int cc = 0; cc < kTileKeys; cc++) acc = fmaf(gt[cc], fmaxf(dots[h * (kTileKeys + 1) + cc], 0.f), acc);
-      dws[h] = acc;
+    for (int i = threadIdx.x; i < nr * a.HI; i += kThreads) {
+      const int rr = i / a.HI, h = i % a.HI;
+      const float* dt = dots + (rr * GH + h) * (kTileKeys + 1);
+      const float* g = gt + rr * kTileKeys;
+      float acc = dws[i];
+      for (int cc = 0; cc < kTileKeys; cc++) acc = fmaf(g[cc], fmaxf(dt[cc], 0.f), acc);
+      dws[i] = acc;
     }
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < a.HI * a.dI; i += kThreads) a.dqi[qrow * a.HI * a.dI + i] = dqs[i];
-  for (int h = threadIdx.x; h < a.HI; h += kThreads) a.dw[qrow * a.HI + h] = dws[h];
+  for (int i = threadIdx.x; i < nr * HD; i += kThreads) a.dqi[qrow0 * HD + i] = dqs[i];
+  for (int i = threadIdx.x; i < nr * a.HI; i += kThreads) a.dw[qrow0 * a.HI + i] = dws[i];
 }
 
 // One block of loss_keys: the rows [rb, re) of sequence `seq` (a chunk of the range's rows of
@@ -361,9 +399,12 @@ void indexer_loss(const IndexerLossParams& lp) {
   a.L = L;
   if (lp.dki) TOPK_CUDA(cudaMemsetAsync(lp.dki, 0, size_t(lp.B * p.Smax * lp.dI) * 4, stream()));
   if (st.rows == 0) return;
-  const size_t row_smem = (size_t(p.Hq) * p.D + 2 * size_t(lp.HI) * lp.dI + 2 * size_t(lp.HI) + p.Hq +
-                           size_t(kTileKeys) * (std::max(p.D, lp.dI) + 1) +
-                           size_t(std::max(p.group(), lp.HI)) * (kTileKeys + 1) + kTileKeys + 32) * 4;
+  // Rows per block of the row kernel: as many as fit (up to 8, a warp each) beside the tile.
+  const size_t row_fixed = (size_t(kTileKeys) * (std::max(p.D, lp.dI) + 1) + 16 + 32) * 4;
+  const size_t row_one = (size_t(p.Hq) * p.D + 2 * size_t(lp.HI) * lp.dI + 2 * size_t(lp.HI) + p.Hq +
+                          size_t(std::max(p.group(), lp.HI)) * (kTileKeys + 1) + kTileKeys) * 4;
+  const int RQ = int(std::clamp<int64_t>((int64_t(160 * 1024) - int64_t(row_fixed)) / int64_t(row_one), 1, 8));
+  const size_t row_smem = row_fixed + size_t(RQ) * row_one;
   // Rows per group of the key kernel: as many as fit (up to 8) beside the tile.
   const size_t key_fixed = size_t(kTileKeys) * (2 * lp.dI + 1) * 4;
   const size_t key_row = (size_t(lp.HI) * lp.dI + lp.HI + kTileKeys + size_t(lp.HI) * (kTileKeys + 1)) * 4;
@@ -387,11 +428,9 @@ void indexer_loss(const IndexerLossParams& lp) {
     a.r1 = r1;
     a.P = static_cast<float*>(workspace(kWsScores, size_t((r1 - r0) * L) * 4));
     a.I = static_cast<float*>(workspace(kWsRank, size_t((r1 - r0) * L) * 4));
-    loss_rows<<<unsigned(r1 - r0), kThreads, row_smem, stream()>>>(a);
-    TOPK_CUDA_LAUNCH();
-    if (!lp.dki) continue;
-    // The range's rows of each sequence in chunks; each chunk's partial dki has the sequence's
-    // S keys.
+    // The range's rows of each sequence: RQ at a time for the row kernel, and chunks of
+    // kChunkRows for the key kernel, each chunk's partial dki holding the sequence's S keys.
+    std::vector<RowJob> rows;
     std::vector<KeyJob> jobs;
     std::vector<KeySum> sums;
     int64_t keys = 0, seq_r0 = 0, smax = 0;
@@ -399,26 +438,33 @@ void indexer_loss(const IndexerLossParams& lp) {
       const SeqDesc& sd = p.seqs[i];
       const int64_t rb = std::max(r0, seq_r0), re = std::min(r1, seq_r0 + sd.T);
       seq_r0 += sd.T;
-      if (rb >= re || sd.S == 0) continue;
+      if (rb >= re) continue;
+      for (int64_t r = rb; r < re; r += RQ) rows.push_back({i, int32_t(std::min<int64_t>(RQ, re - r)), r});
+      if (sd.S == 0) continue;
       KeySum ks{i, 0, keys};
       for (int64_t c = rb; c < re; c += kChunkRows, ks.chunks++, keys += sd.S)
         jobs.push_back({i, 0, c, std::min(re, c + kChunkRows), keys});
       sums.push_back(ks);
       smax = std::max<int64_t>(smax, sd.S);
     }
-    if (jobs.empty()) continue;
     TOPK_CHECK(jobs.size() <= 65535 && sums.size() <= 65535, "indexer_loss: too many row chunks");
-    tab.resize(jobs.size() * sizeof(KeyJob) + sums.size() * sizeof(KeySum));
-    std::memcpy(tab.data(), jobs.data(), jobs.size() * sizeof(KeyJob));
-    std::memcpy(tab.data() + jobs.size() * sizeof(KeyJob), sums.data(), sums.size() * sizeof(KeySum));
+    const size_t rb = rows.size() * sizeof(RowJob), jbb = jobs.size() * sizeof(KeyJob);
+    tab.resize(rb + jbb + sums.size() * sizeof(KeySum));
+    std::memcpy(tab.data(), rows.data(), rb);
+    std::memcpy(tab.data() + rb, jobs.data(), jbb);
+    std::memcpy(tab.data() + rb + jbb, sums.data(), sums.size() * sizeof(KeySum));
     const char* dtab = static_cast<const char*>(upload_table(kTabIndexer, tab.data(), tab.size()));
+    loss_rows<<<unsigned(rows.size()), kThreads, row_smem, stream()>>>(
+        a, reinterpret_cast<const RowJob*>(dtab), RQ);
+    TOPK_CUDA_LAUNCH();
+    if (!lp.dki || jobs.empty()) continue;
     float* partial = static_cast<float*>(workspace(kWsPartial, size_t(keys * lp.dI) * 4));
     loss_keys<<<dim3(unsigned((smax + kTileKeys - 1) / kTileKeys), unsigned(jobs.size())), kThreads,
-                key_smem, stream()>>>(a, reinterpret_cast<const KeyJob*>(dtab), RB, partial);
+                key_smem, stream()>>>(a, reinterpret_cast<const KeyJob*>(dtab + rb), RB, partial);
     TOPK_CUDA_LAUNCH();
     loss_keys_sum<<<dim3(unsigned((smax * lp.dI + kThreads - 1) / kThreads), unsigned(sums.size())),
                     kThreads, 0, stream()>>>(
-        a, reinterpret_cast<const KeySum*>(dtab + jobs.size() * sizeof(KeyJob)), partial);
+        a, reinterpret_cast<const KeySum*>(dtab + rb + jbb), partial);
     TOPK_CUDA_LAUNCH();
   }
 }
