@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "attention/select_rule.h"
 #include "core/dtype.h"
 #include "topk/attention.h"
 
@@ -73,29 +74,15 @@ struct SelectParams {
   SelectOpts sel;
 };
 
-// The selection budget W for a row that sees n keys (docs/semantics.md, "Budget").
+// The selection budget W for a row that sees n keys (select_rule.h, shared with the kernels).
 inline int64_t select_budget(const SelectOpts& sel, int64_t n) {
-  if (n <= 0) return 0;
-  int64_t w;
-  if (sel.k > 0) {
-    w = sel.k;
-  } else {
-    // The tolerance keeps ceil(0.07 * 100) at 7 although 0.07 * 100 rounds up in binary.
-    double x = sel.ratio * double(n);
-    w = int64_t(std::ceil(x - 1e-9 * x));
-  }
-  if (w < sel.min_k) w = sel.min_k;
-  if (w < 1) w = 1;
-  if (w > n) w = n;
-  return w;
+  return budget_of(sel.k, sel.ratio, sel.min_k, n);
 }
 
-// Forced keys of a row that sees n keys: sink prefix and window suffix, as a count of each
-// (the two ranges may overlap).
+// Forced keys of a row that sees n keys: sink prefix and window suffix (the two ranges may
+// overlap).
 inline int64_t forced_count(const SelectOpts& sel, int64_t n) {
-  int64_t lo = sel.sink < n ? sel.sink : n;                  // [0, lo)
-  int64_t hi = sel.window < n ? n - sel.window : 0;          // [hi, n)
-  return hi >= lo ? lo + (n - hi) : n;
+  return row_sel(sel.k, sel.ratio, sel.min_k, sel.sink, sel.window, n).forced;
 }
 inline bool is_forced(const SelectOpts& sel, int64_t n, int64_t j) {
   return j < sel.sink || j >= n - sel.window;

@@ -117,7 +117,7 @@ TOPK_TARGET TOPK_INLINE __m512 load16(__mmask16 m, const uint16_t* p) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-// order_key (select.cpp) of 16 scores: unsigned keys in score order, -0 = +0, NaN lowest (0).
+// order_key (attention/select_rule.h) of 16 scores: unsigned keys in score order, -0 = +0, NaN lowest (0).
 TOPK_TARGET TOPK_INLINE __m512i score_keys512(__m512 v) {
   __m512i u = _mm512_castps_si512(_mm512_add_ps(v, _mm512_setzero_ps()));  // -0 -> +0
   __m512i k = _mm512_xor_si512(u, _mm512_or_si512(_mm512_srai_epi32(u, 31),

@@ -11,16 +11,11 @@
 namespace topk::cpu::TOPK_ISA {
 namespace {
 
-// Order-preserving maps: a ranks before b (by value) iff key(a) > key(b). -0 equals +0 (the
-// reference compares with ==; adding +0 turns -0 into +0); NaN is 0, below every number
-// including -inf. Branch-free: score signs are random, a branch here would mispredict.
-TOPK_TARGET inline uint32_t order_key(float f) {
-  float z = f + 0.0f;
-  uint32_t u;
-  std::memcpy(&u, &z, 4);
-  uint32_t flip = uint32_t(int32_t(u) >> 31) | 0x80000000u;
-  return f != f ? 0u : u ^ flip;
-}
+// Order-preserving maps: a ranks before b (by value) iff key(a) > key(b); -0 equals +0; NaN is
+// 0, below every number including -inf. The f32 one is the kernels' shared rule
+// (select_rule.h); the f64 one (group sharing ranks probability sums) follows it. Branch-free:
+// score signs are random, a branch here would mispredict.
+using topk::order_key;
 TOPK_TARGET inline uint64_t order_key(double f) {
   double z = f + 0.0;
   uint64_t u;

@@ -445,48 +445,7 @@ __device__ __forceinline__ void reduce_scatter(float (&v)[N]) {
   reduce_scatter_step<N, W / 2, N>(v, int(threadIdx.x & 31));
 }
 
-// Order-preserving key of a score: larger float -> larger key; NaN lowest (0); -0 == +0.
-__device__ __forceinline__ uint32_t order_key(float f) {
-  uint32_t u = __float_as_uint(f);
-  if (f != f) return 0u;
-  if (u == 0x80000000u) u = 0;
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-// Budget W of a row that sees n keys (params.h select_budget, on the device).
-__device__ __forceinline__ int64_t budget_dev(int k, double ratio, int min_k, int64_t n) {
-  if (n <= 0) return 0;
-  int64_t w;
-  if (k > 0) {
-    w = k;
-  } else {
-    double x = __dmul_rn(ratio, double(n));
-    w = int64_t(ceil(__dsub_rn(x, __dmul_rn(1e-9, x))));
-  }
-  if (w < min_k) w = min_k;
-  if (w < 1) w = 1;
-  if (w > n) w = n;
-  return w;
-}
-
-// The selection of a row that sees n keys: the forced sink [0, lo) and window [hi, n), and
-// `take` of the m = hi - lo keys between them that compete (docs/semantics.md).
-struct RowSel {
-  int64_t lo, hi, m, forced, take;
-};
-__device__ __forceinline__ RowSel row_sel(int k, double ratio, int min_k, int sink, int window,
-                                          int64_t n) {
-  RowSel r;
-  const int64_t W = budget_dev(k, ratio, min_k, n);
-  r.lo = sink < n ? sink : n;
-  r.hi = window < n ? n - window : 0;
-  if (r.hi < r.lo) r.hi = r.lo;
-  r.m = r.hi - r.lo;
-  r.forced = r.lo + (n - r.hi);
-  const int64_t room = W - r.forced;
-  r.take = room <= 0 ? 0 : (room < r.m ? room : r.m);
-  return r;
-}
+// order_key, the budget and the forced keys of a row (row_sel): attention/select_rule.h.
 
 // Inverse of order_key (NaN keys come back as a NaN).
 __device__ __forceinline__ float key_score(uint32_t k) {

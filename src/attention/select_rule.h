@@ -1,0 +1,72 @@
+// The selection rule, written once for the reference, the CPU kernels and the CUDA kernels
+// (docs/semantics.md, "Budget", "Forced keys" and "Ranking"): a row's budget W, its split into
+// forced keys and keys that compete, and the order-preserving key of a score. Host and device
+// compile the same lines. The budget's one rounding-sensitive step is an explicit fma, so no
+// compiler contracts it one way on the host and another on the device.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#ifdef __CUDACC__
+#define TOPK_HOST_DEVICE __host__ __device__
+#else
+#define TOPK_HOST_DEVICE
+#endif
+
+namespace topk {
+
+// W of a row that sees n keys: k (count) or ceil(ratio * n) (ratio) with a relative tolerance
+// of 1e-9, so that ratio = 0.07 and n = 100 give 7 although 0.07 * 100 rounds up in binary;
+// then at least min_k, then within [1, n]; 0 when n = 0.
+TOPK_HOST_DEVICE inline int64_t budget_of(int k, double ratio, int min_k, int64_t n) {
+  if (n <= 0) return 0;
+  int64_t w;
+  if (k > 0) {
+    w = k;
+  } else {
+    const double x = ratio * double(n);
+    w = int64_t(ceil(fma(-1e-9, x, x)));
+  }
+  if (w < min_k) w = min_k;
+  if (w < 1) w = 1;
+  if (w > n) w = n;
+  return w;
+}
+
+// The selection of a row that sees n keys: the forced sink [0, lo) and window [hi, n) (forced
+// keys in all, the two may overlap), and `take` of the m = hi - lo keys between them, the best
+// ranked, filling what the forced keys leave of W. Forced keys beyond W are all kept.
+struct RowSel {
+  int64_t lo, hi, m, forced, take;
+};
+TOPK_HOST_DEVICE inline RowSel row_sel(int k, double ratio, int min_k, int sink, int window,
+                                       int64_t n) {
+  RowSel r;
+  const int64_t W = budget_of(k, ratio, min_k, n);
+  r.lo = sink < n ? sink : n;
+  r.hi = window < n ? n - window : 0;
+  if (r.hi < r.lo) r.hi = r.lo;
+  r.m = r.hi - r.lo;
+  r.forced = r.lo + (n - r.hi);
+  const int64_t room = W - r.forced;
+  r.take = room <= 0 ? 0 : (room < r.m ? room : r.m);
+  return r;
+}
+
+// Order-preserving key of a score: a ranks before b iff order_key(a) > order_key(b) (ties then
+// go to the lower index). -0 equals +0; NaN is 0, below every number including -inf.
+// Branch-free: score signs are random.
+TOPK_HOST_DEVICE inline uint32_t order_key(float f) {
+#ifdef __CUDA_ARCH__
+  uint32_t u = __float_as_uint(f);
+#else
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+#endif
+  u = u == 0x80000000u ? 0u : u;
+  const uint32_t flip = uint32_t(int32_t(u) >> 31) | 0x80000000u;
+  return f != f ? 0u : u ^ flip;
+}
+
+}  // namespace topk
