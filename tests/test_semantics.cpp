@@ -1,11 +1,17 @@
-// Every rule of docs/semantics.md, checked on each CPU backend (ref is the specification; cpu must
-// agree with it rule by rule), the cpu backend on each copy of its kernels (scalar, AVX2, AVX-512).
+// Every rule of docs/semantics.md, checked on each backend (ref is the specification; the others
+// must agree with it rule by rule): the cpu backend on each copy of its kernels (scalar, AVX2,
+// AVX-512) in topk_tests, and the cuda backend in topk_cuda_tests, which compiles this file with
+// TOPK_SEMANTICS_ON_CUDA. Every op runs through on_backend, so the tests read each backend's
+// outputs from the same host tensors.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <set>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "isa_util.h"
 #include "sem_util.h"
@@ -18,6 +24,9 @@ namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
+// An op as a callable of any arguments (the ops are overloaded, so not passed by name).
+#define OP(fn) [](const auto&... a) { fn(a...); }
+
 // A backend and, for the cpu backend, the copy of its kernels.
 struct Path {
   Backend backend;
@@ -28,11 +37,48 @@ void PrintTo(const Path& p, std::ostream* os) {
   if (p.backend == Backend::cpu) *os << " " << cpu::isa_name(p.isa);
 }
 
+// A device tensor of h's dtype and shape holding h's values.
+Buffer device_copy(const TensorView& h) {
+  const int64_t* s = h.shape;
+  Buffer d = h.ndim == 1   ? Buffer(h.dtype, {s[0]}, Device::cuda)
+             : h.ndim == 2 ? Buffer(h.dtype, {s[0], s[1]}, Device::cuda)
+             : h.ndim == 3 ? Buffer(h.dtype, {s[0], s[1], s[2]}, Device::cuda)
+                           : Buffer(h.dtype, {s[0], s[1], s[2], s[3]}, Device::cuda);
+  copy(d, h);
+  return d;
+}
+
 class Semantics : public ::testing::TestWithParam<Path> {
  protected:
   void SetUp() override {
     if (GetParam().backend == Backend::cpu && !isa_.force(GetParam().isa))
       GTEST_SKIP() << test::isa_skip_reason(GetParam().isa);
+    if (GetParam().backend == Backend::cuda && !cuda_available()) GTEST_SKIP() << "no CUDA device";
+  }
+  // op(args...) on this path's backend. On cuda each tensor argument (a Buffer or a view, empty
+  // ones passed as they are) becomes a device copy, copied back into the host tensor after the
+  // call: outputs land where the other backends write them, inputs come back unchanged.
+  template <class Op, class... A>
+  void on_backend(Op op, const A&... args) {
+    if (GetParam().backend != Backend::cuda) {
+      op(args...);
+      return;
+    }
+    std::vector<std::pair<TensorView, Buffer>> dev;
+    dev.reserve(sizeof...(A));
+    auto arg = [&](const auto& x) -> decltype(auto) {
+      using T = std::decay_t<decltype(x)>;
+      if constexpr (std::is_same_v<T, Buffer> || std::is_same_v<T, TensorView>) {
+        const TensorView& h = x;
+        if (h.data == nullptr || h.numel() == 0) return TensorView(h);
+        dev.emplace_back(h, device_copy(h));
+        return TensorView(dev.back().second.view());
+      } else {
+        return x;
+      }
+    };
+    op(arg(args)...);
+    for (auto& [h, d] : dev) copy(h, d);
   }
   AttnOpts opts(bool causal = false) const {
     AttnOpts o;
@@ -47,7 +93,7 @@ class Semantics : public ::testing::TestWithParam<Path> {
     const TensorView& qv = q.view();
     Out r{Buffer(DType::f32, {qv.shape[0], qv.shape[1], qv.shape[2], qv.shape[3]}),
           Buffer(DType::f32, {qv.shape[0], qv.shape[1], qv.shape[2]})};
-    attention_forward(q, k, v, seqs, opts(causal), r.o, r.lse);
+    on_backend(OP(attention_forward), q, k, v, seqs, opts(causal), r.o, r.lse);
     return r;
   }
   // Selected key sets of a [1, 1, H, S] score tensor.
@@ -57,7 +103,7 @@ class Semantics : public ::testing::TestWithParam<Path> {
     std::copy(s.begin(), s.end(), scores.ptr<float>());
     int64_t cap = select_capacity(sel, S);
     Buffer idx(DType::i32, {1, 1, hsel, cap});
-    topk_select(scores, seqs, opts(), sel, idx);
+    on_backend(OP(topk_select), scores, seqs, opts(), sel, idx);
     std::vector<std::set<int>> out(hsel);
     for (int h = 0; h < hsel; h++) {
       bool seen_pad = false;
@@ -154,7 +200,7 @@ TEST_P(Semantics, CausalScoresSeeOnlyThePast) {
   int T = 3, S = 5, H = 2, D = 8;
   Buffer q = randn({1, T, H, D}, 2), k = randn({1, S, H, D}, 3);
   Buffer sc(DType::f32, {1, T, H, S});
-  attention_scores(q, k, {}, opts(true), sc);
+  on_backend(OP(attention_scores), q, k, Seqs{}, opts(true), sc);
   for (int t = 0; t < T; t++)
     for (int h = 0; h < H; h++)
       for (int j = 0; j < S; j++) {
@@ -164,7 +210,7 @@ TEST_P(Semantics, CausalScoresSeeOnlyThePast) {
       }
   // Explicit position: query 0 at position 1 sees keys 0 and 1 only.
   int32_t pos[1] = {1};
-  attention_scores(q, k, Seqs{.q_pos = pos}, opts(true), sc);
+  on_backend(OP(attention_scores), q, k, Seqs{.q_pos = pos}, opts(true), sc);
   for (int j = 0; j < S; j++) EXPECT_EQ(std::isfinite(sc.ptr<float>()[j]), j <= 1) << j;
 }
 
@@ -234,13 +280,13 @@ TEST_P(Semantics, PackedSelectionCapacityFollowsLongestSequence) {
   EXPECT_EQ(select_capacity(sel, 60), 6);
   Buffer o(DType::f32, {1, 100, H, D}), lse(DType::f32, {1, 100, H}), idx(DType::i32, {1, 100, H, 6});
   Seqs packed{.cu_seqlens_q = cu, .cu_seqlens_k = cu};
-  topk_attention_forward(q, k, v, packed, opts(true), sel, o, lse, idx);
+  on_backend(OP(topk_attention_forward), q, k, v, packed, opts(true), sel, o, lse, idx);
   // The last query of the longest sequence sees 60 keys and selects ceil(0.1 * 60) = 6 of them,
   // all inside its own sequence.
   const int32_t* last = idx.ptr<int32_t>() + (99 * H) * 6;
   for (int i = 0; i < 6; i++) EXPECT_TRUE(last[i] >= 0 && last[i] < 60) << last[i];
   Buffer small(DType::i32, {1, 100, H, 5});
-  EXPECT_THROW(topk_attention_forward(q, k, v, packed, opts(true), sel, o, lse, small), Error);
+  EXPECT_THROW(on_backend(OP(topk_attention_forward), q, k, v, packed, opts(true), sel, o, lse, small), Error);
 }
 
 TEST_P(Semantics, RaggedCacheIgnoresPadding) {
@@ -310,20 +356,20 @@ TEST_P(Semantics, RaggedQueriesAreEachSequenceAlone) {
   for (bool causal : {false, true}) {
     SCOPED_TRACE(causal ? "causal" : "non-causal");
     Buffer o = filled({B, T, Hq, D}), lse = filled({B, T, Hq});
-    attention_forward(q, k, v, ragged, opts(causal), o, lse);
+    on_backend(OP(attention_forward), q, k, v, ragged, opts(causal), o, lse);
     Buffer dq = filled({B, T, Hq, D}), dk = filled({B, S, Hkv, D}), dv = filled({B, S, Hkv, D});
-    attention_backward(q, k, v, o, lse, dout, ragged, opts(causal), dq, dk, dv);
+    on_backend(OP(attention_backward), q, k, v, o, lse, dout, ragged, opts(causal), dq, dk, dv);
     Buffer sc = filled({B, T, Hq, S}), ent = filled({B, T, Hq});
-    attention_scores(q, k, ragged, opts(causal), sc);
-    attention_entropy(q, k, ragged, opts(causal), ent, {});
+    on_backend(OP(attention_scores), q, k, ragged, opts(causal), sc);
+    on_backend(OP(attention_entropy), q, k, ragged, opts(causal), ent, TensorView{});
     Buffer to = filled({B, T, Hq, D}), tl = filled({B, T, Hq});
     Buffer idx(DType::i32, {B, T, Hq, 3});
     std::fill(idx.ptr<int32_t>(), idx.ptr<int32_t>() + idx.numel(), 1234);
-    topk_attention_forward(q, k, v, ragged, opts(causal), sel, to, tl, idx);
+    on_backend(OP(topk_attention_forward), q, k, v, ragged, opts(causal), sel, to, tl, idx);
     Buffer sq = filled({B, T, Hq, D}), sk = filled({B, S, Hkv, D}), sv = filled({B, S, Hkv, D});
-    sparse_attention_backward(q, k, v, idx, to, tl, dout, ragged, opts(causal), sq, sk, sv);
+    on_backend(OP(sparse_attention_backward), q, k, v, idx, to, tl, dout, ragged, opts(causal), sq, sk, sv);
     Buffer mass = filled({B, T, Hq});
-    selection_mass(q, k, idx, ragged, opts(causal), mass);
+    on_backend(OP(selection_mass), q, k, idx, ragged, opts(causal), mass);
     for (int b = 0; b < B; b++) {
       SCOPED_TRACE("sequence " + std::to_string(b));
       int n = lq[b], m = lk[b];
@@ -343,7 +389,7 @@ TEST_P(Semantics, RaggedQueriesAreEachSequenceAlone) {
       expect_rows(o, a.o, b, T, n, Hq * D, "o");
       expect_rows(lse, a.lse, b, T, n, Hq, "lse");
       Buffer aq(DType::f32, {1, n, Hq, D}), ak(DType::f32, {1, m, Hkv, D}), av(DType::f32, {1, m, Hkv, D});
-      attention_backward(q1, k1, v1, a.o, a.lse, d1, {}, opts(causal), aq, ak, av);
+      on_backend(OP(attention_backward), q1, k1, v1, a.o, a.lse, d1, Seqs{}, opts(causal), aq, ak, av);
       expect_rows(dq, aq, b, T, n, Hq * D, "dq");
       for (int j = 0; j < S; j++)  // key rows past seqlens_k get 0 (dk, dv are overwritten whole)
         for (int i = 0; i < Hkv * D; i++) {
@@ -354,8 +400,8 @@ TEST_P(Semantics, RaggedQueriesAreEachSequenceAlone) {
           ASSERT_NEAR(dv.ptr<float>()[e], wv, 1e-5 * (1 + std::fabs(wv))) << "dv row " << j;
         }
       Buffer asc(DType::f32, {1, n, Hq, m}), aent(DType::f32, {1, n, Hq});
-      attention_scores(q1, k1, {}, opts(causal), asc);
-      attention_entropy(q1, k1, {}, opts(causal), aent, {});
+      on_backend(OP(attention_scores), q1, k1, Seqs{}, opts(causal), asc);
+      on_backend(OP(attention_entropy), q1, k1, Seqs{}, opts(causal), aent, TensorView{});
       for (int t = 0; t < T; t++)
         for (int h = 0; h < Hq; h++)
           for (int j = 0; j < S; j++) {
@@ -370,7 +416,7 @@ TEST_P(Semantics, RaggedQueriesAreEachSequenceAlone) {
           }
       expect_rows(ent, aent, b, T, n, Hq, "entropy");
       Buffer ao(DType::f32, {1, n, Hq, D}), al(DType::f32, {1, n, Hq}), ai(DType::i32, {1, n, Hq, 3});
-      topk_attention_forward(q1, k1, v1, {}, opts(causal), sel, ao, al, ai);
+      on_backend(OP(topk_attention_forward), q1, k1, v1, Seqs{}, opts(causal), sel, ao, al, ai);
       expect_rows(to, ao, b, T, n, Hq * D, "top-k o");
       expect_rows(tl, al, b, T, n, Hq, "top-k lse");
       for (int t = 0; t < T; t++)
@@ -380,7 +426,7 @@ TEST_P(Semantics, RaggedQueriesAreEachSequenceAlone) {
           else ASSERT_EQ(g, ai.ptr<int32_t>()[int64_t(t) * Hq * 3 + i]) << "indices row " << t;
         }
       Buffer bq(DType::f32, {1, n, Hq, D}), bk(DType::f32, {1, m, Hkv, D}), bv(DType::f32, {1, m, Hkv, D});
-      sparse_attention_backward(q1, k1, v1, ai, ao, al, d1, {}, opts(causal), bq, bk, bv);
+      on_backend(OP(sparse_attention_backward), q1, k1, v1, ai, ao, al, d1, Seqs{}, opts(causal), bq, bk, bv);
       expect_rows(sq, bq, b, T, n, Hq * D, "sparse dq");
       for (int j = 0; j < m; j++)
         for (int i = 0; i < Hkv * D; i++) {
@@ -389,7 +435,7 @@ TEST_P(Semantics, RaggedQueriesAreEachSequenceAlone) {
           ASSERT_NEAR(sv.ptr<float>()[e], bv.ptr<float>()[j * Hkv * D + i], 1e-5) << "sparse dv row " << j;
         }
       Buffer am(DType::f32, {1, n, Hq});
-      selection_mass(q1, k1, ai, {}, opts(causal), am);
+      on_backend(OP(selection_mass), q1, k1, ai, Seqs{}, opts(causal), am);
       expect_rows(mass, am, b, T, n, Hq, "mass");
     }
   }
@@ -418,7 +464,7 @@ TEST_P(Semantics, SparseSkipsInvalidIndicesAndCountsDuplicates) {
     Buffer idx(DType::i32, {1, 1, 1, int64_t(list.size())});
     std::copy(list.begin(), list.end(), idx.ptr<int32_t>());
     Out r{Buffer(DType::f32, {1, 1, H, D}), Buffer(DType::f32, {1, 1, H})};
-    sparse_attention_forward(q, k, v, idx, {}, opts(), r.o, r.lse);
+    on_backend(OP(sparse_attention_forward), q, k, v, idx, Seqs{}, opts(), r.o, r.lse);
     return r;
   };
   Out a = run({3, -1, 7, S + 5, 1, -7}), b = run({3, 7, 1});
@@ -442,7 +488,7 @@ TEST_P(Semantics, TopkWithFullBudgetIsFullAttention) {
     int hsel = sel.share_group ? Hkv : Hq;
     Buffer o(DType::f32, {1, S, Hq, D}), lse(DType::f32, {1, S, Hq});
     Buffer idx(DType::i32, {1, S, hsel, select_capacity(sel, S)});
-    topk_attention_forward(q, k, v, {}, opts(true), sel, o, lse, idx);
+    on_backend(OP(topk_attention_forward), q, k, v, Seqs{}, opts(true), sel, o, lse, idx);
     EXPECT_LT(test::max_rel_err(to_vec(o), to_vec(f.o)), 1e-5);
     EXPECT_LT(test::max_rel_err(to_vec(lse), to_vec(f.lse)), 1e-5);
     // Query t selected exactly its t+1 visible keys.
@@ -475,12 +521,12 @@ TEST_P(Semantics, EntropyOfUniformAndSingleKey) {
   Buffer k = randn({1, S, H, D}, 25);
   Buffer e(DType::f32, {1, 2, H}), n(DType::f32, {1, 2, H});
   int32_t pos[1] = {0};  // causal, query 0 sees key 0 only; query 1 sees keys 0..1
-  attention_entropy(q, k, Seqs{.q_pos = pos}, opts(true), e, n);
+  on_backend(OP(attention_entropy), q, k, Seqs{.q_pos = pos}, opts(true), e, n);
   EXPECT_EQ(e.ptr<float>()[0], 0.0f);
   EXPECT_EQ(n.ptr<float>()[0], 0.0f);
   EXPECT_NEAR(e.ptr<float>()[H], std::log(2.0), 1e-6);
   EXPECT_NEAR(n.ptr<float>()[H], 1.0, 1e-6);
-  attention_entropy(q, k, {}, opts(false), e, n);
+  on_backend(OP(attention_entropy), q, k, Seqs{}, opts(false), e, n);
   EXPECT_NEAR(e.ptr<float>()[0], std::log(double(S)), 1e-5);
   EXPECT_NEAR(n.ptr<float>()[0], 1.0, 1e-6);
 }
@@ -492,7 +538,7 @@ TEST_P(Semantics, SelectionMassCoversProbabilities) {
     Buffer idx(DType::i32, {1, 1, 1, int64_t(list.size())});
     std::copy(list.begin(), list.end(), idx.ptr<int32_t>());
     Buffer m(DType::f32, {1, 1, H});
-    selection_mass(q, k, idx, {}, opts(), m);
+    on_backend(OP(selection_mass), q, k, idx, Seqs{}, opts(), m);
     return m.ptr<float>()[0];
   };
   std::vector<int32_t> all(S);
@@ -511,10 +557,10 @@ TEST_P(Semantics, DeterministicRuns) {
   for (int rep = 0; rep < 2; rep++) {
     Buffer o(DType::f32, {1, 40, Hq, D}), lse(DType::f32, {1, 40, Hq});
     Buffer idx(DType::i32, {1, 40, Hq, 24});
-    topk_attention_forward(q, k, v, {}, opts(true), sel, o, lse, idx);
+    on_backend(OP(topk_attention_forward), q, k, v, Seqs{}, opts(true), sel, o, lse, idx);
     Buffer dq(DType::f32, {1, 40, Hq, D}), dk(DType::f32, {1, S, Hkv, D}), dv(DType::f32, {1, S, Hkv, D});
     Buffer dout = randn({1, 40, Hq, D}, 31);
-    sparse_attention_backward(q, k, v, idx, o, lse, dout, {}, opts(true), dq, dk, dv);
+    on_backend(OP(sparse_attention_backward), q, k, v, idx, o, lse, dout, Seqs{}, opts(true), dq, dk, dv);
     std::vector<float> all = to_vec(o);
     for (auto* b : {&dq, &dk, &dv}) {
       auto x = to_vec(*b);
@@ -525,6 +571,10 @@ TEST_P(Semantics, DeterministicRuns) {
   }
 }
 
+#ifdef TOPK_SEMANTICS_ON_CUDA
+INSTANTIATE_TEST_SUITE_P(Backends, Semantics, ::testing::Values(Path{Backend::cuda, cpu::Isa::scalar}),
+                         [](const auto&) { return std::string("cuda"); });
+#else
 INSTANTIATE_TEST_SUITE_P(Backends, Semantics,
                          ::testing::Values(Path{Backend::ref, cpu::Isa::scalar},
                                            Path{Backend::cpu, cpu::Isa::scalar},
@@ -551,5 +601,7 @@ TEST(RetrievalPrecision, CountsOverlapWithExactSet) {
   retrieval_precision(approx, exact, p);
   EXPECT_FLOAT_EQ(p.ptr<float>()[0], 0.25f);
 }
+
+#endif  // TOPK_SEMANTICS_ON_CUDA
 
 }  // namespace
