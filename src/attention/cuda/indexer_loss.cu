@@ -291,8 +291,9 @@ __global__ void __launch_bounds__(kThreads) loss_keys(const LossArgs a, const Ke
   if (j0 >= s.S) return;
   const int nk = s.S - j0 < kTileKeys ? int(s.S - j0) : kTileKeys;
   float* out = part + (jb.part + j0) * a.dI;
-  // Under a causal mask, rows that see none of the tile's keys contribute nothing.
-  if (a.causal && visible_keys(s, jb.re - 1 - s.r0, true) <= j0) {
+  // Dense and causal: rows that see none of the tile's keys contribute nothing. (A key list is
+  // the mask, causal or not: it may name any key.)
+  if (a.causal && !a.idx && visible_keys(s, jb.re - 1 - s.r0, true) <= j0) {
     for (int i = threadIdx.x; i < nk * a.dI; i += kThreads) out[i] = 0.f;
     return;
   }
