@@ -23,6 +23,8 @@ using test::to_vec;
 namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
+// Head dim of every test: one the CUDA kernels are built for (64, 128), so the same tests run there.
+constexpr int kD = 64;
 
 // An op as a callable of any arguments (the ops are overloaded, so not passed by name).
 #define OP(fn) [](const auto&... a) { fn(a...); }
@@ -197,7 +199,7 @@ TEST_P(Semantics, GroupSharingRanksBySummedProbabilities) {
 }
 
 TEST_P(Semantics, CausalScoresSeeOnlyThePast) {
-  int T = 3, S = 5, H = 2, D = 8;
+  int T = 3, S = 5, H = 2, D = kD;
   Buffer q = randn({1, T, H, D}, 2), k = randn({1, S, H, D}, 3);
   Buffer sc(DType::f32, {1, T, H, S});
   on_backend(OP(attention_scores), q, k, Seqs{}, opts(true), sc);
@@ -215,7 +217,7 @@ TEST_P(Semantics, CausalScoresSeeOnlyThePast) {
 }
 
 TEST_P(Semantics, DecodeEqualsTailOfCausalPrefill) {
-  int S = 37, Hq = 4, Hkv = 2, D = 16, T = 3;
+  int S = 37, Hq = 4, Hkv = 2, D = kD, T = 3;
   Buffer q = randn({1, S, Hq, D}, 4), k = randn({1, S, Hkv, D}, 5), v = randn({1, S, Hkv, D}, 6);
   Out pre = full(q, k, v, {}, true);
   // The last T queries as a decode step against the whole cache.
@@ -236,7 +238,7 @@ TEST_P(Semantics, DecodeEqualsTailOfCausalPrefill) {
 }
 
 TEST_P(Semantics, PackedSequencesNeverSeeEachOther) {
-  int Hq = 2, Hkv = 1, D = 8;
+  int Hq = 2, Hkv = 1, D = kD;
   std::vector<int32_t> cu = {0, 5, 14, 18};
   int N = 18;
   Buffer q = randn({1, N, Hq, D}, 7), k = randn({1, N, Hkv, D}, 8), v = randn({1, N, Hkv, D}, 9);
@@ -273,7 +275,7 @@ TEST_P(Semantics, PackedSequencesNeverSeeEachOther) {
 }
 
 TEST_P(Semantics, PackedSelectionCapacityFollowsLongestSequence) {
-  int H = 2, D = 8;
+  int H = 2, D = kD;
   std::vector<int32_t> cu = {0, 30, 40, 100};  // longest sequence: 60 keys
   Buffer q = randn({1, 100, H, D}, 40), k = randn({1, 100, H, D}, 41), v = randn({1, 100, H, D}, 42);
   SelectOpts sel{.ratio = 0.1};
@@ -290,7 +292,7 @@ TEST_P(Semantics, PackedSelectionCapacityFollowsLongestSequence) {
 }
 
 TEST_P(Semantics, RaggedCacheIgnoresPadding) {
-  int S = 16, H = 2, D = 8;
+  int S = 16, H = 2, D = kD;
   Buffer q = randn({2, 1, H, D}, 10), k = randn({2, S, H, D}, 11), v = randn({2, S, H, D}, 12);
   // Padding rows of sequence 1 hold NaN: they must never be read into the result.
   for (int j = 7; j < S; j++)
@@ -314,7 +316,7 @@ TEST_P(Semantics, RaggedCacheIgnoresPadding) {
 // the rows past it are never read (they hold NaN here) and their outputs never written (they
 // keep a sentinel), in every op.
 TEST_P(Semantics, RaggedQueriesAreEachSequenceAlone) {
-  const int B = 3, T = 5, S = 12, Hq = 4, Hkv = 2, D = 8;
+  const int B = 3, T = 5, S = 12, Hq = 4, Hkv = 2, D = kD;
   const float kSentinel = 77.0f;
   int32_t lq[B] = {5, 2, 0}, lk[B] = {12, 7, 4};
   Buffer q = randn({B, T, Hq, D}, 50), k = randn({B, S, Hkv, D}, 51), v = randn({B, S, Hkv, D}, 52);
@@ -443,7 +445,7 @@ TEST_P(Semantics, RaggedQueriesAreEachSequenceAlone) {
 
 TEST_P(Semantics, QueriesThatSeeNoKeyGiveZeroAndInfiniteLse) {
   // Causal with more queries than keys: the first queries sit before key 0.
-  int T = 4, S = 2, H = 1, D = 4;
+  int T = 4, S = 2, H = 1, D = kD;
   Buffer q = randn({1, T, H, D}, 13), k = randn({1, S, H, D}, 14), v = randn({1, S, H, D}, 15);
   Out r = full(q, k, v, {}, true);
   for (int t = 0; t < 2; t++) {
@@ -458,7 +460,7 @@ TEST_P(Semantics, QueriesThatSeeNoKeyGiveZeroAndInfiniteLse) {
 }
 
 TEST_P(Semantics, SparseSkipsInvalidIndicesAndCountsDuplicates) {
-  int S = 12, H = 1, D = 8;
+  int S = 12, H = 1, D = kD;
   Buffer q = randn({1, 1, H, D}, 16), k = randn({1, S, H, D}, 17), v = randn({1, S, H, D}, 18);
   auto run = [&](std::vector<int32_t> list) {
     Buffer idx(DType::i32, {1, 1, 1, int64_t(list.size())});
@@ -480,7 +482,7 @@ TEST_P(Semantics, SparseSkipsInvalidIndicesAndCountsDuplicates) {
 }
 
 TEST_P(Semantics, TopkWithFullBudgetIsFullAttention) {
-  int S = 29, Hq = 4, Hkv = 2, D = 16;
+  int S = 29, Hq = 4, Hkv = 2, D = kD;
   Buffer q = randn({1, S, Hq, D}, 19), k = randn({1, S, Hkv, D}, 20), v = randn({1, S, Hkv, D}, 21);
   Out f = full(q, k, v, {}, true);
   for (SelectOpts sel : {SelectOpts{.k = S}, SelectOpts{.k = 1000}, SelectOpts{.ratio = 1.0},
@@ -502,7 +504,7 @@ TEST_P(Semantics, TopkWithFullBudgetIsFullAttention) {
 }
 
 TEST_P(Semantics, GqaEqualsMhaWithRepeatedHeads) {
-  int S = 11, Hq = 6, Hkv = 2, D = 8, G = Hq / Hkv;
+  int S = 11, Hq = 6, Hkv = 2, D = kD, G = Hq / Hkv;
   Buffer q = randn({1, 2, Hq, D}, 22), k = randn({1, S, Hkv, D}, 23), v = randn({1, S, Hkv, D}, 24);
   Buffer kr(DType::f32, {1, S, Hq, D}), vr(DType::f32, {1, S, Hq, D});
   for (int j = 0; j < S; j++)
@@ -516,7 +518,7 @@ TEST_P(Semantics, GqaEqualsMhaWithRepeatedHeads) {
 }
 
 TEST_P(Semantics, EntropyOfUniformAndSingleKey) {
-  int S = 50, H = 2, D = 8;
+  int S = 50, H = 2, D = kD;
   Buffer q(DType::f32, {1, 2, H, D});  // q = 0: uniform attention
   Buffer k = randn({1, S, H, D}, 25);
   Buffer e(DType::f32, {1, 2, H}), n(DType::f32, {1, 2, H});
@@ -532,7 +534,7 @@ TEST_P(Semantics, EntropyOfUniformAndSingleKey) {
 }
 
 TEST_P(Semantics, SelectionMassCoversProbabilities) {
-  int S = 9, H = 1, D = 8;
+  int S = 9, H = 1, D = kD;
   Buffer q = randn({1, 1, H, D}, 26), k = randn({1, S, H, D}, 27);
   auto mass = [&](std::vector<int32_t> list) {
     Buffer idx(DType::i32, {1, 1, 1, int64_t(list.size())});
@@ -550,7 +552,7 @@ TEST_P(Semantics, SelectionMassCoversProbabilities) {
 }
 
 TEST_P(Semantics, DeterministicRuns) {
-  int S = 300, Hq = 4, Hkv = 2, D = 32;
+  int S = 300, Hq = 4, Hkv = 2, D = kD;
   Buffer q = randn({1, 40, Hq, D}, 28), k = randn({1, S, Hkv, D}, 29), v = randn({1, S, Hkv, D}, 30);
   SelectOpts sel{.k = 24};
   std::vector<float> first;
