@@ -11,6 +11,8 @@
 #include <cmath>
 
 #include "attention/cuda/common.cuh"
+#include "attention/cuda/memory.cuh"
+#include "attention/cuda/mma.cuh"
 #include "attention/cuda/launch.h"
 
 namespace topk::cuda {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "attention/cuda/common.cuh"
+#include "attention/cuda/memory.cuh"
 #include "attention/cuda/flash.cuh"
 #include "attention/cuda/launch.h"
 

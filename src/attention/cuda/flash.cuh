@@ -10,6 +10,8 @@
 #include <vector>
 
 #include "attention/cuda/common.cuh"
+#include "attention/cuda/memory.cuh"
+#include "attention/cuda/mma.cuh"
 
 namespace topk::cuda {
 

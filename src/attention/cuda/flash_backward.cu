@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "attention/cuda/common.cuh"
+#include "attention/cuda/memory.cuh"
+#include "attention/cuda/mma.cuh"
 #include "attention/cuda/flash.cuh"
 #include "attention/cuda/launch.h"
 

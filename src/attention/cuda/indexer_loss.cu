@@ -28,6 +28,7 @@
 
 #include "attention/approx.h"
 #include "attention/cuda/common.cuh"
+#include "attention/cuda/memory.cuh"
 
 namespace topk::cuda {
 

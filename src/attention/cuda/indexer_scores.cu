@@ -18,6 +18,8 @@
 
 #include "attention/approx.h"
 #include "attention/cuda/common.cuh"
+#include "attention/cuda/memory.cuh"
+#include "attention/cuda/mma.cuh"
 
 namespace topk::cuda {
 

@@ -10,6 +10,9 @@
 #include <cmath>
 
 #include "attention/cuda/common.cuh"
+#include "attention/cuda/memory.cuh"
+#include "attention/cuda/mma.cuh"
+#include "attention/cuda/reduce.cuh"
 #include "attention/cuda/launch.h"
 #include "attention/cuda/threshold.h"
 

@@ -23,6 +23,8 @@
 #include <cmath>
 
 #include "attention/cuda/common.cuh"
+#include "attention/cuda/memory.cuh"
+#include "attention/cuda/reduce.cuh"
 #include "attention/cuda/launch.h"
 #include "attention/cuda/select_row.cuh"
 

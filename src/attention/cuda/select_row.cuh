@@ -10,6 +10,7 @@
 // Exact, ties to the lower index, like the reference.
 #pragma once
 #include "attention/cuda/common.cuh"
+#include "attention/cuda/reduce.cuh"
 
 namespace topk::cuda {
 

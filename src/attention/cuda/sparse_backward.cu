@@ -20,6 +20,7 @@
 #include <algorithm>
 
 #include "attention/cuda/common.cuh"
+#include "attention/cuda/memory.cuh"
 #include "attention/cuda/flash.cuh"
 #include "attention/cuda/launch.h"
 
