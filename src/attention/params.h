@@ -143,7 +143,7 @@ size_t workspace_budget();
 size_t workspace_bytes();
 void workspace_release();
 // The per-(row, query head) thresholds [rows, Hq] that top-k attention's threshold path picks
-// from its sample (threshold.h), into device memory thr; the tests check them on the host.
+// from its sample (topk/threshold.h), into device memory thr; the tests check them on the host.
 void sample_thresholds(const AttnParams& p, const SelectOpts& sel, int64_t K, uint32_t* thr);
 }  // namespace cuda
 

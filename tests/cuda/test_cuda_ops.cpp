@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "core/dtype.h"
-#include "attention/cuda/threshold.h"
+#include "attention/cuda/topk/threshold.h"
 #include "core/rng.h"
 #include "attention/params.h"
 #include "attention/plan.h"
@@ -633,7 +633,7 @@ TEST(CudaTopk, ThresholdPath) {
 }
 
 // The sample's thresholds against the host: score the same sampled keys in double, take the
-// 16-bit key prefix of the need-th largest (threshold.h). Tensor-core (bf16 K) and FMA sums
+// 16-bit key prefix of the need-th largest (topk/threshold.h). Tensor-core (bf16 K) and FMA sums
 // round differently from the host, so a threshold may sit one 16-bit bin off when the
 // need-th sampled score lies within rounding of a bin edge; anything else fails.
 TEST(CudaTopk, SampleThresholds) {

@@ -17,7 +17,7 @@ void launch_scores(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t 
                    bool out_compact, bool fill_tail, bool reread);
 
 // Score rows of query rows [r0, r1) as launch_scores writes them (compact [r1-r0, Hq, Smax],
-// scale * q.k), as one cuBLAS product per (sequence, KV head) (score_gemm.cu); each row's
+// scale * q.k), as one cuBLAS product per (sequence, KV head) (topk/gemm_scores.cu); each row's
 // visible keys are written, nothing past them is meant to be read. score_gemm_fits: q and k
 // bf16 or f16 of one dtype, and leading dims that cuBLAS takes.
 bool score_gemm_fits(const AttnParams& p);
@@ -67,7 +67,7 @@ void launch_select(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t 
 void launch_group_rank(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
                        const float* scores, float* rank);
 
-// Threshold path of top-k attention (threshold.h) over rows [r0, r1), per-head selection.
+// Threshold path of top-k attention (topk/threshold.h) over rows [r0, r1), per-head selection.
 // thr, cnt: [r1-r0, Hq]; cand: (key, index) pairs [r1-r0, Hq, cap]; sel_scores: the scores of
 // each row's selection in its index order [r1-r0, Hq, K]; scratch: [r1-r0, Hq, Smax] floats,
 // used only by rows whose candidates do not decide the selection. done: key tiles scored per

@@ -4,7 +4,7 @@
 // cores (keys x dims times dims x heads, q split into bf16 parts so that no precision is
 // lost); other dtypes with fp32 FMAs and a reduction across lanes. Then
 // either every score is written with coalesced stores (attention_scores, the general top-k
-// pipeline), or, for the threshold path of top-k decode (threshold.h), only the candidates:
+// pipeline), or, for the threshold path of top-k decode (topk/threshold.h), only the candidates:
 // competing keys whose score reaches the row's threshold are appended to the row's list, and
 // the forced keys' scores go straight to their slots of the selection.
 #include <cmath>
@@ -14,7 +14,7 @@
 #include "attention/cuda/mma.cuh"
 #include "attention/cuda/reduce.cuh"
 #include "attention/cuda/launch.h"
-#include "attention/cuda/threshold.h"
+#include "attention/cuda/topk/threshold.h"
 
 namespace topk::cuda {
 

@@ -1,5 +1,5 @@
 // Exact top-k selection over rank rows (scores, or group probability sums) on CUDA: one block
-// per (row, selection head) running select_row_block (select_row.cuh), or for few long rows a
+// per (row, selection head) running select_row_block (topk/select_row.cuh), or for few long rows a
 // cluster of blocks that share the histograms. Forced sink/window keys are written directly.
 // The order of the indices in a row is unspecified. Also the group ranking (sum of softmax
 // probabilities).
@@ -9,7 +9,7 @@
 
 #include "attention/cuda/common.cuh"
 #include "attention/cuda/launch.h"
-#include "attention/cuda/select_row.cuh"
+#include "attention/cuda/topk/select_row.cuh"
 
 namespace topk::cuda {
 

@@ -26,7 +26,7 @@
 #include "attention/cuda/memory.cuh"
 #include "attention/cuda/reduce.cuh"
 #include "attention/cuda/launch.h"
-#include "attention/cuda/select_row.cuh"
+#include "attention/cuda/topk/select_row.cuh"
 
 namespace topk::cuda {
 

@@ -26,7 +26,7 @@ constexpr int64_t kIntMax = (int64_t(1) << 31) - 1;
 bool score_gemm_fits(const AttnParams& p) {
   const bool same16 = p.q.dtype == p.k.dtype && (p.q.dtype == DType::bf16 || p.q.dtype == DType::f16);
   // cuBLAS takes leading dims as int and needs them at least D (k x m and k x n operands);
-  // the score rows' pitch may be Smax rounded up to 4 keys (topk_attention.cu).
+  // the score rows' pitch may be Smax rounded up to 4 keys (topk/pipeline.cu).
   return same16 && p.q.st >= p.D && p.k.st >= p.D && p.q.st <= kIntMax && p.k.st <= kIntMax &&
          int64_t(p.Hq) * (p.Smax + 4) <= kIntMax;
 }

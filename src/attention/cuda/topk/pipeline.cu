@@ -1,14 +1,14 @@
 // Exact top-k attention on CUDA. Three pipelines, all exact:
-//   threshold path (per-head selection, threshold.h): sampled thresholds -> one score pass
+//   threshold path (per-head selection, topk/threshold.h): sampled thresholds -> one score pass
 //     over K that keeps only candidates -> select among them and attend, in one kernel. K is
 //     read once, no score row is written, and only the chosen V rows are gathered.
 //   general path: scores (each K row read once for its whole group), then per-head
-//     selection and attention in one kernel over the stored rows (select_attend_rows.cu,
+//     selection and attention in one kernel over the stored rows (topk/stored_select_attend.cu,
 //     rows of up to 64K keys); group sharing and longer rows: group ranking when shared ->
 //     exact radix selection (a cluster per row when rows are few) -> split-KV sparse
 //     attention over the chosen keys that reuses the stored scores.
 //   gemm path (prefill and training): the general path's selection and attention over score
-//     rows that cuBLAS computes as matrix products on tensor cores (score_gemm.cu), in chunks
+//     rows that cuBLAS computes as matrix products on tensor cores (topk/gemm_scores.cu), in chunks
 //     of rows whose score rows span only the chunk's longest visible row.
 // Both other pipelines score each query row on its own: in a prefill of T rows that reads
 // about T x S x D per head, on CUDA cores or one row's tiles at a time. So calls with many
@@ -32,7 +32,7 @@
 
 #include "attention/cuda/common.cuh"
 #include "attention/cuda/launch.h"
-#include "attention/cuda/threshold.h"
+#include "attention/cuda/topk/threshold.h"
 
 namespace topk::cuda {
 

@@ -1,4 +1,4 @@
-// Thresholds of the top-k decode's threshold path (threshold.h): for each (row, query head),
+// Thresholds of the top-k decode's threshold path (topk/threshold.h): for each (row, query head),
 // score an evenly spaced sample of the competing keys and take the lower edge of the 16-bit
 // key bin that holds the r-th largest sampled score, r = E * samples / m. About E keys of the
 // row then reach it. Rows short enough for every key to be a candidate get threshold 0 (all
@@ -19,7 +19,7 @@
 #include "attention/cuda/memory.cuh"
 #include "attention/cuda/mma.cuh"
 #include "attention/cuda/launch.h"
-#include "attention/cuda/threshold.h"
+#include "attention/cuda/topk/threshold.h"
 
 namespace topk::cuda {
 

@@ -1,4 +1,4 @@
-// Selection and attention of the threshold path of top-k attention (threshold.h): one block
+// Selection and attention of the threshold path of top-k attention (topk/threshold.h): one block
 // per (row, query head), after the filtering score pass; or, when the pairs are few, a cluster
 // of `split` blocks per pair that each select (the same result, redundantly) and gather every
 // split-th chunk of the chosen V rows, summed in the first block's shared memory.
@@ -17,8 +17,8 @@
 #include "attention/cuda/memory.cuh"
 #include "attention/cuda/reduce.cuh"
 #include "attention/cuda/launch.h"
-#include "attention/cuda/threshold.h"
-#include "attention/cuda/select_row.cuh"
+#include "attention/cuda/topk/threshold.h"
+#include "attention/cuda/topk/select_row.cuh"
 
 namespace topk::cuda {
 
