@@ -34,4 +34,9 @@ for scale in cpu gpu demo; do
   grep -q "oracle:k=" "$log" || fail "$scale: the precision study lost the oracle"
 done
 grep -q "sft-topk-k8-b1-s1/run.json" "$work/cpu.log" || fail "cpu: the fixed-k SFT variant is not trained"
+# The demo scale trains its Lightning Indexer in both stages and evaluates it on the precision curve.
+grep -q "indexer-dense-b1/run.json" "$work/demo.log" || fail "demo: the indexer's dense stage is not trained"
+grep -q "indexer-sparse-b1/run.json" "$work/demo.log" || fail "demo: the indexer's sparse stage is not trained"
+grep -q "topk eval --model .*indexer-sparse-b1/checkpoint .*;indexer' .*/precision/demo/" "$work/demo.log" ||
+  fail "demo: the precision study does not evaluate the trained indexer"
 echo "experiments: every scale plans every study"

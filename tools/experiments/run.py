@@ -215,6 +215,29 @@ def sft_model(cfg, variant, base_seed, seed):
     return Model(f"sft-{variant}-b{base_seed}-s{seed}", f"sft-{variant}", run, seed, base_seed)
 
 
+def indexer_models(cfg, base_seed):
+    """A Lightning Indexer trained on a base model in DeepSeek's two stages, when the scale names
+    the run files (cfg["indexer"]: "dense", then "sparse" from the dense stage's checkpoint); []
+    when it names none."""
+    ix = cfg.get("indexer")
+    if not ix:
+        return []
+    base = base_model(cfg, base_seed)
+    dense = load_json(ix["dense"])
+    dense["init"] = base.checkpoint
+    dense["out"] = f'{cfg["runs"]}/indexer-dense-b{base_seed}'
+    d = Model(f"indexer-dense-b{base_seed}", "indexer-dense", dense, dense.get("seed", 0), base_seed)
+    sparse = load_json(ix["sparse"])
+    sparse["init"] = d.checkpoint
+    sparse["out"] = f'{cfg["runs"]}/indexer-sparse-b{base_seed}'
+    return [d, Model(f"indexer-sparse-b{base_seed}", "indexer-sparse", sparse, sparse.get("seed", 0),
+                     base_seed, pre=d)]
+
+
+def indexer_topk(cfg):
+    return load_json(cfg["indexer"]["dense"])["indexer"]["index_topk"]
+
+
 def base_source(cfg):
     b = cfg["base"]
     if b.get("folder"):
@@ -728,6 +751,60 @@ def sft_entropy(page, cfg, out, models, kinds, pre):
                 for L in layers + ["mean"]])
 
 
+def indexer_points(page, cfg, out, ixm):
+    """The trained indexer's rows of the precision study: per task, length and stage, its score and
+    measured precision under `indexer` decoding beside full attention and exact top-k at the same
+    budget, and its precision per layer. Returns {(task, length, kind): aggregate}."""
+    W = indexer_topk(cfg)
+    rows, layers = [], []
+    for L in cfg["eval"]["lengths"]:
+        for m in ixm:
+            d = f"{out}/eval/{m.name}-L{L}"
+            for row in read_csv(f"{d}/results.csv"):
+                row["kind"] = m.kind
+                rows.append(row)
+            for row in read_csv(f"{d}/layers.csv"):
+                if row["policy"] == "indexer" and row["head"] == "all":
+                    row["kind"] = m.kind
+                    layers.append(row)
+    agg, pts = [], {}
+    for (task, length, kind, pol), rs in cells_by(rows, "task", "length", "kind", "policy").items():
+        s = mean_sd([fnum(x["score"]) for x in rs])
+        a = {"task": task, "length": int(length), "stage": kind, "policy": pol, "W": W,
+             "precision": mean_sd([fnum(x["precision"]) for x in rs])[0], "score": s[0],
+             "score_sd": s[1], "seeds": s[2], "mass": mean_sd([fnum(x["mass"]) for x in rs])[0]}
+        agg.append(a)
+        if pol == "indexer":
+            pts[(task, int(length), kind)] = a
+    write_csv(f"{out}/indexer.csv", agg, ["task", "length", "stage", "policy", "W", "precision",
+                                          "score", "score_sd", "seeds", "mass"])
+    key = {(a["task"], a["length"], a["stage"], a["policy"]): a for a in agg}
+    page.add(f"\n### The trained Lightning Indexer\n\nRun files {cfg['indexer']['dense']} (dense "
+             f"warm-up, the model frozen) then {cfg['indexer']['sparse']} (sparse stage), on each base "
+             f"model; decoding with the indexer's own top-{W} (`indexer`) beside exact top-{W}. Score "
+             f"with the measured precision and the attention mass kept in brackets.\n")
+    body = []
+    for task, length in sorted({(a["task"], a["length"]) for a in agg}):
+        for kind in ("indexer-dense", "indexer-sparse"):
+            if (task, length, kind, "indexer") not in key:
+                continue
+            f, e, i = (key[(task, length, kind, p)] for p in ("full", f"topk:k={W}", "indexer"))
+            body.append([f"{task} @{length}", kind.split("-")[1], fmt(f["score"], f["score_sd"], f["seeds"]),
+                         f"{fmt(e['score'], e['score_sd'], e['seeds'])} (mass {e['mass']:.2f})",
+                         f"{fmt(i['score'], i['score_sd'], i['seeds'])} (prec {i['precision']:.2f}, "
+                         f"mass {i['mass']:.2f})"])
+    page.table(["task @ length", "stage", "full", f"exact top-{W}", "indexer"], body)
+    per = {}
+    for row in layers:
+        per.setdefault((row["task"], int(row["length"]), row["kind"]), {}).setdefault(
+            int(row["layer"]), []).append(fnum(row["precision"]))
+    page.add("\nThe indexer's precision per layer (mean over base models):\n")
+    page.table(["task @ length", "stage"] + [f"layer {l}" for l in sorted({l for v in per.values() for l in v})],
+               [[f"{t} @{L}", k.split("-")[1]] + [f"{mean_sd(v[l])[0]:.2f}" for l in sorted(v)]
+                for (t, L, k), v in sorted(per.items())])
+    return pts
+
+
 def study_precision(r, cfg, args, out):
     c = cfg["precision"]
     models = bases(cfg)
@@ -741,6 +818,17 @@ def study_precision(r, cfg, args, out):
         for m in models:
             d = f"{out}/eval/{m.name}-L{L}"
             jobs.append((f"eval {m.name} @{L}", eval_cmd(r, cfg, m, pols, d, lengths=[L]), d))
+    # The trained indexer: both stages, each decoding with its own selection beside exact top-k
+    # at the same budget.
+    ixm = [m for b in cfg["base"]["seeds"] for m in indexer_models(cfg, b)]
+    if ixm:
+        train(r, [m for m in ixm if m.kind == "indexer-dense"])
+        train(r, [m for m in ixm if m.kind == "indexer-sparse"])
+        for L in cfg["eval"]["lengths"]:
+            pols = ["full", f"topk:k={indexer_topk(cfg)}", "indexer"]
+            for m in ixm:
+                d = f"{out}/eval/{m.name}-L{L}"
+                jobs.append((f"eval {m.name} @{L}", eval_cmd(r, cfg, m, pols, d, lengths=[L]), d))
     evaluate(r, jobs)
     if r.dry:
         return
@@ -778,9 +866,11 @@ def study_precision(r, cfg, args, out):
             row.append(f"{fmt(a['score'], a['score_sd'], a['seeds'])} (prec {a['precision']:.2f})")
         body.append(row)
     page.table(["task @ length", "full", "exact top-W"] + [f"p = {p}" for p in ps], body)
-    page.add("\nThe trained Lightning Indexer's point (its measured precision per layer, the report's "
-             "60%, and its score under `indexer` decoding) is not on this curve: the studies do not "
-             "train an indexer yet (docs/results.md, finding 3).\n")
+    ix = indexer_points(page, cfg, out, ixm) if ixm else {}
+    if not ixm:
+        page.add("\nThe trained Lightning Indexer's point is not on this curve: this scale names no "
+                 "indexer run files (\"indexer\": {\"dense\", \"sparse\"}; docs/results.md, "
+                 "finding 3).\n")
     panels = []
     for t, L in tl:
         W = ws[L]
@@ -788,8 +878,14 @@ def study_precision(r, cfg, args, out):
                 key[(t, L, f"oracle:k={W},precision={p}")]["score"],
                 key[(t, L, f"oracle:k={W},precision={p}")]["score_sd"]) for p in ps]
         full = key[(t, L, "full")]["score"]
-        panels.append((f"{t} @{L} (W = {W})", [("oracle selector", pts, "lw 2 pt 7"),
-                                               ("full attention", [(0.0, full, float('nan')), (1.0, full, float('nan'))], "lw 1 pt 0 dt 3")]))
+        series = [("oracle selector", pts, "lw 2 pt 7"),
+                  ("full attention", [(0.0, full, float('nan')), (1.0, full, float('nan'))], "lw 1 pt 0 dt 3")]
+        for kind, style in (("indexer-dense", "pt 5 ps 2"), ("indexer-sparse", "pt 9 ps 2")):
+            if (t, L, kind) in ix:
+                a = ix[(t, L, kind)]
+                series.append((f"trained indexer, {kind.split('-')[1]} stage",
+                               [(a["precision"], a["score"], a["score_sd"])], style))
+        panels.append((f"{t} @{L} (W = {W})", series))
     notes = [gnuplot(f"{out}/acc_vs_precision.png", multiplot(
         panels, "score vs retrieval precision at a fixed W", "retrieval precision p (measured)",
         "score", xrange="[-0.05:1.05]"))]
@@ -1130,6 +1226,9 @@ def main():
     studies = STUDIES if args.study == "all" else [args.study]
     if args.study in ("models", "all"):
         train(r, bases(cfg) + sfts(cfg))
+        ixm = [m for b in cfg["base"]["seeds"] for m in indexer_models(cfg, b)]
+        train(r, [m for m in ixm if m.kind == "indexer-dense"])
+        train(r, [m for m in ixm if m.kind == "indexer-sparse"])
         if args.study == "models":
             return
     for s in studies:
