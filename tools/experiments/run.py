@@ -272,6 +272,8 @@ def train(r, models):
     models = [m.pre for m in models if m.pre] + [m for m in models if not m.folder]
     if r.tables_only:  # nothing trains: the evaluations are already there
         for m in models:
+            if any(x[0] == f"train {m.name}" for x in r.log):
+                continue
             r.log.append((f"train {m.name}", f"{r.topk} train --config {m.out}/run.json",
                           train_seconds(m), True))
         return
@@ -283,8 +285,9 @@ def train(r, models):
             if not r.dry:
                 write_json(rf, m.run)
             if trained(m):
-                r.log.append((f"train {m.name}", f"{r.topk} train --config {m.out}/run.json",
-                              train_seconds(m), True))
+                if not any(x[0] == f"train {m.name}" for x in r.log):  # listed once per page
+                    r.log.append((f"train {m.name}", f"{r.topk} train --config {m.out}/run.json",
+                                  train_seconds(m), True))
                 continue
             todo.append((f"train {m.name}", [r.topk, "train", "--config", f"{m.out}/run.json",
                                              "--device", r.device], os.path.join(ROOT, m.out, "train.log")))
