@@ -11,9 +11,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
+#include <cstring>
 
 #include "core/device_mem.h"
+#include "core/json.h"
 
 #include "train/checkpoint.h"
 #include "train/dist.h"
@@ -47,19 +48,17 @@ Dist one_rank(const std::string& dir, const char* nonce) {
   return dist_open(e, dir);
 }
 
+// A rank's results as raw bytes in a file (core/json.h's file helpers).
 template <class T>
 void write_vector(const std::string& path, const std::vector<T>& v) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(reinterpret_cast<const char*>(v.data()), std::streamsize(v.size() * sizeof(T)));
-  ASSERT_TRUE(f.good()) << path;
+  write_file_atomic(path, std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T)));
 }
 
 template <class T>
 std::vector<T> read_vector(const std::string& path) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  std::vector<T> v(size_t(f.tellg()) / sizeof(T));
-  f.seekg(0);
-  f.read(reinterpret_cast<char*>(v.data()), std::streamsize(v.size() * sizeof(T)));
+  const std::string b = read_file(path);
+  std::vector<T> v(b.size() / sizeof(T));
+  std::memcpy(v.data(), b.data(), v.size() * sizeof(T));
   return v;
 }
 

@@ -9,11 +9,7 @@
 #pragma once
 #include <cstdint>
 
-#ifdef __CUDACC__
-#define TOPK_HD __host__ __device__
-#else
-#define TOPK_HD
-#endif
+#include "attention/select_rule.h"  // TOPK_HOST_DEVICE
 
 namespace topk::cuda {
 
@@ -26,7 +22,7 @@ inline int score_item_heads(int G) { return G <= 4 ? 4 : 8; }
 
 // Candidates a row aims for: twice its budget, at least 1024, and at least m / 64 so that the
 // sample (at most 2048 keys) puts >= 32 of its keys above the threshold.
-TOPK_HD inline int64_t threshold_target(int64_t take, int64_t m) {
+TOPK_HOST_DEVICE inline int64_t threshold_target(int64_t take, int64_t m) {
   int64_t e = 2 * take;
   if (e < 1024) e = 1024;
   if (e < (m + 63) / 64) e = (m + 63) / 64;
@@ -35,13 +31,13 @@ TOPK_HD inline int64_t threshold_target(int64_t take, int64_t m) {
 
 // Candidate slots per row for budgets up to K over rows of up to Smax keys: twice the
 // largest target plus 1024, so overflowing needs twice the expected count.
-TOPK_HD inline int64_t threshold_cap(int64_t K, int64_t Smax) {
+TOPK_HOST_DEVICE inline int64_t threshold_cap(int64_t K, int64_t Smax) {
   return 2 * threshold_target(K, Smax) + 1024;
 }
 
 // Sample size for a row of m competing keys (only when m > cap): enough for >= 32 sampled
 // keys above the threshold, between 512 and 2048.
-TOPK_HD inline int64_t threshold_samples(int64_t take, int64_t m) {
+TOPK_HOST_DEVICE inline int64_t threshold_samples(int64_t take, int64_t m) {
   int64_t e = threshold_target(take, m);
   int64_t n = (32 * m + e - 1) / e;
   if (n < 512) n = 512;
@@ -53,7 +49,7 @@ TOPK_HD inline int64_t threshold_samples(int64_t take, int64_t m) {
 // parts, floor((2i + 1) m / 2n). In double, which is exact here (operands below 2^53, and a
 // quotient that is not an integer lies at least 1/2n from one) and on the GPU far cheaper
 // than a 64-bit integer division.
-TOPK_HD inline int64_t threshold_sample_pos(int64_t i, int64_t n, int64_t m) {
+TOPK_HOST_DEVICE inline int64_t threshold_sample_pos(int64_t i, int64_t n, int64_t m) {
   return int64_t(double(2 * i + 1) * double(m) / double(2 * n));
 }
 
