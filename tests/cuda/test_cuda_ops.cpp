@@ -479,17 +479,29 @@ struct ForcePath {
   ~ForcePath() { unsetenv("TOPK_CUDA_TOPK_PATH"); }
 };
 
+// Forces one selection over stored rows (TOPK_CUDA_STORED_SELECT: clusters or warps) while alive.
+struct ForceStored {
+  explicit ForceStored(const char* how) { setenv("TOPK_CUDA_STORED_SELECT", how, 1); }
+  ~ForceStored() { unsetenv("TOPK_CUDA_STORED_SELECT"); }
+};
+
 // Per-head selection runs through every pipeline; group sharing has no threshold path. The
 // gemm path's score products need q and k of one 16-bit dtype; with others it still runs its
 // chunks, over the score kernel's rows.
+// The general and gemm paths run both selections over stored rows (a cluster per pair, a warp
+// per pair).
 void check_topk(const Shape& sh, const SelectOpts& sel, uint64_t seed) {
   Inputs in(sh, seed);
   for (const char* path : {"general", "gemm", "threshold"}) {
     if (sel.share_group && !std::strcmp(path, "threshold")) return;
-    SCOPED_TRACE(path);
-    ForcePath force(path);
-    check_topk_inputs(in, sel);
-    if (testing::Test::HasFailure()) return;
+    for (const char* stored : {"clusters", "warps"}) {
+      if (!std::strcmp(path, "threshold") && !std::strcmp(stored, "warps")) continue;
+      SCOPED_TRACE(testing::Message() << path << " " << stored);
+      ForcePath force(path);
+      ForceStored by(stored);
+      check_topk_inputs(in, sel);
+      if (testing::Test::HasFailure()) return;
+    }
   }
 }
 
@@ -592,6 +604,56 @@ TEST(CudaTopk, TiesAcrossSlices) {
         if (testing::Test::HasFailure()) return;
       }
   }
+}
+
+// The warp selection over stored rows on rows longer than a warp keeps (so they are sampled):
+// every budget form up to the largest it takes, decode rows and a causal prefill through the
+// gemm path, and rows of 7 distinct scores, whose ties at the sampled threshold overflow the
+// warp's candidates and send every row to the selection over the whole row.
+TEST(CudaTopk, WarpSelectSampledRows) {
+  NEED_GPU();
+  ForceStored by("warps");
+  Shape s{2, 1, 5000, 8, 2, 128};
+  s.seqlens = {5000, 1700};
+  SelectOpts cnt;
+  cnt.k = 64;
+  SelectOpts ratio;
+  ratio.ratio = 0.05;
+  ratio.min_k = 20;
+  SelectOpts forced;
+  forced.k = 100;
+  forced.sink = 4;
+  forced.window = 50;
+  SelectOpts most;
+  most.k = 512;
+  {
+    ForcePath force("general");
+    Inputs in(s, 960);
+    for (const SelectOpts& o : {cnt, ratio, forced, most}) {
+      SCOPED_TRACE(testing::Message() << "k=" << o.k << " ratio=" << o.ratio);
+      check_topk_inputs(in, o);
+      if (testing::Test::HasFailure()) return;
+    }
+    const int64_t row = s.Hkv * s.D;
+    for (int64_t b = 0; b < s.B; b++)
+      for (int64_t j = 0; j < s.S; j++)
+        for (int64_t e = 0; e < row; e++) {
+          const int64_t src = (b * s.S + j % 7) * row + e, dst = (b * s.S + j) * row + e;
+          in.k.host.ptr<uint16_t>()[dst] = in.k.host.ptr<uint16_t>()[src];
+        }
+    in.k.upload();
+    SCOPED_TRACE("ties");
+    check_topk_inputs(in, cnt, true);
+    check_topk_inputs(in, forced, true);
+  }
+  if (testing::Test::HasFailure()) return;
+  ForcePath force("gemm");
+  Shape p{1, 2500, 2500, 8, 2, 64};
+  p.causal = true;
+  p.qdt = DType::bf16;
+  Inputs in(p, 961);
+  check_topk_inputs(in, ratio);
+  check_topk_inputs(in, forced);
 }
 
 // Rows long enough for the sampled-threshold path of per-head top-k (rows of more than

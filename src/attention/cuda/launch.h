@@ -94,5 +94,11 @@ bool select_attend_rows_fits(int64_t Smax);
 void launch_select_attend_rows(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
                                const SelectOpts& sel, const float* scores, int32_t* indices,
                                int64_t K);
+// The same with a warp per (row, head), for many rows and budgets of select_attend_warps_fits
+// keys at most (topk/stored_select_attend_warps.cu).
+bool select_attend_warps_fits(int64_t K);
+void launch_select_attend_warps(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                                const SelectOpts& sel, const float* scores, int32_t* indices,
+                                int64_t K);
 
 }  // namespace topk::cuda

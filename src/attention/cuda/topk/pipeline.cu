@@ -91,6 +91,21 @@ int64_t row_bytes(const AttnParams& p, const SelectOpts& sel, int64_t K) {
   return std::max(thr, gen);
 }
 
+// Per-head selection over stored rows: a warp per (row, head) when the pairs fill the GPU
+// several times over and budgets are small (prefill and training), else a cluster of blocks
+// per pair (decode at small batch, where latency rules; rows past its length take a block per
+// pair). TOPK_CUDA_STORED_SELECT=warps or =clusters forces one (warps only where the budget
+// fits it).
+bool stored_select_by_warps(const AttnParams& p, int64_t rows, int64_t K) {
+  if (!select_attend_warps_fits(K)) return false;
+  if (const char* e = std::getenv("TOPK_CUDA_STORED_SELECT"); e && *e) {
+    if (!std::strcmp(e, "warps")) return true;
+    if (!std::strcmp(e, "clusters")) return false;
+    throw Error(detail::format_error("TOPK_CUDA_STORED_SELECT=%s: expected warps or clusters", e));
+  }
+  return rows * p.Hq >= 4 * int64_t(num_sms()) || !select_attend_rows_fits(p.Smax);
+}
+
 // Selection and attention of rows [r0, r1) from their stored score rows ([r1-r0, Hq, Smax]).
 void select_attend_stored(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
                           const SelectOpts& sel, bool shared, const float* scores,
@@ -100,6 +115,8 @@ void select_attend_stored(const AttnParams& p, const SeqTable& st, int64_t r0, i
     launch_group_rank(p, st, r0, r1, scores, rank);
     launch_select(p, st, r0, r1, rank, true, p.Hsel, sel, indices, K);
     launch_attend(p, st, r0, r1, indices, p.Hsel, K, scores);
+  } else if (stored_select_by_warps(p, r1 - r0, K)) {
+    launch_select_attend_warps(p, st, r0, r1, sel, scores, indices, K);
   } else if (select_attend_rows_fits(p.Smax)) {
     launch_select_attend_rows(p, st, r0, r1, sel, scores, indices, K);
   } else {

@@ -1,0 +1,383 @@
+// Selection and attention over stored score rows with one warp per (row, query head), for
+// calls with many rows and small budgets (prefill and training: thousands of pairs, W of at
+// most kWarpMaxK keys). The cluster kernel (topk/stored_select_attend.cu) spends a cluster of
+// 1024+ threads and several cluster barriers on each pair, which suits a handful of decode
+// rows but leaves a training step's million pairs waiting on latency. Here each warp:
+//   sample  reads groups of 8 consecutive keys spread over the row (up to kWCap keys) and
+//           takes the r-th largest as a threshold tau, r a few deviations above the budget's
+//           share of the sample, so that the row's keys >= tau number the budget or more;
+//   filter  reads the row once, keeps the keys >= tau in shared memory in index order;
+//   select  finds the exact threshold key T among them (radix digits of 8 bits) and keeps
+//           those above T and, of those equal to T, the lowest indices;
+//   attend  softmax over the selection (forced sink and window keys included) and the sum of
+//           the chosen V rows, in index order.
+// When the filter keeps fewer than the budget or more than fit (ties at tau, a skewed sample),
+// the warp selects over the whole row in global memory instead: the same digits, re-reading
+// the row. Exact either way, ties to the lower index, like the reference.
+#include <cmath>
+
+#include "attention/cuda/common.cuh"
+#include "attention/cuda/launch.h"
+#include "attention/cuda/memory.cuh"
+#include "attention/cuda/reduce.cuh"
+
+namespace topk::cuda {
+
+namespace {
+
+constexpr int kWarps = 8;       // pairs per block
+constexpr int kWCap = 1536;     // keys a warp keeps in shared memory (candidates, the sample)
+constexpr int kWarpMaxK = 512;  // the largest budget this kernel takes
+constexpr size_t kWSmem = size_t(kWarps) * (kWCap * 8 + 256 * 4);
+constexpr unsigned kFull = 0xffffffffu;
+
+struct WArgs {
+  const DSeq* seqs;
+  int nseq;
+  int64_t r0, pairs;
+  int Hq, G;
+  int64_t Smax, Tq, K;
+  bool causal, vec_v;
+  DRows v;
+  SelectOpts sel;
+  const float* scores;  // compact [rows, Hq, Smax]
+  int32_t* out;
+  DOut dst;
+};
+
+// The need-th largest key (1 <= need <= count) of get(0 .. count) as T, and how many of the
+// keys equal to T are taken (the lowest positions first): four digits of 8 bits, each a
+// histogram in hist (256 ints of this warp) and a scan across the warp.
+template <class Get>
+__device__ void warp_kth(Get&& get, int count, int need, int* hist, uint32_t& T, int& need_eq) {
+  const int lane = threadIdx.x & 31;
+  uint32_t prefix = 0;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int b = lane; b < 256; b += 32) hist[b] = 0;
+    __syncwarp();
+    const uint32_t high = shift == 24 ? 0u : ~0u << (shift + 8);
+    // Lanes with the same digit add once (the first digits of a row's keys are mostly one).
+    for (int i0 = 0; i0 < count; i0 += 32) {
+      const int i = i0 + lane;
+      const uint32_t k = i < count ? get(i) : 0u;
+      const int d = i < count && (k & high) == prefix ? int(k >> shift) & 255 : 256;
+      const unsigned peers = __match_any_sync(kFull, d);
+      if (d < 256 && (peers & ((1u << lane) - 1u)) == 0) atomicAdd(&hist[d], __popc(peers));
+    }
+    __syncwarp();
+    // Lane l holds bins 255 - 8l down to 248 - 8l: the scan runs from the top key down.
+    int c[8], sum = 0;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      c[j] = hist[255 - 8 * lane - j];
+      sum += c[j];
+    }
+    int incl = sum;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      const int y = __shfl_up_sync(kFull, incl, o);
+      if (lane >= o) incl += y;
+    }
+    const int src = __ffs(__ballot_sync(kFull, incl >= need)) - 1;
+    int digit = 0, above = 0;
+    if (lane == src) {
+      int run = incl - sum;
+      bool found = false;
+#pragma unroll
+      for (int j = 0; j < 8; j++) {
+        if (!found && run + c[j] >= need) {
+          digit = 255 - 8 * lane - j;
+          above = run;
+          found = true;
+        }
+        run += c[j];
+      }
+    }
+    digit = __shfl_sync(kFull, digit, src);
+    above = __shfl_sync(kFull, above, src);
+    need -= above;
+    prefix |= uint32_t(digit) << shift;
+    __syncwarp();  // every lane has read hist before the next digit clears it
+  }
+  T = prefix;
+  need_eq = need;
+}
+
+// One step of an ordered pass: each lane holds up to 4 consecutive keys (valid: mask of the
+// ones in range), kept when above T or equal to T within the quota eq_left (lowest positions
+// first). Returns, per lane, the kept mask and the place of its first kept key counting from
+// the step's start; total: the step's kept count. eq_left is updated for the next step.
+__device__ __forceinline__ unsigned keep_step(const uint32_t (&key)[4], unsigned valid, uint32_t T,
+                                              int& eq_left, int& place, int& total) {
+  const int lane = threadIdx.x & 31;
+  const unsigned lt = (1u << lane) - 1u;
+  unsigned gt = 0, eq = 0;
+#pragma unroll
+  for (int j = 0; j < 4; j++) {
+    if (!(valid >> j & 1)) continue;
+    gt |= unsigned(key[j] > T) << j;
+    eq |= unsigned(key[j] == T) << j;
+  }
+  // Ties at T in index order: lanes before this one, then this lane's earlier keys.
+  int eq_before = 0, eq_total = 0;
+#pragma unroll
+  for (int j = 0; j < 4; j++) {
+    const unsigned b = __ballot_sync(kFull, eq >> j & 1);
+    eq_before += __popc(b & lt);
+    eq_total += __popc(b);
+  }
+  unsigned keep = gt;
+  int e = eq_before;
+#pragma unroll
+  for (int j = 0; j < 4; j++)
+    if (eq >> j & 1) {
+      if (e < eq_left) keep |= 1u << j;
+      e++;
+    }
+  eq_left = eq_total >= eq_left ? 0 : eq_left - eq_total;
+  place = 0;
+  total = 0;
+#pragma unroll
+  for (int j = 0; j < 4; j++) {
+    const unsigned b = __ballot_sync(kFull, keep >> j & 1);
+    place += __popc(b & lt);
+    total += __popc(b);
+  }
+  return keep;
+}
+
+// Keys of row[i0 .. i0 + 4) limited to [lo, hi) (16-byte loads when the row is aligned).
+__device__ __forceinline__ unsigned load4(const float* row, int i0, int lo, int hi, bool aligned,
+                                          uint32_t (&key)[4]) {
+  unsigned valid = 0;
+  if (aligned && i0 >= lo && i0 + 4 <= hi) {
+    const float4 x = *reinterpret_cast<const float4*>(row + i0);
+    key[0] = order_key(x.x);
+    key[1] = order_key(x.y);
+    key[2] = order_key(x.z);
+    key[3] = order_key(x.w);
+    return 0xfu;
+  }
+#pragma unroll
+  for (int j = 0; j < 4; j++) {
+    const int i = i0 + j;
+    const bool in = i >= lo && i < hi;
+    key[j] = in ? order_key(row[i]) : 0u;
+    valid |= unsigned(in) << j;
+  }
+  return valid;
+}
+
+// The kept keys of row[lo, hi) (above T, or equal to T within eq_left) appended in index order
+// to ckey/cidx from position 0, storing at most cap of them; returns how many were kept.
+__device__ int filter_row(const float* row, int lo, int hi, uint32_t T, int eq_left, int cap,
+                          uint32_t* ckey, int32_t* cidx) {
+  const int lane = threadIdx.x & 31;
+  const bool aligned = (reinterpret_cast<uintptr_t>(row) & 15) == 0;
+  const int start = aligned ? lo & ~3 : lo;
+  int n = 0;
+  for (int b0 = start; b0 < hi; b0 += 4 * 128) {
+    uint32_t key[4][4];
+    unsigned valid[4];
+#pragma unroll
+    for (int u = 0; u < 4; u++) valid[u] = load4(row, b0 + u * 128 + lane * 4, lo, hi, aligned, key[u]);
+#pragma unroll
+    for (int u = 0; u < 4; u++) {
+      int place, total;
+      const unsigned keep = keep_step(key[u], valid[u], T, eq_left, place, total);
+#pragma unroll
+      for (int j = 0; j < 4; j++)
+        if (keep >> j & 1) {
+          const int pos = n + place++;
+          if (pos < cap) {
+            ckey[pos] = key[u][j];
+            cidx[pos] = b0 + u * 128 + lane * 4 + j;
+          }
+        }
+      n += total;
+    }
+  }
+  __syncwarp();
+  return n;
+}
+
+template <int D>
+__global__ void __launch_bounds__(kWarps * 32) select_attend_warps_kernel(const WArgs a) {
+  constexpr int TPR = D / 8, SLOTS = 32 / TPR;  // threads per V row (8 elements each), rows at once
+  extern __shared__ int smem[];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  uint32_t* ckey = reinterpret_cast<uint32_t*>(smem) + warp * (2 * kWCap + 256);
+  int32_t* cidx = reinterpret_cast<int32_t*>(ckey + kWCap);
+  int* hist = cidx + kWCap;
+
+  asm volatile("griddepcontrol.wait;" ::: "memory");  // the scores come from the kernel before
+  const int64_t pair = int64_t(blockIdx.x) * kWarps + warp;
+  if (pair >= a.pairs) return;
+  const int64_t rr = pair / a.Hq;
+  const int h = int(pair % a.Hq), kvh = h / a.G;
+  const int64_t r = a.r0 + rr;
+  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
+  const int64_t t = r - s.r0;
+  const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
+  const int n = int(visible_keys(s, t, a.causal));
+  const RowSel rs = row_sel(a.sel.k, a.sel.ratio, a.sel.min_k, a.sel.sink, a.sel.window, n);
+  const int lo = int(rs.lo), hi = int(rs.hi), take = int(rs.take), m = int(rs.m);
+  const int nsel = int(rs.forced) + take;
+  const float* srow = a.scores + (rr * a.Hq + h) * a.Smax;
+  int32_t* orow = a.out + (qrow * a.Hq + h) * a.K;
+
+  // The chosen competing keys into ckey/cidx[0 .. take), in index order.
+  if (take > 0 && take < m) {
+    uint32_t tau = 0;  // keep every key: the row fits whole
+    if (m > kWCap) {
+      // Groups of 8 keys (one 32-byte sector) evenly spread over [lo, hi).
+      const int groups = min(kWCap / 8, m / 64 > 0 ? m / 64 : 1);
+      const int ns = groups * 8;
+      for (int i = lane; i < ns; i += 32) {
+        const int g = i >> 3;
+        const int pos = lo + int(int64_t(g) * (m - 8) / max(1, groups - 1)) + (i & 7);
+        ckey[i] = order_key(srow[pos]);
+      }
+      __syncwarp();
+      // r: the budget's share of the sample plus three deviations and a margin.
+      const float share = float(take) * float(ns) / float(m);
+      const int rk = int(ceilf(share + 3.f * sqrtf(share))) + 8;
+      if (rk < ns) {
+        int unused;
+        warp_kth([&](int i) { return ckey[i]; }, ns, rk, hist, tau, unused);
+      }
+    }
+    int kept = filter_row(srow, lo, hi, tau, 0x3fffffff, kWCap, ckey, cidx);
+    uint32_t T;
+    int need_eq;
+    if (kept >= take && kept <= kWCap) {
+      warp_kth([&](int i) { return ckey[i]; }, kept, take, hist, T, need_eq);
+      // In-place compaction: a kept entry moves to a place at or before its own, and each
+      // step reads its entries before any lane writes.
+      int out = 0, eq_left = need_eq;
+      for (int b0 = 0; b0 < kept; b0 += 128) {
+        uint32_t key[4];
+        int32_t idx[4];
+        unsigned valid = 0;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+          const int i = b0 + lane * 4 + j;
+          valid |= unsigned(i < kept) << j;
+          key[j] = i < kept ? ckey[i] : 0u;
+          idx[j] = i < kept ? cidx[i] : 0;
+        }
+        int place, total;
+        const unsigned keep = keep_step(key, valid, T, eq_left, place, total);
+        __syncwarp();
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+          if (keep >> j & 1) {
+            ckey[out + place] = key[j];
+            cidx[out + place] = idx[j];
+            place++;
+          }
+        out += total;
+        __syncwarp();
+      }
+    } else {
+      // The sample misled: select over the row itself.
+      warp_kth([&](int i) { return order_key(srow[lo + i]); }, m, take, hist, T, need_eq);
+      filter_row(srow, lo, hi, T, need_eq, kWCap, ckey, cidx);
+    }
+  } else if (take == m) {
+    for (int i = lane; i < m; i += 32) {
+      ckey[i] = order_key(srow[lo + i]);
+      cidx[i] = lo + i;
+    }
+  }
+  __syncwarp();
+
+  // The selection in index order: sink [0, lo), the chosen keys, window [hi, n).
+  auto index_at = [&](int p) -> int {
+    return p < lo ? p : p < lo + take ? cidx[p - lo] : hi + (p - lo - take);
+  };
+  auto key_at = [&](int p) -> uint32_t {
+    return p >= lo && p < lo + take ? ckey[p - lo] : order_key(srow[index_at(p)]);
+  };
+  for (int p = lane; p < nsel; p += 32) orow[p] = index_at(p);
+  for (int64_t p = nsel + lane; p < a.K; p += 32) orow[p] = -1;
+
+  uint32_t mk = 0;
+  for (int p = lane; p < nsel; p += 32) mk = max(mk, key_at(p));
+  mk = __reduce_max_sync(kFull, mk);
+  const float M = mk ? key_score(mk) : -INFINITY;
+  float L = 0.f;
+  if (M != -INFINITY)
+    for (int p = lane; p < nsel; p += 32) L += expf(key_score(key_at(p)) - M);
+#pragma unroll
+  for (int o = 16; o >= 1; o >>= 1) L += __shfl_xor_sync(kFull, L, o);
+
+  const int dg = lane % TPR, slot = lane / TPR;
+  const int64_t vbase = int64_t(s.batch) * a.v.sb + int64_t(s.k_start) * a.v.st + int64_t(kvh) * a.v.sh;
+  float acc[8];
+#pragma unroll
+  for (int e = 0; e < 8; e++) acc[e] = 0.f;
+  if (M != -INFINITY) {
+    constexpr int U = 4;
+    for (int b0 = 0; b0 < nsel; b0 += SLOTS * U)
+      gather_rows<U>(a.v, vbase, dg, a.vec_v, b0 + slot, SLOTS, nsel, index_at,
+                     [&](int p) { return expf(key_score(key_at(p)) - M); }, acc);
+  }
+  // Slots summed in a fixed order: lanes dg, dg + TPR, ... hold one slot each.
+#pragma unroll
+  for (int o = TPR; o < 32; o <<= 1)
+#pragma unroll
+    for (int e = 0; e < 8; e++) acc[e] += __shfl_xor_sync(kFull, acc[e], o);
+  const bool empty = !(L > 0.f);
+  if (slot == 0) {
+    const int64_t ooff = a.dst.offset(s.batch, s.q_start + t, h) + dg * 8;
+#pragma unroll
+    for (int e = 0; e < 8; e++) store1(a.dst.o, a.dst.dt, ooff + e, empty ? 0.f : acc[e] / L);
+  }
+  if (lane == 0) a.dst.lse[qrow * a.Hq + h] = empty ? INFINITY : M + logf(L);
+}
+
+template <int D>
+void set_smem_attr() {
+  static bool done = false;
+  if (done) return;
+  TOPK_CUDA(cudaFuncSetAttribute(select_attend_warps_kernel<D>,
+                                 cudaFuncAttributeMaxDynamicSharedMemorySize, int(kWSmem)));
+  done = true;
+}
+
+}  // namespace
+
+bool select_attend_warps_fits(int64_t K) { return K <= kWarpMaxK; }
+
+void launch_select_attend_warps(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                                const SelectOpts& sel, const float* scores, int32_t* indices,
+                                int64_t K) {
+  if (r1 <= r0) return;
+  TOPK_CHECK(select_attend_warps_fits(K) && p.Smax < (int64_t(1) << 30),
+             "topk_attention_forward: budget or rows too large for the warp select");
+  WArgs a;
+  a.seqs = st.d;
+  a.nseq = st.n;
+  a.r0 = r0;
+  a.pairs = (r1 - r0) * p.Hq;
+  a.Hq = p.Hq;
+  a.G = p.group();
+  a.Smax = p.Smax;
+  a.Tq = p.Tq;
+  a.K = K;
+  a.causal = p.causal;
+  a.v = drows(p.v);
+  a.vec_v = rows_aligned(a.v);
+  a.sel = sel;
+  a.scores = scores;
+  a.out = indices;
+  a.dst = dout(p);
+  const int64_t blocks = (a.pairs + kWarps - 1) / kWarps;
+  TOPK_CHECK(blocks < (int64_t(1) << 31), "topk_attention_forward: too many rows for one launch");
+  TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "topk_attention_forward",
+      set_smem_attr<kD>();
+      launch_ex(select_attend_warps_kernel<kD>, blocks, kWarps * 32, kWSmem, 0, true, a));
+}
+
+}  // namespace topk::cuda
