@@ -135,9 +135,13 @@ void selection_mass(const AttnParams& p, float* mass);
 // The budget of the CUDA buffers an op sizes by its row count (score rows, per-entry arrays of
 // the sparse backward): longer calls go in row ranges that keep those buffers under it.
 // workspace_budget() is kWorkspaceBudget, or TOPK_CUDA_WORKSPACE_BUDGET (bytes) when set: the
-// tests make it small to run the row ranges on small inputs.
+// tests make it small to run the row ranges on small inputs. The score rows of top-k prefill's
+// gemm path take score_rows_budget(): a 64th of the device's memory from kWorkspaceBudget to
+// kScoreRowsBudgetMax (2 GiB on an 80 GB or larger GPU), or the variable when set.
 constexpr size_t kWorkspaceBudget = size_t(256) << 20;
+constexpr size_t kScoreRowsBudgetMax = size_t(2) << 30;
 size_t workspace_budget();
+size_t score_rows_budget();
 // The cached workspaces of the CUDA ops: their total size in bytes, and freeing them all (the
 // tests check the memory bounds with them).
 size_t workspace_bytes();

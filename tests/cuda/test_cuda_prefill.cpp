@@ -303,6 +303,7 @@ TEST(CudaTopkPrefill, PackedWithinBudget) {
   l.cu_q = l.cu_k = {0, 2048, 4096, 6144};
   const int Hq = 8, Hkv = 2, D = 64;
   ASSERT_GT(l.T * Hq * l.S * 4, int64_t(4 * cuda::kWorkspaceBudget));
+  ScopedEnv budget("TOPK_CUDA_WORKSPACE_BUDGET", std::to_string(cuda::kWorkspaceBudget));
   SelectOpts sel;
   sel.k = 64;
   for (const char* path : {"threshold", "general", "gemm"}) {

@@ -1,6 +1,7 @@
 // Host-side state shared by the CUDA ops: the uploaded sequence table (re-sent only when it
 // changes, so a decode loop pays no copy), growing workspaces, and device properties.
 // Not thread-safe: one host thread drives the CUDA backend at a time.
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -121,6 +122,22 @@ const void* upload_table(int slot, const void* host, size_t bytes) {
     last.assign(static_cast<const char*>(host), static_cast<const char*>(host) + bytes);
   }
   return c.tab[slot];
+}
+
+size_t score_rows_budget() {
+  const char* e = std::getenv("TOPK_CUDA_WORKSPACE_BUDGET");
+  if (e && *e) return workspace_budget();
+  // A 64th of the device's memory within [kWorkspaceBudget, kScoreRowsBudgetMax]: larger
+  // chunks keep the products and the selection launches large (H200, causal prefill at
+  // S = 32K, ratio 0.01: 203 ms at 256 MiB, 156 ms at 2 GiB; docs/benchmarks.md).
+  static const size_t budget = [] {
+    int dev = 0;
+    TOPK_CUDA(cudaGetDevice(&dev));
+    cudaDeviceProp prop;
+    TOPK_CUDA(cudaGetDeviceProperties(&prop, dev));
+    return std::min(kScoreRowsBudgetMax, std::max(kWorkspaceBudget, prop.totalGlobalMem / 64));
+  }();
+  return budget;
 }
 
 size_t workspace_budget() {

@@ -1,6 +1,6 @@
 // Attention metrics on CUDA: entropy of each query head's full softmax and the softmax mass of
 // a selection. Score rows come from the score pass (scores.cu) into a workspace, in row ranges
-// that keep it under kWorkspaceBudget; then a block per (row, head) reduces its row:
+// that keep it under workspace_budget(); then a block per (row, head) reduces its row:
 //   entropy  m = max, l = sum e^(s - m), H = ln l - sum e^(s - m) (s - m) / l (= -sum a ln a),
 //            normalized H / ln n; both 0 for n <= 1;
 //   mass     sum of e^(s_j - lse) over the distinct valid keys of the row's list: each entry

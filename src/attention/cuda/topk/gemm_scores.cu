@@ -56,10 +56,17 @@ void launch_score_gemm(const AttnParams& p, int64_t r0, int64_t r1, float* out) 
       const char* qp = qd + (int64_t(s.batch) * p.q.sb + (int64_t(s.q_start) + t0) * p.q.st +
                              int64_t(kvh) * G * p.q.sh) * esize;
       float* cp = out + ((a - r0) * p.Hq + int64_t(kvh) * G) * p.Smax;
-      TOPK_CUBLAS(cublasGemmStridedBatchedEx(
-          h, CUBLAS_OP_T, CUBLAS_OP_N, int(n), int(t1 - t0), p.D, &alpha, kp, dt, int(p.k.st), 0,
-          qp, dt, int(p.q.st), p.q.sh, &beta, cp, CUDA_R_32F, int(int64_t(p.Hq) * p.Smax), p.Smax,
-          G, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      // Keys in a multiple of 8, then the rest: with an odd key count cuBLAS (13.0, H200) falls
+      // back to unaligned pre-Hopper kernels at a tenth of the tensor-core rate.
+      const int64_t n8 = n / 8 * 8;
+      for (int part = 0; part < 2; part++) {
+        const int64_t j0 = part == 0 ? 0 : n8, nj = part == 0 ? n8 : n - n8;
+        if (nj <= 0) continue;
+        TOPK_CUBLAS(cublasGemmStridedBatchedEx(
+            h, CUBLAS_OP_T, CUBLAS_OP_N, int(nj), int(t1 - t0), p.D, &alpha, kp + j0 * p.k.st * esize,
+            dt, int(p.k.st), 0, qp, dt, int(p.q.st), p.q.sh, &beta, cp + j0, CUDA_R_32F,
+            int(int64_t(p.Hq) * p.Smax), p.Smax, G, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      }
     }
   }
 }

@@ -21,7 +21,8 @@
 // docs/benchmarks.md). TOPK_CUDA_TOPK_PATH=threshold, =general or =gemm forces one (the tests
 // run all three; gemm with other dtypes scores its chunks with the score kernel).
 // Memory: rows go in ranges whose row-sized buffers (score rows, candidates, selected scores)
-// stay under workspace_budget() (256 MiB). When a prefill does not fit whole and its sequences
+// stay under workspace_budget() (256 MiB; the gemm path's score rows score_rows_budget(), up to
+// 2 GiB by the device's memory). When a prefill does not fit whole and its sequences
 // are much shorter than Smax (packed training: Smax is the packed total, and a row needs only
 // its own sequence's keys), consecutive sequences go in groups whose score rows span only the
 // group's longest sequence, as many per group as fit. So causal prefill and training of any
@@ -134,7 +135,7 @@ void gemm_path(const AttnParams& p, const SeqTable& st, const SelectOpts& sel, b
                int32_t* indices, int64_t K) {
   const bool tc = score_gemm_fits(p);
   const int64_t per_key = int64_t(p.Hq + (shared ? p.Hkv : 0)) * 4;
-  const int64_t budget = int64_t(workspace_budget());
+  const int64_t budget = int64_t(score_rows_budget());
   int i = 0;
   int64_t t = 0;  // the next row: query t of sequence i
   for (int64_t r0 = 0, r1 = 0; r0 < st.rows; r0 = r1) {

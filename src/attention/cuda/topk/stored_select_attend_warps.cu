@@ -3,9 +3,10 @@
 // most kWarpMaxK keys). The cluster kernel (topk/stored_select_attend.cu) spends a cluster of
 // 1024+ threads and several cluster barriers on each pair, which suits a handful of decode
 // rows but leaves a training step's million pairs waiting on latency. Here each warp:
-//   sample  reads groups of 8 consecutive keys spread over the row (up to kWCap keys) and
-//           takes the r-th largest as a threshold tau, r a few deviations above the budget's
-//           share of the sample, so that the row's keys >= tau number the budget or more;
+//   sample  reads groups of 8 consecutive keys spread over the row (a 16th of it, at most kWCap
+//           keys) and takes the r-th largest (to 16 bits) as a threshold tau, r a few deviations
+//           above the budget's share of the sample, so that the row's keys >= tau number the
+//           budget or more;
 //   filter  reads the row once, keeps the keys >= tau in shared memory in index order;
 //   select  finds the exact threshold key T among them (radix digits of 8 bits) and keeps
 //           those above T and, of those equal to T, the lowest indices;
@@ -25,7 +26,7 @@ namespace topk::cuda {
 
 namespace {
 
-constexpr int kWarps = 8;       // pairs per block
+constexpr int kWarps = 4;       // pairs per block (small blocks: a slow warp holds few others)
 constexpr int kWCap = 1536;     // keys a warp keeps in shared memory (candidates, the sample)
 constexpr int kWarpMaxK = 512;  // the largest budget this kernel takes
 constexpr size_t kWSmem = size_t(kWarps) * (kWCap * 8 + 256 * 4);
@@ -46,13 +47,15 @@ struct WArgs {
 };
 
 // The need-th largest key (1 <= need <= count) of get(0 .. count) as T, and how many of the
-// keys equal to T are taken (the lowest positions first): four digits of 8 bits, each a
-// histogram in hist (256 ints of this warp) and a scan across the warp.
+// keys equal to T are taken (the lowest positions first): `digits` digits of 8 bits from the
+// top (4: exact; fewer: T is the lower edge of the bin holding that key), each a histogram in
+// hist (256 ints of this warp) and a scan across the warp.
 template <class Get>
-__device__ void warp_kth(Get&& get, int count, int need, int* hist, uint32_t& T, int& need_eq) {
+__device__ void warp_kth(Get&& get, int count, int need, int digits, int* hist, uint32_t& T,
+                         int& need_eq) {
   const int lane = threadIdx.x & 31;
   uint32_t prefix = 0;
-  for (int shift = 24; shift >= 0; shift -= 8) {
+  for (int shift = 24; shift >= 32 - 8 * digits; shift -= 8) {
     for (int b = lane; b < 256; b += 32) hist[b] = 0;
     __syncwarp();
     const uint32_t high = shift == 24 ? 0u : ~0u << (shift + 8);
@@ -176,13 +179,14 @@ __device__ int filter_row(const float* row, int lo, int hi, uint32_t T, int eq_l
   const bool aligned = (reinterpret_cast<uintptr_t>(row) & 15) == 0;
   const int start = aligned ? lo & ~3 : lo;
   int n = 0;
-  for (int b0 = start; b0 < hi; b0 += 4 * 128) {
-    uint32_t key[4][4];
-    unsigned valid[4];
+  constexpr int U = 8;  // steps of 128 keys in flight
+  for (int b0 = start; b0 < hi; b0 += U * 128) {
+    uint32_t key[U][4];
+    unsigned valid[U];
 #pragma unroll
-    for (int u = 0; u < 4; u++) valid[u] = load4(row, b0 + u * 128 + lane * 4, lo, hi, aligned, key[u]);
+    for (int u = 0; u < U; u++) valid[u] = load4(row, b0 + u * 128 + lane * 4, lo, hi, aligned, key[u]);
 #pragma unroll
-    for (int u = 0; u < 4; u++) {
+    for (int u = 0; u < U; u++) {
       int place, total;
       const unsigned keep = keep_step(key[u], valid[u], T, eq_left, place, total);
 #pragma unroll
@@ -230,13 +234,21 @@ __global__ void __launch_bounds__(kWarps * 32) select_attend_warps_kernel(const 
   if (take > 0 && take < m) {
     uint32_t tau = 0;  // keep every key: the row fits whole
     if (m > kWCap) {
-      // Groups of 8 keys (one 32-byte sector) evenly spread over [lo, hi).
-      const int groups = min(kWCap / 8, m / 64 > 0 ? m / 64 : 1);
+      // Groups of 8 keys (one 32-byte sector) evenly spread over [lo, hi): a 16th of the row,
+      // or kWCap keys of longer rows. Loads go in batches of 8 per lane.
+      const int groups = min(kWCap / 8, m / 128);
       const int ns = groups * 8;
-      for (int i = lane; i < ns; i += 32) {
-        const int g = i >> 3;
-        const int pos = lo + int(int64_t(g) * (m - 8) / max(1, groups - 1)) + (i & 7);
-        ckey[i] = order_key(srow[pos]);
+      for (int i0 = 0; i0 < ns; i0 += 8 * 32) {
+        float x[8];
+#pragma unroll
+        for (int u = 0; u < 8; u++) {
+          const int i = i0 + u * 32 + lane;
+          const int pos = lo + int(int64_t(i >> 3) * (m - 8) / (groups - 1)) + (i & 7);
+          x[u] = i < ns ? srow[pos] : 0.f;
+        }
+#pragma unroll
+        for (int u = 0; u < 8; u++)
+          if (i0 + u * 32 + lane < ns) ckey[i0 + u * 32 + lane] = order_key(x[u]);
       }
       __syncwarp();
       // r: the budget's share of the sample plus three deviations and a margin.
@@ -244,14 +256,15 @@ __global__ void __launch_bounds__(kWarps * 32) select_attend_warps_kernel(const 
       const int rk = int(ceilf(share + 3.f * sqrtf(share))) + 8;
       if (rk < ns) {
         int unused;
-        warp_kth([&](int i) { return ckey[i]; }, ns, rk, hist, tau, unused);
+        // Two digits: tau is the lower edge of a 16-bit bin, a hair below the sampled key.
+        warp_kth([&](int i) { return ckey[i]; }, ns, rk, 2, hist, tau, unused);
       }
     }
     int kept = filter_row(srow, lo, hi, tau, 0x3fffffff, kWCap, ckey, cidx);
     uint32_t T;
     int need_eq;
     if (kept >= take && kept <= kWCap) {
-      warp_kth([&](int i) { return ckey[i]; }, kept, take, hist, T, need_eq);
+      warp_kth([&](int i) { return ckey[i]; }, kept, take, 4, hist, T, need_eq);
       // In-place compaction: a kept entry moves to a place at or before its own, and each
       // step reads its entries before any lane writes.
       int out = 0, eq_left = need_eq;
@@ -281,7 +294,7 @@ __global__ void __launch_bounds__(kWarps * 32) select_attend_warps_kernel(const 
       }
     } else {
       // The sample misled: select over the row itself.
-      warp_kth([&](int i) { return order_key(srow[lo + i]); }, m, take, hist, T, need_eq);
+      warp_kth([&](int i) { return order_key(srow[lo + i]); }, m, take, 4, hist, T, need_eq);
       filter_row(srow, lo, hi, T, need_eq, kWCap, ckey, cidx);
     }
   } else if (take == m) {
@@ -318,7 +331,7 @@ __global__ void __launch_bounds__(kWarps * 32) select_attend_warps_kernel(const 
 #pragma unroll
   for (int e = 0; e < 8; e++) acc[e] = 0.f;
   if (M != -INFINITY) {
-    constexpr int U = 4;
+    constexpr int U = 8;
     for (int b0 = 0; b0 < nsel; b0 += SLOTS * U)
       gather_rows<U>(a.v, vbase, dg, a.vec_v, b0 + slot, SLOTS, nsel, index_at,
                      [&](int p) { return expf(key_score(key_at(p)) - M); }, acc);
