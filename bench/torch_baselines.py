@@ -2,7 +2,11 @@
 """PyTorch baselines for `topk bench cuda`, on the same shapes (a baseline only: the product
 never depends on Python). Writes JSON like the C++ benchmark: CUDA events, warm-up, median.
 
-  python3 bench/torch_baselines.py [--out FILE] [--reps N] [--quick]
+  python3 bench/torch_baselines.py [--out FILE] [--reps N] [--quick] [--only decode,topk,fwdbwd]
+
+fwdbwd: causal SDPA (flash backend) forward + backward over B x S = 131072 tokens, Hq = 32,
+D = 128, bf16, K and V given as 32 heads (the flash kernel's own layout; the FLOPs do not
+depend on the KV heads), beside `topk bench cuda`'s fwdbwd_* cases.
 """
 import argparse
 import json
@@ -31,7 +35,9 @@ def main():
     ap.add_argument("--out", default="")
     ap.add_argument("--reps", type=int, default=50)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default="decode,topk,fwdbwd", help="groups of cases to run")
     args = ap.parse_args()
+    groups = set(args.only.split(","))
     dev = torch.device("cuda")
     torch.manual_seed(0)
     props = torch.cuda.get_device_properties(0)
@@ -46,7 +52,7 @@ def main():
     Hq, Hkv, D, K = 32, 8, 128, 2048
     G = Hq // Hkv
     shapes = [(8, 131072), (1, 32768), (1, 131072)] if not args.quick else [(1, 32768)]
-    for B, S in shapes:
+    for B, S in shapes if "decode" in groups else []:
         # Torch's preferred layout: [B, H, S, D].
         q = torch.randn(B, Hq, 1, D, device=dev, dtype=torch.bfloat16)
         k = torch.randn(B, Hkv, S, D, device=dev, dtype=torch.bfloat16)
@@ -74,14 +80,38 @@ def main():
         del q, k, v
         torch.cuda.empty_cache()
 
-    if not args.quick:
+    if not args.quick and "topk" in groups:
         x = torch.randn(256, 131072, device=dev, dtype=torch.float32)
         us = time_us(lambda: torch.topk(x, K, dim=-1), args.reps)
         cases.append(dict(name="torch_topk_256x131072", op="torch_topk", B=1, S=131072,
                           time_us=us, bytes=x.numel() * 4, gbps=x.numel() * 4 / (us * 1e3)))
 
+    train = []
+    if "fwdbwd" in groups:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        for S in [8192] if args.quick else [8192, 32768]:
+            B = 131072 // S
+            q, k, v = (torch.randn(B, Hq, S, D, device=dev, dtype=torch.bfloat16, requires_grad=True)
+                       for _ in range(3))
+            do = torch.randn_like(q)
+
+            def step():
+                q.grad = k.grad = v.grad = None
+                F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(do)
+
+            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+                with torch.no_grad():
+                    fwd = time_us(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                                  min(args.reps, 5), warmup=2)
+                us = time_us(step, min(args.reps, 5), warmup=2)
+            flops = 14.0 * Hq * D * B * S * (S + 1) / 2
+            train.append(dict(name=f"sdpa_fwdbwd_S{S}", op="sdpa_fwdbwd", B=B, S=S, time_us=us,
+                              fwd_us=fwd, flops=flops, tflops=flops / (us * 1e6)))
+            del q, k, v, do
+            torch.cuda.empty_cache()
+
     out = dict(tool="bench/torch_baselines.py", device=props.name, torch=torch.__version__,
-               copy_gbps=copy_gbps, reps=args.reps, cases=cases)
+               copy_gbps=copy_gbps, reps=args.reps, cases=cases, train=train)
     text = json.dumps(out, indent=2)
     if args.out:
         with open(args.out + ".tmp", "w") as f:

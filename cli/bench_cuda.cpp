@@ -3,7 +3,8 @@
 // events around each call, warm-up, median of many runs, inputs rotated when a set fits in
 // L2. Bytes are counted per case and the floor is bytes / measured copy bandwidth (copy
 // counts bytes read plus bytes written). Then causal prefill forwards (cases prefill_*): dense
-// flash attention beside top-k attention on each of its pipelines, timed in the same run.
+// flash attention beside top-k attention on each of its pipelines, timed in the same run; and
+// training attention, forward + backward (cases fwdbwd_*): dense beside top-k.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -16,6 +17,8 @@
 #include "cli/options.h"
 #include "core/json.h"
 #include "core/rng.h"
+#include "attention/params.h"
+#include "attention/select_rule.h"
 #include "topk/approx.h"
 #include "topk/attention.h"
 
@@ -148,6 +151,91 @@ void bench_prefill(const std::vector<int64_t>& lengths, int reps, const Want& wa
         out.push_back(r);
       }
     }
+  }
+}
+
+// Training attention, forward + backward, causal, over B x S = 131072 tokens (Hq = 32, Hkv = 8,
+// D = 128, bf16: the shape of the native top-k training issue): dense (attention_forward +
+// attention_backward) and top-k at ratio 0.01 and 0.05 (topk_attention_forward +
+// sparse_attention_backward over its indices). extra_bytes: device memory the case adds beyond
+// q, k, v, o, lse, dO and the gradients, measured as the drop of free memory over the case
+// with the cached workspaces released first (the indices and every workspace, at their peak
+// since workspaces only grow). flops: dense 14 Hq D per visible pair (forward 4, backward 10);
+// top-k 2 Hq D per visible pair for its scores plus 14 D per selected (row, head, key).
+struct TrainAttnResult {
+  std::string name, budget;
+  int64_t B = 0, S = 0;
+  double us = 0, fwd_us = 0, flops = 0, extra_bytes = 0, dense_us = 0;
+};
+
+double free_bytes() {
+  size_t f = 0, t = 0;
+  BCHECK(cudaDeviceSynchronize());
+  BCHECK(cudaMemGetInfo(&f, &t));
+  return double(f);
+}
+
+template <class Want>
+void bench_train_attention(const std::vector<int64_t>& lengths, int reps, const Want& want,
+                           std::vector<TrainAttnResult>& out) {
+  const int64_t Hq = 32, Hkv = 8, D = 128, tokens = 131072;
+  const double budgets[] = {0.01, 0.05};
+  for (int64_t S : lengths) {
+    const std::string tag = "_S" + std::to_string(S);
+    bool any = want("fwdbwd_dense" + tag);
+    for (double r : budgets) any = any || want("fwdbwd_topk_r" + std::to_string(r).substr(0, 4) + tag);
+    if (!any) continue;
+    const int64_t B = tokens / S;
+    auto make = [&](int64_t H, uint64_t seed) {
+      Buffer b(DType::bf16, {B, S, H, D}, Device::cuda);
+      fill(b, seed);
+      return b;
+    };
+    Buffer q = make(Hq, 50), k = make(Hkv, 51), v = make(Hkv, 52), dout = make(Hq, 53);
+    Buffer o(DType::bf16, {B, S, Hq, D}, Device::cuda), lse(DType::f32, {B, S, Hq}, Device::cuda);
+    // The backward accumulates gradients in f32.
+    Buffer dq(DType::f32, {B, S, Hq, D}, Device::cuda), dk(DType::f32, {B, S, Hkv, D}, Device::cuda),
+        dv(DType::f32, {B, S, Hkv, D}, Device::cuda);
+    AttnOpts causal;
+    causal.causal = true;
+    const double pairs = double(B) * double(S) * double(S + 1) / 2;
+    TrainAttnResult dense{"fwdbwd_dense" + tag, "-", B, S};
+    dense.flops = 14.0 * Hq * D * pairs;
+    // The dense time is the ratios' baseline: measured whenever any case of this length runs.
+    cuda::workspace_release();
+    double free0 = free_bytes();
+    dense.fwd_us = time_us([&](int) { attention_forward(q, k, v, {}, causal, o, lse); }, reps, 1);
+    dense.us = time_us([&](int) {
+      attention_forward(q, k, v, {}, causal, o, lse);
+      attention_backward(q, k, v, o, lse, dout, {}, causal, dq, dk, dv);
+    }, reps, 1);
+    dense.extra_bytes = free0 - free_bytes();
+    dense.dense_us = dense.us;
+    if (want(dense.name)) out.push_back(dense);
+    for (double ratio : budgets) {
+      TrainAttnResult r{"fwdbwd_topk_r" + std::to_string(ratio).substr(0, 4) + tag,
+                        "ratio=" + std::to_string(ratio).substr(0, 4), B, S};
+      if (!want(r.name)) continue;
+      SelectOpts sel;
+      sel.ratio = ratio;
+      double entries = 0;
+      for (int64_t t = 0; t < S; t++) entries += double(budget_of(0, ratio, 0, t + 1));
+      r.flops = 2.0 * Hq * D * pairs + 14.0 * D * entries * double(B * Hq);
+      cuda::workspace_release();
+      free0 = free_bytes();
+      {
+        Buffer idx(DType::i32, {B, S, Hq, select_capacity(sel, S)}, Device::cuda);
+        r.fwd_us = time_us([&](int) { topk_attention_forward(q, k, v, {}, causal, sel, o, lse, idx); }, reps, 1);
+        r.us = time_us([&](int) {
+          topk_attention_forward(q, k, v, {}, causal, sel, o, lse, idx);
+          sparse_attention_backward(q, k, v, idx, o, lse, dout, {}, causal, dq, dk, dv);
+        }, reps, 1);
+        r.extra_bytes = free0 - free_bytes();
+      }
+      r.dense_us = dense.us;
+      out.push_back(r);
+    }
+    cuda::workspace_release();
   }
 }
 
@@ -382,6 +470,11 @@ int bench_cuda(int argc, char** argv) {
   bench_prefill(quick ? std::vector<int64_t>{8192} : std::vector<int64_t>{8192, 32768},
                 std::max(1, std::min(reps, 5)), want, prefill);
 
+  // Training attention (forward + backward): a few runs each.
+  std::vector<TrainAttnResult> train;
+  bench_train_attention(quick ? std::vector<int64_t>{8192} : std::vector<int64_t>{8192, 32768},
+                        std::max(1, std::min(reps, 3)), want, train);
+
   nlohmann::json j;
   j["tool"] = "topk bench cuda";
   j["device"] = prop.name;
@@ -424,6 +517,24 @@ int bench_cuda(int argc, char** argv) {
     c["x_dense"] = r.us / r.dense_us;
     j["prefill"].push_back(c);
   }
+  for (const TrainAttnResult& r : train) {
+    nlohmann::json c;
+    c["name"] = r.name;
+    c["budget"] = r.budget;
+    c["B"] = r.B;
+    c["S"] = r.S;
+    c["Hq"] = 32;
+    c["Hkv"] = 8;
+    c["D"] = 128;
+    c["time_us"] = r.us;
+    c["fwd_us"] = r.fwd_us;
+    c["flops"] = r.flops;
+    c["tflops"] = r.flops / (r.us * 1e6);
+    c["extra_bytes"] = r.extra_bytes;
+    c["dense_us"] = r.dense_us;
+    c["x_dense"] = r.us / r.dense_us;
+    j["train"].push_back(c);
+  }
   std::string text = j.dump(2);
   if (!out.empty()) write_file_atomic(out, text + "\n");
   if (json) {
@@ -442,6 +553,14 @@ int bench_cuda(int argc, char** argv) {
       for (const PrefillResult& r : prefill)
         std::printf("%-36s %10.2f %9.1f %9.2f\n", r.name.c_str(), r.us / 1e3, r.flops / (r.us * 1e6),
                     r.us / r.dense_us);
+    }
+    if (!train.empty()) {
+      std::printf("\ntraining attention, forward + backward, causal, B x S = 131072 tokens, Hq=32 Hkv=8 "
+                  "D=128 bf16 (TFLOP/s of the flops each must do; extra: memory beyond the tensors)\n");
+      std::printf("%-28s %10s %10s %9s %9s %10s\n", "case", "fwd_ms", "total_ms", "TFLOP/s", "x_dense", "extra_MiB");
+      for (const TrainAttnResult& r : train)
+        std::printf("%-28s %10.2f %10.2f %9.1f %9.2f %10.0f\n", r.name.c_str(), r.fwd_us / 1e3, r.us / 1e3,
+                    r.flops / (r.us * 1e6), r.us / r.dense_us, r.extra_bytes / double(1 << 20));
     }
   }
   return 0;
