@@ -42,9 +42,8 @@ __global__ void __launch_bounds__(kWarps * 32) quest_kernel(const ApproxArgs a) 
   extern __shared__ float qs[];  // the group's queries [G][D]
   const int64_t r = blockIdx.x / a.Hkv;
   const int g = int(blockIdx.x % a.Hkv);
-  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
-  const int64_t t = r - s.r0, qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
-  const int64_t n = visible_keys(s, t, a.causal), np = (n + a.page - 1) / a.page;
+  const auto [s, t, qrow, n] = query_row(a.seqs, a.nseq, r, a.Tq, a.causal);
+  const int64_t np = (n + a.page - 1) / a.page;
   for (int i = threadIdx.x; i < a.G * a.D; i += blockDim.x)
     qs[i] = load1(a.q.data, a.q.dt, a.q.offset(s.batch, s.q_start + t, g * a.G + i / a.D) + i % a.D);
   __syncthreads();
@@ -93,9 +92,7 @@ __global__ void __launch_bounds__(kWarps * 32) quant_kernel(const ApproxArgs a) 
   constexpr int kKeys = 256;
   const int64_t r = blockIdx.x / a.nchunks, j0 = (blockIdx.x % a.nchunks) * kKeys;
   const int64_t j1 = std::min<int64_t>(j0 + kKeys, a.Smax);
-  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
-  const int64_t t = r - s.r0, qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
-  const int64_t n = visible_keys(s, t, a.causal);
+  const auto [s, t, qrow, n] = query_row(a.seqs, a.nseq, r, a.Tq, a.causal);
   float* out = a.out + qrow * a.Hq * a.Smax;
   for (int i = threadIdx.x; i < a.Hq * a.D; i += blockDim.x)
     qs[i] = load1(a.q.data, a.q.dt, a.q.offset(s.batch, s.q_start + t, i / a.D) + i % a.D);

@@ -115,6 +115,23 @@ __device__ __forceinline__ int64_t visible_keys(const DSeq& s, int64_t t, bool c
   return n < 0 ? 0 : (n > s.S ? s.S : n);
 }
 
+// Query row r (compact numbering) of a call as its kernels see it: the row's sequence s, its
+// place t in that sequence, its row qrow in the [B, Tq] layout of q, o, lse and index rows,
+// and the n keys it sees. Kernels take it apart: auto [s, t, qrow, n] = query_row(...).
+struct QueryRow {
+  DSeq s;
+  int64_t t, qrow, n;
+};
+__device__ __forceinline__ QueryRow query_row(const DSeq* seqs, int nseq, int64_t r, int64_t Tq,
+                                              bool causal) {
+  QueryRow q;
+  q.s = seqs[seq_of_row(seqs, nseq, r)];
+  q.t = r - q.s.r0;
+  q.qrow = int64_t(q.s.batch) * Tq + q.s.q_start + q.t;
+  q.n = visible_keys(q.s, q.t, causal);
+  return q;
+}
+
 
 // Launches kernel on stream() through cudaLaunchKernelEx: as clusters of `cluster` blocks
 // along x when cluster > 0, and with pdl as a programmatic dependent of the kernel before it

@@ -72,10 +72,7 @@ __global__ void __launch_bounds__(kThreads) entropy_kernel(const MetricArgs a) {
   __shared__ float tmp[32];
   const int64_t rr = blockIdx.x / a.Hq;
   const int h = int(blockIdx.x % a.Hq);
-  const int64_t r = a.r0 + rr;
-  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
-  const int64_t t = r - s.r0;
-  const int64_t n = visible_keys(s, t, a.causal);
+  const auto [s, t, qrow, n] = query_row(a.seqs, a.nseq, a.r0 + rr, a.Tq, a.causal);
   const float* row = a.scores + (rr * a.Hq + h) * a.Smax;
   float m, l;
   row_softmax(row, n, tmp, m, l);
@@ -98,13 +95,9 @@ __global__ void __launch_bounds__(kThreads) mass_kernel(const MetricArgs a) {
   __shared__ float tmp[32];
   const int64_t rr = blockIdx.x / a.Hq;
   const int h = int(blockIdx.x % a.Hq);
-  const int64_t r = a.r0 + rr;
-  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
-  const int64_t t = r - s.r0;
-  const int64_t n = visible_keys(s, t, a.causal);
+  const auto [s, t, qrow, n] = query_row(a.seqs, a.nseq, a.r0 + rr, a.Tq, a.causal);
   float* row = a.scores + (rr * a.Hq + h) * a.Smax;
   int* mark = reinterpret_cast<int*>(row);
-  const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
   const int32_t* list = a.idx + (qrow * a.Hsel + (a.Hsel == a.Hq ? h : h / a.G)) * a.K;
   float* pb = a.pbuf + (rr * a.Hq + h) * a.K;
   float m, l;

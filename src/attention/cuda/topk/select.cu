@@ -38,11 +38,7 @@ __global__ void __launch_bounds__(kSelThreads, 2) select_kernel(const SelectArgs
   const int tid = threadIdx.x;
   const int64_t rr = blockIdx.x / a.Hsel;
   const int hs = blockIdx.x % a.Hsel;
-  const int64_t r = a.r0 + rr;
-  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
-  const int64_t t = r - s.r0;
-  const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
-  const int64_t n = visible_keys(s, t, a.causal);
+  const auto [s, t, qrow, n] = query_row(a.seqs, a.nseq, a.r0 + rr, a.Tq, a.causal);
   const float* row = a.in + ((a.in_compact ? rr : qrow) * a.Hsel + hs) * a.Smax;
   int32_t* orow = a.out + (qrow * a.Hsel + hs) * a.K;
 
@@ -83,11 +79,7 @@ __global__ void __cluster_dims__(kCl, 1, 1) __launch_bounds__(kSelThreads, 2)
   const int tid = threadIdx.x;
   const int64_t rr = blockIdx.y / a.Hsel;
   const int hs = blockIdx.y % a.Hsel;
-  const int64_t r = a.r0 + rr;
-  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
-  const int64_t t = r - s.r0;
-  const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
-  const int64_t n = visible_keys(s, t, a.causal);
+  const auto [s, t, qrow, n] = query_row(a.seqs, a.nseq, a.r0 + rr, a.Tq, a.causal);
   const float* row = a.in + ((a.in_compact ? rr : qrow) * a.Hsel + hs) * a.Smax;
   int32_t* orow = a.out + (qrow * a.Hsel + hs) * a.K;
 
@@ -195,11 +187,7 @@ __global__ void row_lse_kernel(const SelectArgs a, int Hq, const float* scores, 
   __shared__ float red[32];
   const int64_t rr = blockIdx.x / Hq;
   const int h = blockIdx.x % Hq;
-  const int64_t r = a.r0 + rr;
-  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
-  const int64_t t = r - s.r0;
-  const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
-  const int64_t n = visible_keys(s, t, a.causal);
+  const auto [s, t, qrow, n] = query_row(a.seqs, a.nseq, a.r0 + rr, a.Tq, a.causal);
   const float* row = scores + ((in_compact ? rr : qrow) * Hq + h) * a.Smax;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
   float mx = -INFINITY;
@@ -228,11 +216,7 @@ __global__ void group_rank_kernel(const SelectArgs a, int Hq, int G, const float
                                   bool in_compact, const float* lse, float* rank) {
   const int64_t rr = blockIdx.x / a.Hsel;
   const int kvh = blockIdx.x % a.Hsel;
-  const int64_t r = a.r0 + rr;
-  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
-  const int64_t t = r - s.r0;
-  const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
-  const int64_t n = visible_keys(s, t, a.causal);
+  const auto [s, t, qrow, n] = query_row(a.seqs, a.nseq, a.r0 + rr, a.Tq, a.causal);
   const int64_t j = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
   if (j >= n) return;
   const float* sr = scores + ((in_compact ? rr : qrow) * Hq + int64_t(kvh) * G) * a.Smax;

@@ -27,6 +27,7 @@
 #include "attention/cuda/reduce.cuh"
 #include "attention/cuda/launch.h"
 #include "attention/cuda/topk/select_row.cuh"
+#include "attention/cuda/topk/stored_rows.cuh"
 
 namespace topk::cuda {
 
@@ -44,20 +45,6 @@ static_assert(kPer <= 32, "a thread's keys fit one 32-bit mask");
 // first two histograms once no block reads them.
 constexpr size_t kRSSmem = size_t(2 * kBins + 256 + 2 * kRowSlice) * 4;
 static_assert(kBins <= kRowSlice && kSelThreads * 8 <= 2 * kBins, "region sizes");
-
-struct RSArgs {
-  const DSeq* seqs;
-  int nseq;
-  int64_t r0;
-  int Hq, G, C;
-  int64_t Smax, Tq, K;
-  bool causal, vec_v;
-  DRows v;
-  SelectOpts sel;
-  const float* scores;  // compact [rows, Hq, Smax]
-  int32_t* out;
-  DOut dst;
-};
 
 // The 64 chunk sums of this block's histogram of nbins (4096 or 256) bins, after its
 // atomics, pushed into chunks[rank][0..64) of every block of the cluster: the next cluster
@@ -181,7 +168,7 @@ __device__ int slice_place(int rank, int per, int n, int lo, int hi, const int* 
 
 // U: V rows in flight per thread (8 at one block per SM, 4 at two).
 template <int D, int U>
-__global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_rows_kernel(const RSArgs a) {
+__global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_rows_kernel(const StoredRowsArgs a) {
   constexpr int TPR = D / 8, SLOTS = kSelThreads / TPR;
   extern __shared__ int smem[];
   int* h1 = smem;
@@ -207,12 +194,9 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_row
   const int pair = int(blockIdx.x) / C;
   const int64_t rr = pair / a.Hq;
   const int h = pair % a.Hq, kvh = h / a.G;
-  const int64_t r = a.r0 + rr;
-  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
-  const int64_t t = r - s.r0;
-  const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
+  const auto [s, t, qrow, n64] = query_row(a.seqs, a.nseq, a.r0 + rr, a.Tq, a.causal);
   // Positions fit in int: rows have at most kRowSlice * kMaxCluster keys.
-  const int n = int(visible_keys(s, t, a.causal));
+  const int n = int(n64);
   const RowSel rs = row_sel(a.sel.k, a.sel.ratio, a.sel.min_k, a.sel.sink, a.sel.window, n);
   const int lo = int(rs.lo), hi = int(rs.hi), take = int(rs.take), m = int(rs.m);
   const int nsel = int(rs.forced) + take;
@@ -474,7 +458,7 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_row
 }
 
 template <int D, int U>
-void run_rows(const RSArgs& a, int64_t blocks) {
+void run_rows(const StoredRowsArgs& a, int64_t blocks) {
   launch_ex(select_attend_rows_kernel<D, U>, blocks, kSelThreads, kRSSmem, a.C, true, a);
 }
 
@@ -522,25 +506,10 @@ void launch_select_attend_rows(const AttnParams& p, const SeqTable& st, int64_t 
                                int64_t K) {
   if (r1 <= r0) return;
   TOPK_CHECK(select_attend_rows_fits(p.Smax), "topk_attention_forward: rows too long for the fused select");
-  RSArgs a;
-  a.seqs = st.d;
-  a.nseq = st.n;
-  a.r0 = r0;
-  a.Hq = p.Hq;
-  a.G = p.group();
+  StoredRowsArgs a = stored_rows_args(p, st, r0, r1, sel, scores, indices, K);
   // Slices of at most kRowSlice keys, and at least 2 blocks per pair for the V gather.
   a.C = int(std::max<int64_t>(2, (p.Smax + kRowSlice - 1) / kRowSlice));
-  a.Smax = p.Smax;
-  a.Tq = p.Tq;
-  a.K = K;
-  a.causal = p.causal;
-  a.v = drows(p.v);
-  a.vec_v = rows_aligned(a.v);
-  a.sel = sel;
-  a.scores = scores;
-  a.out = indices;
-  a.dst = dout(p);
-  const int64_t pairs = (r1 - r0) * p.Hq;
+  const int64_t pairs = a.pairs;
   TOPK_CHECK(pairs * a.C < (int64_t(1) << 31), "topk_attention_forward: too many rows for one launch");
   // One block per SM (8 V rows in flight per thread) while every cluster fits at once; two
   // per SM (4 rows in flight) otherwise, so that no cluster waits for a second wave.

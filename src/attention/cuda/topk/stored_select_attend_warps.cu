@@ -21,6 +21,7 @@
 #include "attention/cuda/launch.h"
 #include "attention/cuda/memory.cuh"
 #include "attention/cuda/reduce.cuh"
+#include "attention/cuda/topk/stored_rows.cuh"
 
 namespace topk::cuda {
 
@@ -32,19 +33,6 @@ constexpr int kWarpMaxK = 512;  // the largest budget this kernel takes
 constexpr size_t kWSmem = size_t(kWarps) * (kWCap * 8 + 256 * 4);
 constexpr unsigned kFull = 0xffffffffu;
 
-struct WArgs {
-  const DSeq* seqs;
-  int nseq;
-  int64_t r0, pairs;
-  int Hq, G;
-  int64_t Smax, Tq, K;
-  bool causal, vec_v;
-  DRows v;
-  SelectOpts sel;
-  const float* scores;  // compact [rows, Hq, Smax]
-  int32_t* out;
-  DOut dst;
-};
 
 // The need-th largest key (1 <= need <= count) of get(0 .. count) as T, and how many of the
 // keys equal to T are taken (the lowest positions first): `digits` digits of 8 bits from the
@@ -206,7 +194,7 @@ __device__ int filter_row(const float* row, int lo, int hi, uint32_t T, int eq_l
 }
 
 template <int D>
-__global__ void __launch_bounds__(kWarps * 32) select_attend_warps_kernel(const WArgs a) {
+__global__ void __launch_bounds__(kWarps * 32) select_attend_warps_kernel(const StoredRowsArgs a) {
   constexpr int TPR = D / 8, SLOTS = 32 / TPR;  // threads per V row (8 elements each), rows at once
   extern __shared__ int smem[];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -219,11 +207,8 @@ __global__ void __launch_bounds__(kWarps * 32) select_attend_warps_kernel(const 
   if (pair >= a.pairs) return;
   const int64_t rr = pair / a.Hq;
   const int h = int(pair % a.Hq), kvh = h / a.G;
-  const int64_t r = a.r0 + rr;
-  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
-  const int64_t t = r - s.r0;
-  const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
-  const int n = int(visible_keys(s, t, a.causal));
+  const auto [s, t, qrow, n64] = query_row(a.seqs, a.nseq, a.r0 + rr, a.Tq, a.causal);
+  const int n = int(n64);
   const RowSel rs = row_sel(a.sel.k, a.sel.ratio, a.sel.min_k, a.sel.sink, a.sel.window, n);
   const int lo = int(rs.lo), hi = int(rs.hi), take = int(rs.take), m = int(rs.m);
   const int nsel = int(rs.forced) + take;
@@ -369,23 +354,7 @@ void launch_select_attend_warps(const AttnParams& p, const SeqTable& st, int64_t
   if (r1 <= r0) return;
   TOPK_CHECK(select_attend_warps_fits(K) && p.Smax < (int64_t(1) << 30),
              "topk_attention_forward: budget or rows too large for the warp select");
-  WArgs a;
-  a.seqs = st.d;
-  a.nseq = st.n;
-  a.r0 = r0;
-  a.pairs = (r1 - r0) * p.Hq;
-  a.Hq = p.Hq;
-  a.G = p.group();
-  a.Smax = p.Smax;
-  a.Tq = p.Tq;
-  a.K = K;
-  a.causal = p.causal;
-  a.v = drows(p.v);
-  a.vec_v = rows_aligned(a.v);
-  a.sel = sel;
-  a.scores = scores;
-  a.out = indices;
-  a.dst = dout(p);
+  const StoredRowsArgs a = stored_rows_args(p, st, r0, r1, sel, scores, indices, K);
   const int64_t blocks = (a.pairs + kWarps - 1) / kWarps;
   TOPK_CHECK(blocks < (int64_t(1) << 31), "topk_attention_forward: too many rows for one launch");
   TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "topk_attention_forward",

@@ -249,11 +249,7 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_ker
   const int part = int(blockIdx.x % a.split);  // rank in the pair's cluster
   const int64_t rr = pair / a.Hq;
   const int h = int(pair % a.Hq), kvh = h / a.G;
-  const int64_t r = a.r0 + rr;
-  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
-  const int64_t t = r - s.r0;
-  const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + t;
-  const int64_t n = visible_keys(s, t, a.causal);
+  const auto [s, t, qrow, n] = query_row(a.seqs, a.nseq, a.r0 + rr, a.Tq, a.causal);
   const RowSel rs = row_sel(a.sel.k, a.sel.ratio, a.sel.min_k, a.sel.sink, a.sel.window, n);
   const int64_t nsel = rs.forced + rs.take;
   int32_t* orow = a.out + (qrow * a.Hq + h) * a.K;
