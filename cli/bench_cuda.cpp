@@ -247,8 +247,8 @@ int bench_cuda(int argc, char** argv) {
   int reps = 50;
   bool quick = false;
   std::string only;  // run only the cases whose name contains one of these (comma-separated)
-  CLI::App app("GPU decode and select: topk's CUDA kernels timed against the device's copy "
-               "bandwidth.", "topk bench cuda");
+  CLI::App app("GPU decode, select, prefill and training attention: topk's CUDA kernels timed "
+               "against the device's copy bandwidth and against dense attention.", "topk bench cuda");
   app.add_flag("--json", json, "one JSON object per line");
   add_text(app, "--out", out, "also write the JSON lines to FILE")->type_name("FILE");
   add_int(app, "--reps", reps, 1, 1000000, "timed repetitions (50)");
