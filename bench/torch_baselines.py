@@ -2,11 +2,13 @@
 """PyTorch baselines for `topk bench cuda`, on the same shapes (a baseline only: the product
 never depends on Python). Writes JSON like the C++ benchmark: CUDA events, warm-up, median.
 
-  python3 bench/torch_baselines.py [--out FILE] [--reps N] [--quick] [--only decode,topk,fwdbwd]
+  python3 bench/torch_baselines.py [--out FILE] [--reps N] [--quick]
+                                   [--only decode,topk,fwdbwd[,fwdbwd_long]]
 
 fwdbwd: causal SDPA (flash backend) forward + backward over B x S = 131072 tokens, Hq = 32,
 D = 128, bf16, K and V given as 32 heads (the flash kernel's own layout; the FLOPs do not
-depend on the KV heads), beside `topk bench cuda`'s fwdbwd_* cases.
+depend on the KV heads), beside `topk bench cuda`'s fwdbwd_* cases; fwdbwd_long adds S = 128K
+(`topk bench cuda --only fwdbwd_dense_S131072,fwdbwd_topk_r0.01_S131072` on our side).
 """
 import argparse
 import json
@@ -89,7 +91,8 @@ def main():
     train = []
     if "fwdbwd" in groups:
         from torch.nn.attention import SDPBackend, sdpa_kernel
-        for S in [8192] if args.quick else [8192, 32768]:
+        lengths = [8192] if args.quick else [8192, 32768]
+        for S in lengths + ([131072] if "fwdbwd_long" in groups else []):
             B = 131072 // S
             q, k, v = (torch.randn(B, Hq, S, D, device=dev, dtype=torch.bfloat16, requires_grad=True)
                        for _ in range(3))

@@ -470,10 +470,12 @@ int bench_cuda(int argc, char** argv) {
   bench_prefill(quick ? std::vector<int64_t>{8192} : std::vector<int64_t>{8192, 32768},
                 std::max(1, std::min(reps, 5)), want, prefill);
 
-  // Training attention (forward + backward): a few runs each.
+  // Training attention (forward + backward): a few runs each; S = 128K only when --only names
+  // it (fwdbwd_..._S131072: seconds per run and tens of GB of indices at rho = 5%).
   std::vector<TrainAttnResult> train;
-  bench_train_attention(quick ? std::vector<int64_t>{8192} : std::vector<int64_t>{8192, 32768},
-                        std::max(1, std::min(reps, 3)), want, train);
+  std::vector<int64_t> train_lengths = quick ? std::vector<int64_t>{8192} : std::vector<int64_t>{8192, 32768};
+  if (only.find("S131072") != std::string::npos) train_lengths.push_back(131072);
+  bench_train_attention(train_lengths, std::max(1, std::min(reps, 3)), want, train);
 
   nlohmann::json j;
   j["tool"] = "topk bench cuda";
