@@ -608,8 +608,9 @@ TEST(CudaTopk, TiesAcrossSlices) {
 
 // The warp selection over stored rows on rows longer than a warp keeps (so they are sampled):
 // every budget form up to the largest it takes, decode rows and a causal prefill through the
-// gemm path, and rows of 7 distinct scores, whose ties at the sampled threshold overflow the
-// warp's candidates and send every row to the selection over the whole row.
+// gemm path, and rows of 2 distinct scores: the 2500 keys that tie at the top of a 5000-key
+// row are all >= the sampled threshold, more than a warp keeps, so that row goes to the
+// selection over the whole row (its ties to the lowest indices).
 TEST(CudaTopk, WarpSelectSampledRows) {
   NEED_GPU();
   ForceStored by("warps");
@@ -638,7 +639,7 @@ TEST(CudaTopk, WarpSelectSampledRows) {
     for (int64_t b = 0; b < s.B; b++)
       for (int64_t j = 0; j < s.S; j++)
         for (int64_t e = 0; e < row; e++) {
-          const int64_t src = (b * s.S + j % 7) * row + e, dst = (b * s.S + j) * row + e;
+          const int64_t src = (b * s.S + j % 2) * row + e, dst = (b * s.S + j) * row + e;
           in.k.host.ptr<uint16_t>()[dst] = in.k.host.ptr<uint16_t>()[src];
         }
     in.k.upload();
