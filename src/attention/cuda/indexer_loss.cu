@@ -78,6 +78,27 @@ __device__ __forceinline__ float block_reduce(float x, float* tmp) {
   return x;
 }
 
+// The indexer keys of tile j0 (kTileKeys keys of sequence s) into kt, and every row's indexer
+// head dots with them, q^I . k^I, into dots [row][head][key]; synchronised before and after.
+__device__ __forceinline__ void indexer_tile_dots(const LossArgs& a, const DSeq& s, int64_t j0,
+                                                  int nr, const float* qis, int kw, int GH,
+                                                  float* kt, float* dots) {
+  for (int i = threadIdx.x; i < kTileKeys * a.dI; i += kThreads) {
+    const int64_t j = j0 + i / a.dI;
+    kt[(i / a.dI) * kw + i % a.dI] =
+        j < s.S ? load1(a.ki.data, a.ki.dt, a.ki.offset(s.batch, s.k_start + j, 0) + i % a.dI) : 0.f;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < nr * a.HI * kTileKeys; i += kThreads) {
+    const int cc = i % kTileKeys, rh = i / kTileKeys, rr = rh / a.HI, h = rh % a.HI;
+    const float* qh = qis + rh * a.dI;
+    float d = 0.f;
+    for (int e = 0; e < a.dI; e++) d = fmaf(qh[e], kt[cc * kw + e], d);
+    dots[(rr * GH + h) * (kTileKeys + 1) + cc] = d;
+  }
+  __syncthreads();
+}
+
 // One block of loss_rows: n (<= RQ) consecutive query rows of sequence `seq`, from compact row r.
 struct RowJob {
   int32_t seq, n;
@@ -161,20 +182,7 @@ __global__ void __launch_bounds__(kThreads) loss_rows(const LossArgs a, const Ro
           p += expf(a.scale * dots[(own * GH + g) * (kTileKeys + 1) + c] - ls[own * a.Hq + kh * a.G + g]);
       __syncthreads();  // kt and dots are rewritten next
     }
-    for (int i = threadIdx.x; i < kTileKeys * a.dI; i += kThreads) {
-      const int64_t j = j0 + i / a.dI;
-      kt[(i / a.dI) * kw + i % a.dI] =
-          j < S ? load1(a.ki.data, a.ki.dt, a.ki.offset(s.batch, s.k_start + j, 0) + i % a.dI) : 0.f;
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < nr * a.HI * kTileKeys; i += kThreads) {
-      const int cc = i % kTileKeys, rh = i / kTileKeys, rr = rh / a.HI, h = rh % a.HI;
-      const float* qh = qis + rh * a.dI;
-      float d = 0.f;
-      for (int e = 0; e < a.dI; e++) d = fmaf(qh[e], kt[cc * kw + e], d);
-      dots[(rr * GH + h) * (kTileKeys + 1) + cc] = d;
-    }
-    __syncthreads();
+    indexer_tile_dots(a, s, j0, nr, qis, kw, GH, kt, dots);
     if (in) {
       float x = 0.f;
       for (int h = 0; h < a.HI; h++)
@@ -222,20 +230,7 @@ __global__ void __launch_bounds__(kThreads) loss_rows(const LossArgs a, const Ro
     const float gv = own < nr && j0 + c < S ? P0[own * a.L + j0 + c] : 0.f;
     if (!__syncthreads_or(gv != 0.f)) continue;
     if (own < nr) gt[own * kTileKeys + c] = gv;
-    for (int i = threadIdx.x; i < kTileKeys * a.dI; i += kThreads) {
-      const int64_t j = j0 + i / a.dI;
-      kt[(i / a.dI) * kw + i % a.dI] =
-          j < S ? load1(a.ki.data, a.ki.dt, a.ki.offset(s.batch, s.k_start + j, 0) + i % a.dI) : 0.f;
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < nr * a.HI * kTileKeys; i += kThreads) {
-      const int cc = i % kTileKeys, rh = i / kTileKeys, rr = rh / a.HI, h = rh % a.HI;
-      const float* qh = qis + rh * a.dI;
-      float d = 0.f;
-      for (int e = 0; e < a.dI; e++) d = fmaf(qh[e], kt[cc * kw + e], d);
-      dots[(rr * GH + h) * (kTileKeys + 1) + cc] = d;
-    }
-    __syncthreads();
+    indexer_tile_dots(a, s, j0, nr, qis, kw, GH, kt, dots);
     for (int i = threadIdx.x; i < nr * HD; i += kThreads) {
       const int rh = i / a.dI, e = i % a.dI, rr = rh / a.HI, h = rh % a.HI;
       const float* dt = dots + (rr * GH + h) * (kTileKeys + 1);

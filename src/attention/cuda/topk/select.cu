@@ -30,31 +30,45 @@ struct SelectArgs {
   int64_t K;
 };
 
+// One (row, selection head) of a select launch: its rank row, its index row and its split
+// into forced and competing keys. The forced keys and the -1 padding are written by the
+// caller (write_forced).
+struct SelRow {
+  const float* row;
+  int32_t* orow;
+  int64_t n;
+  RowSel rs;
+};
+__device__ __forceinline__ SelRow sel_row(const SelectArgs& a, int64_t rr, int hs) {
+  const auto [s, t, qrow, n] = query_row(a.seqs, a.nseq, a.r0 + rr, a.Tq, a.causal);
+  SelRow r;
+  r.row = a.in + ((a.in_compact ? rr : qrow) * a.Hsel + hs) * a.Smax;
+  r.orow = a.out + (qrow * a.Hsel + hs) * a.K;
+  r.n = n;
+  r.rs = row_sel(a.k, a.ratio, a.min_k, a.sink, a.window, n);
+  return r;
+}
+
+// The row's sink and window keys, the -1 padding past the selection, and every competing key
+// when all are taken; by the threads of one block.
+__device__ __forceinline__ void write_forced(const SelRow& r, int64_t K) {
+  const int64_t lo = r.rs.lo, hi = r.rs.hi, forced = r.rs.forced, take = r.rs.take;
+  for (int64_t i = threadIdx.x; i < lo; i += kSelThreads) r.orow[i] = int32_t(i);
+  for (int64_t i = threadIdx.x; i < r.n - hi; i += kSelThreads) r.orow[lo + i] = int32_t(hi + i);
+  for (int64_t i = take + forced + threadIdx.x; i < K; i += kSelThreads) r.orow[i] = -1;
+  if (take == r.rs.m)
+    for (int64_t i = threadIdx.x; i < take; i += kSelThreads) r.orow[forced + i] = int32_t(lo + i);
+}
+
 __global__ void __launch_bounds__(kSelThreads, 2) select_kernel(const SelectArgs a) {
   extern __shared__ int smem[];
   __shared__ int tmp[33];
   __shared__ int s_res[2];
 
-  const int tid = threadIdx.x;
-  const int64_t rr = blockIdx.x / a.Hsel;
-  const int hs = blockIdx.x % a.Hsel;
-  const auto [s, t, qrow, n] = query_row(a.seqs, a.nseq, a.r0 + rr, a.Tq, a.causal);
-  const float* row = a.in + ((a.in_compact ? rr : qrow) * a.Hsel + hs) * a.Smax;
-  int32_t* orow = a.out + (qrow * a.Hsel + hs) * a.K;
-
-  const RowSel rs = row_sel(a.k, a.ratio, a.min_k, a.sink, a.window, n);
-  const int64_t lo = rs.lo, hi = rs.hi, forced = rs.forced, m = rs.m, take = rs.take;
-  for (int64_t i = tid; i < lo; i += kSelThreads) orow[i] = int32_t(i);
-  for (int64_t i = tid; i < n - hi; i += kSelThreads) orow[lo + i] = int32_t(hi + i);
-  int32_t* sel = orow + forced;
-  for (int64_t i = take + forced + tid; i < a.K; i += kSelThreads) orow[i] = -1;
-  if (take == 0) return;
-  if (take == m) {
-    for (int64_t i = tid; i < m; i += kSelThreads) sel[i] = int32_t(lo + i);
-    return;
-  }
-
-  select_row_block(row, lo, hi, take, smem, tmp, s_res, sel);
+  const SelRow r = sel_row(a, blockIdx.x / a.Hsel, int(blockIdx.x % a.Hsel));
+  write_forced(r, a.K);
+  if (r.rs.take == 0 || r.rs.take == r.rs.m) return;
+  select_row_block(r.row, r.rs.lo, r.rs.hi, r.rs.take, smem, tmp, s_res, r.orow + r.rs.forced);
 }
 
 // Few long rows (decode at small batch): a cluster of kCl blocks per row. Each block
@@ -77,22 +91,11 @@ __global__ void __cluster_dims__(kCl, 1, 1) __launch_bounds__(kSelThreads, 2)
   const int rank = int(cluster.block_rank());
 
   const int tid = threadIdx.x;
-  const int64_t rr = blockIdx.y / a.Hsel;
-  const int hs = blockIdx.y % a.Hsel;
-  const auto [s, t, qrow, n] = query_row(a.seqs, a.nseq, a.r0 + rr, a.Tq, a.causal);
-  const float* row = a.in + ((a.in_compact ? rr : qrow) * a.Hsel + hs) * a.Smax;
-  int32_t* orow = a.out + (qrow * a.Hsel + hs) * a.K;
-
-  const RowSel rs = row_sel(a.k, a.ratio, a.min_k, a.sink, a.window, n);
-  const int64_t lo = rs.lo, hi = rs.hi, forced = rs.forced, m = rs.m, take = rs.take;
-  int32_t* sel = orow + forced;
-  if (rank == 0) {
-    for (int64_t i = tid; i < lo; i += kSelThreads) orow[i] = int32_t(i);
-    for (int64_t i = tid; i < n - hi; i += kSelThreads) orow[lo + i] = int32_t(hi + i);
-    for (int64_t i = take + forced + tid; i < a.K; i += kSelThreads) orow[i] = -1;
-    if (take == m)
-      for (int64_t i = tid; i < m; i += kSelThreads) sel[i] = int32_t(lo + i);
-  }
+  const SelRow r = sel_row(a, blockIdx.y / a.Hsel, int(blockIdx.y % a.Hsel));
+  const float* row = r.row;
+  const int64_t lo = r.rs.lo, hi = r.rs.hi, m = r.rs.m, take = r.rs.take;
+  int32_t* sel = r.orow + r.rs.forced;
+  if (rank == 0) write_forced(r, a.K);
   if (take == 0 || take == m) return;  // the same for every block of the cluster
 
   const int64_t per = ((m + kCl - 1) / kCl + kItems - 1) / kItems * kItems;
