@@ -137,7 +137,8 @@ void selection_mass(const AttnParams& p, float* mass);
 // workspace_budget() is kWorkspaceBudget, or TOPK_CUDA_WORKSPACE_BUDGET (bytes) when set: the
 // tests make it small to run the row ranges on small inputs. The score rows of top-k prefill's
 // gemm path take score_rows_budget(): a 64th of the device's memory from kWorkspaceBudget to
-// kScoreRowsBudgetMax (2 GiB on an 80 GB or larger GPU), or the variable when set.
+// kScoreRowsBudgetMax (2 GiB on a 141 GB H200, 1.25 GB on an 80 GB GPU), or the variable when
+// set.
 constexpr size_t kWorkspaceBudget = size_t(256) << 20;
 constexpr size_t kScoreRowsBudgetMax = size_t(2) << 30;
 size_t workspace_budget();
