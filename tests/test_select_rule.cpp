@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -73,5 +74,36 @@ TEST(SelectRule, OrderKeyFollowsTheScoreOrder) {
   for (float nan : {std::nanf(""), -std::nanf("")}) {
     EXPECT_EQ(order_key(nan), 0u);
     EXPECT_LT(order_key(nan), order_key(-inf));
+  }
+}
+
+TEST(SelectRule, KeyFloorIsTheLeastPassingScore) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float den = std::numeric_limits<float>::denorm_min(), big = std::numeric_limits<float>::max();
+  std::vector<float> xs = {-inf, -big, -1e10f, -1.5f, -1.0f, -1e-30f, -den, -0.0f, 0.0f,
+                           den, 1e-30f, 1.0f, 1.5f, 1e10f, big, inf};
+  std::vector<uint32_t> ts = {1u, 0x007ffffeu, 0x007fffffu, 0x00800000u, 0x7ffffffeu, 0x7fffffffu,
+                              0x80000000u, 0x80000001u, 0xff7fffffu, 0xff800000u, 0xff800001u,
+                              0xffffffffu};
+  for (float x : xs) {
+    ts.push_back(order_key(x));
+    ts.push_back(order_key(x) - 1);
+    ts.push_back(order_key(x) + 1);
+  }
+  uint64_t r = 12345;
+  for (int i = 0; i < 2000; i++) {
+    r = r * 6364136223846793005ull + 1442695040888963407ull;
+    uint32_t bits = uint32_t(r >> 32);
+    float x;
+    std::memcpy(&x, &bits, 4);
+    if (x == x) xs.push_back(x);
+    ts.push_back(uint32_t(r >> 16));
+    ts.push_back(uint32_t(r >> 32) & 0xffff0000u);  // the 16-bit bin edges a sampled filter uses
+  }
+  for (uint32_t t : ts) {
+    if (t == 0) continue;
+    const float f = key_floor(t);
+    for (float x : xs)
+      ASSERT_EQ(order_key(x) >= t, x >= f) << "t=" << t << " x=" << x << " floor=" << f;
   }
 }

@@ -69,4 +69,21 @@ TOPK_HOST_DEVICE inline uint32_t order_key(float f) {
   return f != f ? 0u : u ^ flip;
 }
 
+// The least score whose key is >= t, so that a filter compares scores (one instruction) instead
+// of keys: for every number x, order_key(x) >= t iff x >= key_floor(t). Keys at or below -inf's
+// give -inf (every number passes; NaN, key 0, passes only t = 0, which callers test apart);
+// keys above +inf's give a NaN, which no number passes.
+TOPK_HOST_DEVICE inline float key_floor(uint32_t t) {
+  if (t <= 0x007fffffu) return -__builtin_inff();  // order_key(-inf) = 0x007fffff
+  // The inverse of order_key; t = 0x7fffffff (-0's unused key) gives -0, the same floor as +0.
+  const uint32_t u = (t & 0x80000000u) ? (t & 0x7fffffffu) : ~t;
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(u);
+#else
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+#endif
+}
+
 }  // namespace topk

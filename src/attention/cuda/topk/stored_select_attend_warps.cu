@@ -30,6 +30,7 @@ namespace {
 constexpr int kWarps = 4;       // pairs per block (small blocks: a slow warp holds few others)
 constexpr int kWCap = 1536;     // keys a warp keeps in shared memory (candidates, the sample)
 constexpr int kWarpMaxK = 512;  // the largest budget this kernel takes
+static_assert(kWCap >= 2 * kWarpMaxK, "the attend phase stages the selection in ckey/cidx's upper halves");
 constexpr size_t kWSmem = size_t(kWarps) * (kWCap * 8 + 256 * 4);
 constexpr unsigned kFull = 0xffffffffu;
 
@@ -193,6 +194,72 @@ __device__ int filter_row(const float* row, int lo, int hi, uint32_t T, int eq_l
   return n;
 }
 
+// filter_row without a quota at the threshold, for the main path: every key of row[lo, hi) with
+// order_key >= tau. Compares floats (one instruction a key instead of order_key's six) and
+// counts each lane's kept keys (0..4) into the warp's running place with three ballots, so
+// that a 128-key step costs some forty instructions however many keys pass.
+__device__ int filter_above(const float* row, int lo, int hi, uint32_t tau, int cap,
+                            uint32_t* ckey, int32_t* cidx) {
+  const int lane = threadIdx.x & 31;
+  const unsigned lt = (1u << lane) - 1u;
+  const bool all = tau == 0u;  // NaN scores (key 0) pass too
+  const float ft = key_floor(tau);
+  const bool aligned = (reinterpret_cast<uintptr_t>(row) & 15) == 0;
+  const int start = aligned ? lo & ~3 : lo;
+  int n = 0;
+  constexpr int U = 8;  // steps of 128 keys in flight
+  for (int b0 = start; b0 < hi; b0 += U * 128) {
+    float x[U][4];
+    unsigned valid[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      const int i0 = b0 + u * 128 + lane * 4;
+      if (aligned && i0 >= lo && i0 + 4 <= hi) {
+        const float4 v = *reinterpret_cast<const float4*>(row + i0);
+        x[u][0] = v.x;
+        x[u][1] = v.y;
+        x[u][2] = v.z;
+        x[u][3] = v.w;
+        valid[u] = 0xfu;
+      } else {
+        valid[u] = 0;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+          const bool in = i0 + j >= lo && i0 + j < hi;
+          x[u][j] = in ? row[i0 + j] : 0.f;
+          valid[u] |= unsigned(in) << j;
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+      unsigned keep = 0;
+#pragma unroll
+      for (int j = 0; j < 4; j++) keep |= unsigned(all || x[u][j] >= ft) << j;
+      keep &= valid[u];
+      const int c = __popc(keep);
+      const unsigned c0 = __ballot_sync(kFull, c & 1), c1 = __ballot_sync(kFull, c & 2),
+                     c2 = __ballot_sync(kFull, c & 4);
+      int place = n + __popc(c0 & lt) + 2 * __popc(c1 & lt) + 4 * __popc(c2 & lt);
+      if (keep) {
+        const int i0 = b0 + u * 128 + lane * 4;
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+          if (keep >> j & 1) {
+            if (place < cap) {
+              ckey[place] = order_key(x[u][j]);
+              cidx[place] = i0 + j;
+            }
+            place++;
+          }
+      }
+      n += __popc(c0) + 2 * __popc(c1) + 4 * __popc(c2);
+    }
+  }
+  __syncwarp();
+  return n;
+}
+
 template <int D>
 __global__ void __launch_bounds__(kWarps * 32) select_attend_warps_kernel(const StoredRowsArgs a) {
   constexpr int TPR = D / 8, SLOTS = 32 / TPR;  // threads per V row (8 elements each), rows at once
@@ -223,12 +290,15 @@ __global__ void __launch_bounds__(kWarps * 32) select_attend_warps_kernel(const 
       // or kWCap keys of longer rows. Loads go in batches of 8 per lane.
       const int groups = min(kWCap / 8, m / 128);
       const int ns = groups * 8;
+      // Group g starts at lo + floor(g * stride), stride = (m - 8) / (groups - 1) in 32.32
+      // fixed point (a 64-bit division per sample cost more than the loads).
+      const uint64_t stride = (uint64_t(m - 8) << 32) / uint64_t(groups - 1);
       for (int i0 = 0; i0 < ns; i0 += 8 * 32) {
         float x[8];
 #pragma unroll
         for (int u = 0; u < 8; u++) {
           const int i = i0 + u * 32 + lane;
-          const int pos = lo + int(int64_t(i >> 3) * (m - 8) / (groups - 1)) + (i & 7);
+          const int pos = lo + int((uint64_t(i >> 3) * stride) >> 32) + (i & 7);
           x[u] = i < ns ? srow[pos] : 0.f;
         }
 #pragma unroll
@@ -245,7 +315,7 @@ __global__ void __launch_bounds__(kWarps * 32) select_attend_warps_kernel(const 
         warp_kth([&](int i) { return ckey[i]; }, ns, rk, 2, hist, tau, unused);
       }
     }
-    int kept = filter_row(srow, lo, hi, tau, 0x3fffffff, kWCap, ckey, cidx);
+    int kept = filter_above(srow, lo, hi, tau, kWCap, ckey, cidx);
     uint32_t T;
     int need_eq;
     if (kept >= take && kept <= kWCap) {
@@ -290,25 +360,35 @@ __global__ void __launch_bounds__(kWarps * 32) select_attend_warps_kernel(const 
   }
   __syncwarp();
 
-  // The selection in index order: sink [0, lo), the chosen keys, window [hi, n).
-  auto index_at = [&](int p) -> int {
-    return p < lo ? p : p < lo + take ? cidx[p - lo] : hi + (p - lo - take);
-  };
-  auto key_at = [&](int p) -> uint32_t {
-    return p >= lo && p < lo + take ? ckey[p - lo] : order_key(srow[index_at(p)]);
-  };
-  for (int p = lane; p < nsel; p += 32) orow[p] = index_at(p);
-  for (int64_t p = nsel + lane; p < a.K; p += 32) orow[p] = -1;
-
+  // The selection in index order (sink [0, lo), the chosen keys, window [hi, n)), its indices
+  // and scores staged once in the upper halves of cidx/ckey (take <= kWarpMaxK leaves them
+  // free), so that the V gather's lanes read an index and a weight instead of each decoding
+  // the position and taking an exponential.
+  int32_t* sidx = cidx + kWarpMaxK;
+  float* sw = reinterpret_cast<float*>(ckey + kWarpMaxK);
   uint32_t mk = 0;
-  for (int p = lane; p < nsel; p += 32) mk = max(mk, key_at(p));
+  for (int p = lane; p < nsel; p += 32) {
+    const bool chosen = p >= lo && p < lo + take;
+    const int i = p < lo ? p : chosen ? cidx[p - lo] : hi + (p - lo - take);
+    const uint32_t k = chosen ? ckey[p - lo] : order_key(srow[i]);
+    sidx[p] = i;
+    sw[p] = key_score(k);
+    orow[p] = i;
+    mk = max(mk, k);
+  }
+  for (int64_t p = nsel + lane; p < a.K; p += 32) orow[p] = -1;
   mk = __reduce_max_sync(kFull, mk);
   const float M = mk ? key_score(mk) : -INFINITY;
   float L = 0.f;
   if (M != -INFINITY)
-    for (int p = lane; p < nsel; p += 32) L += expf(key_score(key_at(p)) - M);
+    for (int p = lane; p < nsel; p += 32) {
+      const float w = expf(sw[p] - M);
+      sw[p] = w;
+      L += w;
+    }
 #pragma unroll
   for (int o = 16; o >= 1; o >>= 1) L += __shfl_xor_sync(kFull, L, o);
+  __syncwarp();
 
   const int dg = lane % TPR, slot = lane / TPR;
   const int64_t vbase = int64_t(s.batch) * a.v.sb + int64_t(s.k_start) * a.v.st + int64_t(kvh) * a.v.sh;
@@ -318,8 +398,8 @@ __global__ void __launch_bounds__(kWarps * 32) select_attend_warps_kernel(const 
   if (M != -INFINITY) {
     constexpr int U = 8;
     for (int b0 = 0; b0 < nsel; b0 += SLOTS * U)
-      gather_rows<U>(a.v, vbase, dg, a.vec_v, b0 + slot, SLOTS, nsel, index_at,
-                     [&](int p) { return expf(key_score(key_at(p)) - M); }, acc);
+      gather_rows<U>(a.v, vbase, dg, a.vec_v, b0 + slot, SLOTS, nsel,
+                     [&](int p) { return sidx[p]; }, [&](int p) { return sw[p]; }, acc);
   }
   // Slots summed in a fixed order: lanes dg, dg + TPR, ... hold one slot each.
 #pragma unroll
