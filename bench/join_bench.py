@@ -82,31 +82,36 @@ def main():
     # Training attention, forward + backward (the native top-k training issue's targets).
     otr = {c["name"]: c for c in ours.get("train", [])}
     ttr = {c["name"]: c for c in base.get("train", [])}
+
+    def best_sdpa(S):  # torch's faster backend at this length (cuDNN on Hopper), or None
+        found = [c for c in (ttr.get(f"sdpa_fwdbwd_S{S}"), ttr.get(f"sdpa_cudnn_fwdbwd_S{S}")) if c]
+        return min(found, key=lambda c: c["time_us"]) if found else None
     if otr:
-        print("\n| case | forward (ms) | forward + backward (ms) | TFLOP/s | SDPA / case | extra memory (MiB) |")
+        print("\n| case | forward (ms) | forward + backward (ms) | TFLOP/s | best SDPA / case | extra memory (MiB) |")
         print("|---|---:|---:|---:|---:|---:|")
         for c in ours["train"]:
-            sd = ttr.get(f"sdpa_fwdbwd_S{c['S']}")
+            sd = best_sdpa(c["S"])
             vs = f"{sd['time_us'] / c['time_us']:.2f}x" if sd else ""
             print(f"| {c['name']} (ours) | {c['fwd_us'] / 1e3:.2f} | {c['time_us'] / 1e3:.2f} | "
                   f"{c['tflops']:.0f} | {vs} | {c['extra_bytes'] / 2**20:.0f} |")
         for c in base.get("train", []):
+            sd = best_sdpa(c["S"])
             print(f"| {c['name']} (torch) | {c['fwd_us'] / 1e3:.2f} | {c['time_us'] / 1e3:.2f} | "
-                  f"{c['tflops']:.0f} | 1.00x | |")
+                  f"{c['tflops']:.0f} | {sd['time_us'] / c['time_us']:.2f}x | |")
         print("\n| target | measured | met |")
         print("|---|---:|:-:|")
         for S, want in ((32768, 2.0), (131072, 3.0)):
-            t, sd = otr.get(f"fwdbwd_topk_r0.01_S{S}"), ttr.get(f"sdpa_fwdbwd_S{S}")
+            t, sd = otr.get(f"fwdbwd_topk_r0.01_S{S}"), best_sdpa(S)
             if t and sd:
                 r = sd["time_us"] / t["time_us"]
-                row(f"S={S}, rho=1%: forward + backward >= {want:g}x faster than SDPA", f"{r:.2f}x", r >= want)
+                row(f"S={S}, rho=1%: forward + backward >= {want:g}x faster than SDPA ({sd['name']})", f"{r:.2f}x", r >= want)
             else:
                 print(f"| S={S}, rho=1%: forward + backward >= {want:g}x faster than SDPA | not measured | |")
         for S in (8192, 32768):
-            d, sd = otr.get(f"fwdbwd_dense_S{S}"), ttr.get(f"sdpa_fwdbwd_S{S}")
+            d, sd = otr.get(f"fwdbwd_dense_S{S}"), best_sdpa(S)
             if d and sd:
                 r = d["time_us"] / sd["time_us"]
-                row(f"S={S}: our dense forward + backward within 15% of SDPA (ours / SDPA)", f"{r:.2f}", r <= 1.15)
+                row(f"S={S}: our dense forward + backward within 15% of SDPA (ours / {sd['name']})", f"{r:.2f}", r <= 1.15)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ never depends on Python). Writes JSON like the C++ benchmark: CUDA events, warm-
   python3 bench/torch_baselines.py [--out FILE] [--reps N] [--quick]
                                    [--only decode,topk,fwdbwd[,fwdbwd_long]]
 
-fwdbwd: causal SDPA (flash backend) forward + backward over B x S = 131072 tokens, Hq = 32,
+fwdbwd: causal SDPA (flash and cuDNN backends) forward + backward over B x S = 131072 tokens, Hq = 32,
 D = 128, bf16, K and V given as 32 heads (the flash kernel's own layout; the FLOPs do not
 depend on the KV heads), beside `topk bench cuda`'s fwdbwd_* cases; fwdbwd_long adds S = 128K
 (`topk bench cuda --only fwdbwd_dense_S131072,fwdbwd_topk_r0.01_S131072` on our side).
@@ -13,6 +13,7 @@ depend on the KV heads), beside `topk bench cuda`'s fwdbwd_* cases; fwdbwd_long 
 import argparse
 import json
 import math
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -102,14 +103,22 @@ def main():
                 q.grad = k.grad = v.grad = None
                 F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(do)
 
-            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                with torch.no_grad():
-                    fwd = time_us(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
-                                  min(args.reps, 5), warmup=2)
-                us = time_us(step, min(args.reps, 5), warmup=2)
             flops = 14.0 * Hq * D * B * S * (S + 1) / 2
-            train.append(dict(name=f"sdpa_fwdbwd_S{S}", op="sdpa_fwdbwd", B=B, S=S, time_us=us,
-                              fwd_us=fwd, flops=flops, tflops=flops / (us * 1e6)))
+            # Both of torch's fast backends, flash (FlashAttention-2) and cuDNN: the targets
+            # compare against whichever is faster on this GPU.
+            for tag, backend in (("sdpa", SDPBackend.FLASH_ATTENTION),
+                                 ("sdpa_cudnn", SDPBackend.CUDNN_ATTENTION)):
+                try:
+                    with sdpa_kernel(backend):
+                        with torch.no_grad():
+                            fwd = time_us(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+                                          min(args.reps, 5), warmup=2)
+                        us = time_us(step, min(args.reps, 5), warmup=2)
+                except RuntimeError as e:  # a backend this build or GPU lacks
+                    print(f"{tag} fwdbwd S={S}: not available ({str(e).splitlines()[0]})", file=sys.stderr)
+                    continue
+                train.append(dict(name=f"{tag}_fwdbwd_S{S}", op=f"{tag}_fwdbwd", B=B, S=S, time_us=us,
+                                  fwd_us=fwd, flops=flops, tflops=flops / (us * 1e6)))
             del q, k, v, do
             torch.cuda.empty_cache()
 

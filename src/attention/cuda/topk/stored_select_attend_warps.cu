@@ -195,9 +195,11 @@ __device__ int filter_row(const float* row, int lo, int hi, uint32_t T, int eq_l
 }
 
 // filter_row without a quota at the threshold, for the main path: every key of row[lo, hi) with
-// order_key >= tau. Compares floats (one instruction a key instead of order_key's six) and
-// counts each lane's kept keys (0..4) into the warp's running place with three ballots, so
-// that a 128-key step costs some forty instructions however many keys pass.
+// order_key >= tau. A 128-key step costs some fifty warp instructions however many keys pass:
+// scores are compared with key_floor(tau) (one instruction, not order_key's six), each lane's
+// count of kept keys (0..4) is placed with three ballots, and the stores are predicated, not
+// branched (scores go in as they are and become keys once at the end). Past cap, stores land
+// on the last slot: the caller sees a count above cap and does not use the entries.
 __device__ int filter_above(const float* row, int lo, int hi, uint32_t tau, int cap,
                             uint32_t* ckey, int32_t* cidx) {
   const int lane = threadIdx.x & 31;
@@ -241,21 +243,22 @@ __device__ int filter_above(const float* row, int lo, int hi, uint32_t tau, int 
       const unsigned c0 = __ballot_sync(kFull, c & 1), c1 = __ballot_sync(kFull, c & 2),
                      c2 = __ballot_sync(kFull, c & 4);
       int place = n + __popc(c0 & lt) + 2 * __popc(c1 & lt) + 4 * __popc(c2 & lt);
-      if (keep) {
-        const int i0 = b0 + u * 128 + lane * 4;
+      const int i0 = b0 + u * 128 + lane * 4;
 #pragma unroll
-        for (int j = 0; j < 4; j++)
-          if (keep >> j & 1) {
-            if (place < cap) {
-              ckey[place] = order_key(x[u][j]);
-              cidx[place] = i0 + j;
-            }
-            place++;
-          }
+      for (int j = 0; j < 4; j++) {
+        const bool on = keep >> j & 1;
+        const int q = min(place, cap - 1);
+        if (on) {
+          ckey[q] = __float_as_uint(x[u][j]);
+          cidx[q] = i0 + j;
+        }
+        place += on;
       }
       n += __popc(c0) + 2 * __popc(c1) + 4 * __popc(c2);
     }
   }
+  __syncwarp();
+  for (int i = lane; i < min(n, cap); i += 32) ckey[i] = order_key(__uint_as_float(ckey[i]));
   __syncwarp();
   return n;
 }
