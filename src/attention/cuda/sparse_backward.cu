@@ -99,10 +99,15 @@ __global__ void __launch_bounds__(kThreads) sparse_entry_kernel(const SparseBwdA
   for (int c0 = 0; c0 < a.G; c0 += kHeadChunk) {
     const int nh = min(kHeadChunk, a.G - c0), h0 = kvh * a.G + c0;
     __syncthreads();  // the previous chunk's rows are no longer read
-    for (int e = tid; e < nh * D; e += kThreads) {
-      const int hl = e / D, d = e % D;
-      sq[hl][d] = load1(a.q.data, a.q.dt, a.q.offset(s.batch, row, h0 + hl) + d);
-      sdo[hl][d] = load1(a.dout.data, a.dout.dt, a.dout.offset(s.batch, row, h0 + hl) + d);
+    // 8 dims a thread, q and dout rows at once.
+    for (int e = tid; e < 2 * nh * TPR; e += kThreads) {
+      const int which = e / (nh * TPR), hl = e % (nh * TPR) / TPR, g = e % TPR;
+      const DRows& src = which ? a.dout : a.q;
+      float x[8];
+      load8(src, src.offset(s.batch, row, h0 + hl) + g * 8, which ? a.ovec : a.qvec, x);
+      float* dst = which ? &sdo[hl][g * 8] : &sq[hl][g * 8];
+      *reinterpret_cast<float4*>(dst) = make_float4(x[0], x[1], x[2], x[3]);
+      *reinterpret_cast<float4*>(dst + 4) = make_float4(x[4], x[5], x[6], x[7]);
     }
     if (tid < nh) sld[tid] = a.ld[int64_t(h0 + tid) * a.R + r];
     __syncthreads();
@@ -111,9 +116,13 @@ __global__ void __launch_bounds__(kThreads) sparse_entry_kernel(const SparseBwdA
     for (int li = 0; li < nlists; li++) {
       const int hb = per_head ? li : 0, he = per_head ? li + 1 : nh;
       const int32_t* list = a.idx + (qrow * a.Hsel + (per_head ? h0 + li : kvh)) * a.K;
+      // Each slot's next index is read a step ahead, so that the k and v loads do not wait
+      // on it.
+      int32_t jn = slot < a.K ? list[slot] : -1;
       for (int64_t i0 = 0; i0 < a.K; i0 += SLOTS) {  // uniform over the block
         const int64_t i = i0 + slot;
-        const int32_t j = i < a.K ? list[i] : -1;
+        const int32_t j = jn;
+        jn = i + SLOTS < a.K ? list[i + SLOTS] : -1;
         const bool valid = j >= 0 && j < s.S;
         float kx[8], vx[8];
         if (valid) {
