@@ -283,12 +283,13 @@ void compare_row(const int32_t* got, const int32_t* want, int64_t K, const std::
 }
 
 void check_select(int64_t B, int64_t T, int64_t S, int Hq, int Hsel, bool causal,
-                  std::vector<int32_t> seqlens, const SelectOpts& sel, uint64_t seed, bool ties) {
+                  std::vector<int32_t> seqlens, const SelectOpts& sel, uint64_t seed, int ties) {
   Rng rng(seed);
   Pair sc(DType::f32, {B, T, Hq, S});
   for (int64_t i = 0; i < sc.host.numel(); i++) {
     float x = rng.normal();
-    if (ties) x = std::round(x * 4.f) / 4.f;  // few distinct values: many ties
+    if (ties == 1) x = std::round(x * 4.f) / 4.f;  // few distinct values: many ties
+    if (ties == 2 && i % 2 == 0) x = 5.f;           // every other key ties, above the rest
     sc.host.ptr<float>()[i] = x;
   }
   sc.upload();
@@ -378,6 +379,34 @@ TEST(CudaSelect, LongRowsFewRows) {
   sel.k = 9000;
   sel.sink = sel.window = 0;
   check_select(1, 1, 33000, 1, 1, false, {}, sel, 353, true);  // ties, many candidates
+}
+
+// Many long rows (a block per row, more blocks than SMs) take the sampled select: a sample
+// sets a threshold, one pass keeps the keys above it. Budgets up to and past the largest it
+// takes, forced keys, ratio budgets over ragged rows, and rows of few distinct values whose
+// ties at the threshold overflow the kept keys and fall back to the two-pass select.
+TEST(CudaSelect, SampledLongRows) {
+  NEED_GPU();
+  uint64_t seed = 370;
+  for (int k : {1, 64, 700, 2730, 3000}) {
+    SelectOpts sel;
+    sel.k = k;
+    SCOPED_TRACE(testing::Message() << "k=" << k);
+    check_select(1, 40, 20000, 4, 4, false, {}, sel, seed++, false);
+  }
+  SelectOpts f;
+  f.k = 300;
+  f.sink = 7;
+  f.window = 64;
+  check_select(1, 40, 17000, 4, 4, false, {}, f, seed++, false);
+  SelectOpts r;
+  r.ratio = 0.01;
+  r.min_k = 30;
+  check_select(3, 12, 40000, 4, 4, false, {40000, 16500, 16384}, r, seed++, false);
+  SelectOpts t;
+  t.k = 500;
+  check_select(1, 40, 20000, 4, 4, false, {}, t, seed++, 1);  // ties among the kept keys
+  check_select(1, 40, 20000, 4, 4, false, {}, t, seed++, 2);  // 10000 keys >= the threshold
 }
 
 TEST(CudaSelect, GroupSharing) {

@@ -68,7 +68,10 @@ __global__ void __launch_bounds__(kSelThreads, 2) select_kernel(const SelectArgs
   const SelRow r = sel_row(a, blockIdx.x / a.Hsel, int(blockIdx.x % a.Hsel));
   write_forced(r, a.K);
   if (r.rs.take == 0 || r.rs.take == r.rs.m) return;
-  select_row_block(r.row, r.rs.lo, r.rs.hi, r.rs.take, smem, tmp, s_res, r.orow + r.rs.forced);
+  if (r.rs.m >= kSampledMin && r.rs.take <= kSampledTake)
+    select_row_sampled(r.row, r.rs.lo, r.rs.hi, r.rs.take, smem, tmp, s_res, r.orow + r.rs.forced);
+  else
+    select_row_block_call(r.row, r.rs.lo, r.rs.hi, r.rs.take, smem, tmp, s_res, r.orow + r.rs.forced);
 }
 
 // Few long rows (decode at small batch): a cluster of kCl blocks per row. Each block

@@ -246,4 +246,137 @@ __device__ inline void select_row_block(const float* row, int64_t lo, int64_t hi
   resolve_candidates(row, lo, hi, b1, need1, in_smem, neq, hist, ckey, cidx, tmp, s_res, sel + a1);
 }
 
+// select_row_block out of line, for the rare fallback of select_row_sampled: inlined twice in
+// one kernel it pushes the kernel past its 64 registers.
+static __device__ __noinline__ void select_row_block_call(const float* row, int64_t lo, int64_t hi,
+                                                   int64_t take, int* smem, int* tmp, int* s_res,
+                                                   int32_t* sel) {
+  select_row_block(row, lo, hi, take, smem, tmp, s_res, sel);
+}
+
+// Rows at least this long, with budgets of at most kSampledTake, take select_row_sampled.
+constexpr int64_t kSampledMin = 2 * kSelTile;
+constexpr int64_t kSampledTake = kCap / 3;
+
+// select_row_block for long rows with one read instead of two: a sample of a 16th of the row
+// (groups of 8 keys spread over it, at most kCap keys) gives a threshold tau a few deviations
+// below the take-th best; one ordered pass keeps the keys >= tau in shared memory; the exact
+// selection runs among them (the top digit, then resolve_candidates). When the sample misleads
+// (fewer than take keys >= tau, or more than kCap) it falls back to select_row_block, so the
+// result is the same either way. Same contract as select_row_block (take <= kSampledTake).
+__device__ inline void select_row_sampled(const float* row, int64_t lo, int64_t hi, int64_t take,
+                                          int* smem, int* tmp, int* s_res, int32_t* sel) {
+  const int tid = threadIdx.x;
+  int* hist = smem;                                            // [kBins]
+  uint32_t* ckey = reinterpret_cast<uint32_t*>(smem + kBins);  // [kCap]
+  int32_t* cidx = reinterpret_cast<int32_t*>(ckey + kCap);     // [kCap]
+  const int64_t m = hi - lo;
+  const int groups = int(m / 128 < kCap / 8 ? m / 128 : kCap / 8);
+  const int ns = groups * 8;
+  const float share = float(take) * float(ns) / float(m);
+  const int rk = int(ceilf(share + 3.f * sqrtf(share))) + 8;
+  if (groups < 2 || rk >= ns) {
+    select_row_block_call(row, lo, hi, take, smem, tmp, s_res, sel);
+    return;
+  }
+  // The sample's keys, and their top digit's histogram.
+  for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
+  __syncthreads();
+  for (int i = tid; i < ns; i += kSelThreads) {
+    const int64_t pos = lo + int64_t(i >> 3) * (m - 8) / (groups - 1) + (i & 7);
+    const uint32_t k = order_key(row[pos]);
+    ckey[i] = k;
+    atomicAdd(&hist[k >> 20], 1);
+  }
+  __syncthreads();
+  int b1, a1;
+  find_bin(hist, kBins, rk, tmp, s_res, b1, a1);
+  for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
+  __syncthreads();
+  for (int i = tid; i < ns; i += kSelThreads)
+    if (int(ckey[i] >> 20) == b1) atomicAdd(&hist[(ckey[i] >> 8) & 0xfff], 1);
+  __syncthreads();
+  int b2, a2;
+  find_bin(hist, kBins, rk - a1, tmp, s_res, b2, a2);
+  // tau: the lower edge of the 24-bit bin that holds the sample's rk-th best key.
+  const uint32_t tau = (uint32_t(b1) << 20) | (uint32_t(b2) << 8);
+
+  // One ordered pass: the keys >= tau into ckey/cidx (the sample is no longer needed).
+  const bool aligned = (reinterpret_cast<uintptr_t>(row + lo) & 15) == 0;
+  int kept = 0;
+  for (int64_t t0 = lo; t0 < hi; t0 += kSelTile) {
+    uint32_t key[kItems];
+    const int64_t i0 = t0 + int64_t(tid) * kItems;
+    load_keys(row, i0, hi, aligned, key);
+    int c = 0;
+#pragma unroll
+    for (int j = 0; j < kItems; j++) c += i0 + j < hi && key[j] >= tau;
+    int tot;
+    int pos = kept + block_exclusive_scan(c, tmp, &tot);
+#pragma unroll
+    for (int j = 0; j < kItems; j++)
+      if (i0 + j < hi && key[j] >= tau) {
+        if (pos < kCap) {
+          ckey[pos] = key[j];
+          cidx[pos] = int32_t(i0 + j);
+        }
+        pos++;
+      }
+    kept += tot;
+  }
+  __syncthreads();
+  if (kept < take || kept > kCap) {
+    select_row_block_call(row, lo, hi, take, smem, tmp, s_res, sel);
+    return;
+  }
+
+  // The exact selection among the kept keys: their top digit's bin c1 holding the take-th
+  // best; keys above it are selected, keys in it move (in order) to the front of ckey/cidx for
+  // resolve_candidates. Entries only move to places at or before their own, and each tile is
+  // read before the scan's barriers let any thread write.
+  for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
+  __syncthreads();
+  for (int i = tid; i < kept; i += kSelThreads) atomicAdd(&hist[ckey[i] >> 20], 1);
+  __syncthreads();
+  int c1, above;
+  find_bin(hist, kBins, int(take), tmp, s_res, c1, above);
+  const int neq = hist[c1];
+  int nsure = 0, ncand = 0;
+  for (int t0 = 0; t0 < kept; t0 += kSelTile) {
+    uint32_t key[kItems];
+    int32_t idx[kItems];
+    int cs = 0, cc = 0;
+#pragma unroll
+    for (int j = 0; j < kItems; j++) {
+      const int i = t0 + tid * kItems + j;
+      key[j] = i < kept ? ckey[i] : 0u;
+      idx[j] = i < kept ? cidx[i] : 0;
+      if (i < kept) {
+        cs += int(key[j] >> 20) > c1;
+        cc += int(key[j] >> 20) == c1;
+      }
+    }
+    int tot;
+    const int off = block_exclusive_scan((cs << 16) | cc, tmp, &tot);
+    int os = nsure + (off >> 16), oc = ncand + (off & 0xffff);
+#pragma unroll
+    for (int j = 0; j < kItems; j++) {
+      const int i = t0 + tid * kItems + j;
+      if (i >= kept) continue;
+      const int d = int(key[j] >> 20);
+      if (d > c1) sel[os++] = idx[j];
+      else if (d == c1) {
+        ckey[oc] = key[j];
+        cidx[oc] = idx[j];
+        oc++;
+      }
+    }
+    nsure += tot >> 16;
+    ncand += tot & 0xffff;
+  }
+  __syncthreads();
+  resolve_candidates(row, lo, hi, c1, int(take) - above, true, neq, hist, ckey, cidx, tmp, s_res,
+                     sel + above);
+}
+
 }  // namespace topk::cuda
