@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # One command for a GPU machine: CUDA tests, the GPU benchmarks and the PyTorch side-by-side,
-# the engine benchmarks against Hugging Face transformers, then compute-sanitizer memcheck and
+# where top-k training attention spends its time (Nsight Compute, per phase), the engine
+# benchmarks against Hugging Face transformers, then compute-sanitizer memcheck and
 # racecheck (the slow steps, last). Logs and JSON go to an output folder ($OUT if set, else
 # ./out); a short summary table is printed last.
 #
 #   tools/gpu-check.sh [BUILD_DIR]     (default: build; built here when its binaries are missing)
 #
 # Environment: TOPK_BIN (folder holding prebuilt `topk` and `topk_cuda_tests`, instead of a
-# build dir), STEPS (which steps, comma separated, default all: tests,bench,torch,engine,hf,
-# sanitize, python, dist), TEST_FILTER (gtest filter of the tests step), SANITIZER_FILTER (gtest filter for
-# the sanitizer runs), SKIP_TORCH=1, REPS (timed runs per case, default 50), STEP_TIMEOUT
-# (seconds per step, default 900), HF_ARGS (extra arguments of bench/hf_engine_baselines.py).
+# build dir), STEPS (which steps, comma separated, default all: tests, bench, torch, phases,
+# engine, hf, python, dist, sanitize), TEST_FILTER (gtest filter of the tests step),
+# SANITIZER_FILTER (gtest filter for the sanitizer runs), SKIP_TORCH=1, REPS (timed runs per
+# case, default 50), STEP_TIMEOUT (seconds per step, default 900), HF_ARGS (extra arguments of
+# bench/hf_engine_baselines.py).
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-./out}
@@ -28,7 +30,7 @@ else
   fi
 fi
 REPS=${REPS:-50}
-STEPS=${STEPS:-tests,bench,torch,engine,hf,python,dist,sanitize}
+STEPS=${STEPS:-tests,bench,torch,phases,engine,hf,python,dist,sanitize}
 want() { case ",$STEPS," in *",$1,"*) return 0 ;; esac; return 1; }
 export TOPK_SOURCE_DIR=$ROOT
 FILTER=${SANITIZER_FILTER:-CudaAttention.ForwardRaggedDtypes:CudaAttention.ForwardPackedAndStrided:CudaSelect.*:CudaSparse.*:CudaTopk.RatiosForcedAndFull:CudaTopk.CausalPrefill:CudaTopk.ThresholdSmall:CudaTopk.SampleThresholds:CudaTopk.TiesAcrossSlices:CudaFlash.ForwardLayouts:CudaFlash.ForwardStridedCache:CudaBackward.Layouts:CudaBackward.OtherDtypesAndHeadDims:CudaSparseBackward.*:CudaMetrics.*:CudaTopkPrefill.GroupsAndRangesUnderSmallBudget:CudaModelOps.*:CudaApprox.Indexer*Reference:CudaApprox.IndexerScores*:CudaApprox.Quest*:CudaApprox.LayerNorm*}
@@ -37,7 +39,7 @@ LOG=$OUT/gpu-check.log
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
 
 step() { echo "== $1" | tee -a "$LOG"; }
-st_tests=SKIP st_mem=SKIP st_race=SKIP st_bench=SKIP st_torch=SKIP st_engine=SKIP st_hf=SKIP st_py=SKIP st_dist=SKIP
+st_tests=SKIP st_mem=SKIP st_race=SKIP st_bench=SKIP st_torch=SKIP st_phases=SKIP st_engine=SKIP st_hf=SKIP st_py=SKIP st_dist=SKIP
 has_torch() { [ "${SKIP_TORCH:-0}" != 1 ] && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; }
 
 if want tests; then
@@ -61,6 +63,21 @@ if want torch && has_torch; then
   else
     st_torch=FAIL
   fi
+fi
+
+# Top-k training attention at S = 8K, rho = 1%, phase by phase: Nsight Compute's time of every
+# kernel of one `--reps 1` run, grouped by bench/phases.py (docs/benchmarks.md, "Training
+# attention, forward + backward").
+NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+if want phases && [ -x "$NCU" ]; then
+step "top-k training attention by phase (ncu)"
+st_phases=FAIL
+if timeout "${STEP_TIMEOUT:-900}" "$NCU" --metrics gpu__time_duration.sum --print-summary per-kernel --csv \
+     "$TOPK" bench cuda --only fwdbwd_topk_r0.01_S8192 --reps 1 >"$OUT/phases_kernels.csv" 2>>"$LOG" &&
+   python3 "$ROOT/bench/phases.py" "$OUT/phases_kernels.csv" >"$OUT/phases.md" 2>>"$LOG"; then
+  st_phases=PASS
+fi
+cat "$OUT/phases.md" >>"$LOG" 2>/dev/null
 fi
 
 # The engine on the issue's Llama-shaped model (12 layers, d 768, 12 query / 4 KV heads of 64,
@@ -147,6 +164,7 @@ echo "| memcheck | $st_mem |"
 echo "| racecheck | $st_race |"
 echo "| bench cuda | $st_bench |"
 echo "| torch baselines | $st_torch |"
+echo "| phases (ncu) | $st_phases |"
 echo "| engine benchmarks | $st_engine |"
 echo "| HF engine baselines | $st_hf |"
 echo "| Python package | $st_py |"
@@ -154,6 +172,11 @@ echo "| data parallelism ($NGPU GPUs) | $st_dist |"
 if [ "$st_bench" = PASS ] && [ "$st_torch" = PASS ]; then
   echo
   python3 "$ROOT/bench/join_bench.py" "$OUT/bench_cuda.json" "$OUT/bench_torch.json" | tee "$OUT/summary.md"
+fi
+if [ "$st_phases" = PASS ]; then
+  echo
+  echo "top-k training attention, S = 8K, rho = 1%, ms per forward / backward (Nsight Compute):"
+  cat "$OUT/phases.md"
 fi
 if [ "$st_engine" = PASS ]; then
   echo
