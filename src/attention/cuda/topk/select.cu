@@ -6,6 +6,8 @@
 #include <cooperative_groups.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 
 #include "attention/cuda/common.cuh"
 #include "attention/cuda/launch.h"
@@ -274,6 +276,19 @@ void launch_group_rank(const AttnParams& p, const SeqTable& st, int64_t r0, int6
   group_rank(p, st, r0, r1, scores, true, rank);
 }
 
+// Few long rows take a cluster of blocks each; TOPK_CUDA_SELECT=clusters or =blocks forces one
+// (a block per row then reads it once through the sampled select: measured against the
+// clusters at decode's batch sizes before the rule changes).
+static bool select_by_clusters(int64_t blocks, int64_t Smax) {
+  const bool fits = blocks < 65536 && Smax >= 4 * kSelTile;
+  if (const char* e = std::getenv("TOPK_CUDA_SELECT"); e && *e) {
+    if (!std::strcmp(e, "clusters")) return fits;
+    if (!std::strcmp(e, "blocks")) return false;
+    throw Error(detail::format_error("TOPK_CUDA_SELECT=%s: expected clusters or blocks", e));
+  }
+  return fits && blocks < num_sms();
+}
+
 void launch_select(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
                    const float* in, bool in_compact, int Hsel, const SelectOpts& sel,
                    int32_t* out, int64_t K) {
@@ -297,7 +312,7 @@ void launch_select(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t 
   a.K = K;
   int64_t blocks = rows * Hsel;
   TOPK_CHECK(blocks < (int64_t(1) << 31), "topk_select: too many rows for one launch");
-  if (blocks < num_sms() && p.Smax >= 4 * kSelTile && blocks < 65536) {
+  if (select_by_clusters(blocks, p.Smax)) {
     static bool cattr = false;
     if (!cattr) {
       TOPK_CUDA(cudaFuncSetAttribute(select_cluster_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
