@@ -87,17 +87,20 @@ def main():
         found = [c for c in (ttr.get(f"sdpa_fwdbwd_S{S}"), ttr.get(f"sdpa_cudnn_fwdbwd_S{S}")) if c]
         return min(found, key=lambda c: c["time_us"]) if found else None
     if otr:
-        print("\n| case | forward (ms) | forward + backward (ms) | TFLOP/s | best SDPA / case | extra memory (MiB) |")
-        print("|---|---:|---:|---:|---:|---:|")
+        print("\n| case | forward (ms) | forward + backward (ms) | TFLOP/s | best SDPA / case | extra memory (MiB) "
+              "| floor: flops / bytes (ms) |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
         for c in ours["train"]:
             sd = best_sdpa(c["S"])
             vs = f"{sd['time_us'] / c['time_us']:.2f}x" if sd else ""
+            floor = (f"{c['flop_floor_us'] / 1e3:.2f} / {c['byte_floor_us'] / 1e3:.2f}"
+                     if "flop_floor_us" in c else "")
             print(f"| {c['name']} (ours) | {c['fwd_us'] / 1e3:.2f} | {c['time_us'] / 1e3:.2f} | "
-                  f"{c['tflops']:.0f} | {vs} | {c['extra_bytes'] / 2**20:.0f} |")
+                  f"{c['tflops']:.0f} | {vs} | {c['extra_bytes'] / 2**20:.0f} | {floor} |")
         for c in base.get("train", []):
             sd = best_sdpa(c["S"])
             print(f"| {c['name']} (torch) | {c['fwd_us'] / 1e3:.2f} | {c['time_us'] / 1e3:.2f} | "
-                  f"{c['tflops']:.0f} | {sd['time_us'] / c['time_us']:.2f}x | |")
+                  f"{c['tflops']:.0f} | {sd['time_us'] / c['time_us']:.2f}x | | |")
         print("\n| target | measured | met |")
         print("|---|---:|:-:|")
         for S, want in ((32768, 2.0), (131072, 3.0)):

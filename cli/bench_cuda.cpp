@@ -166,7 +166,14 @@ struct TrainAttnResult {
   std::string name, budget;
   int64_t B = 0, S = 0;
   double us = 0, fwd_us = 0, flops = 0, extra_bytes = 0, dense_us = 0;
+  double bytes = 0;  // what any implementation must move (see kBf16PeakTflops)
 };
+
+// The floors beside each training-attention time: its flops at the dense bf16 tensor-core peak
+// of an H100 or H200 SXM (989 TFLOP/s), and its bytes at the copy rate measured in the run. The
+// bytes: q, k, v read and o, lse written by the forward; q, k, v, o, dO, lse read and the f32
+// dq, dk, dv written by the backward; top-k adds its selected indices, written and read once.
+constexpr double kBf16PeakTflops = 989.0;
 
 double free_bytes() {
   size_t f = 0, t = 0;
@@ -178,6 +185,12 @@ double free_bytes() {
 template <class Want>
 void bench_train_attention(const std::vector<int64_t>& lengths, int reps, const Want& want,
                            std::vector<TrainAttnResult>& out) {
+  auto tensor_bytes = [](int64_t B, int64_t S, int64_t Hq, int64_t Hkv, int64_t D) {
+    const double qo = double(B) * S * Hq * D, kv = double(B) * S * Hkv * D, lse = double(B) * S * Hq * 4;
+    const double fwd = (qo + 2 * kv + qo) * 2 + lse;
+    const double bwd = (qo + 2 * kv + qo + qo) * 2 + lse + (qo + 2 * kv) * 4;
+    return fwd + bwd;
+  };
   const int64_t Hq = 32, Hkv = 8, D = 128, tokens = 131072;
   const double budgets[] = {0.01, 0.05};
   for (int64_t S : lengths) {
@@ -201,6 +214,7 @@ void bench_train_attention(const std::vector<int64_t>& lengths, int reps, const 
     const double pairs = double(B) * double(S) * double(S + 1) / 2;
     TrainAttnResult dense{"fwdbwd_dense" + tag, "-", B, S};
     dense.flops = 14.0 * Hq * D * pairs;
+    dense.bytes = tensor_bytes(B, S, Hq, Hkv, D);
     // The dense time is the ratios' baseline: measured whenever any case of this length runs.
     cuda::workspace_release();
     double free0 = free_bytes();
@@ -221,6 +235,7 @@ void bench_train_attention(const std::vector<int64_t>& lengths, int reps, const 
       double entries = 0;
       for (int64_t t = 0; t < S; t++) entries += double(budget_of(0, ratio, 0, t + 1));
       r.flops = 2.0 * Hq * D * pairs + 14.0 * D * entries * double(B * Hq);
+      r.bytes = tensor_bytes(B, S, Hq, Hkv, D) + 2.0 * 4 * entries * double(B * Hq);
       cuda::workspace_release();
       free0 = free_bytes();
       {
@@ -535,6 +550,9 @@ int bench_cuda(int argc, char** argv) {
     c["extra_bytes"] = r.extra_bytes;
     c["dense_us"] = r.dense_us;
     c["x_dense"] = r.us / r.dense_us;
+    c["bytes"] = r.bytes;
+    c["flop_floor_us"] = r.flops / (kBf16PeakTflops * 1e6);
+    c["byte_floor_us"] = r.bytes / (copy_gbps * 1e3);
     j["train"].push_back(c);
   }
   std::string text = j.dump(2);
@@ -558,11 +576,15 @@ int bench_cuda(int argc, char** argv) {
     }
     if (!train.empty()) {
       std::printf("\ntraining attention, forward + backward, causal, B x S = 131072 tokens, Hq=32 Hkv=8 "
-                  "D=128 bf16 (TFLOP/s of the flops each must do; extra: memory beyond the tensors)\n");
-      std::printf("%-28s %10s %10s %9s %9s %10s\n", "case", "fwd_ms", "total_ms", "TFLOP/s", "x_dense", "extra_MiB");
+                  "D=128 bf16 (TFLOP/s of the flops each must do; extra: memory beyond the tensors; "
+                  "floors: the flops at %.0f TFLOP/s, the bytes that must move at the copy rate)\n",
+                  kBf16PeakTflops);
+      std::printf("%-28s %10s %10s %9s %9s %10s %10s %10s\n", "case", "fwd_ms", "total_ms", "TFLOP/s",
+                  "x_dense", "extra_MiB", "flop_fl_ms", "byte_fl_ms");
       for (const TrainAttnResult& r : train)
-        std::printf("%-28s %10.2f %10.2f %9.1f %9.2f %10.0f\n", r.name.c_str(), r.fwd_us / 1e3, r.us / 1e3,
-                    r.flops / (r.us * 1e6), r.us / r.dense_us, r.extra_bytes / double(1 << 20));
+        std::printf("%-28s %10.2f %10.2f %9.1f %9.2f %10.0f %10.2f %10.2f\n", r.name.c_str(), r.fwd_us / 1e3,
+                    r.us / 1e3, r.flops / (r.us * 1e6), r.us / r.dense_us, r.extra_bytes / double(1 << 20),
+                    r.flops / (kBf16PeakTflops * 1e9), r.bytes / (copy_gbps * 1e6));
     }
   }
   return 0;
