@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The benchmark scripts that need no GPU: bench/phases.py on a recorded Nsight Compute summary
-# (one H200 run of `topk bench cuda --only fwdbwd_topk_r0.01_S8192 --reps 1`), and its error
-# on a file that is not one.
+# The benchmark scripts that need no GPU, on outputs recorded on an H200: bench/phases.py on an
+# Nsight Compute summary (`topk bench cuda --only fwdbwd_topk_r0.01_S8192 --reps 1`) and its
+# error on a file that is not one; bench/join_bench.py's training targets on `topk bench cuda`
+# and bench/torch_baselines.py JSON (the faster SDPA backend, cuDNN there, is the baseline).
 set -euo pipefail
 SRC=$1
 DATA=$SRC/tests/data/ncu/fwdbwd_topk_r0.01_S8192.csv
@@ -29,4 +30,22 @@ if err=$(python3 "$SRC/bench/phases.py" "$SRC/README.md" 2>&1); then
   echo "bench/phases.py: accepted a file that is not an ncu summary"; exit 1
 fi
 grep -q "no 'Kernel Name' column" <<<"$err" || { echo "unexpected error: $err"; exit 1; }
+
+# join_bench.py: each target against the faster SDPA backend of its length.
+out=$(python3 "$SRC/bench/join_bench.py" "$SRC/tests/data/bench/fwdbwd_ours.json" "$SRC/tests/data/bench/fwdbwd_torch.json")
+expect "| S=32768, rho=1%: forward + backward >= 2x faster than SDPA (sdpa_cudnn_fwdbwd_S32768) | 0.21x | no |"
+expect "| S=131072, rho=1%: forward + backward >= 3x faster than SDPA (sdpa_cudnn_fwdbwd_S131072) | 0.16x | no |"
+expect "| S=8192: our dense forward + backward within 15% of SDPA (ours / sdpa_cudnn_fwdbwd_S8192) | 2.61 | no |"
+expect "| sdpa_fwdbwd_S8192 (torch) | 25.58 | 100.20 | 307 | 0.59x | | |"
+# Without the cuDNN cases the flash backend is the baseline.
+flash_only=$(mktemp)
+python3 - "$SRC/tests/data/bench/fwdbwd_torch.json" >"$flash_only" <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1]))
+t["train"] = [c for c in t["train"] if "cudnn" not in c["name"]]
+print(json.dumps(t))
+PY
+out=$(python3 "$SRC/bench/join_bench.py" "$SRC/tests/data/bench/fwdbwd_ours.json" "$flash_only")
+rm -f "$flash_only"
+expect "| S=32768, rho=1%: forward + backward >= 2x faster than SDPA (sdpa_fwdbwd_S32768) | 0.36x | no |"
 echo "bench scripts: ok"
