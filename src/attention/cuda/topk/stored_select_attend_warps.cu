@@ -138,23 +138,23 @@ __device__ __forceinline__ unsigned keep_step(const uint32_t (&key)[4], unsigned
   return keep;
 }
 
-// Keys of row[i0 .. i0 + 4) limited to [lo, hi) (16-byte loads when the row is aligned).
+// Scores row[i0 .. i0 + 4) limited to [lo, hi) (16-byte loads when the row is aligned); returns
+// the mask of those in range (the others read as 0).
 __device__ __forceinline__ unsigned load4(const float* row, int i0, int lo, int hi, bool aligned,
-                                          uint32_t (&key)[4]) {
-  unsigned valid = 0;
+                                          float (&x)[4]) {
   if (aligned && i0 >= lo && i0 + 4 <= hi) {
-    const float4 x = *reinterpret_cast<const float4*>(row + i0);
-    key[0] = order_key(x.x);
-    key[1] = order_key(x.y);
-    key[2] = order_key(x.z);
-    key[3] = order_key(x.w);
+    const float4 v = *reinterpret_cast<const float4*>(row + i0);
+    x[0] = v.x;
+    x[1] = v.y;
+    x[2] = v.z;
+    x[3] = v.w;
     return 0xfu;
   }
+  unsigned valid = 0;
 #pragma unroll
   for (int j = 0; j < 4; j++) {
-    const int i = i0 + j;
-    const bool in = i >= lo && i < hi;
-    key[j] = in ? order_key(row[i]) : 0u;
+    const bool in = i0 + j >= lo && i0 + j < hi;
+    x[j] = in ? row[i0 + j] : 0.f;
     valid |= unsigned(in) << j;
   }
   return valid;
@@ -170,20 +170,23 @@ __device__ int filter_row(const float* row, int lo, int hi, uint32_t T, int eq_l
   int n = 0;
   constexpr int U = 8;  // steps of 128 keys in flight
   for (int b0 = start; b0 < hi; b0 += U * 128) {
-    uint32_t key[U][4];
+    float x[U][4];
     unsigned valid[U];
 #pragma unroll
-    for (int u = 0; u < U; u++) valid[u] = load4(row, b0 + u * 128 + lane * 4, lo, hi, aligned, key[u]);
+    for (int u = 0; u < U; u++) valid[u] = load4(row, b0 + u * 128 + lane * 4, lo, hi, aligned, x[u]);
 #pragma unroll
     for (int u = 0; u < U; u++) {
+      uint32_t key[4];
+#pragma unroll
+      for (int j = 0; j < 4; j++) key[j] = order_key(x[u][j]);
       int place, total;
-      const unsigned keep = keep_step(key[u], valid[u], T, eq_left, place, total);
+      const unsigned keep = keep_step(key, valid[u], T, eq_left, place, total);
 #pragma unroll
       for (int j = 0; j < 4; j++)
         if (keep >> j & 1) {
           const int pos = n + place++;
           if (pos < cap) {
-            ckey[pos] = key[u][j];
+            ckey[pos] = key[j];
             cidx[pos] = b0 + u * 128 + lane * 4 + j;
           }
         }
@@ -214,25 +217,7 @@ __device__ int filter_above(const float* row, int lo, int hi, uint32_t tau, int 
     float x[U][4];
     unsigned valid[U];
 #pragma unroll
-    for (int u = 0; u < U; u++) {
-      const int i0 = b0 + u * 128 + lane * 4;
-      if (aligned && i0 >= lo && i0 + 4 <= hi) {
-        const float4 v = *reinterpret_cast<const float4*>(row + i0);
-        x[u][0] = v.x;
-        x[u][1] = v.y;
-        x[u][2] = v.z;
-        x[u][3] = v.w;
-        valid[u] = 0xfu;
-      } else {
-        valid[u] = 0;
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-          const bool in = i0 + j >= lo && i0 + j < hi;
-          x[u][j] = in ? row[i0 + j] : 0.f;
-          valid[u] |= unsigned(in) << j;
-        }
-      }
-    }
+    for (int u = 0; u < U; u++) valid[u] = load4(row, b0 + u * 128 + lane * 4, lo, hi, aligned, x[u]);
 #pragma unroll
     for (int u = 0; u < U; u++) {
       unsigned keep = 0;
