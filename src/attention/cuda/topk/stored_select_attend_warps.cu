@@ -16,6 +16,7 @@
 // the warp selects over the whole row in global memory instead: the same digits, re-reading
 // the row. Exact either way, ties to the lower index, like the reference.
 #include <cmath>
+#include <cstdlib>
 
 #include "attention/cuda/common.cuh"
 #include "attention/cuda/launch.h"
@@ -27,11 +28,21 @@ namespace topk::cuda {
 
 namespace {
 
-constexpr int kWarps = 4;       // pairs per block (small blocks: a slow warp holds few others)
-constexpr int kWCap = 1536;     // keys a warp keeps in shared memory (candidates, the sample)
-constexpr int kWarpMaxK = 512;  // the largest budget this kernel takes
-static_assert(kWCap >= 2 * kWarpMaxK, "the attend phase stages the selection in ckey/cidx's upper halves");
-constexpr size_t kWSmem = size_t(kWarps) * (kWCap * 8 + 256 * 4);
+constexpr int kWarps = 4;  // pairs per block (small blocks: a slow warp holds few others)
+
+// Keys a warp keeps in shared memory (candidates, the sample): CAP. Budgets of up to CAP / 3
+// keep their candidates under CAP with room to spare (about take + 12 sqrt(take) + 128 keys
+// pass a row's filter), and the attend phase stages the selection in the upper halves. The
+// smaller CAP fits more warps on an SM (its shared memory is what bounds them).
+template <int CAP>
+struct WarpCap {
+  static constexpr int kMaxK = CAP / 3;
+  static constexpr size_t kSmem = size_t(kWarps) * (CAP * 8 + 256 * 4);
+  static constexpr int kMinBlocks = CAP <= 768 ? 6 : 1;  // 24 warps an SM at <= 85 registers
+  static_assert(CAP >= 2 * kMaxK, "the attend phase stages the selection in ckey/cidx's upper halves");
+};
+constexpr int kWCapLarge = 1536, kWCapSmall = 768;
+constexpr int kWarpMaxK = WarpCap<kWCapLarge>::kMaxK;  // the largest budget this kernel takes
 constexpr unsigned kFull = 0xffffffffu;
 
 
@@ -248,9 +259,11 @@ __device__ int filter_above(const float* row, int lo, int hi, uint32_t tau, int 
   return n;
 }
 
-template <int D>
-__global__ void __launch_bounds__(kWarps * 32) select_attend_warps_kernel(const StoredRowsArgs a) {
+template <int D, int kWCap>
+__global__ void __launch_bounds__(kWarps * 32, WarpCap<kWCap>::kMinBlocks)
+    select_attend_warps_kernel(const StoredRowsArgs a) {
   constexpr int TPR = D / 8, SLOTS = 32 / TPR;  // threads per V row (8 elements each), rows at once
+  constexpr int kMaxK = WarpCap<kWCap>::kMaxK;
   extern __shared__ int smem[];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   uint32_t* ckey = reinterpret_cast<uint32_t*>(smem) + warp * (2 * kWCap + 256);
@@ -349,11 +362,11 @@ __global__ void __launch_bounds__(kWarps * 32) select_attend_warps_kernel(const 
   __syncwarp();
 
   // The selection in index order (sink [0, lo), the chosen keys, window [hi, n)), its indices
-  // and scores staged once in the upper halves of cidx/ckey (take <= kWarpMaxK leaves them
+  // and scores staged once in the upper halves of cidx/ckey (take <= kMaxK leaves them
   // free), so that the V gather's lanes read an index and a weight instead of each decoding
   // the position and taking an exponential.
-  int32_t* sidx = cidx + kWarpMaxK;
-  float* sw = reinterpret_cast<float*>(ckey + kWarpMaxK);
+  int32_t* sidx = cidx + kMaxK;
+  float* sw = reinterpret_cast<float*>(ckey + kMaxK);
   uint32_t mk = 0;
   for (int p = lane; p < nsel; p += 32) {
     const bool chosen = p >= lo && p < lo + take;
@@ -403,13 +416,28 @@ __global__ void __launch_bounds__(kWarps * 32) select_attend_warps_kernel(const 
   if (lane == 0) a.dst.lse[qrow * a.Hq + h] = empty ? INFINITY : M + logf(L);
 }
 
-template <int D>
-void set_smem_attr() {
-  static bool done = false;
-  if (done) return;
-  TOPK_CUDA(cudaFuncSetAttribute(select_attend_warps_kernel<D>,
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize, int(kWSmem)));
-  done = true;
+template <int D, int CAP>
+void launch_cap(const StoredRowsArgs& a, int64_t blocks) {
+  static bool attr = false;
+  if (!attr) {
+    TOPK_CUDA(cudaFuncSetAttribute(select_attend_warps_kernel<D, CAP>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   int(WarpCap<CAP>::kSmem)));
+    attr = true;
+  }
+  launch_ex(select_attend_warps_kernel<D, CAP>, blocks, kWarps * 32, WarpCap<CAP>::kSmem, 0, true, a);
+}
+
+// The candidate capacity of a launch: TOPK_CUDA_WARP_CAP=768 or =1536 when set (768 only for
+// budgets it takes), else 1536. Measuring the smaller one's extra warps against its extra
+// fallbacks (on long rows the sample is capped at CAP keys, so more keys pass) decides a rule.
+int warp_cap(int64_t K) {
+  const char* e = std::getenv("TOPK_CUDA_WARP_CAP");
+  if (!e || !*e) return kWCapLarge;
+  const int cap = std::atoi(e);
+  TOPK_CHECK(cap == kWCapSmall || cap == kWCapLarge, "TOPK_CUDA_WARP_CAP=%s: expected %d or %d", e,
+             kWCapSmall, kWCapLarge);
+  return cap == kWCapSmall && K <= WarpCap<kWCapSmall>::kMaxK ? kWCapSmall : kWCapLarge;
 }
 
 }  // namespace
@@ -425,9 +453,10 @@ void launch_select_attend_warps(const AttnParams& p, const SeqTable& st, int64_t
   const StoredRowsArgs a = stored_rows_args(p, st, r0, r1, sel, scores, indices, K);
   const int64_t blocks = (a.pairs + kWarps - 1) / kWarps;
   TOPK_CHECK(blocks < (int64_t(1) << 31), "topk_attention_forward: too many rows for one launch");
+  const int cap = warp_cap(K);
   TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "topk_attention_forward",
-      set_smem_attr<kD>();
-      launch_ex(select_attend_warps_kernel<kD>, blocks, kWarps * 32, kWSmem, 0, true, a));
+      if (cap == kWCapSmall) launch_cap<kD, kWCapSmall>(a, blocks);
+      else launch_cap<kD, kWCapLarge>(a, blocks));
 }
 
 }  // namespace topk::cuda
