@@ -138,7 +138,7 @@ void selection_mass(const AttnParams& p, float* mass);
 // tests make it small to run the row ranges on small inputs. The score rows of top-k prefill's
 // gemm path take score_rows_budget(): a 64th of the device's memory from kWorkspaceBudget to
 // kScoreRowsBudgetMax (2 GiB on a 141 GB H200, 1.25 GB on an 80 GB GPU), or the variable when
-// set.
+// set. The sparse backward's per-entry arrays reuse that workspace at the size a forward left.
 constexpr size_t kWorkspaceBudget = size_t(256) << 20;
 constexpr size_t kScoreRowsBudgetMax = size_t(2) << 30;
 size_t workspace_budget();

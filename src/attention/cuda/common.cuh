@@ -81,12 +81,14 @@ struct SeqTable {
 SeqTable upload_seqs(const AttnParams& p);
 // A cached device buffer per slot, grown as needed (never shrinks); contents undefined.
 void* workspace(int slot, size_t bytes);
+// The bytes the slot's buffer holds now (0 before its first use).
+size_t workspace_size(int slot);
 enum : int {
   kWsScores = 0, kWsRank, kWsPartial, kWsLse,
   kWsThr, kWsCand, kWsSelScores,  // threshold path of top-k attention
   kWsLD, kWsDout,                 // backward: (lse, Delta) per row and head, dout as 16-bit
-  kWsEntry, kWsSort, kWsSortTemp, kWsRuns,  // sparse backward: per-entry P and dS, the key
-                                             // sort, the runs of the sorted keys
+  kWsSortTemp, kWsRuns,  // sparse backward: the key sort's temporary, the runs of the sorted
+                         // keys (its per-entry arrays and sort buffers use kWsScores)
   kWsCount
 };
 

@@ -101,6 +101,8 @@ void* workspace(int slot, size_t bytes) {
   return c.ws[slot];
 }
 
+size_t workspace_size(int slot) { return ctx().ws_cap[slot]; }
+
 const void* upload_table(int slot, const void* host, size_t bytes) {
   Context& c = ctx();
   std::vector<char>& last = c.tab_last[slot];

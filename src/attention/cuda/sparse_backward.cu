@@ -1,16 +1,20 @@
 // Sparse attention backward over given indices [B, T, Hsel, K] on CUDA, deterministic with no
 // floating-point atomics. dk and dv start at 0; then per range of query rows (sized so that the
-// per-entry arrays stay under workspace_budget(), 256 MiB by default):
+// per-entry arrays fit the score-row workspace as the forward left it, at least
+// workspace_budget(), 256 MiB by default):
 //   entries  a block per (row, KV head): for every list entry, p = exp(s - lse) and
 //            dS = scale p (dout . v - Delta), to [rows, Hq, K] arrays (invalid entries: 0);
-//   dQ       per (row, head), sum over its K entries in slot order: dq = sum dS k;
+//   dQ       per (row, head), dq = sum dS k: with per-head lists, in the entry kernel from the
+//            k rows it has loaded (each slot's entries in order, then the slots in order);
+//            with group-shared lists, a kernel of its own over the K entries in slot order;
 //   invert   each valid list entry's key id ((batch row of the key) * Hkv + KV head; invalid
 //            entries get a sentinel past them all), then a stable radix sort (CUB) of
 //            (key id, entry) pairs: each key's entries form a run in entry order;
-//   dK/dV    per key id (TPR threads, 8 dims each) dk += dS q and dv += p dout over its run
-//            in order; runs longer than kPiece entries (a key every query selects) are first
-//            summed in pieces of kPiece by separate thread groups, then the pieces in order, so
-//            that no thread group walks a long run alone.
+//   dK/dV    per key id of the sequences the range's rows belong to (TPR threads, 8 dims
+//            each) dk += dS q and dv += p dout over its run in order; runs longer than kPiece
+//            entries (a key every query selects) are first summed in pieces of kPiece by
+//            separate thread groups, then the pieces in order, so that no thread group walks a
+//            long run alone.
 // Every summation order is fixed by the inputs: runs are bit-identical. Invalid indices
 // (< 0 or >= S_b) are skipped, duplicates count once per appearance, and a row with no valid
 // entry (lse = +inf) passes no gradient, as in ref::sparse_backward.
@@ -18,6 +22,7 @@
 #include <cub/device/device_scan.cuh>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "attention/cuda/common.cuh"
 #include "attention/cuda/memory.cuh"
@@ -60,6 +65,7 @@ struct SparseBwdArgs {
   float* partial;          // [pieces, 2, D] sums of dk, dv over each piece
   int64_t E;               // rows * Hsel * K
   int64_t nkeys;           // B * Smax * Hkv (the sentinel)
+  int64_t kid_lo, kid_hi;  // the key ids the range's rows can select: those of their sequences
 };
 
 // Dims 8 g .. 8 g + 7 of element offset off (a multiple of 8) of r, any float dtype, as fp32.
@@ -87,6 +93,7 @@ __global__ void __launch_bounds__(kThreads) sparse_entry_kernel(const SparseBwdA
   __shared__ __align__(16) float sq[kHeadChunk][D];
   __shared__ __align__(16) float sdo[kHeadChunk][D];
   __shared__ float2 sld[kHeadChunk];
+  __shared__ __align__(16) float sdq[SLOTS][D];  // per-head lists: each slot's part of dq
   const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR;
   const int64_t rr = blockIdx.x / a.Hkv;
   const int kvh = int(blockIdx.x % a.Hkv);
@@ -96,6 +103,7 @@ __global__ void __launch_bounds__(kThreads) sparse_entry_kernel(const SparseBwdA
   const bool per_head = a.Hsel == a.Hq;
   const int64_t kbase = a.k.offset(s.batch, s.k_start, kvh) + dg * 8;
   const int64_t vbase = a.v.offset(s.batch, s.k_start, kvh) + dg * 8;
+  float dqa[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
   for (int c0 = 0; c0 < a.G; c0 += kHeadChunk) {
     const int nh = min(kHeadChunk, a.G - c0), h0 = kvh * a.G + c0;
     __syncthreads();  // the previous chunk's rows are no longer read
@@ -134,26 +142,48 @@ __global__ void __launch_bounds__(kThreads) sparse_entry_kernel(const SparseBwdA
         }
         for (int hl = hb; hl < he; hl++) {
           float sd = dot8(&sq[hl][dg * 8], kx), pd = dot8(&sdo[hl][dg * 8], vx);
+          // Butterfly sums: every thread of the group ends with the same bits.
 #pragma unroll
           for (int off = TPR / 2; off >= 1; off >>= 1) {
             sd += __shfl_xor_sync(0xffffffffu, sd, off);
             pd += __shfl_xor_sync(0xffffffffu, pd, off);
           }
+          const float2 x = sld[hl];
+          const float pv = valid ? ex2(fmaf(sd, a.sl2, -x.x)) : 0.f;  // 0 when lse = +inf
+          const float ds = a.scale * pv * (pd - x.y);
           if (dg == 0 && i < a.K) {
-            const float2 x = sld[hl];
-            const float pv = valid ? ex2(fmaf(sd, a.sl2, -x.x)) : 0.f;  // 0 when lse = +inf
             const int64_t e = (rr * a.Hq + h0 + hl) * a.K + i;
             a.P[e] = pv;
-            a.dS[e] = a.scale * pv * (pd - x.y);
+            a.dS[e] = ds;
+          }
+          if (per_head) {
+            const float w = valid ? ds : 0.f;  // an invalid slot's ds need not be 0 (Delta)
+#pragma unroll
+            for (int c = 0; c < 8; c++) dqa[c] = fmaf(w, kx[c], dqa[c]);
           }
         }
+      }
+      if (per_head) {
+        // dq of this list's head: each slot's sum, then the slots in order.
+#pragma unroll
+        for (int c = 0; c < 8; c++) {
+          sdq[slot][dg * 8 + c] = dqa[c];
+          dqa[c] = 0.f;
+        }
+        __syncthreads();
+        for (int d = tid; d < D; d += kThreads) {
+          float acc = 0.f;
+          for (int sl = 0; sl < SLOTS; sl++) acc += sdq[sl][d];
+          a.dq[(qrow * a.Hq + h0 + li) * D + d] = acc;
+        }
+        __syncthreads();
       }
     }
   }
 }
 
-// dq of (row, head): TPR threads per head, 8 dims each, the K entries in slot order, U rows of
-// k in flight.
+// dq of (row, head) for group-shared lists (per-head lists get dq from the entry kernel): TPR
+// threads per head, 8 dims each, the K entries in slot order, U rows of k in flight.
 template <int D>
 __global__ void __launch_bounds__(kThreads) sparse_dq_kernel(const SparseBwdArgs a) {
   constexpr int TPR = D / 8, SLOTS = kThreads / TPR, U = 4;
@@ -235,14 +265,14 @@ __device__ __forceinline__ int64_t lower_bound(const uint32_t* keys, int64_t n, 
   return lo;
 }
 
-// The run of every key id in the sorted keys: its start, its length, and its pieces (runs
-// longer than kPiece entries are summed in pieces of kPiece, then the pieces in order: a key
-// that every query selects, an attention sink, would otherwise be one thread group's long
-// serial loop). Thread nkeys writes the 0 that ends the piece counts for the scan.
+// The run of every key id of the range's window in the sorted keys: its start, its length, and
+// its pieces (runs longer than kPiece entries are summed in pieces of kPiece, then the pieces
+// in order: a key that every query selects, an attention sink, would otherwise be one thread
+// group's long serial loop). Thread kid_hi writes the 0 that ends the piece counts for the scan.
 __global__ void sparse_runs_kernel(const SparseBwdArgs a) {
-  const int64_t kid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (kid > a.nkeys) return;
-  if (kid == a.nkeys) {
+  const int64_t kid = a.kid_lo + int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (kid > a.kid_hi) return;
+  if (kid == a.kid_hi) {
     a.npieces[kid] = 0;
     return;
   }
@@ -290,10 +320,10 @@ __global__ void __launch_bounds__(kThreads) sparse_pieces_kernel(const SparseBwd
   constexpr int TPR = D / 8, SLOTS = kThreads / TPR;
   const int dg = threadIdx.x % TPR;
   const int64_t pc = int64_t(blockIdx.x) * SLOTS + threadIdx.x / TPR;
-  if (pc >= a.pstart[a.nkeys]) return;
+  if (pc >= a.pstart[a.kid_hi]) return;
   // The key whose pieces hold pc: the last kid with pstart[kid] <= pc (kids without pieces
   // share their pstart with the next kid, so the last one is the one with pieces).
-  int64_t lo = 0, hi = a.nkeys;
+  int64_t lo = a.kid_lo, hi = a.kid_hi;
   while (lo < hi) {
     const int64_t mid = (lo + hi + 1) >> 1;
     if (a.pstart[mid] <= pc) lo = mid;
@@ -317,8 +347,8 @@ template <int D>
 __global__ void __launch_bounds__(kThreads) sparse_dkdv_kernel(const SparseBwdArgs a) {
   constexpr int TPR = D / 8, SLOTS = kThreads / TPR;
   const int dg = threadIdx.x % TPR;
-  const int64_t kid = int64_t(blockIdx.x) * SLOTS + threadIdx.x / TPR;
-  if (kid >= a.nkeys || a.run_n[kid] == 0) return;
+  const int64_t kid = a.kid_lo + int64_t(blockIdx.x) * SLOTS + threadIdx.x / TPR;
+  if (kid >= a.kid_hi || a.run_n[kid] == 0) return;
   float ak[8], av[8];
   float* pk = a.dk + kid * D + dg * 8;
   float* pv = a.dv + kid * D + dg * 8;
@@ -346,18 +376,42 @@ __global__ void __launch_bounds__(kThreads) sparse_dkdv_kernel(const SparseBwdAr
   *reinterpret_cast<float4*>(pv + 4) = make_float4(av[4], av[5], av[6], av[7]);
 }
 
+// [lo, hi): the key ids that query rows [r0, r0 + nr) can select, those of the sequences the
+// rows belong to. The per-key kernels of a range run over this window alone: a range of a
+// long batch touches one sequence of many, and launching them over every key id of the batch
+// in every range cost more than their work.
+void key_window(const SeqDesc* seqs, int nseq, int64_t Smax, int Hkv, int64_t r0, int64_t nr,
+                int64_t& lo, int64_t& hi) {
+  lo = INT64_MAX;
+  hi = 0;
+  int64_t rs = 0;
+  for (int i = 0; i < nseq; rs += seqs[i].T, i++) {
+    if (rs + seqs[i].T <= r0 || rs >= r0 + nr || seqs[i].S == 0) continue;
+    const int64_t first = (int64_t(seqs[i].batch) * Smax + seqs[i].k_start) * Hkv;
+    lo = std::min(lo, first);
+    hi = std::max(hi, first + int64_t(seqs[i].S) * Hkv);
+  }
+  if (hi <= lo) lo = hi = 0;
+}
+
 template <int D>
-void run_sparse_backward(SparseBwdArgs a, int64_t rows) {
+void run_sparse_backward(SparseBwdArgs a, int64_t rows, const SeqDesc* seqs) {
   constexpr int TPR = D / 8, SLOTS = kThreads / TPR;
   // Bytes per row of the range: P and dS per head; per list entry two buffers each of keys and
-  // entries, and at most 2 / kPiece pieces of 2 D partial sums.
+  // entries, and at most 2 / kPiece pieces of 2 D partial sums. They go in the score-row
+  // workspace, which a training step's top-k forward leaves idle at up to score_rows_budget():
+  // ranges fill what it holds (at least workspace_budget()), so they cost no new memory, and
+  // fewer ranges mean fewer passes of the per-range kernels (at 8K, B = 16: 72 ranges with
+  // 256 MiB, 9 with 2 GiB).
   const int64_t per_row = int64_t(a.Hq) * a.K * 8 + int64_t(a.Hsel) * a.K * (16 + 16 * D / kPiece) + 8;
-  const int64_t step = std::max<int64_t>(1, int64_t(workspace_budget()) / std::max<int64_t>(1, per_row));
+  const int64_t room = int64_t(std::min(score_rows_budget(),
+                                        std::max(workspace_budget(), workspace_size(kWsScores))));
+  const int64_t step = std::max<int64_t>(1, room / std::max<int64_t>(1, per_row));
   int end_bit = 1;
   while ((int64_t(1) << end_bit) <= a.nkeys) end_bit++;  // the sentinel nkeys must fit too
-  const int64_t kblocks = (a.nkeys + SLOTS - 1) / SLOTS;
   const int nhb = (a.Hq + SLOTS - 1) / SLOTS;
-  TOPK_CHECK(kblocks < (int64_t(1) << 31), "sparse_attention_backward: too many keys for one launch");
+  TOPK_CHECK((a.nkeys + SLOTS - 1) / SLOTS < (int64_t(1) << 31),
+             "sparse_attention_backward: too many keys for one launch");
   // Per key id: run start, run length, pieces, first piece (nkeys + 1 entries).
   int32_t* runs = static_cast<int32_t*>(workspace(kWsRuns, size_t(a.nkeys + 1) * 16));
   a.run_lo = runs;
@@ -375,7 +429,9 @@ void run_sparse_backward(SparseBwdArgs a, int64_t rows) {
                "sparse_attention_backward: %lld index entries in one range, more than 2^31",
                (long long)a.E);
     const int64_t max_pieces = 2 * (a.E / kPiece) + 1;
-    char* entry = static_cast<char*>(workspace(kWsEntry, size_t(nr * a.Hq * a.K) * 8 + size_t(nr) * 8));
+    const size_t entry_bytes = (size_t(nr * a.Hq * a.K) * 8 + size_t(nr) * 8 + 255) / 256 * 256;
+    char* entry = static_cast<char*>(workspace(
+        kWsScores, entry_bytes + size_t(a.E) * 16 + size_t(max_pieces) * 2 * D * 4));
     a.P = reinterpret_cast<float*>(entry);
     a.dS = a.P + nr * a.Hq * a.K;
     a.rowinfo = reinterpret_cast<int2*>(a.dS + nr * a.Hq * a.K);
@@ -383,10 +439,14 @@ void run_sparse_backward(SparseBwdArgs a, int64_t rows) {
     TOPK_CUDA_LAUNCH();
     sparse_entry_kernel<D><<<unsigned(nr * a.Hkv), kThreads, 0, stream()>>>(a);
     TOPK_CUDA_LAUNCH();
-    sparse_dq_kernel<D><<<unsigned(nr * nhb), kThreads, 0, stream()>>>(a);
-    TOPK_CUDA_LAUNCH();
-    if (a.E == 0) continue;  // no entries: dk, dv keep what they have
-    char* sort = static_cast<char*>(workspace(kWsSort, size_t(a.E) * 16 + size_t(max_pieces) * 2 * D * 4));
+    if (a.Hsel != a.Hq) {
+      sparse_dq_kernel<D><<<unsigned(nr * nhb), kThreads, 0, stream()>>>(a);
+      TOPK_CUDA_LAUNCH();
+    }
+    key_window(seqs, a.nseq, a.Smax, a.Hkv, r0, nr, a.kid_lo, a.kid_hi);
+    if (a.E == 0 || a.kid_hi == a.kid_lo) continue;  // no entries: dk, dv keep what they have
+    const int64_t nwin = a.kid_hi - a.kid_lo;
+    char* sort = entry + entry_bytes;
     uint32_t* k0 = reinterpret_cast<uint32_t*>(sort);
     int32_t* v0 = reinterpret_cast<int32_t*>(sort + size_t(a.E) * 8);
     a.partial = reinterpret_cast<float*>(sort + size_t(a.E) * 16);
@@ -398,22 +458,22 @@ void run_sparse_backward(SparseBwdArgs a, int64_t rows) {
     cub::DoubleBuffer<int32_t> vals(v0, v0 + a.E);
     size_t sort_temp = 0, scan_temp = 0;
     TOPK_CUDA(cub::DeviceRadixSort::SortPairs(nullptr, sort_temp, keys, vals, int(a.E), 0, end_bit, stream()));
-    TOPK_CUDA(cub::DeviceScan::ExclusiveSum(nullptr, scan_temp, a.npieces, a.pstart, int(a.nkeys + 1), stream()));
+    TOPK_CUDA(cub::DeviceScan::ExclusiveSum(nullptr, scan_temp, a.npieces + a.kid_lo, a.pstart + a.kid_lo,
+                                            int(nwin + 1), stream()));
     void* tmp = workspace(kWsSortTemp, std::max(sort_temp, scan_temp));
     TOPK_CUDA(cub::DeviceRadixSort::SortPairs(tmp, sort_temp, keys, vals, int(a.E), 0, end_bit, stream()));
     TOPK_CUDA_LAUNCH();
     a.skeys = keys.Current();
     a.svals = vals.Current();
-    sparse_runs_kernel<<<unsigned((a.nkeys + 1 + 255) / 256), 256, 0, stream()>>>(a);
+    sparse_runs_kernel<<<unsigned((nwin + 1 + 255) / 256), 256, 0, stream()>>>(a);
     TOPK_CUDA_LAUNCH();
-    TOPK_CUDA(cub::DeviceScan::ExclusiveSum(tmp, scan_temp, a.npieces, a.pstart, int(a.nkeys + 1), stream()));
+    TOPK_CUDA(cub::DeviceScan::ExclusiveSum(tmp, scan_temp, a.npieces + a.kid_lo, a.pstart + a.kid_lo,
+                                            int(nwin + 1), stream()));
     TOPK_CUDA_LAUNCH();
     sparse_pieces_kernel<D><<<unsigned((max_pieces + SLOTS - 1) / SLOTS), kThreads, 0, stream()>>>(a);
     TOPK_CUDA_LAUNCH();
-    if (kblocks > 0) {
-      sparse_dkdv_kernel<D><<<unsigned(kblocks), kThreads, 0, stream()>>>(a);
-      TOPK_CUDA_LAUNCH();
-    }
+    sparse_dkdv_kernel<D><<<unsigned((nwin + SLOTS - 1) / SLOTS), kThreads, 0, stream()>>>(a);
+    TOPK_CUDA_LAUNCH();
   }
 }
 
@@ -463,7 +523,7 @@ void sparse_backward(const AttnParams& p) {
   a.nkeys = nkeys;
   TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "sparse_attention_backward",
       launch_bwd_prep(p, st, ld, nullptr, 0);
-      run_sparse_backward<kD>(a, st.rows));
+      run_sparse_backward<kD>(a, st.rows, p.seqs));
 }
 
 }  // namespace topk::cuda
