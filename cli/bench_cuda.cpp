@@ -424,9 +424,11 @@ int bench_cuda(int argc, char** argv) {
   // attention over the 8 KV heads. Its stages alone too (scores, select over one row per query,
   // and the whole op). Floor: the indexer keys once, the score row written and read, the chosen
   // K and V rows of every KV head, the indices.
-  if (!quick && (want("indexer_decode") || want("indexer_scores") || want("indexer_select"))) {
+  const std::string ix_tag = "_B8_S131072";
+  if (!quick && (want("indexer_decode" + ix_tag) || want("indexer_scores" + ix_tag) ||
+                 want("indexer_select" + ix_tag))) {
     const int64_t B = 8, S = 131072, HI = 64, dI = 128;
-    const std::string tag = "_B8_S131072";
+    const std::string& tag = ix_tag;
     Buffer q(DType::bf16, {B, 1, Hq, D}, Device::cuda), k(DType::bf16, {B, S, Hkv, D}, Device::cuda),
         v(DType::bf16, {B, S, Hkv, D}, Device::cuda), qi(DType::bf16, {B, 1, HI, dI}, Device::cuda),
         ki(DType::bf16, {B, S, 1, dI}, Device::cuda), w(DType::f32, {B, 1, HI}, Device::cuda);

@@ -452,6 +452,31 @@ TEST(CudaSparse, GivenIndices) {
     }
 }
 
+// Long lists (up to 2900 keys) over many rows and over few: many key tiles per block, and lists
+// split over blocks, per-head and group-shared, with invalid indices.
+TEST(CudaSparse, LongListsManyRows) {
+  NEED_GPU();
+  uint64_t seed = 520;
+  for (auto [T, Hsel, K] : {std::tuple{16, 32, 1000}, {16, 8, 1000}, {1, 8, 2900}}) {
+    Shape s{4, T, 3000, 32, 8, 128};
+    s.seqlens = {3000, 2500, 1200, 3000};
+    Inputs in(s, seed++);
+    Pair idx(DType::i32, {4, T, Hsel, K});
+    Rng rng(seed++);
+    for (int64_t i = 0; i < idx.host.numel(); i++)
+      idx.host.ptr<int32_t>()[i] = int32_t(rng.below(3020)) - 10;
+    idx.upload();
+    Pair o(DType::f32, {4, T, 32, 128}), lse(DType::f32, {4, T, 32});
+    poison(o.dev);
+    poison(lse.dev);
+    SCOPED_TRACE(testing::Message() << "T=" << T << " Hsel=" << Hsel << " K=" << K);
+    sparse_attention_forward(in.q.dev, in.k.dev, in.v.dev, idx.dev, in.seqs(), in.opts(Backend::automatic), o.dev, lse.dev);
+    sparse_attention_forward(in.q.host, in.k.host, in.v.host, idx.host, in.seqs(), in.opts(Backend::ref), o.host, lse.host);
+    expect_close(o.download(), host_vals(o.host), 2e-4f, 2e-4f, "o");
+    expect_close(lse.download(), host_vals(lse.host), 1e-4f, 1e-5f, "lse");
+  }
+}
+
 // ---- exact top-k attention ----
 
 namespace {

@@ -5,10 +5,11 @@
 // (query row, chunk of kChunk keys), 4 warps; each warp streams 16-key slabs of ki through its
 // own 3-stage cp.async ring (swizzled rows, common.cuh) and multiplies them with the row's
 // queries, held as B fragments for every group of 8 heads (keys x dims times dims x heads,
-// slab_scores); the ReLU, the weights and the sum over heads follow in registers, then over the
-// 4 lanes that share a key. Every key is read once per query row: decode (T = 1) reads the
-// indexer cache once. Other shapes and dtypes: an FMA kernel (a block per row and 128 keys, the
-// key tile converted to fp32 in shared memory, a thread per key). Each score is written by one
+// slab_scores_heads: each key fragment is loaded from shared memory once for all groups); the
+// ReLU, the weights and the sum over heads follow in registers, then over the 4 lanes that
+// share a key. Every key is read once per query row: decode (T = 1) reads the indexer cache
+// once. Other shapes and dtypes: an FMA kernel (a block per row and 128 keys, the key tile
+// converted to fp32 in shared memory, a thread per key). Each score is written by one
 // thread after a fixed-order sum: deterministic. TOPK_CUDA_INDEXER_PATH=mma|simple forces one
 // path (the tests run both).
 #include <cstdlib>
@@ -104,13 +105,13 @@ __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma(const IxArgs a) {
     cp_async_wait<kStages - 2>();
     __syncwarp();
     const unsigned char* rows = ring + (i % kStages) * kSlabBytes;
+    float c[HG][4];
+    slab_scores_heads<D, HG>(rows, qb, c);
     float acc0 = 0.f, acc1 = 0.f;  // keys lane / 4 and lane / 4 + 8
 #pragma unroll
     for (int g = 0; g < HG; g++) {
-      float c[4];
-      slab_scores<D>(rows, qb[g], 1, c);
-      acc0 = fmaf(w0[g], fmaxf(c[0], 0.f), fmaf(w1[g], fmaxf(c[1], 0.f), acc0));
-      acc1 = fmaf(w0[g], fmaxf(c[2], 0.f), fmaf(w1[g], fmaxf(c[3], 0.f), acc1));
+      acc0 = fmaf(w0[g], fmaxf(c[g][0], 0.f), fmaf(w1[g], fmaxf(c[g][1], 0.f), acc0));
+      acc1 = fmaf(w0[g], fmaxf(c[g][2], 0.f), fmaf(w1[g], fmaxf(c[g][3], 0.f), acc1));
     }
     acc0 += __shfl_xor_sync(0xffffffffu, acc0, 1);
     acc0 += __shfl_xor_sync(0xffffffffu, acc0, 2);

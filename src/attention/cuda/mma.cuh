@@ -110,4 +110,28 @@ __device__ __forceinline__ void slab_scores(const unsigned char* rows,
   }
 }
 
+// The same for HG groups of 8 heads at once (one bf16 part): each k-step's A fragment is loaded
+// once for every group, not once per group, so a 16-key slab costs D / 16 ldmatrix instead of
+// HG times that (shared memory bandwidth bounded the indexer at HI = 64). Each c[g] sums the
+// k-steps in the same order as slab_scores: the same bits.
+template <int D, int HG>
+__device__ __forceinline__ void slab_scores_heads(const unsigned char* rows,
+                                                  const uint32_t (&qb)[HG][3][D / 16][2],
+                                                  float (&c)[HG][4]) {
+  const int lane = threadIdx.x & 31;
+  const int row = (lane & 7) + ((lane >> 3) & 1) * 8;
+  const unsigned char* arow = rows + row * (2 * D);
+#pragma unroll
+  for (int g = 0; g < HG; g++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) c[g][e] = 0.f;
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ks++) {
+    uint32_t af[4];
+    ldmatrix_x4(af, arow + swizzled_chunk(row, 2 * ks + (lane >> 4)) * 16);
+#pragma unroll
+    for (int g = 0; g < HG; g++) mma_bf16(c[g], af, qb[g][0][ks][0], qb[g][0][ks][1]);
+  }
+}
+
 }  // namespace topk::cuda
