@@ -61,6 +61,8 @@ int eval(int argc, char** argv) {
   add_text(app, "--prefill", prefill, "full (default): prefill with full attention; policy: with "
            "the policy")->check(CLI::IsMember({"full", "policy"}));
   app.add_flag("--per-head", o.per_head, "keep per-head statistics in results.json and layers.csv");
+  app.add_flag("--indexer-fp8", o.indexer_fp8, "keep the Lightning Indexer's keys in the KV cache "
+               "as FP8 E4M3 with a scale per key (models with an indexer; docs/semantics.md)");
   add_text(app, "--out", out, "write results.json, results.csv, layers.csv and PNG plots there")
       ->type_name("DIR");
   add_threads(app, threads);

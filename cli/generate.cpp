@@ -17,6 +17,7 @@ int generate(int argc, char** argv) {
   std::string dir, prompt, ids_arg, attention = "full", prefill = "full", device = "auto";
   int max_new = 64;
   bool no_bos = false;
+  CacheOpts cache;
   SampleOpts so;
   add_text(app, "--model", dir, "a model folder (config.json + model.safetensors)")->type_name("DIR");
   auto* have_prompt = add_text(app, "--prompt", prompt, "prompt text (in the model's tokenizer)");
@@ -31,6 +32,8 @@ int generate(int argc, char** argv) {
   add_int(app, "--top-k", so.top_k, 0, INT32_MAX, "sample among the K most likely (0 = all)");
   add_seed(app, "--seed", so.seed, "sampling seed");
   app.add_flag("--no-bos", no_bos, "do not start the prompt with BOS");
+  app.add_flag("--indexer-fp8", cache.indexer_fp8, "keep the Lightning Indexer's keys in the KV "
+               "cache as FP8 E4M3 with a scale per key (models with an indexer)");
   add_device(app, device);
   if (int rc = parse(app, argc, argv); rc >= 0) return rc;
   if (dir.empty() || (!*have_prompt && ids_arg.empty())) {
@@ -60,7 +63,7 @@ int generate(int argc, char** argv) {
                  (long long)positions, (long long)(positions - P));
     max_new = int(positions - P);
   }
-  KVCache kc = kv_cache_create(m, 1, int(ids.size()) + max_new);
+  KVCache kc = kv_cache_create(m, 1, int(ids.size()) + max_new, cache);
   std::vector<float> logits;
   double t0 = now_seconds();
   model_step(m, kc, ids.data(), int(ids.size()), pre, logits, true);

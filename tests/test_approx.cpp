@@ -1,8 +1,13 @@
 // The approximate selectors' score ops (include/topk/approx.h) on the CPU against the scalar
 // reference, and the reference against the definitions: the Lightning Indexer's scores, its
 // attention and its distillation loss (with the gradient checked by central differences), Quest's
-// page bounds (never below a page's exact scores), quantised-key scores and score masking.
+// page bounds (never below a page's exact scores), quantised-key scores and score masking; and
+// the indexer's FP8 key cache: the E4M3 codec, the quantisation, the scores over FP8 keys.
+#include <cmath>
+#include <limits>
+
 #include "attention/approx.h"
+#include "core/fp8.h"
 #include "cpu_test_util.h"
 #include "topk/approx.h"
 
@@ -299,6 +304,170 @@ TEST_P(ApproxCpu, MaskScoresKeepsOnlyListedEntries) {
     EXPECT_GT(kept, 0);
     EXPECT_LE(kept, B * T * H * C);
   }
+}
+
+// ---- FP8 indexer keys ----
+
+// E4M3 by its definition: (-1)^s (8 + m) 2^(e - 10) for e >= 1, m 2^-9 for e = 0; 0x7f NaN.
+double e4m3_value(int c) {
+  const int e = (c >> 3) & 15, m = c & 7;
+  const double mag = e == 0 ? std::ldexp(double(m), -9) : std::ldexp(double(8 + m), e - 10);
+  return (c & 0x80) ? -mag : mag;
+}
+
+TEST(Fp8, DecodeIsTheDefinitionAndEncodeInvertsIt) {
+  for (int c = 0; c < 256; c++) {
+    SCOPED_TRACE(c);
+    const float f = fp8e4m3_to_f32(uint8_t(c));
+    if ((c & 0x7f) == 0x7f) {
+      EXPECT_TRUE(std::isnan(f));
+      EXPECT_EQ(f32_to_fp8e4m3(f) & 0x7f, 0x7f);
+      continue;
+    }
+    EXPECT_EQ(double(f), e4m3_value(c));
+    EXPECT_EQ(int(f32_to_fp8e4m3(f)), c);  // -0 included: 0x80
+  }
+  EXPECT_EQ(fp8e4m3_to_f32(0x7e), 448.0f);
+  EXPECT_EQ(fp8e4m3_to_f32(0x01), std::ldexp(1.0f, -9));
+}
+
+TEST(Fp8, EncodeRoundsToNearestEvenAndSaturates) {
+  // Between neighbours (positive codes c, c + 1): the midpoint goes to the even code, anything
+  // off it to the nearer one. Both signs.
+  for (int c = 0; c < 0x7e; c++)
+    for (float sign : {1.0f, -1.0f}) {
+      SCOPED_TRACE(testing::Message() << "c=" << c << " sign=" << sign);
+      const float lo = fp8e4m3_to_f32(uint8_t(c)), hi = fp8e4m3_to_f32(uint8_t(c + 1));
+      const float mid = (lo + hi) / 2;  // exact: at most 5 significant bits
+      const int sb = sign < 0 ? 0x80 : 0;
+      EXPECT_EQ(int(f32_to_fp8e4m3(sign * mid)), sb | ((c & 1) ? c + 1 : c));
+      EXPECT_EQ(int(f32_to_fp8e4m3(sign * std::nextafter(mid, hi))), sb | (c + 1));
+      EXPECT_EQ(int(f32_to_fp8e4m3(sign * std::nextafter(mid, lo))), sb | c);
+    }
+  const float inf = std::numeric_limits<float>::infinity();
+  for (float x : {448.0f, 460.0f, 464.0f, 500.0f, 1e30f, inf}) {
+    EXPECT_EQ(int(f32_to_fp8e4m3(x)), 0x7e) << x;
+    EXPECT_EQ(int(f32_to_fp8e4m3(-x)), 0xfe) << x;
+  }
+  EXPECT_EQ(int(f32_to_fp8e4m3(std::ldexp(1.0f, -11))), 0);     // under half the least subnormal
+  EXPECT_EQ(int(f32_to_fp8e4m3(std::ldexp(1.0f, -149))), 0);    // f32's least subnormal
+  EXPECT_EQ(int(f32_to_fp8e4m3(std::ldexp(3.0f, -11))), 0x01);  // 0.75 of the least: rounds up
+  EXPECT_EQ(int(f32_to_fp8e4m3(std::nanf(""))) & 0x7f, 0x7f);
+}
+
+// indexer_quantize_keys on the CPU: each row's scale is amax / 448, its bytes the E4M3 of
+// x / scale (the largest element at +-448), the dequantised key within the format's rounding;
+// the output may be a strided slice of a larger cache.
+TEST(Fp8, QuantizeKeysRowByRow) {
+  Rng rng(41);
+  const int64_t B = 2, S = 37, dI = 64, cap = 50;
+  for (DType dt : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    Buffer ki = randn(dt, {B, S, 1, dI}, rng, 3.0f);
+    std::vector<float> x = to_vec(ki);
+    for (int64_t d = 0; d < dI; d++) {  // a zero row, a row of one huge and tiny values
+      store_f32(ki.ptr<void>(), dt, 5 * dI + d, 0.0f);
+      store_f32(ki.ptr<void>(), dt, 6 * dI + d, d == 3 ? -3e4f : 1e-3f * float(d));
+    }
+    x = to_vec(ki);
+    Buffer cache(DType::f8e4m3, {B, cap, 1, dI}), scales(DType::f32, {B, cap});
+    TensorView q8 = cache.view(), sc = scales.view();
+    q8.shape[1] = S;
+    sc.shape[1] = S;
+    indexer_quantize_keys(ki, q8, sc);
+    for (int64_t b = 0; b < B; b++)
+      for (int64_t s = 0; s < S; s++) {
+        const float* row = x.data() + (b * S + s) * dI;
+        float amax = 0;
+        for (int64_t d = 0; d < dI; d++) amax = std::max(amax, std::fabs(row[d]));
+        const float scale = scales.ptr<float>()[b * cap + s];
+        ASSERT_EQ(scale, amax > 0 ? amax / 448.0f : 1.0f) << b << " " << s;
+        const uint8_t* q = cache.ptr<uint8_t>() + (b * cap + s) * dI;
+        for (int64_t d = 0; d < dI; d++) {
+          ASSERT_EQ(int(q[d]), int(f32_to_fp8e4m3(row[d] / scale))) << b << " " << s << " " << d;
+          const float back = scale * fp8e4m3_to_f32(q[d]);
+          EXPECT_LE(std::fabs(back - row[d]), std::fabs(row[d]) / 16 + scale * std::ldexp(1.0f, -10) * 1.001f);
+          if (amax > 0 && std::fabs(row[d]) == amax) {
+            EXPECT_EQ(q[d] & 0x7f, 0x7e);
+          }
+        }
+      }
+    // Rows past S are untouched.
+    for (int64_t i = S * dI; i < cap * dI; i++) ASSERT_EQ(cache.ptr<uint8_t>()[i], 0);
+  }
+}
+
+TEST_P(ApproxCpu, IndexerScoresOverFp8Keys) {
+  Rng rng(43);
+  for (const Case& c : layouts())
+    for (auto [HI, dI] : {std::pair{4, 16}, {3, 64}}) {
+      SCOPED_TRACE(case_name(c) + " HI=" + std::to_string(HI) + " dI=" + std::to_string(dI));
+      Ix x = random_ix(c, HI, dI, rng);
+      Buffer k8(DType::f8e4m3, {c.B, c.S, 1, dI}), ks(DType::f32, {c.B, c.S});
+      indexer_quantize_keys(x.ki, k8, ks);
+      // The keys they stand for, in f32: the scores over FP8 keys are the scores over these.
+      Buffer kd(DType::f32, {c.B, c.S, 1, dI});
+      for (int64_t i = 0; i < kd.numel(); i++)
+        kd.ptr<float>()[i] = ks.ptr<float>()[i / dI] * fp8e4m3_to_f32(k8.ptr<uint8_t>()[i]);
+      Buffer s_ref(DType::f32, {c.B, c.T, 1, c.S}), s_deq(DType::f32, {c.B, c.T, 1, c.S}),
+          s_cpu(DType::f32, {c.B, c.T, 1, c.S});
+      indexer_scores(x.qi, x.w, k8, ks, c.seqs(), c.opts(Backend::ref), s_ref);
+      indexer_scores(x.qi, x.w, kd, c.seqs(), c.opts(Backend::ref), s_deq);
+      indexer_scores(x.qi, x.w, k8, ks, c.seqs(), c.opts(Backend::cpu), s_cpu);
+      if (c.cu_q.empty() && c.seqlens_k.empty()) {  // padding rows are not written
+        expect_close(to_vec(s_ref), to_vec(s_deq), 1e-6, 1e-6, "fp8 keys vs their f32 values");
+        expect_close(to_vec(s_cpu), to_vec(s_ref), 2e-5, 2e-5, "cpu vs ref");
+      }
+      // The selection and attention over them.
+      Qkv in = random_qkv(c, rng);
+      SelectOpts sel;
+      sel.k = 5;
+      const int64_t K = select_capacity(sel, c.S);
+      Buffer o(DType::f32, {c.B, c.T, c.Hq, c.D}), lse(DType::f32, {c.B, c.T, c.Hq});
+      Buffer idx(DType::i32, {c.B, c.T, c.Hkv, K}), one(DType::i32, {c.B, c.T, 1, K});
+      indexer_attention_forward(in.q, in.k, in.v, x.qi, x.w, k8, ks, c.seqs(), c.opts(Backend::cpu),
+                                sel, o, lse, idx);
+      topk_select(s_cpu, c.seqs(), c.opts(Backend::cpu), sel, one);
+      if (c.cu_q.empty() && c.seqlens_k.empty()) {
+        for (int64_t r = 0; r < c.B * c.T; r++)
+          for (int h = 0; h < c.Hkv; h++)
+            for (int64_t i = 0; i < K; i++) {
+              ASSERT_EQ(idx.ptr<int32_t>()[(r * c.Hkv + h) * K + i], one.ptr<int32_t>()[r * K + i]);
+            }
+      }
+    }
+}
+
+TEST(Fp8, IndexerKeysErrors) {
+  auto error_of = [](auto&& f) -> std::string {
+    try {
+      f();
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  Buffer qi(DType::f32, {1, 2, 4, 16}), w(DType::f32, {1, 2, 4}), sc(DType::f32, {1, 2, 1, 9});
+  Buffer k8(DType::f8e4m3, {1, 9, 1, 16}), kb(DType::bf16, {1, 9, 1, 16}), ks(DType::f32, {1, 9});
+  std::string m = error_of([&] { indexer_scores(qi, w, k8, {}, {}, sc); });
+  EXPECT_NE(m.find("needs ki_scale"), std::string::npos) << m;
+  m = error_of([&] { indexer_scores(qi, w, kb, ks, {}, {}, sc); });
+  EXPECT_NE(m.find("scales go with f8e4m3 keys only"), std::string::npos) << m;
+  Buffer ks_short(DType::f32, {1, 8}), ks_bf(DType::bf16, {1, 9});
+  m = error_of([&] { indexer_scores(qi, w, k8, ks_short, {}, {}, sc); });
+  EXPECT_NE(m.find("ki_scale has size 8 in dim 1"), std::string::npos) << m;
+  m = error_of([&] { indexer_scores(qi, w, k8, ks_bf, {}, {}, sc); });
+  EXPECT_NE(m.find("ki_scale must be f32"), std::string::npos) << m;
+  Buffer kf(DType::f32, {1, 9, 1, 16});
+  m = error_of([&] { indexer_quantize_keys(kf, kb, ks); });
+  EXPECT_NE(m.find("ki8 must be f8e4m3"), std::string::npos) << m;
+  m = error_of([&] { indexer_quantize_keys(k8, k8, ks); });
+  EXPECT_NE(m.find("ki must be f32, bf16 or f16"), std::string::npos) << m;
+  // Training reads float keys only.
+  Buffer q(DType::f32, {1, 2, 4, 16}), k(DType::f32, {1, 9, 2, 16}), lse(DType::f32, {1, 2, 4}),
+      loss(DType::f32, {1, 2});
+  m = error_of([&] { indexer_loss(q, k, lse, qi, w, k8, {}, {}, {}, loss, {}, {}, {}); });
+  EXPECT_NE(m.find("ki must be f32, bf16 or f16"), std::string::npos) << m;
 }
 
 TOPK_PER_ISA(ApproxCpu);

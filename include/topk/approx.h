@@ -4,7 +4,8 @@
 // dI indexer head dim, P pages, C listed candidates.
 //
 //   indexer_scores    the Lightning Indexer of DeepSeek-V3.2: one score per (query, key),
-//                     shared by every attention head
+//                     shared by every attention head; its keys in the compute dtype or as
+//                     FP8 E4M3 with a scale per key (indexer_quantize_keys)
 //   indexer_loss      its training loss, KL(attention || softmax(indexer)) per query, and the
 //                     gradient of that loss wrt the indexer's queries, weights and keys
 //   quest_scores      Quest: an upper bound of q.k over each page of keys (per-page min / max)
@@ -24,6 +25,22 @@ namespace topk {
 void indexer_scores(const TensorView& qi, const TensorView& w, const TensorView& ki,
                     const Seqs& seqs, const AttnOpts& opts, const TensorView& scores);
 
+// The same over FP8 keys: ki [B, S, 1, dI] f8e4m3 (last dim stride 1) with ki_scale [B, S] f32
+// (last dim stride 1), as indexer_quantize_keys writes them; key s stands for the f32 vector
+// ki_scale[s] * ki[s], and I(t, s) is the formula above over it. With ki in a float dtype,
+// ki_scale must be empty and this is the call above.
+void indexer_scores(const TensorView& qi, const TensorView& w, const TensorView& ki,
+                    const TensorView& ki_scale, const Seqs& seqs, const AttnOpts& opts,
+                    const TensorView& scores);
+
+// The indexer's key cache in FP8: for every row (b, s) of ki [B, S, 1, dI] (f32, bf16 or f16,
+// last dim stride 1), amax = max_d |ki[b, s, d]|, scale = amax / 448 (1 for a zero row),
+// ki8[b, s, d] = E4M3(ki[b, s, d] / scale) (round to nearest even, saturating), computed in
+// fp32 on every backend, so that the bytes agree; ki_scale[b, s] = scale. ki8 [B, S, 1, dI]
+// f8e4m3 and ki_scale [B, S] f32, last dims of stride 1, on ki's device. The row's largest
+// element is stored as +-448; relative rounding error at most 2^-4 per element (normal range).
+void indexer_quantize_keys(const TensorView& ki, const TensorView& ki8, const TensorView& ki_scale);
+
 // Indexer attention: indexer_scores -> topk_select (one row per query, budget sel; share_group
 // must be false) -> sparse_attention_forward over that row for every head. indices
 // [B, T, Hkv, K] i32 contiguous, K >= select_capacity(sel, longest sequence's keys), receives
@@ -33,6 +50,12 @@ void indexer_attention_forward(const TensorView& q, const TensorView& k, const T
                                const TensorView& qi, const TensorView& w, const TensorView& ki,
                                const Seqs& seqs, const AttnOpts& opts, const SelectOpts& sel,
                                const TensorView& o, const TensorView& lse,
+                               const TensorView& indices);
+// The same with FP8 indexer keys and their scales (as in indexer_scores).
+void indexer_attention_forward(const TensorView& q, const TensorView& k, const TensorView& v,
+                               const TensorView& qi, const TensorView& w, const TensorView& ki,
+                               const TensorView& ki_scale, const Seqs& seqs, const AttnOpts& opts,
+                               const SelectOpts& sel, const TensorView& o, const TensorView& lse,
                                const TensorView& indices);
 
 // The indexer's distillation loss, per query row (DeepSeek-V3.2's warm-up and sparse stages):

@@ -16,7 +16,8 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-enum class DType : uint8_t { f32, bf16, f16, i32 };
+// f8e4m3: FP8 E4M3 (one byte; the indexer's key cache, docs/semantics.md), read with a scale.
+enum class DType : uint8_t { f32, bf16, f16, i32, f8e4m3 };
 enum class Device : uint8_t { cpu, cuda };
 
 const char* dtype_name(DType t);

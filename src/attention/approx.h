@@ -15,6 +15,20 @@ struct IndexerParams {
   AttnParams a;
   const float* w = nullptr;  // [B, Tq, HI] f32 contiguous
   float* scores = nullptr;   // [B, Tq, 1, Smax] f32 contiguous
+  // FP8 keys (a.k.dtype f8e4m3): key j of batch b has scale kscale[b * kscale_sb + j].
+  const float* kscale = nullptr;
+  int64_t kscale_sb = 0;
+};
+
+// indexer_quantize_keys: rows (b, s) of x [B, S, 1, dI] into q8 and scale (strides in elements).
+struct QuantizeKeysParams {
+  Rows x;
+  uint8_t* q8 = nullptr;
+  int64_t q8_sb = 0, q8_st = 0;
+  float* scale = nullptr;
+  int64_t scale_sb = 0, scale_st = 0;
+  int64_t B = 0, S = 0;
+  int dI = 0;
 };
 
 // indexer_loss. a is planned from (q, k): the target attention (a.lse is its lse, read only).
@@ -73,6 +87,7 @@ void mask_scores(const MaskParams& p);
 
 namespace cpu {
 void indexer_scores(const IndexerParams& p);
+void quantize_keys(const QuantizeKeysParams& p);
 void indexer_loss(const IndexerLossParams& p);
 void quest_scores(const QuestParams& p);
 void quantized_scores(const QuantParams& p);
@@ -82,6 +97,7 @@ void mask_scores(const MaskParams& p);
 namespace cuda {
 // Device pointers in the Params; seqs on the host.
 void indexer_scores(const IndexerParams& p);
+void quantize_keys(const QuantizeKeysParams& p);
 void indexer_loss(const IndexerLossParams& p);
 void quest_scores(const QuestParams& p);
 void quantized_scores(const QuantParams& p);

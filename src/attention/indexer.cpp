@@ -10,12 +10,31 @@ namespace topk {
 
 namespace {
 
-// qi [B, T, HI, dI] and ki [B, S, 1, dI] planned as an attention with one KV head.
-Plan plan_indexer(const char* op, const TensorView& qi, const TensorView& ki, const Seqs& seqs,
-                  const AttnOpts& opts) {
+// qi [B, T, HI, dI] and ki [B, S, 1, dI] planned as an attention with one KV head. FP8 keys
+// are planned as if 16-bit (the attention plan knows float dtypes only), then marked FP8 in
+// the Params; ki_scale, their scales, must come with them and only with them.
+Plan plan_indexer(const char* op, const TensorView& qi, const TensorView& ki,
+                  const TensorView& ki_scale, const Seqs& seqs, const AttnOpts& opts,
+                  IndexerParams& ip) {
   TOPK_CHECK(ki.ndim != 4 || ki.shape[2] == 1, "%s: ki must hold one key per token "
              "([B, S, 1, dI]), got %s", op, ki.str().c_str());
-  return plan_attention(op, qi, ki, TensorView{}, seqs, opts);
+  const bool fp8 = ki.dtype == DType::f8e4m3;
+  TensorView kp = ki;
+  if (fp8) kp.dtype = DType::bf16;
+  Plan plan = plan_attention(op, qi, kp, TensorView{}, seqs, opts);
+  if (!fp8) {
+    TOPK_CHECK(ki_scale.empty(), "%s: ki_scale is given but ki is %s; scales go with f8e4m3 keys "
+               "only", op, ki.str().c_str());
+    return plan;
+  }
+  TOPK_CHECK(!ki_scale.empty(), "%s: ki %s is f8e4m3 and needs ki_scale [B, S] f32 (from "
+             "indexer_quantize_keys)", op, ki.str().c_str());
+  check_tensor(op, "ki_scale", ki_scale, {ki.shape[0], ki.shape[1]}, false, false, qi.device);
+  check_dtype(op, "ki_scale", ki_scale, DType::f32);
+  plan.p.k.dtype = DType::f8e4m3;
+  ip.kscale = ki_scale.ptr<float>();
+  ip.kscale_sb = ki_scale.stride[0];
+  return plan;
 }
 
 void check_weights(const char* op, const TensorView& w, const TensorView& qi) {
@@ -35,13 +54,19 @@ Buffer& cached(int slot, Device dev, DType dt, int64_t n) {
 
 void indexer_scores(const TensorView& qi, const TensorView& w, const TensorView& ki,
                     const Seqs& seqs, const AttnOpts& opts, const TensorView& scores) {
+  indexer_scores(qi, w, ki, TensorView{}, seqs, opts, scores);
+}
+
+void indexer_scores(const TensorView& qi, const TensorView& w, const TensorView& ki,
+                    const TensorView& ki_scale, const Seqs& seqs, const AttnOpts& opts,
+                    const TensorView& scores) {
   const char* op = "indexer_scores";
-  Plan plan = plan_indexer(op, qi, ki, seqs, opts);
+  IndexerParams ip;
+  Plan plan = plan_indexer(op, qi, ki, ki_scale, seqs, opts, ip);
   check_weights(op, w, qi);
   check_tensor(op, "scores", scores, {qi.shape[0], qi.shape[1], 1, ki.shape[1]}, false, true,
                qi.device);
   check_dtype(op, "scores", scores, DType::f32);
-  IndexerParams ip;
   ip.a = plan.p;
   ip.w = w.ptr<float>();
   ip.scores = scores.ptr<float>();
@@ -58,13 +83,23 @@ void indexer_attention_forward(const TensorView& q, const TensorView& k, const T
                                const Seqs& seqs, const AttnOpts& opts, const SelectOpts& sel,
                                const TensorView& o, const TensorView& lse,
                                const TensorView& indices) {
+  indexer_attention_forward(q, k, v, qi, w, ki, TensorView{}, seqs, opts, sel, o, lse, indices);
+}
+
+void indexer_attention_forward(const TensorView& q, const TensorView& k, const TensorView& v,
+                               const TensorView& qi, const TensorView& w, const TensorView& ki,
+                               const TensorView& ki_scale, const Seqs& seqs, const AttnOpts& opts,
+                               const SelectOpts& sel, const TensorView& o, const TensorView& lse,
+                               const TensorView& indices) {
   const char* op = "indexer_attention_forward";
   Plan plan = plan_attention(op, q, k, v, seqs, opts);
   TOPK_CHECK(!v.empty(), "%s: v is missing", op);
   TOPK_CHECK(!sel.share_group, "%s: the indexer's selection is shared by every head already; "
              "share_group does not apply", op);
   check_tensor(op, "qi", qi, {q.shape[0], q.shape[1], -1, -1}, true, false, q.device);
-  check_tensor(op, "ki", ki, {q.shape[0], k.shape[1], 1, qi.shape[3]}, true, false, q.device);
+  TensorView kp = ki;  // FP8 keys: their dtype is checked by indexer_scores
+  if (kp.dtype == DType::f8e4m3) kp.dtype = DType::bf16;
+  check_tensor(op, "ki", kp, {q.shape[0], k.shape[1], 1, qi.shape[3]}, true, false, q.device);
   check_tensor(op, "indices", indices, {q.shape[0], q.shape[1], k.shape[2], -1}, false, true,
                q.device);
   check_dtype(op, "indices", indices, DType::i32);
@@ -80,7 +115,7 @@ void indexer_attention_forward(const TensorView& q, const TensorView& k, const T
   Buffer& ib = cached(1, dev, DType::i32, B * T * K);
   TensorView sc = make_view(sb.view().data, DType::f32, {B, T, 1, S}, dev);
   TensorView one = make_view(ib.view().data, DType::i32, {B, T, 1, K}, dev);
-  indexer_scores(qi, w, ki, seqs, io, sc);
+  indexer_scores(qi, w, ki, ki_scale, seqs, io, sc);
   topk_select(sc, seqs, io, sel, one);
   // The one row of each query, copied to each KV head's row: the sparse attention reads a row
   // per head or per group.
@@ -95,6 +130,35 @@ void indexer_attention_forward(const TensorView& q, const TensorView& k, const T
         std::copy(src + r * K, src + (r + 1) * K, dst + (r * Hkv + h) * K);
   }
   sparse_attention_forward(q, k, v, indices, seqs, opts, o, lse);
+}
+
+void indexer_quantize_keys(const TensorView& ki, const TensorView& ki8, const TensorView& ki_scale) {
+  const char* op = "indexer_quantize_keys";
+  const Device dev = ki.device;
+  check_tensor(op, "ki", ki, {-1, -1, 1, -1}, true, false, dev);
+  const int64_t B = ki.shape[0], S = ki.shape[1], dI = ki.shape[3];
+  TOPK_CHECK(dI > 0 && dI < (1 << 20), "%s: ki %s: dI must be in [1, 2^20)", op, ki.str().c_str());
+  check_tensor(op, "ki8", ki8, {B, S, 1, dI}, false, false, dev);
+  check_dtype(op, "ki8", ki8, DType::f8e4m3);
+  check_tensor(op, "ki_scale", ki_scale, {B, S}, false, false, dev);
+  check_dtype(op, "ki_scale", ki_scale, DType::f32);
+  QuantizeKeysParams qp;
+  qp.x = rows_of(ki);
+  qp.q8 = ki8.ptr<uint8_t>();
+  qp.q8_sb = ki8.stride[0];
+  qp.q8_st = ki8.stride[1];
+  qp.scale = ki_scale.ptr<float>();
+  qp.scale_sb = ki_scale.stride[0];
+  qp.scale_st = ki_scale.stride[1];
+  qp.B = B;
+  qp.S = S;
+  qp.dI = int(dI);
+  if (B * S == 0) return;
+  if (dev == Device::cuda) {
+    TOPK_CUDA_DISPATCH(op, cuda::quantize_keys(qp));
+  } else {
+    cpu::quantize_keys(qp);
+  }
 }
 
 void indexer_loss(const TensorView& q, const TensorView& k, const TensorView& lse,

@@ -33,11 +33,14 @@ const char* dtype_name(DType t) {
     case DType::bf16: return "bf16";
     case DType::f16: return "f16";
     case DType::i32: return "i32";
+    case DType::f8e4m3: return "f8e4m3";
   }
   return "?";
 }
 
-size_t dtype_size(DType t) { return t == DType::bf16 || t == DType::f16 ? 2 : 4; }
+size_t dtype_size(DType t) {
+  return t == DType::f8e4m3 ? 1 : t == DType::bf16 || t == DType::f16 ? 2 : 4;
+}
 
 int64_t TensorView::numel() const {
   int64_t n = 1;

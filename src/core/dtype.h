@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/fp8.h"
 #include "topk/core.h"
 
 namespace topk {
@@ -70,6 +71,7 @@ inline float load_f32(const void* p, DType t, int64_t i) {
     case DType::f32: return static_cast<const float*>(p)[i];
     case DType::bf16: return bf16_to_f32(static_cast<const uint16_t*>(p)[i]);
     case DType::f16: return f16_to_f32(static_cast<const uint16_t*>(p)[i]);
+    case DType::f8e4m3: return fp8e4m3_to_f32(static_cast<const uint8_t*>(p)[i]);
     default: TOPK_ASSERT(false && "load_f32 on a non-float dtype");
   }
   return 0;
@@ -80,6 +82,7 @@ inline void store_f32(void* p, DType t, int64_t i, float x) {
     case DType::f32: static_cast<float*>(p)[i] = x; return;
     case DType::bf16: static_cast<uint16_t*>(p)[i] = f32_to_bf16(x); return;
     case DType::f16: static_cast<uint16_t*>(p)[i] = f32_to_f16(x); return;
+    case DType::f8e4m3: static_cast<uint8_t*>(p)[i] = f32_to_fp8e4m3(x); return;
     default: TOPK_ASSERT(false && "store_f32 on a non-float dtype");
   }
 }

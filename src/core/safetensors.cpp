@@ -34,6 +34,7 @@ static const char* st_dtype_name(DType t) {
     case DType::bf16: return "BF16";
     case DType::f16: return "F16";
     case DType::i32: return "I32";
+    case DType::f8e4m3: return "F8_E4M3";
   }
   return "?";
 }

@@ -28,6 +28,7 @@ struct EvalOpts {
   bool per_head = false;              // keep per-head statistics
   bool progress = false;              // progress line on stderr
   int batch = 0;                      // examples decoded together; 0: 16 on CUDA, 1 on the CPU
+  bool indexer_fp8 = false;           // the KV cache holds the indexer's keys as FP8 E4M3
 };
 
 // Means over decode steps (and examples) of one layer's statistics; per head when asked.

@@ -45,7 +45,7 @@ void acc_add(Acc& a, const std::vector<AttnStats>& st) {
 // (the protocol) the prompts are prefilled once and each policy decodes from a copy of that cache.
 std::vector<std::vector<Acc>> run_batch(const Model& m, const std::vector<tasks::Example>& ex,
                                         size_t i0, size_t B, const std::vector<AttnPolicy>& pols,
-                                        bool policy_prefill) {
+                                        bool policy_prefill, const CacheOpts& cache) {
   const ModelConfig& c = m.cfg;
   std::vector<std::vector<int>> prompts;
   std::vector<int> last, budget;
@@ -62,14 +62,14 @@ std::vector<std::vector<Acc>> run_batch(const Model& m, const std::vector<tasks:
   const int most = *std::max_element(budget.begin(), budget.end());
   StepScratch s;
   KVCache shared;
-  if (!policy_prefill) shared = prefill_prompts(m, prompts, most, AttnPolicy{}, s);
+  if (!policy_prefill) shared = prefill_prompts(m, prompts, most, AttnPolicy{}, s, cache);
   std::vector<std::vector<Acc>> r(B, std::vector<Acc>(pols.size()));
   for (size_t p = 0; p < pols.size(); p++) {
     KVCache kc;
     if (policy_prefill) {
-      kc = prefill_prompts(m, prompts, most, pols[p], s);
+      kc = prefill_prompts(m, prompts, most, pols[p], s, cache);
     } else {
-      kc = kv_cache_create(m, shared.batch, shared.max_len);
+      kc = kv_cache_create(m, shared.batch, shared.max_len, cache);
       kv_cache_copy(kc, shared);
     }
     std::vector<std::vector<int>> out(B);
@@ -167,7 +167,8 @@ Report run(const Model& m, const EvalOpts& o) {
         try {
           const size_t i0 = size_t(bi) * size_t(batch);
           const size_t B = std::min<size_t>(size_t(batch), size_t(o.samples) - i0);
-          std::vector<std::vector<Acc>> part = run_batch(m, ex, i0, B, pols, o.policy_prefill);
+          std::vector<std::vector<Acc>> part = run_batch(m, ex, i0, B, pols, o.policy_prefill,
+                                                         CacheOpts{.indexer_fp8 = o.indexer_fp8});
           for (size_t b = 0; b < B; b++) res[i0 + b] = std::move(part[b]);
 #pragma omp critical
           {

@@ -329,7 +329,8 @@ void policy_attention(const AttnPolicy& pol, int layer, const TensorView& q, con
       resolved.sel = ix->sel;
       const int64_t K = select_capacity(ix->sel, smax);
       idx = scratch(sc.idx, DType::i32, {B, T, Hkv, K}, dev);
-      indexer_attention_forward(q, k, v, ix->q, ix->w, ix->k, seqs, opts, ix->sel, o, lse, idx);
+      indexer_attention_forward(q, k, v, ix->q, ix->w, ix->k, ix->k_scale, seqs, opts, ix->sel, o,
+                                lse, idx);
       break;
     }
     case PolicyKind::quest:

@@ -61,6 +61,7 @@ struct IndexerInput {
   TensorView q;     // [B, T, HI, dI] queries of the call's rows
   TensorView w;     // [B, T, HI] f32 weights
   TensorView k;     // [B, S, 1, dI] the indexer's key cache
+  TensorView k_scale;  // [B, S] f32 scales when k is f8e4m3 (KVCache::ki_scale), else empty
   SelectOpts sel;   // its budget (index_topk, or the policy's k=)
 };
 

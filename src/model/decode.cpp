@@ -5,7 +5,7 @@
 namespace topk {
 
 KVCache prefill_prompts(const Model& m, const std::vector<std::vector<int>>& prompts, int max_new,
-                        const AttnPolicy& pol, StepScratch& s) {
+                        const AttnPolicy& pol, StepScratch& s, const CacheOpts& cache) {
   int longest = 0;
   std::vector<std::vector<int>> heads;
   for (const auto& p : prompts) {
@@ -13,7 +13,7 @@ KVCache prefill_prompts(const Model& m, const std::vector<std::vector<int>>& pro
     longest = std::max(longest, int(p.size()));
     heads.emplace_back(p.begin(), p.end() - 1);
   }
-  KVCache kc = kv_cache_create(m, int(prompts.size()), longest + std::max(max_new, 1));
+  KVCache kc = kv_cache_create(m, int(prompts.size()), longest + std::max(max_new, 1), cache);
   std::vector<float> logits;
   StepOpts o;
   o.scratch = &s;

@@ -13,7 +13,7 @@ namespace topk {
 // A cache holding each prompt but its last token, prefilled under `pol`, with room for
 // max_new more tokens per sequence. Prompts need at least 2 tokens.
 KVCache prefill_prompts(const Model& m, const std::vector<std::vector<int>>& prompts, int max_new,
-                        const AttnPolicy& pol, StepScratch& s);
+                        const AttnPolicy& pol, StepScratch& s, const CacheOpts& cache = {});
 
 // Called with each decode step's output token for sequence b, and the step's per-layer
 // statistics when they are collected; returns false to stop decoding that sequence.

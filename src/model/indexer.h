@@ -9,9 +9,10 @@
 // RoPE turns the first index_rope_head_dim / 2 rotate_half pairs (model/rope.h index_inv_freq).
 // Parameters (Hugging Face names, model.layers.N.self_attn.indexer.*): wq.weight [HI dI, H],
 // wk.weight [dI, H], k_norm.weight and k_norm.bias [dI], weights_proj.weight [HI, H].
-// Not done: DeepSeek's Hadamard rotation of qi and ki (an orthogonal map: it leaves every
-// qi . ki, hence I, unchanged, and matters only for its fp8 rounding) and fp8 keys; the keys are
-// stored in the compute dtype (f32 on the CPU, bf16 on CUDA).
+// The keys are cached in the compute dtype (f32 on the CPU, bf16 on CUDA), or as FP8 E4M3 with
+// a scale per key (CacheOpts::indexer_fp8, indexer_quantize_keys). Not done: DeepSeek's
+// Hadamard rotation of qi and ki (an orthogonal map: it leaves every qi . ki, hence I,
+// unchanged, and matters only for the FP8 rounding, which it spreads over the dimensions).
 //
 // Decoding: the `indexer` policy selects index_topk keys per query by I, shared by every head,
 // and attends over them (model/attend.cpp); the keys live in KVCache::ki beside the KV cache.

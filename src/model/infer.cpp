@@ -11,11 +11,14 @@
 
 namespace topk {
 
-int64_t kv_cache_bytes(const ModelConfig& c, int batch, int max_len, DType dtype) {
+int64_t kv_cache_bytes(const ModelConfig& c, int batch, int max_len, DType dtype,
+                       const CacheOpts& o) {
   // Each factor is validated positive and below 2^31, so the product fits in 128 bits; check
   // it against int64 step by step.
-  const int64_t per_token = (int64_t(c.kv_dim()) * 2 + int64_t(c.index_head_dim)) *
-                            int64_t(dtype_size(dtype));
+  const int64_t ix = !c.has_indexer() ? 0
+                     : o.indexer_fp8  ? int64_t(c.index_head_dim) + 4
+                                      : int64_t(c.index_head_dim) * int64_t(dtype_size(dtype));
+  const int64_t per_token = int64_t(c.kv_dim()) * 2 * int64_t(dtype_size(dtype)) + ix;
   int64_t bytes = per_token;
   for (int64_t f : {int64_t(c.layers), int64_t(batch), int64_t(max_len)}) {
     TOPK_CHECK(f > 0 && bytes <= INT64_MAX / f, "KV cache: %d layers x %d sequences x %d tokens "
@@ -25,12 +28,14 @@ int64_t kv_cache_bytes(const ModelConfig& c, int batch, int max_len, DType dtype
   return bytes;
 }
 
-KVCache kv_cache_create(const Model& m, int batch, int max_len) {
+KVCache kv_cache_create(const Model& m, int batch, int max_len, const CacheOpts& o) {
   const ModelConfig& c = m.cfg;
   TOPK_CHECK(batch > 0 && max_len > 0, "KV cache: batch (%d) and length (%d) must be positive",
              batch, max_len);
+  TOPK_CHECK(!o.indexer_fp8 || c.has_indexer(), "KV cache: FP8 indexer keys asked for, but the "
+             "model has no Lightning Indexer");
   const Device dev = m.device();
-  const int64_t bytes = kv_cache_bytes(c, batch, max_len, m.compute());
+  const int64_t bytes = kv_cache_bytes(c, batch, max_len, m.compute(), o);
   if (dev == Device::cpu) {
     const int64_t phys = int64_t(sysconf(_SC_PHYS_PAGES)) * int64_t(sysconf(_SC_PAGE_SIZE));
     TOPK_CHECK(phys <= 0 || bytes <= phys, "KV cache: %d sequences x %d tokens need %.1f GiB, more "
@@ -45,19 +50,24 @@ KVCache kv_cache_create(const Model& m, int batch, int max_len) {
     kc.k.emplace_back(cd, std::initializer_list<int64_t>{batch, max_len, c.kv_heads, c.head_dim}, dev);
     kc.v.emplace_back(cd, std::initializer_list<int64_t>{batch, max_len, c.kv_heads, c.head_dim}, dev);
     if (c.has_indexer())
-      kc.ki.emplace_back(cd, std::initializer_list<int64_t>{batch, max_len, 1, c.index_head_dim}, dev);
+      kc.ki.emplace_back(o.indexer_fp8 ? DType::f8e4m3 : cd,
+                         std::initializer_list<int64_t>{batch, max_len, 1, c.index_head_dim}, dev);
+    if (o.indexer_fp8)
+      kc.ki_scale.emplace_back(DType::f32, std::initializer_list<int64_t>{batch, max_len}, dev);
   }
   kc.len.assign(size_t(batch), 0);
   return kc;
 }
 
 void kv_cache_copy(KVCache& dst, const KVCache& src) {
-  TOPK_CHECK(dst.k.size() == src.k.size() && dst.batch == src.batch && dst.max_len == src.max_len,
-             "kv_cache_copy: caches of different shapes");
+  TOPK_CHECK(dst.k.size() == src.k.size() && dst.batch == src.batch && dst.max_len == src.max_len &&
+                 dst.ki_scale.size() == src.ki_scale.size(),
+             "kv_cache_copy: caches of different shapes or indexer key formats");
   for (size_t l = 0; l < src.k.size(); l++) {
     copy(dst.k[l], src.k[l]);
     copy(dst.v[l], src.v[l]);
     if (l < src.ki.size()) copy(dst.ki[l], src.ki[l]);
+    if (l < src.ki_scale.size()) copy(dst.ki_scale[l], src.ki_scale[l]);
   }
   dst.len = src.len;
 }

@@ -14,19 +14,27 @@
 namespace topk {
 
 // Keys (RoPE applied) and values of every layer, preallocated for `max_len` tokens of each of
-// `batch` sequences: f32 on the CPU, bf16 on CUDA.
+// `batch` sequences: f32 on the CPU, bf16 on CUDA. The indexer's keys in the same dtype, or as
+// FP8 E4M3 with a scale per key (indexer_quantize_keys, docs/semantics.md): half the bytes of
+// bf16, a quarter of f32.
 struct KVCache {
   int batch = 0, max_len = 0;
   std::vector<Buffer> k, v;  // [L] x [batch, max_len, Hkv, D]
   std::vector<Buffer> ki;    // [L] x [batch, max_len, 1, dI]: the indexer's keys (models with one)
+  std::vector<Buffer> ki_scale;  // [L] x [batch, max_len] f32 when ki is f8e4m3, else empty
   std::vector<int32_t> len;  // [batch] tokens cached per sequence
 };
 
+struct CacheOpts {
+  bool indexer_fp8 = false;  // the indexer's keys as FP8 E4M3 with per-key scales
+};
+
 // Raises, before allocating, when the cache would not fit (the sizes name the cause).
-KVCache kv_cache_create(const Model& m, int batch, int max_len);
+KVCache kv_cache_create(const Model& m, int batch, int max_len, const CacheOpts& o = {});
 // A copy of src's contents and lengths (same shapes): one prefill shared by several decodes.
 void kv_cache_copy(KVCache& dst, const KVCache& src);
-int64_t kv_cache_bytes(const ModelConfig& c, int batch, int max_len, DType dtype);
+int64_t kv_cache_bytes(const ModelConfig& c, int batch, int max_len, DType dtype,
+                       const CacheOpts& o = {});
 
 // Reusable buffers of model_step.
 struct StepScratch {

@@ -6,6 +6,7 @@
 #include "model/infer.h"
 #include "model/ops.h"
 #include "model/views.h"
+#include "topk/approx.h"
 
 namespace topk {
 
@@ -153,12 +154,23 @@ void layer_forward(const Model& m, int l, const TensorView& x, const TensorView&
     IndexerInput ixin;
     if (c.has_indexer()) {
       const int64_t dI = c.index_head_dim;
-      ops::scatter_rows(reshape(kc.ki[size_t(l)], {rows, dI}), site.append_rows,
-                        view_at(a.ix.k.view(), 0, {d.N, dI}));
+      const TensorView knew = view_at(a.ix.k.view(), 0, {d.N, dI});
+      if (kc.ki_scale.empty()) {
+        ops::scatter_rows(reshape(kc.ki[size_t(l)], {rows, dI}), site.append_rows, knew);
+      } else {  // an FP8 cache: the new keys quantised, then their bytes and scales appended
+        TensorView k8 = scratch(a.ix.k8, DType::f8e4m3, {d.N, dI}, dev);
+        TensorView ks = scratch(a.ix.kscale, DType::f32, {d.N}, dev);
+        indexer_quantize_keys(reshape(knew, {1, d.N, 1, dI}), reshape(k8, {1, d.N, 1, dI}),
+                              reshape(ks, {1, d.N}));
+        ops::scatter_rows(reshape(kc.ki[size_t(l)], {rows, dI}), site.append_rows, k8);
+        ops::scatter_rows(reshape(kc.ki_scale[size_t(l)], {rows, 1}), site.append_rows,
+                          reshape(ks, {d.N, 1}));
+      }
       if (ix_sel) {
         ixin.q = view_at(a.ix.q.view(), 0, {site.B, site.T, c.index_n_heads, dI});
         ixin.w = view_at(a.ix.w.view(), 0, {site.B, site.T, c.index_n_heads});
         ixin.k = kc.ki[size_t(l)];
+        if (!kc.ki_scale.empty()) ixin.k_scale = kc.ki_scale[size_t(l)];
         ixin.sel = indexer_select_opts(m, site.pol);
       }
     }

@@ -64,6 +64,7 @@ struct IndexerActs {
   Buffer q, kraw, k, w, mean, rstd;  // qi [N, HI, dI], ki before / after norm and RoPE [N, dI],
                                      // w [N, HI] f32, LayerNorm statistics [N]
   Buffer scores, one, rows;          // selection: scores, one row per query [N, K], broadcast map
+  Buffer k8, kscale;                 // the new keys for an FP8 cache: E4M3 [N, dI], scales [N]
   int64_t K = 0;                     // columns of `one`
   Buffer loss, dq, dw, dk, dkraw, dq_c, dk_c, dw_c;  // training
 };

@@ -11,7 +11,8 @@ bool is_float(DType t) { return t == DType::f32 || t == DType::bf16; }
 
 // Checks that every tensor is contiguous and on one device; returns that device. On the CPU
 // float tensors must be f32 (the CPU engine computes in f32 throughout).
-Device common_device(const char* op, std::initializer_list<const TensorView*> ts) {
+// raw: the op moves bytes (rows of any dtype), so CPU tensors need not be f32.
+Device common_device(const char* op, std::initializer_list<const TensorView*> ts, bool raw = false) {
   Device dev = Device::cpu;
   bool first = true;
   for (const TensorView* t : ts) {
@@ -20,7 +21,7 @@ Device common_device(const char* op, std::initializer_list<const TensorView*> ts
     if (first) dev = t->device, first = false;
     TOPK_CHECK(t->device == dev, "ops::%s: tensors on different devices (%s)", op, t->str().c_str());
   }
-  if (dev == Device::cpu)
+  if (dev == Device::cpu && !raw)
     for (const TensorView* t : ts)
       TOPK_CHECK(t->ndim == 0 || t->dtype == DType::f32 || t->dtype == DType::i32,
                  "ops::%s: CPU tensors must be f32, got %s", op, t->str().c_str());
@@ -301,7 +302,7 @@ bool all_finite(const TensorView& x) {
 
 void scatter_rows(const TensorView& dst, const TensorView& index, const TensorView& src) {
   const char* op = "scatter_rows";
-  Device dev = common_device(op, {&dst, &index, &src});
+  Device dev = common_device(op, {&dst, &index, &src}, true);
   need(op, "index", index, DType::i32);
   TOPK_CHECK(dst.dtype == src.dtype && cols_of(dst) == cols_of(src) &&
                  index.numel() == rows_of(src),
@@ -312,7 +313,7 @@ void scatter_rows(const TensorView& dst, const TensorView& index, const TensorVi
 
 void gather_rows(const TensorView& dst, const TensorView& src, const TensorView& index) {
   const char* op = "gather_rows";
-  Device dev = common_device(op, {&dst, &index, &src});
+  Device dev = common_device(op, {&dst, &index, &src}, true);
   need(op, "index", index, DType::i32);
   TOPK_CHECK(dst.dtype == src.dtype && cols_of(dst) == cols_of(src) &&
                  index.numel() == rows_of(dst),

@@ -1,7 +1,7 @@
 // The approximate selectors' ops on CUDA (topk/approx.h) against the scalar reference, and the
 // LayerNorm model op against the CPU's: indexer scores on both paths (tensor cores for bf16, FMA
 // otherwise) over decode, ragged, prefill and packed layouts and head counts around the groups
-// of 8; the indexer attention; the indexer loss and its gradient (dense and sparse, in one range
+// of 8; FP8 indexer keys (the quantisation's bytes, scores, attention); the indexer attention; the indexer loss and its gradient (dense and sparse, in one range
 // or many under a small workspace budget, with the same bits); Quest bounds, quantised-key
 // scores and masking; and the engine: indexer / quest / qkeys decode with a covering budget
 // equals full attention, an indexer training step's gradient matches the CPU's, and both
@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 
 #include "cuda_test_util.h"
 #include "eval/eval.h"
@@ -93,6 +94,49 @@ TEST(CudaApprox, IndexerScoresBothPaths) {
     check_ix_scores(l, 4, 32, DType::f32, "", seed++);  // f32 and dI 32: the FMA path
     check_ix_scores(l, 3, 64, DType::f32, "", seed++);
   }
+}
+
+// The FP8 key cache: the quantisation writes the CPU's bytes and scales, and the scores and
+// the indexer attention over FP8 keys match the reference over the same bytes.
+TEST(CudaApprox, IndexerFp8Keys) {
+  NEED_GPU();
+  uint64_t seed = 900;
+  for (const Layout& l : layouts())
+    for (auto [HI, dI] : {std::pair{16, 64}, {64, 128}}) {
+      SCOPED_TRACE(testing::Message() << "HI=" << HI << " dI=" << dI << " B=" << l.B << " T=" << l.T
+                                      << " S=" << l.S);
+      Ix x(l, HI, dI, DType::bf16, seed++);
+      Pair k8(DType::f8e4m3, {l.B, l.S, 1, dI}), ks(DType::f32, {l.B, l.S});
+      indexer_quantize_keys(x.ki.dev, k8.dev, ks.dev);
+      indexer_quantize_keys(x.ki.host, k8.host, ks.host);
+      const std::vector<unsigned char> b8 = k8.bytes(), bs = ks.bytes();
+      ASSERT_EQ(0, std::memcmp(b8.data(), k8.host.ptr<unsigned char>(), b8.size()));
+      ASSERT_EQ(0, std::memcmp(bs.data(), ks.host.ptr<unsigned char>(), bs.size()));
+      Pair s(DType::f32, {l.B, l.T, 1, l.S});
+      poison(s.dev);
+      indexer_scores(x.qi.dev, x.w.dev, k8.dev, ks.dev, l.seqs(), opts(true, Backend::automatic), s.dev);
+      indexer_scores(x.qi.host, x.w.host, k8.host, ks.host, l.seqs(), opts(true, Backend::ref), s.host);
+      expect_close(s.download(), host_vals(s.host), 2e-3, 1e-3, "indexer scores, fp8 keys", l.owned(l.S));
+    }
+  // The indexer attention over FP8 keys: its selection is topk_select over the FP8 scores.
+  Layout l = batched(2, 1, 3000);
+  Qkv in(l, 8, 2, 64, DType::bf16, DType::bf16, seed++);
+  Ix x(l, 16, 64, DType::bf16, seed++);
+  Pair k8(DType::f8e4m3, {l.B, l.S, 1, 64}), ks(DType::f32, {l.B, l.S});
+  indexer_quantize_keys(x.ki.dev, k8.dev, ks.dev);
+  SelectOpts sel;
+  sel.k = 100;
+  const int64_t K = select_capacity(sel, l.S);
+  Pair o(DType::f32, {l.B, l.T, 8, 64}), lse(DType::f32, {l.B, l.T, 8}), idx(DType::i32, {l.B, l.T, 2, K});
+  Pair sc(DType::f32, {l.B, l.T, 1, l.S}), one(DType::i32, {l.B, l.T, 1, K});
+  indexer_attention_forward(in.q.dev, in.k.dev, in.v.dev, x.qi.dev, x.w.dev, k8.dev, ks.dev, l.seqs(),
+                            opts(true, Backend::automatic), sel, o.dev, lse.dev, idx.dev);
+  indexer_scores(x.qi.dev, x.w.dev, k8.dev, ks.dev, l.seqs(), opts(true, Backend::automatic), sc.dev);
+  topk_select(sc.dev, l.seqs(), opts(true, Backend::automatic), sel, one.dev);
+  const std::vector<float> got = idx.download(), want = one.download();
+  for (int64_t r = 0; r < l.B * l.T; r++)
+    for (int h = 0; h < 2; h++)
+      for (int64_t i = 0; i < K; i++) ASSERT_EQ(got[size_t((r * 2 + h) * K + i)], want[size_t(r * K + i)]);
 }
 
 TEST(CudaApprox, IndexerScoresAreDeterministic) {

@@ -23,6 +23,7 @@ namespace topk::cpu {
   void entropy(const AttnParams& p, float* entropy, float* normalized);                     \
   void selection_mass(const AttnParams& p, float* mass);                                    \
   void indexer_scores(const IndexerParams& p);                                              \
+  void quantize_keys(const QuantizeKeysParams& p);                                          \
   void indexer_loss(const IndexerLossParams& p);                                            \
   void quest_scores(const QuestParams& p);                                                  \
   void quantized_scores(const QuantParams& p);                                              \
@@ -126,6 +127,7 @@ void entropy(const AttnParams& p, float* entropy, float* normalized) {
 }
 void selection_mass(const AttnParams& p, float* mass) { DISPATCH(selection_mass(p, mass)); }
 void indexer_scores(const IndexerParams& p) { DISPATCH(indexer_scores(p)); }
+void quantize_keys(const QuantizeKeysParams& p) { DISPATCH(quantize_keys(p)); }
 void indexer_loss(const IndexerLossParams& p) { DISPATCH(indexer_loss(p)); }
 void quest_scores(const QuestParams& p) { DISPATCH(quest_scores(p)); }
 void quantized_scores(const QuantParams& p) { DISPATCH(quantized_scores(p)); }

@@ -37,9 +37,11 @@ TOPK_TARGET void combine(const float* dots, const float* w, int HI, int nk, floa
   }
 }
 
-// Scores of keys [j0, j1) of sequence s for query row t into out[j].
-TOPK_TARGET void score_keys(const AttnParams& p, const SeqDesc& s, const float* Q, const float* w,
+// Scores of keys [j0, j1) of sequence s for query row t into out[j]. FP8 keys: the dots over
+// the stored values, then I times the key's scale (ReLU commutes with a positive scale).
+TOPK_TARGET void score_keys(const IndexerParams& ip, const SeqDesc& s, const float* Q, const float* w,
                             int64_t j0, int64_t j1, float* out, float* kbuf, float* dots) {
+  const AttnParams& p = ip.a;
   const int HI = p.Hq, dI = p.D;
   for (int64_t j = j0; j < j1; j += 4) {
     const int nk = int(std::min<int64_t>(4, j1 - j));
@@ -47,6 +49,8 @@ TOPK_TARGET void score_keys(const AttnParams& p, const SeqDesc& s, const float* 
     for (int c = 0; c < nk; c++) keys[c] = row_f32(p.k, s.batch, s.k_start + j + c, 0, dI, kbuf + c * dI);
     head_dots(Q, HI, dI, keys, nk, dots);
     combine(dots, w, HI, nk, out + j);
+    if (ip.kscale)
+      for (int c = 0; c < nk; c++) out[j + c] *= ip.kscale[s.batch * ip.kscale_sb + s.k_start + j + c];
   }
 }
 
@@ -72,10 +76,24 @@ TOPK_TARGET void indexer_scores(const IndexerParams& ip) {
       const SeqDesc& s = p.seqs[it.seq];
       load_rows(p.q, s, it.t, p.Hq, p.D, Q.data());
       float* row = ip.scores + p.qrow(s, it.t) * p.Smax;
-      score_keys(p, s, Q.data(), ip.w + p.qrow(s, it.t) * p.Hq, it.ja, it.jb, row, kbuf.data(), dots.data());
+      score_keys(ip, s, Q.data(), ip.w + p.qrow(s, it.t) * p.Hq, it.ja, it.jb, row, kbuf.data(), dots.data());
       if (it.ja == 0)  // the never-visible tail, once per row
         for (int64_t j = std::max(it.jb, p.visible(s, it.t)); j < p.Smax; j++) row[j] = -kInfF;
     }
+  }
+}
+
+TOPK_TARGET void quantize_keys(const QuantizeKeysParams& qp) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < qp.B * qp.S; r++) {
+    const int64_t b = r / qp.S, s = r % qp.S;
+    const int64_t off = qp.x.offset(b, s, 0);
+    float amax = 0.0f;
+    for (int d = 0; d < qp.dI; d++) amax = std::max(amax, std::fabs(load_f32(qp.x.data, qp.x.dtype, off + d)));
+    const float scale = fp8_row_scale(amax);
+    uint8_t* q = qp.q8 + b * qp.q8_sb + s * qp.q8_st;
+    for (int d = 0; d < qp.dI; d++) q[d] = f32_to_fp8e4m3(load_f32(qp.x.data, qp.x.dtype, off + d) / scale);
+    qp.scale[b * qp.scale_sb + s * qp.scale_st] = scale;
   }
 }
 

@@ -17,8 +17,10 @@
 namespace topk::cuda {
 
 // Dtype codes as kernels see them.
-enum : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
-inline int dt_code(DType t) { return t == DType::f32 ? kF32 : t == DType::bf16 ? kBF16 : kF16; }
+enum : int { kF32 = 0, kBF16 = 1, kF16 = 2, kF8 = 3 };  // kF8: E4M3 (core/fp8.h)
+inline int dt_code(DType t) {
+  return t == DType::f32 ? kF32 : t == DType::bf16 ? kBF16 : t == DType::f8e4m3 ? kF8 : kF16;
+}
 
 // One sequence as kernels see it: SeqDesc plus r0, its first compact query row (the prefix
 // sum of T over the sequences before it). Compact rows number the queries of a call 0..R-1.
@@ -40,7 +42,7 @@ inline DRows drows(const Rows& r) {
   DRows d;
   d.data = static_cast<const char*>(r.data);
   d.dt = dt_code(r.dtype);
-  d.esize = r.dtype == DType::f32 ? 4 : 2;
+  d.esize = int(dtype_size(r.dtype));
   d.sb = r.sb;
   d.st = r.st;
   d.sh = r.sh;

@@ -8,10 +8,10 @@
 // slab_scores_heads: each key fragment is loaded from shared memory once for all groups); the
 // ReLU, the weights and the sum over heads follow in registers, then over the 4 lanes that
 // share a key. Every key is read once per query row: decode (T = 1) reads the indexer cache
-// once. Other shapes and dtypes: an FMA kernel (a block per row and 128 keys, the key tile
-// converted to fp32 in shared memory, a thread per key). Each score is written by one
-// thread after a fixed-order sum: deterministic. TOPK_CUDA_INDEXER_PATH=mma|simple forces one
-// path (the tests run both).
+// once. Other shapes and dtypes, FP8 keys among them for now: an FMA kernel (a block per row
+// and 128 keys, the key tile converted to fp32 in shared memory, a thread per key). Each score
+// is written by one thread after a fixed-order sum: deterministic.
+// TOPK_CUDA_INDEXER_PATH=mma|simple forces one path (the tests run both).
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -35,6 +35,8 @@ struct IxArgs {
   DRows q, k;
   const float* w;  // [B, Tq, HI]
   float* out;      // [B, Tq, 1, Smax]
+  const float* kscale;  // FP8 keys: key j of batch b has scale kscale[b * kscale_sb + j]
+  int64_t kscale_sb;
 };
 
 constexpr int kWarps = 4;
@@ -162,6 +164,9 @@ __global__ void __launch_bounds__(kSimpleKeys) ix_scores_simple(const IxArgs a) 
     for (int e = 0; e < dI; e++) d = fmaf(qh[e], kr[e], d);
     I = fmaf(ws[h], fmaxf(d, 0.f), I);
   }
+  // FP8 keys: the dots over the stored values, then I times the key's scale (ReLU commutes
+  // with a positive scale).
+  if (a.kscale) I *= a.kscale[int64_t(s.batch) * a.kscale_sb + s.k_start + j];
   out[j] = I;
 }
 
@@ -187,6 +192,8 @@ IxArgs ix_args(const IndexerParams& ip, const SeqTable& st) {
   a.k = drows(p.k);
   a.w = ip.w;
   a.out = ip.scores;
+  a.kscale = ip.kscale;
+  a.kscale_sb = ip.kscale_sb;
   return a;
 }
 

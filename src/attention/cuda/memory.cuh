@@ -3,11 +3,13 @@
 // copies with L2 policies.
 #pragma once
 #include "attention/cuda/common.cuh"
+#include "core/fp8.h"
 
 namespace topk::cuda {
 
 __device__ __forceinline__ float load1(const char* base, int dt, int64_t i) {
   if (dt == kF32) return reinterpret_cast<const float*>(base)[i];
+  if (dt == kF8) return fp8e4m3_to_f32(reinterpret_cast<const uint8_t*>(base)[i]);
   uint16_t h = reinterpret_cast<const uint16_t*>(base)[i];
   if (dt == kBF16) return __uint_as_float(uint32_t(h) << 16);
   return __half2float(__ushort_as_half(h));

@@ -33,9 +33,17 @@ void indexer_scores(const IndexerParams& ip) {
       for (int h = 0; h < p.Hq; h++) qi.push_back(load_vec(p.q, s.batch, s.q_start + t, h, p.D));
       const float* w = ip.w + p.qrow(s, t) * p.Hq;
       float* row = ip.scores + p.qrow(s, t) * p.Smax;
-      for (int64_t j = 0; j < p.Smax; j++)
-        row[j] = j < n ? float(index_score(qi, w, load_vec(p.k, s.batch, s.k_start + j, 0, p.D), dots))
-                       : -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < p.Smax; j++) {
+        if (j >= n) {
+          row[j] = -std::numeric_limits<float>::infinity();
+          continue;
+        }
+        // FP8 keys stand for scale * stored value (the scale and the value as stored, f32).
+        std::vector<double> ki = load_vec(p.k, s.batch, s.k_start + j, 0, p.D);
+        if (ip.kscale)
+          for (double& x : ki) x *= double(ip.kscale[s.batch * ip.kscale_sb + s.k_start + j]);
+        row[j] = float(index_score(qi, w, ki, dots));
+      }
     }
   }
 }
