@@ -51,6 +51,9 @@ def main():
             print(f"| (info) indexer decode: floor / time | {100 * ix['floor_us'] / ix['time_us']:.0f}% | |")
         if ix and t8:
             print(f"| (info) B8_S131072: exact top-k decode / indexer decode | {t8['time_us'] / ix['time_us']:.2f}x | |")
+        ix8 = get(oc, "indexer_fp8_decode_B8_S131072")
+        if ix8 and s8:
+            print(f"| (info) B8_S131072: SDPA / indexer decode over FP8 keys | {s8['time_us'] / ix8['time_us']:.2f}x | |")
         t1, s1 = get(oc, "topk_decode_B1_S32768"), get(tc, "sdpa_decode_B1_S32768")
         if t1 and s1:
             r = s1["time_us"] / t1["time_us"]

@@ -426,7 +426,8 @@ int bench_cuda(int argc, char** argv) {
   // K and V rows of every KV head, the indices.
   const std::string ix_tag = "_B8_S131072";
   if (!quick && (want("indexer_decode" + ix_tag) || want("indexer_scores" + ix_tag) ||
-                 want("indexer_select" + ix_tag))) {
+                 want("indexer_select" + ix_tag) || want("indexer_fp8_scores" + ix_tag) ||
+                 want("indexer_fp8_decode" + ix_tag))) {
     const int64_t B = 8, S = 131072, HI = 64, dI = 128;
     const std::string& tag = ix_tag;
     Buffer q(DType::bf16, {B, 1, Hq, D}, Device::cuda), k(DType::bf16, {B, S, Hkv, D}, Device::cuda),
@@ -464,6 +465,26 @@ int bench_cuda(int argc, char** argv) {
         indexer_attention_forward(q, k, v, qi, w, ki, {}, {}, sel, o, lse, idx);
       }, reps);
       results.push_back(c);
+    }
+    // The same over the FP8 key cache (E4M3 + a scale per key: dI + 4 bytes a key).
+    Buffer k8(DType::f8e4m3, {B, S, 1, dI}, Device::cuda), ks(DType::f32, {B, S}, Device::cuda);
+    indexer_quantize_keys(ki, k8, ks);
+    const double k8_bytes = double(B) * S * (dI + 4);
+    Result f{"indexer_fp8_scores" + tag, "indexer_scores", B, S, HI, 1, dI, 0};
+    f.bytes = k8_bytes + sc_bytes;
+    f.k_bytes = k8_bytes;
+    if (want(f.name)) {
+      f.us = time_us([&](int) { indexer_scores(qi, w, k8, ks, {}, {}, sc); }, reps);
+      results.push_back(f);
+    }
+    Result g{"indexer_fp8_decode" + tag, "indexer_decode", B, S, Hq, Hkv, D, K};
+    g.bytes = k8_bytes + 2 * sc_bytes + kv_sel;
+    g.k_bytes = k8_bytes;
+    if (want(g.name)) {
+      g.us = time_us([&](int) {
+        indexer_attention_forward(q, k, v, qi, w, k8, ks, {}, {}, sel, o, lse, idx);
+      }, reps);
+      results.push_back(g);
     }
   }
 

@@ -79,7 +79,8 @@ std::vector<std::string> write_outputs(const Report& r, const std::string& dir) 
   j["layers"] = r.layers;
   j["heads"] = r.heads;
   j["protocol"] = {{"prefill", o.policy_prefill ? "policy" : "full"}, {"decode", "greedy"},
-                   {"samples", o.samples}, {"seed", o.seed}};
+                   {"samples", o.samples}, {"seed", o.seed},
+                   {"indexer_keys", o.indexer_fp8 ? "f8e4m3" : "compute dtype"}};
   j["tasks"] = o.tasks;
   j["lengths"] = o.lengths;
   j["policies"] = o.policies;
