@@ -441,31 +441,26 @@ int bench_cuda(int argc, char** argv) {
     sel.k = K;
     const double ki_bytes = double(B) * S * dI * 2, sc_bytes = double(B) * S * 4;
     const double kv_sel = double(B) * K * Hkv * D * 2 * 2 + double(B) * Hkv * K * 4;
+    // Times a case when --only asks for it.
+    auto run_case = [&](Result r, auto&& call) {
+      if (!want(r.name)) return;
+      r.us = time_us([&](int) { call(); }, reps);
+      results.push_back(r);
+    };
     Result a{"indexer_scores" + tag, "indexer_scores", B, S, HI, 1, dI, 0};
     a.bytes = ki_bytes + sc_bytes;
     a.k_bytes = ki_bytes;
     indexer_scores(qi, w, ki, {}, {}, sc);
     topk_select(sc, {}, {}, sel, one);
-    if (want(a.name)) {
-      a.us = time_us([&](int) { indexer_scores(qi, w, ki, {}, {}, sc); }, reps);
-      results.push_back(a);
-    }
+    run_case(a, [&] { indexer_scores(qi, w, ki, {}, {}, sc); });
     Result b{"indexer_select" + tag, "indexer_select", B, S, 1, 1, 1, K};
     b.bytes = sc_bytes + double(B) * K * 4;
     b.k_bytes = sc_bytes;
-    if (want(b.name)) {
-      b.us = time_us([&](int) { topk_select(sc, {}, {}, sel, one); }, reps);
-      results.push_back(b);
-    }
+    run_case(b, [&] { topk_select(sc, {}, {}, sel, one); });
     Result c{"indexer_decode" + tag, "indexer_decode", B, S, Hq, Hkv, D, K};
     c.bytes = ki_bytes + 2 * sc_bytes + kv_sel;
     c.k_bytes = ki_bytes;
-    if (want(c.name)) {
-      c.us = time_us([&](int) {
-        indexer_attention_forward(q, k, v, qi, w, ki, {}, {}, sel, o, lse, idx);
-      }, reps);
-      results.push_back(c);
-    }
+    run_case(c, [&] { indexer_attention_forward(q, k, v, qi, w, ki, {}, {}, sel, o, lse, idx); });
     // The same over the FP8 key cache (E4M3 + a scale per key: dI + 4 bytes a key).
     Buffer k8(DType::f8e4m3, {B, S, 1, dI}, Device::cuda), ks(DType::f32, {B, S}, Device::cuda);
     indexer_quantize_keys(ki, k8, ks);
@@ -473,19 +468,11 @@ int bench_cuda(int argc, char** argv) {
     Result f{"indexer_fp8_scores" + tag, "indexer_scores", B, S, HI, 1, dI, 0};
     f.bytes = k8_bytes + sc_bytes;
     f.k_bytes = k8_bytes;
-    if (want(f.name)) {
-      f.us = time_us([&](int) { indexer_scores(qi, w, k8, ks, {}, {}, sc); }, reps);
-      results.push_back(f);
-    }
+    run_case(f, [&] { indexer_scores(qi, w, k8, ks, {}, {}, sc); });
     Result g{"indexer_fp8_decode" + tag, "indexer_decode", B, S, Hq, Hkv, D, K};
     g.bytes = k8_bytes + 2 * sc_bytes + kv_sel;
     g.k_bytes = k8_bytes;
-    if (want(g.name)) {
-      g.us = time_us([&](int) {
-        indexer_attention_forward(q, k, v, qi, w, k8, ks, {}, {}, sel, o, lse, idx);
-      }, reps);
-      results.push_back(g);
-    }
+    run_case(g, [&] { indexer_attention_forward(q, k, v, qi, w, k8, ks, {}, {}, sel, o, lse, idx); });
   }
 
   // Standalone select over [256, 131072] f32 rows, k = 2048.

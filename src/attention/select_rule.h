@@ -6,13 +6,8 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
-#ifdef __CUDACC__
-#define TOPK_HOST_DEVICE __host__ __device__
-#else
-#define TOPK_HOST_DEVICE
-#endif
+#include "core/bitcast.h"
 
 namespace topk {
 
@@ -58,12 +53,7 @@ TOPK_HOST_DEVICE inline RowSel row_sel(int k, double ratio, int min_k, int sink,
 // go to the lower index). -0 equals +0; NaN is 0, below every number including -inf.
 // Branch-free: score signs are random.
 TOPK_HOST_DEVICE inline uint32_t order_key(float f) {
-#ifdef __CUDA_ARCH__
-  uint32_t u = __float_as_uint(f);
-#else
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-#endif
+  uint32_t u = f32_bits(f);
   u = u == 0x80000000u ? 0u : u;
   const uint32_t flip = uint32_t(int32_t(u) >> 31) | 0x80000000u;
   return f != f ? 0u : u ^ flip;
@@ -76,14 +66,7 @@ TOPK_HOST_DEVICE inline uint32_t order_key(float f) {
 TOPK_HOST_DEVICE inline float key_floor(uint32_t t) {
   if (t <= 0x007fffffu) return -__builtin_inff();  // order_key(-inf) = 0x007fffff
   // The inverse of order_key; t = 0x7fffffff (-0's unused key) gives -0, the same floor as +0.
-  const uint32_t u = (t & 0x80000000u) ? (t & 0x7fffffffu) : ~t;
-#ifdef __CUDA_ARCH__
-  return __uint_as_float(u);
-#else
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-#endif
+  return f32_of_bits((t & 0x80000000u) ? (t & 0x7fffffffu) : ~t);
 }
 
 }  // namespace topk

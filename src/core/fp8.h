@@ -5,60 +5,35 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 
-#if defined(__CUDACC__)
-#define TOPK_HD __host__ __device__ __forceinline__
-#else
-#define TOPK_HD inline
-#endif
+#include "core/bitcast.h"
 
 namespace topk {
 
 constexpr float kFp8Max = 448.0f;
 
-TOPK_HD uint32_t fp8_bits_of(float f) {
-#if defined(__CUDA_ARCH__)
-  return __float_as_uint(f);
-#else
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  return u;
-#endif
-}
-
-TOPK_HD float fp8_float_of(uint32_t u) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(u);
-#else
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-#endif
-}
-
 // Exact: every E4M3 value is an f32.
-TOPK_HD float fp8e4m3_to_f32(uint8_t x) {
+TOPK_HOST_DEVICE inline float fp8e4m3_to_f32(uint8_t x) {
   const uint32_t sign = uint32_t(x & 0x80u) << 24, e = (x >> 3) & 0xfu, m = x & 7u;
-  if (e == 15 && m == 7) return fp8_float_of(sign | 0x7fc00000u);
+  if (e == 15 && m == 7) return f32_of_bits(sign | 0x7fc00000u);
   const float mag = e == 0 ? float(m) * 0.001953125f  // subnormal: m * 2^-9
-                           : fp8_float_of(((e + 120u) << 23) | (m << 20));
+                           : f32_of_bits(((e + 120u) << 23) | (m << 20));
   return sign ? -mag : mag;
 }
 
 // Round to nearest, ties to even; magnitudes past 448 (infinities included) saturate to 448;
 // NaN becomes 0x7f: the rounding PTX's cvt.rn.satfinite.e4m3x2.f32 specifies, in integer
 // operations, so that host and device agree without relying on either's conversion unit.
-TOPK_HD uint8_t f32_to_fp8e4m3(float f) {
-  const uint32_t u = fp8_bits_of(f), a = u & 0x7fffffffu;
+TOPK_HOST_DEVICE inline uint8_t f32_to_fp8e4m3(float f) {
+  const uint32_t u = f32_bits(f), a = u & 0x7fffffffu;
   const uint8_t sign = uint8_t((u >> 24) & 0x80u);
   if (a > 0x7f800000u) return 0x7fu;  // NaN of either sign: one code, whatever the division gave
   if (a >= 0x43e00000u) return uint8_t(sign | 0x7eu);  // >= 448
   if (a < 0x3c800000u) {                                // below 2^-6: multiples of 2^-9
 #if defined(__CUDA_ARCH__)
-    const float r = rintf(fp8_float_of(a) * 512.0f);
+    const float r = rintf(f32_of_bits(a) * 512.0f);
 #else
-    const float r = std::rint(fp8_float_of(a) * 512.0f);
+    const float r = std::rint(f32_of_bits(a) * 512.0f);
 #endif
     return uint8_t(sign | uint8_t(r));  // 8 is the least normal, 0x08
   }
@@ -70,6 +45,6 @@ TOPK_HD uint8_t f32_to_fp8e4m3(float f) {
 // The quantisation of one key row x[0, n) (the indexer cache, docs/semantics.md): amax =
 // max |x_d|, scale = amax / 448 (1 for a zero row), q_d = E4M3(x_d / scale), all in fp32, so
 // that the row's largest element lands on +-448. The key it stands for is scale * q.
-TOPK_HD float fp8_row_scale(float amax) { return amax > 0.0f ? amax / kFp8Max : 1.0f; }
+TOPK_HOST_DEVICE inline float fp8_row_scale(float amax) { return amax > 0.0f ? amax / kFp8Max : 1.0f; }
 
 }  // namespace topk
