@@ -96,8 +96,9 @@ TEST(CudaApprox, IndexerScoresBothPaths) {
   }
 }
 
-// The FP8 key cache: the quantisation writes the CPU's bytes and scales, and the scores and
-// the indexer attention over FP8 keys match the reference over the same bytes.
+// The FP8 key cache: the quantisation writes the CPU's bytes and scales, and the scores (f16
+// tensor cores and the FMA path) and the indexer attention over FP8 keys match the reference
+// over the same bytes.
 TEST(CudaApprox, IndexerFp8Keys) {
   NEED_GPU();
   uint64_t seed = 900;
@@ -112,11 +113,15 @@ TEST(CudaApprox, IndexerFp8Keys) {
       const std::vector<unsigned char> b8 = k8.bytes(), bs = ks.bytes();
       ASSERT_EQ(0, std::memcmp(b8.data(), k8.host.ptr<unsigned char>(), b8.size()));
       ASSERT_EQ(0, std::memcmp(bs.data(), ks.host.ptr<unsigned char>(), bs.size()));
-      Pair s(DType::f32, {l.B, l.T, 1, l.S});
-      poison(s.dev);
-      indexer_scores(x.qi.dev, x.w.dev, k8.dev, ks.dev, l.seqs(), opts(true, Backend::automatic), s.dev);
-      indexer_scores(x.qi.host, x.w.host, k8.host, ks.host, l.seqs(), opts(true, Backend::ref), s.host);
-      expect_close(s.download(), host_vals(s.host), 2e-3, 1e-3, "indexer scores, fp8 keys", l.owned(l.S));
+      for (const char* path : {"mma", "simple"}) {
+        SCOPED_TRACE(path);
+        ScopedEnv env("TOPK_CUDA_INDEXER_PATH", path);
+        Pair s(DType::f32, {l.B, l.T, 1, l.S});
+        poison(s.dev);
+        indexer_scores(x.qi.dev, x.w.dev, k8.dev, ks.dev, l.seqs(), opts(true, Backend::automatic), s.dev);
+        indexer_scores(x.qi.host, x.w.host, k8.host, ks.host, l.seqs(), opts(true, Backend::ref), s.host);
+        expect_close(s.download(), host_vals(s.host), 2e-3, 1e-3, "indexer scores, fp8 keys", l.owned(l.S));
+      }
     }
   // The indexer attention over FP8 keys: its selection is topk_select over the FP8 scores.
   Layout l = batched(2, 1, 3000);

@@ -8,8 +8,9 @@
 // slab_scores_heads: each key fragment is loaded from shared memory once for all groups); the
 // ReLU, the weights and the sum over heads follow in registers, then over the 4 lanes that
 // share a key. Every key is read once per query row: decode (T = 1) reads the indexer cache
-// once. Other shapes and dtypes, FP8 keys among them for now: an FMA kernel (a block per row
-// and 128 keys, the key tile converted to fp32 in shared memory, a thread per key). Each score
+// once. FP8 keys (any float qi) take ix_scores_mma_fp8, the same on f16 tensor cores. Other
+// shapes and dtypes: an FMA kernel (a block per row and 128 keys, the key tile converted to
+// fp32 in shared memory, a thread per key). Each score
 // is written by one thread after a fixed-order sum: deterministic.
 // TOPK_CUDA_INDEXER_PATH=mma|simple forces one path (the tests run both).
 #include <cstdlib>
@@ -130,6 +131,126 @@ __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma(const IxArgs a) {
   cp_async_wait<0>();
 }
 
+// FP8 keys on tensor cores: the same blocks, warps and 16-key slabs as ix_scores_mma, the
+// slabs' rows dI + 16 bytes apart (so that a warp's 2-byte fragment reads hit distinct banks),
+// each key pair turned into f16 in registers (fp8_pair_as_f16x2: the value times 2^-8) and
+// multiplied on f16 tensor cores with the row's queries times 2^shift, a power of two that puts
+// the row's largest |q| in [2^13, 2^14) so that f16 holds them. The ReLU sum over heads then
+// takes 2^(8 - shift) times the key's scale, positive, outside the ReLU.
+template <int D, int HG>
+__global__ void __launch_bounds__(kWarps * 32) ix_scores_mma_fp8(const IxArgs a) {
+  constexpr int P = D + 16;  // bytes between slab rows
+  extern __shared__ __align__(16) unsigned char smem[];  // [kWarps][kStages][16 rows][P bytes]
+  const int64_t r = blockIdx.x / a.nchunks, j0 = (blockIdx.x % a.nchunks) * a.chunk;
+  const int64_t j1 = j0 + a.chunk < a.Smax ? j0 + a.chunk : a.Smax;
+  DSeq s;
+  int64_t t;
+  float* out;
+  const int64_t jv = row_setup(a, r, j0, j1, s, t, out);
+  if (j0 >= jv) return;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t2 = (lane & 3) * 2;
+  // The row's queries (every warp reads all of them): the shift from their largest magnitude,
+  // then, read again (from cache), B fragments of 8 heads per group in f16. Two reads rather
+  // than one: holding every fp32 value in between would not fit the registers.
+  const int64_t qo = a.q.offset(s.batch, s.q_start + t, 0);
+  auto q_at = [&](int hg, int ks, int e) {
+    const int h = 8 * hg + g;
+    return h < a.HI ? load1(a.q.data, a.q.dt, qo + int64_t(h) * a.q.sh + 16 * ks + t2 + 8 * (e >> 1) + (e & 1))
+                    : 0.f;
+  };
+  float amax = 0.f;
+#pragma unroll
+  for (int hg = 0; hg < HG; hg++)
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) amax = fmaxf(amax, fabsf(q_at(hg, ks, e)));
+#pragma unroll
+  for (int o = 16; o >= 1; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  int ex = 0;
+  frexpf(amax, &ex);  // amax < 2^ex (0 for a zero row)
+  const int shift = amax > 0.f ? 14 - ex : 0;
+  uint32_t qb[HG][D / 16][2];
+#pragma unroll
+  for (int hg = 0; hg < HG; hg++)
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++)
+#pragma unroll
+      for (int j = 0; j < 2; j++) {
+        const __half2 h2 = __floats2half2_rn(ldexpf(q_at(hg, ks, 2 * j), shift), ldexpf(q_at(hg, ks, 2 * j + 1), shift));
+        qb[hg][ks][j] = *reinterpret_cast<const uint32_t*>(&h2);
+      }
+  float w0[HG], w1[HG];
+  const float* wr = a.w + (int64_t(s.batch) * a.Tq + s.q_start + t) * a.HI;
+#pragma unroll
+  for (int hg = 0; hg < HG; hg++) {
+    const int h = 8 * hg + t2;
+    w0[hg] = h < a.HI ? wr[h] : 0.f;
+    w1[hg] = h + 1 < a.HI ? wr[h + 1] : 0.f;
+  }
+  constexpr int kSlabBytes = 16 * P;
+  unsigned char* ring = smem + warp * kStages * kSlabBytes;
+  const int64_t nslab = (jv - j0 + 15) / 16;
+  const float* kscale = a.kscale + int64_t(s.batch) * a.kscale_sb + s.k_start;
+  auto issue = [&](int64_t i) {
+    const int64_t sl = warp + i * kWarps;
+    if (sl < nslab) {
+      unsigned char* dst = ring + (i % kStages) * kSlabBytes;
+      for (int c = lane; c < 16 * (D / 16); c += 32) {
+        const int row = c / (D / 16), ch = c % (D / 16);
+        const int64_t j = j0 + sl * 16 + row;
+        unsigned char* d = dst + row * P + ch * 16;
+        if (j < jv)
+          cp_async16(d, a.k.data + a.k.offset(s.batch, s.k_start + j, 0) + ch * 16);
+        else
+          *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
+      }
+    }
+    cp_async_commit();  // an empty group past the end keeps the wait counts uniform
+  };
+#pragma unroll
+  for (int i = 0; i < kStages - 1; i++) issue(i);
+  for (int64_t i = 0; warp + i * kWarps < nslab; i++) {
+    cp_async_wait<kStages - 2>();
+    __syncwarp();
+    const unsigned char* rows = ring + (i % kStages) * kSlabBytes;
+    float c[HG][4];
+#pragma unroll
+    for (int hg = 0; hg < HG; hg++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) c[hg][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++) {
+      const unsigned char* p0 = rows + g * P + 16 * ks + t2;
+      uint32_t af[4];
+      af[0] = fp8_pair_as_f16x2(*reinterpret_cast<const uint16_t*>(p0));
+      af[1] = fp8_pair_as_f16x2(*reinterpret_cast<const uint16_t*>(p0 + 8 * P));
+      af[2] = fp8_pair_as_f16x2(*reinterpret_cast<const uint16_t*>(p0 + 8));
+      af[3] = fp8_pair_as_f16x2(*reinterpret_cast<const uint16_t*>(p0 + 8 * P + 8));
+#pragma unroll
+      for (int hg = 0; hg < HG; hg++) mma_f16(c[hg], af, qb[hg][ks][0], qb[hg][ks][1]);
+    }
+    float acc0 = 0.f, acc1 = 0.f;  // keys lane / 4 and lane / 4 + 8
+#pragma unroll
+    for (int hg = 0; hg < HG; hg++) {
+      acc0 = fmaf(w0[hg], fmaxf(c[hg][0], 0.f), fmaf(w1[hg], fmaxf(c[hg][1], 0.f), acc0));
+      acc1 = fmaf(w0[hg], fmaxf(c[hg][2], 0.f), fmaf(w1[hg], fmaxf(c[hg][3], 0.f), acc1));
+    }
+    acc0 += __shfl_xor_sync(0xffffffffu, acc0, 1);
+    acc0 += __shfl_xor_sync(0xffffffffu, acc0, 2);
+    acc1 += __shfl_xor_sync(0xffffffffu, acc1, 1);
+    acc1 += __shfl_xor_sync(0xffffffffu, acc1, 2);
+    if ((lane & 3) == 0) {
+      const int64_t j = j0 + (warp + i * kWarps) * 16 + g;
+      if (j < jv) out[j] = acc0 * ldexpf(kscale[j], 8 - shift);
+      if (j + 8 < jv) out[j + 8] = acc1 * ldexpf(kscale[j + 8], 8 - shift);
+    }
+    __syncwarp();  // every lane is done with the stage that the next issue refills
+    issue(i + kStages - 1);
+  }
+  cp_async_wait<0>();
+}
+
 // FMA path: queries, weights and a tile of kSimpleKeys keys in fp32 shared memory.
 __global__ void __launch_bounds__(kSimpleKeys) ix_scores_simple(const IxArgs a) {
   extern __shared__ float sm[];  // q [HI][dI], w [HI], k [kSimpleKeys][dI + 1]
@@ -209,26 +330,27 @@ void allow_smem(K kernel, size_t bytes) {
   }
 }
 
-template <int D, int HG>
+template <int D, int HG, bool FP8>
 void launch_mma(IxArgs a, int64_t rows) {
   a.chunk = kChunk;
   a.nchunks = (a.Smax + kChunk - 1) / kChunk;
-  const size_t smem = size_t(kWarps) * kStages * 16 * 2 * D;
-  allow_smem(ix_scores_mma<D, HG>, smem);
+  const size_t smem = size_t(kWarps) * kStages * 16 * (FP8 ? D + 16 : 2 * D);
+  auto kernel = FP8 ? ix_scores_mma_fp8<D, HG> : ix_scores_mma<D, HG>;
+  allow_smem(kernel, smem);
   const int64_t grid = rows * a.nchunks;
   TOPK_CHECK(grid < (int64_t(1) << 31), "indexer_scores: %lld rows x %lld chunks are too many "
              "blocks for one launch", (long long)rows, (long long)a.nchunks);
-  ix_scores_mma<D, HG><<<unsigned(grid), kWarps * 32, smem, stream()>>>(a);
+  kernel<<<unsigned(grid), kWarps * 32, smem, stream()>>>(a);
   TOPK_CUDA_LAUNCH();
 }
 
-template <int D>
+template <int D, bool FP8>
 void launch_mma_heads(const IxArgs& a, int64_t rows) {
   const int hg = (a.HI + 7) / 8;
-  if (hg <= 1) launch_mma<D, 1>(a, rows);
-  else if (hg <= 2) launch_mma<D, 2>(a, rows);
-  else if (hg <= 4) launch_mma<D, 4>(a, rows);
-  else launch_mma<D, 8>(a, rows);
+  if (hg <= 1) launch_mma<D, 1, FP8>(a, rows);
+  else if (hg <= 2) launch_mma<D, 2, FP8>(a, rows);
+  else if (hg <= 4) launch_mma<D, 4, FP8>(a, rows);
+  else launch_mma<D, 8, FP8>(a, rows);
 }
 
 }  // namespace
@@ -242,14 +364,19 @@ void indexer_scores(const IndexerParams& ip) {
   const std::string force = env ? env : "";
   TOPK_CHECK(force.empty() || force == "mma" || force == "simple", "TOPK_CUDA_INDEXER_PATH=%s: "
              "expected mma or simple", force.c_str());
-  const bool fits = p.q.dtype == DType::bf16 && p.k.dtype == DType::bf16 &&
+  const bool fp8 = p.k.dtype == DType::f8e4m3;
+  const bool fits = (fp8 || (p.q.dtype == DType::bf16 && p.k.dtype == DType::bf16)) &&
                     (p.D == 64 || p.D == 128) && p.Hq <= 64 && rows_aligned(a.q) &&
                     rows_aligned(a.k);
   TOPK_CHECK(force != "mma" || fits, "indexer_scores: TOPK_CUDA_INDEXER_PATH=mma needs bf16 qi and "
-             "ki, dI 64 or 128, HI <= 64 and 16-byte aligned rows (got %s / %s, dI %d, HI %d)",
-             dtype_name(p.q.dtype), dtype_name(p.k.dtype), p.D, p.Hq);
+             "ki (or FP8 ki), dI 64 or 128, HI <= 64 and 16-byte aligned rows (got %s / %s, dI %d, "
+             "HI %d)", dtype_name(p.q.dtype), dtype_name(p.k.dtype), p.D, p.Hq);
   if (fits && force != "simple") {
-    TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "indexer_scores", launch_mma_heads<kD>(a, st.rows));
+    if (fp8) {
+      TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "indexer_scores", launch_mma_heads<kD, true>(a, st.rows));
+    } else {
+      TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "indexer_scores", launch_mma_heads<kD, false>(a, st.rows));
+    }
     return;
   }
   const size_t smem = (size_t(p.Hq) * p.D + p.Hq + size_t(kSimpleKeys) * (p.D + 1)) * 4;
