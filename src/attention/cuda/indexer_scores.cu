@@ -22,6 +22,7 @@
 #include "attention/cuda/common.cuh"
 #include "attention/cuda/memory.cuh"
 #include "attention/cuda/mma.cuh"
+#include "core/fp8.h"
 
 namespace topk::cuda {
 

@@ -38,14 +38,6 @@ __device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], u
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// Two E4M3 bytes (the low one first) as two f16 whose values are theirs times 2^-8, exactly:
-// f16's sign, then E4M3's exponent in the low 4 of f16's 5 exponent bits and its 3 mantissa
-// bits at the top of f16's 10, so that bias 15 against 7 is the 2^-8, and E4M3's subnormals
-// land on f16's. (The NaN code reads as 480: never stored for a finite key.)
-__device__ __forceinline__ uint32_t fp8_pair_as_f16x2(uint16_t two) {
-  const uint32_t t = __byte_perm(uint32_t(two), 0u, 0x4140);  // bytes b0, 0, b1, 0
-  return ((t & 0x00800080u) << 8) | ((t & 0x007f007fu) << 7);
-}
 
 // Splits x into parts bf16 values whose sum is x to 8 * parts significant bits (exact for
 // bf16 x with 1 part, f16 with 2, f32 with 3): tensor-core products of bf16 K with each part
