@@ -10,18 +10,23 @@ namespace topk {
 
 namespace {
 
-// qi [B, T, HI, dI] and ki [B, S, 1, dI] planned as an attention with one KV head. FP8 keys
-// are planned as if 16-bit (the attention plan knows float dtypes only), then marked FP8 in
-// the Params; ki_scale, their scales, must come with them and only with them.
+// ki as the float-tensor checks see it: FP8 keys pass them as if 16-bit (the attention plan
+// knows float dtypes only); plan_indexer marks them FP8 again in the Params.
+TensorView keys_for_checks(const TensorView& ki) {
+  TensorView kp = ki;
+  if (kp.dtype == DType::f8e4m3) kp.dtype = DType::bf16;
+  return kp;
+}
+
+// qi [B, T, HI, dI] and ki [B, S, 1, dI] planned as an attention with one KV head; ki_scale,
+// the scales of FP8 keys, must come with them and only with them.
 Plan plan_indexer(const char* op, const TensorView& qi, const TensorView& ki,
                   const TensorView& ki_scale, const Seqs& seqs, const AttnOpts& opts,
                   IndexerParams& ip) {
   TOPK_CHECK(ki.ndim != 4 || ki.shape[2] == 1, "%s: ki must hold one key per token "
              "([B, S, 1, dI]), got %s", op, ki.str().c_str());
   const bool fp8 = ki.dtype == DType::f8e4m3;
-  TensorView kp = ki;
-  if (fp8) kp.dtype = DType::bf16;
-  Plan plan = plan_attention(op, qi, kp, TensorView{}, seqs, opts);
+  Plan plan = plan_attention(op, qi, keys_for_checks(ki), TensorView{}, seqs, opts);
   if (!fp8) {
     TOPK_CHECK(ki_scale.empty(), "%s: ki_scale is given but ki is %s; scales go with f8e4m3 keys "
                "only", op, ki.str().c_str());
@@ -97,9 +102,8 @@ void indexer_attention_forward(const TensorView& q, const TensorView& k, const T
   TOPK_CHECK(!sel.share_group, "%s: the indexer's selection is shared by every head already; "
              "share_group does not apply", op);
   check_tensor(op, "qi", qi, {q.shape[0], q.shape[1], -1, -1}, true, false, q.device);
-  TensorView kp = ki;  // FP8 keys: their dtype is checked by indexer_scores
-  if (kp.dtype == DType::f8e4m3) kp.dtype = DType::bf16;
-  check_tensor(op, "ki", kp, {q.shape[0], k.shape[1], 1, qi.shape[3]}, true, false, q.device);
+  check_tensor(op, "ki", keys_for_checks(ki), {q.shape[0], k.shape[1], 1, qi.shape[3]}, true,
+               false, q.device);
   check_tensor(op, "indices", indices, {q.shape[0], q.shape[1], k.shape[2], -1}, false, true,
                q.device);
   check_dtype(op, "indices", indices, DType::i32);
