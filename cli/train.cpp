@@ -15,11 +15,15 @@ int train(int argc, char** argv) {
                "from there unless --no-resume. docs/engine.md describes RUN.json.", "topk train");
   std::string config, out, device = "auto";
   int stop_after = -1, gpus = -1;  // -1: no --gpus
+  double stop_seconds = -1;
   bool no_resume = false;
   add_text(app, "--config", config, "the run file (JSON)")->type_name("RUN.json");
   add_text(app, "--out", out, "output folder (overrides the run file's \"out\")")->type_name("DIR");
   add_int(app, "--stop-after", stop_after, 1, INT32_MAX, "take at most N steps now (the schedule "
           "still spans the run file's steps), then checkpoint");
+  add_real(app, "--stop-after-seconds", stop_seconds, Range{0, 1e9}, "stop at the first step "
+           "that ends SEC seconds after training starts here, then checkpoint (a later run "
+           "resumes)")->type_name("SEC");
   app.add_flag("--no-resume", no_resume, "train from scratch even when a checkpoint exists");
   add_device(app, device);
   add_int(app, "--gpus", gpus, 1, 1024, "data-parallel over N GPUs of this host (N processes, "
@@ -33,6 +37,7 @@ int train(int argc, char** argv) {
   TrainConfig cfg = train_config_from_json_text(read_file(config), config);
   if (!out.empty()) cfg.out = out;
   if (no_resume) cfg.resume = false;
+  cfg.stop_seconds = stop_seconds;
   cfg.device = parse_device(device);
   if (!cfg.log_every) cfg.log_every = 10;
   DistEnv env = dist_env();

@@ -143,6 +143,8 @@ TEST_F(CliErrors, OtherCommandsParseStrictly) {
   expect("train --config x.json --stop-after abc", 1,
          "--stop-after must be an integer in [1, 2147483647], got 'abc'");
   expect("train --stop-after 3", 2, "--config RUN.json is required");
+  expect("train --config x.json --stop-after-seconds -1", 1, "--stop-after-seconds");
+  expect("train --config x.json --stop-after-seconds nan", 1, "--stop-after-seconds");
   expect("train --config", 2, "--config: 1 required");
   expect("eval --model " + model.string() + " --tasks ar --lengths 64 --policy full --threads 100000",
          1, "--threads must be an integer in [1, ");

@@ -119,6 +119,27 @@ TEST(Train, ResumeReproducesUninterruptedRun) {
   remove_tree(d2);
 }
 
+// A time limit ends the run at a step boundary with a checkpoint, and the run resumes from it to
+// the same weights as without one: with no time left, one step is taken, then the next call
+// takes the rest.
+TEST(Train, TimeLimitStopsAtAStepAndResumes) {
+  std::string d1 = tmp("untimed"), d2 = tmp("timed");
+  Model full, resumed;
+  train_run(small_run(d1, 5), -1, &full);
+  TrainConfig timed = small_run(d2, 5);
+  timed.stop_seconds = 0;
+  TrainResult part = train_run(timed, -1, nullptr);
+  EXPECT_EQ(part.end_step, 1);
+  EXPECT_EQ(part.checkpoint, d2 + "/checkpoint");
+  timed.stop_seconds = 3600;
+  TrainResult rest = train_run(timed, -1, &resumed);
+  EXPECT_EQ(rest.start_step, 1);
+  EXPECT_EQ(rest.end_step, 5);
+  EXPECT_EQ(model_host_weights(full), model_host_weights(resumed));
+  remove_tree(d1);
+  remove_tree(d2);
+}
+
 // A run that diverges stops with an error at the first non-finite loss and keeps the last
 // checkpoint it wrote, whole and finite (it used to train on to NaN, exit 0 and write an
 // all-NaN checkpoint). The run file refuses such an lr; the library takes any.

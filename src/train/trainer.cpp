@@ -116,7 +116,8 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out, 
   acts.recompute = cfg.recompute;
   Progress prog = progress_start(cfg.steps, r.start_step);
   int64_t step = r.start_step, taken = 0;
-  double t_last = now_seconds(), tokens_since = 0;
+  const double t_start = now_seconds();
+  double t_last = t_start, tokens_since = 0;
   auto checkpoint = [&](double loss) {
     TOPK_CHECK(ops::all_finite(m.w), "step %lld: the weights hold NaN or infinity; no checkpoint "
                "is written", (long long)step);
@@ -128,7 +129,7 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out, 
     save_checkpoint(ckdir, m, opt, st);
     r.checkpoint = ckdir;
   };
-  while (step < cfg.steps && (stop_after < 0 || taken < stop_after)) {
+  for (bool stop = false; !stop && step < cfg.steps && (stop_after < 0 || taken < stop_after);) {
     std::vector<Batch> micro;
     double count = 0;
     for (int a = 0; a < cfg.grad_accum; a++) {
@@ -161,7 +162,9 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out, 
     r.losses.push_back(loss);
     if (cfg.indexer_stage != IndexerStage::none) r.indexer_losses.push_back(kl);
     step++, taken++;
-    bool last = step == cfg.steps || taken == stop_after;
+    bool out_of_time = cfg.stop_seconds >= 0 && now_seconds() - t_start >= cfg.stop_seconds;
+    if (dist && cfg.stop_seconds >= 0) out_of_time = dist_sum(*dist, out_of_time ? 1.0 : 0.0) > 0;
+    const bool last = step == cfg.steps || taken == stop_after || out_of_time;
     if (lead && cfg.log_every && (step % cfg.log_every == 0 || last)) {
       double now = now_seconds();
       std::string line = progress_line(prog, step, loss, lr, tokens_since / (now - t_last));
@@ -173,6 +176,7 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out, 
       if (lead) checkpoint(loss);
       r.checkpoint = ckdir;
     }
+    stop = out_of_time;
   }
   r.end_step = step;
   if (lead && cfg.eval_examples > 0 && step == cfg.steps) {

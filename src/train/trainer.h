@@ -50,6 +50,10 @@ struct TrainConfig {
   AttnPolicy eval_attention; // decode policy of that evaluation (prefill is full)
   std::string source;        // the run file's JSON, kept in each checkpoint's trainer_state.json
   Device device = Device::cpu;  // where the model trains (the CLI's --device)
+  // The CLI's --stop-after-seconds: when >= 0, the first step that ends this many seconds after
+  // training started here is the last one now (a checkpoint follows, as for stop_after), so that
+  // a run split over time-limited sessions loses no step. All ranks stop at the same step.
+  double stop_seconds = -1;
   bool recompute = false;    // recompute activations in the backward (less memory, more time)
   IndexerSpec indexer;       // "indexer": add an indexer to the model
   IndexerStage indexer_stage = IndexerStage::none;  // "indexer_stage": dense | sparse
@@ -68,8 +72,8 @@ struct TrainResult {
 
 struct Dist;  // train/dist.h
 
-// Runs steps until cfg.steps (or until stop_after steps were taken here, when >= 0, writing a
-// checkpoint there as if interrupted). Returns the final model (on cfg.device) in *model when
+// Runs steps until cfg.steps (or until stop_after steps were taken here, when >= 0, or until
+// cfg.stop_seconds have passed, writing a checkpoint there as if interrupted). Returns the final model (on cfg.device) in *model when
 // given. A non-finite loss or gradient stops training with an error; the checkpoint on disk is
 // then the last good one. dist (train/dist.h): this process is one rank of a data-parallel run;
 // it takes its shard of each global batch, and only rank 0 logs, checkpoints and evaluates.
