@@ -33,10 +33,71 @@ for scale in cpu gpu demo; do
   grep -q "adapt=entropy" "$log" || fail "$scale: the adapt study lost adapt=entropy"
   grep -q "oracle:k=" "$log" || fail "$scale: the precision study lost the oracle"
 done
+# Eight GPUs: the two base models train side by side on four GPUs each (data-parallel), and
+# each evaluation holds one GPU.
+python3 "$src/tools/experiments/run.py" all --config "$work/gpu.json" --dry-run --gpus 8 \
+  --out "$work/results" >"$work/gpu8.log"
+grep -q "CUDA_VISIBLE_DEVICES=0,1,2,3 .*topk train --config .*/base-s2/run.json .* --gpus 4" "$work/gpu8.log" ||
+  fail "gpu --gpus 8: the base models do not take four GPUs each"
+grep -q "CUDA_VISIBLE_DEVICES=0 .*topk eval " "$work/gpu8.log" || fail "gpu --gpus 8: no evaluation on one GPU"
+if grep "topk eval " "$work/gpu8.log" | grep -q -- "--gpus"; then fail "gpu --gpus 8: an evaluation asks for several GPUs"; fi
+# The GPU pool itself (real processes): 3 GPUs, tasks of 1 and 2 GPUs, never two on one GPU.
+CUDA_VISIBLE_DEVICES=0,1,2 python3 - "$src" "$work" <<'PY' || fail "the GPU pool shared a GPU or lost a task"
+import sys, types, time
+sys.path.insert(0, sys.argv[1] + "/tools/experiments")
+import run
+w = sys.argv[2]
+a = types.SimpleNamespace(topk="x", dry_run=False, device="cuda", jobs=None, gpus=None,
+                          tables_only=False, time_limit=None, t0=time.time(), study="all")
+r = run.Runner({}, a)
+assert r.gpu_ids == ["0", "1", "2"], r.gpu_ids
+sh = 'echo "$CUDA_VISIBLE_DEVICES $(date +%s.%N)"; sleep 0.3; echo "$(date +%s.%N)"'
+tasks = [(f"t{i}", ["sh", "-c", sh], f"{w}/pool/t{i}.log", 1 + i % 2) for i in range(8)]
+assert all(x is not None for x in r.parallel(tasks))
+spans = []
+for _, _, log, n in tasks:
+    lines = open(log).read().split("\n")
+    gpus, t0 = lines[2].split()
+    assert len(gpus.split(",")) == n, (gpus, n)
+    spans.append((set(gpus.split(",")), float(t0), float(lines[3])))
+for i, (g1, a0, a1) in enumerate(spans):
+    for g2, b0, b1 in spans[i + 1:]:
+        assert not (g1 & g2) or a1 <= b0 or b1 <= a0, "two tasks on one GPU at once"
+PY
 grep -q "sft-topk-k8-b1-s1/run.json" "$work/cpu.log" || fail "cpu: the fixed-k SFT variant is not trained"
 # The demo scale trains its Lightning Indexer in both stages and evaluates it on the precision curve.
 grep -q "indexer-dense-b1/run.json" "$work/demo.log" || fail "demo: the indexer's dense stage is not trained"
 grep -q "indexer-sparse-b1/run.json" "$work/demo.log" || fail "demo: the indexer's sparse stage is not trained"
 grep -q "topk eval --model .*indexer-sparse-b1/checkpoint .*;indexer' .*/precision/demo/" "$work/demo.log" ||
   fail "demo: the precision study does not evaluate the trained indexer"
+# --time-limit: a training run stops at a step with a checkpoint, the invocation exits 75, and
+# the same command continues from the checkpoint (its time adding up). Needs the topk binary.
+if [ -n "${3:-}" ]; then
+  python3 - "$src" "$work" <<'PY'
+import json, sys
+src, w = sys.argv[1], sys.argv[2]
+c = json.load(open(f"{src}/tools/experiments/cpu.json"))
+run = json.load(open(f"{src}/{c['base']['run']}"))
+run["steps"] = 1000000
+json.dump(run, open(f"{w}/long-base.json", "w"))
+c.update(runs=f"{w}/runs-limit", jobs=1)
+c["base"] = {"run": f"{w}/long-base.json", "seeds": [1]}
+json.dump(c, open(f"{w}/limit.json", "w"))
+PY
+  for i in 1 2; do
+    rc=0
+    python3 "$src/tools/experiments/run.py" models --config "$work/limit.json" --topk "$3" \
+      --time-limit 62 --out "$work/results" >"$work/limit$i.log" 2>&1 || rc=$?
+    [ "$rc" = 75 ] || { cat "$work/limit$i.log"; fail "--time-limit: exit $rc, expected 75"; }
+    grep -qE "stop-after-seconds 1[0-9]( |$)" "$work/limit$i.log" || fail "--time-limit: training got no stop time"
+  done
+  grep -q "resuming from .*base-s1/checkpoint" "$work/runs-limit/base-s1/train.log" ||
+    fail "--time-limit: the second invocation did not resume"
+  python3 - "$work/runs-limit/base-s1" <<'PY' || fail "--time-limit: checkpoint or time.json wrong"
+import json, sys
+st = json.load(open(sys.argv[1] + "/checkpoint/trainer_state.json"))
+t = json.load(open(sys.argv[1] + "/time.json"))
+assert st["step"] > 0 and t["finished"] is None and t["seconds"] > 25, (st["step"], t)
+PY
+fi
 echo "experiments: every scale plans every study"

@@ -2,7 +2,7 @@
 """The report's four findings on models topk trains: one command per study, at any scale.
 
     tools/experiments/run.sh STUDY [--scale cpu|gpu|demo|demo-base] [--config FILE] [--out DIR]
-                               [--dry-run] [--tables-only]
+                               [--gpus N] [--time-limit SEC] [--dry-run] [--tables-only]
 
 STUDY is one of
     models     train what the studies need (base models, then full and top-k SFT from them)
@@ -27,6 +27,13 @@ is given ("folder": a shipped or downloaded model; nothing trains it). --tables-
 evaluates nothing: it remakes the tables and plots from the evaluation folders already under
 --out, e.g. on another machine than the one that ran them.
 
+On CUDA every GPU of the machine is used (--gpus N for fewer): each evaluation holds one, the
+training runs of one stage share them out (data-parallel, `topk train --gpus`), and `all`
+evaluates every study's models in one pool before it writes the pages. --time-limit SEC returns
+within SEC seconds (training stops at a step with a checkpoint, evaluations still running are
+stopped and redone next time) with exit status 75 when work is left; the same command again
+continues, so a long scale runs in pieces on a machine lent for minutes at a time.
+
 Python 3 standard library only; gnuplot for the plots (skipped with a note when absent).
 """
 import argparse
@@ -43,6 +50,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,6 +59,22 @@ STUDIES = ["rho", "sft", "precision", "entropy", "adapt"]
 
 # ---------------------------------------------------------------------------------------------
 # running commands
+
+
+class OutOfTime(Exception):
+    """The invocation's --time-limit came before everything was done; what finished is kept."""
+
+
+def visible_gpus():
+    """GPUs this process may use: CUDA_VISIBLE_DEVICES when set, else nvidia-smi's list."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [x for x in env.split(",") if x.strip()]
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+        return [str(i) for i, l in enumerate(out.splitlines()) if l.startswith("GPU ")]
+    except (OSError, subprocess.SubprocessError):
+        return []
 
 
 class Runner:
@@ -63,28 +87,101 @@ class Runner:
         self.threads = cfg.get("threads", 0)
         self.tables_only = args.tables_only
         self.log = []  # (what, command, seconds, cached)
+        # On CUDA each job holds GPUs of its own (CUDA_VISIBLE_DEVICES): one for an evaluation,
+        # a share of the GPUs for a training run (data-parallel). --gpus N uses N of them.
+        self.gpu_ids = []
+        if self.device == "cuda":
+            ids = visible_gpus() or ["0"]
+            n = args.gpus or cfg.get("gpus") or len(ids)
+            if n > len(ids) and not self.dry and args.study != "cost":
+                raise SystemExit(f"--gpus {n}: this machine shows {len(ids)} GPU(s)")
+            self.gpu_ids = (ids + [str(i) for i in range(len(ids), n)])[:n]
+        self.free = list(self.gpu_ids)
+        self.cv = threading.Condition()
+        # --time-limit: the wall-clock second by which this invocation returns. Training runs
+        # stop at a step boundary with a checkpoint before it, evaluations still running then
+        # are stopped (they run again, whole, next time), and nothing starts in its last minute.
+        self.deadline = args.t0 + args.time_limit if args.time_limit else None
+        self.late = []  # what the time limit cut short
+        self.collect = None  # the pooled first pass of `all` gathers evaluations here
+        self.ran = set()  # evaluation commands run by this invocation
 
-    def env(self):
+    def slots(self):
+        return len(self.gpu_ids) if self.gpu_ids else self.jobs
+
+    def left(self):
+        return self.deadline - time.time() if self.deadline else None
+
+    def env(self, gpus=None):
         e = dict(os.environ)
         if self.threads:
             e["OMP_NUM_THREADS"] = str(self.threads)
             e["OPENBLAS_NUM_THREADS"] = str(self.threads)
+        if gpus:
+            e["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         return e
 
-    def run(self, what, cmd, log_path):
-        """Runs cmd (a list), output to log_path; returns the wall seconds."""
+    def take(self, n):
+        with self.cv:
+            while len(self.free) < n:
+                self.cv.wait()
+            got, self.free = self.free[:n], self.free[n:]
+            return got
+
+    def give(self, got):
+        with self.cv:
+            back = set(self.free + got)
+            self.free = [g for g in self.gpu_ids if g in back]  # lowest first, as listed
+            self.cv.notify_all()
+
+    def run(self, what, cmd, log_path, ngpu=0, timed=False):
+        """Runs cmd (a list) on ngpu GPUs of its own, output to log_path; returns the wall seconds
+        (None when the time limit stopped it or left it unstarted).
+        timed: the command takes --stop-after-seconds (a training run), so the time limit ends
+        it gently; any other command still running at the limit is stopped."""
+        gpus = self.take(ngpu) if ngpu else []
+        try:
+            return self.run_on(what, cmd, log_path, gpus, timed)
+        finally:
+            if gpus:
+                self.give(gpus)
+
+    def run_on(self, what, cmd, log_path, gpus, timed):
+        left = self.left()
+        if left is not None and left < 60:
+            print(f"[{now()}] {what}: not started, {max(left, 0):.0f} s of the time limit left", flush=True)
+            self.late.append(what)
+            return None
+        if timed and left is not None:
+            # Checkpointing and leaving take a little time after the last step.
+            cmd = cmd + ["--stop-after-seconds", str(int(max(0, left - 45)))]
         line = " ".join(shlex.quote(c) for c in cmd)
+        shown = (f"CUDA_VISIBLE_DEVICES={','.join(gpus)} " if gpus else "") + line
         if self.dry:
-            print("[dry-run]", line)
+            print("[dry-run]", shown)
             self.log.append((what, line, 0.0, False))
             return 0.0
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
-        print(f"[{now()}] {what}: {line}", flush=True)
+        print(f"[{now()}] {what}: {shown}", flush=True)
         t0 = time.time()
         with open(log_path, "w") as f:
-            f.write(f"# {line}\n# started {now()}\n")
+            f.write(f"# {shown}\n# started {now()}\n")
             f.flush()
-            rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env())
+            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=self.env(gpus))
+            try:
+                # A timed run ends itself; give it a minute past the limit before stopping it.
+                rc = proc.wait(None if left is None else left + (60 if timed else 0))
+            except subprocess.TimeoutExpired:
+                proc.terminate()
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                f.write(f"\n# stopped at the time limit, {now()}\n")
+                print(f"[{now()}] {what}: stopped at the time limit", flush=True)
+                self.late.append(what)
+                return None
         dt = time.time() - t0
         if rc != 0:
             tail = open(log_path).read()[-2000:]
@@ -94,14 +191,13 @@ class Runner:
         return dt
 
     def parallel(self, tasks):
-        """tasks: list of (what, cmd, log_path); runs self.jobs at a time."""
-        if self.jobs <= 1 or len(tasks) <= 1:
-            for t in tasks:
-                self.run(*t)
-            return
-        with cf.ThreadPoolExecutor(self.jobs) as ex:
-            for f in [ex.submit(self.run, *t) for t in tasks]:
-                f.result()
+        """tasks: list of (what, cmd, log_path[, ngpu[, timed]]); as many at a time as there are
+        GPUs (each task holding its ngpu) or, on the CPU, self.jobs. Returns run's results in
+        the tasks' order."""
+        if self.dry or self.slots() <= 1 or len(tasks) <= 1:
+            return [self.run(*t) for t in tasks]
+        with cf.ThreadPoolExecutor(self.slots()) as ex:
+            return [f.result() for f in [ex.submit(self.run, *t) for t in tasks]]
 
 
 def now():
@@ -289,17 +385,37 @@ def train(r, models):
                     r.log.append((f"train {m.name}", f"{r.topk} train --config {m.out}/run.json",
                                   train_seconds(m), True))
                 continue
-            todo.append((f"train {m.name}", [r.topk, "train", "--config", f"{m.out}/run.json",
-                                             "--device", r.device], os.path.join(ROOT, m.out, "train.log")))
-        r.parallel(todo)
-        for what, cmd, _ in todo:
-            name = what.split(" ", 1)[1]
-            m = next(x for x in group if x.name == name)
-            secs = next(x[2] for x in r.log if x[0] == what)
-            if not r.dry:
-                write_json(os.path.join(ROOT, m.out, "time.json"),
-                           {"seconds": secs, "finished": now(), "hardware": hardware(),
-                            "command": " ".join(cmd)})
+            todo.append(m)
+        todo = train_tasks(r, todo)
+        for (what, cmd, *_), secs in zip(todo, r.parallel(todo)):
+            m = next(x for x in group if f"train {x.name}" == what)
+            if r.dry or secs is None:
+                continue
+            # A run split over invocations (--time-limit) adds up its parts.
+            write_json(os.path.join(ROOT, m.out, "time.json"),
+                       {"seconds": train_seconds(m) + secs, "finished": now() if trained(m) else None,
+                        "hardware": hardware(), "command": " ".join(cmd), "gpus": gpus_of(cmd)})
+        if r.deadline and not r.dry and \
+                any(not trained(m) for m in group if any(t[0] == f"train {m.name}" for t in todo)):
+            raise OutOfTime()
+
+
+def train_tasks(r, todo_models):
+    """(what, cmd, log, ngpu, timed) for models trained side by side: on CUDA the GPUs are shared
+    out, a model taking several with `topk train --gpus` (the indexer stages train on one)."""
+    share = max(1, len(r.gpu_ids) // max(1, len(todo_models))) if r.gpu_ids else 0
+    out = []
+    for m in todo_models:
+        n = 1 if m.run.get("indexer_stage") else share
+        cmd = [r.topk, "train", "--config", f"{m.out}/run.json", "--device", r.device]
+        if n > 1:
+            cmd += ["--gpus", str(n)]
+        out.append((f"train {m.name}", cmd, os.path.join(ROOT, m.out, "train.log"), n, True))
+    return out
+
+
+def gpus_of(cmd):
+    return int(cmd[cmd.index("--gpus") + 1]) if "--gpus" in cmd else 1
 
 
 def train_seconds(m):
@@ -330,6 +446,10 @@ def eval_cmd(r, cfg, model, policies, out, lengths=None, prefill="full", per_hea
     return cmd
 
 
+class Collected(Exception):
+    """A study's evaluations were put on r.collect (the pooled first pass of `all`)."""
+
+
 def evaluate(r, jobs):
     """jobs: list of (what, cmd, out_dir). Skips a job whose out_dir holds results.csv made by the
     same command."""
@@ -344,21 +464,30 @@ def evaluate(r, jobs):
             tp = os.path.join(d, "time.json")
             if os.path.exists(tp):
                 secs = json.load(open(tp)).get("seconds", 0.0)
-            r.log.append((what, line, secs, True))
+            r.log.append((what, line, secs, line not in r.ran))
             continue
         if r.tables_only:
             raise SystemExit(f"--tables-only: {out} holds no results.csv made by `{line}`")
-        todo.append((what, cmd, os.path.join(d, "eval.log")))
-    r.parallel(todo)
-    if r.dry:
-        return
-    for what, cmd, log in todo:
-        d = os.path.dirname(log)
+        todo.append((what, cmd, os.path.join(d, "eval.log"), 1 if r.gpu_ids else 0))
+    if r.collect is not None:
+        r.collect += todo
+        raise Collected()
+    run_evals(r, todo)
+
+
+def run_evals(r, todo):
+    """Runs evaluations side by side and marks each finished one (command.txt, time.json)."""
+    for (what, cmd, log, _), secs in zip(todo, r.parallel(todo)):
+        if r.dry or secs is None:
+            continue
         line = " ".join(shlex.quote(c) for c in cmd)
+        d = os.path.dirname(log)
         with open(os.path.join(d, "command.txt"), "w") as f:
             f.write(line + "\n")
-        secs = next(x[2] for x in r.log if x[0] == what)
         write_json(os.path.join(d, "time.json"), {"seconds": secs, "finished": now()})
+        r.ran.add(line)
+    if r.late:
+        raise OutOfTime()
 
 
 def read_csv(path):
@@ -507,8 +636,10 @@ def provenance(page, r, cfg, args, t0, notes):
              f"{time.time() - t0:.0f} s of wall time in this invocation (cached steps excluded).")
     page.add(f"Hardware: {hw.get('gpu', hw['cpu'])}, {hw['cores']} cores"
              + (f", load {hw['load_at_start']:.1f} when the table was written" if 'load_at_start' in hw else "")
-             + f"; commit {hw.get('commit', '?')}; device {r.device}, {r.jobs} job(s) at a time, "
-             f"{r.threads or 'all'} thread(s) each.")
+             + f"; commit {hw.get('commit', '?')}; device {r.device}, "
+             + (f"{len(r.gpu_ids)} GPU(s): an evaluation a GPU, training runs side by side with "
+                f"the GPUs shared out." if r.gpu_ids else
+                f"{r.jobs} job(s) at a time, {r.threads or 'all'} thread(s) each."))
     page.add("Steps (cached ones were run by an earlier invocation; their time is the time they "
              "took then):\n")
     page.table(["step", "seconds", "cached", "command"],
@@ -1170,6 +1301,9 @@ def study_cost(r, cfg, args, out):
         items.append((extra["what"], extra["run"], extra.get("count", 1), extra.get("model_run")))
     total = 0.0
     base_model_cfg = load_json(cfg["base"].get("stage1") or cfg["base"]["run"])["model"]
+    G = max(1, len(r.gpu_ids))
+    eff2 = c.get("data_parallel_efficiency", 0.93)
+    wall = 0.0  # the study's own runs on G GPUs, each group side by side (train_tasks' rule)
     for what, path, count, *model_run in items:
         run = load_json(path)
         # A run that starts from another run's checkpoint ("init") has that run's model.
@@ -1177,6 +1311,10 @@ def study_cost(r, cfg, args, out):
                                   else base_model_cfg)
         tokens, f, secs = run_cost(c, run, mc)
         total += secs * count
+        if not any(what == x["what"] for x in c.get("extra_runs", [])):
+            share = max(1, G // count)
+            waves = math.ceil(count / (G // share))
+            wall += waves * secs / (share * eff2 ** math.log2(share))
         rows.append([what, path, f"{count}", f"{tokens / 1e6:.0f}M", f"{f / 1e6:.0f}",
                      run.get("attention", "full"), f"{secs / 60:.1f}", f"{secs * count / 3600:.2f}"])
     ev_rows, ev = eval_cost(cfg, base_model_cfg)
@@ -1187,6 +1325,14 @@ def study_cost(r, cfg, args, out):
     page.table(["study", "eval runs", "examples each", "policies", "decode steps", "GPU hours"], ev_rows)
     page.add(f"\n**Total: {total_h:.1f} GPU hours** on one H200 (training {total / 3600:.1f}, "
              f"evaluation {ev:.1f}).\n")
+    wall_h = wall / 3600 + ev / G
+    page.add(f"On {G} GPU(s) of one host (`--gpus {G}`; the study's runs only, the extra runs "
+             f"left out): **{wall_h * 60:.0f} minutes of wall time**, training "
+             f"{wall / 60:.0f} and evaluation {ev / G * 60:.0f}. Runs of one stage train side by side "
+             f"with the GPUs shared out, each data-parallel over its share at {eff2:g}x per "
+             f"doubling of GPUs (measured 0.93 from one to two H200s on the 124.7M-parameter "
+             f"model, docs/benchmarks.md; not measured on these models), and the evaluations "
+             f"fill every GPU.\n")
     write_csv(f"{out}/cost.csv", [dict(zip(["run", "file", "runs", "tokens", "mflop_per_token",
                                             "attention", "minutes_each", "gpu_hours"], x)) for x in rows],
               ["run", "file", "runs", "tokens", "mflop_per_token", "attention", "minutes_each", "gpu_hours"])
@@ -1205,7 +1351,14 @@ def main():
     ap.add_argument("--out", default="results", help="results root (default results/)")
     ap.add_argument("--topk", default=os.environ.get("TOPK", "build/topk"), help="the topk binary")
     ap.add_argument("--device", help="cpu or cuda (default: the config's)")
-    ap.add_argument("--jobs", type=int, help="processes at a time (default: the config's)")
+    ap.add_argument("--jobs", type=int, help="processes at a time on the CPU (default: the config's)")
+    ap.add_argument("--gpus", type=int, help="on CUDA, use this many GPUs (default: the config's "
+                    "\"gpus\", else every GPU the machine shows): an evaluation a GPU, training "
+                    "runs side by side with the GPUs shared out (data-parallel)")
+    ap.add_argument("--time-limit", type=float, metavar="SEC",
+                    help="return within SEC seconds of wall time: training runs stop at a step with "
+                         "a checkpoint, evaluations still running are stopped, and the exit status "
+                         "is 75 when anything is left; the same command again continues")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     ap.add_argument("--tables-only", action="store_true",
                     help="train and evaluate nothing: remake tables and plots from the evaluation "
@@ -1226,6 +1379,16 @@ def main():
     if not args.dry_run and not args.tables_only and args.study != "cost" and not os.path.exists(args.topk):
         raise SystemExit(f"{args.topk} not found: build first (make build) or pass --topk")
     r = Runner(cfg, args)
+    try:
+        run_studies(r, cfg, args)
+    except OutOfTime:
+        print(f"[{now()}] time limit reached; left for the next invocation: "
+              + (", ".join(r.late) if r.late else "training") + ". Run the same command again "
+              "to continue (finished runs and evaluations are kept).", flush=True)
+        sys.exit(75)
+
+
+def run_studies(r, cfg, args):
     studies = STUDIES if args.study == "all" else [args.study]
     if args.study in ("models", "all"):
         train(r, bases(cfg) + sfts(cfg))
@@ -1234,17 +1397,31 @@ def main():
         train(r, [m for m in ixm if m.kind == "indexer-sparse"])
         if args.study == "models":
             return
+    if args.study == "all" and r.slots() > 1 and not r.dry and not r.tables_only:
+        # Every study's evaluations in one pool first, so that no GPU (or job slot) waits for a
+        # study's last evaluation; then each study finds its evaluations done and writes its page.
+        r.collect = []
+        for s in studies:
+            os.makedirs(os.path.join(args.out, s, cfg["scale"]), exist_ok=True)
+            try:
+                STUDY_FN[s](r, cfg, args, os.path.join(args.out, s, cfg["scale"]))
+            except Collected:
+                pass
+        pending, r.collect = r.collect, None
+        r.log = [x for x in r.log if x[0].startswith("train")]
+        run_evals(r, pending)
     for s in studies:
         out = os.path.join(args.out, s, cfg["scale"])
         os.makedirs(out, exist_ok=True)
         r.log = [x for x in r.log if x[0].startswith("train")] if args.study == "all" else r.log
         args.t0 = time.time()
-        {"rho": study_rho, "sft": study_sft, "precision": study_precision,
-         "entropy": study_entropy, "adapt": study_adapt, "cost": study_cost}[s](
-            r, cfg, args, out)
+        STUDY_FN[s](r, cfg, args, out)
         if not r.dry and s != "cost":
             print(f"wrote {out}/table.md")
 
+
+STUDY_FN = {"rho": study_rho, "sft": study_sft, "precision": study_precision,
+            "entropy": study_entropy, "adapt": study_adapt, "cost": study_cost}
 
 if __name__ == "__main__":
     main()
