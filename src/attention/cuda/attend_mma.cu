@@ -186,7 +186,7 @@ void run_attend_mma(const AttnParams& p, const SeqTable& st, MmaArgs a, int64_t 
   constexpr size_t smem = size_t(kStages) * 2 * tile_bytes<D>();
   static int per_sm = -1;
   if (per_sm < 0) {
-    TOPK_CUDA(cudaFuncSetAttribute(attend_mma_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    allow_smem(attend_mma_kernel<D>, smem);
     TOPK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, attend_mma_kernel<D>, kThreads, smem));
     if (per_sm < 1) per_sm = 1;
   }

@@ -197,11 +197,6 @@ size_t smem_optin() {
   return size_t(v);
 }
 
-template <class K>
-void set_smem(K kernel, size_t bytes) {
-  if (bytes > 48 * 1024)
-    TOPK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-}
 
 void simple_backward(const AttnParams& p, const SeqTable& st, const float2* ld) {
   // Warps per block: up to 8 while the rows fit in 48 KB (no opt-in), else fewer; a head dim
@@ -237,7 +232,7 @@ void simple_backward(const AttnParams& p, const SeqTable& st, const float2* ld) 
   TOPK_CHECK(qblocks < (int64_t(1) << 31), "attention_backward: too many rows for one launch");
   if (qblocks > 0) {
     const size_t smem = size_t(warps) * 3 * p.D * sizeof(float);
-    set_smem(simple_dq_kernel, smem);
+    allow_smem(simple_dq_kernel, smem);
     simple_dq_kernel<<<unsigned(qblocks), 32 * warps, smem, stream()>>>(a);
     TOPK_CUDA_LAUNCH();
   }
@@ -248,7 +243,7 @@ void simple_backward(const AttnParams& p, const SeqTable& st, const float2* ld) 
     a.tiles = static_cast<const FlashTile*>(
         upload_table(kTabFlashK, tiles.data(), tiles.size() * sizeof(FlashTile)));
     const size_t smem = size_t(warps) * per_warp;
-    set_smem(simple_dkdv_kernel, smem);
+    allow_smem(simple_dkdv_kernel, smem);
     simple_dkdv_kernel<<<unsigned(kblocks), 32 * warps, smem, stream()>>>(a);
     TOPK_CUDA_LAUNCH();
   }

@@ -168,6 +168,15 @@ void launch_ex(void (*kernel)(P...), int64_t grid, int threads, size_t smem, int
   TOPK_CUDA_LAUNCH();
 }
 
+// Raises a kernel's dynamic shared-memory limit to `bytes` (past the default 48 KiB) when an
+// earlier call did not already raise it that far. Never lowers it: a call with a larger size
+// (another dtype, another shape) may have come first.
+void allow_smem_impl(const void* kernel, size_t bytes);
+template <class... P>
+void allow_smem(void (*kernel)(P...), size_t bytes) {
+  allow_smem_impl(reinterpret_cast<const void*>(kernel), bytes);
+}
+
 // Keys of a work unit are split into chunks of this many (multiples of the kernels' tiles).
 constexpr int kTile = 128;
 

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "attention/cuda/common.cuh"
@@ -49,6 +51,18 @@ Context& ctx() {
 cudaStream_t stream() { return static_cast<cudaStream_t>(topk::cuda_stream()); }
 
 int num_sms() { return ctx().sms; }
+
+void allow_smem_impl(const void* kernel, size_t bytes) {
+  static std::mutex mu;
+  static std::unordered_map<const void*, size_t> raised;
+  if (bytes <= 48 * 1024) return;
+  std::lock_guard<std::mutex> lock(mu);
+  size_t& have = raised[kernel];
+  if (bytes > have) {
+    TOPK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
+    have = bytes;
+  }
+}
 
 SeqTable upload_seqs(const AttnParams& p) {
   Context& c = ctx();

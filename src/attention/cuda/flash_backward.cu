@@ -303,12 +303,8 @@ template <int D, int DT>
 void run_flash_backward(const FlashBwdArgs& a, const FlashTile* ktiles, int64_t kblocks,
                         const FlashTile* qtiles, int64_t qblocks) {
   constexpr size_t ks = dkdv_smem<D>(), qs = dq_smem<D>();
-  static bool attr = false;
-  if (!attr) {
-    TOPK_CUDA(cudaFuncSetAttribute(flash_dkdv_kernel<D, DT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(ks)));
-    TOPK_CUDA(cudaFuncSetAttribute(flash_dq_kernel<D, DT>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(qs)));
-    attr = true;
-  }
+  allow_smem(flash_dkdv_kernel<D, DT>, ks);
+  allow_smem(flash_dq_kernel<D, DT>, qs);
   FlashBwdArgs b = a;
   if (kblocks > 0) {
     b.tiles = ktiles;

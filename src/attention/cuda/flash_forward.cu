@@ -199,12 +199,7 @@ __global__ void __launch_bounds__(kThreads, 1) flash_forward_kernel(const FlashF
 template <int D, int DT>
 void run_flash_forward(const FlashFwdArgs& a, int64_t blocks) {
   constexpr size_t smem = fwd_smem<D>();
-  static bool attr = false;
-  if (!attr) {
-    TOPK_CUDA(cudaFuncSetAttribute(flash_forward_kernel<D, DT>,
-                                   cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-    attr = true;
-  }
+  allow_smem(flash_forward_kernel<D, DT>, smem);
   flash_forward_kernel<D, DT><<<unsigned(blocks), kThreads, smem, stream()>>>(a);
   TOPK_CUDA_LAUNCH();
 }

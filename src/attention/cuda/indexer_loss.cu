@@ -24,7 +24,6 @@
 #include <algorithm>
 #include <cstring>
 #include <vector>
-#include <unordered_map>
 
 #include "attention/approx.h"
 #include "attention/cuda/common.cuh"
@@ -350,16 +349,6 @@ __global__ void __launch_bounds__(kThreads) loss_keys_sum(const LossArgs a, cons
   float acc = *d;
   for (int c = 0; c < ks.chunks; c++) acc += part[(ks.part + int64_t(c) * s.S) * a.dI + i];
   *d = acc;
-}
-
-template <class K>
-void allow_smem(K kernel, size_t bytes) {
-  static std::unordered_map<const void*, size_t> done;
-  size_t& have = done[reinterpret_cast<const void*>(kernel)];
-  if (bytes > 48 * 1024 && bytes > have) {
-    TOPK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-    have = bytes;
-  }
 }
 
 }  // namespace

@@ -16,7 +16,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <unordered_map>
 
 #include "attention/approx.h"
 #include "attention/cuda/common.cuh"
@@ -317,18 +316,6 @@ IxArgs ix_args(const IndexerParams& ip, const SeqTable& st) {
   a.kscale = ip.kscale;
   a.kscale_sb = ip.kscale_sb;
   return a;
-}
-
-// Raises a kernel's dynamic shared memory limit to `bytes` when it is lower (never lowers it:
-// another call may have raised it for a larger size).
-template <class K>
-void allow_smem(K kernel, size_t bytes) {
-  static std::unordered_map<const void*, size_t> done;
-  size_t& have = done[reinterpret_cast<const void*>(kernel)];
-  if (bytes > 48 * 1024 && bytes > have) {
-    TOPK_CUDA(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)));
-    have = bytes;
-  }
 }
 
 template <int D, int HG, bool FP8>

@@ -322,14 +322,9 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
 template <int D, int HB, bool FILTER, int NS, bool MMA>
 void launch_ring(const ScoreArgs& a, size_t ring) {
   static int per_sm[2] = {-1, -1};  // by K element size (2, 4)
-  // The shared-memory limit belongs to the kernel, not to the element size: raise it for the
-  // larger ring and never lower it (an f16 call after an f32 one must not shrink it).
-  static size_t limit = 0;
-  if (ring > limit) {
-    TOPK_CUDA(cudaFuncSetAttribute(scores_kernel<D, HB, FILTER, NS, MMA>,
-                                   cudaFuncAttributeMaxDynamicSharedMemorySize, int(ring)));
-    limit = ring;
-  }
+  // The limit belongs to the kernel, not to the element size: an f16 call after an f32 one
+  // must not shrink it (allow_smem never lowers it).
+  allow_smem(scores_kernel<D, HB, FILTER, NS, MMA>, ring);
   int& ps = per_sm[a.k.esize == 4];
   if (ps < 0) {
     TOPK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&ps, scores_kernel<D, HB, FILTER, NS, MMA>,

@@ -294,12 +294,7 @@ void launch_select(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t 
                    int32_t* out, int64_t K) {
   int64_t rows = r1 - r0;
   if (rows <= 0) return;
-  static bool attr = false;
-  if (!attr) {
-    TOPK_CUDA(cudaFuncSetAttribute(select_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   int(kSelSmem)));
-    attr = true;
-  }
+  allow_smem(select_kernel, kSelSmem);
   SelectArgs a = make_args(p, st, r0, Hsel);
   a.in = in;
   a.in_compact = in_compact;
@@ -313,12 +308,7 @@ void launch_select(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t 
   int64_t blocks = rows * Hsel;
   TOPK_CHECK(blocks < (int64_t(1) << 31), "topk_select: too many rows for one launch");
   if (select_by_clusters(blocks, p.Smax)) {
-    static bool cattr = false;
-    if (!cattr) {
-      TOPK_CUDA(cudaFuncSetAttribute(select_cluster_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     int(kSelSmem)));
-      cattr = true;
-    }
+    allow_smem(select_cluster_kernel, kSelSmem);
     select_cluster_kernel<<<dim3(kCl, unsigned(blocks)), kSelThreads, kSelSmem, stream()>>>(a);
   } else {
     select_kernel<<<unsigned(blocks), kSelThreads, kSelSmem, stream()>>>(a);

@@ -488,13 +488,8 @@ int64_t max_clusters_u8(int C) {
 
 template <int D>
 void set_smem_attrs() {
-  static bool done = false;
-  if (done) return;
-  TOPK_CUDA(cudaFuncSetAttribute(select_attend_rows_kernel<D, 8>,
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize, int(kRSSmem)));
-  TOPK_CUDA(cudaFuncSetAttribute(select_attend_rows_kernel<D, 4>,
-                                 cudaFuncAttributeMaxDynamicSharedMemorySize, int(kRSSmem)));
-  done = true;
+  allow_smem(select_attend_rows_kernel<D, 8>, kRSSmem);
+  allow_smem(select_attend_rows_kernel<D, 4>, kRSSmem);
 }
 
 }  // namespace

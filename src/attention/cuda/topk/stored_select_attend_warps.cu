@@ -418,13 +418,7 @@ __global__ void __launch_bounds__(kWarps * 32, WarpCap<kWCap>::kMinBlocks)
 
 template <int D, int CAP>
 void launch_cap(const StoredRowsArgs& a, int64_t blocks) {
-  static bool attr = false;
-  if (!attr) {
-    TOPK_CUDA(cudaFuncSetAttribute(select_attend_warps_kernel<D, CAP>,
-                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   int(WarpCap<CAP>::kSmem)));
-    attr = true;
-  }
+  allow_smem(select_attend_warps_kernel<D, CAP>, WarpCap<CAP>::kSmem);
   launch_ex(select_attend_warps_kernel<D, CAP>, blocks, kWarps * 32, WarpCap<CAP>::kSmem, 0, true, a);
 }
 

@@ -207,10 +207,10 @@ void run_sample(const SampleArgs& a, int64_t blocks) {
   constexpr size_t smem = sample_smem<D, HB, MMA>();
   static bool attr = false;
   if (!attr) {
-    TOPK_CUDA(cudaFuncSetAttribute(sample_kernel<D, HB, MMA>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
     TOPK_CUDA(cudaFuncSetAttribute(sample_kernel<D, HB, MMA>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
     attr = true;
   }
+  allow_smem(sample_kernel<D, HB, MMA>, smem);
   launch_ex(sample_kernel<D, HB, MMA>, blocks, kThreads, smem, a.parts, false, a);
 }
 

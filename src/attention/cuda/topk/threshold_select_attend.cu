@@ -380,12 +380,7 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_ker
 // its blocks take SMs as the pass's blocks leave them.
 template <int D, int U>
 void run_select_attend(const SAArgs& a, int64_t blocks) {
-  static bool attr = false;
-  if (!attr) {
-    TOPK_CUDA(cudaFuncSetAttribute(select_attend_kernel<D, U>,
-                                   cudaFuncAttributeMaxDynamicSharedMemorySize, int(kSASmem)));
-    attr = true;
-  }
+  allow_smem(select_attend_kernel<D, U>, kSASmem);
   launch_ex(select_attend_kernel<D, U>, blocks, kSelThreads, kSASmem, a.split > 1 ? a.split : 0, true, a);
 }
 
