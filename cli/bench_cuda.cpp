@@ -3,8 +3,9 @@
 // events around each call, warm-up, median of many runs, inputs rotated when a set fits in
 // L2. Bytes are counted per case and the floor is bytes / measured copy bandwidth (copy
 // counts bytes read plus bytes written). Then causal prefill forwards (cases prefill_*): dense
-// flash attention beside top-k attention on each of its pipelines, timed in the same run; and
-// training attention, forward + backward (cases fwdbwd_*): dense beside top-k.
+// flash attention beside top-k attention on each of its pipelines, timed in the same run;
+// training attention, forward + backward (cases fwdbwd_*): dense beside top-k; and, when --only
+// names `dispatch`, the top-k decode pipelines forced one by one over a grid of (B, S).
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -256,6 +257,48 @@ void bench_train_attention(const std::vector<int64_t>& lengths, int reps, const 
 
 }  // namespace
 
+// The top-k decode dispatch measured: each (B, S) decode shape timed with the default pipeline
+// choice and with each pipeline forced (TOPK_CUDA_TOPK_PATH), so that the rule in
+// topk/pipeline.cu can be checked against this GPU instead of the GPU it was tuned on.
+struct DispatchResult {
+  int64_t B, S;
+  double default_us, threshold_us, general_us;
+};
+
+void bench_dispatch(int reps, std::vector<DispatchResult>& out) {
+  const int Hq = 32, Hkv = 8, D = 128;
+  const int64_t Bmax = 16, Smax = 131072;
+  SelectOpts sel;
+  sel.k = 2048;
+  // One cache of the largest shape, filled once; each shape reads a [B, S] corner of it.
+  Buffer k(DType::bf16, {Bmax, Smax, Hkv, D}, Device::cuda), v(DType::bf16, {Bmax, Smax, Hkv, D}, Device::cuda);
+  Buffer q(DType::bf16, {Bmax, 1, Hq, D}, Device::cuda);
+  fill(k, 50), fill(v, 51), fill(q, 52);
+  Buffer o(DType::bf16, {Bmax, 1, Hq, D}, Device::cuda), lse(DType::f32, {Bmax, 1, Hq}, Device::cuda);
+  Buffer idx(DType::i32, {Bmax, 1, Hq, sel.k}, Device::cuda);
+  auto corner = [](const Buffer& b, int64_t B, int64_t S) {
+    TensorView t = b.view();  // strides stay the full buffer's
+    t.shape[0] = B;
+    t.shape[1] = std::min(S, t.shape[1]);
+    return t;
+  };
+  for (int64_t S : {8192, 32768, 65536, 131072}) {
+    for (int64_t B : {1, 2, 4, 8, 16}) {
+      auto run = [&](const char* path) {
+        if (path) setenv("TOPK_CUDA_TOPK_PATH", path, 1);
+        else unsetenv("TOPK_CUDA_TOPK_PATH");
+        const double us = time_us([&](int) {
+          topk_attention_forward(corner(q, B, 1), corner(k, B, S), corner(v, B, S), {}, {}, sel,
+                                 corner(o, B, 1), corner(lse, B, 1), corner(idx, B, 1));
+        }, reps);
+        unsetenv("TOPK_CUDA_TOPK_PATH");
+        return us;
+      };
+      out.push_back({B, S, run(nullptr), run("threshold"), run("general")});
+    }
+  }
+}
+
 int bench_cuda(int argc, char** argv) {
   bool json = false;
   std::string out;
@@ -502,6 +545,10 @@ int bench_cuda(int argc, char** argv) {
   if (only.find("S131072") != std::string::npos) train_lengths.push_back(131072);
   bench_train_attention(train_lengths, std::max(1, std::min(reps, 3)), want, train);
 
+  // The dispatch table only when --only names it (about 60 timed shapes).
+  std::vector<DispatchResult> dispatch;
+  if (only.find("dispatch") != std::string::npos) bench_dispatch(reps, dispatch);
+
   nlohmann::json j;
   j["tool"] = "topk bench cuda";
   j["device"] = prop.name;
@@ -565,6 +612,15 @@ int bench_cuda(int argc, char** argv) {
     c["byte_floor_us"] = r.bytes / (copy_gbps * 1e3);
     j["train"].push_back(c);
   }
+  for (const DispatchResult& r : dispatch) {
+    nlohmann::json c;
+    c["B"] = r.B;
+    c["S"] = r.S;
+    c["default_us"] = r.default_us;
+    c["threshold_us"] = r.threshold_us;
+    c["general_us"] = r.general_us;
+    j["dispatch"].push_back(c);
+  }
   std::string text = j.dump(2);
   if (!out.empty()) write_file_atomic(out, text + "\n");
   if (json) {
@@ -595,6 +651,15 @@ int bench_cuda(int argc, char** argv) {
         std::printf("%-28s %10.2f %10.2f %9.1f %9.2f %10.0f %10.2f %10.2f\n", r.name.c_str(), r.fwd_us / 1e3,
                     r.us / 1e3, r.flops / (r.us * 1e6), r.us / r.dense_us, r.extra_bytes / double(1 << 20),
                     r.flops / (kBf16PeakTflops * 1e9), r.bytes / (copy_gbps * 1e6));
+    }
+    if (!dispatch.empty()) {
+      std::printf("\ntop-k decode pipelines, Hq=32 Hkv=8 D=128 bf16 k=2048 (us; 'default' is the "
+                  "rule's choice, the others forced by TOPK_CUDA_TOPK_PATH)\n");
+      std::printf("%4s %8s %10s %10s %10s %12s\n", "B", "S", "default", "threshold", "general", "default/best");
+      for (const DispatchResult& r : dispatch)
+        std::printf("%4lld %8lld %10.1f %10.1f %10.1f %12.2f\n", (long long)r.B, (long long)r.S,
+                    r.default_us, r.threshold_us, r.general_us,
+                    r.default_us / std::min(r.threshold_us, r.general_us));
     }
   }
   return 0;

@@ -8,8 +8,8 @@
 #   tools/gpu-check.sh [BUILD_DIR]     (default: build; built here when its binaries are missing)
 #
 # Environment: TOPK_BIN (folder holding prebuilt `topk` and `topk_cuda_tests`, instead of a
-# build dir), STEPS (which steps, comma separated, default all: tests, bench, torch, phases,
-# engine, hf, python, dist, sanitize), TEST_FILTER (gtest filter of the tests step),
+# build dir), STEPS (which steps, comma separated, default all: tests, bench, torch, dispatch,
+# phases, engine, hf, python, dist, sanitize), TEST_FILTER (gtest filter of the tests step),
 # SANITIZER_FILTER (gtest filter for the sanitizer runs), SKIP_TORCH=1, REPS (timed runs per
 # case, default 50), STEP_TIMEOUT (seconds per step, default 900), HF_ARGS (extra arguments of
 # bench/hf_engine_baselines.py).
@@ -30,7 +30,7 @@ else
   fi
 fi
 REPS=${REPS:-50}
-STEPS=${STEPS:-tests,bench,torch,phases,engine,hf,python,dist,sanitize}
+STEPS=${STEPS:-tests,bench,torch,dispatch,phases,engine,hf,python,dist,sanitize}
 want() { case ",$STEPS," in *",$1,"*) return 0 ;; esac; return 1; }
 export TOPK_SOURCE_DIR=$ROOT
 FILTER=${SANITIZER_FILTER:-CudaAttention.ForwardRaggedDtypes:CudaAttention.ForwardPackedAndStrided:CudaSelect.*:CudaSparse.*:CudaTopk.RatiosForcedAndFull:CudaTopk.CausalPrefill:CudaTopk.ThresholdSmall:CudaTopk.SampleThresholds:CudaTopk.TiesAcrossSlices:CudaFlash.ForwardLayouts:CudaFlash.ForwardStridedCache:CudaBackward.Layouts:CudaBackward.OtherDtypesAndHeadDims:CudaSparseBackward.*:CudaMetrics.*:CudaTopkPrefill.GroupsAndRangesUnderSmallBudget:CudaModelOps.*:CudaApprox.Indexer*Reference:CudaApprox.IndexerScores*:CudaApprox.Quest*:CudaApprox.LayerNorm*}
@@ -39,7 +39,7 @@ LOG=$OUT/gpu-check.log
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true
 
 step() { echo "== $1" | tee -a "$LOG"; }
-st_tests=SKIP st_mem=SKIP st_race=SKIP st_bench=SKIP st_torch=SKIP st_phases=SKIP st_engine=SKIP st_hf=SKIP st_py=SKIP st_dist=SKIP
+st_tests=SKIP st_mem=SKIP st_race=SKIP st_bench=SKIP st_torch=SKIP st_dispatch=SKIP st_phases=SKIP st_engine=SKIP st_hf=SKIP st_py=SKIP st_dist=SKIP
 has_torch() { [ "${SKIP_TORCH:-0}" != 1 ] && python3 -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; }
 
 if want tests; then
@@ -63,6 +63,16 @@ if want torch && has_torch; then
   else
     st_torch=FAIL
   fi
+fi
+
+# The top-k decode pipelines forced one by one over a grid of (B, S), beside the rule's choice
+# (topk/pipeline.cu): whether the rule picks the fastest on this GPU.
+if want dispatch; then
+step "top-k decode dispatch (bench cuda --only dispatch)"
+st_dispatch=FAIL
+if timeout "${STEP_TIMEOUT:-900}" "$TOPK" bench cuda --only dispatch --reps "$REPS" --out "$OUT/dispatch.json" 2>&1 | tee -a "$LOG"; then
+  [ -s "$OUT/dispatch.json" ] && st_dispatch=PASS
+fi
 fi
 
 # Top-k training attention at S = 8K, rho = 1%, phase by phase: Nsight Compute's time of every
@@ -164,6 +174,7 @@ echo "| memcheck | $st_mem |"
 echo "| racecheck | $st_race |"
 echo "| bench cuda | $st_bench |"
 echo "| torch baselines | $st_torch |"
+echo "| decode dispatch | $st_dispatch |"
 echo "| phases (ncu) | $st_phases |"
 echo "| engine benchmarks | $st_engine |"
 echo "| HF engine baselines | $st_hf |"
