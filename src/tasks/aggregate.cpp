@@ -78,10 +78,9 @@ std::string numbered(const std::vector<std::string>& w) {
 
 }  // namespace
 
-Example generate_cwe(const Config& cfg, const Tokenizer& tok) {
-  // RULER's frequencies: 30 / 3 from 4K tokens, 6 / 1 below; its one worked example has 40
-  // words at 10 / 3 (20 words at 3 / 1 below 4K) and comes first, with its answer.
-  const bool big = cfg.length >= 4096;
+namespace {
+
+Example generate_cwe_at(const Config& cfg, const Tokenizer& tok, bool big) {
   const int fc = big ? 30 : 6, fu = big ? 3 : 1;
   WordList ex = cwe_list(sub_seed(cfg.seed, 4), big ? 40 : 20, big ? 10 : 3, big ? 3 : 1);
   std::string icl = kCweHead + ex.context + kCweQuestion + kCwePrefix + numbered(ex.common) + "\n";
@@ -106,6 +105,26 @@ Example generate_cwe(const Config& cfg, const Tokenizer& tok) {
   fs.pool = "words of the word list";
   fs.budget = cfg.mode == Mode::ruler ? kCweBudget : -1;
   return fit("cwe", cfg.mode, Scorer::match_all, cfg, tok, fs, build);
+}
+
+}  // namespace
+
+Example generate_cwe(const Config& cfg, const Tokenizer& tok) {
+  // RULER's frequencies: 30 / 3 from 4K tokens, 6 / 1 below; its one worked example has 40
+  // words at 10 / 3 (20 words at 3 / 1 below 4K) and comes first, with its answer. RULER
+  // counts a BPE's tokens; a tokenizer that spends more tokens a word (topk's bytes: about 7K
+  // for the larger frequencies' least content) falls back to the smaller frequencies below the
+  // length where the larger ones fit, instead of leaving a gap of lengths with no example.
+  if (cfg.length < 4096) return generate_cwe_at(cfg, tok, false);
+  try {
+    return generate_cwe_at(cfg, tok, true);
+  } catch (const Error& larger) {
+    try {
+      return generate_cwe_at(cfg, tok, false);
+    } catch (const Error&) {
+      throw larger;  // neither fits (past the word list): the larger frequencies' reason
+    }
+  }
 }
 
 namespace {
