@@ -309,7 +309,14 @@ TEST(EvalEndToEnd, BadInputExitsWithMessage) {
     const std::string dir = testing::TempDir() + "topk_eval_short_" + std::to_string(getpid());
     model_save(dir, model_create(c));
     EXPECT_EQ(run_cli("eval --model " + dir + " --tasks passkey --lengths 64 --policy full", out), 1);
-    EXPECT_NE(out.find("length 64 is below what task passkey needs"), std::string::npos) << out;
+    EXPECT_NE(out.find("task passkey"), std::string::npos) << out;
+    EXPECT_NE(out.find("needs a length of at least"), std::string::npos) << out;
+    EXPECT_NE(out.find("got 64"), std::string::npos) << out;
+    // A pair that cannot be made fails before the pairs listed before it run.
+    EXPECT_EQ(run_cli("eval --model " + dir + " --tasks passkey,niah_single_1 --lengths 256,300 "
+                      "--policy full --quiet", out), 1);
+    EXPECT_NE(out.find("task niah_single_1 (ruler mode) needs a length of at least"), std::string::npos) << out;
+    EXPECT_NE(out.find("got 256"), std::string::npos) << out;
     fs::remove_all(dir);
   }
   EXPECT_NE(run_cli("eval --tasks passkey --lengths 256 --policy full", out), 0);

@@ -7,7 +7,12 @@
 
 #include "model/forward.h"
 #include "model/infer.h"
+#include <filesystem>
+
+#include "core/json.h"
+#include "model/tokenizer.h"
 #include "train/checkpoint.h"
+#include "train/data.h"
 #include "train/evaluate.h"
 #include "train/trainer.h"
 
@@ -117,6 +122,45 @@ TEST(Train, ResumeReproducesUninterruptedRun) {
   EXPECT_TRUE(again.losses.empty());
   remove_tree(d1);
   remove_tree(d2);
+}
+
+// A mix whose lengths a task cannot fill fails before the first step, naming the task, and not
+// at the first batch that draws such a length.
+TEST(Train, MixTaskThatCannotFillItsLengthsFailsFirst) {
+  const std::string d = tmp("unfit");
+  TrainConfig cfg = train_config_from_json_text(R"({
+    "out": ")" + d + R"(",
+    "model": {"architectures": ["LlamaForCausalLM"], "hidden_size": 32, "intermediate_size": 64,
+              "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1},
+    "task": {"name": "mix", "length": 1024, "min_length": 200, "loss": "question",
+             "mix": [{"name": "passkey", "weight": 1}, {"name": "niah_single_1", "weight": 0.01}]},
+    "steps": 3, "batch_tokens": 2048, "lr": 0.001, "seed": 1, "log_every": 0})", "run");
+  try {
+    train_run(cfg);
+    FAIL() << "niah_single_1 cannot fill 200 tokens";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("task niah_single_1 (ruler mode) needs a length of at least"),
+              std::string::npos) << e.what();
+  }
+  EXPECT_NE(access((d + "/checkpoint").c_str(), F_OK), 0);
+  remove_tree(d);
+}
+
+// Every run file under examples/ asks its tasks only for lengths they can fill (byte tokens,
+// the tokenizer of all of them): a GPU run must not stop at the first batch that draws one.
+TEST(Train, ShippedRunFilesTasksFillTheirLengths) {
+  TokenizerConfig tc;
+  tc.present = true;
+  const Tokenizer bytes = tokenizer_bytes(tc);
+  int n = 0;
+  for (const auto& f : std::filesystem::directory_iterator(std::string(TOPK_SOURCE_DIR) + "/examples")) {
+    if (f.path().extension() != ".json") continue;
+    SCOPED_TRACE(f.path().string());
+    const TrainConfig cfg = train_config_from_json_text(read_file(f.path().string()), f.path().string());
+    EXPECT_NO_THROW(check_task_lengths(cfg.task, bytes));
+    n++;
+  }
+  EXPECT_GE(n, 10);
 }
 
 // A time limit ends the run at a step boundary with a checkpoint, and the run resumes from it to

@@ -120,13 +120,16 @@ Report run(const Model& m, const EvalOpts& o) {
              "its folder needs tokenizer.json, or \"topk_tokenizer\" in config.json");
   std::vector<AttnPolicy> pols;
   for (const auto& p : o.policies) pols.push_back(parse_policy(p));
-  // validate() checked the lengths in bytes; the model's own tokens decide.
+  // Every (task, length) makes its first example before any model work, in the model's own
+  // tokens, so that a pair that cannot be made fails now and not after the pairs before it.
   const tasks::Tokenizer ttok = task_tokenizer(m.tok);
   for (const auto& t : o.tasks)
     for (int64_t len : o.lengths) {
-      const int64_t need = tasks::min_length(t, ttok, 0, tasks::parse_mode(o.mode));
-      TOPK_CHECK(len >= need, "eval: length %lld is below what task %s needs with the model's "
-                 "tokenizer (%lld tokens)", (long long)len, t.c_str(), (long long)need);
+      tasks::Config cfg;
+      cfg.length = len;
+      cfg.seed = o.seed;
+      cfg.mode = tasks::parse_mode(o.mode);
+      tasks::generate(t, cfg, ttok);  // its error names the task, the length and the minimum
     }
   const int L = m.cfg.layers, H = m.cfg.heads;
   Report rep;

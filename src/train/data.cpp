@@ -54,6 +54,23 @@ void validate_task(const TaskOpts& t) {
              "keys, but the alphabet has only %d", t.max_len, t.alphabet);
 }
 
+void check_task_lengths(const TaskOpts& t, const Tokenizer& tok) {
+  if (t.name == "mix") {
+    for (const TaskOpts& item : t.mix) check_task_lengths(item, tok);
+    return;
+  }
+  if (!is_suite_task(t)) return;
+  // Nine lengths evenly over the range, ends included: a task's fit need not grow with the
+  // length (a benchmark's rule may switch to more content at a round length).
+  const int lo = t.min_length > 0 ? t.min_length : t.length, hi = t.length;
+  for (int i = 0; i <= 8; i++) {
+    tasks::Config cfg;
+    cfg.length = lo + int64_t(hi - lo) * i / 8;
+    cfg.mode = tasks::parse_mode(t.mode);
+    tasks::generate(t.name, cfg, task_tokenizer(tok));  // its error names the task and the minimum
+  }
+}
+
 size_t pick_mix_item(const TaskOpts& t, Rng& rng) {
   double sum = 0;
   for (double w : t.weights) sum += w;

@@ -53,6 +53,10 @@ Batch make_task_batch(const TaskOpts& t, const Tokenizer& tok, uint64_t seed, in
 // Checks a task's options (and limits that keep one example finite: copy/recall max_len <= 4096,
 // task length <= 2^20 tokens); raises topk::Error naming the field.
 void validate_task(const TaskOpts& t);
+// Makes one example of each suite task (each item of a mix) at nine lengths over the range its
+// options draw, ends included, in tok's tokens: a task that cannot fill a length it will be
+// asked for fails here, before training, and not at the first batch that draws it.
+void check_task_lengths(const TaskOpts& t, const Tokenizer& tok);
 // The run file's "task" object: known keys only, strict integers (docs/engine.md).
 TaskOpts task_from_json(const json& j, const std::string& what);
 

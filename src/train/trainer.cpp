@@ -110,6 +110,7 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out, 
   }
   TOPK_CHECK(m.tok.has_text(), "training needs a model with a tokenizer: tokenizer.json or "
              "topk's byte tokenizer (topk_tokenizer in its config.json)");
+  check_task_lengths(cfg.task, m.tok);
   make_dirs(cfg.out);
   Buffer grad(DType::f32, {m.numel}, m.device());
   Acts acts;  // reused by every micro-batch: buffers grow once, then stay
