@@ -70,6 +70,47 @@ grep -q "indexer-dense-b1/run.json" "$work/demo.log" || fail "demo: the indexer'
 grep -q "indexer-sparse-b1/run.json" "$work/demo.log" || fail "demo: the indexer's sparse stage is not trained"
 grep -q "topk eval --model .*indexer-sparse-b1/checkpoint .*;indexer' .*/precision/demo/" "$work/demo.log" ||
   fail "demo: the precision study does not evaluate the trained indexer"
+# On GPUs an evaluation of several lengths runs as one job per length, merged when all are done
+# (a stand-in topk writes the CSVs; two GPUs; the base is a given folder, so nothing trains).
+cat >"$work/fake-topk" <<'SH'
+#!/usr/bin/env bash
+[ "$1" = eval ] || exit 3
+while [ $# -gt 0 ]; do
+  case $1 in --tasks) T=$2 ;; --lengths) L=$2 ;; --policies) P=$2 ;; --out) O=$2 ;; esac; shift
+done
+mkdir -p "$O"
+echo "task,length,policy,examples,score,rho,precision,mass,entropy,entropy_norm,decode_steps,context_tokens,seconds" >"$O/results.csv"
+echo "task,length,policy,layer,head,precision,mass,entropy,entropy_norm" >"$O/layers.csv"
+IFS=';' read -ra pols <<<"$P"
+for t in ${T//,/ }; do for l in ${L//,/ }; do for p in "${pols[@]}"; do
+  echo "$t,$l,$p,2,50.0000,0.1000,1.0000,0.9000,1.0000,0.5000,4,$l,0.1" >>"$O/results.csv"
+  echo "$t,$l,$p,0,all,1.0000,0.9000,1.0000,0.5000" >>"$O/layers.csv"
+done; done; done
+sleep 0.3
+SH
+chmod +x "$work/fake-topk"
+python3 - "$src" "$work" <<'PY'
+import json, sys
+src, w = sys.argv[1], sys.argv[2]
+c = json.load(open(f"{src}/tools/experiments/demo-base.json"))
+c.update(scale="split", device="cuda", runs=f"{w}/runs-split")
+c["eval"].update(tasks=["ar"], lengths=[64, 128], samples=2)
+json.dump(c, open(f"{w}/split.json", "w"))
+PY
+for i in 1 2; do
+  CUDA_VISIBLE_DEVICES=0,1 python3 "$src/tools/experiments/run.py" rho --config "$work/split.json" \
+    --topk "$work/fake-topk" --out "$work/split-results" >"$work/split$i.log" 2>&1 ||
+    { cat "$work/split$i.log"; fail "split evaluations: run $i failed"; }
+done
+e=$work/split-results/rho/split/eval/base-s1
+[ -s "$e/L64/results.csv" ] && [ -s "$e/L128/results.csv" ] || fail "split evaluations: no per-length parts"
+[ "$(grep -c '^ar,64,' "$e/results.csv")" -ge 1 ] && [ "$(grep -c '^ar,128,' "$e/results.csv")" -ge 1 ] &&
+  [ "$(grep -c '^task,' "$e/results.csv")" = 1 ] || fail "split evaluations: merged results.csv wrong"
+[ "$(grep -c '^task,' "$e/layers.csv")" = 1 ] || fail "split evaluations: merged layers.csv wrong"
+grep -q "CUDA_VISIBLE_DEVICES=[01] .*fake-topk eval .*--lengths 128 " "$work/split1.log" || fail "split evaluations: not one GPU a part"
+[ -s "$work/split-results/rho/split/table.md" ] || fail "split evaluations: no table"
+if grep -q "fake-topk eval" "$work/split2.log"; then fail "split evaluations: a finished job ran again"; fi
+
 # --time-limit: a training run stops at a step with a checkpoint, the invocation exits 75, and
 # the same command continues from the checkpoint (its time adding up). Needs the topk binary.
 if [ -n "${3:-}" ]; then

@@ -105,6 +105,7 @@ class Runner:
         self.late = []  # what the time limit cut short
         self.collect = None  # the pooled first pass of `all` gathers evaluations here
         self.ran = set()  # evaluation commands run by this invocation
+        self.merges = []  # (folder, command line, per-length part folders) to merge when done
 
     def slots(self):
         return len(self.gpu_ids) if self.gpu_ids else self.jobs
@@ -450,25 +451,48 @@ class Collected(Exception):
     """A study's evaluations were put on r.collect (the pooled first pass of `all`)."""
 
 
+def done_by(d, line):
+    """The folder holds results.csv made by this command line."""
+    c = os.path.join(d, "command.txt")
+    return os.path.exists(os.path.join(d, "results.csv")) and os.path.exists(c) and \
+        open(c).read().strip() == line
+
+
+def seconds_of(d):
+    tp = os.path.join(d, "time.json")
+    return json.load(open(tp)).get("seconds", 0.0) if os.path.exists(tp) else 0.0
+
+
 def evaluate(r, jobs):
     """jobs: list of (what, cmd, out_dir). Skips a job whose out_dir holds results.csv made by the
-    same command."""
+    same command. On GPUs a job of several lengths runs as one job per length (out_dir/L<n>),
+    merged into out_dir when all are done: shorter jobs fill the GPUs more evenly and fit a
+    --time-limit piece."""
     todo = []
     for what, cmd, out in jobs:
         line = " ".join(shlex.quote(c) for c in cmd)
         d = os.path.join(ROOT, out)
-        done = os.path.join(d, "command.txt")
-        if os.path.exists(os.path.join(d, "results.csv")) and os.path.exists(done) and \
-                open(done).read().strip() == line:
-            secs = 0.0
-            tp = os.path.join(d, "time.json")
-            if os.path.exists(tp):
-                secs = json.load(open(tp)).get("seconds", 0.0)
-            r.log.append((what, line, secs, line not in r.ran))
+        if done_by(d, line):
+            r.log.append((what, line, seconds_of(d), line not in r.ran))
             continue
         if r.tables_only:
             raise SystemExit(f"--tables-only: {out} holds no results.csv made by `{line}`")
-        todo.append((what, cmd, os.path.join(d, "eval.log"), 1 if r.gpu_ids else 0))
+        lengths = cmd[cmd.index("--lengths") + 1].split(",")
+        if not r.gpu_ids or len(lengths) == 1:
+            todo.append((what, cmd, os.path.join(d, "eval.log"), 1 if r.gpu_ids else 0))
+            continue
+        parts = []
+        for L in lengths:
+            sub = list(cmd)
+            sub[sub.index("--lengths") + 1] = L
+            sub[sub.index("--out") + 1] = f"{out}/L{L}"
+            pd, sub_line = os.path.join(d, f"L{L}"), " ".join(shlex.quote(c) for c in sub)
+            parts.append((pd, sub_line))
+            if done_by(pd, sub_line):
+                r.log.append((f"{what} @{L}", sub_line, seconds_of(pd), sub_line not in r.ran))
+            else:
+                todo.append((f"{what} @{L}", sub, os.path.join(pd, "eval.log"), 1))
+        r.merges.append((d, line, parts))
     if r.collect is not None:
         r.collect += todo
         raise Collected()
@@ -476,7 +500,8 @@ def evaluate(r, jobs):
 
 
 def run_evals(r, todo):
-    """Runs evaluations side by side and marks each finished one (command.txt, time.json)."""
+    """Runs evaluations side by side, marks each finished one (command.txt, time.json), then
+    merges the per-length parts of the jobs whose parts are all done."""
     for (what, cmd, log, _), secs in zip(todo, r.parallel(todo)):
         if r.dry or secs is None:
             continue
@@ -486,6 +511,22 @@ def run_evals(r, todo):
             f.write(line + "\n")
         write_json(os.path.join(d, "time.json"), {"seconds": secs, "finished": now()})
         r.ran.add(line)
+    merges, r.merges = r.merges, []
+    for d, line, parts in merges:
+        if r.dry or not all(done_by(pd, pl) for pd, pl in parts):
+            continue
+        for name in ("results.csv", "layers.csv"):
+            rows = [open(os.path.join(pd, name)).read().splitlines() for pd, _ in parts]
+            with open(os.path.join(d, name + ".tmp"), "w") as f:
+                f.write("\n".join(rows[0] + [x for part in rows[1:] for x in part[1:]]) + "\n")
+            os.replace(os.path.join(d, name + ".tmp"), os.path.join(d, name))
+        write_json(os.path.join(d, "time.json"), {"seconds": sum(seconds_of(pd) for pd, _ in parts),
+                                                   "finished": now(),
+                                                   "parts": [os.path.relpath(pd, ROOT) for pd, _ in parts]})
+        with open(os.path.join(d, "command.txt"), "w") as f:
+            f.write(line + "\n")
+        if any(pl in r.ran for _, pl in parts):
+            r.ran.add(line)
     if r.late:
         raise OutOfTime()
 
