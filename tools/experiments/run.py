@@ -27,7 +27,8 @@ is given ("folder": a shipped or downloaded model; nothing trains it). --tables-
 evaluates nothing: it remakes the tables and plots from the evaluation folders already under
 --out, e.g. on another machine than the one that ran them.
 
-On CUDA every GPU of the machine is used (--gpus N for fewer): each evaluation holds one, the
+On CUDA every GPU of the machine is used (--gpus N for fewer): each evaluation holds one (an
+evaluation of several lengths runs as one job per length, merged when all are done), the
 training runs of one stage share them out (data-parallel, `topk train --gpus`), and `all`
 evaluates every study's models in one pool before it writes the pages. --time-limit SEC returns
 within SEC seconds (training stops at a step with a checkpoint, evaluations still running are
