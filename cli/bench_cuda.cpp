@@ -612,15 +612,9 @@ int bench_cuda(int argc, char** argv) {
     c["byte_floor_us"] = r.bytes / (copy_gbps * 1e3);
     j["train"].push_back(c);
   }
-  for (const DispatchResult& r : dispatch) {
-    nlohmann::json c;
-    c["B"] = r.B;
-    c["S"] = r.S;
-    c["default_us"] = r.default_us;
-    c["threshold_us"] = r.threshold_us;
-    c["general_us"] = r.general_us;
-    j["dispatch"].push_back(c);
-  }
+  for (const DispatchResult& r : dispatch)
+    j["dispatch"].push_back({{"B", r.B}, {"S", r.S}, {"default_us", r.default_us},
+                             {"threshold_us", r.threshold_us}, {"general_us", r.general_us}});
   std::string text = j.dump(2);
   if (!out.empty()) write_file_atomic(out, text + "\n");
   if (json) {
