@@ -65,11 +65,14 @@ for i, (g1, a0, a1) in enumerate(spans):
         assert not (g1 & g2) or a1 <= b0 or b1 <= a0, "two tasks on one GPU at once"
 PY
 grep -q "sft-topk-k8-b1-s1/run.json" "$work/cpu.log" || fail "cpu: the fixed-k SFT variant is not trained"
-# The demo scale trains its Lightning Indexer in both stages and evaluates it on the precision curve.
-grep -q "indexer-dense-b1/run.json" "$work/demo.log" || fail "demo: the indexer's dense stage is not trained"
-grep -q "indexer-sparse-b1/run.json" "$work/demo.log" || fail "demo: the indexer's sparse stage is not trained"
-grep -q "topk eval --model .*indexer-sparse-b1/checkpoint .*;indexer' .*/precision/demo/" "$work/demo.log" ||
-  fail "demo: the precision study does not evaluate the trained indexer"
+# The demo and gpu scales train a Lightning Indexer in both stages and evaluate it on the
+# precision curve.
+for scale in demo gpu; do
+  grep -q "indexer-dense-b1/run.json" "$work/$scale.log" || fail "$scale: the indexer's dense stage is not trained"
+  grep -q "indexer-sparse-b1/run.json" "$work/$scale.log" || fail "$scale: the indexer's sparse stage is not trained"
+  grep -q "topk eval --model .*indexer-sparse-b1/checkpoint .*;indexer' .*/precision/$scale/" "$work/$scale.log" ||
+    fail "$scale: the precision study does not evaluate the trained indexer"
+done
 # On GPUs an evaluation of several lengths runs as one job per length, merged when all are done
 # (a stand-in topk writes the CSVs; two GPUs; the base is a given folder, so nothing trains).
 cat >"$work/fake-topk" <<'SH'

@@ -1316,6 +1316,10 @@ def eval_cost(cfg, model_cfg):
     s_, st = one(e["lengths"], range(pols))
     rows.append(["precision", nb * len(e["lengths"]), ex // len(e["lengths"]), pols, nb * st,
                  nb * s_ * 1.5 / 3600])  # the oracle's selection runs on the host: 1.5x assumed
+    if cfg.get("indexer"):  # both indexer stages of each base: full, exact top-k, the indexer
+        s_, st = one(e["lengths"], range(3))
+        rows.append(["precision (indexer)", 2 * nb * len(e["lengths"]), ex // len(e["lengths"]), 3,
+                     2 * nb * st, 2 * nb * s_ / 3600])
     s_, st = one(e["lengths"], range(1))
     rows.append(["entropy", nbase_sft + nv * ns, ex, 1, (nbase_sft + nv * ns) * st,
                  (nbase_sft + nv * ns) * s_ / 3600])
@@ -1328,37 +1332,53 @@ def eval_cost(cfg, model_cfg):
     return [[x[0], str(x[1]), str(x[2]), str(x[3]), f"{x[4]:,}", f"{x[5]:.2f}"] for x in rows], total
 
 
+def stage_wall(runs, G, eff2):
+    """Wall seconds of one training stage on G GPUs as train_tasks runs it: runs side by side,
+    each data-parallel over G // len(runs) GPUs (indexer stages on one), longest first onto the
+    least loaded share. runs: (seconds on one GPU, data-parallel allowed)."""
+    share = max(1, G // max(1, len(runs)))
+    slots = [0.0] * max(1, G // share)
+    for secs, dp in sorted(runs, reverse=True):
+        n = share if dp else 1
+        i = slots.index(min(slots))
+        slots[i] += secs / (n * eff2 ** math.log2(n))
+    return max(slots)
+
+
 def study_cost(r, cfg, args, out):
     c = cfg["cost"]
     page = Page(f"Expected GPU time of the {cfg['scale']} scale")
     page.add(c["basis"] + "\n")
     rows = []
+    nb = len(cfg["base"]["seeds"])
+    # (what, run file, count, the run file whose model it has, its training stage in train())
     items = []
     if cfg["base"].get("stage1"):
-        items.append(("base, stage 1 (short examples)", cfg["base"]["stage1"], len(cfg["base"]["seeds"])))
-    items.append(("base", cfg["base"]["run"], len(cfg["base"]["seeds"]), cfg["base"].get("stage1")))
+        items.append(("base, stage 1 (short examples)", cfg["base"]["stage1"], nb, None, 0))
+    items.append(("base", cfg["base"]["run"], nb, cfg["base"].get("stage1"), 1))
     for v, f in variants(cfg):
-        items.append((variant_title(cfg, v), f, len(cfg["sft"]["seeds"]) * len(cfg["sft"]["base_seeds"])))
+        items.append((variant_title(cfg, v), f, len(cfg["sft"]["seeds"]) * len(cfg["sft"]["base_seeds"]), None, 2))
+    if cfg.get("indexer"):  # the dense stage trains beside the SFT runs, then the sparse stage
+        items.append(("Lightning Indexer, dense stage", cfg["indexer"]["dense"], nb, None, 2))
+        items.append(("Lightning Indexer, sparse stage", cfg["indexer"]["sparse"], nb, None, 3))
     for extra in c.get("extra_runs", []):
-        items.append((extra["what"], extra["run"], extra.get("count", 1), extra.get("model_run")))
+        items.append((extra["what"], extra["run"], extra.get("count", 1), extra.get("model_run"), None))
     total = 0.0
     base_model_cfg = load_json(cfg["base"].get("stage1") or cfg["base"]["run"])["model"]
     G = max(1, len(r.gpu_ids))
     eff2 = c.get("data_parallel_efficiency", 0.93)
-    wall = 0.0  # the study's own runs on G GPUs, each group side by side (train_tasks' rule)
-    for what, path, count, *model_run in items:
+    stages = {}  # training stage -> [(seconds on one GPU, data-parallel allowed)]
+    for what, path, count, model_run, stage in items:
         run = load_json(path)
         # A run that starts from another run's checkpoint ("init") has that run's model.
-        mc = run.get("model") or (load_json(model_run[0])["model"] if model_run and model_run[0]
-                                  else base_model_cfg)
+        mc = run.get("model") or (load_json(model_run)["model"] if model_run else base_model_cfg)
         tokens, f, secs = run_cost(c, run, mc)
         total += secs * count
-        if not any(what == x["what"] for x in c.get("extra_runs", [])):
-            share = max(1, G // count)
-            waves = math.ceil(count / (G // share))
-            wall += waves * secs / (share * eff2 ** math.log2(share))
+        if stage is not None:
+            stages.setdefault(stage, []).extend([(secs, not run.get("indexer_stage"))] * count)
         rows.append([what, path, f"{count}", f"{tokens / 1e6:.0f}M", f"{f / 1e6:.0f}",
                      run.get("attention", "full"), f"{secs / 60:.1f}", f"{secs * count / 3600:.2f}"])
+    wall = sum(stage_wall(v, G, eff2) for v in stages.values())
     ev_rows, ev = eval_cost(cfg, base_model_cfg)
     total_h = total / 3600 + ev
     page.table(["run", "run file", "runs", "tokens each", "MFLOP / token", "attention",
@@ -1371,7 +1391,8 @@ def study_cost(r, cfg, args, out):
     page.add(f"On {G} GPU(s) of one host (`--gpus {G}`; the study's runs only, the extra runs "
              f"left out): **{wall_h * 60:.0f} minutes of wall time**, training "
              f"{wall / 60:.0f} and evaluation {ev / G * 60:.0f}. Runs of one stage train side by side "
-             f"with the GPUs shared out, each data-parallel over its share at {eff2:g}x per "
+             f"with the GPUs shared out (the indexer stages on one GPU each), each data-parallel "
+             f"over its share at {eff2:g}x per "
              f"doubling of GPUs (measured 0.93 from one to two H200s on the 124.7M-parameter "
              f"model, docs/benchmarks.md; not measured on these models), and the evaluations "
              f"fill every GPU.\n")
@@ -1433,9 +1454,9 @@ def main():
 def run_studies(r, cfg, args):
     studies = STUDIES if args.study == "all" else [args.study]
     if args.study in ("models", "all"):
-        train(r, bases(cfg) + sfts(cfg))
+        # The indexers' dense stage needs only the base, so it trains beside the SFT runs.
         ixm = [m for b in cfg["base"]["seeds"] for m in indexer_models(cfg, b)]
-        train(r, [m for m in ixm if m.kind == "indexer-dense"])
+        train(r, bases(cfg) + sfts(cfg) + [m for m in ixm if m.kind == "indexer-dense"])
         train(r, [m for m in ixm if m.kind == "indexer-sparse"])
         if args.study == "models":
             return
