@@ -124,6 +124,7 @@ class Runner:
         return e
 
     def take(self, n):
+        n = min(n, len(self.gpu_ids))  # never more than there are: it would wait for ever
         with self.cv:
             while len(self.free) < n:
                 self.cv.wait()
