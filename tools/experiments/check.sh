@@ -133,7 +133,7 @@ PY
     python3 "$src/tools/experiments/run.py" models --config "$work/limit.json" --topk "$3" \
       --time-limit 62 --out "$work/results" >"$work/limit$i.log" 2>&1 || rc=$?
     [ "$rc" = 75 ] || { cat "$work/limit$i.log"; fail "--time-limit: exit $rc, expected 75"; }
-    grep -qE "stop-after-seconds 1[0-9]( |$)" "$work/limit$i.log" || fail "--time-limit: training got no stop time"
+    grep -qE "stop-after-seconds [0-9]+( |$)" "$work/limit$i.log" || fail "--time-limit: training got no stop time"
   done
   grep -q "resuming from .*base-s1/checkpoint" "$work/runs-limit/base-s1/train.log" ||
     fail "--time-limit: the second invocation did not resume"
@@ -141,7 +141,7 @@ PY
 import json, sys
 st = json.load(open(sys.argv[1] + "/checkpoint/trainer_state.json"))
 t = json.load(open(sys.argv[1] + "/time.json"))
-assert st["step"] > 0 and t["finished"] is None and t["seconds"] > 25, (st["step"], t)
+assert st["step"] > 0 and t["finished"] is None and t["seconds"] > 10, (st["step"], t)
 PY
 fi
 echo "experiments: every scale plans every study"
