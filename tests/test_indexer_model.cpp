@@ -285,6 +285,38 @@ IxRun run_ix(const Model& m, const Batch& b, const AttnPolicy& pol, bool sparse,
   return r;
 }
 
+// Central differences of the indexer's KL (train) or the LM loss (!train) against base.grad at
+// `per_param` random entries of each parameter in [p0, p1), with |ana - num| <= abs_tol +
+// rel_tol |num|. An entry whose nudge changes a selection is skipped (the loss jumps there);
+// returns {entries checked, entries skipped}.
+std::pair<int, int> check_grads(Model& m, const Batch& b, const AttnPolicy& pol, bool sparse,
+                                bool train, const IxRun& base, size_t p0, size_t p1, int per_param,
+                                float eps, double abs_tol, double rel_tol, uint64_t seed) {
+  Rng rng(seed);
+  int checked = 0, flipped = 0;
+  for (size_t pi = p0; pi < p1; pi++) {
+    const ParamInfo& p = m.params[pi];
+    for (int s = 0; s < per_param; s++) {
+      const size_t i = p.offset + size_t(rng.below(uint64_t(p.numel)));
+      float* w = m.host();
+      const float w0 = w[i];
+      w[i] = w0 + eps;
+      const IxRun up = run_ix(m, b, pol, sparse, train);
+      w[i] = w0 - eps;
+      const IxRun dn = run_ix(m, b, pol, sparse, train);
+      w[i] = w0;
+      if (up.sel != base.sel || dn.sel != base.sel) {
+        flipped++;
+        continue;
+      }
+      const double num = train ? (up.kl - dn.kl) / (2.0 * eps) : (up.lm - dn.lm) / (2.0 * eps);
+      EXPECT_NEAR(base.grad[i], num, abs_tol + rel_tol * std::fabs(num)) << p.name << "[" << i - p.offset << "]";
+      checked++;
+    }
+  }
+  return {checked, flipped};
+}
+
 }  // namespace
 
 // The indexer's KL gradient (taken in the forward) against central differences of the KL, in
@@ -298,28 +330,8 @@ TEST(IndexerModel, TrainingGradientIsFiniteDifferences) {
     const IxRun base = run_ix(m, b, pol, sparse, true);
     EXPECT_GT(base.kl, 0);
     for (size_t i = 0; i < m.indexer_begin; i++) ASSERT_EQ(base.grad[i], 0.0f) << m.params.size();
-    Rng rng(12);
-    int checked = 0, flipped = 0;
-    for (size_t pi = m.indexer_first_param; pi < m.params.size(); pi++) {
-      const ParamInfo& p = m.params[pi];
-      for (int s = 0; s < 3; s++) {
-        const size_t i = p.offset + size_t(rng.below(uint64_t(p.numel)));
-        float* w = m.host();
-        const float w0 = w[i], eps = 1e-3f;
-        w[i] = w0 + eps;
-        const IxRun up = run_ix(m, b, pol, sparse, true);
-        w[i] = w0 - eps;
-        const IxRun dn = run_ix(m, b, pol, sparse, true);
-        w[i] = w0;
-        if (up.sel != base.sel || dn.sel != base.sel) {
-          flipped++;
-          continue;
-        }
-        const double num = (up.kl - dn.kl) / (2.0 * eps), ana = base.grad[i];
-        EXPECT_NEAR(ana, num, 3e-3 + 3e-2 * std::fabs(num)) << p.name << "[" << i - p.offset << "]";
-        checked++;
-      }
-    }
+    const auto [checked, flipped] = check_grads(m, b, pol, sparse, true, base, m.indexer_first_param,
+                                                m.params.size(), 3, 1e-3f, 3e-3, 3e-2, 12);
     EXPECT_GE(checked, 20);
     EXPECT_LE(flipped, checked / 3);
   }
@@ -333,28 +345,8 @@ TEST(IndexerModel, ModelGradientUnderIndexerSelection) {
   const AttnPolicy pol = parse_policy("indexer");
   const IxRun base = run_ix(m, b, pol, true, false);
   for (size_t i = m.indexer_begin; i < size_t(m.numel); i++) ASSERT_EQ(base.grad[i], 0.0f);
-  Rng rng(14);
-  int checked = 0, flipped = 0;
-  for (size_t pi = 0; pi < m.indexer_first_param; pi++) {
-    const ParamInfo& p = m.params[pi];
-    for (int s = 0; s < 2; s++) {
-      const size_t i = p.offset + size_t(rng.below(uint64_t(p.numel)));
-      float* w = m.host();
-      const float w0 = w[i], eps = 2e-3f;
-      w[i] = w0 + eps;
-      const IxRun up = run_ix(m, b, pol, true, false);
-      w[i] = w0 - eps;
-      const IxRun dn = run_ix(m, b, pol, true, false);
-      w[i] = w0;
-      if (up.sel != base.sel || dn.sel != base.sel) {
-        flipped++;
-        continue;
-      }
-      const double num = (up.lm - dn.lm) / (2.0 * eps), ana = base.grad[i];
-      EXPECT_NEAR(ana, num, 2e-3 + 2e-2 * std::fabs(num)) << p.name << "[" << i - p.offset << "]";
-      checked++;
-    }
-  }
+  const auto [checked, flipped] = check_grads(m, b, pol, true, false, base, 0, m.indexer_first_param,
+                                              2, 2e-3f, 2e-3, 2e-2, 14);
   EXPECT_GE(checked, 12);
   EXPECT_LE(flipped, checked / 3);
 }
