@@ -165,6 +165,13 @@ class Runner:
             self.log.append((what, line, 0.0, False))
             return 0.0
         os.makedirs(os.path.dirname(log_path), exist_ok=True)
+        # A job the limit stopped before ran whole again; twice means it may never fit.
+        stops_path = os.path.join(os.path.dirname(log_path), "stopped.json")
+        stops = load_json(stops_path)["seconds"] if os.path.exists(stops_path) else []
+        if len(stops) >= 2 and not timed:
+            print(f"[{now()}] {what}: warning: stopped at the time limit {len(stops)} times after "
+                  f"{', '.join(f'{x:.0f}' for x in stops)} s; it may need a longer --time-limit",
+                  flush=True)
         print(f"[{now()}] {what}: {shown}", flush=True)
         t0 = time.time()
         with open(log_path, "w") as f:
@@ -183,12 +190,15 @@ class Runner:
                     proc.wait()
                 f.write(f"\n# stopped at the time limit, {now()}\n")
                 print(f"[{now()}] {what}: stopped at the time limit", flush=True)
+                write_json(stops_path, {"seconds": stops + [time.time() - t0]})
                 self.late.append(what)
                 return None
         dt = time.time() - t0
         if rc != 0:
             tail = open(log_path).read()[-2000:]
             raise SystemExit(f"{what} failed (exit {rc}); {log_path}:\n{tail}")
+        if os.path.exists(stops_path):
+            os.remove(stops_path)
         self.log.append((what, line, dt, False))
         print(f"[{now()}] {what}: done in {dt:.0f} s", flush=True)
         return dt
