@@ -54,9 +54,9 @@ void validate_task(const TaskOpts& t) {
              "keys, but the alphabet has only %d", t.max_len, t.alphabet);
 }
 
-void check_task_lengths(const TaskOpts& t, const Tokenizer& tok) {
+static void check_lengths(const TaskOpts& t, const tasks::Tokenizer& tok) {
   if (t.name == "mix") {
-    for (const TaskOpts& item : t.mix) check_task_lengths(item, tok);
+    for (const TaskOpts& item : t.mix) check_lengths(item, tok);
     return;
   }
   if (!is_suite_task(t)) return;
@@ -67,8 +67,12 @@ void check_task_lengths(const TaskOpts& t, const Tokenizer& tok) {
     tasks::Config cfg;
     cfg.length = lo + int64_t(hi - lo) * i / 8;
     cfg.mode = tasks::parse_mode(t.mode);
-    tasks::generate(t.name, cfg, task_tokenizer(tok));  // its error names the task and the minimum
+    tasks::generate(t.name, cfg, tok);  // its error names the task and the minimum
   }
+}
+
+void check_task_lengths(const TaskOpts& t, const Tokenizer& tok) {
+  check_lengths(t, task_tokenizer(tok));
 }
 
 size_t pick_mix_item(const TaskOpts& t, Rng& rng) {

@@ -130,7 +130,7 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out, 
     save_checkpoint(ckdir, m, opt, st);
     r.checkpoint = ckdir;
   };
-  for (bool stop = false; !stop && step < cfg.steps && (stop_after < 0 || taken < stop_after);) {
+  while (step < cfg.steps && (stop_after < 0 || taken < stop_after)) {
     std::vector<Batch> micro;
     double count = 0;
     for (int a = 0; a < cfg.grad_accum; a++) {
@@ -177,7 +177,7 @@ TrainResult train_run(const TrainConfig& cfg, int stop_after, Model* model_out, 
       if (lead) checkpoint(loss);
       r.checkpoint = ckdir;
     }
-    stop = out_of_time;
+    if (out_of_time) break;
   }
   r.end_step = step;
   if (lead && cfg.eval_examples > 0 && step == cfg.steps) {

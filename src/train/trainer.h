@@ -73,8 +73,8 @@ struct TrainResult {
 struct Dist;  // train/dist.h
 
 // Runs steps until cfg.steps (or until stop_after steps were taken here, when >= 0, or until
-// cfg.stop_seconds have passed, writing a checkpoint there as if interrupted). Returns the final model (on cfg.device) in *model when
-// given. A non-finite loss or gradient stops training with an error; the checkpoint on disk is
+// cfg.stop_seconds have passed, writing a checkpoint there as if interrupted). Returns the
+// final model (on cfg.device) in *model when given. A non-finite loss or gradient stops training with an error; the checkpoint on disk is
 // then the last good one. dist (train/dist.h): this process is one rank of a data-parallel run;
 // it takes its shard of each global batch, and only rank 0 logs, checkpoints and evaluates.
 TrainResult train_run(const TrainConfig& cfg, int stop_after = -1, Model* model = nullptr,

@@ -197,7 +197,6 @@ size_t smem_optin() {
   return size_t(v);
 }
 
-
 void simple_backward(const AttnParams& p, const SeqTable& st, const float2* ld) {
   // Warps per block: up to 8 while the rows fit in 48 KB (no opt-in), else fewer; a head dim
   // whose four rows outgrow one block's shared memory is refused.
