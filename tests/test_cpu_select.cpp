@@ -90,11 +90,13 @@ TEST_P(CpuSelect, MatchesRefExactly) {
   }
 }
 
-// Long rows take the linear-bucket path (rows of at least 1024 candidates): sizes around that,
-// heavy ties, rows with no spread or no finite values, and a huge dynamic range.
+// Rows of at least 128 candidates take the linear-bucket path (AVX2 and AVX-512 copies), with
+// 256 buckets below 4096 and 2048 from there: sizes around both, heavy ties, rows with no
+// spread or no finite values, and a huge dynamic range. The resolve step sorts the last 32 or
+// fewer keys and counts 8-bit digits below 1024 keys; the budgets here reach both.
 TEST_P(CpuSelect, LongRowsMatchRefExactly) {
   Rng rng(12);
-  for (int S : {1023, 1024, 1025, 5000}) {
+  for (int S : {127, 128, 129, 1023, 1024, 4095, 4096, 5000}) {
     Case c{"long", 1, 2, S, 4, 2, 1, true};
     for (int kind = 0; kind < 7; kind++) {
       Buffer scores = tie_scores(c.B, c.T, c.Hq, c.S, rng, kind == 0 ? 4 : kind == 1 ? 1000 : 0);

@@ -1,8 +1,10 @@
 // CPU top-k select: rows in parallel, each by radix select (see select.h).
 #include "attention/cpu/select.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <type_traits>
 
@@ -45,7 +47,10 @@ TOPK_TARGET inline void keys_of(const double* x, int64_t n, uint64_t* out) {
 }
 
 constexpr int kDigit = 11;  // radix bits per pass: a 2048-bin histogram (8 KiB) stays in L1
-constexpr int64_t kLinearMin = 1024;  // rows at least this long take select_linear
+constexpr int kShortDigit = 8;  // for fewer than kShortKeys keys: clearing and scanning 2048
+constexpr size_t kShortKeys = 1024;  // bins cost more than counting the keys
+constexpr size_t kSortMax = 32;  // this few keys are sorted outright
+constexpr int64_t kLinearMin = 128;  // rows at least this long take select_linear
 constexpr int64_t kSampledMin = 8192;  // and select_sampled first (AVX-512), for small budgets
 
 // Picks the bin (from the top) that holds the room-th best key; room becomes the rank inside it.
@@ -60,8 +65,19 @@ TOPK_TARGET inline uint32_t pick_bin(const uint32_t* hist, int nbins, int64_t& r
   return uint32_t(b);
 }
 
-// The room-th best of a short list of keys, digit by digit: tau, and how many keys equal to
-// tau are taken (the first by index). keys is consumed.
+// The room-th best of keys[0, nk) (1 <= room <= nk) by sorting them: tau, and how many keys
+// equal to tau are taken.
+template <class U>
+TOPK_TARGET void resolve_sorted(U* keys, size_t nk, int64_t room, U& tau, int64_t& take_eq) {
+  std::sort(keys, keys + nk, std::greater<U>());
+  tau = keys[room - 1];
+  int64_t above = room - 1;  // keys before the first one equal to tau are above it
+  while (above > 0 && keys[above - 1] == tau) above--;
+  take_eq = room - above;
+}
+
+// The room-th best of a short list of keys, digit by digit until few are left, then sorted:
+// tau, and how many keys equal to tau are taken (the first by index). keys is consumed.
 template <class U>
 TOPK_TARGET void resolve(std::vector<U>& keys, int64_t room, U& tau, int64_t& take_eq) {
   constexpr int bits = int(sizeof(U) * 8);
@@ -69,7 +85,9 @@ TOPK_TARGET void resolve(std::vector<U>& keys, int64_t room, U& tau, int64_t& ta
   U prefix = 0;
   size_t nk = keys.size();
   for (int shift = bits; shift > 0;) {
-    int w = shift < kDigit ? shift : kDigit;
+    if (nk <= kSortMax) return resolve_sorted(keys.data(), nk, room, tau, take_eq);
+    const int digit = nk < kShortKeys ? kShortDigit : kDigit;
+    int w = shift < digit ? shift : digit;
     shift -= w;
     U mask = (U(1) << w) - 1;
     std::memset(hist, 0, sizeof(uint32_t) << w);
@@ -161,7 +179,7 @@ TOPK_TARGET int64_t select_candidates(const F* x, int64_t lo, int64_t hi, int64_
 }
 
 #if TOPK_SIMD >= 256
-// The f32 path for long rows. The top bits of a float key bunch normal scores into a few dozen
+// The f32 path for rows of kLinearMin keys or more. The top bits of a float key bunch normal scores into a few dozen
 // bins (one per binade), so that histogram serialises on a handful of counters. Instead the
 // first pass buckets linearly between the row's finite min and max: bin(x) = (x - min) * inv,
 // clamped, is monotone in x (every step rounds monotonically), so a higher bin means a strictly
@@ -171,9 +189,11 @@ TOPK_TARGET int64_t select_candidates(const F* x, int64_t lo, int64_t hi, int64_
 TOPK_TARGET int64_t select_linear(const float* x, int64_t lo, int64_t hi, int64_t room,
                                   int32_t* out, std::vector<uint16_t>& bins,
                                   std::vector<uint32_t>& keys, std::vector<int32_t>& idx) {
-  constexpr int nb = 2048;
+  // Short rows: 256 bins (clearing and scanning 2048 cost more than the row), one histogram.
+  const int64_t n = hi - lo;
+  const int nb = n < 4096 ? 256 : 2048, nh = n >= 8192 ? 4 : 1;
   const float* y = x + lo;
-  int64_t n = hi - lo, i = 0;
+  int64_t i = 0;
   const __m256 inf = _mm256_set1_ps(kInfF), sign = _mm256_set1_ps(-0.0f);
   __m256 vmin = inf, vmax = _mm256_sub_ps(_mm256_setzero_ps(), inf);
   for (; i + 8 <= n; i += 8) {
@@ -192,10 +212,10 @@ TOPK_TARGET int64_t select_linear(const float* x, int64_t lo, int64_t hi, int64_
   if (!(mx > mn)) return -1;
   float inv = float(nb - 1) / (mx - mn);
   if (!(inv < kInfF)) return -1;
-  // Bins and a histogram (4 interleaved counters per bin).
+  // Bins and a histogram (4 interleaved counters per bin on long rows).
   bins.resize(size_t(n) + 16);
-  uint32_t hist[4][nb];
-  std::memset(hist, 0, sizeof(hist));
+  uint32_t hist[4][2048];
+  for (int h = 0; h < nh; h++) std::memset(hist[h], 0, sizeof(uint32_t) * size_t(nb));
   const __m256 vmn = _mm256_set1_ps(mn), vinv = _mm256_set1_ps(inv),
                top = _mm256_set1_ps(float(nb - 1)), zero = _mm256_setzero_ps();
   for (i = 0; i + 8 <= n; i += 8) {
@@ -210,10 +230,12 @@ TOPK_TARGET int64_t select_linear(const float* x, int64_t lo, int64_t hi, int64_
     t = t != t ? 0.0f : std::min(std::max(t, 0.0f), float(nb - 1));
     bins[i] = uint16_t(t);
   }
-  for (i = 0; i + 4 <= n; i += 4)
-    for (int h = 0; h < 4; h++) hist[h][bins[i + h]]++;
+  i = 0;
+  if (nh == 4)
+    for (; i + 4 <= n; i += 4)
+      for (int h = 0; h < 4; h++) hist[h][bins[i + h]]++;
   for (; i < n; i++) hist[0][bins[i]]++;
-  for (int h = 1; h < 4; h++)
+  for (int h = 1; h < nh; h++)
     for (int k = 0; k < nb; k++) hist[0][k] += hist[h][k];
   int bb = int(pick_bin(hist[0], nb, room));
   // Indices of bins >= bb in index order, 16 bins per compare.
