@@ -1,8 +1,9 @@
 // Exact top-W selection of one row, shared by topk_select and the fused top-k attention.
-// Radix select instead of a sort: scores map to order-preserving unsigned keys, a histogram on
-// the high bits finds the bucket that holds the W-th best key, and the next digits resolve it
-// among the (few) keys of that bucket. Ties at the threshold go to the lower index, as the
-// reference's stable order does; NaN maps to key 0, the lowest rank.
+// Radix select instead of a sort: scores map to order-preserving unsigned keys, a histogram
+// (of buckets linear between the row's min and max for f32 rows of 128 keys or more, else of
+// the keys' high bits) finds the bucket that holds the W-th best key, and the next digits
+// resolve it among the keys of that bucket, the last few by a sort. Ties at the threshold go
+// to the lower index, as the reference's stable order does; NaN maps to key 0, the lowest rank.
 #pragma once
 #include <cstdint>
 #include <vector>
