@@ -31,16 +31,27 @@ static void usage() {
 // libgomp reads OMP_WAIT_POLICY once, when it loads (before main). Its default keeps idle threads
 // spinning for a while after each parallel region; on cores shared with other work the spinning
 // takes the cores from the work (two tiny-copy trainings side by side on 2 cores: 85-100 s
-// each for 100 steps, against 4-12 s with passive waiting; docs/reliability.md). Unless the user
-// chose a policy, start again with threads that sleep when idle.
-static void passive_openmp_by_default(char** argv) {
-  if (std::getenv("OMP_WAIT_POLICY")) return;
-  setenv("OMP_WAIT_POLICY", "passive", 1);
-  execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
+// each for 100 steps, against 4-12 s with passive waiting; docs/reliability.md). OpenBLAS's
+// worker threads do the same after each matrix product (2^28 cycles by default), so the
+// attention ops that follow a product ran next to a spinning thread: a CPU training step at
+// S = 2048 on 2 cores took 1083 ms, 767 ms with OPENBLAS_THREAD_TIMEOUT=4 (2^4 cycles).
+// OpenBLAS also reads its variable when it loads. Unless the user set them, start again with
+// threads of both pools that sleep when idle.
+static void quiet_idle_threads_by_default(char** argv) {
+  bool again = false;
+  if (!std::getenv("OMP_WAIT_POLICY")) {
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    again = true;
+  }
+  if (!std::getenv("OPENBLAS_THREAD_TIMEOUT")) {
+    setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1);
+    again = true;
+  }
+  if (again) execv("/proc/self/exe", argv);  // returns only on failure: then run as we are
 }
 
 int main(int argc, char** argv) {
-  passive_openmp_by_default(argv);
+  quiet_idle_threads_by_default(argv);
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     usage();
     return argc < 2 ? 2 : 0;

@@ -1,4 +1,8 @@
+#include <cblas.h>
+#include <omp.h>
+
 #include <cstdio>
+#include <cstdlib>
 
 #include "cli/commands.h"
 #include "cli/options.h"
@@ -15,6 +19,14 @@ int version(int argc, char** argv) {
   const char* cuda = "no cuda";
 #endif
   std::printf("topk 0.1.0  backends: ref, cpu, %s\n", cuda);
+  // The thread pools and how their idle threads wait (cli/main.cpp sets both unless given).
+  auto env = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v ? v : "(unset)";
+  };
+  std::printf("threads: OpenMP %d (OMP_WAIT_POLICY=%s), OpenBLAS %d (OPENBLAS_THREAD_TIMEOUT=%s)\n",
+              omp_get_max_threads(), env("OMP_WAIT_POLICY"), openblas_get_num_threads(),
+              env("OPENBLAS_THREAD_TIMEOUT"));
   return 0;
 }
 

@@ -219,4 +219,27 @@ TEST(TrainBenchCli, JsonRowsAndErrors) {
   fs::remove_all(dir);
 }
 
+// Idle threads of both pools sleep by default (cli/main.cpp restarts the tool with
+// OMP_WAIT_POLICY=passive and OPENBLAS_THREAD_TIMEOUT=4), and a value the user set is kept.
+TEST(TrainBenchCli, IdleThreadsSleepUnlessTheUserChose) {
+  auto version = [](const std::string& env) {
+    std::string cmd = "env -u OMP_WAIT_POLICY -u OPENBLAS_THREAD_TIMEOUT " + env + " " +
+                      std::string(TOPK_BIN) + " version 2>&1";
+    std::string out;
+    FILE* p = popen(cmd.c_str(), "r");
+    if (!p) return out;
+    std::array<char, 4096> buf;
+    size_t n;
+    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+    pclose(p);
+    return out;
+  };
+  std::string d = version("");
+  EXPECT_NE(d.find("OMP_WAIT_POLICY=passive"), std::string::npos) << d;
+  EXPECT_NE(d.find("OPENBLAS_THREAD_TIMEOUT=4)"), std::string::npos) << d;
+  std::string u = version("OMP_WAIT_POLICY=active OPENBLAS_THREAD_TIMEOUT=10");
+  EXPECT_NE(u.find("OMP_WAIT_POLICY=active"), std::string::npos) << u;
+  EXPECT_NE(u.find("OPENBLAS_THREAD_TIMEOUT=10)"), std::string::npos) << u;
+}
+
 }  // namespace
