@@ -22,10 +22,11 @@ struct Proc {
   std::string out, err;
 };
 
-// Runs `topk ARGS` (the binary CMake built, TOPK_BIN), capturing stdout and stderr apart.
-Proc topk(const std::string& args, const fs::path& dir) {
+// Runs `topk ARGS` (the binary CMake built, TOPK_BIN), capturing stdout and stderr apart;
+// `env` is put before the binary (an `env ...` command line).
+Proc topk(const std::string& args, const fs::path& dir, const std::string& env = "") {
   fs::path err = dir / "stderr.txt";
-  std::string cmd = std::string(TOPK_BIN) + " " + args + " 2>" + err.string();
+  std::string cmd = env + " " + std::string(TOPK_BIN) + " " + args + " 2>" + err.string();
   Proc r;
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) return r;
@@ -222,24 +223,16 @@ TEST(TrainBenchCli, JsonRowsAndErrors) {
 // Idle threads of both pools sleep by default (cli/main.cpp restarts the tool with
 // OMP_WAIT_POLICY=passive and OPENBLAS_THREAD_TIMEOUT=4), and a value the user set is kept.
 TEST(TrainBenchCli, IdleThreadsSleepUnlessTheUserChose) {
-  auto version = [](const std::string& env) {
-    std::string cmd = "env -u OMP_WAIT_POLICY -u OPENBLAS_THREAD_TIMEOUT " + env + " " +
-                      std::string(TOPK_BIN) + " version 2>&1";
-    std::string out;
-    FILE* p = popen(cmd.c_str(), "r");
-    if (!p) return out;
-    std::array<char, 4096> buf;
-    size_t n;
-    while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-    pclose(p);
-    return out;
-  };
-  std::string d = version("");
+  fs::path dir = fs::path(testing::TempDir()) / ("topk_threads_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  const std::string clear = "env -u OMP_WAIT_POLICY -u OPENBLAS_THREAD_TIMEOUT";
+  std::string d = topk("version", dir, clear).out;
   EXPECT_NE(d.find("OMP_WAIT_POLICY=passive"), std::string::npos) << d;
   EXPECT_NE(d.find("OPENBLAS_THREAD_TIMEOUT=4)"), std::string::npos) << d;
-  std::string u = version("OMP_WAIT_POLICY=active OPENBLAS_THREAD_TIMEOUT=10");
+  std::string u = topk("version", dir, clear + " OMP_WAIT_POLICY=active OPENBLAS_THREAD_TIMEOUT=10").out;
   EXPECT_NE(u.find("OMP_WAIT_POLICY=active"), std::string::npos) << u;
   EXPECT_NE(u.find("OPENBLAS_THREAD_TIMEOUT=10)"), std::string::npos) << u;
+  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -179,8 +179,9 @@ TOPK_TARGET int64_t select_candidates(const F* x, int64_t lo, int64_t hi, int64_
 }
 
 #if TOPK_SIMD >= 256
-// The f32 path for rows of kLinearMin keys or more. The top bits of a float key bunch normal scores into a few dozen
-// bins (one per binade), so that histogram serialises on a handful of counters. Instead the
+// The f32 path for rows of kLinearMin keys or more. The top bits of a float key bunch normal
+// scores into a few dozen bins (one per binade), so that histogram serialises on a handful of
+// counters. Instead the
 // first pass buckets linearly between the row's finite min and max: bin(x) = (x - min) * inv,
 // clamped, is monotone in x (every step rounds monotonically), so a higher bin means a strictly
 // higher score and only the boundary bin needs the exact keys. NaN and -inf land in bin 0, +inf
