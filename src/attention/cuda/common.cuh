@@ -177,6 +177,10 @@ void allow_smem(void (*kernel)(P...), size_t bytes) {
   allow_smem_impl(reinterpret_cast<const void*>(kernel), bytes);
 }
 
+// The most shared memory one block may opt into on sm_90 (H100, H200): the kernels' compile-time
+// tile sizes are checked against it for every head dim they are built for.
+constexpr size_t kMaxBlockSmem = 227 * 1024;
+
 // Keys of a work unit are split into chunks of this many (multiples of the kernels' tiles).
 constexpr int kTile = 128;
 
@@ -190,6 +194,7 @@ int choose_splits(int64_t items, int64_t keys, int blocks_per_sm, int max_splits
   switch (D) {                                                                               \
     case 64: { constexpr int kD = 64; __VA_ARGS__; break; }                                  \
     case 128: { constexpr int kD = 128; __VA_ARGS__; break; }                                \
+    case 256: { constexpr int kD = 256; __VA_ARGS__; break; }                                \
     default: throw ::topk::Error(::topk::detail::format_error(                               \
-        "%s: unsupported head dim %d on CUDA (64 and 128 are built)", op, int(D)));          \
+        "%s: unsupported head dim %d on CUDA (64, 128 and 256 are built)", op, int(D)));     \
   }

@@ -396,7 +396,7 @@ void indexer_loss(const IndexerLossParams& lp) {
   const size_t key_row = (size_t(lp.HI) * lp.dI + lp.HI + kTileKeys + size_t(lp.HI) * (kTileKeys + 1)) * 4;
   const int RB = int(std::clamp<int64_t>((int64_t(160 * 1024) - int64_t(key_fixed)) / int64_t(key_row), 1, 8));
   const size_t key_smem = key_fixed + size_t(RB) * key_row;
-  TOPK_CHECK(row_smem <= 227 * 1024 && key_smem <= 227 * 1024, "indexer_loss: Hq = %d heads of D = "
+  TOPK_CHECK(row_smem <= kMaxBlockSmem && key_smem <= kMaxBlockSmem, "indexer_loss: Hq = %d heads of D = "
              "%d and HI = %d of dI = %d do not fit the CUDA kernels' shared memory", p.Hq, p.D,
              lp.HI, lp.dI);
   TOPK_CHECK(p.nseq <= 65535, "indexer_loss: %d sequences are more than one CUDA launch takes",

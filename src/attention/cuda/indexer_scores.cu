@@ -360,15 +360,18 @@ void indexer_scores(const IndexerParams& ip) {
              "ki (or FP8 ki), dI 64 or 128, HI <= 64 and 16-byte aligned rows (got %s / %s, dI %d, "
              "HI %d)", dtype_name(p.q.dtype), dtype_name(p.k.dtype), p.D, p.Hq);
   if (fits && force != "simple") {
+    // dI 64 or 128 only (fits): the tensor-core kernels hold every head's queries in registers.
     if (fp8) {
-      TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "indexer_scores", launch_mma_heads<kD, true>(a, st.rows));
+      if (p.D == 64) launch_mma_heads<64, true>(a, st.rows);
+      else launch_mma_heads<128, true>(a, st.rows);
     } else {
-      TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "indexer_scores", launch_mma_heads<kD, false>(a, st.rows));
+      if (p.D == 64) launch_mma_heads<64, false>(a, st.rows);
+      else launch_mma_heads<128, false>(a, st.rows);
     }
     return;
   }
   const size_t smem = (size_t(p.Hq) * p.D + p.Hq + size_t(kSimpleKeys) * (p.D + 1)) * 4;
-  TOPK_CHECK(smem <= 227 * 1024, "indexer_scores: HI = %d heads of dI = %d do not fit the CUDA "
+  TOPK_CHECK(smem <= kMaxBlockSmem, "indexer_scores: HI = %d heads of dI = %d do not fit the CUDA "
              "kernel's shared memory (%zu bytes)", p.Hq, p.D, smem);
   allow_smem(ix_scores_simple, smem);
   a.nchunks = (p.Smax + kSimpleKeys - 1) / kSimpleKeys;
