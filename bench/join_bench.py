@@ -77,7 +77,14 @@ def main():
                 print(f"| (info) {name}, head-major cache: SDPA / top-k decode | {sd['time_us'] / th['time_us']:.2f}x | |")
             if fh and sd:
                 print(f"| (info) {name}, head-major cache: full decode / SDPA | {fh['time_us'] / sd['time_us']:.2f} | |")
-        for name in ("B8_S131072", "B1_S32768", "B1_S131072"):
+        # Head dim 256 (no target: how the kernels hold up at twice the dims).
+        t256, f256, s256 = (get(oc, "topk_decode_B8_S65536_D256"), get(oc, "full_decode_B8_S65536_D256"),
+                            get(tc, "sdpa_decode_B8_S65536_D256"))
+        if t256 and s256:
+            print(f"| (info) B8_S65536_D256: SDPA / top-k decode | {s256['time_us'] / t256['time_us']:.2f}x | |")
+        if f256 and s256:
+            print(f"| (info) B8_S65536_D256: full decode / SDPA | {f256['time_us'] / s256['time_us']:.2f} | |")
+        for name in ("B8_S131072", "B1_S32768", "B1_S131072", "B8_S65536_D256"):
             a, b = get(oc, "topk_decode_" + name), get(tc, "naive_topk_decode_" + name)
             if a and b:
                 print(f"| (info) {name}: naive torch top-k / ours | {b['time_us'] / a['time_us']:.2f}x | |")

@@ -52,16 +52,19 @@ def main():
     del a, b
 
     cases = []
-    Hq, Hkv, D, K = 32, 8, 128, 2048
+    Hq, Hkv, K = 32, 8, 2048
     G = Hq // Hkv
-    shapes = [(8, 131072), (1, 32768), (1, 131072)] if not args.quick else [(1, 32768)]
-    for B, S in shapes if "decode" in groups else []:
+    # (B, S, D), as `topk bench cuda`: a head dim of 256 is tagged _D256.
+    shapes = [(8, 131072, 128), (1, 32768, 128), (1, 131072, 128), (8, 65536, 256)]
+    if args.quick:
+        shapes = [(1, 32768, 128)]
+    for B, S, D in shapes if "decode" in groups else []:
         # Torch's preferred layout: [B, H, S, D].
         q = torch.randn(B, Hq, 1, D, device=dev, dtype=torch.bfloat16)
         k = torch.randn(B, Hkv, S, D, device=dev, dtype=torch.bfloat16)
         v = torch.randn(B, Hkv, S, D, device=dev, dtype=torch.bfloat16)
         kv_bytes = B * S * Hkv * D * 2
-        tag = f"B{B}_S{S}"
+        tag = f"B{B}_S{S}" + (f"_D{D}" if D != 128 else "")
         with torch.no_grad():
             us = time_us(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True), args.reps)
             cases.append(dict(name=f"sdpa_decode_{tag}", op="sdpa_decode", B=B, S=S, time_us=us,
@@ -93,6 +96,7 @@ def main():
     if "fwdbwd" in groups:
         from torch.nn.attention import SDPBackend, sdpa_kernel
         lengths = [8192] if args.quick else [8192, 32768]
+        D = 128
         for S in lengths + ([131072] if "fwdbwd_long" in groups else []):
             B = 131072 // S
             q, k, v = (torch.randn(B, Hq, S, D, device=dev, dtype=torch.bfloat16, requires_grad=True)

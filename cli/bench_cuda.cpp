@@ -337,10 +337,12 @@ int bench_cuda(int argc, char** argv) {
   }
 
   std::vector<Result> results;
-  const int Hq = 32, Hkv = 8, D = 128, K = 2048;
-  struct Shape { int64_t B, S; };
-  std::vector<Shape> shapes = {{8, 131072}, {1, 32768}, {1, 131072}};
-  if (quick) shapes = {{1, 32768}};
+  const int Hq = 32, Hkv = 8, K = 2048;
+  // Head dim 128 (the targets' shape), and one D = 256 shape at the same K/V bytes per batch
+  // as B = 8, S = 128K would take at half the keys (Gemma-style heads).
+  struct Shape { int64_t B, S; int D; };
+  std::vector<Shape> shapes = {{8, 131072, 128}, {1, 32768, 128}, {1, 131072, 128}, {8, 65536, 256}};
+  if (quick) shapes = {{1, 32768, 128}};
   // --only takes comma-separated parts of case names.
   auto want = [&](const std::string& name) {
     if (only.empty()) return true;
@@ -353,10 +355,15 @@ int bench_cuda(int argc, char** argv) {
     return false;
   };
   for (const Shape& sh : shapes) {
+    const int D = sh.D;
     std::string tag = "B";  // appended piece by piece: GCC 12 warns (-Wrestrict) on "B" + string
     tag += std::to_string(sh.B);
     tag += "_S";
     tag += std::to_string(sh.S);
+    if (D != 128) {
+      tag += "_D";
+      tag += std::to_string(D);
+    }
     bool any = false;
     for (const char* op : {"full_decode_", "topk_decode_", "full_decode_hnd_", "topk_decode_hnd_",
                            "stage_scores_", "stage_select_", "stage_sparse_"})
@@ -471,7 +478,7 @@ int bench_cuda(int argc, char** argv) {
   if (!quick && (want("indexer_decode" + ix_tag) || want("indexer_scores" + ix_tag) ||
                  want("indexer_select" + ix_tag) || want("indexer_fp8_scores" + ix_tag) ||
                  want("indexer_fp8_decode" + ix_tag))) {
-    const int64_t B = 8, S = 131072, HI = 64, dI = 128;
+    const int64_t B = 8, S = 131072, HI = 64, dI = 128, D = 128;
     const std::string& tag = ix_tag;
     Buffer q(DType::bf16, {B, 1, Hq, D}, Device::cuda), k(DType::bf16, {B, S, Hkv, D}, Device::cuda),
         v(DType::bf16, {B, S, Hkv, D}, Device::cuda), qi(DType::bf16, {B, 1, HI, dI}, Device::cuda),

@@ -25,12 +25,13 @@ def close(a, b, **tol):
 # --------------------------------------------------------------------------------------------
 # Full attention
 
-# Head dims 64 and 128: the CUDA kernels' sizes (the CPU takes any).
+# Head dims 64, 128 and 256: the CUDA kernels' sizes (the CPU takes any).
 SHAPES = [  # B, T, S, Hq, Hkv, D, causal
     (2, 7, 7, 4, 2, 64, True),     # causal prefill, GQA
     (1, 1, 23, 4, 1, 128, True),   # decode, MQA
     (3, 5, 9, 2, 2, 64, False),    # non-causal, T < S
     (2, 3, 17, 6, 3, 64, True),    # a block of queries after a prefix
+    (1, 20, 40, 4, 2, 256, True),  # head dim 256 (Gemma-style), flash kernels on CUDA
 ]
 
 

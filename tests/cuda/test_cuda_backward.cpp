@@ -101,11 +101,11 @@ Layout batched(int64_t B, int64_t T, int64_t S) {
 }  // namespace
 
 // Tensor cores: sizes around the 64-row stages and 128-key tiles of dK/dV and the 128-row tiles
-// and 64-key tiles of dQ, every group size, both head dims and 16-bit dtypes.
+// and 64-key tiles of dQ, every group size, head dims 64, 128 and 256, both 16-bit dtypes.
 TEST(CudaBackward, FlashTileSizes) {
   NEED_GPU();
   uint64_t seed = 3000;
-  for (int D : {64, 128})
+  for (int D : {64, 128, 256})
     for (auto [Hq, Hkv] : {std::pair{4, 4}, {8, 2}, {16, 2}})
       for (int64_t T : {1, 63, 64, 65, 127, 128, 129})
         for (bool causal : {false, true}) {
@@ -161,7 +161,7 @@ TEST(CudaBackward, OtherDtypesAndHeadDims) {
   NEED_GPU();
   uint64_t seed = 3200;
   for (auto [Hq, Hkv] : {std::pair{4, 4}, {8, 2}, {16, 2}})
-    for (int D : {64, 128}) {
+    for (int D : {64, 128, 256}) {
       BwdCase c;
       c.l = batched(2, 65, 129);
       c.Hq = Hq;
@@ -222,7 +222,7 @@ Pair random_indices(const Layout& l, int Hsel, int64_t K, uint64_t seed) {
 TEST(CudaSparseBackward, MatchesReference) {
   NEED_GPU();
   uint64_t seed = 3300;
-  for (int D : {64, 128})
+  for (int D : {64, 128, 256})
     for (auto [Hq, Hkv] : {std::pair{4, 4}, {8, 2}, {16, 2}})
       for (bool shared : {false, true}) {
         BwdCase c;

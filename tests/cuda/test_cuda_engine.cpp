@@ -131,11 +131,11 @@ INSTANTIATE_TEST_SUITE_P(Models, CudaEngineHf, testing::Values("llama", "qwen2",
 
 namespace {
 
-Model tiny(Arch arch, uint64_t seed, int vocab = 64) {
+Model tiny(Arch arch, uint64_t seed, int vocab = 64, int head_dim = 64) {
   ModelConfig c;
   c.arch = arch;
-  // Head dim 64: the CUDA attention kernels are built for 64 and 128.
-  c.hidden = 64, c.inter = 96, c.layers = 2, c.heads = 4, c.kv_heads = 2, c.head_dim = 64;
+  // Head dim 64 or 256 (the CUDA attention kernels are built for 64, 128 and 256).
+  c.hidden = 64, c.inter = 96, c.layers = 2, c.heads = 4, c.kv_heads = 2, c.head_dim = head_dim;
   c.vocab = vocab, c.rms_eps = 1e-5, c.attention_bias = arch == Arch::llama;
   Model m = model_create(c);
   model_init(m, seed, 0.1f);
@@ -293,13 +293,15 @@ TEST(CudaEngine, TrainingLossMatchesCpu) {
 // bf16 under top-k only the latter: see Precision).
 TEST(CudaEngine, GradientMatchesCpuAndIsDeterministic) {
   NEED_GPU();
+  for (int hd : {64, 256})
   for (Precision pr : {kF32, kBF16})
   for (const char* pol : {"full", "topk:k=6"}) {
+    SCOPED_TRACE(testing::Message() << "head_dim " << hd);
     Rng r(8);
     Batch b = make_batch({draw(r, 150, 64), draw(r, 70, 64), draw(r, 33, 64)}, {0, 10, 0});
     std::vector<std::vector<float>> gs;
     for (int run = 0; run < 3; run++) {
-      Model m = tiny(Arch::qwen3, 21);
+      Model m = tiny(Arch::qwen3, 21, 64, hd);
       if (run > 0) model_to(m, Device::cuda, true, pr.compute);
       Acts a;
       model_forward(m, b, parse_policy(pol), a);
@@ -311,7 +313,7 @@ TEST(CudaEngine, GradientMatchesCpuAndIsDeterministic) {
       gs.push_back(std::move(h));
     }
     double e = rel_err(gs[1].data(), gs[0].data(), gs[0].size());
-    std::printf("%s %s: gradient relative error cuda vs cpu %.2e\n", pol, dtype_name(pr.compute), e);
+    std::printf("head_dim %d %s %s: gradient relative error cuda vs cpu %.2e\n", hd, pol, dtype_name(pr.compute), e);
     if (pr.compute == DType::f32 || keys_from_positions(pol)) {
       EXPECT_LE(e, pr.compute == DType::f32 ? pr.tol : 5e-2) << pol << " " << dtype_name(pr.compute);
     }

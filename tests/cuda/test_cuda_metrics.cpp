@@ -63,7 +63,7 @@ void check_metrics(const Layout& l, int Hq, int Hkv, int D, DType kvdt, bool cau
 TEST(CudaMetrics, DecodeSteps) {
   NEED_GPU();
   uint64_t seed = 4000;
-  for (int D : {64, 128})
+  for (int D : {64, 128, 256})
     for (auto [Hq, Hkv] : {std::pair{4, 4}, {8, 2}, {16, 2}})
       for (DType kv : {DType::bf16, DType::f32}) {
         Layout l = batched(4, 1, 700);

@@ -133,7 +133,7 @@ void check_forward(const Shape& sh, uint64_t seed) {
 TEST(CudaAttention, ForwardDecodeShapes) {
   NEED_GPU();
   uint64_t seed = 1;
-  for (int D : {64, 128})
+  for (int D : {64, 128, 256})
     for (auto [Hq, Hkv] : {std::pair{4, 4}, {8, 2}, {16, 2}, {12, 1}})
       for (int64_t S : {1, 127, 128, 129, 700}) {
         SCOPED_TRACE(testing::Message() << "D=" << D << " Hq=" << Hq << " Hkv=" << Hkv << " S=" << S);
@@ -231,7 +231,7 @@ TEST(CudaAttention, UnsupportedHeadDim) {
 
 TEST(CudaAttention, Scores) {
   NEED_GPU();
-  for (int D : {64, 128}) {
+  for (int D : {64, 128, 256}) {
     Shape s{3, 3, 259, 16, 2, D};
     s.causal = true;
     s.seqlens = {259, 3, 100};
@@ -423,7 +423,7 @@ TEST(CudaSelect, GroupSharing) {
 TEST(CudaSparse, GivenIndices) {
   NEED_GPU();
   uint64_t seed = 500;
-  for (int D : {64, 128})
+  for (int D : {64, 128, 256})
     for (auto [Hq, Hkv, Hsel] : {std::tuple{8, 2, 8}, {8, 2, 2}, {4, 4, 4}, {16, 2, 2}}) {
       Shape s{3, 2, 400, Hq, Hkv, D};
       s.seqlens = {400, 250, 0};
@@ -564,7 +564,7 @@ void check_topk(const Shape& sh, const SelectOpts& sel, uint64_t seed) {
 TEST(CudaTopk, Decode) {
   NEED_GPU();
   uint64_t seed = 600;
-  for (int D : {64, 128})
+  for (int D : {64, 128, 256})
     for (auto [Hq, Hkv] : {std::pair{8, 8}, {8, 2}, {32, 4}})
       for (bool share : {false, true}) {
         Shape s{3, 1, 3000, Hq, Hkv, D};
@@ -586,6 +586,29 @@ TEST(CudaTopk, LongDecode) {
   SelectOpts sel;
   sel.k = 2048;
   check_topk(s, sel, 650);
+}
+
+// Head dim 256 at the shapes where its kernels change: rows long enough for the threshold
+// path's sample and candidate lists, and f32 keys (one K tile per ring stage in the score pass,
+// FMA products) beside bf16 (tensor cores), on every pipeline.
+TEST(CudaTopk, HeadDim256LongAndF32Keys) {
+  NEED_GPU();
+  Shape s{2, 1, 40000, 8, 2, 256};
+  s.seqlens = {40000, 9000};
+  SelectOpts sel;
+  sel.k = 2048;
+  check_topk(s, sel, 660);
+  Shape f{2, 1, 5000, 16, 4, 256};
+  f.seqlens = {5000, 777};
+  f.kvdt = DType::f32;
+  f.qdt = DType::f32;
+  SelectOpts small;
+  small.k = 300;
+  check_topk(f, small, 661);
+  f.odt = DType::bf16;
+  small.sink = 3;
+  small.window = 40;
+  check_topk(f, small, 662);
 }
 
 TEST(CudaTopk, RatiosForcedAndFull) {
@@ -765,7 +788,7 @@ TEST(CudaTopk, SampleThresholds) {
   uint64_t seed = 970;
   int heads = 0, off_by_one = 0;
   for (DType kvdt : {DType::bf16, DType::f32})
-    for (int D : {64, 128})
+    for (int D : {64, 128, 256})
       for (auto [Hq, Hkv] : {std::pair{16, 4}, {16, 2}, {12, 1}}) {
         SCOPED_TRACE(testing::Message() << "kv " << (kvdt == DType::bf16 ? "bf16" : "f32") << " D=" << D << " Hq=" << Hq << " Hkv=" << Hkv);
         Shape sh{3, 1, 30000, Hq, Hkv, D};

@@ -70,11 +70,11 @@ Layout batched(int64_t B, int64_t T, int64_t S) {
 }  // namespace
 
 // Sizes around the 128-row query tile and the 64-key tile, prefill (S = T) and a cached prefix
-// (S > T), every group size, both head dims and 16-bit dtypes, both output dtypes.
+// (S > T), every group size, head dims 64, 128 and 256, both 16-bit dtypes, both output dtypes.
 TEST(CudaFlash, ForwardTileSizes) {
   NEED_GPU();
   uint64_t seed = 2000;
-  for (int D : {64, 128})
+  for (int D : {64, 128, 256})
     for (auto [Hq, Hkv] : {std::pair{4, 4}, {8, 2}, {16, 2}})
       for (int64_t T : {16, 63, 64, 65, 127, 128, 129})
         for (bool causal : {false, true}) {
@@ -97,7 +97,7 @@ TEST(CudaFlash, ForwardTileSizes) {
 TEST(CudaFlash, ForwardLayouts) {
   NEED_GPU();
   uint64_t seed = 2100;
-  for (int D : {64, 128})
+  for (int D : {64, 128, 256})
     for (bool causal : {false, true}) {
       FwdCase rag;
       rag.l = batched(4, 150, 300);

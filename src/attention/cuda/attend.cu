@@ -1,9 +1,10 @@
 // Attention of query rows over key tiles, split over keys (flash-decoding) with a combine step.
 // One kernel serves full attention (keys 0..n-1 of the row) and sparse attention (keys from an
 // index list). A block owns (row, KV head, slice of up to HB heads of the group, split); each
-// K/V row is read once with 16-byte loads for all HB heads. Per 128-key tile: scores (or
-// precomputed ones) -> shared memory -> online softmax (one warp per head) -> V accumulation.
-// Partials (m, l, acc) of every split are merged by combine_kernel into o and lse.
+// K/V row is read once with 16-byte loads for all HB heads. Per tile of 128 keys (64 at
+// D = 256): scores (or precomputed ones) -> shared memory -> online softmax (one warp per head)
+// -> V accumulation. Partials (m, l, acc) of every split are merged by combine_kernel into o
+// and lse. Head dims 64, 128 and 256.
 #include <algorithm>
 #include <cmath>
 
@@ -40,10 +41,20 @@ template <int D, int HB>
 __global__ void __launch_bounds__(kThreads, HB <= 4 ? 2 : 1) attend_kernel(const AttendArgs a) {
   constexpr int TPR = D / 8;
   constexpr int SLOTS = kThreads / TPR;
-  constexpr int KPT = kTile / SLOTS;
+  // Keys per tile: past D = 128, as many as make the bytes of a 128-key tile at D = 128, so
+  // that a thread has the same keys per tile (KPT) and the same registers for them as there
+  // (at D = 256 with 128 keys, raw K and V of 16 keys a thread spilled hundreds of bytes).
+  constexpr int TK = D <= 128 ? kTile : kTile * 128 / D;
+  static_assert(kTile % TK == 0 && TK % 32 == 0 && TK % SLOTS == 0,
+                "a split's chunk is whole tiles; a lane softmaxes TK / 32 keys of a head");
+  constexpr int KPT = TK / SLOTS;
   constexpr int KB = HB >= 4 ? KPT / 2 : KPT;  // keys per dot batch
-  constexpr int NB = KB * HB >= TPR ? KB * HB : TPR;  // reduce_scatter needs >= TPR values
-  __shared__ float sc[2][HB][kTile];
+  // Dot products summed per batch: below TPR values, 64 and 128 pad them with zeros to TPR
+  // for reduce_scatter; 256 sums them over RW lanes and then adds up the TPR / RW lane groups
+  // (the padding would cost 24 registers and 22 shuffles a batch with one head).
+  constexpr int NB = KB * HB >= TPR || D > 128 ? KB * HB : TPR;
+  constexpr int RW = NB < TPR ? NB : TPR;
+  __shared__ float sc[2][HB][TK];
   __shared__ float salpha[2][HB];
   __shared__ float red[SLOTS][D];
 
@@ -76,6 +87,8 @@ __global__ void __launch_bounds__(kThreads, HB <= 4 ? 2 : 1) attend_kernel(const
 
   // q of the block's heads in shared memory (registers go to raw K, dots and acc).
   __shared__ __align__(16) float sq[HB][D];
+  static_assert(sizeof(sc) + sizeof(salpha) + sizeof(red) + sizeof(sq) <= 48 * 1024,
+                "static shared memory of a block is at most 48 KiB");
   if (!a.pre) {
     for (int e = tid; e < HB * D; e += kThreads) {
       int h = e / D, d = e % D;
@@ -97,7 +110,7 @@ __global__ void __launch_bounds__(kThreads, HB <= 4 ? 2 : 1) attend_kernel(const
   float m_run = -INFINITY, l_run = 0.f;  // of head `warp`, in that warp
   int buf = 0;
 
-  for (int64_t p0 = p_begin; p0 < p_end; p0 += kTile) {
+  for (int64_t p0 = p_begin; p0 < p_end; p0 += TK) {
     int32_t key[KPT];
     bool valid[KPT];
 #pragma unroll
@@ -157,10 +170,14 @@ __global__ void __launch_bounds__(kThreads, HB <= 4 ? 2 : 1) attend_kernel(const
             }
           });
         }
-        reduce_scatter<NB, TPR>(v);
+        reduce_scatter<NB, RW>(v);
+        if constexpr (RW < TPR) {
 #pragma unroll
-        for (int i = 0; i < NB / TPR; i++) {
-          int id = dg * (NB / TPR) + i;
+          for (int o = RW; o < TPR; o <<= 1) v[0] += __shfl_xor_sync(0xffffffffu, v[0], o);
+        }
+#pragma unroll
+        for (int i = 0; i < NB / RW; i++) {
+          int id = dg * (NB / RW) + i;
           if (id < KB * HB) {
             int k = b0 + id / HB, h = id % HB;
             sc[buf][h][slot + k * SLOTS] = valid[k] ? v[i] * a.scale : -INFINITY;
@@ -187,10 +204,10 @@ __global__ void __launch_bounds__(kThreads, HB <= 4 ? 2 : 1) attend_kernel(const
     if (kEarlyV && v16) load_v16();
     __syncthreads();
     if (warp < nh) {
-      float x[kTile / 32];
+      float x[TK / 32];
       float tmax = -INFINITY;
 #pragma unroll
-      for (int i = 0; i < kTile / 32; i++) {
+      for (int i = 0; i < TK / 32; i++) {
         x[i] = sc[buf][warp][lane + 32 * i];
         tmax = fmaxf(tmax, x[i]);
       }
@@ -200,7 +217,7 @@ __global__ void __launch_bounds__(kThreads, HB <= 4 ? 2 : 1) attend_kernel(const
       float alpha = m_new == -INFINITY ? 1.f : __expf(m_run - m_new);
       float sum = 0.f;
 #pragma unroll
-      for (int i = 0; i < kTile / 32; i++) {
+      for (int i = 0; i < TK / 32; i++) {
         float pr = m_new == -INFINITY ? 0.f : __expf(x[i] - m_new);
         sc[buf][warp][lane + 32 * i] = pr;
         sum += pr;

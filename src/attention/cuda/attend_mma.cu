@@ -8,6 +8,8 @@
 //   values   O^T += V^T P^T (dims x keys times keys x heads), with p split into two bf16
 //            parts (16 significant bits) so that the weights lose nothing that matters.
 // Partials (m, l, acc) of every split go to combine_kernel (attend.cu), as from attend_kernel.
+// Head dims 64, 128 and 256; at 256 a block's ring (192 KiB) leaves room for one block per SM,
+// which then may use 255 registers (q fragments of 3 parts are 96 of them).
 #include <cmath>
 
 #include "attention/cuda/common.cuh"
@@ -43,15 +45,23 @@ template <int D>
 constexpr int tile_bytes() { return kKeys * 2 * D; }  // swizzled rows (common.cuh)
 
 template <int D>
-__global__ void __launch_bounds__(kThreads, 2) attend_mma_kernel(const MmaArgs a) {
+__global__ void __launch_bounds__(kThreads, D <= 128 ? 2 : 1) attend_mma_kernel(const MmaArgs a) {
   constexpr int pitch = 2 * D;
   constexpr int cpr = D / 8;  // 16-byte chunks per row
+  // 16-dim groups of the O^T product per warp: D = 64 leaves warps 4-7 out, 256 gives each
+  // warp groups warp and warp + 8.
+  constexpr int warps = kThreads / 32;
+  constexpr int dgw = D / 16 > warps ? D / 16 / warps : 1;
+  static_assert(D / 16 <= warps * dgw, "every 16-dim group of O^T has a warp");
   extern __shared__ __align__(16) unsigned char ring[];  // [kStages][K tile, V tile]
   // Rows padded so that the fragment stores of ss and the B-fragment loads of sp (8 heads x
   // 4 key pairs per warp) are conflict-free.
   __shared__ float ss[kHeads][kKeys + 4];                      // scaled scores
   __shared__ __align__(16) uint16_t sp[2][kHeads][kKeys + 8];  // weights, bf16 hi and lo parts
   __shared__ float salpha[kHeads];
+  static_assert(kStages * 2 * tile_bytes<D>() + sizeof(ss) + sizeof(sp) + sizeof(salpha) <=
+                    kMaxBlockSmem,
+                "the ring and the static buffers exceed a block's shared memory");
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid & 31;
   const int g = lane >> 2, t2 = (lane & 3) * 2;  // mma fragment coordinates
@@ -97,7 +107,7 @@ __global__ void __launch_bounds__(kThreads, 2) attend_mma_kernel(const MmaArgs a
   if (warp < kKeys / 16) load_q_frags<D>(a.q, a.q.offset(s.batch, s.q_start + t, h0), nh, qparts, qb);
 
   float m_run = -INFINITY, l_run = 0.f;  // of head `warp`, in that warp
-  float acc[4] = {0.f, 0.f, 0.f, 0.f};   // O^T: dims 16 warp + g (+ 8), heads t2 (+ 1)
+  float acc[dgw][4] = {};  // O^T: dims 16 (warp + 8 j) + g (+ 8), heads t2 (+ 1)
   for (int64_t i = 0; i < ntiles; i++) {
     cp_async_wait<kStages - 2>();
     __syncthreads();  // tile i is in; every thread is done with the stage of tile i - 1
@@ -145,24 +155,32 @@ __global__ void __launch_bounds__(kThreads, 2) attend_mma_kernel(const MmaArgs a
 
     if (warp < D / 16) {
       const float al0 = salpha[t2], al1 = salpha[t2 + 1];
-      acc[0] *= al0;
-      acc[1] *= al1;
-      acc[2] *= al0;
-      acc[3] *= al1;
+#pragma unroll
+      for (int j = 0; j < dgw; j++) {
+        acc[j][0] *= al0;
+        acc[j][1] *= al1;
+        acc[j][2] *= al0;
+        acc[j][3] *= al1;
+      }
       // A = V^T (dims x keys) by transposing loads of V rows: lane gives key row
       // 16 ks + lane % 8 (+ 8 for lanes 16-31) at dims 16 warp (+ 8 for lanes 8-15, 24-31);
-      // the swizzle depends on the row only through lane % 8.
+      // the swizzle depends on the row only through lane % 8. It flips the low 3 bits of the
+      // chunk alone, so the chunks of group warp + 8 j lie 16 j chunks further along the row.
       const int vr = (lane & 7) + ((lane >> 4) << 3);
       const unsigned char* vrow = vt + vr * pitch + swizzled_chunk(vr, 2 * warp + ((lane >> 3) & 1)) * 16;
 #pragma unroll
       for (int ks = 0; ks < kKeys / 16; ks++) {
-        uint32_t af[4];
-        ldmatrix_x4_trans(af, vrow + ks * 16 * pitch);
+        uint32_t af[dgw][4];
+#pragma unroll
+        for (int j = 0; j < dgw; j++)
+          ldmatrix_x4_trans(af[j], vrow + ks * 16 * pitch + j * warps * 2 * 16);
 #pragma unroll
         for (int p = 0; p < 2; p++) {
+          // The weights' B fragment serves every dim group of the warp.
           const uint32_t b0 = *reinterpret_cast<const uint32_t*>(&sp[p][g][16 * ks + t2]);
           const uint32_t b1 = *reinterpret_cast<const uint32_t*>(&sp[p][g][16 * ks + t2 + 8]);
-          mma_bf16(acc, af, b0, b1);
+#pragma unroll
+          for (int j = 0; j < dgw; j++) mma_bf16(acc[j], af[j], b0, b1);
         }
       }
     }
@@ -174,10 +192,12 @@ __global__ void __launch_bounds__(kThreads, 2) attend_mma_kernel(const MmaArgs a
   if (warp < nh && lane == 0) a.pml[prow + int64_t(warp) * a.nsplit] = make_float2(m_run, l_run);
   if (warp < D / 16) {
 #pragma unroll
-    for (int e = 0; e < 4; e++) {
-      const int h = t2 + (e & 1), d = warp * 16 + g + 8 * (e >> 1);
-      if (h < nh) a.pacc[(prow + int64_t(h) * a.nsplit) * D + d] = acc[e];
-    }
+    for (int j = 0; j < dgw; j++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int h = t2 + (e & 1), d = (warp + warps * j) * 16 + g + 8 * (e >> 1);
+        if (h < nh) a.pacc[(prow + int64_t(h) * a.nsplit) * D + d] = acc[j][e];
+      }
   }
 }
 
@@ -213,7 +233,7 @@ bool launch_attend_mma(const AttnParams& p, const SeqTable& st, int64_t r0, int6
   a.k = drows(p.k);
   a.v = drows(p.v);
   if (a.k.dt != kBF16 || a.v.dt != kBF16 || !rows_aligned(a.k) || !rows_aligned(a.v)) return false;
-  if (p.D != 64 && p.D != 128) return false;
+  if (p.D != 64 && p.D != 128 && p.D != 256) return false;
   a.seqs = st.d;
   a.nseq = st.n;
   a.r0 = r0;
@@ -225,7 +245,8 @@ bool launch_attend_mma(const AttnParams& p, const SeqTable& st, int64_t r0, int6
   a.causal = p.causal;
   a.Tq = p.Tq;
   if (p.D == 64) run_attend_mma<64>(p, st, a, r1 - r0, max_splits);
-  else run_attend_mma<128>(p, st, a, r1 - r0, max_splits);
+  else if (p.D == 128) run_attend_mma<128>(p, st, a, r1 - r0, max_splits);
+  else run_attend_mma<256>(p, st, a, r1 - r0, max_splits);
   return true;
 }
 

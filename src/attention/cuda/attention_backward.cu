@@ -3,11 +3,12 @@
 // thread in a fixed order, so runs are bit-identical).
 //   prep      per (row, head): ld = (lse log2 e, Delta = dout . o), and dout as 16 bits when
 //             the tensor-core kernels need it in q's dtype (Delta then from those 16 bits);
-//   then      the tensor-core kernels of flash_backward.cu (bf16 or f16 q, k, v; D 64 or 128;
-//             aligned rows): dK/dV per key tile, dQ per query tile;
+//   then      the tensor-core kernels of flash_backward.cu (bf16 or f16 q, k, v; the head dims
+//             flash_backward_fits takes; aligned rows): dK/dV per key tile, dQ per query tile;
 //   or        the simple kernels below for every other shape (f32 or mixed dtypes, any D): a
 //             warp per query row for dq, a warp per key row for dk and dv, rows of D floats in
-//             shared memory, so any head dim fits in O(D) memory per warp.
+//             shared memory, so any head dim fits in O(D) memory per warp (D = 256: 8 warps,
+//             24 KiB for dq and 32 KiB for dk and dv).
 // dk and dv are overwritten whole: the kernels write every key row of every sequence (0 where
 // no query reaches), and a memset clears rows no sequence owns. dq rows of no sequence (past
 // seqlens_q, outside every cu_seqlens_q span) are not written.

@@ -1,5 +1,5 @@
 // Full attention forward on CUDA. Prefill and training (a sequence with at least
-// kFlashMinRows query rows, bf16 or f16 q, k, v, D 64 or 128): the FlashAttention-2 kernel of
+// kFlashMinRows query rows, bf16 or f16 q, k, v, D 64, 128 or 256): the FlashAttention-2 kernel of
 // flash_forward.cu, which reads each K/V tile once for 128 query rows. Otherwise (decode, f32
 // inputs, mixed dtypes): the split-KV kernels of attend.cu / attend_mma.cu, a block per query
 // row, fast when rows are few and correct for every shape (T > 1, causal, packed).

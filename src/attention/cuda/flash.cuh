@@ -2,9 +2,9 @@
 // (flash_forward.cu, flash_backward.cu): tile lists over the sequences, swizzled 16-bit tiles
 // in shared memory, their ldmatrix fragment addresses, and m16n8k16 products of bf16 or f16.
 //
-// Tiles in shared memory hold rows of D 16-bit elements unpadded, 16-byte chunk c of row r at
-// chunk c ^ (r % 8) (swizzled_chunk, common.cuh): ldmatrix over 8 consecutive rows then hits 8
-// different bank groups.
+// Tiles in shared memory hold rows of D 16-bit elements unpadded (D / 8 = 8, 16 or 32 chunks of
+// 16 bytes), chunk c of row r at chunk c ^ (r % 8) (swizzled_chunk, common.cuh): ldmatrix over
+// 8 consecutive rows then hits 8 different bank groups.
 #pragma once
 #include <algorithm>
 #include <vector>

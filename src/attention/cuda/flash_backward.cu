@@ -1,5 +1,5 @@
 // Full attention backward on tensor cores, FlashAttention-2 recomputation for bf16 or f16 q, k,
-// v with D 64 or 128 (the op, its prep and the other shapes are in attention_backward.cu).
+// v with D 64, 128 or 256 (the op, its prep and the other shapes are in attention_backward.cu).
 // Two kernels, each the only writer of its outputs (no atomics, fixed summation order):
 //   dK/dV  a block per (128-key tile, KV head), 8 warps of 16 keys; K and V stay in shared
 //          memory while 64-query tiles of Q and dout (with their (lse, Delta) pairs) of every
@@ -7,8 +7,11 @@
 //            S^T = K Q^T, P^T = 2^(S^T scale log2 e - lse log2 e)   (keys x queries)
 //            dP^T = V dO^T, dS^T = P^T (dP^T - Delta)
 //            dV += P^T dO,  dK += dS^T Q                (P^T, dS^T straight from registers)
+//          At D = 256 a warp cannot hold both dK and dV of its keys: 64-key tiles, and warps w
+//          and w + 4 share keys 16 w .. 16 w + 15, w doing S, P and dV, w + 4 dP, dS and dK with
+//          P^T passed through shared memory (flash_dkdv_pair_kernel; 209 KiB).
 //   dQ     a block per (128-query tile, query head), 8 warps of 16 rows; 64-key K and V tiles
-//          through two stages: S = Q K^T, P, dP = dO V^T, dS, dQ += dS K.
+//          (32 at D = 256: 192 KiB) through two stages: S = Q K^T, P, dP = dO V^T, dS, dQ += dS K.
 // P and dS are rounded to the input dtype for their products, as FlashAttention does; the
 // sums are fp32. Causal tiles start at the first query that sees the tile (dK/dV) or end at the
 // last key the tile's last row sees (dQ), and mask only where a tile crosses the diagonal.
@@ -27,9 +30,12 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kQRows = 128;  // dQ: query rows per block
-constexpr int kQKeys = 64;   // dQ: keys per tile
-constexpr int kKKeys = 128;  // dK/dV: keys per block
 constexpr int kKRows = 64;   // dK/dV: query rows per stage (two steps of 32)
+// dQ: keys per tile (at D = 256 the 32 x 32 S and dP blocks of a warp fit beside dQ's 128
+// accumulators, and the two stages beside Q and dout in shared memory).
+constexpr int dq_keys(int D) { return D <= 128 ? 64 : 32; }
+// dK/dV: keys per block (at D = 256 four pairs of warps of 16 keys, flash_dkdv_pair_kernel).
+constexpr int dkdv_keys(int D) { return D <= 128 ? 128 : 64; }
 
 struct FlashBwdArgs {
   const DSeq* seqs;
@@ -46,15 +52,24 @@ struct FlashBwdArgs {
   int64_t Tq, Smax;
 };
 
+// The P^T blocks the S warps pass to the dP warps at D = 256: [pair][step % 2][4][32 lanes] of
+// float4, each lane's 16 fp32 values of a 16-key x 32-query block.
+constexpr int kPairBufBytes = 4 * 2 * 4 * 32 * sizeof(float4);
+
+// K and V, two stages of (Q, dout) with their (lse, Delta) pairs, and at D = 256 the P blocks
+// the pairs of warps pass (flash_dkdv_pair_kernel).
 template <int D>
 constexpr size_t dkdv_smem() {
-  return size_t(2 * kKKeys + 4 * kKRows) * 2 * D + 2 * kKRows * sizeof(float2);
+  return size_t(2 * dkdv_keys(D) + 4 * kKRows) * 2 * D + 2 * kKRows * sizeof(float2) +
+         (D <= 128 ? 0 : kPairBufBytes);
 }
 template <int D>
-constexpr size_t dq_smem() { return size_t(2 * kQRows + 4 * kQKeys) * 2 * D; }
+constexpr size_t dq_smem() { return size_t(2 * kQRows + 4 * dq_keys(D)) * 2 * D; }
 
 template <int D, int DT>
 __global__ void __launch_bounds__(kThreads, 1) flash_dkdv_kernel(const FlashBwdArgs a) {
+  static_assert(D <= 128, "dK and dV of 16 keys over D = 256 fill a warp's registers alone");
+  constexpr int kKKeys = dkdv_keys(D);
   constexpr int kTileBytes = kKRows * 2 * D;
   extern __shared__ __align__(128) unsigned char smem[];
   unsigned char* sk = smem;                           // [kKKeys][D]
@@ -192,8 +207,172 @@ __global__ void __launch_bounds__(kThreads, 1) flash_dkdv_kernel(const FlashBwdA
   }
 }
 
+// bar.sync for the two warps of pair p alone (barrier 1 + p; __syncthreads uses 0).
+__device__ __forceinline__ void pair_sync(int p) {
+  asm volatile("bar.sync %0, 64;" ::"r"(1 + p) : "memory");
+}
+
+// dK/dV at D = 256, where a warp's dK and dV accumulators of 16 keys (256 registers) do not fit:
+// a block per (64-key tile, KV head), warps w and w + 4 (pair w) on keys 16 w .. 16 w + 15.
+// Per 32-query step the S warp w computes S^T = K Q^T and P^T, hands P^T to the dP warp w + 4
+// through shared memory (double-buffered by step parity, so one pair barrier per step: the S
+// warp writes a buffer again only two steps later, past the barrier the dP warp reaches after
+// reading it), and accumulates dV += P^T dO; the dP warp computes dP^T = V dO^T, dS^T and
+// dK += dS^T Q. Each product is done once, in flash_dkdv_kernel's order over D: the same sums.
+template <int D, int DT>
+__global__ void __launch_bounds__(kThreads, 1) flash_dkdv_pair_kernel(const FlashBwdArgs a) {
+  constexpr int kKeys = dkdv_keys(D);
+  static_assert(kKeys == 16 * (kThreads / 64), "a pair of warps per 16 keys");
+  constexpr int kTileBytes = kKRows * 2 * D;
+  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* sk = smem;                           // [kKeys][D]
+  unsigned char* sv = sk + kKeys * 2 * D;             // [kKeys][D]
+  unsigned char* sqd = sv + kKeys * 2 * D;            // [2][Q, dout][kKRows][D]
+  float2* sld = reinterpret_cast<float2*>(sqd + 4 * kTileBytes);  // [2][kKRows]
+  float4* sp = reinterpret_cast<float4*>(sld + 2 * kKRows);       // kPairBufBytes
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, c2 = (lane & 3) * 2;
+  const int pair = warp & 3;
+  const bool dpw = warp >= 4;  // a dP warp (dP, dS, dK), else an S warp (S, P, dV)
+  const FlashTile tile = a.tiles[blockIdx.x / a.Hkv];
+  const int kvh = int(blockIdx.x % a.Hkv);
+  const DSeq s = a.seqs[tile.seq];
+  const int64_t j0 = tile.r0;
+  const int nk = int(min(int64_t(kKeys), int64_t(s.S) - j0));
+  const int64_t tfirst = a.causal ? min(max(j0 - int64_t(s.q_pos), int64_t(0)), int64_t(s.T)) : 0;
+  const int nqt = int((s.T - tfirst + kKRows - 1) / kKRows);
+  const int nitems = a.G * nqt;  // (head of the group, query tile), head-major
+
+  load_tile<D, kKeys, kThreads>(sk, a.k.data + a.k.offset(s.batch, s.k_start + j0, kvh) * 2, a.k.st * 2, nk);
+  load_tile<D, kKeys, kThreads>(sv, a.v.data + a.v.offset(s.batch, s.k_start + j0, kvh) * 2, a.v.st * 2, nk);
+  auto issue = [&](int it) {  // as in flash_dkdv_kernel
+    const int st = it & 1, hh = kvh * a.G + it / nqt;
+    const int64_t tq0 = tfirst + int64_t(it % nqt) * kKRows;
+    const int qr = int(min(int64_t(kKRows), int64_t(s.T) - tq0));
+    unsigned char* tq = sqd + st * 2 * kTileBytes;
+    load_tile<D, kKRows, kThreads>(tq, a.q.data + a.q.offset(s.batch, s.q_start + tq0, hh) * 2, a.q.st * 2, qr);
+    load_tile<D, kKRows, kThreads>(tq + kTileBytes, a.dout.data + a.dout.offset(s.batch, s.q_start + tq0, hh) * 2,
+                                   a.dout.st * 2, qr);
+    for (int c = tid; c < kKRows; c += kThreads) {
+      if (c < qr) cp_async8(&sld[st * kKRows + c], &a.ld[int64_t(hh) * a.R + s.r0 + tq0 + c]);
+      else sld[st * kKRows + c] = make_float2(INFINITY, 0.f);
+    }
+  };
+  if (nitems > 0) issue(0);
+  cp_async_commit();
+
+  const int64_t ja = j0 + pair * 16 + g, jb = ja + 8;  // this lane's key rows
+  float acc[D / 8][4];  // dV (S warp) or dK (dP warp) of keys ja, jb
+#pragma unroll
+  for (int i = 0; i < D / 8; i++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) acc[i][e] = 0.f;
+  const unsigned char* ra = dpw ? sv : sk;  // A of the first product: K (S^T) or V (dP^T)
+  int step = 0;                             // 32-query steps so far: the P^T buffer's parity
+
+  for (int it = 0; it < nitems; it++) {
+    cp_async_wait<0>();
+    __syncthreads();  // item it (and K, V) are in; every warp is done with item it - 1's stage
+    if (it + 1 < nitems) issue(it + 1);
+    cp_async_commit();
+    const int st = it & 1;
+    const int64_t tq0 = tfirst + int64_t(it % nqt) * kKRows;
+    const int qr = int(min(int64_t(kKRows), int64_t(s.T) - tq0));
+    const unsigned char* tq = sqd + st * 2 * kTileBytes;
+    const unsigned char* td = tq + kTileBytes;
+    const unsigned char* rb = dpw ? td : tq;  // B of the first product: Q (S^T) or dout (dP^T)
+    const unsigned char* rc = dpw ? tq : td;  // B of the second: dout (dV) or Q (dK)
+    const float2* ld = sld + st * kKRows;
+    // The causal mask, as in flash_dkdv_kernel (used by the S warps).
+    const bool mask = a.causal && visible_keys(s, tq0, true) < j0 + nk;
+    const int64_t rel = ja - int64_t(s.q_pos) - 1 - tq0;
+    const int lim_a = int(min(max(rel, int64_t(-1)), int64_t(kKRows)));
+    const int lim_b = int(min(max(rel + 8, int64_t(-1)), int64_t(kKRows)));
+
+#pragma unroll 1
+    for (int half = 0; half < kKRows / 32; half++) {
+      const int qb = half * 32;
+      if (qb >= qr) break;  // uniform over the block
+      float x[4][4];  // S^T then P^T (S warp); dP^T then dS^T (dP warp): 16 keys x 32 queries
+#pragma unroll
+      for (int n = 0; n < 4; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) x[n][e] = 0.f;
+#pragma unroll
+      for (int ks = 0; ks < D / 16; ks++) {
+        uint32_t fa[4];
+        ldmatrix_x4(fa, frag_a<D>(ra, pair * 16, ks));
+#pragma unroll
+        for (int np = 0; np < 2; np++) {
+          uint32_t b[4];
+          ldmatrix_x4(b, frag_b<D>(rb, qb + np * 16, ks));
+          mma16<DT>(x[2 * np], fa, b[0], b[1]);
+          mma16<DT>(x[2 * np + 1], fa, b[2], b[3]);
+        }
+      }
+      float4* pbuf = sp + (pair * 2 + (step & 1)) * 4 * 32 + lane;  // [n * 32]: this lane's x[n]
+      step++;
+      if (!dpw) {
+#pragma unroll
+        for (int n = 0; n < 4; n++) {
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int col = qb + 8 * n + c2 + (e & 1);
+            float pv = ex2(fmaf(x[n][e], a.sl2, -ld[col].x));  // 0 for rows past T (lse = +inf)
+            if (mask && col <= (e < 2 ? lim_a : lim_b)) pv = 0.f;
+            x[n][e] = pv;
+          }
+          pbuf[n * 32] = make_float4(x[n][0], x[n][1], x[n][2], x[n][3]);
+        }
+      }
+      pair_sync(pair);  // this step's P^T is in the buffer
+      if (dpw) {
+#pragma unroll
+        for (int n = 0; n < 4; n++) {
+          const float4 p4 = pbuf[n * 32];
+          const float pv[4] = {p4.x, p4.y, p4.z, p4.w};
+#pragma unroll
+          for (int e = 0; e < 4; e++) {
+            const int col = qb + 8 * n + c2 + (e & 1);
+            x[n][e] = pv[e] * (x[n][e] - ld[col].y);
+          }
+        }
+      }
+#pragma unroll
+      for (int kk = 0; kk < 2; kk++) {
+        uint32_t pa[4];
+        acc_to_a<DT>(pa, x[2 * kk], x[2 * kk + 1]);
+#pragma unroll
+        for (int d = 0; d < D / 16; d++) {
+          uint32_t b[4];
+          ldmatrix_x4_trans(b, frag_a<D>(rc, qb + kk * 16, d));
+          mma16<DT>(acc[2 * d], pa, b[0], b[1]);
+          mma16<DT>(acc[2 * d + 1], pa, b[2], b[3]);
+        }
+      }
+    }
+  }
+  cp_async_wait<0>();
+
+  // Every key row of the tile is written (0 when no query sees it).
+  float* out = dpw ? a.dk : a.dv;
+  const float f = dpw ? a.scale : 1.f;
+#pragma unroll
+  for (int half = 0; half < 2; half++) {
+    const int64_t j = half ? jb : ja;
+    if (j >= j0 + nk) continue;
+    const int64_t off = ((int64_t(s.batch) * a.Smax + s.k_start + j) * a.Hkv + kvh) * D;
+#pragma unroll
+    for (int d = 0; d < D / 8; d++)
+      *reinterpret_cast<float2*>(out + off + 8 * d + c2) =
+          make_float2(acc[d][2 * half] * f, acc[d][2 * half + 1] * f);
+  }
+}
+
 template <int D, int DT>
 __global__ void __launch_bounds__(kThreads, 1) flash_dq_kernel(const FlashBwdArgs a) {
+  constexpr int kQKeys = dq_keys(D);
   constexpr int kTileBytes = kQKeys * 2 * D;
   extern __shared__ __align__(128) unsigned char smem[];
   unsigned char* sq = smem;                    // [kQRows][D]
@@ -245,8 +424,7 @@ __global__ void __launch_bounds__(kThreads, 1) flash_dq_kernel(const FlashBwdArg
     for (int n = 0; n < kQKeys / 8; n++)
 #pragma unroll
       for (int e = 0; e < 4; e++) sc[n][e] = dp[n][e] = 0.f;
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ks++) {
+    auto kstep = [&](int ks) {
       uint32_t qa[4], oa[4];
       ldmatrix_x4(qa, frag_a<D>(sq, warp * 16, ks));
       ldmatrix_x4(oa, frag_a<D>(sdo, warp * 16, ks));
@@ -260,6 +438,15 @@ __global__ void __launch_bounds__(kThreads, 1) flash_dq_kernel(const FlashBwdArg
         mma16<DT>(dp[2 * np], oa, b[0], b[1]);
         mma16<DT>(dp[2 * np + 1], oa, b[2], b[3]);
       }
+    };
+    if constexpr (D <= 128) {
+#pragma unroll
+      for (int ks = 0; ks < D / 16; ks++) kstep(ks);
+    } else {
+      // Four k-steps (the swizzle's period) at a time: fully unrolled, ptxas hoisted loads past
+      // the registers left beside the 128 accumulators of dQ, and spilled.
+#pragma unroll 4
+      for (int ks = 0; ks < D / 16; ks++) kstep(ks);
     }
     const int64_t j0 = int64_t(i) * kQKeys;
     const bool mask = j0 + kQKeys > n_lo;  // some key past some row's visible keys
@@ -303,12 +490,17 @@ template <int D, int DT>
 void run_flash_backward(const FlashBwdArgs& a, const FlashTile* ktiles, int64_t kblocks,
                         const FlashTile* qtiles, int64_t qblocks) {
   constexpr size_t ks = dkdv_smem<D>(), qs = dq_smem<D>();
-  allow_smem(flash_dkdv_kernel<D, DT>, ks);
+  static_assert(ks <= kMaxBlockSmem && qs <= kMaxBlockSmem,
+                "flash backward: tiles past the shared-memory limit");
+  void (*dkdv)(FlashBwdArgs);
+  if constexpr (D <= 128) dkdv = flash_dkdv_kernel<D, DT>;
+  else dkdv = flash_dkdv_pair_kernel<D, DT>;
+  allow_smem(dkdv, ks);
   allow_smem(flash_dq_kernel<D, DT>, qs);
   FlashBwdArgs b = a;
   if (kblocks > 0) {
     b.tiles = ktiles;
-    flash_dkdv_kernel<D, DT><<<unsigned(kblocks), kThreads, ks, stream()>>>(b);
+    dkdv<<<unsigned(kblocks), kThreads, ks, stream()>>>(b);
     TOPK_CUDA_LAUNCH();
   }
   if (qblocks > 0) {
@@ -323,7 +515,7 @@ void run_flash_backward(const FlashBwdArgs& a, const FlashTile* ktiles, int64_t 
 bool flash_backward_fits(const AttnParams& p) {
   const DRows q = drows(p.q), k = drows(p.k), v = drows(p.v);
   if (q.dt == kF32 || k.dt != q.dt || v.dt != q.dt) return false;
-  if (p.D != 64 && p.D != 128) return false;
+  if (p.D != 64 && p.D != 128 && p.D != 256) return false;
   return rows_aligned(q) && rows_aligned(k) && rows_aligned(v);
 }
 
@@ -348,7 +540,7 @@ void launch_flash_backward(const AttnParams& p, const SeqTable& st, const float*
   a.dv = p.dv;
   a.Tq = p.Tq;
   a.Smax = p.Smax;
-  const std::vector<FlashTile> kt = flash_tiles(p, kKKeys, true), qt = flash_tiles(p, kQRows, false);
+  const std::vector<FlashTile> kt = flash_tiles(p, dkdv_keys(p.D), true), qt = flash_tiles(p, kQRows, false);
   const int64_t kblocks = int64_t(kt.size()) * p.Hkv, qblocks = int64_t(qt.size()) * p.Hq;
   TOPK_CHECK(kblocks < (int64_t(1) << 31) && qblocks < (int64_t(1) << 31),
              "attention_backward: too many tiles for one launch");

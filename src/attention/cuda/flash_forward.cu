@@ -1,8 +1,11 @@
 // Full attention forward for prefill and training (many query rows), FlashAttention-2 style,
-// on tensor cores for bf16 or f16 q, k, v with D 64 or 128. A block owns a tile of 128 query
-// rows of one query head (8 warps, 16 rows each, q in registers); 64-key K and V tiles of the
-// head's KV head stream through two shared-memory stages (the next tile's cp.async runs while
-// this one is multiplied). Per key tile and warp:
+// on tensor cores for bf16 or f16 q, k, v with D 64, 128 or 256. A block owns a tile of 128
+// query rows of one query head (8 warps, 16 rows each); 64-key K and V tiles of the head's KV
+// head stream through two shared-memory stages (the next tile's cp.async runs while this one
+// is multiplied). Up to D = 128 each warp keeps its q fragments in registers; at D = 256 they
+// (64 registers) would not fit beside the O accumulators (128) and the scores, so every k-step
+// reads them from the Q tile again (192 KiB of shared memory: Q 64, two stages of K, V 128).
+// Per key tile and warp:
 //   S = Q K^T        m16n8k16, fp32 accumulators;
 //   online softmax   running max and sum per row in the log2 domain (scale * log2 e folded in);
 //   O += P V         P rounded to the input dtype, as FlashAttention does (the row sums use the
@@ -44,6 +47,7 @@ constexpr size_t fwd_smem() { return size_t(kBM + 4 * kBN) * 2 * D; }
 template <int D, int DT>
 __global__ void __launch_bounds__(kThreads, 1) flash_forward_kernel(const FlashFwdArgs a) {
   constexpr int kTileBytes = kBN * 2 * D;
+  constexpr bool kQRegs = D <= 128;  // q fragments in registers (else read per k-step)
   extern __shared__ __align__(128) unsigned char smem[];
   unsigned char* sq = smem;                  // [kBM][D]
   unsigned char* skv = smem + kBM * 2 * D;   // [2][K, V][kBN][D]
@@ -78,7 +82,7 @@ __global__ void __launch_bounds__(kThreads, 1) flash_forward_kernel(const FlashF
   // This lane's rows of the tile: 16 warp + g and + 8; the keys each sees (for masked tiles).
   const int tr = t0 + warp * 16 + g;
   const int64_t nv0 = visible_keys(s, tr, a.causal), nv1 = visible_keys(s, tr + 8, a.causal);
-  uint32_t qf[D / 16][4];
+  uint32_t qf[kQRegs ? D / 16 : 1][4];
   float o[D / 8][4];
 #pragma unroll
   for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
@@ -90,9 +94,11 @@ __global__ void __launch_bounds__(kThreads, 1) flash_forward_kernel(const FlashF
     __syncthreads();  // tile i is in for every thread, and every warp is done with tile i - 1
     if (i + 1 < ntiles) issue(i + 1);  // into the stage tile i - 1 used
     cp_async_commit();
-    if (i == 0) {
+    if constexpr (kQRegs) {
+      if (i == 0) {
 #pragma unroll
-      for (int ks = 0; ks < D / 16; ks++) ldmatrix_x4(qf[ks], frag_a<D>(sq, warp * 16, ks));
+        for (int ks = 0; ks < D / 16; ks++) ldmatrix_x4(qf[ks], frag_a<D>(sq, warp * 16, ks));
+      }
     }
     const unsigned char* kt = skv + (i & 1) * 2 * kTileBytes;
     const unsigned char* vt = kt + kTileBytes;
@@ -102,12 +108,14 @@ __global__ void __launch_bounds__(kThreads, 1) flash_forward_kernel(const FlashF
     for (int n = 0; n < kBN / 8; n++) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
 #pragma unroll
     for (int ks = 0; ks < D / 16; ks++) {
+      if constexpr (!kQRegs) ldmatrix_x4(qf[0], frag_a<D>(sq, warp * 16, ks));
+      const uint32_t(&qa)[4] = qf[kQRegs ? ks : 0];
 #pragma unroll
       for (int np = 0; np < kBN / 16; np++) {
         uint32_t b[4];
         ldmatrix_x4(b, frag_b<D>(kt, np * 16, ks));
-        mma16<DT>(sc[2 * np], qf[ks], b[0], b[1]);
-        mma16<DT>(sc[2 * np + 1], qf[ks], b[2], b[3]);
+        mma16<DT>(sc[2 * np], qa, b[0], b[1]);
+        mma16<DT>(sc[2 * np + 1], qa, b[2], b[3]);
       }
     }
     const int64_t j0 = int64_t(i) * kBN;
@@ -199,6 +207,7 @@ __global__ void __launch_bounds__(kThreads, 1) flash_forward_kernel(const FlashF
 template <int D, int DT>
 void run_flash_forward(const FlashFwdArgs& a, int64_t blocks) {
   constexpr size_t smem = fwd_smem<D>();
+  static_assert(smem <= kMaxBlockSmem, "flash forward: tiles past the shared-memory limit");
   allow_smem(flash_forward_kernel<D, DT>, smem);
   flash_forward_kernel<D, DT><<<unsigned(blocks), kThreads, smem, stream()>>>(a);
   TOPK_CUDA_LAUNCH();
@@ -212,7 +221,7 @@ bool launch_flash_forward(const AttnParams& p, const SeqTable& st) {
   a.k = drows(p.k);
   a.v = drows(p.v);
   if (a.q.dt == kF32 || a.k.dt != a.q.dt || a.v.dt != a.q.dt) return false;
-  if (p.D != 64 && p.D != 128) return false;
+  if (p.D != 64 && p.D != 128 && p.D != 256) return false;
   if (!rows_aligned(a.q) || !rows_aligned(a.k) || !rows_aligned(a.v)) return false;
   const std::vector<FlashTile> tiles = flash_tiles(p, kBM, false);
   if (tiles.empty()) return true;  // no query rows

@@ -28,12 +28,12 @@ void launch_score_gemm(const AttnParams& p, int64_t r0, int64_t r1, float* out);
 void launch_attend(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
                    const int32_t* idx, int Hsel, int64_t K, const float* prescored);
 
-// Full attention of rows [r0, r1) on tensor cores (bf16 K and V, D 64 or 128, aligned rows);
+// Full attention of rows [r0, r1) on tensor cores (bf16 K and V, D 64, 128 or 256, aligned rows);
 // false, with nothing launched, when the call does not qualify.
 bool launch_attend_mma(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1, int max_splits);
 
 // Full attention of every query row on tensor cores, FlashAttention-2 style (flash_forward.cu),
-// for bf16 or f16 q, k, v (one dtype), D 64 or 128, 16-byte aligned rows; false, with nothing
+// for bf16 or f16 q, k, v (one dtype), D 64, 128 or 256, 16-byte aligned rows; false, with nothing
 // launched, when the call does not qualify.
 bool launch_flash_forward(const AttnParams& p, const SeqTable& st);
 
@@ -45,7 +45,7 @@ void launch_bwd_prep(const AttnParams& p, const SeqTable& st, float* ld, void* d
 
 // dq, dk, dv of full attention on tensor cores (flash_backward.cu) from the prepared ld, with
 // dout as a 16-bit tensor of q's dtype with 16-byte aligned rows. flash_backward_fits: bf16 or
-// f16 q, k, v (one dtype), D 64 or 128, aligned rows. dk and dv rows of no sequence are left
+// f16 q, k, v (one dtype), D 64, 128 or 256, aligned rows. dk and dv rows of no sequence are left
 // as they are.
 bool flash_backward_fits(const AttnParams& p);
 void launch_flash_backward(const AttnParams& p, const SeqTable& st, const float* ld,

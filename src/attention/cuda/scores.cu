@@ -119,20 +119,30 @@ __device__ __forceinline__ void filter_tile(const ScoreArgs& a, const float* til
 }
 
 // K tiles stream through a ring of NS shared-memory stages, NS - 1 tiles ahead of the tile
-// being scored, so the loads of a block never stop for its arithmetic, barriers or stores.
+// being scored, so the loads of a block never stop for its arithmetic, barriers or stores;
+// with one stage (f32 K at D = 256, whose tile is 128 KiB) each tile is loaded, then scored.
 // MMA: bf16 K on tensor cores, ring rows swizzled (common.cuh); else FMAs (any dtype).
+// At D = 256 the ring (two 16-bit stages or one f32 stage, 128 KiB) leaves room for one block
+// per SM, so the kernel may take all of its registers: q's tensor-core fragments alone are 96.
 template <int D, int HB, bool FILTER, int NS, bool MMA>
-__global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) {
+__global__ void __launch_bounds__(kThreads, D >= 256 ? 1 : 2) scores_kernel(const ScoreArgs a) {
   constexpr int TPR = D / 8;              // FMA: threads per key row
   constexpr int SLOTS = kThreads / TPR;   // FMA: key rows per step
   constexpr int KPT = kTile / SLOTS;      // FMA: keys per thread per tile
-  constexpr int KB = HB >= 8 ? KPT / 2 : KPT;  // FMA: keys per dot batch
+  // FMA: keys per dot batch. At D = 256 a batch of NB = TPR products, the fewest that one
+  // reduce_scatter takes: the rule of 64 and 128 would hold 64, for the same shuffles a key.
+  constexpr int KB = D >= 256 ? TPR / HB : HB >= 8 ? KPT / 2 : KPT;
   constexpr int NB = KB * HB;
   static_assert(NB >= TPR, "reduce_scatter needs NB >= TPR");
+  static_assert(KPT % KB == 0, "whole dot batches per tile");
   static_assert(!MMA || kThreads / 32 * 16 == kTile, "MMA: one 16-key slab of the tile per warp");
   extern __shared__ __align__(16) unsigned char kring[];  // [NS][kTile][rowb], MMA: swizzled
   __shared__ __align__(16) float sc[2][HB][kScPitch];
   __shared__ uint2 stage[FILTER ? HB : 1][FILTER ? kStage : 1];
+  // One stage of the widest K this kernel reads (bf16 for MMA, f32 for FMA) must fit beside
+  // the static buffers; run_ring picks how many do.
+  static_assert(sizeof(sc) + sizeof(stage) + size_t(kTile) * D * (MMA ? 2 : 4) <= kMaxBlockSmem,
+                "a K tile fits in shared memory");
 
   const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR, warp = tid / 32, lane = tid & 31;
   const int esize = a.k.esize;
@@ -178,7 +188,8 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
       const int c = tid & ((1 << lg_cpr) - 1);
       const int64_t sstep = int64_t(rstep) * a.k.st * esize;
       const char* sp = src + int64_t(tid >> lg_cpr) * a.k.st * esize + c * 16;
-      // rstep is a multiple of 8, so a thread's rows share their swizzle.
+      // A thread's rows share their swizzle: MMA tiles are bf16 rows of at most 32 chunks
+      // (D <= 256), so rstep = kThreads / chunks per row is a multiple of 8.
       const int dc = MMA ? swizzled_chunk(tid >> lg_cpr, c) : c;
       unsigned char* dp = dst + (tid >> lg_cpr) * rowb + dc * 16;
       for (int r = tid >> lg_cpr; r < rows; r += rstep, sp += sstep, dp += rstep * rowb)
@@ -207,9 +218,17 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   for (int i = 0; i < NS - 1; i++) issue(i);
   for (int64_t step = 0; cc.u < u1; step++) {
-    cp_async_wait<NS - 2>();
-    __syncthreads();  // this step's tile is in; every thread is done with the previous stage
-    issue(step + NS - 1);
+    if constexpr (NS == 1) {
+      // The one stage is free: every thread that read it last passed the barrier after its
+      // scoring (a tile past the visible keys is never read).
+      issue(step);
+      cp_async_wait<0>();
+      __syncthreads();  // this step's tile is in
+    } else {
+      cp_async_wait<NS - 2>();
+      __syncthreads();  // this step's tile is in; every thread is done with the previous stage
+      issue(step + NS - 1);
+    }
     const int64_t item = cc.item;
     const int64_t tile0 = cc.tile * kTile;
     advance(cc);
@@ -318,7 +337,8 @@ __global__ void __launch_bounds__(kThreads, 2) scores_kernel(const ScoreArgs a) 
 // Ring depth: three stages when two blocks per SM still fit in shared memory, else two; but
 // two for the tensor-core kernel of the threshold path (measured 1-2% faster there than
 // three on the H100; the plain tensor-core pass is faster with three: B=1 S=32K top-k decode
-// 55 -> 54 us, a 2 GB pass the same).
+// 55 -> 54 us, a 2 GB pass the same); and one where two do not fit in a block (f32 K at
+// D = 256: 128 KiB a tile).
 template <int D, int HB, bool FILTER, int NS, bool MMA>
 void launch_ring(const ScoreArgs& a, size_t ring) {
   static int per_sm[2] = {-1, -1};  // by K element size (2, 4)
@@ -351,7 +371,13 @@ void run_ring(const ScoreArgs& a) {
     sm_smem = size_t(v);
   }
   const size_t stage_bytes = size_t(kTile) * D * a.k.esize;
-  if constexpr (!(MMA && FILTER)) {
+  // The one-stage ring is built only where two f32 tiles overflow a block (D = 256).
+  if constexpr (!MMA && 2 * size_t(kTile) * D * 4 > kMaxBlockSmem) {
+    if (2 * stage_bytes + static_smem > kMaxBlockSmem)
+      return launch_ring<D, HB, FILTER, 1, MMA>(a, stage_bytes);
+  }
+  // Two blocks of three 16-bit stages never fit an SM at D = 256 (64 KiB a stage): not built.
+  if constexpr (!(MMA && FILTER) && 2 * 3 * size_t(kTile) * D * 2 <= kMaxBlockSmem) {
     if (2 * (3 * stage_bytes + static_smem + 1024) <= sm_smem)
       return launch_ring<D, HB, FILTER, 3, MMA>(a, 3 * stage_bytes);
   }

@@ -87,13 +87,19 @@ __device__ __forceinline__ float dot8(const float* a, const float (&b)[8]) {
 }
 
 // A block per (row of the range, KV head); TPR threads per key row, SLOTS entries at a time.
+// At D = 256 a key row is a whole warp, and with no bound ptxas settled on 48 registers and a
+// 4-byte spill: 5 blocks an SM (at most 51 registers) gets the same 48 registers and no spill.
+// (A minimum of 0 is no bound, as 64 and 128 have always been built.)
 template <int D>
-__global__ void __launch_bounds__(kThreads) sparse_entry_kernel(const SparseBwdArgs a) {
+__global__ void __launch_bounds__(kThreads, D <= 128 ? 0 : 5) sparse_entry_kernel(const SparseBwdArgs a) {
   constexpr int TPR = D / 8, SLOTS = kThreads / TPR;
   __shared__ __align__(16) float sq[kHeadChunk][D];
   __shared__ __align__(16) float sdo[kHeadChunk][D];
   __shared__ float2 sld[kHeadChunk];
   __shared__ __align__(16) float sdq[SLOTS][D];  // per-head lists: each slot's part of dq
+  static_assert(sizeof(sq) + sizeof(sdo) + sizeof(sld) + sizeof(sdq) <= 48 * 1024,
+                "static shared memory of a block is at most 48 KiB");
+  static_assert(TPR <= 32 && kThreads % TPR == 0, "a key row's threads are lanes of one warp");
   const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR;
   const int64_t rr = blockIdx.x / a.Hkv;
   const int kvh = int(blockIdx.x % a.Hkv);

@@ -186,6 +186,11 @@ __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_row
   __shared__ int s_res[8];  // a digit's results; M's key; T, this block's place, its quota
   __shared__ float s_part[kMaxCluster][D];  // first block: every block's V partial sum
   __shared__ float s_sums[kMaxCluster];     // first block: every block's weight sum
+  static_assert(D <= kSelThreads, "a thread per dim sums the partials");
+  static_assert(kRSSmem + sizeof(tmp) + sizeof(s_red) + sizeof(s_chunks) + sizeof(s_kmax) +
+                        sizeof(s_buf) + sizeof(s_above) + sizeof(s_in) + sizeof(s_res) +
+                        sizeof(s_part) + sizeof(s_sums) <= kMaxBlockSmem,
+                "the block's shared memory fits");
 
   cg::cluster_group cluster = cg::this_cluster();
   const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR;

@@ -263,6 +263,7 @@ template <int D, int kWCap>
 __global__ void __launch_bounds__(kWarps * 32, WarpCap<kWCap>::kMinBlocks)
     select_attend_warps_kernel(const StoredRowsArgs a) {
   constexpr int TPR = D / 8, SLOTS = 32 / TPR;  // threads per V row (8 elements each), rows at once
+  static_assert(TPR <= 32, "a V row's lanes in one warp (D <= 256)");
   constexpr int kMaxK = WarpCap<kWCap>::kMaxK;
   extern __shared__ int smem[];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;

@@ -45,11 +45,19 @@ struct SampleArgs {
 };
 
 // Shared memory of a block: the sampled keys [HB][kMaxSamples] (used in the cluster's first
-// block), then for tensor cores the K offsets of the block's samples and a ring of kNS tiles.
-constexpr int kNS = 3;  // 3 and 4 stages measured the same
+// block), then for tensor cores the K offsets of the block's samples and a ring of NS tiles:
+// 3 stages (3 and 4 measured the same), 2 where 3 do not fit (D = 256: 64 KiB a tile).
+template <int D, int HB, int NS>
+constexpr size_t sample_smem_ns() {
+  return size_t(HB) * kMaxSamples * 4 + size_t(kMaxSamples) * 8 + size_t(NS) * kTile * 2 * D;
+}
+template <int D, int HB>
+constexpr int sample_stages() {
+  return sample_smem_ns<D, HB, 3>() <= kMaxBlockSmem ? 3 : 2;
+}
 template <int D, int HB, bool MMA>
 constexpr size_t sample_smem() {
-  return size_t(HB) * kMaxSamples * 4 + (MMA ? size_t(kMaxSamples) * 8 + size_t(kNS) * kTile * 2 * D : 0);
+  return MMA ? sample_smem_ns<D, HB, sample_stages<D, HB>()>() : size_t(HB) * kMaxSamples * 4;
 }
 
 template <int D, int HB, bool MMA>
@@ -58,6 +66,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const SampleArgs a) {
   constexpr int SLOTS = kThreads / TPR;  // FMA: key rows per step
   constexpr int U = 8;                   // FMA: key rows in flight per thread
   static_assert(!MMA || kThreads / 32 * 16 == kTile, "MMA: one 16-key slab of the tile per warp");
+  static_assert(sample_smem<D, HB, MMA>() <= kMaxBlockSmem, "the sample's buffers fit in a block");
+  constexpr int kNS = sample_stages<D, HB>();  // MMA: ring stages
   extern __shared__ __align__(16) unsigned char smem[];
   uint32_t* skey = reinterpret_cast<uint32_t*>(smem);  // [HB][kMaxSamples]
   namespace cg = cooperative_groups;
@@ -105,8 +115,9 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(const SampleArgs a) {
     for (int i = tid; i < nloc; i += kThreads)
       koff[i] = kbase + (rs.lo + threshold_sample_pos(i_lo + i, ns, rs.m)) * a.k.st;
     __syncthreads();
-    // Thread tid copies chunk c of rows tid >> lg_cpr + j rstep; rstep is a multiple of 8, so
-    // the rows share their swizzle.
+    // Thread tid copies chunk c of rows tid >> lg_cpr + j rstep; rstep is a multiple of 8
+    // (at most 32 chunks a row: D <= 256), so the rows share their swizzle.
+    static_assert(rstep % 8 == 0, "a thread's rows share their swizzle");
     const int c = tid & ((1 << lg_cpr) - 1), row0 = tid >> lg_cpr;
     const int dc = swizzled_chunk(row0, c);
     auto issue = [&](int tt) {

@@ -239,6 +239,7 @@ __device__ void select_full_row(const SAArgs& a, const DSeq& s, int64_t t, int k
 template <int D, int U>
 __global__ void __launch_bounds__(kSelThreads, U >= 8 ? 1 : 2) select_attend_kernel(const SAArgs a) {
   constexpr int TPR = D / 8, SLOTS = kSelThreads / TPR;
+  static_assert(TPR <= 32 && SLOTS * D <= kRegionB, "a V row's lanes in one warp; the partials fit region B");
   extern __shared__ int smem[];
   __shared__ int tmp[33];
   __shared__ int s_res[2];
