@@ -355,19 +355,6 @@ TEST(Fp8, EncodeRoundsToNearestEvenAndSaturates) {
   EXPECT_EQ(int(f32_to_fp8e4m3(std::nanf(""))) & 0x7f, 0x7f);
 }
 
-// The f16 view of E4M3 pairs that the f16 tensor-core path reads: each code's f16 is its value
-// times 2^-8, exactly, subnormals and signs included, in either half.
-TEST(Fp8, PairsAsF16AreTheValuesTimes2ToTheMinus8) {
-  for (int b0 = 0; b0 < 256; b0++)
-    for (int b1 : {0x00, 0x01, 0x7e, 0x81, 0xfe, b0}) {
-      const uint32_t h = fp8_pair_as_f16x2(uint16_t(b0 | (b1 << 8)));
-      for (auto [half, c] : {std::pair{h & 0xffffu, b0}, {h >> 16, b1}}) {
-        if ((c & 0x7f) == 0x7f) continue;  // NaN
-        EXPECT_EQ(f16_to_f32(uint16_t(half)), std::ldexp(fp8e4m3_to_f32(uint8_t(c)), -8)) << c;
-      }
-    }
-}
-
 // indexer_quantize_keys on the CPU: each row's scale is amax / 448, its bytes the E4M3 of
 // x / scale (the largest element at +-448), the dequantised key within the format's rounding;
 // the output may be a strided slice of a larger cache.

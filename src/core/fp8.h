@@ -42,16 +42,6 @@ TOPK_HOST_DEVICE inline uint8_t f32_to_fp8e4m3(float f) {
   return uint8_t(sign | r);
 }
 
-// Two E4M3 bytes (the low one first) as two f16 (the low half first) whose values are theirs
-// times 2^-8, exactly: f16's sign, then E4M3's exponent in the low 4 of f16's 5 exponent bits
-// and its 3 mantissa bits at the top of f16's 10, so that bias 15 against 7 is the 2^-8, and
-// E4M3's subnormals land on f16's. (The NaN code reads as 1.875: never stored for a finite
-// key.) For FP8 keys on f16 tensor cores.
-TOPK_HOST_DEVICE inline uint32_t fp8_pair_as_f16x2(uint16_t two) {
-  const uint32_t t = (uint32_t(two) & 0xffu) | ((uint32_t(two) & 0xff00u) << 8);  // b0, 0, b1, 0
-  return ((t & 0x00800080u) << 8) | ((t & 0x007f007fu) << 7);
-}
-
 // The quantisation of one key row x[0, n) (the indexer cache, docs/semantics.md): amax =
 // max |x_d|, scale = amax / 448 (1 for a zero row), q_d = E4M3(x_d / scale), all in fp32, so
 // that the row's largest element lands on +-448. The key it stands for is scale * q.

@@ -2,20 +2,23 @@
 // of each query row, -inf past them ([B, Tq, 1, Smax]).
 //
 // Tensor-core path (bf16 qi and ki, dI 64 or 128, HI <= 64, 16-byte aligned rows): a block per
-// (query row, chunk of kChunk keys), 4 warps; each warp streams 16-key slabs of ki through its
-// own 3-stage cp.async ring (swizzled rows, common.cuh) and multiplies them with the row's
-// queries, held as B fragments for every group of 8 heads (keys x dims times dims x heads,
+// (query row, chunk of kChunk keys), 4 warps. The block stages the row's queries in shared
+// memory, each warp takes them as B fragments for every group of 8 heads, then streams 16-key
+// slabs of ki through its own 3-stage cp.async ring (swizzled rows, common.cuh), in the same
+// memory, and multiplies them with the queries (keys x dims times dims x heads,
 // slab_scores_heads: each key fragment is loaded from shared memory once for all groups); the
 // ReLU, the weights and the sum over heads follow in registers, then over the 4 lanes that
 // share a key. Every key is read once per query row: decode (T = 1) reads the indexer cache
 // once. FP8 keys (any float qi) take ix_scores_mma_fp8, the same on f16 tensor cores. Other
 // shapes and dtypes: an FMA kernel (a block per row and 128 keys, the key tile converted to
-// fp32 in shared memory, a thread per key). Each score
-// is written by one thread after a fixed-order sum: deterministic.
+// fp32 in shared memory, a thread per key). Each score is written by one thread after a
+// fixed-order sum: deterministic.
 // TOPK_CUDA_INDEXER_PATH=mma|simple forces one path (the tests run both).
 #include <cstdlib>
 #include <cstring>
 #include <string>
+
+#include <cuda_fp8.h>
 
 #include "attention/approx.h"
 #include "attention/cuda/common.cuh"
@@ -67,20 +70,39 @@ __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma(const IxArgs a) {
   float* out;
   const int64_t jv = row_setup(a, r, j0, j1, s, t, out);
   if (j0 >= jv) return;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  // The row's queries as B fragments, 8 heads per group (zero past HI), and each lane's weights
-  // (heads 8 g + 2 (lane % 4) + {0, 1}, the columns its accumulators hold).
-  uint32_t qb[HG][3][D / 16][2];
-  float w0[HG], w1[HG];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+  // The row's queries, staged in shared memory by the whole block in 16-byte copies (each warp
+  // gathering its fragments from global memory itself cost a chain of scalar loads per warp),
+  // then taken as B fragments, 8 heads per group (zero past HI): head 8 hg + g, dims 16 ks +
+  // 2 tq + {0, 1} and the same + 8. The ring reuses the memory after.
+  constexpr int QP = D + 8;  // halves between staged rows: the fragment reads hit distinct banks
+  static_assert(8 * HG * QP * 2 <= kWarps * kStages * 16 * 2 * D, "staged queries must fit the ring");
+  uint16_t* qs = reinterpret_cast<uint16_t*>(smem);  // [HI][QP]
   const int64_t qo = a.q.offset(s.batch, s.q_start + t, 0);
+  for (int c = threadIdx.x; c < a.HI * (D / 8); c += blockDim.x) {
+    const int h = c / (D / 8), ch = c % (D / 8);
+    *reinterpret_cast<uint4*>(qs + h * QP + ch * 8) =
+        *reinterpret_cast<const uint4*>(a.q.data + (qo + int64_t(h) * a.q.sh + ch * 8) * 2);
+  }
+  __syncthreads();
+  uint32_t qb[HG][D / 16][2];
+#pragma unroll
+  for (int hg = 0; hg < HG; hg++) {
+    const int h = 8 * hg + g;
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++)
+#pragma unroll
+      for (int j = 0; j < 2; j++)
+        qb[hg][ks][j] = h < a.HI ? *reinterpret_cast<const uint32_t*>(qs + h * QP + 16 * ks + 2 * tq + 8 * j) : 0u;
+  }
+  __syncthreads();  // every warp has its fragments before the ring overwrites them
+  float w0[HG], w1[HG];  // the weights of heads 8 hg + 2 tq + {0, 1}, the accumulators' columns
   const float* wr = a.w + (int64_t(s.batch) * a.Tq + s.q_start + t) * a.HI;
 #pragma unroll
-  for (int g = 0; g < HG; g++) {
-    const int nh = a.HI - 8 * g < 8 ? a.HI - 8 * g : 8;
-    load_q_frags<D>(a.q, qo + int64_t(8 * g) * a.q.sh, nh > 0 ? nh : 0, 1, qb[g]);
-    const int h = 8 * g + 2 * (lane & 3);
-    w0[g] = h < a.HI ? wr[h] : 0.f;
-    w1[g] = h + 1 < a.HI ? wr[h + 1] : 0.f;
+  for (int hg = 0; hg < HG; hg++) {
+    const int h = 8 * hg + 2 * tq;
+    w0[hg] = h < a.HI ? wr[h] : 0.f;
+    w1[hg] = h + 1 < a.HI ? wr[h + 1] : 0.f;
   }
   constexpr int kSlabBytes = 16 * 2 * D;
   unsigned char* ring = smem + warp * kStages * kSlabBytes;
@@ -110,18 +132,18 @@ __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma(const IxArgs a) {
     const unsigned char* rows = ring + (i % kStages) * kSlabBytes;
     float c[HG][4];
     slab_scores_heads<D, HG>(rows, qb, c);
-    float acc0 = 0.f, acc1 = 0.f;  // keys lane / 4 and lane / 4 + 8
+    float acc0 = 0.f, acc1 = 0.f;  // keys g and g + 8
 #pragma unroll
-    for (int g = 0; g < HG; g++) {
-      acc0 = fmaf(w0[g], fmaxf(c[g][0], 0.f), fmaf(w1[g], fmaxf(c[g][1], 0.f), acc0));
-      acc1 = fmaf(w0[g], fmaxf(c[g][2], 0.f), fmaf(w1[g], fmaxf(c[g][3], 0.f), acc1));
+    for (int hg = 0; hg < HG; hg++) {
+      acc0 = fmaf(w0[hg], fmaxf(c[hg][0], 0.f), fmaf(w1[hg], fmaxf(c[hg][1], 0.f), acc0));
+      acc1 = fmaf(w0[hg], fmaxf(c[hg][2], 0.f), fmaf(w1[hg], fmaxf(c[hg][3], 0.f), acc1));
     }
     acc0 += __shfl_xor_sync(0xffffffffu, acc0, 1);
     acc0 += __shfl_xor_sync(0xffffffffu, acc0, 2);
     acc1 += __shfl_xor_sync(0xffffffffu, acc1, 1);
     acc1 += __shfl_xor_sync(0xffffffffu, acc1, 2);
-    if ((lane & 3) == 0) {
-      const int64_t j = j0 + (warp + i * kWarps) * 16 + (lane >> 2);
+    if (tq == 0) {
+      const int64_t j = j0 + (warp + i * kWarps) * 16 + g;
       if (j < jv) out[j] = acc0;
       if (j + 8 < jv) out[j + 8] = acc1;
     }
@@ -131,64 +153,90 @@ __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma(const IxArgs a) {
   cp_async_wait<0>();
 }
 
-// FP8 keys on tensor cores: the same blocks, warps and 16-key slabs as ix_scores_mma, the
-// slabs' rows dI + 16 bytes apart (so that a warp's 2-byte fragment reads hit distinct banks),
-// each key pair turned into f16 in registers (fp8_pair_as_f16x2: the value times 2^-8) and
+// FP8 keys on tensor cores: the same blocks, warps and 16-key slabs as ix_scores_mma, each key
+// pair turned into f16 by the hardware conversion (exact: every E4M3 value is an f16) and
 // multiplied on f16 tensor cores with the row's queries times 2^shift, a power of two that puts
-// the row's largest |q| in [2^13, 2^14) so that f16 holds them. The ReLU sum over heads then
-// takes 2^(8 - shift) times the key's scale, positive, outside the ReLU.
+// the row's largest |q| in [2^13, 2^14) so that f16 holds them (bf16 queries exactly, f32 ones
+// to 11 bits); the ReLU sum over heads then takes 2^-shift times the key's scale, positive,
+// outside the ReLU.
+//
+// A dot product may take its dims in any order, so lane (g, t) of a warp takes dims
+// [t D/4, (t + 1) D/4) of its key rows g and g + 8 at fragment positions {2t, 2t + 1, 2t + 8,
+// 2t + 9} of the D/16 k-steps (4 dims a step), and its queries in the same order: a lane reads
+// its bytes of a slab with D/64 16-byte loads per row instead of a 2-byte load per pair, and its
+// queries as 8-byte words. The block first stages the row's queries in shared memory as scaled
+// f16 (one coalesced read of the row for the whole block instead of two scalar gathers per
+// warp), then the ring reuses that memory.
+// Two E4M3 bytes (the low one first) as two f16 (the low half first), exactly: every E4M3 value,
+// subnormals and NaN included, is an f16 (one instruction from sm_89 on).
+__device__ __forceinline__ uint32_t e4m3x2_as_f16x2(uint16_t two) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(two, __NV_E4M3);
+  return uint32_t(h.x) | (uint32_t(h.y) << 16);
+}
+
+template <int D>
+constexpr int fp8_slab_pitch() {  // bytes between slab rows: conflict-free 16-byte lane loads
+  return D == 64 ? 64 : D + 16;
+}
+
 template <int D, int HG>
 __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma_fp8(const IxArgs a) {
-  constexpr int P = D + 16;  // bytes between slab rows
+  constexpr int P = fp8_slab_pitch<D>();
+  constexpr int QP = D + 8;  // halves between staged query rows
+  constexpr int kSlabBytes = 16 * P;
+  static_assert(8 * HG * QP * 2 <= kWarps * kStages * kSlabBytes, "staged queries must fit the ring");
   extern __shared__ __align__(16) unsigned char smem[];  // [kWarps][kStages][16 rows][P bytes]
+  __shared__ float warp_amax[kWarps];
   const int64_t r = blockIdx.x / a.nchunks, j0 = (blockIdx.x % a.nchunks) * a.chunk;
   const int64_t j1 = j0 + a.chunk < a.Smax ? j0 + a.chunk : a.Smax;
   DSeq s;
   int64_t t;
   float* out;
   const int64_t jv = row_setup(a, r, j0, j1, s, t, out);
-  if (j0 >= jv) return;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t2 = (lane & 3) * 2;
-  // The row's queries (every warp reads all of them): the shift from their largest magnitude,
-  // then, read again (from cache), B fragments of 8 heads per group in f16. Two reads rather
-  // than one: holding every fp32 value in between would not fit the registers.
+  if (j0 >= jv) return;  // the whole block returns: no barrier below is left waiting
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+
+  // Stage the queries: the row's largest magnitude, then its values times 2^shift as f16.
   const int64_t qo = a.q.offset(s.batch, s.q_start + t, 0);
-  auto q_at = [&](int hg, int ks, int e) {
-    const int h = 8 * hg + g;
-    return h < a.HI ? load1(a.q.data, a.q.dt, qo + int64_t(h) * a.q.sh + 16 * ks + t2 + 8 * (e >> 1) + (e & 1))
-                    : 0.f;
-  };
+  const int nq = a.HI * D;
   float amax = 0.f;
-#pragma unroll
-  for (int hg = 0; hg < HG; hg++)
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ks++)
-#pragma unroll
-      for (int e = 0; e < 4; e++) amax = fmaxf(amax, fabsf(q_at(hg, ks, e)));
+  for (int i = threadIdx.x; i < nq; i += blockDim.x)
+    amax = fmaxf(amax, fabsf(load1(a.q.data, a.q.dt, qo + int64_t(i / D) * a.q.sh + i % D)));
 #pragma unroll
   for (int o = 16; o >= 1; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-  int ex = 0;
-  frexpf(amax, &ex);  // amax < 2^ex (0 for a zero row)
+  if (lane == 0) warp_amax[warp] = amax;
+  __syncthreads();
+  amax = fmaxf(fmaxf(warp_amax[0], warp_amax[1]), fmaxf(warp_amax[2], warp_amax[3]));
+  // amax < 2^ex from its exponent field (frexpf's out-argument put a word on the stack)
+  const int ex = ((__float_as_int(amax) >> 23) & 0xff) - 126;
   const int shift = amax > 0.f ? 14 - ex : 0;
-  uint32_t qb[HG][D / 16][2];
+  __half* qs = reinterpret_cast<__half*>(smem);  // [HI][QP]
+  for (int i = threadIdx.x; i < nq; i += blockDim.x)
+    qs[(i / D) * QP + i % D] =
+        __float2half_rn(ldexpf(load1(a.q.data, a.q.dt, qo + int64_t(i / D) * a.q.sh + i % D), shift));
+  __syncthreads();
+  uint32_t qb[HG][D / 16][2];  // head 8 hg + g, dims t D/4 + 4 ks + {0, 1} and {2, 3}
 #pragma unroll
-  for (int hg = 0; hg < HG; hg++)
+  for (int hg = 0; hg < HG; hg++) {
+    const int h = 8 * hg + g;
 #pragma unroll
-    for (int ks = 0; ks < D / 16; ks++)
-#pragma unroll
-      for (int j = 0; j < 2; j++) {
-        const __half2 h2 = __floats2half2_rn(ldexpf(q_at(hg, ks, 2 * j), shift), ldexpf(q_at(hg, ks, 2 * j + 1), shift));
-        qb[hg][ks][j] = *reinterpret_cast<const uint32_t*>(&h2);
-      }
-  float w0[HG], w1[HG];
+    for (int ks = 0; ks < D / 16; ks++) {
+      const uint2 v = h < a.HI ? *reinterpret_cast<const uint2*>(qs + h * QP + tq * (D / 4) + 4 * ks)
+                               : make_uint2(0, 0);
+      qb[hg][ks][0] = v.x;
+      qb[hg][ks][1] = v.y;
+    }
+  }
+  __syncthreads();  // every warp has its fragments before the ring overwrites them
+
+  float w0[HG], w1[HG];  // the weights of heads 8 hg + 2 tq + {0, 1}, the accumulators' columns
   const float* wr = a.w + (int64_t(s.batch) * a.Tq + s.q_start + t) * a.HI;
 #pragma unroll
   for (int hg = 0; hg < HG; hg++) {
-    const int h = 8 * hg + t2;
+    const int h = 8 * hg + 2 * tq;
     w0[hg] = h < a.HI ? wr[h] : 0.f;
     w1[hg] = h + 1 < a.HI ? wr[h + 1] : 0.f;
   }
-  constexpr int kSlabBytes = 16 * P;
   unsigned char* ring = smem + warp * kStages * kSlabBytes;
   const int64_t nslab = (jv - j0 + 15) / 16;
   const float* kscale = a.kscale + int64_t(s.batch) * a.kscale_sb + s.k_start;
@@ -213,7 +261,15 @@ __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma_fp8(const IxArgs a)
   for (int64_t i = 0; warp + i * kWarps < nslab; i++) {
     cp_async_wait<kStages - 2>();
     __syncwarp();
-    const unsigned char* rows = ring + (i % kStages) * kSlabBytes;
+    const unsigned char* rows = ring + (i % kStages) * kSlabBytes + tq * (D / 4);
+    uint32_t lo[D / 16], hi[D / 16];  // rows g and g + 8: 4 bytes (4 dims) per k-step
+#pragma unroll
+    for (int v = 0; v < D / 64; v++) {
+      const uint4 x = *reinterpret_cast<const uint4*>(rows + g * P + 16 * v);
+      const uint4 y = *reinterpret_cast<const uint4*>(rows + (g + 8) * P + 16 * v);
+      lo[4 * v] = x.x, lo[4 * v + 1] = x.y, lo[4 * v + 2] = x.z, lo[4 * v + 3] = x.w;
+      hi[4 * v] = y.x, hi[4 * v + 1] = y.y, hi[4 * v + 2] = y.z, hi[4 * v + 3] = y.w;
+    }
     float c[HG][4];
 #pragma unroll
     for (int hg = 0; hg < HG; hg++)
@@ -221,16 +277,15 @@ __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma_fp8(const IxArgs a)
       for (int e = 0; e < 4; e++) c[hg][e] = 0.f;
 #pragma unroll
     for (int ks = 0; ks < D / 16; ks++) {
-      const unsigned char* p0 = rows + g * P + 16 * ks + t2;
       uint32_t af[4];
-      af[0] = fp8_pair_as_f16x2(*reinterpret_cast<const uint16_t*>(p0));
-      af[1] = fp8_pair_as_f16x2(*reinterpret_cast<const uint16_t*>(p0 + 8 * P));
-      af[2] = fp8_pair_as_f16x2(*reinterpret_cast<const uint16_t*>(p0 + 8));
-      af[3] = fp8_pair_as_f16x2(*reinterpret_cast<const uint16_t*>(p0 + 8 * P + 8));
+      af[0] = e4m3x2_as_f16x2(uint16_t(lo[ks]));
+      af[1] = e4m3x2_as_f16x2(uint16_t(hi[ks]));
+      af[2] = e4m3x2_as_f16x2(uint16_t(lo[ks] >> 16));
+      af[3] = e4m3x2_as_f16x2(uint16_t(hi[ks] >> 16));
 #pragma unroll
       for (int hg = 0; hg < HG; hg++) mma_f16(c[hg], af, qb[hg][ks][0], qb[hg][ks][1]);
     }
-    float acc0 = 0.f, acc1 = 0.f;  // keys lane / 4 and lane / 4 + 8
+    float acc0 = 0.f, acc1 = 0.f;  // keys g and g + 8
 #pragma unroll
     for (int hg = 0; hg < HG; hg++) {
       acc0 = fmaf(w0[hg], fmaxf(c[hg][0], 0.f), fmaf(w1[hg], fmaxf(c[hg][1], 0.f), acc0));
@@ -240,10 +295,10 @@ __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma_fp8(const IxArgs a)
     acc0 += __shfl_xor_sync(0xffffffffu, acc0, 2);
     acc1 += __shfl_xor_sync(0xffffffffu, acc1, 1);
     acc1 += __shfl_xor_sync(0xffffffffu, acc1, 2);
-    if ((lane & 3) == 0) {
+    if (tq == 0) {
       const int64_t j = j0 + (warp + i * kWarps) * 16 + g;
-      if (j < jv) out[j] = acc0 * ldexpf(kscale[j], 8 - shift);
-      if (j + 8 < jv) out[j + 8] = acc1 * ldexpf(kscale[j + 8], 8 - shift);
+      if (j < jv) out[j] = acc0 * ldexpf(kscale[j], -shift);
+      if (j + 8 < jv) out[j + 8] = acc1 * ldexpf(kscale[j + 8], -shift);
     }
     __syncwarp();  // every lane is done with the stage that the next issue refills
     issue(i + kStages - 1);
@@ -322,7 +377,7 @@ template <int D, int HG, bool FP8>
 void launch_mma(IxArgs a, int64_t rows) {
   a.chunk = kChunk;
   a.nchunks = (a.Smax + kChunk - 1) / kChunk;
-  const size_t smem = size_t(kWarps) * kStages * 16 * (FP8 ? D + 16 : 2 * D);
+  const size_t smem = size_t(kWarps) * kStages * 16 * (FP8 ? fp8_slab_pitch<D>() : 2 * D);
   auto kernel = FP8 ? ix_scores_mma_fp8<D, HG> : ix_scores_mma<D, HG>;
   allow_smem(kernel, smem);
   const int64_t grid = rows * a.nchunks;

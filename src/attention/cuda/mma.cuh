@@ -29,7 +29,7 @@ __device__ __forceinline__ void mma_bf16(float (&c)[4], const uint32_t (&a)[4], 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-// D += A B with f16 A and B (the FP8 indexer keys, exactly as f16: fp8_pair_as_f16x2).
+// D += A B with f16 A and B (the FP8 indexer keys, exactly as f16).
 __device__ __forceinline__ void mma_f16(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -126,7 +126,7 @@ __device__ __forceinline__ void slab_scores(const unsigned char* rows,
 // k-steps in the same order as slab_scores: the same bits.
 template <int D, int HG>
 __device__ __forceinline__ void slab_scores_heads(const unsigned char* rows,
-                                                  const uint32_t (&qb)[HG][3][D / 16][2],
+                                                  const uint32_t (&qb)[HG][D / 16][2],
                                                   float (&c)[HG][4]) {
   const int lane = threadIdx.x & 31;
   const int row = (lane & 7) + ((lane >> 3) & 1) * 8;
@@ -140,7 +140,7 @@ __device__ __forceinline__ void slab_scores_heads(const unsigned char* rows,
     uint32_t af[4];
     ldmatrix_x4(af, arow + swizzled_chunk(row, 2 * ks + (lane >> 4)) * 16);
 #pragma unroll
-    for (int g = 0; g < HG; g++) mma_bf16(c[g], af, qb[g][0][ks][0], qb[g][0][ks][1]);
+    for (int g = 0; g < HG; g++) mma_bf16(c[g], af, qb[g][ks][0], qb[g][ks][1]);
   }
 }
 
