@@ -71,10 +71,10 @@ __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma(const IxArgs a) {
   const int64_t jv = row_setup(a, r, j0, j1, s, t, out);
   if (j0 >= jv) return;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
-  // The row's queries, staged in shared memory by the whole block in 16-byte copies (each warp
-  // gathering its fragments from global memory itself cost a chain of scalar loads per warp),
-  // then taken as B fragments, 8 heads per group (zero past HI): head 8 hg + g, dims 16 ks +
-  // 2 tq + {0, 1} and the same + 8. The ring reuses the memory after.
+  // The row's queries, staged in shared memory by the whole block in 16-byte copies (once per
+  // block, not a scalar gather per warp), then taken as B fragments, 8 heads per group (zero
+  // past HI): head 8 hg + g, dims 16 ks + 2 tq + {0, 1} and the same + 8. The ring reuses the
+  // memory after.
   constexpr int QP = D + 8;  // halves between staged rows: the fragment reads hit distinct banks
   static_assert(8 * HG * QP * 2 <= kWarps * kStages * 16 * 2 * D, "staged queries must fit the ring");
   uint16_t* qs = reinterpret_cast<uint16_t*>(smem);  // [HI][QP]
@@ -153,6 +153,18 @@ __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma(const IxArgs a) {
   cp_async_wait<0>();
 }
 
+// Two E4M3 bytes (the low one first) as two f16 (the low half first), exactly: every E4M3 value,
+// subnormals and NaN included, is an f16 (one instruction from sm_89 on).
+__device__ __forceinline__ uint32_t e4m3x2_as_f16x2(uint16_t two) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(two, __NV_E4M3);
+  return uint32_t(h.x) | (uint32_t(h.y) << 16);
+}
+
+template <int D>
+constexpr int fp8_slab_pitch() {  // bytes between slab rows: conflict-free 16-byte lane loads
+  return D == 64 ? 64 : D + 16;
+}
+
 // FP8 keys on tensor cores: the same blocks, warps and 16-key slabs as ix_scores_mma, each key
 // pair turned into f16 by the hardware conversion (exact: every E4M3 value is an f16) and
 // multiplied on f16 tensor cores with the row's queries times 2^shift, a power of two that puts
@@ -167,18 +179,6 @@ __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma(const IxArgs a) {
 // queries as 8-byte words. The block first stages the row's queries in shared memory as scaled
 // f16 (one coalesced read of the row for the whole block instead of two scalar gathers per
 // warp), then the ring reuses that memory.
-// Two E4M3 bytes (the low one first) as two f16 (the low half first), exactly: every E4M3 value,
-// subnormals and NaN included, is an f16 (one instruction from sm_89 on).
-__device__ __forceinline__ uint32_t e4m3x2_as_f16x2(uint16_t two) {
-  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(two, __NV_E4M3);
-  return uint32_t(h.x) | (uint32_t(h.y) << 16);
-}
-
-template <int D>
-constexpr int fp8_slab_pitch() {  // bytes between slab rows: conflict-free 16-byte lane loads
-  return D == 64 ? 64 : D + 16;
-}
-
 template <int D, int HG>
 __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma_fp8(const IxArgs a) {
   constexpr int P = fp8_slab_pitch<D>();
