@@ -179,7 +179,7 @@ ApproxArgs approx_args(const AttnParams& p, const SeqTable& st) {
 void check_dims(const char* op, const AttnParams& p, size_t smem) {
   TOPK_CHECK(p.D <= 32 * kMaxLaneDims, "%s: head dim %d on CUDA (up to %d is built)", op, p.D,
              32 * kMaxLaneDims);
-  TOPK_CHECK(smem <= 48 * 1024, "%s: %d query heads of dim %d do not fit the kernel's shared "
+  TOPK_CHECK(smem <= kDefaultBlockSmem, "%s: %d query heads of dim %d do not fit the kernel's shared "
              "memory on CUDA", op, p.Hq, p.D);
 }
 

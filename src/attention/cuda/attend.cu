@@ -87,7 +87,7 @@ __global__ void __launch_bounds__(kThreads, HB <= 4 ? 2 : 1) attend_kernel(const
 
   // q of the block's heads in shared memory (registers go to raw K, dots and acc).
   __shared__ __align__(16) float sq[HB][D];
-  static_assert(sizeof(sc) + sizeof(salpha) + sizeof(red) + sizeof(sq) <= 48 * 1024,
+  static_assert(sizeof(sc) + sizeof(salpha) + sizeof(red) + sizeof(sq) <= kDefaultBlockSmem,
                 "static shared memory of a block is at most 48 KiB");
   if (!a.pre) {
     for (int e = tid; e < HB * D; e += kThreads) {

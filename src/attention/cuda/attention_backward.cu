@@ -203,7 +203,7 @@ void simple_backward(const AttnParams& p, const SeqTable& st, const float2* ld) 
   // whose four rows outgrow one block's shared memory is refused.
   const size_t per_warp = size_t(4) * p.D * sizeof(float);
   TOPK_CHECK(per_warp <= smem_optin(), "attention_backward: head dim %d is too large for the CUDA backward", p.D);
-  const int warps = int(std::clamp<size_t>(size_t(48 * 1024) / per_warp, 1, 8));
+  const int warps = int(std::clamp<size_t>(kDefaultBlockSmem / per_warp, 1, 8));
   SimpleArgs a;
   a.seqs = st.d;
   a.nseq = st.n;

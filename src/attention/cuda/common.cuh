@@ -180,6 +180,8 @@ void allow_smem(void (*kernel)(P...), size_t bytes) {
 // The most shared memory one block may opt into on sm_90 (H100, H200): the kernels' compile-time
 // tile sizes are checked against it for every head dim they are built for.
 constexpr size_t kMaxBlockSmem = 227 * 1024;
+// Without the opt-in (and always for static __shared__ arrays) a block gets at most this much.
+constexpr size_t kDefaultBlockSmem = 48 * 1024;
 
 // Keys of a work unit are split into chunks of this many (multiples of the kernels' tiles).
 constexpr int kTile = 128;

@@ -97,7 +97,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 0 : 5) sparse_entry_kerne
   __shared__ __align__(16) float sdo[kHeadChunk][D];
   __shared__ float2 sld[kHeadChunk];
   __shared__ __align__(16) float sdq[SLOTS][D];  // per-head lists: each slot's part of dq
-  static_assert(sizeof(sq) + sizeof(sdo) + sizeof(sld) + sizeof(sdq) <= 48 * 1024,
+  static_assert(sizeof(sq) + sizeof(sdo) + sizeof(sld) + sizeof(sdq) <= kDefaultBlockSmem,
                 "static shared memory of a block is at most 48 KiB");
   static_assert(TPR <= 32 && kThreads % TPR == 0, "a key row's threads are lanes of one warp");
   const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR;
