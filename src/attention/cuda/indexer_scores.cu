@@ -164,6 +164,10 @@ template <int D>
 constexpr int fp8_slab_pitch() {  // bytes between slab rows: conflict-free 16-byte lane loads
   return D == 64 ? 64 : D + 16;
 }
+template <int D>
+constexpr int fp8_slab_bytes() {  // a slab's 16 key rows, then their 16 scales
+  return 16 * fp8_slab_pitch<D>() + 16 * 4;
+}
 
 // FP8 keys on tensor cores: the same blocks, warps and 16-key slabs as ix_scores_mma, each key
 // pair turned into f16 by the hardware conversion (exact: every E4M3 value is an f16) and
@@ -183,9 +187,10 @@ template <int D, int HG>
 __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma_fp8(const IxArgs a) {
   constexpr int P = fp8_slab_pitch<D>();
   constexpr int QP = D + 8;  // halves between staged query rows
-  constexpr int kSlabBytes = 16 * P;
+  constexpr int kSlabBytes = fp8_slab_bytes<D>();
   static_assert(8 * HG * QP * 2 <= kWarps * kStages * kSlabBytes, "staged queries must fit the ring");
-  extern __shared__ __align__(16) unsigned char smem[];  // [kWarps][kStages][16 rows][P bytes]
+  // [kWarps][kStages][16 key rows of P bytes, then their 16 scales]
+  extern __shared__ __align__(16) unsigned char smem[];
   __shared__ float warp_amax[kWarps];
   const int64_t r = blockIdx.x / a.nchunks, j0 = (blockIdx.x % a.nchunks) * a.chunk;
   const int64_t j1 = j0 + a.chunk < a.Smax ? j0 + a.chunk : a.Smax;
@@ -244,6 +249,14 @@ __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma_fp8(const IxArgs a)
     const int64_t sl = warp + i * kWarps;
     if (sl < nslab) {
       unsigned char* dst = ring + (i % kStages) * kSlabBytes;
+      if (lane < 16) {  // the keys' scales travel with them: no load waits after the products
+        const int64_t j = j0 + sl * 16 + lane;
+        float* d = reinterpret_cast<float*>(dst + 16 * P) + lane;
+        if (j < jv)
+          cp_async4(d, kscale + j);
+        else
+          *d = 0.f;
+      }
       for (int c = lane; c < 16 * (D / 16); c += 32) {
         const int row = c / (D / 16), ch = c % (D / 16);
         const int64_t j = j0 + sl * 16 + row;
@@ -261,7 +274,8 @@ __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma_fp8(const IxArgs a)
   for (int64_t i = 0; warp + i * kWarps < nslab; i++) {
     cp_async_wait<kStages - 2>();
     __syncwarp();
-    const unsigned char* rows = ring + (i % kStages) * kSlabBytes + tq * (D / 4);
+    const unsigned char* slab = ring + (i % kStages) * kSlabBytes;
+    const unsigned char* rows = slab + tq * (D / 4);
     uint32_t lo[D / 16], hi[D / 16];  // rows g and g + 8: 4 bytes (4 dims) per k-step
 #pragma unroll
     for (int v = 0; v < D / 64; v++) {
@@ -297,8 +311,9 @@ __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma_fp8(const IxArgs a)
     acc1 += __shfl_xor_sync(0xffffffffu, acc1, 2);
     if (tq == 0) {
       const int64_t j = j0 + (warp + i * kWarps) * 16 + g;
-      if (j < jv) out[j] = acc0 * ldexpf(kscale[j], -shift);
-      if (j + 8 < jv) out[j + 8] = acc1 * ldexpf(kscale[j + 8], -shift);
+      const float* sc = reinterpret_cast<const float*>(slab + 16 * P);
+      if (j < jv) out[j] = acc0 * ldexpf(sc[g], -shift);
+      if (j + 8 < jv) out[j + 8] = acc1 * ldexpf(sc[g + 8], -shift);
     }
     __syncwarp();  // every lane is done with the stage that the next issue refills
     issue(i + kStages - 1);
@@ -377,7 +392,7 @@ template <int D, int HG, bool FP8>
 void launch_mma(IxArgs a, int64_t rows) {
   a.chunk = kChunk;
   a.nchunks = (a.Smax + kChunk - 1) / kChunk;
-  const size_t smem = size_t(kWarps) * kStages * 16 * (FP8 ? fp8_slab_pitch<D>() : 2 * D);
+  const size_t smem = size_t(kWarps) * kStages * (FP8 ? fp8_slab_bytes<D>() : 16 * 2 * D);
   auto kernel = FP8 ? ix_scores_mma_fp8<D, HG> : ix_scores_mma<D, HG>;
   allow_smem(kernel, smem);
   const int64_t grid = rows * a.nchunks;
