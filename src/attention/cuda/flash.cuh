@@ -95,12 +95,6 @@ __device__ __forceinline__ float ex2(float x) {
   return y;
 }
 
-// 8 bytes from global to shared memory, asynchronously (cached in L1: small per-row values).
-__device__ __forceinline__ void cp_async8(void* smem, const void* gmem) {
-  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(s), "l"(gmem) : "memory");
-}
-
 // Rows [0, ROWS) of a swizzled tile of D 16-bit elements per row: rows below `valid` by
 // cp.async from src (the tile's first row; `stride` bytes between rows, 16-byte aligned), the
 // others zeroed (their rows may not exist, or hold anything, NaN included, and a zero row
