@@ -168,6 +168,16 @@ template <int D>
 constexpr int fp8_slab_bytes() {  // a slab's 16 key rows, then their 16 scales
   return 16 * fp8_slab_pitch<D>() + 16 * 4;
 }
+template <int D, int HG>
+constexpr int fp8_staged_q_bytes() {  // f16 query rows of 8 HG heads, D + 8 halves apart
+  return 8 * HG * (D + 8) * 2;
+}
+template <int D, int HG>
+constexpr size_t fp8_smem_bytes() {  // the ring, or the staged queries beside their raw f32 copy
+  const size_t ring = size_t(kWarps) * kStages * fp8_slab_bytes<D>();
+  const size_t q = size_t(fp8_staged_q_bytes<D, HG>()) + size_t(8) * HG * D * 4;
+  return ring > q ? ring : q;
+}
 
 // FP8 keys on tensor cores: the same blocks, warps and 16-key slabs as ix_scores_mma, each key
 // pair turned into f16 by the hardware conversion (exact: every E4M3 value is an f16) and
@@ -188,8 +198,8 @@ __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma_fp8(const IxArgs a)
   constexpr int P = fp8_slab_pitch<D>();
   constexpr int QP = D + 8;  // halves between staged query rows
   constexpr int kSlabBytes = fp8_slab_bytes<D>();
-  static_assert(8 * HG * QP * 2 <= kWarps * kStages * kSlabBytes, "staged queries must fit the ring");
-  // [kWarps][kStages][16 key rows of P bytes, then their 16 scales]
+  // [kWarps][kStages][16 key rows of P bytes, then their 16 scales], or before the ring starts,
+  // the staged queries (fp8_smem_bytes)
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ float warp_amax[kWarps];
   const int64_t r = blockIdx.x / a.nchunks, j0 = (blockIdx.x % a.nchunks) * a.chunk;
@@ -201,12 +211,22 @@ __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma_fp8(const IxArgs a)
   if (j0 >= jv) return;  // the whole block returns: no barrier below is left waiting
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
 
-  // Stage the queries: the row's largest magnitude, then its values times 2^shift as f16.
+  // Stage the queries: the row copied as it is after the f16 rows (16-byte copies of any float
+  // dtype, all in flight at once: a scalar gather here cost a global latency per element), its
+  // largest magnitude, then its values times 2^shift as f16.
+  __half* qs = reinterpret_cast<__half*>(smem);  // [HI][QP]
+  char* raw = reinterpret_cast<char*>(smem) + fp8_staged_q_bytes<D, HG>();  // [HI][D], q's dtype
+  const int rb = D * a.q.esize;  // bytes of a head's raw row, a multiple of 16 (rows_aligned)
   const int64_t qo = a.q.offset(s.batch, s.q_start + t, 0);
+  for (int c = threadIdx.x; c < a.HI * (rb / 16); c += blockDim.x) {
+    const int h = c / (rb / 16), ch = c % (rb / 16);
+    *reinterpret_cast<uint4*>(raw + h * rb + ch * 16) = *reinterpret_cast<const uint4*>(
+        a.q.data + (qo + int64_t(h) * a.q.sh) * a.q.esize + ch * 16);
+  }
+  __syncthreads();
   const int nq = a.HI * D;
   float amax = 0.f;
-  for (int i = threadIdx.x; i < nq; i += blockDim.x)
-    amax = fmaxf(amax, fabsf(load1(a.q.data, a.q.dt, qo + int64_t(i / D) * a.q.sh + i % D)));
+  for (int i = threadIdx.x; i < nq; i += blockDim.x) amax = fmaxf(amax, fabsf(load1(raw, a.q.dt, i)));
 #pragma unroll
   for (int o = 16; o >= 1; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
   if (lane == 0) warp_amax[warp] = amax;
@@ -215,10 +235,8 @@ __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma_fp8(const IxArgs a)
   // amax < 2^ex from its exponent field (frexpf's out-argument put a word on the stack)
   const int ex = ((__float_as_int(amax) >> 23) & 0xff) - 126;
   const int shift = amax > 0.f ? 14 - ex : 0;
-  __half* qs = reinterpret_cast<__half*>(smem);  // [HI][QP]
   for (int i = threadIdx.x; i < nq; i += blockDim.x)
-    qs[(i / D) * QP + i % D] =
-        __float2half_rn(ldexpf(load1(a.q.data, a.q.dt, qo + int64_t(i / D) * a.q.sh + i % D), shift));
+    qs[(i / D) * QP + i % D] = __float2half_rn(ldexpf(load1(raw, a.q.dt, i), shift));
   __syncthreads();
   uint32_t qb[HG][D / 16][2];  // head 8 hg + g, dims t D/4 + 4 ks + {0, 1} and {2, 3}
 #pragma unroll
@@ -392,7 +410,7 @@ template <int D, int HG, bool FP8>
 void launch_mma(IxArgs a, int64_t rows) {
   a.chunk = kChunk;
   a.nchunks = (a.Smax + kChunk - 1) / kChunk;
-  const size_t smem = size_t(kWarps) * kStages * (FP8 ? fp8_slab_bytes<D>() : 16 * 2 * D);
+  const size_t smem = FP8 ? fp8_smem_bytes<D, HG>() : size_t(kWarps) * kStages * 16 * 2 * D;
   auto kernel = FP8 ? ix_scores_mma_fp8<D, HG> : ix_scores_mma<D, HG>;
   allow_smem(kernel, smem);
   const int64_t grid = rows * a.nchunks;
