@@ -173,7 +173,7 @@ constexpr int fp8_staged_q_bytes() {  // f16 query rows of 8 HG heads, D + 8 hal
   return 8 * HG * (D + 8) * 2;
 }
 template <int D, int HG>
-constexpr size_t fp8_smem_bytes() {  // the ring, or the staged queries beside their raw f32 copy
+constexpr size_t fp8_smem_bytes() {  // the ring, or the staged queries and their raw copy (<= f32)
   const size_t ring = size_t(kWarps) * kStages * fp8_slab_bytes<D>();
   const size_t q = size_t(fp8_staged_q_bytes<D, HG>()) + size_t(8) * HG * D * 4;
   return ring > q ? ring : q;
