@@ -364,21 +364,31 @@ TEST(CudaSelect, TiesAndCausal) {
   check_select(2, 9, 300, 4, 4, true, {300, 9}, r, 302, false);  // causal rows
 }
 
+struct ForceCluster {  // the select's cluster size ("" leaves it to the rule)
+  explicit ForceCluster(const char* size) { setenv("TOPK_CUDA_SELECT_CLUSTER", size, 1); }
+  ~ForceCluster() { unsetenv("TOPK_CUDA_SELECT_CLUSTER"); }
+};
+
 TEST(CudaSelect, LongRowsFewRows) {
-  // Few long rows take the cluster path (a row split over several blocks).
+  // Few long rows take the cluster path (a row split over several blocks), at each cluster size
+  // and at the size the rule picks.
   NEED_GPU();
-  SelectOpts sel;
-  sel.k = 2048;
-  check_select(2, 1, 70001, 4, 4, false, {70001, 33000}, sel, 350, false);
-  sel.sink = 3;
-  sel.window = 100;
-  check_select(1, 1, 40000, 2, 2, false, {}, sel, 351, false);
-  SelectOpts r;
-  r.ratio = 0.25;
-  check_select(1, 1, 50000, 2, 2, false, {}, r, 352, false);
-  sel.k = 9000;
-  sel.sink = sel.window = 0;
-  check_select(1, 1, 33000, 1, 1, false, {}, sel, 353, true);  // ties, many candidates
+  for (const char* cl : {"", "4", "8", "16"}) {
+    SCOPED_TRACE(testing::Message() << "cluster size " << (*cl ? cl : "by the rule"));
+    ForceCluster force(cl);
+    SelectOpts sel;
+    sel.k = 2048;
+    check_select(2, 1, 70001, 4, 4, false, {70001, 33000}, sel, 350, false);
+    sel.sink = 3;
+    sel.window = 100;
+    check_select(1, 1, 40000, 2, 2, false, {}, sel, 351, false);
+    SelectOpts r;
+    r.ratio = 0.25;
+    check_select(1, 1, 50000, 2, 2, false, {}, r, 352, false);
+    sel.k = 9000;
+    sel.sink = sel.window = 0;
+    check_select(1, 1, 33000, 1, 1, false, {}, sel, 353, true);  // ties, many candidates
+  }
 }
 
 // Many long rows (a block per row, more blocks than SMs) take the sampled select: a sample

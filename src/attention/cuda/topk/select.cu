@@ -76,14 +76,13 @@ __global__ void __launch_bounds__(kSelThreads, 2) select_kernel(const SelectArgs
     select_row_block_call(r.row, r.rs.lo, r.rs.hi, r.rs.take, smem, tmp, s_res, r.orow + r.rs.forced);
 }
 
-// Few long rows (decode at small batch): a cluster of kCl blocks per row. Each block
-// histograms a slice; the cluster merges the histograms through distributed shared memory;
-// each block gathers its slice (selected keys straight to the output, candidates in index
-// order into block 0's shared memory); block 0 resolves the candidates.
-constexpr int kCl = 4;
-
-__global__ void __cluster_dims__(kCl, 1, 1) __launch_bounds__(kSelThreads, 2)
-    select_cluster_kernel(const SelectArgs a) {
+// Few long rows (decode at small batch): a cluster of kCl blocks per row (blocks
+// [c kCl, (c + 1) kCl) of the grid, cluster size set at launch). Each block histograms a slice;
+// the cluster merges the histograms through distributed shared memory; each block gathers its
+// slice (selected keys straight to the output, candidates in index order into block 0's shared
+// memory); block 0 resolves the candidates.
+template <int kCl>
+__global__ void __launch_bounds__(kSelThreads, 2) select_cluster_kernel(const SelectArgs a) {
   namespace cg = cooperative_groups;
   extern __shared__ int smem[];
   int* hist = smem;
@@ -96,7 +95,8 @@ __global__ void __cluster_dims__(kCl, 1, 1) __launch_bounds__(kSelThreads, 2)
   const int rank = int(cluster.block_rank());
 
   const int tid = threadIdx.x;
-  const SelRow r = sel_row(a, blockIdx.y / a.Hsel, int(blockIdx.y % a.Hsel));
+  const int64_t pair = blockIdx.x / kCl;  // (row, selection head)
+  const SelRow r = sel_row(a, pair / a.Hsel, int(pair % a.Hsel));
   const float* row = r.row;
   const int64_t lo = r.rs.lo, hi = r.rs.hi, m = r.rs.m, take = r.rs.take;
   int32_t* sel = r.orow + r.rs.forced;
@@ -129,7 +129,7 @@ __global__ void __cluster_dims__(kCl, 1, 1) __launch_bounds__(kSelThreads, 2)
     for (int v = tid; v < kSlice / 4; v += kSelThreads) {
       int b = rank * kSlice + v * 4;
       int4 x = make_int4(0, 0, 0, 0);
-#pragma unroll
+#pragma unroll 4  // 4 remote loads in flight: all 16 of a 16-block cluster spill at 64 registers
       for (int q = 0; q < kCl; q++) {
         int4 y = *reinterpret_cast<const int4*>(cluster.map_shared_rank(hist, q) + b);
         x.x += y.x; x.y += y.y; x.z += y.z; x.w += y.w;
@@ -276,17 +276,59 @@ void launch_group_rank(const AttnParams& p, const SeqTable& st, int64_t r0, int6
   group_rank(p, st, r0, r1, scores, true, rank);
 }
 
-// Few long rows take a cluster of blocks each; TOPK_CUDA_SELECT=clusters or =blocks forces one
-// (a block per row then reads it once through the sampled select: measured against the
-// clusters at decode's batch sizes before the rule changes).
-static bool select_by_clusters(int64_t blocks, int64_t Smax) {
+// Few long rows take a cluster of blocks each, as large as keeps the clusters within one wave
+// (2 blocks an SM); TOPK_CUDA_SELECT=clusters or =blocks forces one layout, and
+// TOPK_CUDA_SELECT_CLUSTER=4, 8 or 16 the cluster size (a block per row then reads it once
+// through the sampled select: measured against the clusters at decode's batch sizes before the
+// rule changes). Returns the cluster size, or 0 for a block per row.
+static int select_cluster_size(int64_t blocks, int64_t Smax) {
   const bool fits = blocks < 65536 && Smax >= 4 * kSelTile;
+  bool clusters = fits && blocks < num_sms();
   if (const char* e = std::getenv("TOPK_CUDA_SELECT"); e && *e) {
-    if (!std::strcmp(e, "clusters")) return fits;
-    if (!std::strcmp(e, "blocks")) return false;
-    throw Error(detail::format_error("TOPK_CUDA_SELECT=%s: expected clusters or blocks", e));
+    if (!std::strcmp(e, "clusters")) clusters = fits;
+    else if (!std::strcmp(e, "blocks")) clusters = false;
+    else throw Error(detail::format_error("TOPK_CUDA_SELECT=%s: expected clusters or blocks", e));
   }
-  return fits && blocks < num_sms();
+  if (!clusters) return 0;
+  if (const char* e = std::getenv("TOPK_CUDA_SELECT_CLUSTER"); e && *e) {
+    if (!std::strcmp(e, "4")) return 4;
+    if (!std::strcmp(e, "8")) return 8;
+    if (!std::strcmp(e, "16")) return 16;
+    throw Error(detail::format_error("TOPK_CUDA_SELECT_CLUSTER=%s: expected 4, 8 or 16", e));
+  }
+  const int64_t slots = 2 * int64_t(num_sms());
+  for (int cl : {16, 8})
+    if (blocks * cl <= slots) return cl;
+  return 4;
+}
+
+// Clusters of 16 are past the portable 8: allowed per kernel, and only where the GPU can place
+// one with this kernel's shared memory (else 8).
+static int usable_cluster_size(int cl) {
+  if (cl != 16) return cl;
+  static int ok = -1;
+  if (ok < 0) {
+    ok = 0;
+    if (cudaFuncSetAttribute(select_cluster_kernel<16>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) ==
+        cudaSuccess) {
+      allow_smem(select_cluster_kernel<16>, kSelSmem);
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3(16);
+      cfg.blockDim = dim3(kSelThreads);
+      cfg.dynamicSmemBytes = kSelSmem;
+      cudaLaunchAttribute attr;
+      attr.id = cudaLaunchAttributeClusterDimension;
+      attr.val.clusterDim.x = 16;
+      attr.val.clusterDim.y = 1;
+      attr.val.clusterDim.z = 1;
+      cfg.attrs = &attr;
+      cfg.numAttrs = 1;
+      int n = 0;
+      if (cudaOccupancyMaxActiveClusters(&n, select_cluster_kernel<16>, &cfg) == cudaSuccess && n > 0) ok = 1;
+    }
+    cudaGetLastError();  // a refusal above is an answer, not an error to report later
+  }
+  return ok ? 16 : 8;
 }
 
 void launch_select(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
@@ -307,13 +349,22 @@ void launch_select(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t 
   a.K = K;
   int64_t blocks = rows * Hsel;
   TOPK_CHECK(blocks < (int64_t(1) << 31), "topk_select: too many rows for one launch");
-  if (select_by_clusters(blocks, p.Smax)) {
-    allow_smem(select_cluster_kernel, kSelSmem);
-    select_cluster_kernel<<<dim3(kCl, unsigned(blocks)), kSelThreads, kSelSmem, stream()>>>(a);
-  } else {
-    select_kernel<<<unsigned(blocks), kSelThreads, kSelSmem, stream()>>>(a);
+  switch (usable_cluster_size(select_cluster_size(blocks, p.Smax))) {
+    case 0:
+      select_kernel<<<unsigned(blocks), kSelThreads, kSelSmem, stream()>>>(a);
+      TOPK_CUDA_LAUNCH();
+      break;
+    case 4:
+      allow_smem(select_cluster_kernel<4>, kSelSmem);
+      launch_ex(select_cluster_kernel<4>, blocks * 4, kSelThreads, kSelSmem, 4, false, a);
+      break;
+    case 8:
+      allow_smem(select_cluster_kernel<8>, kSelSmem);
+      launch_ex(select_cluster_kernel<8>, blocks * 8, kSelThreads, kSelSmem, 8, false, a);
+      break;
+    default:
+      launch_ex(select_cluster_kernel<16>, blocks * 16, kSelThreads, kSelSmem, 16, false, a);
   }
-  TOPK_CUDA_LAUNCH();
 }
 
 void topk_select(const SelectParams& sp) {
