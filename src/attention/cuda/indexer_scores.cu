@@ -2,18 +2,19 @@
 // of each query row, -inf past them ([B, Tq, 1, Smax]).
 //
 // Tensor-core path (bf16 qi and ki, dI 64 or 128, HI <= 64, 16-byte aligned rows): a block per
-// (query row, chunk of kChunk keys), 4 warps. The block stages the row's queries in shared
-// memory, each warp takes them as B fragments for every group of 8 heads, then streams 16-key
-// slabs of ki through its own 3-stage cp.async ring (swizzled rows, common.cuh), in the same
-// memory, and multiplies them with the queries (keys x dims times dims x heads,
-// slab_scores_heads: each key fragment is loaded from shared memory once for all groups); the
-// ReLU, the weights and the sum over heads follow in registers, then over the 4 lanes that
-// share a key. Every key is read once per query row: decode (T = 1) reads the indexer cache
-// once. FP8 keys (any float qi) take ix_scores_mma_fp8, the same on f16 tensor cores. Other
-// shapes and dtypes: an FMA kernel (a block per row and 128 keys, the key tile converted to
-// fp32 in shared memory, a thread per key). Each score is written by one thread after a
-// fixed-order sum: deterministic.
+// (query row, chunk of keys: as few chunks as fill the GPU in whole waves), 4 warps. The block
+// stages the row's queries in shared memory, each warp takes them as B fragments for every
+// group of 8 heads, then streams 16-key slabs of ki through its own 3-stage cp.async ring
+// (swizzled rows, common.cuh), in the same memory, and multiplies them with the queries (keys x
+// dims times dims x heads, slab_scores_heads: each key fragment is loaded from shared memory
+// once for all groups); the ReLU, the weights and the sum over heads follow in registers, then
+// over the 4 lanes that share a key. Every key is read once per query row: decode (T = 1) reads
+// the indexer cache once. FP8 keys (any float qi) take ix_scores_mma_fp8, the same on f16 tensor
+// cores. Other shapes and dtypes: an FMA kernel (a block per row and 128 keys, the key tile
+// converted to fp32 in shared memory, a thread per key). Each score is written by one thread
+// after a fixed-order sum: deterministic.
 // TOPK_CUDA_INDEXER_PATH=mma|simple forces one path (the tests run both).
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -45,7 +46,6 @@ struct IxArgs {
 
 constexpr int kWarps = 4;
 constexpr int kStages = 3;
-constexpr int64_t kChunk = 2048;   // keys per block of the tensor-core path
 constexpr int kSimpleKeys = 128;   // keys per block of the FMA path
 
 // The row's query position, visible keys and output row; -inf written past the visible keys of
@@ -408,11 +408,20 @@ IxArgs ix_args(const IndexerParams& ip, const SeqTable& st) {
 
 template <int D, int HG, bool FP8>
 void launch_mma(IxArgs a, int64_t rows) {
-  a.chunk = kChunk;
-  a.nchunks = (a.Smax + kChunk - 1) / kChunk;
   const size_t smem = FP8 ? fp8_smem_bytes<D, HG>() : size_t(kWarps) * kStages * 16 * 2 * D;
   auto kernel = FP8 ? ix_scores_mma_fp8<D, HG> : ix_scores_mma<D, HG>;
   allow_smem(kernel, smem);
+  static int per_sm = -1;
+  if (per_sm < 0) {
+    TOPK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarps * 32, smem));
+    if (per_sm < 1) per_sm = 1;
+  }
+  // Chunks of a row in whole waves: a block pays the row's query staging once for its chunk, so
+  // few rows (decode) take the fewest chunks that still fill the GPU, not a fixed size.
+  const int64_t tiles = (a.Smax + kTile - 1) / kTile;
+  const int splits = choose_splits(rows, a.Smax, per_sm, int(std::min<int64_t>(tiles, 1 << 16)));
+  a.chunk = (tiles + splits - 1) / splits * kTile;
+  a.nchunks = (a.Smax + a.chunk - 1) / a.chunk;
   const int64_t grid = rows * a.nchunks;
   TOPK_CHECK(grid < (int64_t(1) << 31), "indexer_scores: %lld rows x %lld chunks are too many "
              "blocks for one launch", (long long)rows, (long long)a.nchunks);
