@@ -280,10 +280,10 @@ void launch_group_rank(const AttnParams& p, const SeqTable& st, int64_t r0, int6
 // wave (2 blocks an SM) and gives each block at least kClusterMinKeys of the row, else 4. Each
 // cluster merge (4 syncs, remote histogram reads) costs the same at any slice length, so thin
 // slices lose: on the H100, 32 rows of 32K took 27.6 us at 4 blocks a row and 36.2 at 8; 8 rows
-// of 128K 27.0 us at 8 and 29.3 at 16. TOPK_CUDA_SELECT=clusters or =blocks forces one layout, and
-// TOPK_CUDA_SELECT_CLUSTER=4, 8 or 16 the cluster size (a block per row then reads it once
-// through the sampled select: measured against the clusters at decode's batch sizes before the
-// rule changes). Returns the cluster size, or 0 for a block per row.
+// of 128K 27.0 us at 8 and 29.3 at 16. TOPK_CUDA_SELECT=clusters or =blocks forces one layout
+// (a block per row reads its row once through the sampled select: measure both at decode's
+// batch sizes before changing the rule), TOPK_CUDA_SELECT_CLUSTER=4, 8 or 16 the cluster size.
+// Returns the cluster size, or 0 for a block per row.
 constexpr int64_t kClusterMinKeys = 16384;
 
 static int select_cluster_size(int64_t blocks, int64_t Smax) {
