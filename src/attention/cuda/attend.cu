@@ -420,7 +420,7 @@ void launch_attend(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t 
     int64_t npos = idx ? K : p.Smax;
     int64_t cap = (int64_t(256) << 20) / (a.nrows * p.Hq * int64_t(p.D + 2) * 4);
     int max_splits = int(std::max<int64_t>(1, std::min<int64_t>(1024, cap)));
-    if (!idx && !prescored && launch_attend_mma(p, st, a0, a1, max_splits)) continue;
+    if (!prescored && launch_attend_mma(p, st, a0, a1, idx, Hsel, K, max_splits)) continue;
     TOPK_CUDA_HEAD_DIM_SWITCH(p.D, idx ? "sparse_attention_forward" : "attention_forward",
         if (HB == 1) run_attend<kD, 1>(p, a, npos, max_splits);
         else if (HB == 4) run_attend<kD, 4>(p, a, npos, max_splits);

@@ -1,6 +1,8 @@
-// Full attention (flash-decoding splits) on tensor cores for bf16 K and V: the fast path of
-// attention_forward. A block owns (row, KV head, slice of up to 8 heads of the group, split);
-// 64-key K and V tiles stream through a cp.async ring in shared memory and are read once for
+// Attention (flash-decoding splits) on tensor cores for bf16 K and V: the fast path of
+// attention_forward, and of sparse_attention_forward when a list serves a whole KV group (the
+// indexer's one list per query, group-shared top-k). A block owns (row, KV head, slice of up to
+// 8 heads of the group, split); 64-key K and V tiles (consecutive keys, or the list's keys
+// gathered row by row) stream through a cp.async ring in shared memory and are read once for
 // all the slice's heads. Per tile:
 //   scores   S = K q (keys x dims times dims x heads, m16n8k16), q split into bf16 parts so
 //            that the products keep q's precision (1 part for bf16 q, 2 for f16, 3 for f32);
@@ -36,6 +38,8 @@ struct MmaArgs {
   float scale;
   bool causal;
   DRows q, k, v;
+  const int32_t* idx;  // [B, Tq, Hkv, K] key lists (one per KV head), or null for every key
+  int64_t K;
   int64_t Tq;
   float2* pml;  // [nrows, Hq, nsplit]
   float* pacc;  // [nrows, Hq, nsplit, D]
@@ -59,8 +63,9 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 2 : 1) attend_mma_kernel(
   __shared__ float ss[kHeads][kKeys + 4];                      // scaled scores
   __shared__ __align__(16) uint16_t sp[2][kHeads][kKeys + 8];  // weights, bf16 hi and lo parts
   __shared__ float salpha[kHeads];
-  static_assert(kStages * 2 * tile_bytes<D>() + sizeof(ss) + sizeof(sp) + sizeof(salpha) <=
-                    kMaxBlockSmem,
+  __shared__ bool sok[kStages][kKeys];  // listed keys that exist (sparse)
+  static_assert(kStages * 2 * tile_bytes<D>() + sizeof(ss) + sizeof(sp) + sizeof(salpha) +
+                        sizeof(sok) <= kMaxBlockSmem,
                 "the ring and the static buffers exceed a block's shared memory");
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid & 31;
@@ -74,7 +79,9 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 2 : 1) attend_mma_kernel(
   const int64_t r = a.r0 + rr;
   const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
   const int64_t t = r - s.r0;
-  const int64_t n = visible_keys(s, t, a.causal);
+  const int32_t* list =
+      a.idx ? a.idx + ((int64_t(s.batch) * a.Tq + s.q_start + t) * a.Hkv + kvh) * a.K : nullptr;
+  const int64_t n = list ? a.K : visible_keys(s, t, a.causal);
   const int64_t p_begin = int64_t(blockIdx.y) * a.chunk;
   const int64_t p_end = min(n, p_begin + a.chunk);
   const int64_t ntiles = p_end > p_begin ? (p_end - p_begin + kKeys - 1) / kKeys : 0;
@@ -90,8 +97,19 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 2 : 1) attend_mma_kernel(
       unsigned char* dv = dk + tile_bytes<D>();
       for (int e = tid; e < rows * cpr; e += kThreads) {
         const int row = e / cpr, c = e % cpr, dc = swizzled_chunk(row, c);
-        cp_async16(dk + row * pitch + dc * 16, kbase + (p0 + row) * a.k.st * 2 + c * 16);
-        cp_async16(dv + row * pitch + dc * 16, vbase + (p0 + row) * a.v.st * 2 + c * 16);
+        int64_t j = p0 + row;
+        if (list) {
+          // A list entry outside the sequence's keys (-1 padding) is masked: its V row zeroed.
+          j = list[j];
+          const bool ok = j >= 0 && j < s.S;
+          if (c == 0) sok[i % kStages][row] = ok;
+          if (!ok) {
+            *reinterpret_cast<uint4*>(dv + row * pitch + dc * 16) = make_uint4(0, 0, 0, 0);
+            continue;
+          }
+        }
+        cp_async16(dk + row * pitch + dc * 16, kbase + j * a.k.st * 2 + c * 16);
+        cp_async16(dv + row * pitch + dc * 16, vbase + j * a.v.st * 2 + c * 16);
       }
       // V rows past the end get weight 0, and 0 x NaN of stale shared memory would be NaN.
       for (int e = tid; e < (kKeys - rows) * cpr; e += kThreads)
@@ -122,7 +140,8 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 2 : 1) attend_mma_kernel(
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int key = warp * 16 + g + 8 * (e >> 1);
-        ss[t2 + (e & 1)][key] = p0 + key < p_end ? c[e] * a.scale : -INFINITY;
+        const bool ok = p0 + key < p_end && (!list || sok[i % kStages][key]);
+        ss[t2 + (e & 1)][key] = ok ? c[e] * a.scale : -INFINITY;
       }
     }
     __syncthreads();
@@ -211,11 +230,12 @@ void run_attend_mma(const AttnParams& p, const SeqTable& st, MmaArgs a, int64_t 
     if (per_sm < 1) per_sm = 1;
   }
   const int64_t items = nrows * a.Hkv * a.nslice;
-  const int ns = choose_splits(items, p.Smax, per_sm, max_splits);
-  const int64_t per = (p.Smax + ns - 1) / ns;
+  const int64_t npos = a.idx ? a.K : p.Smax;
+  const int ns = choose_splits(items, npos, per_sm, max_splits);
+  const int64_t per = (npos + ns - 1) / ns;
   a.chunk = (per + kTile - 1) / kTile * kTile;
   if (a.chunk < kTile) a.chunk = kTile;
-  a.nsplit = int(p.Smax > 0 ? (p.Smax + a.chunk - 1) / a.chunk : 1);
+  a.nsplit = int(npos > 0 ? (npos + a.chunk - 1) / a.chunk : 1);
   const size_t nml = size_t(nrows) * a.Hq * a.nsplit;
   char* ws = static_cast<char*>(workspace(kWsPartial, nml * (sizeof(float2) + sizeof(float) * D)));
   a.pml = reinterpret_cast<float2*>(ws);
@@ -227,8 +247,12 @@ void run_attend_mma(const AttnParams& p, const SeqTable& st, MmaArgs a, int64_t 
 
 }  // namespace
 
-bool launch_attend_mma(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1, int max_splits) {
+bool launch_attend_mma(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                       const int32_t* idx, int Hsel, int64_t K, int max_splits) {
+  if (idx && Hsel != p.Hkv) return false;  // a list per query head: the heads of a block differ
   MmaArgs a;
+  a.idx = idx;
+  a.K = K;
   a.q = drows(p.q);
   a.k = drows(p.k);
   a.v = drows(p.v);

@@ -28,9 +28,11 @@ void launch_score_gemm(const AttnParams& p, int64_t r0, int64_t r1, float* out);
 void launch_attend(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
                    const int32_t* idx, int Hsel, int64_t K, const float* prescored);
 
-// Full attention of rows [r0, r1) on tensor cores (bf16 K and V, D 64, 128 or 256, aligned rows);
-// false, with nothing launched, when the call does not qualify.
-bool launch_attend_mma(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1, int max_splits);
+// Attention of rows [r0, r1) on tensor cores (bf16 K and V, D 64, 128 or 256, aligned rows),
+// full or over lists of one per KV head (Hsel == Hkv); false, with nothing launched, when the
+// call does not qualify.
+bool launch_attend_mma(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                       const int32_t* idx, int Hsel, int64_t K, int max_splits);
 
 // Full attention of every query row on tensor cores, FlashAttention-2 style (flash_forward.cu),
 // for bf16 or f16 q, k, v (one dtype), D 64, 128 or 256, 16-byte aligned rows; false, with nothing
