@@ -13,7 +13,8 @@
 // cores. Other shapes and dtypes: an FMA kernel (a block per row and 128 keys, the key tile
 // converted to fp32 in shared memory, a thread per key). Each score is written by one thread
 // after a fixed-order sum: deterministic.
-// TOPK_CUDA_INDEXER_PATH=mma|simple forces one path (the tests run both).
+// On compute capability 9.0 the same blocks run on warpgroup tensor cores (ix_scores_wgmma).
+// TOPK_CUDA_INDEXER_PATH=wgmma|mma|simple forces one path (the tests run each).
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -339,6 +340,177 @@ __global__ void __launch_bounds__(kWarps * 32) ix_scores_mma_fp8(const IxArgs a)
   cp_async_wait<0>();
 }
 
+// Warpgroup tensor cores (sm_90a): a block of one warpgroup per (query row, chunk), as above.
+// The row's queries, all 64 head columns (zero past HI), sit in shared memory as the MMA's B
+// operand (dims x heads: core matrices of 8 heads x 8 dims, no swizzle); the keys go straight
+// from global memory into registers as the A operand, 64 keys a step (16 a warp), PF steps
+// ahead, and 8 (dI 128) or 4 (dI 64) MMAs of 64 keys x 64 heads x 16 dims score the step. As in
+// the FP8 kernel, lane (g, t) takes dims [t dI/4, (t + 1) dI/4) of its rows g and g + 8 (one
+// contiguous piece, 16-byte loads) at fragment positions {2t, 2t + 1, 2t + 8, 2t + 9} of the
+// k-steps, and the queries are stored in the same order. FP8 keys are widened to f16 in
+// registers and multiplied with the queries times 2^shift as f16 (ix_scores_mma_fp8); bf16 keys
+// with bf16 queries as they are. The ReLU, weights and head sum follow in registers.
+template <int D, bool FP8>
+constexpr size_t wg_smem_bytes() {  // B (64 heads of D f16/bf16), then the raw query row
+  return size_t(64) * D * 2 + size_t(64) * D * (FP8 ? 4 : 2);
+}
+
+template <int D, bool FP8>
+__global__ void __launch_bounds__(128) ix_scores_wgmma(const IxArgs a) {
+#if defined(TOPK_WGMMA)
+  constexpr int KS = D / 16;                   // k-steps of 16 dims
+  constexpr int LB = FP8 ? D / 4 : D / 2;      // bytes of a lane's piece of a key row
+  constexpr int LV = LB / 16;                  // its 16-byte loads
+  constexpr int PF = FP8 ? 2 : 1;              // steps loaded ahead
+  extern __shared__ __align__(128) unsigned char smem[];
+  __shared__ float warp_amax[4];
+  const int64_t r = blockIdx.x / a.nchunks, j0 = (blockIdx.x % a.nchunks) * a.chunk;
+  const int64_t j1 = j0 + a.chunk < a.Smax ? j0 + a.chunk : a.Smax;
+  DSeq s;
+  int64_t t;
+  float* out;
+  const int64_t jv = row_setup(a, r, j0, j1, s, t, out);
+  if (j0 >= jv) return;  // the whole block returns
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, tq = lane & 3;
+
+  // The raw query row (16-byte copies), then B: head n, dim d at its fragment position.
+  uint16_t* qb = reinterpret_cast<uint16_t*>(smem);
+  char* raw = reinterpret_cast<char*>(smem) + size_t(64) * D * 2;
+  const int rb = D * a.q.esize;
+  const int64_t qo = a.q.offset(s.batch, s.q_start + t, 0);
+  for (int c = threadIdx.x; c < a.HI * (rb / 16); c += blockDim.x) {
+    const int h = c / (rb / 16), ch = c % (rb / 16);
+    *reinterpret_cast<uint4*>(raw + h * rb + ch * 16) = *reinterpret_cast<const uint4*>(
+        a.q.data + (qo + int64_t(h) * a.q.sh) * a.q.esize + ch * 16);
+  }
+  __syncthreads();
+  int shift = 0;
+  if constexpr (FP8) {
+    float amax = 0.f;
+    for (int i = threadIdx.x; i < a.HI * D; i += blockDim.x) amax = fmaxf(amax, fabsf(load1(raw, a.q.dt, i)));
+#pragma unroll
+    for (int o = 16; o >= 1; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    if (lane == 0) warp_amax[warp] = amax;
+    __syncthreads();
+    amax = fmaxf(fmaxf(warp_amax[0], warp_amax[1]), fmaxf(warp_amax[2], warp_amax[3]));
+    const int ex = ((__float_as_int(amax) >> 23) & 0xff) - 126;
+    shift = amax > 0.f ? 14 - ex : 0;
+  }
+  for (int c = threadIdx.x; c < 64 * D; c += blockDim.x) {
+    const int n = c / D, d = c % D;
+    const int lt = d / (D / 4), ks = (d % (D / 4)) / 4, e = d % 4;
+    const int kk = e < 2 ? 2 * lt + e : 8 + 2 * lt + e - 2;  // position within the k-step
+    uint16_t v = 0;
+    if (n < a.HI) {
+      if constexpr (FP8) v = __half_as_ushort(__float2half_rn(ldexpf(load1(raw, a.q.dt, n * D + d), shift)));
+      else v = reinterpret_cast<const uint16_t*>(raw)[n * D + d];
+    }
+    qb[((n >> 3) * (D / 8) + 2 * ks + (kk >> 3)) * 64 + (n & 7) * 8 + (kk & 7)] = v;
+  }
+  fence_proxy_async();
+  __syncthreads();
+  const uint64_t desc = wgmma_desc(qb, 128, D * 16);
+
+  float w[16];  // heads 8 i + 2 t + {0, 1}: the accumulators' columns
+  const float* wr = a.w + (int64_t(s.batch) * a.Tq + s.q_start + t) * a.HI;
+#pragma unroll
+  for (int i = 0; i < 8; i++) {
+    const int h = 8 * i + 2 * tq;
+    w[2 * i] = h < a.HI ? wr[h] : 0.f;
+    w[2 * i + 1] = h + 1 < a.HI ? wr[h + 1] : 0.f;
+  }
+  const float* kscale = FP8 ? a.kscale + int64_t(s.batch) * a.kscale_sb + s.k_start : nullptr;
+  // Step i, rows 16 warp + g + 8 e of the step: the lane's pieces (zero past the visible keys).
+  auto load = [&](int64_t i, uint4 (&b)[2][LV], float (&sc)[2]) {
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+      const int64_t j = j0 + i * 64 + 16 * warp + g + 8 * e;
+      if (j < jv) {
+        const uint4* p = reinterpret_cast<const uint4*>(
+            a.k.data + a.k.offset(s.batch, s.k_start + j, 0) * a.k.esize + tq * LB);
+#pragma unroll
+        for (int v = 0; v < LV; v++) b[e][v] = p[v];
+        sc[e] = FP8 ? kscale[j] : 1.f;
+      } else {
+#pragma unroll
+        for (int v = 0; v < LV; v++) b[e][v] = make_uint4(0, 0, 0, 0);
+        sc[e] = 0.f;
+      }
+    }
+  };
+  uint4 buf[PF][2][LV];
+  float sbuf[PF][2];
+#pragma unroll
+  for (int p = 0; p < PF; p++) load(p, buf[p], sbuf[p]);
+  const int64_t nsteps = (jv - j0 + 63) / 64;
+  float acc[32];
+#pragma unroll
+  for (int i = 0; i < 32; i++) acc[i] = 0.f;
+  for (int64_t i = 0; i < nsteps; i++) {
+    uint32_t wd[2][LB / 4];  // the current step's pieces as words
+    float sc[2];
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+#pragma unroll
+      for (int v = 0; v < LV; v++) {
+        wd[e][4 * v] = buf[0][e][v].x, wd[e][4 * v + 1] = buf[0][e][v].y;
+        wd[e][4 * v + 2] = buf[0][e][v].z, wd[e][4 * v + 3] = buf[0][e][v].w;
+      }
+      sc[e] = sbuf[0][e];
+    }
+#pragma unroll
+    for (int p = 0; p + 1 < PF; p++) {
+#pragma unroll
+      for (int e = 0; e < 2; e++) {
+#pragma unroll
+        for (int v = 0; v < LV; v++) buf[p][e][v] = buf[p + 1][e][v];
+        sbuf[p][e] = sbuf[p + 1][e];
+      }
+    }
+    load(i + PF, buf[PF - 1], sbuf[PF - 1]);
+    uint32_t af[KS][4];
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) {
+      if constexpr (FP8) {
+        af[ks][0] = e4m3x2_as_f16x2(uint16_t(wd[0][ks]));
+        af[ks][1] = e4m3x2_as_f16x2(uint16_t(wd[1][ks]));
+        af[ks][2] = e4m3x2_as_f16x2(uint16_t(wd[0][ks] >> 16));
+        af[ks][3] = e4m3x2_as_f16x2(uint16_t(wd[1][ks] >> 16));
+      } else {
+        af[ks][0] = wd[0][2 * ks];
+        af[ks][1] = wd[1][2 * ks];
+        af[ks][2] = wd[0][2 * ks + 1];
+        af[ks][3] = wd[1][2 * ks + 1];
+      }
+    }
+    wgmma_hold(acc);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) wgmma_m64n64k16<!FP8>(acc, af[ks], desc + uint64_t(16 * ks), ks > 0);
+    wgmma_commit();
+    wgmma_wait_all();
+    wgmma_hold(acc);
+    float s0 = 0.f, s1 = 0.f;  // rows g and g + 8
+#pragma unroll
+    for (int q = 0; q < 8; q++) {
+      s0 = fmaf(w[2 * q], fmaxf(acc[4 * q], 0.f), fmaf(w[2 * q + 1], fmaxf(acc[4 * q + 1], 0.f), s0));
+      s1 = fmaf(w[2 * q], fmaxf(acc[4 * q + 2], 0.f), fmaf(w[2 * q + 1], fmaxf(acc[4 * q + 3], 0.f), s1));
+    }
+    s0 += __shfl_xor_sync(0xffffffffu, s0, 1);
+    s0 += __shfl_xor_sync(0xffffffffu, s0, 2);
+    s1 += __shfl_xor_sync(0xffffffffu, s1, 1);
+    s1 += __shfl_xor_sync(0xffffffffu, s1, 2);
+    if (tq == 0) {
+      const int64_t j = j0 + i * 64 + 16 * warp + g;
+      if (j < jv) out[j] = FP8 ? s0 * ldexpf(sc[0], -shift) : s0;
+      if (j + 8 < jv) out[j + 8] = FP8 ? s1 * ldexpf(sc[1], -shift) : s1;
+    }
+  }
+#else
+  __trap();  // launched only where sm_90a machine code runs (wgmma_ok)
+#endif
+}
+
 // FMA path: queries, weights and a tile of kSimpleKeys keys in fp32 shared memory.
 __global__ void __launch_bounds__(kSimpleKeys) ix_scores_simple(const IxArgs a) {
   extern __shared__ float sm[];  // q [HI][dI], w [HI], k [kSimpleKeys][dI + 1]
@@ -430,6 +602,40 @@ void launch_mma(IxArgs a, int64_t rows) {
 }
 
 template <int D, bool FP8>
+void launch_wgmma(IxArgs a, int64_t rows) {
+  const size_t smem = wg_smem_bytes<D, FP8>();
+  auto kernel = ix_scores_wgmma<D, FP8>;
+  allow_smem(kernel, smem);
+  static int per_sm = -1;
+  if (per_sm < 0) {
+    TOPK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 128, smem));
+    if (per_sm < 1) per_sm = 1;
+  }
+  const int64_t tiles = (a.Smax + kTile - 1) / kTile;
+  const int splits = choose_splits(rows, a.Smax, per_sm, int(std::min<int64_t>(tiles, 1 << 16)));
+  a.chunk = (tiles + splits - 1) / splits * kTile;
+  a.nchunks = (a.Smax + a.chunk - 1) / a.chunk;
+  const int64_t grid = rows * a.nchunks;
+  TOPK_CHECK(grid < (int64_t(1) << 31), "indexer_scores: %lld rows x %lld chunks are too many "
+             "blocks for one launch", (long long)rows, (long long)a.nchunks);
+  kernel<<<unsigned(grid), 128, smem, stream()>>>(a);
+  TOPK_CUDA_LAUNCH();
+}
+
+// The warpgroup kernels exist as sm_90a machine code only: compute capability 9.0.
+bool wgmma_ok() {
+  static int ok = -1;
+  if (ok < 0) {
+    int dev = 0, major = 0, minor = 0;
+    TOPK_CUDA(cudaGetDevice(&dev));
+    TOPK_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    TOPK_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+    ok = major == 9 && minor == 0;
+  }
+  return ok;
+}
+
+template <int D, bool FP8>
 void launch_mma_heads(const IxArgs& a, int64_t rows) {
   const int hg = (a.HI + 7) / 8;
   if (hg <= 1) launch_mma<D, 1, FP8>(a, rows);
@@ -447,8 +653,8 @@ void indexer_scores(const IndexerParams& ip) {
   IxArgs a = ix_args(ip, st);
   const char* env = std::getenv("TOPK_CUDA_INDEXER_PATH");
   const std::string force = env ? env : "";
-  TOPK_CHECK(force.empty() || force == "mma" || force == "simple", "TOPK_CUDA_INDEXER_PATH=%s: "
-             "expected mma or simple", force.c_str());
+  TOPK_CHECK(force.empty() || force == "mma" || force == "wgmma" || force == "simple",
+             "TOPK_CUDA_INDEXER_PATH=%s: expected wgmma, mma or simple", force.c_str());
   const bool fp8 = p.k.dtype == DType::f8e4m3;
   const bool fits = (fp8 || (p.q.dtype == DType::bf16 && p.k.dtype == DType::bf16)) &&
                     (p.D == 64 || p.D == 128) && p.Hq <= 64 && rows_aligned(a.q) &&
@@ -456,6 +662,18 @@ void indexer_scores(const IndexerParams& ip) {
   TOPK_CHECK(force != "mma" || fits, "indexer_scores: TOPK_CUDA_INDEXER_PATH=mma needs bf16 qi and "
              "ki (or FP8 ki), dI 64 or 128, HI <= 64 and 16-byte aligned rows (got %s / %s, dI %d, "
              "HI %d)", dtype_name(p.q.dtype), dtype_name(p.k.dtype), p.D, p.Hq);
+  TOPK_CHECK(force != "wgmma" || (fits && wgmma_ok()), "indexer_scores: TOPK_CUDA_INDEXER_PATH=wgmma "
+             "needs what mma needs on a GPU of compute capability 9.0");
+  if (fits && force != "simple" && force != "mma" && wgmma_ok()) {
+    if (fp8) {
+      if (p.D == 64) launch_wgmma<64, true>(a, st.rows);
+      else launch_wgmma<128, true>(a, st.rows);
+    } else {
+      if (p.D == 64) launch_wgmma<64, false>(a, st.rows);
+      else launch_wgmma<128, false>(a, st.rows);
+    }
+    return;
+  }
   if (fits && force != "simple") {
     // dI 64 or 128 only (fits): the tensor-core kernels hold every head's queries in registers.
     if (fp8) {
