@@ -1,6 +1,7 @@
 // Prefill and training forwards on CUDA against the scalar reference: the FlashAttention-2
-// kernel of attention_forward (bf16/f16 q, k, v; sizes around its 128-row and 64-key tiles;
-// every sequence layout), and top-k attention's causal prefill under the workspace budget.
+// kernels of attention_forward, warpgroup and mma.sync (bf16/f16 q, k, v; sizes around their
+// 128-row and 64-key tiles; every sequence layout), and top-k attention's causal prefill under
+// the workspace budget.
 #include <algorithm>
 #include <set>
 
@@ -28,7 +29,20 @@ std::string describe(const FwdCase& c) {
 
 // The tensor-core kernel rounds the softmax weights to 16 bits before P V (FlashAttention's
 // precision): o agrees to ~1e-2; lse is fp32-exact. The split-KV path (f32 q) is tighter.
+void check_forward_path(const FwdCase& c, uint64_t seed, bool flash);
+
+// The flash cases run on both kernels: the default (warpgroup MMAs where the GPU has them, D 64
+// and 128) and the mma.sync one forced.
 void check_forward(const FwdCase& c, uint64_t seed, bool flash = true) {
+  for (const char* path : {"", "mma"}) {
+    if (!flash && *path) continue;
+    SCOPED_TRACE(*path ? "TOPK_CUDA_FLASH_PATH=mma" : "default kernel");
+    ScopedEnv env("TOPK_CUDA_FLASH_PATH", path);
+    check_forward_path(c, seed, flash);
+  }
+}
+
+void check_forward_path(const FwdCase& c, uint64_t seed, bool flash) {
   SCOPED_TRACE(describe(c));
   const Layout& l = c.l;
   Qkv in(l, c.Hq, c.Hkv, c.D, c.dt, c.dt, seed);

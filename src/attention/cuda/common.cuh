@@ -101,6 +101,9 @@ const void* upload_table(int slot, const void* host, size_t bytes);
 enum : int { kTabFlashQ = 0, kTabFlashK, kTabIndexer, kTabCount };
 
 int num_sms();
+// Whether the GPU runs the warpgroup-MMA kernels: they exist as sm_90a machine code only, so
+// compute capability 9.0.
+bool has_wgmma();
 cudaStream_t stream();  // the stream all ops run on: topk::cuda_stream() (default: legacy)
 
 // Compact row -> sequence index (binary search on r0).

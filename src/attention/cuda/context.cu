@@ -16,6 +16,7 @@ namespace {
 struct Context {
   int device = -1;
   int sms = 0;
+  int wgmma = -1;  // has_wgmma(), once known
   DSeq* seq_dev = nullptr;
   size_t seq_cap = 0;
   std::vector<DSeq> seq_last;
@@ -51,6 +52,17 @@ Context& ctx() {
 cudaStream_t stream() { return static_cast<cudaStream_t>(topk::cuda_stream()); }
 
 int num_sms() { return ctx().sms; }
+
+bool has_wgmma() {
+  Context& c = ctx();
+  if (c.wgmma < 0) {
+    int major = 0, minor = 0;
+    TOPK_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, c.device));
+    TOPK_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, c.device));
+    c.wgmma = major == 9 && minor == 0;
+  }
+  return c.wgmma;
+}
 
 void allow_smem_impl(const void* kernel, size_t bytes) {
   static std::mutex mu;

@@ -216,6 +216,7 @@ void run_flash_forward(const FlashFwdArgs& a, int64_t blocks) {
 }  // namespace
 
 bool launch_flash_forward(const AttnParams& p, const SeqTable& st) {
+  if (launch_flash_forward_wgmma(p, st)) return true;
   FlashFwdArgs a;
   a.q = drows(p.q);
   a.k = drows(p.k);

@@ -486,7 +486,7 @@ __global__ void __launch_bounds__(128) ix_scores_wgmma(const IxArgs a) {
     wgmma_hold(acc);
     wgmma_fence();
 #pragma unroll
-    for (int ks = 0; ks < KS; ks++) wgmma_m64n64k16<!FP8>(acc, af[ks], desc + uint64_t(16 * ks), ks > 0);
+    for (int ks = 0; ks < KS; ks++) wgmma_m64n64k16<!FP8, false>(acc, af[ks], desc + uint64_t(16 * ks), ks > 0);
     wgmma_commit();
     wgmma_wait_all();
     wgmma_hold(acc);
@@ -507,7 +507,7 @@ __global__ void __launch_bounds__(128) ix_scores_wgmma(const IxArgs a) {
     }
   }
 #else
-  __trap();  // launched only where sm_90a machine code runs (wgmma_ok)
+  __trap();  // launched only where sm_90a machine code runs (has_wgmma)
 #endif
 }
 
@@ -622,19 +622,6 @@ void launch_wgmma(IxArgs a, int64_t rows) {
   TOPK_CUDA_LAUNCH();
 }
 
-// The warpgroup kernels exist as sm_90a machine code only: compute capability 9.0.
-bool wgmma_ok() {
-  static int ok = -1;
-  if (ok < 0) {
-    int dev = 0, major = 0, minor = 0;
-    TOPK_CUDA(cudaGetDevice(&dev));
-    TOPK_CUDA(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-    TOPK_CUDA(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-    ok = major == 9 && minor == 0;
-  }
-  return ok;
-}
-
 template <int D, bool FP8>
 void launch_mma_heads(const IxArgs& a, int64_t rows) {
   const int hg = (a.HI + 7) / 8;
@@ -662,9 +649,9 @@ void indexer_scores(const IndexerParams& ip) {
   TOPK_CHECK(force != "mma" || fits, "indexer_scores: TOPK_CUDA_INDEXER_PATH=mma needs bf16 qi and "
              "ki (or FP8 ki), dI 64 or 128, HI <= 64 and 16-byte aligned rows (got %s / %s, dI %d, "
              "HI %d)", dtype_name(p.q.dtype), dtype_name(p.k.dtype), p.D, p.Hq);
-  TOPK_CHECK(force != "wgmma" || (fits && wgmma_ok()), "indexer_scores: TOPK_CUDA_INDEXER_PATH=wgmma "
+  TOPK_CHECK(force != "wgmma" || (fits && has_wgmma()), "indexer_scores: TOPK_CUDA_INDEXER_PATH=wgmma "
              "needs what mma needs on a GPU of compute capability 9.0");
-  if (fits && force != "simple" && force != "mma" && wgmma_ok()) {
+  if (fits && force != "simple" && force != "mma" && has_wgmma()) {
     if (fp8) {
       if (p.D == 64) launch_wgmma<64, true>(a, st.rows);
       else launch_wgmma<128, true>(a, st.rows);
