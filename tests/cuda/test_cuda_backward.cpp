@@ -1,8 +1,9 @@
 // Backwards on CUDA against the scalar reference backward: full attention (tensor-core kernels
-// for bf16/f16 q, k, v with D 64/128; the simple kernels for f32, mixed dtypes and other head
-// dims) and sparse attention over given indices. The forward outputs o and lse come from the
-// reference forward, so each test sees only the backward. Every run is made twice and must be
-// bit-identical; dq rows of no sequence must stay unwritten and dk, dv rows of no sequence 0.
+// for bf16/f16 q, k, v with D 64/128, dQ on warpgroup MMAs and on mma.sync; the simple kernels
+// for f32, mixed dtypes and other head dims) and sparse attention over given indices. The
+// forward outputs o and lse come from the reference forward, so each test sees only the
+// backward. Every run is made twice and must be bit-identical; dq rows of no sequence must stay
+// unwritten and dk, dv rows of no sequence 0.
 #include <algorithm>
 #include <memory>
 
@@ -37,7 +38,20 @@ std::string describe(const BwdCase& c) {
 // follows where the tensor's does not: dv of key 2 of a causal sequence at q_pos 0 sums 392
 // P dout terms of up to 1.5 (row rms 2.1, tensor rms 0.35) into -0.021, and the bf16 rounding
 // of its P alone moves that to -0.031 (2.7% of the tensor's rms, 0.5% of the row's).
+void check_backward_path(const BwdCase& c, uint64_t seed, const Pair* idx, double tol);
+
+// Full backwards run on both flash kernel sets: the default (warpgroup MMAs for dQ where the
+// GPU has them, D 64 and 128) and the mma.sync ones forced.
 void check_backward(const BwdCase& c, uint64_t seed, const Pair* idx, double tol) {
+  for (const char* path : {"", "mma"}) {
+    if (idx && *path) continue;
+    SCOPED_TRACE(*path ? "TOPK_CUDA_FLASH_PATH=mma" : "default kernels");
+    ScopedEnv env("TOPK_CUDA_FLASH_PATH", path);
+    check_backward_path(c, seed, idx, tol);
+  }
+}
+
+void check_backward_path(const BwdCase& c, uint64_t seed, const Pair* idx, double tol) {
   SCOPED_TRACE(describe(c));
   const Layout& l = c.l;
   Qkv in(l, c.Hq, c.Hkv, c.D, c.dt, c.dt, seed);

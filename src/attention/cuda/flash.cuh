@@ -7,6 +7,8 @@
 // 8 consecutive rows then hits 8 different bank groups.
 #pragma once
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "attention/cuda/common.cuh"
@@ -131,5 +133,54 @@ __device__ __forceinline__ const unsigned char* frag_b(const unsigned char* tile
   const int row = row0 + (l & 7) + ((l >> 4) << 3);
   return tile + row * (2 * D) + swizzled_chunk(row, 2 * cp + ((l >> 3) & 1)) * 16;
 }
+
+// Whether the flash kernels (D 64 and 128) run on warpgroup MMAs: where the GPU has them,
+// unless TOPK_CUDA_FLASH_PATH=mma forces the mma.sync kernels.
+inline bool flash_use_wgmma(int D) {
+  const char* e = std::getenv("TOPK_CUDA_FLASH_PATH");
+  const std::string force = e ? e : "";
+  TOPK_CHECK(force.empty() || force == "wgmma" || force == "mma", "TOPK_CUDA_FLASH_PATH=%s: expected "
+             "wgmma or mma", force.c_str());
+  return force != "mma" && (D == 64 || D == 128) && has_wgmma();
+}
+
+// Rows [0, ROWS) of a tile of D 16-bit elements per row as core matrices for the warpgroup MMAs
+// (8 rows x 16 bytes, 128 contiguous bytes: the one of rows 8r.. and bytes 16c.. at
+// (r D/8 + c) 128 bytes): rows below `valid` by cp.async from src (`stride` bytes between
+// rows), the others zeroed. Eight consecutive threads copy the same 16 bytes of eight rows, one
+// core matrix. The same bytes serve as a K-major operand (core matrices 128 bytes apart along
+// D, 16 D apart along the rows) and an MN-major one (128 bytes apart along D, its M/N; 16 D
+// along the rows, its K).
+template <int D, int ROWS, int THREADS>
+__device__ __forceinline__ void load_tile_cm(unsigned char* dst, const char* src, int64_t stride, int valid) {
+  constexpr int cpr = D / 8;
+  for (int e = threadIdx.x; e < ROWS * cpr; e += THREADS) {
+    const int r8 = e & 7, c = (e >> 3) % cpr, rg = (e >> 3) / cpr;
+    const int row = rg * 8 + r8;
+    unsigned char* d = dst + ((rg * cpr + c) * 8 + r8) * 16;
+    if (row < valid) cp_async16(d, src + row * stride + c * 16);
+    else *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
+  }
+}
+
+// Arguments of the backward kernels (flash_backward.cu, flash_backward_wgmma.cu).
+struct FlashBwdArgs {
+  const DSeq* seqs;
+  const FlashTile* tiles;  // [tiles]: query tiles (dQ) or key tiles (dK/dV)
+  int64_t R;               // compact query rows
+  int Hq, Hkv, G;
+  float sl2, scale;        // scale * log2(e), scale
+  bool causal;
+  DRows q, k, v, dout;     // q, dout [B, Tq, Hq, D]; k, v [B, Smax, Hkv, D]; 16-bit, aligned
+  const float2* ld;        // [Hq, R]: (lse log2 e, Delta)
+  float* dq;               // [B, Tq, Hq, D]
+  float* dk;               // [B, Smax, Hkv, D]
+  float* dv;               // [B, Smax, Hkv, D]
+  int64_t Tq, Smax;
+};
+
+// dQ of query tiles of 128 rows on warpgroup MMAs (flash_backward_wgmma.cu), D 64 or 128.
+template <int D, int DT>
+void launch_flash_dq_wgmma(const FlashBwdArgs& a, int64_t qblocks);
 
 }  // namespace topk::cuda

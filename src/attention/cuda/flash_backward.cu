@@ -37,20 +37,6 @@ constexpr int dq_keys(int D) { return D <= 128 ? 64 : 32; }
 // dK/dV: keys per block (at D = 256 four pairs of warps of 16 keys, flash_dkdv_pair_kernel).
 constexpr int dkdv_keys(int D) { return D <= 128 ? 128 : 64; }
 
-struct FlashBwdArgs {
-  const DSeq* seqs;
-  const FlashTile* tiles;  // [tiles]: query tiles (dQ) or key tiles (dK/dV)
-  int64_t R;               // compact query rows
-  int Hq, Hkv, G;
-  float sl2, scale;        // scale * log2(e), scale
-  bool causal;
-  DRows q, k, v, dout;     // q, dout [B, Tq, Hq, D]; k, v [B, Smax, Hkv, D]; 16-bit, aligned
-  const float2* ld;        // [Hq, R]: (lse log2 e, Delta)
-  float* dq;               // [B, Tq, Hq, D]
-  float* dk;               // [B, Smax, Hkv, D]
-  float* dv;               // [B, Smax, Hkv, D]
-  int64_t Tq, Smax;
-};
 
 // The P^T blocks the S warps pass to the dP warps at D = 256: [pair][step % 2][4][32 lanes] of
 // float4, each lane's 16 fp32 values of a 16-key x 32-query block.
@@ -505,6 +491,12 @@ void run_flash_backward(const FlashBwdArgs& a, const FlashTile* ktiles, int64_t 
   }
   if (qblocks > 0) {
     b.tiles = qtiles;
+    if constexpr (D <= 128) {
+      if (flash_use_wgmma(D)) {
+        launch_flash_dq_wgmma<D, DT>(b, qblocks);
+        return;
+      }
+    }
     flash_dq_kernel<D, DT><<<unsigned(qblocks), kThreads, qs, stream()>>>(b);
     TOPK_CUDA_LAUNCH();
   }

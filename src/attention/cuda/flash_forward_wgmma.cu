@@ -7,15 +7,10 @@
 //               K-major B in shared memory;
 //   softmax     online, in the log2 domain, exactly as flash_forward.cu;
 //   O += P V    64 x D, P rounded to the input dtype in registers, V as an MN-major B.
-// K and V tiles are stored as core matrices (8 rows x 16 bytes, 128 contiguous bytes): the one
-// of rows 8r.. and bytes 16c.. at (r D/8 + c) 128 bytes. The same bytes are the K-major
-// operand of the first product (core matrices 128 bytes apart along D, 16 D apart along keys)
-// and the MN-major operand of the second (128 bytes apart along D, its N; 16 D along keys, its K).
-// Causal tiles and empty rows as in flash_forward.cu. TOPK_CUDA_FLASH_PATH=mma forces that kernel.
+// K and V tiles are stored as core matrices (load_tile_cm, flash.cuh): K is the first product's
+// K-major operand, V the second's MN-major one. Causal tiles and empty rows as in
+// flash_forward.cu. TOPK_CUDA_FLASH_PATH=mma forces that kernel (flash_use_wgmma).
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
-#include <string>
 #include <vector>
 
 #include "attention/cuda/common.cuh"
@@ -47,21 +42,6 @@ struct FlashWgArgs {
 template <int D>
 constexpr size_t wg_fwd_smem() { return size_t(kBM + 4 * kBN) * 2 * D; }
 
-// Rows [0, kBN) of a K or V tile in core matrices: rows below `valid` by cp.async from src
-// (`stride` bytes between rows), the others zeroed. Eight consecutive threads copy the same
-// 16 bytes of eight rows: one core matrix, 128 contiguous bytes of shared memory.
-template <int D>
-__device__ __forceinline__ void load_tile_cm(unsigned char* dst, const char* src, int64_t stride, int valid) {
-  constexpr int cpr = D / 8;  // 16-byte chunks per row
-  for (int e = threadIdx.x; e < kBN * cpr; e += kThreads) {
-    const int r8 = e & 7, c = (e >> 3) % cpr, rg = (e >> 3) / cpr;
-    const int row = rg * 8 + r8;
-    unsigned char* d = dst + ((rg * cpr + c) * 8 + r8) * 16;
-    if (row < valid) cp_async16(d, src + row * stride + c * 16);
-    else *reinterpret_cast<uint4*>(d) = make_uint4(0, 0, 0, 0);
-  }
-}
-
 template <int D, int DT>
 __global__ void __launch_bounds__(kThreads, 1) flash_forward_wgmma_kernel(const FlashWgArgs a) {
 #if defined(TOPK_WGMMA)
@@ -88,8 +68,8 @@ __global__ void __launch_bounds__(kThreads, 1) flash_forward_wgmma_kernel(const 
     unsigned char* kt = skv + (i & 1) * 2 * kTileBytes;
     const int64_t j0 = int64_t(i) * kBN;
     const int valid = int(min(int64_t(kBN), n_hi - j0));
-    load_tile_cm<D>(kt, ksrc + j0 * a.k.st * 2, a.k.st * 2, valid);
-    load_tile_cm<D>(kt + kTileBytes, vsrc + j0 * a.v.st * 2, a.v.st * 2, valid);
+    load_tile_cm<D, kBN, kThreads>(kt, ksrc + j0 * a.k.st * 2, a.k.st * 2, valid);
+    load_tile_cm<D, kBN, kThreads>(kt + kTileBytes, vsrc + j0 * a.v.st * 2, a.v.st * 2, valid);
   };
   load_tile<D, kBM, kThreads>(sq, a.q.data + a.q.offset(s.batch, s.q_start + t0, h) * 2,
                               a.q.st * 2, rows);
@@ -233,11 +213,7 @@ void run(const FlashWgArgs& a, int64_t blocks) {
 }  // namespace
 
 bool launch_flash_forward_wgmma(const AttnParams& p, const SeqTable& st) {
-  const char* e = std::getenv("TOPK_CUDA_FLASH_PATH");
-  const std::string force = e ? e : "";
-  TOPK_CHECK(force.empty() || force == "wgmma" || force == "mma", "TOPK_CUDA_FLASH_PATH=%s: expected "
-             "wgmma or mma", force.c_str());
-  if (force == "mma" || (p.D != 64 && p.D != 128) || !has_wgmma()) return false;
+  if (!flash_use_wgmma(p.D)) return false;
   FlashWgArgs a;
   a.q = drows(p.q);
   a.k = drows(p.k);

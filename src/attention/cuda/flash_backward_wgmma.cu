@@ -1,0 +1,164 @@
+// dQ of the full attention backward on warpgroup tensor cores (sm_90a; bf16 or f16, D 64 or
+// 128): flash_backward.cu's dQ kernel with its three products as asynchronous warpgroup MMAs.
+// A block of two warpgroups owns 128 query rows of one query head (64 a warpgroup); Q and dout
+// stay in shared memory, 64-key K and V tiles stream through two stages. All four tiles are
+// core matrices (load_tile_cm, flash.cuh). Per key tile and warpgroup:
+//   S = Q K^T, dP = dO V^T   64 x 64 each, both operands from shared memory (K-major);
+//   P = 2^(S scale log2 e - lse log2 e), dS = P (dP - Delta), rounded to the input dtype;
+//   dQ += dS K               64 x D, dS from registers, K as an MN-major operand.
+// The only writer of its dQ rows, in a fixed order: deterministic, as the mma.sync kernel.
+#include <cmath>
+
+#include "attention/cuda/common.cuh"
+#include "attention/cuda/flash.cuh"
+#include "attention/cuda/memory.cuh"
+#include "attention/cuda/mma.cuh"
+
+namespace topk::cuda {
+
+namespace {
+
+constexpr int kRows = 128;  // query rows per block, 64 per warpgroup
+constexpr int kKeys = 64;   // keys per tile
+constexpr int kThreads = 256;
+
+// Q, dout, then two stages of (K tile, V tile).
+template <int D>
+constexpr size_t dq_wg_smem() { return size_t(2 * kRows + 4 * kKeys) * 2 * D; }
+
+template <int D, int DT>
+__global__ void __launch_bounds__(kThreads, 1) flash_dq_wgmma_kernel(const FlashBwdArgs a) {
+#if defined(TOPK_WGMMA)
+  constexpr int kTileBytes = kKeys * 2 * D;
+  constexpr bool kBF = DT == kBF16;
+  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* sq = smem;                   // [kRows][D]
+  unsigned char* sdo = sq + kRows * 2 * D;    // [kRows][D]
+  unsigned char* skv = sdo + kRows * 2 * D;   // [2][K, V][kKeys][D]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, c2 = (lane & 3) * 2;
+  const FlashTile tile = a.tiles[blockIdx.x / a.Hq];
+  const int h = int(blockIdx.x % a.Hq), kvh = h / a.G;
+  const DSeq s = a.seqs[tile.seq];
+  const int t0 = tile.r0;
+  const int rows = min(kRows, s.T - t0);
+  const int64_t n_lo = visible_keys(s, t0, a.causal);
+  const int64_t n_hi = visible_keys(s, t0 + rows - 1, a.causal);
+  const int ntiles = int((n_hi + kKeys - 1) / kKeys);
+  const char* ksrc = a.k.data + a.k.offset(s.batch, s.k_start, kvh) * 2;
+  const char* vsrc = a.v.data + a.v.offset(s.batch, s.k_start, kvh) * 2;
+  auto issue = [&](int i) {
+    unsigned char* kt = skv + (i & 1) * 2 * kTileBytes;
+    const int64_t j0 = int64_t(i) * kKeys;
+    const int valid = int(min(int64_t(kKeys), n_hi - j0));
+    load_tile_cm<D, kKeys, kThreads>(kt, ksrc + j0 * a.k.st * 2, a.k.st * 2, valid);
+    load_tile_cm<D, kKeys, kThreads>(kt + kTileBytes, vsrc + j0 * a.v.st * 2, a.v.st * 2, valid);
+  };
+  load_tile_cm<D, kRows, kThreads>(sq, a.q.data + a.q.offset(s.batch, s.q_start + t0, h) * 2,
+                                   a.q.st * 2, rows);
+  load_tile_cm<D, kRows, kThreads>(sdo, a.dout.data + a.dout.offset(s.batch, s.q_start + t0, h) * 2,
+                                   a.dout.st * 2, rows);
+  if (ntiles > 0) issue(0);
+  cp_async_commit();
+
+  // This warpgroup's 64 rows start at core-matrix row group 8 wg: 16 D bytes a group.
+  const int wg = warp >> 2;
+  const uint64_t qdesc = wgmma_desc(sq + wg * 128 * D, 128, 16 * D);
+  const uint64_t odesc = wgmma_desc(sdo + wg * 128 * D, 128, 16 * D);
+  const int tr = t0 + wg * 64 + (warp & 3) * 16 + g;  // this lane's rows: tr and tr + 8
+  const int64_t nv0 = visible_keys(s, tr, a.causal), nv1 = visible_keys(s, tr + 8, a.causal);
+  const float2 ld0 = tr < t0 + rows ? a.ld[int64_t(h) * a.R + s.r0 + tr] : make_float2(INFINITY, 0.f);
+  const float2 ld1 = tr + 8 < t0 + rows ? a.ld[int64_t(h) * a.R + s.r0 + tr + 8] : make_float2(INFINITY, 0.f);
+  float acc[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.f;
+  float(&af)[D / 2] = reinterpret_cast<float(&)[D / 2]>(acc);
+  float sc[kKeys / 8][4] = {}, dp[kKeys / 8][4] = {};
+  float(&sf)[kKeys / 2] = reinterpret_cast<float(&)[kKeys / 2]>(sc);
+  float(&pf)[kKeys / 2] = reinterpret_cast<float(&)[kKeys / 2]>(dp);
+
+  for (int i = 0; i < ntiles; i++) {
+    cp_async_wait<0>();
+    fence_proxy_async();  // the copies' bytes, visible to the MMAs' reads
+    __syncthreads();      // tile i is in; both warpgroups are done with tile i - 1's stage
+    if (i + 1 < ntiles) issue(i + 1);
+    cp_async_commit();
+    const unsigned char* kt = skv + (i & 1) * 2 * kTileBytes;
+    const unsigned char* vt = kt + kTileBytes;
+    const uint64_t kdesc = wgmma_desc(kt, 128, 16 * D), vdesc = wgmma_desc(vt, 128, 16 * D);
+    wgmma_hold(sf);
+    wgmma_hold(pf);
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++)  // 16 dims: 2 core matrices along K, 256 bytes
+      wgmma_m64n64k16_ss<kBF>(sf, qdesc + uint64_t(16 * ks), kdesc + uint64_t(16 * ks), ks > 0);
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++)
+      wgmma_m64n64k16_ss<kBF>(pf, odesc + uint64_t(16 * ks), vdesc + uint64_t(16 * ks), ks > 0);
+    wgmma_commit();
+    wgmma_wait_all();
+    wgmma_hold(sf);
+    wgmma_hold(pf);
+
+    const int64_t j0 = int64_t(i) * kKeys;
+    const bool mask = j0 + kKeys > n_lo;
+#pragma unroll
+    for (int n = 0; n < kKeys / 8; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const float2 x = e < 2 ? ld0 : ld1;
+        float pv = ex2(fmaf(sc[n][e], a.sl2, -x.x));
+        if (mask && j0 + 8 * n + c2 + (e & 1) >= (e < 2 ? nv0 : nv1)) pv = 0.f;
+        dp[n][e] = pv * (dp[n][e] - x.y);  // dS
+      }
+    uint32_t da[kKeys / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; kk++) acc_to_a<DT>(da[kk], dp[2 * kk], dp[2 * kk + 1]);
+    // K as dQ's MN-major operand: 16 keys = 2 core matrices along K (32 D bytes).
+    const uint64_t kmn = wgmma_desc(kt, 16 * D, 128);
+    wgmma_hold(af);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; kk++) {
+      if constexpr (D == 128) wgmma_m64n128k16<kBF, true>(af, da[kk], kmn + uint64_t(2 * D * kk), 1);
+      else wgmma_m64n64k16<kBF, true>(af, da[kk], kmn + uint64_t(2 * D * kk), 1);
+    }
+    wgmma_commit();
+    wgmma_wait_all();
+    wgmma_hold(af);
+  }
+  cp_async_wait<0>();
+
+#pragma unroll
+  for (int half = 0; half < 2; half++) {
+    const int t = tr + 8 * half;
+    if (t >= t0 + rows) continue;
+    float* out = a.dq + ((int64_t(s.batch) * a.Tq + s.q_start + t) * a.Hq + h) * D;
+#pragma unroll
+    for (int d = 0; d < D / 8; d++)
+      *reinterpret_cast<float2*>(out + 8 * d + c2) =
+          make_float2(acc[d][2 * half] * a.scale, acc[d][2 * half + 1] * a.scale);
+  }
+#else
+  __trap();  // launched only where sm_90a machine code runs (flash_use_wgmma)
+#endif
+}
+
+}  // namespace
+
+template <int D, int DT>
+void launch_flash_dq_wgmma(const FlashBwdArgs& a, int64_t qblocks) {
+  constexpr size_t smem = dq_wg_smem<D>();
+  static_assert(smem <= kMaxBlockSmem, "flash dQ: tiles past the shared-memory limit");
+  allow_smem(flash_dq_wgmma_kernel<D, DT>, smem);
+  flash_dq_wgmma_kernel<D, DT><<<unsigned(qblocks), kThreads, smem, stream()>>>(a);
+  TOPK_CUDA_LAUNCH();
+}
+
+template void launch_flash_dq_wgmma<64, kBF16>(const FlashBwdArgs&, int64_t);
+template void launch_flash_dq_wgmma<64, kF16>(const FlashBwdArgs&, int64_t);
+template void launch_flash_dq_wgmma<128, kBF16>(const FlashBwdArgs&, int64_t);
+template void launch_flash_dq_wgmma<128, kF16>(const FlashBwdArgs&, int64_t);
+
+}  // namespace topk::cuda
