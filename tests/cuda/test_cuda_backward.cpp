@@ -1,5 +1,5 @@
 // Backwards on CUDA against the scalar reference backward: full attention (tensor-core kernels
-// for bf16/f16 q, k, v with D 64/128, dQ on warpgroup MMAs and on mma.sync; the simple kernels
+// for bf16/f16 q, k, v with D 64/128, on warpgroup MMAs and on mma.sync; the simple kernels
 // for f32, mixed dtypes and other head dims) and sparse attention over given indices. The
 // forward outputs o and lse come from the reference forward, so each test sees only the
 // backward. Every run is made twice and must be bit-identical; dq rows of no sequence must stay
@@ -40,8 +40,8 @@ std::string describe(const BwdCase& c) {
 // of its P alone moves that to -0.031 (2.7% of the tensor's rms, 0.5% of the row's).
 void check_backward_path(const BwdCase& c, uint64_t seed, const Pair* idx, double tol);
 
-// Full backwards run on both flash kernel sets: the default (warpgroup MMAs for dQ where the
-// GPU has them, D 64 and 128) and the mma.sync ones forced.
+// Full backwards run on both flash kernel sets: the default (warpgroup MMAs where the GPU has
+// them, D 64 and 128) and the mma.sync ones forced.
 void check_backward(const BwdCase& c, uint64_t seed, const Pair* idx, double tol) {
   for (const char* path : {"", "mma"}) {
     if (idx && *path) continue;

@@ -179,8 +179,11 @@ struct FlashBwdArgs {
   int64_t Tq, Smax;
 };
 
-// dQ of query tiles of 128 rows on warpgroup MMAs (flash_backward_wgmma.cu), D 64 or 128.
+// The backward's kernels on warpgroup MMAs (flash_backward_wgmma.cu), D 64 or 128: dQ over
+// query tiles of 128 rows, dK/dV over key tiles of 128 keys (a.tiles set for each).
 template <int D, int DT>
 void launch_flash_dq_wgmma(const FlashBwdArgs& a, int64_t qblocks);
+template <int D, int DT>
+void launch_flash_dkdv_wgmma(const FlashBwdArgs& a, int64_t kblocks);
 
 }  // namespace topk::cuda

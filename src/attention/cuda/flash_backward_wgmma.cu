@@ -1,12 +1,20 @@
-// dQ of the full attention backward on warpgroup tensor cores (sm_90a; bf16 or f16, D 64 or
-// 128): flash_backward.cu's dQ kernel with its three products as asynchronous warpgroup MMAs.
-// A block of two warpgroups owns 128 query rows of one query head (64 a warpgroup); Q and dout
-// stay in shared memory, 64-key K and V tiles stream through two stages. All four tiles are
-// core matrices (load_tile_cm, flash.cuh). Per key tile and warpgroup:
-//   S = Q K^T, dP = dO V^T   64 x 64 each, both operands from shared memory (K-major);
-//   P = 2^(S scale log2 e - lse log2 e), dS = P (dP - Delta), rounded to the input dtype;
-//   dQ += dS K               64 x D, dS from registers, K as an MN-major operand.
-// The only writer of its dQ rows, in a fixed order: deterministic, as the mma.sync kernel.
+// The full attention backward's two kernels on warpgroup tensor cores (sm_90a; bf16 or f16, D
+// 64 or 128), flash_backward.cu's with their products as asynchronous warpgroup MMAs. Both are
+// blocks of two warpgroups; every tile in shared memory is core matrices (load_tile_cm,
+// flash.cuh), read as K-major or MN-major operands. Each kernel is the only writer of its
+// outputs, in a fixed order: deterministic, as the mma.sync kernels.
+//   dK/dV  a block per (128-key tile, KV head), 64 keys a warpgroup; K and V stay in shared
+//          memory while 64-query tiles of Q and dout of every head of the group (with their
+//          (lse, Delta) pairs) stream through two stages. Per 32 queries and warpgroup:
+//            S^T = K Q^T, dP^T = V dO^T       64 x 32 each, both operands from shared memory
+//            P^T = 2^(S^T scale log2 e - lse log2 e), dS^T = P^T (dP^T - Delta)
+//            dV += P^T dO, dK += dS^T Q       64 x D, P^T and dS^T from registers, dO and Q
+//                                             as MN-major operands
+//   dQ     a block per (128-query tile, query head), 64 rows a warpgroup; Q and dout stay in
+//          shared memory, 64-key K and V tiles stream through two stages. Per key tile:
+//            S = Q K^T, dP = dO V^T           64 x 64 each, both operands from shared memory
+//            P, dS = P (dP - Delta)           rounded to the input dtype
+//            dQ += dS K                       64 x D, dS from registers, K MN-major
 #include <cmath>
 
 #include "attention/cuda/common.cuh"
@@ -18,13 +26,176 @@ namespace topk::cuda {
 
 namespace {
 
-constexpr int kRows = 128;  // query rows per block, 64 per warpgroup
-constexpr int kKeys = 64;   // keys per tile
+constexpr int kRows = 128;  // dQ: query rows per block, 64 per warpgroup
+constexpr int kKeys = 64;   // dQ: keys per tile
+constexpr int kKTile = 128;  // dK/dV: keys per block, 64 per warpgroup
+constexpr int kQTile = 64;   // dK/dV: query rows per stage (two steps of 32)
 constexpr int kThreads = 256;
 
-// Q, dout, then two stages of (K tile, V tile).
+// dQ: Q, dout, then two stages of (K tile, V tile).
 template <int D>
 constexpr size_t dq_wg_smem() { return size_t(2 * kRows + 4 * kKeys) * 2 * D; }
+// dK/dV: K, V, two stages of (Q tile, dout tile), and their (lse, Delta) pairs.
+template <int D>
+constexpr size_t dkdv_wg_smem() { return size_t(2 * kKTile + 4 * kQTile) * 2 * D + 2 * kQTile * sizeof(float2); }
+
+template <int D, int DT>
+__global__ void __launch_bounds__(kThreads, 1) flash_dkdv_wgmma_kernel(const FlashBwdArgs a) {
+#if defined(TOPK_WGMMA)
+  constexpr int kTileBytes = kQTile * 2 * D;
+  constexpr bool kBF = DT == kBF16;
+  extern __shared__ __align__(128) unsigned char smem[];
+  unsigned char* sk = smem;                           // [kKTile][D]
+  unsigned char* sv = sk + kKTile * 2 * D;            // [kKTile][D]
+  unsigned char* sqd = sv + kKTile * 2 * D;           // [2][Q, dout][kQTile][D]
+  float2* sld = reinterpret_cast<float2*>(sqd + 4 * kTileBytes);  // [2][kQTile]
+
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+  const int g = lane >> 2, c2 = (lane & 3) * 2;
+  const FlashTile tile = a.tiles[blockIdx.x / a.Hkv];
+  const int kvh = int(blockIdx.x % a.Hkv);
+  const DSeq s = a.seqs[tile.seq];
+  const int64_t j0 = tile.r0;
+  const int nk = int(min(int64_t(kKTile), int64_t(s.S) - j0));
+  // Queries from tfirst on see key j0; every later key of the tile is seen by a subset of them.
+  const int64_t tfirst = a.causal ? min(max(j0 - int64_t(s.q_pos), int64_t(0)), int64_t(s.T)) : 0;
+  const int nqt = int((s.T - tfirst + kQTile - 1) / kQTile);
+  const int nitems = a.G * nqt;  // (head of the group, query tile), head-major
+
+  load_tile_cm<D, kKTile, kThreads>(sk, a.k.data + a.k.offset(s.batch, s.k_start + j0, kvh) * 2, a.k.st * 2, nk);
+  load_tile_cm<D, kKTile, kThreads>(sv, a.v.data + a.v.offset(s.batch, s.k_start + j0, kvh) * 2, a.v.st * 2, nk);
+  // Item it's Q and dout rows and (lse, Delta) pairs into stage it % 2; rows past T zeroed, with
+  // lse = +inf so that they weigh 0.
+  auto issue = [&](int it) {
+    const int st = it & 1, hh = kvh * a.G + it / nqt;
+    const int64_t tq0 = tfirst + int64_t(it % nqt) * kQTile;
+    const int qr = int(min(int64_t(kQTile), int64_t(s.T) - tq0));
+    unsigned char* tq = sqd + st * 2 * kTileBytes;
+    load_tile_cm<D, kQTile, kThreads>(tq, a.q.data + a.q.offset(s.batch, s.q_start + tq0, hh) * 2, a.q.st * 2, qr);
+    load_tile_cm<D, kQTile, kThreads>(tq + kTileBytes, a.dout.data + a.dout.offset(s.batch, s.q_start + tq0, hh) * 2,
+                                      a.dout.st * 2, qr);
+    for (int c = tid; c < kQTile; c += kThreads) {
+      if (c < qr) cp_async8(&sld[st * kQTile + c], &a.ld[int64_t(hh) * a.R + s.r0 + tq0 + c]);
+      else sld[st * kQTile + c] = make_float2(INFINITY, 0.f);
+    }
+  };
+  if (nitems > 0) issue(0);
+  cp_async_commit();
+
+  // This warpgroup's 64 keys start at core-matrix row group 8 wg: 16 D bytes a group.
+  const int wg = warp >> 2;
+  const uint64_t kdesc = wgmma_desc(sk + wg * 128 * D, 128, 16 * D);
+  const uint64_t vdesc = wgmma_desc(sv + wg * 128 * D, 128, 16 * D);
+  const int64_t ja = j0 + warp * 16 + g, jb = ja + 8;  // this lane's key rows (16 warp = 64 wg + 16 (warp % 4))
+  float dk[D / 8][4], dv[D / 8][4];
+#pragma unroll
+  for (int i = 0; i < D / 8; i++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) dk[i][e] = dv[i][e] = 0.f;
+  float(&dkf)[D / 2] = reinterpret_cast<float(&)[D / 2]>(dk);
+  float(&dvf)[D / 2] = reinterpret_cast<float(&)[D / 2]>(dv);
+  float sc[4][4] = {}, dp[4][4] = {};
+  float(&sf)[16] = reinterpret_cast<float(&)[16]>(sc);
+  float(&pf)[16] = reinterpret_cast<float(&)[16]>(dp);
+
+  for (int it = 0; it < nitems; it++) {
+    cp_async_wait<0>();
+    fence_proxy_async();  // the copies' bytes, visible to the MMAs' reads
+    __syncthreads();      // item it (and K, V) are in; both warpgroups are done with item it - 1
+    if (it + 1 < nitems) issue(it + 1);
+    cp_async_commit();
+    const int st = it & 1;
+    const int64_t tq0 = tfirst + int64_t(it % nqt) * kQTile;
+    const int qr = int(min(int64_t(kQTile), int64_t(s.T) - tq0));
+    const unsigned char* tq = sqd + st * 2 * kTileBytes;
+    const unsigned char* td = tq + kTileBytes;
+    const float2* ld = sld + st * kQTile;
+    // The diagonal crosses the tile when its first query does not see the tile's last key.
+    // Then query t sees key j < S iff t > j - q_pos - 1: this lane's keys ja and jb are hidden
+    // from the tile's columns col <= lim_a and col <= lim_b (each clamped to the tile).
+    const bool mask = a.causal && visible_keys(s, tq0, true) < j0 + nk;
+    const int64_t rel = ja - int64_t(s.q_pos) - 1 - tq0;
+    const int lim_a = int(min(max(rel, int64_t(-1)), int64_t(kQTile)));
+    const int lim_b = int(min(max(rel + 8, int64_t(-1)), int64_t(kQTile)));
+
+#pragma unroll 1
+    for (int half = 0; half < kQTile / 32; half++) {
+      const int qb = half * 32;
+      if (qb >= qr) break;  // uniform over the block
+      // Queries qb.. of the stage: row group qb / 8, 16 D bytes a group.
+      const uint64_t qdesc = wgmma_desc(tq + qb * 2 * D, 128, 16 * D);
+      const uint64_t odesc = wgmma_desc(td + qb * 2 * D, 128, 16 * D);
+      wgmma_hold(sf);
+      wgmma_hold(pf);
+      wgmma_fence();
+#pragma unroll
+      for (int ks = 0; ks < D / 16; ks++)
+        wgmma_m64n32k16_ss<kBF>(sf, kdesc + uint64_t(16 * ks), qdesc + uint64_t(16 * ks), ks > 0);
+#pragma unroll
+      for (int ks = 0; ks < D / 16; ks++)
+        wgmma_m64n32k16_ss<kBF>(pf, vdesc + uint64_t(16 * ks), odesc + uint64_t(16 * ks), ks > 0);
+      wgmma_commit();
+      wgmma_wait_all();
+      wgmma_hold(sf);
+      wgmma_hold(pf);
+#pragma unroll
+      for (int n = 0; n < 4; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int col = qb + 8 * n + c2 + (e & 1);
+          const float2 x = ld[col];
+          float pv = ex2(fmaf(sc[n][e], a.sl2, -x.x));  // 0 for rows past T (lse = +inf)
+          if (mask && col <= (e < 2 ? lim_a : lim_b)) pv = 0.f;
+          sc[n][e] = pv;
+          dp[n][e] = pv * (dp[n][e] - x.y);
+        }
+      uint32_t pa[2][4], da[2][4];
+#pragma unroll
+      for (int kk = 0; kk < 2; kk++) {
+        acc_to_a<DT>(pa[kk], sc[2 * kk], sc[2 * kk + 1]);
+        acc_to_a<DT>(da[kk], dp[2 * kk], dp[2 * kk + 1]);
+      }
+      // dO and Q as MN-major operands: 16 queries = 2 core matrices along K (32 D bytes).
+      const uint64_t omn = wgmma_desc(td + qb * 2 * D, 16 * D, 128);
+      const uint64_t qmn = wgmma_desc(tq + qb * 2 * D, 16 * D, 128);
+      wgmma_hold(dvf);
+      wgmma_hold(dkf);
+      wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 2; kk++) {
+        if constexpr (D == 128) {
+          wgmma_m64n128k16<kBF, true>(dvf, pa[kk], omn + uint64_t(2 * D * kk), 1);
+          wgmma_m64n128k16<kBF, true>(dkf, da[kk], qmn + uint64_t(2 * D * kk), 1);
+        } else {
+          wgmma_m64n64k16<kBF, true>(dvf, pa[kk], omn + uint64_t(2 * D * kk), 1);
+          wgmma_m64n64k16<kBF, true>(dkf, da[kk], qmn + uint64_t(2 * D * kk), 1);
+        }
+      }
+      wgmma_commit();
+      wgmma_wait_all();
+      wgmma_hold(dvf);
+      wgmma_hold(dkf);
+    }
+  }
+  cp_async_wait<0>();
+
+  // Every key row of the tile is written (0 when no query sees it).
+#pragma unroll
+  for (int half = 0; half < 2; half++) {
+    const int64_t j = half ? jb : ja;
+    if (j >= j0 + nk) continue;
+    const int64_t off = ((int64_t(s.batch) * a.Smax + s.k_start + j) * a.Hkv + kvh) * D;
+#pragma unroll
+    for (int d = 0; d < D / 8; d++) {
+      *reinterpret_cast<float2*>(a.dk + off + 8 * d + c2) =
+          make_float2(dk[d][2 * half] * a.scale, dk[d][2 * half + 1] * a.scale);
+      *reinterpret_cast<float2*>(a.dv + off + 8 * d + c2) = make_float2(dv[d][2 * half], dv[d][2 * half + 1]);
+    }
+  }
+#else
+  __trap();  // launched only where sm_90a machine code runs (flash_use_wgmma)
+#endif
+}
 
 template <int D, int DT>
 __global__ void __launch_bounds__(kThreads, 1) flash_dq_wgmma_kernel(const FlashBwdArgs a) {
@@ -156,6 +327,19 @@ void launch_flash_dq_wgmma(const FlashBwdArgs& a, int64_t qblocks) {
   TOPK_CUDA_LAUNCH();
 }
 
+template <int D, int DT>
+void launch_flash_dkdv_wgmma(const FlashBwdArgs& a, int64_t kblocks) {
+  constexpr size_t smem = dkdv_wg_smem<D>();
+  static_assert(smem <= kMaxBlockSmem, "flash dK/dV: tiles past the shared-memory limit");
+  allow_smem(flash_dkdv_wgmma_kernel<D, DT>, smem);
+  flash_dkdv_wgmma_kernel<D, DT><<<unsigned(kblocks), kThreads, smem, stream()>>>(a);
+  TOPK_CUDA_LAUNCH();
+}
+
+template void launch_flash_dkdv_wgmma<64, kBF16>(const FlashBwdArgs&, int64_t);
+template void launch_flash_dkdv_wgmma<64, kF16>(const FlashBwdArgs&, int64_t);
+template void launch_flash_dkdv_wgmma<128, kBF16>(const FlashBwdArgs&, int64_t);
+template void launch_flash_dkdv_wgmma<128, kF16>(const FlashBwdArgs&, int64_t);
 template void launch_flash_dq_wgmma<64, kBF16>(const FlashBwdArgs&, int64_t);
 template void launch_flash_dq_wgmma<64, kF16>(const FlashBwdArgs&, int64_t);
 template void launch_flash_dq_wgmma<128, kBF16>(const FlashBwdArgs&, int64_t);
