@@ -39,7 +39,6 @@ constexpr int dq_keys(int D) { return D <= 128 ? 64 : 32; }
 // dK/dV: keys per block (at D = 256 four pairs of warps of 16 keys, flash_dkdv_pair_kernel).
 constexpr int dkdv_keys(int D) { return D <= 128 ? 128 : 64; }
 
-
 // The P^T blocks the S warps pass to the dP warps at D = 256: [pair][step % 2][4][32 lanes] of
 // float4, each lane's 16 fp32 values of a 16-key x 32-query block.
 constexpr int kPairBufBytes = 4 * 2 * 4 * 32 * sizeof(float4);
