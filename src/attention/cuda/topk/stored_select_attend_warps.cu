@@ -38,10 +38,10 @@ template <int CAP>
 struct WarpCap {
   static constexpr int kMaxK = CAP / 3;
   static constexpr size_t kSmem = size_t(kWarps) * (CAP * 8 + 256 * 4);
-  static constexpr int kMinBlocks = CAP <= 768 ? 6 : 1;  // 24 warps an SM at <= 85 registers
+  static constexpr int kMinBlocks = CAP <= 1024 ? 6 : 1;  // 24 warps an SM at <= 85 registers
   static_assert(CAP >= 2 * kMaxK, "the attend phase stages the selection in ckey/cidx's upper halves");
 };
-constexpr int kWCapLarge = 1536, kWCapSmall = 768;
+constexpr int kWCapLarge = 1536, kWCapMid = 1024, kWCapSmall = 768;
 constexpr int kWarpMaxK = WarpCap<kWCapLarge>::kMaxK;  // the largest budget this kernel takes
 constexpr unsigned kFull = 0xffffffffu;
 
@@ -423,18 +423,21 @@ void launch_cap(const StoredRowsArgs& a, int64_t blocks) {
   launch_ex(select_attend_warps_kernel<D, CAP>, blocks, kWarps * 32, WarpCap<CAP>::kSmem, 0, true, a);
 }
 
-// The candidate capacity of a launch: 768 for budgets it takes, else 1536. On the H200 the
-// smaller one's extra warps (24 an SM against 8) outweigh its extra fallbacks: the forward at
-// S = 8K, rho = 1% (K = 82) went from 111.2 to 96.4 ms. TOPK_CUDA_WARP_CAP=1536 forces the
-// larger one (to measure the rule again).
+// The candidate capacity of a launch: the smallest of 768, 1024 and 1536 whose budgets include
+// K. On the H200 the smaller ones' extra warps (24 an SM against 8) outweigh their extra
+// fallbacks: the forward at S = 8K, rho = 1% (K = 82) went from 111.2 to 96.4 ms with 768
+// instead of 1536; 1024 takes the budgets of 257 to 341 keys (S = 32K at rho = 1%: K = 328).
+// TOPK_CUDA_WARP_CAP=768|1024|1536 forces one where K fits it, else the smallest that fits (to
+// measure the rule again).
 int warp_cap(int64_t K) {
-  const int fits = K <= WarpCap<kWCapSmall>::kMaxK ? kWCapSmall : kWCapLarge;
+  const int fits = K <= WarpCap<kWCapSmall>::kMaxK ? kWCapSmall
+                   : K <= WarpCap<kWCapMid>::kMaxK ? kWCapMid : kWCapLarge;
   const char* e = std::getenv("TOPK_CUDA_WARP_CAP");
   if (!e || !*e) return fits;
   const int cap = std::atoi(e);
-  TOPK_CHECK(cap == kWCapSmall || cap == kWCapLarge, "TOPK_CUDA_WARP_CAP=%s: expected %d or %d", e,
-             kWCapSmall, kWCapLarge);
-  return cap == kWCapLarge ? kWCapLarge : fits;
+  TOPK_CHECK(cap == kWCapSmall || cap == kWCapMid || cap == kWCapLarge,
+             "TOPK_CUDA_WARP_CAP=%s: expected %d, %d or %d", e, kWCapSmall, kWCapMid, kWCapLarge);
+  return cap > fits ? cap : fits;
 }
 
 }  // namespace
@@ -453,6 +456,7 @@ void launch_select_attend_warps(const AttnParams& p, const SeqTable& st, int64_t
   const int cap = warp_cap(K);
   TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "topk_attention_forward",
       if (cap == kWCapSmall) launch_cap<kD, kWCapSmall>(a, blocks);
+      else if (cap == kWCapMid) launch_cap<kD, kWCapMid>(a, blocks);
       else launch_cap<kD, kWCapLarge>(a, blocks));
 }
 
