@@ -163,6 +163,19 @@ __device__ __forceinline__ void load_tile_cm(unsigned char* dst, const char* src
   }
 }
 
+// Arguments of the forward kernels (flash_forward.cu, flash_forward_wgmma.cu): query tiles of
+// 128 rows.
+struct FlashFwdArgs {
+  const DSeq* seqs;
+  const FlashTile* tiles;  // [tiles], query tiles of 128 rows
+  int Hq, G;
+  float sl2;  // scale * log2(e)
+  bool causal;
+  DRows q, k, v;  // q [B, Tq, Hq, D]; k, v [B, Smax, Hkv, D]; 16-bit, 16-byte aligned rows
+  DOut dst;       // o [B, Tq, Hq, D], lse [B, Tq, Hq]
+  int64_t Tq;
+};
+
 // Arguments of the backward kernels (flash_backward.cu, flash_backward_wgmma.cu).
 struct FlashBwdArgs {
   const DSeq* seqs;
@@ -178,6 +191,300 @@ struct FlashBwdArgs {
   float* dv;               // [B, Smax, Hkv, D]
   int64_t Tq, Smax;
 };
+
+// A query tile of the forward and dQ kernels (a block per (tile of `per` query rows, query
+// head): blockIdx.x = tile Hq + h): its sequence, first row and row count, the keys its first
+// and last rows see (tiles below n_lo need no mask, none past n_hi is read), and the first K
+// and V rows of its KV head.
+struct FlashQTile {
+  DSeq s;
+  int h, t0, rows;
+  int64_t n_lo, n_hi;
+  const char* k;
+  const char* v;
+};
+__device__ __forceinline__ FlashQTile flash_q_tile(const FlashTile* tiles, const DSeq* seqs, int Hq,
+                                                   int G, bool causal, const DRows& k, const DRows& v,
+                                                   int per) {
+  const FlashTile tile = tiles[blockIdx.x / Hq];
+  FlashQTile t;
+  t.h = int(blockIdx.x % Hq);
+  t.s = seqs[tile.seq];
+  t.t0 = tile.r0;
+  t.rows = min(per, t.s.T - t.t0);
+  t.n_lo = visible_keys(t.s, t.t0, causal);
+  t.n_hi = visible_keys(t.s, t.t0 + t.rows - 1, causal);
+  const int kvh = t.h / G;
+  t.k = k.data + k.offset(t.s.batch, t.s.k_start, kvh) * 2;
+  t.v = v.data + v.offset(t.s.batch, t.s.k_start, kvh) * 2;
+  return t;
+}
+
+// Rows [0, ROWS) of a tile, swizzled for ldmatrix (load_tile) or core matrices for the
+// warpgroup MMAs (CM: load_tile_cm).
+template <int D, int ROWS, int THREADS, bool CM>
+__device__ __forceinline__ void load_rows(unsigned char* dst, const char* src, int64_t stride, int valid) {
+  if constexpr (CM) load_tile_cm<D, ROWS, THREADS>(dst, src, stride, valid);
+  else load_tile<D, ROWS, THREADS>(dst, src, stride, valid);
+}
+
+// Key tile i of a query tile (KEYS keys; rows past n_hi zeroed): K at dst, V after it.
+template <int D, int KEYS, int THREADS, bool CM>
+__device__ __forceinline__ void flash_load_kv(unsigned char* dst, const FlashQTile& qt, const DRows& k,
+                                              const DRows& v, int i) {
+  const int64_t j0 = int64_t(i) * KEYS;
+  const int valid = int(min(int64_t(KEYS), qt.n_hi - j0));
+  load_rows<D, KEYS, THREADS, CM>(dst, qt.k + j0 * k.st * 2, k.st * 2, valid);
+  load_rows<D, KEYS, THREADS, CM>(dst + KEYS * 2 * D, qt.v + j0 * v.st * 2, v.st * 2, valid);
+}
+
+// One key tile of the forward's online softmax, for the lane's rows g and g + 8 of its warp's
+// 16 (the four lanes of a row hold its NB * 8 scores, m16n8 accumulator layout, keys from j0):
+// with mask, keys past a row's visible ones (nv0, nv1) are masked; the running max (m0, m1, in
+// the log2 domain: sl2 = scale log2 e) and the lane's part of the running sum (l0, l1) are
+// updated, the scores become weights, and the rows' O accumulators are rescaled.
+template <int NB, int ND>
+__device__ __forceinline__ void flash_softmax_tile(float (&sc)[NB][4], float (&o)[ND][4], float sl2,
+                                                   bool mask, int64_t j0, int64_t nv0, int64_t nv1,
+                                                   float& m0, float& m1, float& l0, float& l1) {
+  const int c2 = (threadIdx.x & 3) * 2;
+  if (mask) {
+#pragma unroll
+    for (int n = 0; n < NB; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++)
+        if (j0 + 8 * n + c2 + (e & 1) >= (e < 2 ? nv0 : nv1)) sc[n][e] = -INFINITY;
+  }
+  float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+  for (int n = 0; n < NB; n++) {
+    mx0 = fmaxf(mx0, fmaxf(sc[n][0], sc[n][1]));
+    mx1 = fmaxf(mx1, fmaxf(sc[n][2], sc[n][3]));
+  }
+#pragma unroll
+  for (int off = 1; off <= 2; off <<= 1) {
+    mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+    mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+  }
+  const float mn0 = fmaxf(m0, mx0 * sl2), mn1 = fmaxf(m1, mx1 * sl2);
+  // A row that has seen no key yet keeps max -inf; subtracting 0 then keeps every term 0.
+  const float mu0 = mn0 == -INFINITY ? 0.f : mn0, mu1 = mn1 == -INFINITY ? 0.f : mn1;
+  const float al0 = ex2(m0 - mu0), al1 = ex2(m1 - mu1);
+  m0 = mn0;
+  m1 = mn1;
+  float rs0 = 0.f, rs1 = 0.f;
+#pragma unroll
+  for (int n = 0; n < NB; n++) {
+    sc[n][0] = ex2(fmaf(sc[n][0], sl2, -mu0));
+    sc[n][1] = ex2(fmaf(sc[n][1], sl2, -mu0));
+    sc[n][2] = ex2(fmaf(sc[n][2], sl2, -mu1));
+    sc[n][3] = ex2(fmaf(sc[n][3], sl2, -mu1));
+    rs0 += sc[n][0] + sc[n][1];
+    rs1 += sc[n][2] + sc[n][3];
+  }
+  l0 = l0 * al0 + rs0;
+  l1 = l1 * al1 + rs1;
+#pragma unroll
+  for (int d = 0; d < ND; d++) {
+    o[d][0] *= al0;
+    o[d][1] *= al0;
+    o[d][2] *= al1;
+    o[d][3] *= al1;
+  }
+}
+
+// The forward's output rows: o = O / l and lse = m ln 2 + ln l for the lane's rows tr and
+// tr + 8 below t_end (l summed over the row's four lanes first; l = 0 means the row saw no key:
+// o = 0, lse = +inf).
+template <int D>
+__device__ __forceinline__ void flash_store_o(const DOut& dst, const DSeq& s, int h, int Hq, int64_t Tq,
+                                              int tr, int t_end, const float (&o)[D / 8][4],
+                                              float l0, float l1, float m0, float m1) {
+  const int c2 = (threadIdx.x & 3) * 2;
+#pragma unroll
+  for (int off = 1; off <= 2; off <<= 1) {
+    l0 += __shfl_xor_sync(0xffffffffu, l0, off);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, off);
+  }
+#pragma unroll
+  for (int half = 0; half < 2; half++) {
+    const int t = tr + 8 * half;
+    if (t >= t_end) continue;
+    const float l = half ? l1 : l0, m = half ? m1 : m0;
+    const bool empty = !(l > 0.f);
+    const float inv = empty ? 0.f : 1.f / l;
+    const int64_t off = dst.offset(s.batch, s.q_start + t, h);
+#pragma unroll
+    for (int d = 0; d < D / 8; d++) {
+      store1(dst.o, dst.dt, off + 8 * d + c2, o[d][2 * half] * inv);
+      store1(dst.o, dst.dt, off + 8 * d + c2 + 1, o[d][2 * half + 1] * inv);
+    }
+    if ((threadIdx.x & 3) == 0)
+      dst.lse[(int64_t(s.batch) * Tq + s.q_start + t) * Hq + h] =
+          empty ? INFINITY : m * 0.69314718055994531f + logf(l);
+  }
+}
+
+// dS = P (dP - Delta) of a key tile of the dQ kernels, in place of dp: P = 2^(S sl2 - lse log2 e)
+// from sc, with ld0, ld1 the (lse log2 e, Delta) pairs of the lane's rows g and g + 8, and with
+// mask the keys past a row's visible ones weighing 0.
+template <int NB>
+__device__ __forceinline__ void flash_ds_tile(const float (&sc)[NB][4], float (&dp)[NB][4], float sl2,
+                                              float2 ld0, float2 ld1, bool mask, int64_t j0,
+                                              int64_t nv0, int64_t nv1) {
+  const int c2 = (threadIdx.x & 3) * 2;
+#pragma unroll
+  for (int n = 0; n < NB; n++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const float2 x = e < 2 ? ld0 : ld1;
+      float pv = ex2(fmaf(sc[n][e], sl2, -x.x));
+      if (mask && j0 + 8 * n + c2 + (e & 1) >= (e < 2 ? nv0 : nv1)) pv = 0.f;
+      dp[n][e] = pv * (dp[n][e] - x.y);
+    }
+}
+
+// dQ rows tr and tr + 8 below t_end (scale times the accumulated dS K).
+template <int D>
+__device__ __forceinline__ void flash_store_dq(float* dq, const DSeq& s, int h, int Hq, int64_t Tq,
+                                               int tr, int t_end, const float (&acc)[D / 8][4],
+                                               float scale) {
+  const int c2 = (threadIdx.x & 3) * 2;
+#pragma unroll
+  for (int half = 0; half < 2; half++) {
+    const int t = tr + 8 * half;
+    if (t >= t_end) continue;
+    float* out = dq + ((int64_t(s.batch) * Tq + s.q_start + t) * Hq + h) * D;
+#pragma unroll
+    for (int d = 0; d < D / 8; d++)
+      *reinterpret_cast<float2*>(out + 8 * d + c2) =
+          make_float2(acc[d][2 * half] * scale, acc[d][2 * half + 1] * scale);
+  }
+}
+
+// A key tile of the dK/dV kernels (a block per (tile of `per` keys, KV head): blockIdx.x =
+// tile Hkv + kvh): its sequence, first key and key count, and its items, the (head of the
+// group, tile of `rows` queries) pairs that see it, head-major: queries from tfirst on see key
+// j0 (causal: q_pos + t + 1 > j0), every later key of the tile a subset of them.
+struct FlashKTile {
+  DSeq s;
+  int kvh, nk, nqt, nitems;
+  int64_t j0, tfirst;
+};
+__device__ __forceinline__ FlashKTile flash_k_tile(const FlashBwdArgs& a, int per, int rows) {
+  const FlashTile tile = a.tiles[blockIdx.x / a.Hkv];
+  FlashKTile k;
+  k.kvh = int(blockIdx.x % a.Hkv);
+  k.s = a.seqs[tile.seq];
+  k.j0 = tile.r0;
+  k.nk = int(min(int64_t(per), int64_t(k.s.S) - k.j0));
+  k.tfirst = a.causal ? min(max(k.j0 - int64_t(k.s.q_pos), int64_t(0)), int64_t(k.s.T)) : 0;
+  k.nqt = int((k.s.T - k.tfirst + rows - 1) / rows);
+  k.nitems = a.G * k.nqt;
+  return k;
+}
+
+// Item it of a key tile: its query head, first query row and row count (of `rows`).
+struct FlashItem {
+  int hh, qr;
+  int64_t tq0;
+};
+__device__ __forceinline__ FlashItem flash_item(const FlashKTile& k, int G, int it, int rows) {
+  FlashItem q;
+  q.hh = k.kvh * G + it / k.nqt;
+  q.tq0 = k.tfirst + int64_t(it % k.nqt) * rows;
+  q.qr = int(min(int64_t(rows), int64_t(k.s.T) - q.tq0));
+  return q;
+}
+
+// The item's (lse log2 e, Delta) pairs into ld[0, rows) by cp.async, by the block's THREADS
+// threads; rows past T get (+inf, 0), so that they weigh 0.
+template <int THREADS>
+__device__ __forceinline__ void flash_item_ld(const FlashBwdArgs& a, const FlashKTile& k, const FlashItem& q,
+                                              float2* ld, int rows) {
+  for (int c = threadIdx.x; c < rows; c += THREADS) {
+    if (c < q.qr) cp_async8(&ld[c], &a.ld[int64_t(q.hh) * a.R + k.s.r0 + q.tq0 + c]);
+    else ld[c] = make_float2(INFINITY, 0.f);
+  }
+}
+
+// A key tile's K and V rows (KEYS) into sk and sv, and item it's Q and dout rows (ROWS) into
+// tq and tq + ROWS 2 D with its pairs into ld: swizzled (CM false) or core matrices.
+template <int D, int KEYS, int THREADS, bool CM>
+__device__ __forceinline__ void flash_load_k_tile(const FlashBwdArgs& a, const FlashKTile& k,
+                                                  unsigned char* sk, unsigned char* sv) {
+  load_rows<D, KEYS, THREADS, CM>(sk, a.k.data + a.k.offset(k.s.batch, k.s.k_start + k.j0, k.kvh) * 2,
+                                  a.k.st * 2, k.nk);
+  load_rows<D, KEYS, THREADS, CM>(sv, a.v.data + a.v.offset(k.s.batch, k.s.k_start + k.j0, k.kvh) * 2,
+                                  a.v.st * 2, k.nk);
+}
+template <int D, int ROWS, int THREADS, bool CM>
+__device__ __forceinline__ void flash_load_item(const FlashBwdArgs& a, const FlashKTile& k, int it,
+                                                unsigned char* tq, float2* ld) {
+  const FlashItem q = flash_item(k, a.G, it, ROWS);
+  const DSeq& s = k.s;
+  load_rows<D, ROWS, THREADS, CM>(tq, a.q.data + a.q.offset(s.batch, s.q_start + q.tq0, q.hh) * 2,
+                                  a.q.st * 2, q.qr);
+  load_rows<D, ROWS, THREADS, CM>(tq + ROWS * 2 * D,
+                                  a.dout.data + a.dout.offset(s.batch, s.q_start + q.tq0, q.hh) * 2,
+                                  a.dout.st * 2, q.qr);
+  flash_item_ld<THREADS>(a, k, q, ld, ROWS);
+}
+
+// Whether the causal diagonal crosses the item's tile (its first query does not see the key
+// tile's last key), and then the columns col <= lim_a and col <= lim_b of the item's `rows`
+// queries (clamped to the tile) that do not see the lane's keys ja and ja + 8: query t sees
+// key j < S iff t > j - q_pos - 1.
+__device__ __forceinline__ bool flash_item_mask(bool causal, const FlashKTile& k, const FlashItem& q,
+                                                int64_t ja, int rows, int& lim_a, int& lim_b) {
+  const int64_t rel = ja - int64_t(k.s.q_pos) - 1 - q.tq0;
+  lim_a = int(min(max(rel, int64_t(-1)), int64_t(rows)));
+  lim_b = int(min(max(rel + 8, int64_t(-1)), int64_t(rows)));
+  return causal && visible_keys(k.s, q.tq0, true) < k.j0 + k.nk;
+}
+
+// P^T and dS^T = P^T (dP^T - Delta) of a 32-query step of the dK/dV kernels, in place of sc and
+// dp (keys ja and ja + 8 of the lane, queries qb + 8 n + ...): ld the stage's (lse log2 e,
+// Delta) pairs; with mask, the queries at columns up to lim_a (lim_b) do not see key ja (ja + 8).
+__device__ __forceinline__ void flash_pds_t_step(float (&sc)[4][4], float (&dp)[4][4], const float2* ld,
+                                                 int qb, float sl2, bool mask, int lim_a, int lim_b) {
+  const int c2 = (threadIdx.x & 3) * 2;
+#pragma unroll
+  for (int n = 0; n < 4; n++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+      const int col = qb + 8 * n + c2 + (e & 1);
+      const float2 x = ld[col];
+      float pv = ex2(fmaf(sc[n][e], sl2, -x.x));  // 0 for rows past T (lse = +inf)
+      if (mask && col <= (e < 2 ? lim_a : lim_b)) pv = 0.f;
+      sc[n][e] = pv;
+      dp[n][e] = pv * (dp[n][e] - x.y);
+    }
+}
+
+// dK (times scale) and dV rows ja and ja + 8 of the dK/dV kernels, those below j_end.
+template <int D>
+__device__ __forceinline__ void flash_store_dkdv(const FlashBwdArgs& a, const DSeq& s, int kvh, int64_t ja,
+                                                 int64_t j_end, const float (&dk)[D / 8][4],
+                                                 const float (&dv)[D / 8][4]) {
+  const int c2 = (threadIdx.x & 3) * 2;
+#pragma unroll
+  for (int half = 0; half < 2; half++) {
+    const int64_t j = ja + 8 * half;
+    if (j >= j_end) continue;
+    const int64_t off = ((int64_t(s.batch) * a.Smax + s.k_start + j) * a.Hkv + kvh) * D;
+#pragma unroll
+    for (int d = 0; d < D / 8; d++) {
+      *reinterpret_cast<float2*>(a.dk + off + 8 * d + c2) =
+          make_float2(dk[d][2 * half] * a.scale, dk[d][2 * half + 1] * a.scale);
+      *reinterpret_cast<float2*>(a.dv + off + 8 * d + c2) = make_float2(dv[d][2 * half], dv[d][2 * half + 1]);
+    }
+  }
+}
+
+// The forward on warpgroup MMAs (flash_forward_wgmma.cu), D 64 or 128.
+template <int D, int DT>
+void launch_flash_forward_wgmma(const FlashFwdArgs& a, int64_t blocks);
 
 // The backward's kernels on warpgroup MMAs (flash_backward_wgmma.cu), D 64 or 128: dQ over
 // query tiles of 128 rows, dK/dV over key tiles of 128 keys (a.tiles set for each).

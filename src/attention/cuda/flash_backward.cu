@@ -65,39 +65,22 @@ __global__ void __launch_bounds__(kThreads, 1) flash_dkdv_kernel(const FlashBwdA
   float2* sld = reinterpret_cast<float2*>(sqd + 4 * kTileBytes);  // [2][kKRows]
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int g = lane >> 2, c2 = (lane & 3) * 2;
-  const FlashTile tile = a.tiles[blockIdx.x / a.Hkv];
-  const int kvh = int(blockIdx.x % a.Hkv);
-  const DSeq s = a.seqs[tile.seq];
-  const int64_t j0 = tile.r0;
-  const int nk = int(min(int64_t(kKKeys), int64_t(s.S) - j0));
-  // Queries from tfirst on see key j0 (causal: q_pos + t + 1 > j0); every later key of the
-  // tile is seen by a subset of them.
-  const int64_t tfirst = a.causal ? min(max(j0 - int64_t(s.q_pos), int64_t(0)), int64_t(s.T)) : 0;
-  const int nqt = int((s.T - tfirst + kKRows - 1) / kKRows);
-  const int nitems = a.G * nqt;  // (head of the group, query tile), head-major
+  const int g = lane >> 2;
+  const FlashKTile kt = flash_k_tile(a, kKKeys, kKRows);
+  const DSeq s = kt.s;
+  const int kvh = kt.kvh, nk = kt.nk, nitems = kt.nitems;
+  const int64_t j0 = kt.j0;
 
-  load_tile<D, kKKeys, kThreads>(sk, a.k.data + a.k.offset(s.batch, s.k_start + j0, kvh) * 2, a.k.st * 2, nk);
-  load_tile<D, kKKeys, kThreads>(sv, a.v.data + a.v.offset(s.batch, s.k_start + j0, kvh) * 2, a.v.st * 2, nk);
+  flash_load_k_tile<D, kKKeys, kThreads, false>(a, kt, sk, sv);
   // Item it's Q and dout rows and (lse, Delta) pairs into stage it % 2; rows past T zeroed, with
   // lse = +inf so that they weigh 0.
   auto issue = [&](int it) {
-    const int st = it & 1, hh = kvh * a.G + it / nqt;
-    const int64_t tq0 = tfirst + int64_t(it % nqt) * kKRows;
-    const int qr = int(min(int64_t(kKRows), int64_t(s.T) - tq0));
-    unsigned char* tq = sqd + st * 2 * kTileBytes;
-    load_tile<D, kKRows, kThreads>(tq, a.q.data + a.q.offset(s.batch, s.q_start + tq0, hh) * 2, a.q.st * 2, qr);
-    load_tile<D, kKRows, kThreads>(tq + kTileBytes, a.dout.data + a.dout.offset(s.batch, s.q_start + tq0, hh) * 2,
-                                   a.dout.st * 2, qr);
-    for (int c = tid; c < kKRows; c += kThreads) {
-      if (c < qr) cp_async8(&sld[st * kKRows + c], &a.ld[int64_t(hh) * a.R + s.r0 + tq0 + c]);
-      else sld[st * kKRows + c] = make_float2(INFINITY, 0.f);
-    }
+    flash_load_item<D, kKRows, kThreads, false>(a, kt, it, sqd + (it & 1) * 2 * kTileBytes, sld + (it & 1) * kKRows);
   };
   if (nitems > 0) issue(0);
   cp_async_commit();
 
-  const int64_t ja = j0 + warp * 16 + g, jb = ja + 8;  // this lane's key rows
+  const int64_t ja = j0 + warp * 16 + g;  // this lane's key rows
   float dk[D / 8][4], dv[D / 8][4];
 #pragma unroll
   for (int i = 0; i < D / 8; i++)
@@ -110,18 +93,13 @@ __global__ void __launch_bounds__(kThreads, 1) flash_dkdv_kernel(const FlashBwdA
     if (it + 1 < nitems) issue(it + 1);
     cp_async_commit();
     const int st = it & 1;
-    const int64_t tq0 = tfirst + int64_t(it % nqt) * kKRows;
-    const int qr = int(min(int64_t(kKRows), int64_t(s.T) - tq0));
+    const FlashItem q = flash_item(kt, a.G, it, kKRows);
+    const int qr = q.qr;
     const unsigned char* tq = sqd + st * 2 * kTileBytes;
     const unsigned char* td = tq + kTileBytes;
     const float2* ld = sld + st * kKRows;
-    // The diagonal crosses the tile when its first query does not see the tile's last key.
-    // Then query t sees key j < S iff t > j - q_pos - 1: this lane's keys ja and jb are hidden
-    // from the tile's columns col <= lim_a and col <= lim_b (each clamped to the tile).
-    const bool mask = a.causal && visible_keys(s, tq0, true) < j0 + nk;
-    const int64_t rel = ja - int64_t(s.q_pos) - 1 - tq0;
-    const int lim_a = int(min(max(rel, int64_t(-1)), int64_t(kKRows)));
-    const int lim_b = int(min(max(rel + 8, int64_t(-1)), int64_t(kKRows)));
+    int lim_a, lim_b;
+    const bool mask = flash_item_mask(a.causal, kt, q, ja, kKRows, lim_a, lim_b);
 
 #pragma unroll 1  // one 32-query step at a time: dk, dv and both 16 x 32 blocks fill the registers
     for (int half = 0; half < kKRows / 32; half++) {
@@ -148,17 +126,7 @@ __global__ void __launch_bounds__(kThreads, 1) flash_dkdv_kernel(const FlashBwdA
           mma16<DT>(dp[2 * np + 1], va, b[2], b[3]);
         }
       }
-#pragma unroll
-      for (int n = 0; n < 4; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int col = qb + 8 * n + c2 + (e & 1);
-          const float2 x = ld[col];
-          float pv = ex2(fmaf(sc[n][e], a.sl2, -x.x));  // 0 for rows past T (lse = +inf)
-          if (mask && col <= (e < 2 ? lim_a : lim_b)) pv = 0.f;
-          sc[n][e] = pv;
-          dp[n][e] = pv * (dp[n][e] - x.y);
-        }
+      flash_pds_t_step(sc, dp, ld, qb, a.sl2, mask, lim_a, lim_b);
 #pragma unroll
       for (int kk = 0; kk < 2; kk++) {
         uint32_t pa[4], da[4];
@@ -180,18 +148,7 @@ __global__ void __launch_bounds__(kThreads, 1) flash_dkdv_kernel(const FlashBwdA
   cp_async_wait<0>();
 
   // Every key row of the tile is written (0 when no query sees it).
-#pragma unroll
-  for (int half = 0; half < 2; half++) {
-    const int64_t j = half ? jb : ja;
-    if (j >= j0 + nk) continue;
-    const int64_t off = ((int64_t(s.batch) * a.Smax + s.k_start + j) * a.Hkv + kvh) * D;
-#pragma unroll
-    for (int d = 0; d < D / 8; d++) {
-      *reinterpret_cast<float2*>(a.dk + off + 8 * d + c2) =
-          make_float2(dk[d][2 * half] * a.scale, dk[d][2 * half + 1] * a.scale);
-      *reinterpret_cast<float2*>(a.dv + off + 8 * d + c2) = make_float2(dv[d][2 * half], dv[d][2 * half + 1]);
-    }
-  }
+  flash_store_dkdv<D>(a, s, kvh, ja, j0 + nk, dk, dv);
 }
 
 // bar.sync for the two warps of pair p alone (barrier 1 + p; __syncthreads uses 0).
@@ -222,29 +179,14 @@ __global__ void __launch_bounds__(kThreads, 1) flash_dkdv_pair_kernel(const Flas
   const int g = lane >> 2, c2 = (lane & 3) * 2;
   const int pair = warp & 3;
   const bool dpw = warp >= 4;  // a dP warp (dP, dS, dK), else an S warp (S, P, dV)
-  const FlashTile tile = a.tiles[blockIdx.x / a.Hkv];
-  const int kvh = int(blockIdx.x % a.Hkv);
-  const DSeq s = a.seqs[tile.seq];
-  const int64_t j0 = tile.r0;
-  const int nk = int(min(int64_t(kKeys), int64_t(s.S) - j0));
-  const int64_t tfirst = a.causal ? min(max(j0 - int64_t(s.q_pos), int64_t(0)), int64_t(s.T)) : 0;
-  const int nqt = int((s.T - tfirst + kKRows - 1) / kKRows);
-  const int nitems = a.G * nqt;  // (head of the group, query tile), head-major
+  const FlashKTile kt = flash_k_tile(a, kKeys, kKRows);
+  const DSeq s = kt.s;
+  const int kvh = kt.kvh, nk = kt.nk, nitems = kt.nitems;
+  const int64_t j0 = kt.j0;
 
-  load_tile<D, kKeys, kThreads>(sk, a.k.data + a.k.offset(s.batch, s.k_start + j0, kvh) * 2, a.k.st * 2, nk);
-  load_tile<D, kKeys, kThreads>(sv, a.v.data + a.v.offset(s.batch, s.k_start + j0, kvh) * 2, a.v.st * 2, nk);
+  flash_load_k_tile<D, kKeys, kThreads, false>(a, kt, sk, sv);
   auto issue = [&](int it) {  // as in flash_dkdv_kernel
-    const int st = it & 1, hh = kvh * a.G + it / nqt;
-    const int64_t tq0 = tfirst + int64_t(it % nqt) * kKRows;
-    const int qr = int(min(int64_t(kKRows), int64_t(s.T) - tq0));
-    unsigned char* tq = sqd + st * 2 * kTileBytes;
-    load_tile<D, kKRows, kThreads>(tq, a.q.data + a.q.offset(s.batch, s.q_start + tq0, hh) * 2, a.q.st * 2, qr);
-    load_tile<D, kKRows, kThreads>(tq + kTileBytes, a.dout.data + a.dout.offset(s.batch, s.q_start + tq0, hh) * 2,
-                                   a.dout.st * 2, qr);
-    for (int c = tid; c < kKRows; c += kThreads) {
-      if (c < qr) cp_async8(&sld[st * kKRows + c], &a.ld[int64_t(hh) * a.R + s.r0 + tq0 + c]);
-      else sld[st * kKRows + c] = make_float2(INFINITY, 0.f);
-    }
+    flash_load_item<D, kKRows, kThreads, false>(a, kt, it, sqd + (it & 1) * 2 * kTileBytes, sld + (it & 1) * kKRows);
   };
   if (nitems > 0) issue(0);
   cp_async_commit();
@@ -264,18 +206,16 @@ __global__ void __launch_bounds__(kThreads, 1) flash_dkdv_pair_kernel(const Flas
     if (it + 1 < nitems) issue(it + 1);
     cp_async_commit();
     const int st = it & 1;
-    const int64_t tq0 = tfirst + int64_t(it % nqt) * kKRows;
-    const int qr = int(min(int64_t(kKRows), int64_t(s.T) - tq0));
+    const FlashItem q = flash_item(kt, a.G, it, kKRows);
+    const int qr = q.qr;
     const unsigned char* tq = sqd + st * 2 * kTileBytes;
     const unsigned char* td = tq + kTileBytes;
     const unsigned char* rb = dpw ? td : tq;  // B of the first product: Q (S^T) or dout (dP^T)
     const unsigned char* rc = dpw ? tq : td;  // B of the second: dout (dV) or Q (dK)
     const float2* ld = sld + st * kKRows;
     // The causal mask, as in flash_dkdv_kernel (used by the S warps).
-    const bool mask = a.causal && visible_keys(s, tq0, true) < j0 + nk;
-    const int64_t rel = ja - int64_t(s.q_pos) - 1 - tq0;
-    const int lim_a = int(min(max(rel, int64_t(-1)), int64_t(kKRows)));
-    const int lim_b = int(min(max(rel + 8, int64_t(-1)), int64_t(kKRows)));
+    int lim_a, lim_b;
+    const bool mask = flash_item_mask(a.causal, kt, q, ja, kKRows, lim_a, lim_b);
 
 #pragma unroll 1
     for (int half = 0; half < kKRows / 32; half++) {
@@ -367,23 +307,14 @@ __global__ void __launch_bounds__(kThreads, 1) flash_dq_kernel(const FlashBwdArg
   unsigned char* skv = sdo + kQRows * 2 * D;   // [2][K, V][kQKeys][D]
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int g = lane >> 2, c2 = (lane & 3) * 2;
-  const FlashTile tile = a.tiles[blockIdx.x / a.Hq];
-  const int h = int(blockIdx.x % a.Hq), kvh = h / a.G;
-  const DSeq s = a.seqs[tile.seq];
-  const int t0 = tile.r0;
-  const int rows = min(kQRows, s.T - t0);
-  const int64_t n_lo = visible_keys(s, t0, a.causal);
-  const int64_t n_hi = visible_keys(s, t0 + rows - 1, a.causal);
+  const int g = lane >> 2;
+  const FlashQTile qt = flash_q_tile(a.tiles, a.seqs, a.Hq, a.G, a.causal, a.k, a.v, kQRows);
+  const DSeq s = qt.s;
+  const int h = qt.h, t0 = qt.t0, rows = qt.rows;
+  const int64_t n_lo = qt.n_lo, n_hi = qt.n_hi;
   const int ntiles = int((n_hi + kQKeys - 1) / kQKeys);
-  const char* ksrc = a.k.data + a.k.offset(s.batch, s.k_start, kvh) * 2;
-  const char* vsrc = a.v.data + a.v.offset(s.batch, s.k_start, kvh) * 2;
-  auto issue = [&](int i) {
-    unsigned char* kt = skv + (i & 1) * 2 * kTileBytes;
-    const int64_t j0 = int64_t(i) * kQKeys;
-    const int valid = int(min(int64_t(kQKeys), n_hi - j0));
-    load_tile<D, kQKeys, kThreads>(kt, ksrc + j0 * a.k.st * 2, a.k.st * 2, valid);
-    load_tile<D, kQKeys, kThreads>(kt + kTileBytes, vsrc + j0 * a.v.st * 2, a.v.st * 2, valid);
+  auto issue = [&](int i) {  // key tile i into stage i % 2
+    flash_load_kv<D, kQKeys, kThreads, false>(skv + (i & 1) * 2 * kTileBytes, qt, a.k, a.v, i);
   };
   load_tile<D, kQRows, kThreads>(sq, a.q.data + a.q.offset(s.batch, s.q_start + t0, h) * 2, a.q.st * 2, rows);
   load_tile<D, kQRows, kThreads>(sdo, a.dout.data + a.dout.offset(s.batch, s.q_start + t0, h) * 2,
@@ -436,16 +367,8 @@ __global__ void __launch_bounds__(kThreads, 1) flash_dq_kernel(const FlashBwdArg
       for (int ks = 0; ks < D / 16; ks++) kstep(ks);
     }
     const int64_t j0 = int64_t(i) * kQKeys;
-    const bool mask = j0 + kQKeys > n_lo;  // some key past some row's visible keys
-#pragma unroll
-    for (int n = 0; n < kQKeys / 8; n++)
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const float2 x = e < 2 ? ld0 : ld1;
-        float pv = ex2(fmaf(sc[n][e], a.sl2, -x.x));
-        if (mask && j0 + 8 * n + c2 + (e & 1) >= (e < 2 ? nv0 : nv1)) pv = 0.f;
-        dp[n][e] = pv * (dp[n][e] - x.y);  // dS
-      }
+    // dS in dp; masked when some key lies past some row's visible keys.
+    flash_ds_tile(sc, dp, a.sl2, ld0, ld1, j0 + kQKeys > n_lo, j0, nv0, nv1);
 #pragma unroll
     for (int kk = 0; kk < kQKeys / 16; kk++) {
       uint32_t da[4];
@@ -461,16 +384,7 @@ __global__ void __launch_bounds__(kThreads, 1) flash_dq_kernel(const FlashBwdArg
   }
   cp_async_wait<0>();
 
-#pragma unroll
-  for (int half = 0; half < 2; half++) {
-    const int t = tr + 8 * half;
-    if (t >= t0 + rows) continue;
-    float* out = a.dq + ((int64_t(s.batch) * a.Tq + s.q_start + t) * a.Hq + h) * D;
-#pragma unroll
-    for (int d = 0; d < D / 8; d++)
-      *reinterpret_cast<float2*>(out + 8 * d + c2) =
-          make_float2(acc[d][2 * half] * a.scale, acc[d][2 * half + 1] * a.scale);
-  }
+  flash_store_dq<D>(a.dq, s, h, a.Hq, a.Tq, tr, t0 + rows, acc, a.scale);
 }
 
 template <int D, int DT>

@@ -51,33 +51,17 @@ __global__ void __launch_bounds__(kThreads, 1) flash_dkdv_wgmma_kernel(const Fla
   float2* sld = reinterpret_cast<float2*>(sqd + 4 * kTileBytes);  // [2][kQTile]
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int g = lane >> 2, c2 = (lane & 3) * 2;
-  const FlashTile tile = a.tiles[blockIdx.x / a.Hkv];
-  const int kvh = int(blockIdx.x % a.Hkv);
-  const DSeq s = a.seqs[tile.seq];
-  const int64_t j0 = tile.r0;
-  const int nk = int(min(int64_t(kKTile), int64_t(s.S) - j0));
-  // Queries from tfirst on see key j0; every later key of the tile is seen by a subset of them.
-  const int64_t tfirst = a.causal ? min(max(j0 - int64_t(s.q_pos), int64_t(0)), int64_t(s.T)) : 0;
-  const int nqt = int((s.T - tfirst + kQTile - 1) / kQTile);
-  const int nitems = a.G * nqt;  // (head of the group, query tile), head-major
+  const int g = lane >> 2;
+  const FlashKTile kt = flash_k_tile(a, kKTile, kQTile);
+  const DSeq s = kt.s;
+  const int kvh = kt.kvh, nk = kt.nk, nitems = kt.nitems;
+  const int64_t j0 = kt.j0;
 
-  load_tile_cm<D, kKTile, kThreads>(sk, a.k.data + a.k.offset(s.batch, s.k_start + j0, kvh) * 2, a.k.st * 2, nk);
-  load_tile_cm<D, kKTile, kThreads>(sv, a.v.data + a.v.offset(s.batch, s.k_start + j0, kvh) * 2, a.v.st * 2, nk);
+  flash_load_k_tile<D, kKTile, kThreads, true>(a, kt, sk, sv);
   // Item it's Q and dout rows and (lse, Delta) pairs into stage it % 2; rows past T zeroed, with
   // lse = +inf so that they weigh 0.
   auto issue = [&](int it) {
-    const int st = it & 1, hh = kvh * a.G + it / nqt;
-    const int64_t tq0 = tfirst + int64_t(it % nqt) * kQTile;
-    const int qr = int(min(int64_t(kQTile), int64_t(s.T) - tq0));
-    unsigned char* tq = sqd + st * 2 * kTileBytes;
-    load_tile_cm<D, kQTile, kThreads>(tq, a.q.data + a.q.offset(s.batch, s.q_start + tq0, hh) * 2, a.q.st * 2, qr);
-    load_tile_cm<D, kQTile, kThreads>(tq + kTileBytes, a.dout.data + a.dout.offset(s.batch, s.q_start + tq0, hh) * 2,
-                                      a.dout.st * 2, qr);
-    for (int c = tid; c < kQTile; c += kThreads) {
-      if (c < qr) cp_async8(&sld[st * kQTile + c], &a.ld[int64_t(hh) * a.R + s.r0 + tq0 + c]);
-      else sld[st * kQTile + c] = make_float2(INFINITY, 0.f);
-    }
+    flash_load_item<D, kQTile, kThreads, true>(a, kt, it, sqd + (it & 1) * 2 * kTileBytes, sld + (it & 1) * kQTile);
   };
   if (nitems > 0) issue(0);
   cp_async_commit();
@@ -86,7 +70,7 @@ __global__ void __launch_bounds__(kThreads, 1) flash_dkdv_wgmma_kernel(const Fla
   const int wg = warp >> 2;
   const uint64_t kdesc = wgmma_desc(sk + wg * 128 * D, 128, 16 * D);
   const uint64_t vdesc = wgmma_desc(sv + wg * 128 * D, 128, 16 * D);
-  const int64_t ja = j0 + warp * 16 + g, jb = ja + 8;  // this lane's key rows (16 warp = 64 wg + 16 (warp % 4))
+  const int64_t ja = j0 + warp * 16 + g;  // this lane's key rows (16 warp = 64 wg + 16 (warp % 4))
   float dk[D / 8][4], dv[D / 8][4];
 #pragma unroll
   for (int i = 0; i < D / 8; i++)
@@ -105,18 +89,13 @@ __global__ void __launch_bounds__(kThreads, 1) flash_dkdv_wgmma_kernel(const Fla
     if (it + 1 < nitems) issue(it + 1);
     cp_async_commit();
     const int st = it & 1;
-    const int64_t tq0 = tfirst + int64_t(it % nqt) * kQTile;
-    const int qr = int(min(int64_t(kQTile), int64_t(s.T) - tq0));
+    const FlashItem q = flash_item(kt, a.G, it, kQTile);
+    const int qr = q.qr;
     const unsigned char* tq = sqd + st * 2 * kTileBytes;
     const unsigned char* td = tq + kTileBytes;
     const float2* ld = sld + st * kQTile;
-    // The diagonal crosses the tile when its first query does not see the tile's last key.
-    // Then query t sees key j < S iff t > j - q_pos - 1: this lane's keys ja and jb are hidden
-    // from the tile's columns col <= lim_a and col <= lim_b (each clamped to the tile).
-    const bool mask = a.causal && visible_keys(s, tq0, true) < j0 + nk;
-    const int64_t rel = ja - int64_t(s.q_pos) - 1 - tq0;
-    const int lim_a = int(min(max(rel, int64_t(-1)), int64_t(kQTile)));
-    const int lim_b = int(min(max(rel + 8, int64_t(-1)), int64_t(kQTile)));
+    int lim_a, lim_b;
+    const bool mask = flash_item_mask(a.causal, kt, q, ja, kQTile, lim_a, lim_b);
 
 #pragma unroll 1
     for (int half = 0; half < kQTile / 32; half++) {
@@ -138,17 +117,7 @@ __global__ void __launch_bounds__(kThreads, 1) flash_dkdv_wgmma_kernel(const Fla
       wgmma_wait_all();
       wgmma_hold(sf);
       wgmma_hold(pf);
-#pragma unroll
-      for (int n = 0; n < 4; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int col = qb + 8 * n + c2 + (e & 1);
-          const float2 x = ld[col];
-          float pv = ex2(fmaf(sc[n][e], a.sl2, -x.x));  // 0 for rows past T (lse = +inf)
-          if (mask && col <= (e < 2 ? lim_a : lim_b)) pv = 0.f;
-          sc[n][e] = pv;
-          dp[n][e] = pv * (dp[n][e] - x.y);
-        }
+      flash_pds_t_step(sc, dp, ld, qb, a.sl2, mask, lim_a, lim_b);
       uint32_t pa[2][4], da[2][4];
 #pragma unroll
       for (int kk = 0; kk < 2; kk++) {
@@ -180,18 +149,7 @@ __global__ void __launch_bounds__(kThreads, 1) flash_dkdv_wgmma_kernel(const Fla
   cp_async_wait<0>();
 
   // Every key row of the tile is written (0 when no query sees it).
-#pragma unroll
-  for (int half = 0; half < 2; half++) {
-    const int64_t j = half ? jb : ja;
-    if (j >= j0 + nk) continue;
-    const int64_t off = ((int64_t(s.batch) * a.Smax + s.k_start + j) * a.Hkv + kvh) * D;
-#pragma unroll
-    for (int d = 0; d < D / 8; d++) {
-      *reinterpret_cast<float2*>(a.dk + off + 8 * d + c2) =
-          make_float2(dk[d][2 * half] * a.scale, dk[d][2 * half + 1] * a.scale);
-      *reinterpret_cast<float2*>(a.dv + off + 8 * d + c2) = make_float2(dv[d][2 * half], dv[d][2 * half + 1]);
-    }
-  }
+  flash_store_dkdv<D>(a, s, kvh, ja, j0 + nk, dk, dv);
 #else
   __trap();  // launched only where sm_90a machine code runs (flash_use_wgmma)
 #endif
@@ -208,23 +166,14 @@ __global__ void __launch_bounds__(kThreads, 1) flash_dq_wgmma_kernel(const Flash
   unsigned char* skv = sdo + kRows * 2 * D;   // [2][K, V][kKeys][D]
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int g = lane >> 2, c2 = (lane & 3) * 2;
-  const FlashTile tile = a.tiles[blockIdx.x / a.Hq];
-  const int h = int(blockIdx.x % a.Hq), kvh = h / a.G;
-  const DSeq s = a.seqs[tile.seq];
-  const int t0 = tile.r0;
-  const int rows = min(kRows, s.T - t0);
-  const int64_t n_lo = visible_keys(s, t0, a.causal);
-  const int64_t n_hi = visible_keys(s, t0 + rows - 1, a.causal);
+  const int g = lane >> 2;
+  const FlashQTile qt = flash_q_tile(a.tiles, a.seqs, a.Hq, a.G, a.causal, a.k, a.v, kRows);
+  const DSeq s = qt.s;
+  const int h = qt.h, t0 = qt.t0, rows = qt.rows;
+  const int64_t n_lo = qt.n_lo, n_hi = qt.n_hi;
   const int ntiles = int((n_hi + kKeys - 1) / kKeys);
-  const char* ksrc = a.k.data + a.k.offset(s.batch, s.k_start, kvh) * 2;
-  const char* vsrc = a.v.data + a.v.offset(s.batch, s.k_start, kvh) * 2;
-  auto issue = [&](int i) {
-    unsigned char* kt = skv + (i & 1) * 2 * kTileBytes;
-    const int64_t j0 = int64_t(i) * kKeys;
-    const int valid = int(min(int64_t(kKeys), n_hi - j0));
-    load_tile_cm<D, kKeys, kThreads>(kt, ksrc + j0 * a.k.st * 2, a.k.st * 2, valid);
-    load_tile_cm<D, kKeys, kThreads>(kt + kTileBytes, vsrc + j0 * a.v.st * 2, a.v.st * 2, valid);
+  auto issue = [&](int i) {  // key tile i into stage i % 2
+    flash_load_kv<D, kKeys, kThreads, true>(skv + (i & 1) * 2 * kTileBytes, qt, a.k, a.v, i);
   };
   load_tile_cm<D, kRows, kThreads>(sq, a.q.data + a.q.offset(s.batch, s.q_start + t0, h) * 2,
                                    a.q.st * 2, rows);
@@ -273,16 +222,8 @@ __global__ void __launch_bounds__(kThreads, 1) flash_dq_wgmma_kernel(const Flash
     wgmma_hold(pf);
 
     const int64_t j0 = int64_t(i) * kKeys;
-    const bool mask = j0 + kKeys > n_lo;
-#pragma unroll
-    for (int n = 0; n < kKeys / 8; n++)
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const float2 x = e < 2 ? ld0 : ld1;
-        float pv = ex2(fmaf(sc[n][e], a.sl2, -x.x));
-        if (mask && j0 + 8 * n + c2 + (e & 1) >= (e < 2 ? nv0 : nv1)) pv = 0.f;
-        dp[n][e] = pv * (dp[n][e] - x.y);  // dS
-      }
+    // dS in dp; masked when some key lies past some row's visible keys.
+    flash_ds_tile(sc, dp, a.sl2, ld0, ld1, j0 + kKeys > n_lo, j0, nv0, nv1);
     uint32_t da[kKeys / 16][4];
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; kk++) acc_to_a<DT>(da[kk], dp[2 * kk], dp[2 * kk + 1]);
@@ -301,16 +242,7 @@ __global__ void __launch_bounds__(kThreads, 1) flash_dq_wgmma_kernel(const Flash
   }
   cp_async_wait<0>();
 
-#pragma unroll
-  for (int half = 0; half < 2; half++) {
-    const int t = tr + 8 * half;
-    if (t >= t0 + rows) continue;
-    float* out = a.dq + ((int64_t(s.batch) * a.Tq + s.q_start + t) * a.Hq + h) * D;
-#pragma unroll
-    for (int d = 0; d < D / 8; d++)
-      *reinterpret_cast<float2*>(out + 8 * d + c2) =
-          make_float2(acc[d][2 * half] * a.scale, acc[d][2 * half + 1] * a.scale);
-  }
+  flash_store_dq<D>(a.dq, s, h, a.Hq, a.Tq, tr, t0 + rows, acc, a.scale);
 #else
   __trap();  // launched only where sm_90a machine code runs (flash_use_wgmma)
 #endif

@@ -29,17 +29,6 @@ constexpr int kBM = 128;  // query rows per block
 constexpr int kBN = 64;   // keys per tile
 constexpr int kThreads = 256;
 
-struct FlashFwdArgs {
-  const DSeq* seqs;
-  const FlashTile* tiles;  // [tiles], query tiles of kBM rows
-  int Hq, G;
-  float sl2;  // scale * log2(e)
-  bool causal;
-  DRows q, k, v;  // q [B, Tq, Hq, D]; k, v [B, Smax, Hkv, D]; 16-bit, 16-byte aligned rows
-  DOut dst;       // o [B, Tq, Hq, D], lse [B, Tq, Hq]
-  int64_t Tq;
-};
-
 // Q tile, then two stages of (K tile, V tile).
 template <int D>
 constexpr size_t fwd_smem() { return size_t(kBM + 4 * kBN) * 2 * D; }
@@ -53,26 +42,15 @@ __global__ void __launch_bounds__(kThreads, 1) flash_forward_kernel(const FlashF
   unsigned char* skv = smem + kBM * 2 * D;   // [2][K, V][kBN][D]
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-  const int g = lane >> 2, c2 = (lane & 3) * 2;  // fragment row and column pair
-  const FlashTile tile = a.tiles[blockIdx.x / a.Hq];
-  const int h = int(blockIdx.x % a.Hq), kvh = h / a.G;
-  const DSeq s = a.seqs[tile.seq];
-  const int t0 = tile.r0;
-  const int rows = min(kBM, s.T - t0);
-  // Keys the tile's first and last rows see: tiles below n_lo need no mask, none past n_hi is read.
-  const int64_t n_lo = visible_keys(s, t0, a.causal);
-  const int64_t n_hi = visible_keys(s, t0 + rows - 1, a.causal);
+  const int g = lane >> 2;  // fragment row
+  const FlashQTile qt = flash_q_tile(a.tiles, a.seqs, a.Hq, a.G, a.causal, a.k, a.v, kBM);
+  const DSeq s = qt.s;
+  const int h = qt.h, t0 = qt.t0, rows = qt.rows;
+  const int64_t n_lo = qt.n_lo, n_hi = qt.n_hi;
   const int ntiles = int((n_hi + kBN - 1) / kBN);
-  const char* ksrc = a.k.data + a.k.offset(s.batch, s.k_start, kvh) * 2;
-  const char* vsrc = a.v.data + a.v.offset(s.batch, s.k_start, kvh) * 2;
 
-  // Key tile i into stage i % 2; rows past n_hi zeroed.
-  auto issue = [&](int i) {
-    unsigned char* kt = skv + (i & 1) * 2 * kTileBytes;
-    const int64_t j0 = int64_t(i) * kBN;
-    const int valid = int(min(int64_t(kBN), n_hi - j0));
-    load_tile<D, kBN, kThreads>(kt, ksrc + j0 * a.k.st * 2, a.k.st * 2, valid);
-    load_tile<D, kBN, kThreads>(kt + kTileBytes, vsrc + j0 * a.v.st * 2, a.v.st * 2, valid);
+  auto issue = [&](int i) {  // key tile i into stage i % 2; rows past n_hi zeroed
+    flash_load_kv<D, kBN, kThreads, false>(skv + (i & 1) * 2 * kTileBytes, qt, a.k, a.v, i);
   };
   load_tile<D, kBM, kThreads>(sq, a.q.data + a.q.offset(s.batch, s.q_start + t0, h) * 2,
                               a.q.st * 2, rows);
@@ -118,52 +96,9 @@ __global__ void __launch_bounds__(kThreads, 1) flash_forward_kernel(const FlashF
         mma16<DT>(sc[2 * np + 1], qa, b[2], b[3]);
       }
     }
-    const int64_t j0 = int64_t(i) * kBN;
-    if (j0 + kBN > n_lo) {  // some key of the tile lies past some row's visible keys
-#pragma unroll
-      for (int n = 0; n < kBN / 8; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++)
-          if (j0 + 8 * n + c2 + (e & 1) >= (e < 2 ? nv0 : nv1)) sc[n][e] = -INFINITY;
-    }
-
     // Online softmax; the four lanes of a row (same g) hold its 64 scores.
-    float mx0 = -INFINITY, mx1 = -INFINITY;
-#pragma unroll
-    for (int n = 0; n < kBN / 8; n++) {
-      mx0 = fmaxf(mx0, fmaxf(sc[n][0], sc[n][1]));
-      mx1 = fmaxf(mx1, fmaxf(sc[n][2], sc[n][3]));
-    }
-#pragma unroll
-    for (int off = 1; off <= 2; off <<= 1) {
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
-    }
-    const float mn0 = fmaxf(m0, mx0 * a.sl2), mn1 = fmaxf(m1, mx1 * a.sl2);
-    // A row that has seen no key yet keeps max -inf; subtracting 0 then keeps every term 0.
-    const float mu0 = mn0 == -INFINITY ? 0.f : mn0, mu1 = mn1 == -INFINITY ? 0.f : mn1;
-    const float al0 = ex2(m0 - mu0), al1 = ex2(m1 - mu1);
-    m0 = mn0;
-    m1 = mn1;
-    float rs0 = 0.f, rs1 = 0.f;
-#pragma unroll
-    for (int n = 0; n < kBN / 8; n++) {
-      sc[n][0] = ex2(fmaf(sc[n][0], a.sl2, -mu0));
-      sc[n][1] = ex2(fmaf(sc[n][1], a.sl2, -mu0));
-      sc[n][2] = ex2(fmaf(sc[n][2], a.sl2, -mu1));
-      sc[n][3] = ex2(fmaf(sc[n][3], a.sl2, -mu1));
-      rs0 += sc[n][0] + sc[n][1];
-      rs1 += sc[n][2] + sc[n][3];
-    }
-    l0 = l0 * al0 + rs0;
-    l1 = l1 * al1 + rs1;
-#pragma unroll
-    for (int d = 0; d < D / 8; d++) {
-      o[d][0] *= al0;
-      o[d][1] *= al0;
-      o[d][2] *= al1;
-      o[d][3] *= al1;
-    }
+    const int64_t j0 = int64_t(i) * kBN;
+    flash_softmax_tile(sc, o, a.sl2, j0 + kBN > n_lo, j0, nv0, nv1, m0, m1, l0, l1);
 #pragma unroll
     for (int kk = 0; kk < kBN / 16; kk++) {
       uint32_t pa[4];
@@ -179,29 +114,7 @@ __global__ void __launch_bounds__(kThreads, 1) flash_forward_kernel(const FlashF
   }
   cp_async_wait<0>();
 
-  // o = O / l and lse = m ln 2 + ln l per row; l = 0 means the row saw no key.
-#pragma unroll
-  for (int off = 1; off <= 2; off <<= 1) {
-    l0 += __shfl_xor_sync(0xffffffffu, l0, off);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, off);
-  }
-#pragma unroll
-  for (int half = 0; half < 2; half++) {
-    const int t = tr + 8 * half;
-    if (t >= t0 + rows) continue;
-    const float l = half ? l1 : l0, m = half ? m1 : m0;
-    const bool empty = !(l > 0.f);
-    const float inv = empty ? 0.f : 1.f / l;
-    const int64_t off = a.dst.offset(s.batch, s.q_start + t, h);
-#pragma unroll
-    for (int d = 0; d < D / 8; d++) {
-      store1(a.dst.o, a.dst.dt, off + 8 * d + c2, o[d][2 * half] * inv);
-      store1(a.dst.o, a.dst.dt, off + 8 * d + c2 + 1, o[d][2 * half + 1] * inv);
-    }
-    if ((lane & 3) == 0)
-      a.dst.lse[(int64_t(s.batch) * a.Tq + s.q_start + t) * a.Hq + h] =
-          empty ? INFINITY : m * 0.69314718055994531f + logf(l);
-  }
+  flash_store_o<D>(a.dst, s, h, a.Hq, a.Tq, tr, t0 + rows, o, l0, l1, m0, m1);
 }
 
 template <int D, int DT>
@@ -216,7 +129,6 @@ void run_flash_forward(const FlashFwdArgs& a, int64_t blocks) {
 }  // namespace
 
 bool launch_flash_forward(const AttnParams& p, const SeqTable& st) {
-  if (launch_flash_forward_wgmma(p, st)) return true;
   FlashFwdArgs a;
   a.q = drows(p.q);
   a.k = drows(p.k);
@@ -237,6 +149,16 @@ bool launch_flash_forward(const AttnParams& p, const SeqTable& st) {
   a.causal = p.causal;
   a.dst = dout(p);
   a.Tq = p.Tq;
+  if (flash_use_wgmma(p.D)) {
+    if (p.D == 64) {
+      if (a.q.dt == kBF16) launch_flash_forward_wgmma<64, kBF16>(a, blocks);
+      else launch_flash_forward_wgmma<64, kF16>(a, blocks);
+    } else {
+      if (a.q.dt == kBF16) launch_flash_forward_wgmma<128, kBF16>(a, blocks);
+      else launch_flash_forward_wgmma<128, kF16>(a, blocks);
+    }
+    return true;
+  }
   TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "attention_forward",
       if (a.q.dt == kBF16) run_flash_forward<kD, kBF16>(a, blocks);
       else run_flash_forward<kD, kF16>(a, blocks));

@@ -578,18 +578,16 @@ IxArgs ix_args(const IndexerParams& ip, const SeqTable& st) {
   return a;
 }
 
-template <int D, int HG, bool FP8>
-void launch_mma(IxArgs a, int64_t rows) {
-  const size_t smem = FP8 ? fp8_smem_bytes<D, HG>() : size_t(kWarps) * kStages * 16 * 2 * D;
-  auto kernel = FP8 ? ix_scores_mma_fp8<D, HG> : ix_scores_mma<D, HG>;
+// Launches a tensor-core score kernel (a block of `threads` per (row, chunk)) with its rows in
+// chunks of whole waves: a block pays the row's query staging once for its chunk, so few rows
+// (decode) take the fewest chunks that still fill the GPU, not a fixed size. per_sm: the
+// kernel's occupancy, measured on the first call.
+void launch_chunked(void (*kernel)(IxArgs), int threads, size_t smem, int& per_sm, IxArgs a, int64_t rows) {
   allow_smem(kernel, smem);
-  static int per_sm = -1;
   if (per_sm < 0) {
-    TOPK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarps * 32, smem));
+    TOPK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
     if (per_sm < 1) per_sm = 1;
   }
-  // Chunks of a row in whole waves: a block pays the row's query staging once for its chunk, so
-  // few rows (decode) take the fewest chunks that still fill the GPU, not a fixed size.
   const int64_t tiles = (a.Smax + kTile - 1) / kTile;
   const int splits = choose_splits(rows, a.Smax, per_sm, int(std::min<int64_t>(tiles, 1 << 16)));
   a.chunk = (tiles + splits - 1) / splits * kTile;
@@ -597,29 +595,21 @@ void launch_mma(IxArgs a, int64_t rows) {
   const int64_t grid = rows * a.nchunks;
   TOPK_CHECK(grid < (int64_t(1) << 31), "indexer_scores: %lld rows x %lld chunks are too many "
              "blocks for one launch", (long long)rows, (long long)a.nchunks);
-  kernel<<<unsigned(grid), kWarps * 32, smem, stream()>>>(a);
+  kernel<<<unsigned(grid), threads, smem, stream()>>>(a);
   TOPK_CUDA_LAUNCH();
 }
 
-template <int D, bool FP8>
-void launch_wgmma(IxArgs a, int64_t rows) {
-  const size_t smem = wg_smem_bytes<D, FP8>();
-  auto kernel = ix_scores_wgmma<D, FP8>;
-  allow_smem(kernel, smem);
+template <int D, int HG, bool FP8>
+void launch_mma(const IxArgs& a, int64_t rows) {
   static int per_sm = -1;
-  if (per_sm < 0) {
-    TOPK_CUDA(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, 128, smem));
-    if (per_sm < 1) per_sm = 1;
-  }
-  const int64_t tiles = (a.Smax + kTile - 1) / kTile;
-  const int splits = choose_splits(rows, a.Smax, per_sm, int(std::min<int64_t>(tiles, 1 << 16)));
-  a.chunk = (tiles + splits - 1) / splits * kTile;
-  a.nchunks = (a.Smax + a.chunk - 1) / a.chunk;
-  const int64_t grid = rows * a.nchunks;
-  TOPK_CHECK(grid < (int64_t(1) << 31), "indexer_scores: %lld rows x %lld chunks are too many "
-             "blocks for one launch", (long long)rows, (long long)a.nchunks);
-  kernel<<<unsigned(grid), 128, smem, stream()>>>(a);
-  TOPK_CUDA_LAUNCH();
+  launch_chunked(FP8 ? ix_scores_mma_fp8<D, HG> : ix_scores_mma<D, HG>, kWarps * 32,
+                 FP8 ? fp8_smem_bytes<D, HG>() : size_t(kWarps) * kStages * 16 * 2 * D, per_sm, a, rows);
+}
+
+template <int D, bool FP8>
+void launch_wgmma(const IxArgs& a, int64_t rows) {
+  static int per_sm = -1;
+  launch_chunked(ix_scores_wgmma<D, FP8>, 128, wg_smem_bytes<D, FP8>(), per_sm, a, rows);
 }
 
 template <int D, bool FP8>

@@ -38,9 +38,6 @@ bool launch_attend_mma(const AttnParams& p, const SeqTable& st, int64_t r0, int6
 // for bf16 or f16 q, k, v (one dtype), D 64, 128 or 256, 16-byte aligned rows; false, with nothing
 // launched, when the call does not qualify.
 bool launch_flash_forward(const AttnParams& p, const SeqTable& st);
-// The same on warpgroup tensor cores (flash_forward_wgmma.cu: compute capability 9.0, D 64 or
-// 128); false, with nothing launched, when the call does not qualify or TOPK_CUDA_FLASH_PATH=mma.
-bool launch_flash_forward_wgmma(const AttnParams& p, const SeqTable& st);
 
 // The backward's per-row values (attention_backward.cu): the pair ld[2 (h R + r) + {0, 1}] =
 // (lse * log2 e, Delta = dout . o) for compact row r of R and query head h ([Hq, R, 2]); and,
