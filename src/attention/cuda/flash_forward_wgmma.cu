@@ -3,12 +3,13 @@
 // asynchronous warpgroup MMAs. A block of two warpgroups owns 128 query rows of one query head
 // (64 rows a warpgroup, 16 a warp); 64-key K and V tiles stream through two shared-memory
 // stages by cp.async, shared by both warpgroups. Per key tile and warpgroup:
-//   S = Q K^T   64 x 64, q from registers (ldmatrix fragments of the swizzled Q tile), K as a
-//               K-major B in shared memory;
+//   S = Q K^T   64 x 64, Q and K both K-major operands in shared memory;
 //   softmax     online, in the log2 domain, exactly as flash_forward.cu;
 //   O += P V    64 x D, P rounded to the input dtype in registers, V as an MN-major B.
-// K and V tiles are stored as core matrices (load_tile_cm, flash.cuh): K is the first product's
-// K-major operand, V the second's MN-major one. Causal tiles and empty rows as in
+// Q, K and V tiles are stored as core matrices (load_tile_cm, flash.cuh): V is the second
+// product's MN-major operand. (q as register fragments from ldmatrix, the mma.sync kernel's way,
+// gave wrong scores at D = 64 on the H100 while D = 128 passed; both operands in shared memory,
+// as the dQ kernel does, need no registers for q.) Causal tiles and empty rows as in
 // flash_forward.cu. TOPK_CUDA_FLASH_PATH=mma forces that kernel (flash_use_wgmma).
 #include <cmath>
 
@@ -35,7 +36,7 @@ __global__ void __launch_bounds__(kThreads, 1) flash_forward_wgmma_kernel(const 
   constexpr int kTileBytes = kBN * 2 * D;
   constexpr bool kBF = DT == kBF16;
   extern __shared__ __align__(128) unsigned char smem[];
-  unsigned char* sq = smem;                  // [kBM][D], swizzled rows (ldmatrix)
+  unsigned char* sq = smem;                  // [kBM][D], core matrices
   unsigned char* skv = smem + kBM * 2 * D;   // [2][K, V][kBN][D], core matrices
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
@@ -49,16 +50,17 @@ __global__ void __launch_bounds__(kThreads, 1) flash_forward_wgmma_kernel(const 
   auto issue = [&](int i) {  // key tile i into stage i % 2
     flash_load_kv<D, kBN, kThreads, true>(skv + (i & 1) * 2 * kTileBytes, qt, a.k, a.v, i);
   };
-  load_tile<D, kBM, kThreads>(sq, a.q.data + a.q.offset(s.batch, s.q_start + t0, h) * 2,
-                              a.q.st * 2, rows);
+  load_tile_cm<D, kBM, kThreads>(sq, a.q.data + a.q.offset(s.batch, s.q_start + t0, h) * 2,
+                                 a.q.st * 2, rows);
   if (ntiles > 0) issue(0);
   cp_async_commit();
 
   // This lane's rows: 64 per warpgroup, 16 per warp (the warp's rank in its group: warp % 4).
   const int wrow = (warp >> 2) * 64 + (warp & 3) * 16;
+  // The warpgroup's 64 query rows start at core-matrix row group 8 (warp / 4): 16 D bytes a group.
+  const uint64_t qdesc = wgmma_desc(sq + (warp >> 2) * 128 * D, 128, 16 * D);
   const int tr = t0 + wrow + g;
   const int64_t nv0 = visible_keys(s, tr, a.causal), nv1 = visible_keys(s, tr + 8, a.causal);
-  uint32_t qf[D / 16][4];
   float o[D / 8][4];
 #pragma unroll
   for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
@@ -74,10 +76,6 @@ __global__ void __launch_bounds__(kThreads, 1) flash_forward_wgmma_kernel(const 
     __syncthreads();      // tile i is in, and both warpgroups are done with tile i - 1
     if (i + 1 < ntiles) issue(i + 1);
     cp_async_commit();
-    if (i == 0) {
-#pragma unroll
-      for (int ks = 0; ks < D / 16; ks++) ldmatrix_x4(qf[ks], frag_a<D>(sq, wrow, ks));
-    }
     const unsigned char* kt = skv + (i & 1) * 2 * kTileBytes;
     const unsigned char* vt = kt + kTileBytes;
 
@@ -86,7 +84,7 @@ __global__ void __launch_bounds__(kThreads, 1) flash_forward_wgmma_kernel(const 
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < D / 16; ks++)  // 16 dims = 2 core matrices along K: 256 bytes
-      wgmma_m64n64k16<kBF, false>(sf, qf[ks], kdesc + uint64_t(16 * ks), ks > 0);
+      wgmma_m64n64k16_ss<kBF>(sf, qdesc + uint64_t(16 * ks), kdesc + uint64_t(16 * ks), ks > 0);
     wgmma_commit();
     wgmma_wait_all();
     wgmma_hold(sf);
