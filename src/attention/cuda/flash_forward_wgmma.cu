@@ -30,8 +30,10 @@ constexpr int kThreads = 256;
 template <int D>
 constexpr size_t wg_fwd_smem() { return size_t(kBM + 4 * kBN) * 2 * D; }
 
+// Two blocks an SM at D = 64 (127 registers, no spills), so that one block's softmax overlaps
+// the other's MMAs; at D = 128 the cap of 128 registers would spill, so one.
 template <int D, int DT>
-__global__ void __launch_bounds__(kThreads, 1) flash_forward_wgmma_kernel(const FlashFwdArgs a) {
+__global__ void __launch_bounds__(kThreads, D == 64 ? 2 : 1) flash_forward_wgmma_kernel(const FlashFwdArgs a) {
 #if defined(TOPK_WGMMA)
   constexpr int kTileBytes = kBN * 2 * D;
   constexpr bool kBF = DT == kBF16;
