@@ -109,7 +109,7 @@ struct PrefillResult {
 
 // Causal prefill forward at B = 1, Hq = 32, Hkv = 8, D = 128, bf16 (the shape of issue 23's
 // targets): dense attention_forward, then top-k attention with ratio 0.01 and with k = 2048 on
-// the threshold and the gemm pipelines (TOPK_CUDA_TOPK_PATH), each beside the dense time.
+// the threshold, gemm and filtered pipelines (TOPK_CUDA_TOPK_PATH), each beside the dense time.
 template <class Want>
 void bench_prefill(const std::vector<int64_t>& lengths, int reps, const Want& want,
                    std::vector<PrefillResult>& out) {
@@ -123,7 +123,7 @@ void bench_prefill(const std::vector<int64_t>& lengths, int reps, const Want& wa
     const std::string tag = "_S" + std::to_string(S);
     bool any = want("prefill_dense" + tag);
     for (const auto& b : budgets)
-      for (const char* path : {"threshold", "gemm"})
+      for (const char* path : {"threshold", "gemm", "filtered"})
         any = any || want(std::string("prefill_topk_") + b.first + "_" + path + tag);
     if (!any) continue;
     Buffer q(DType::bf16, {1, S, Hq, D}, Device::cuda), k(DType::bf16, {1, S, Hkv, D}, Device::cuda),
@@ -142,7 +142,7 @@ void bench_prefill(const std::vector<int64_t>& lengths, int reps, const Want& wa
     if (want(dense.name)) out.push_back(dense);
     for (const auto& b : budgets) {
       Buffer idx(DType::i32, {1, S, Hq, select_capacity(b.second, S)}, Device::cuda);
-      for (const char* path : {"threshold", "gemm"}) {
+      for (const char* path : {"threshold", "gemm", "filtered"}) {
         PrefillResult r{std::string("prefill_topk_") + b.first + "_" + path + tag, path, b.first, S, 0,
                         2.0 * Hq * D * pairs, dense.us};
         if (!want(r.name)) continue;

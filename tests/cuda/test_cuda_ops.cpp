@@ -559,15 +559,17 @@ struct ForceStored {
 
 // Per-head selection runs through every pipeline; group sharing has no threshold path. The
 // gemm path's score products need q and k of one 16-bit dtype; with others it still runs its
-// chunks, over the score kernel's rows.
+// chunks, over the score kernel's rows. The filtered path takes 16-bit q and k of one dtype and
+// per-head selection (the gemm path runs the rest) and has its own selection.
 // The general and gemm paths run both selections over stored rows (a cluster per pair, a warp
 // per pair).
 void check_topk(const Shape& sh, const SelectOpts& sel, uint64_t seed) {
   Inputs in(sh, seed);
-  for (const char* path : {"general", "gemm", "threshold"}) {
+  for (const char* path : {"general", "gemm", "threshold", "filtered"}) {
     if (sel.share_group && !std::strcmp(path, "threshold")) return;
     for (const char* stored : {"clusters", "warps"}) {
-      if (!std::strcmp(path, "threshold") && !std::strcmp(stored, "warps")) continue;
+      const bool own_select = !std::strcmp(path, "threshold") || !std::strcmp(path, "filtered");
+      if (own_select && !std::strcmp(stored, "warps")) continue;
       SCOPED_TRACE(testing::Message() << path << " " << stored);
       ForcePath force(path);
       ForceStored by(stored);
@@ -692,7 +694,7 @@ TEST(CudaTopk, TiesAcrossSlices) {
     fw.sink = 5;
     fw.window = 100;
     for (const SelectOpts& o : {sel, fw})
-      for (const char* path : {"general", "gemm", "threshold"}) {
+      for (const char* path : {"general", "gemm", "threshold", "filtered"}) {
         SCOPED_TRACE(testing::Message() << "S=" << S << " " << path << " k=" << o.k);
         ForcePath force(path);
         check_topk_inputs(in, o, true);

@@ -320,7 +320,7 @@ TEST(CudaTopkPrefill, PackedWithinBudget) {
   ScopedEnv budget("TOPK_CUDA_WORKSPACE_BUDGET", std::to_string(cuda::kWorkspaceBudget));
   SelectOpts sel;
   sel.k = 64;
-  for (const char* path : {"threshold", "general", "gemm"}) {
+  for (const char* path : {"threshold", "general", "gemm", "filtered"}) {
     SCOPED_TRACE(path);
     ForcePath force(path);
     cuda::workspace_release();
@@ -342,7 +342,7 @@ TEST(CudaTopkPrefill, GroupsAndRangesUnderSmallBudget) {
   ScopedEnv budget("TOPK_CUDA_WORKSPACE_BUDGET", std::to_string(256 << 10));
   SelectOpts sel;
   sel.k = 16;
-  for (const char* path : {"threshold", "general", "gemm"}) {
+  for (const char* path : {"threshold", "general", "gemm", "filtered"}) {
     SCOPED_TRACE(path);
     ForcePath force(path);
     check_topk_prefill(l, 8, 2, 64, DType::bf16, sel, 2400);
@@ -395,6 +395,112 @@ TEST(CudaTopkPrefill, GemmScores) {
   ScopedEnv budget("TOPK_CUDA_WORKSPACE_BUDGET", std::to_string(96 << 10));
   check_topk_prefill(pk, 8, 2, 64, DType::bf16, cnt, 2507);
   check_topk_prefill(rag, 8, 2, 128, DType::f16, shared, 2508);
+}
+
+// The filtered path (a sample pass for thresholds, a tensor-core score pass that keeps only the
+// keys at or above them, the warp select over those candidates; no score rows): both 16-bit
+// dtypes, D = 64, 128 and 256, G = 1, 4 and 8, every per-head budget form, packed and ragged
+// layouts, rows long enough to be sampled (more competing keys than a candidate list holds),
+// a budget that cuts the call into many chunks, and keys of two distinct rows, whose ties at the
+// threshold overflow the lists (those rows are selected from scores computed again). Every
+// listed row against the reference.
+TEST(CudaTopkPrefill, FilteredPath) {
+  NEED_GPU();
+  ForcePath force("filtered");
+  SelectOpts cnt;
+  cnt.k = 40;
+  SelectOpts ratio;
+  ratio.ratio = 0.05;
+  ratio.min_k = 20;
+  SelectOpts forced;
+  forced.k = 24;
+  forced.sink = 4;
+  forced.window = 16;
+  Layout one = batched(1, 300, 300);
+  check_topk_prefill(one, 8, 2, 64, DType::bf16, cnt, 2700);
+  check_topk_prefill(one, 4, 4, 128, DType::f16, ratio, 2701);
+  check_topk_prefill(one, 8, 1, 256, DType::bf16, forced, 2702);
+  Layout pk = batched(1, 331, 351);
+  pk.cu_q = {0, 130, 130, 200, 331};
+  pk.cu_k = {0, 130, 150, 220, 351};
+  check_topk_prefill(pk, 16, 2, 64, DType::bf16, ratio, 2703);
+  Layout rag = batched(3, 100, 260);
+  rag.seqlens_q = {100, 7, 0};
+  rag.seqlens_k = {260, 90, 5};
+  check_topk_prefill(rag, 8, 2, 64, DType::bf16, forced, 2704);
+  // Sampled rows: up to 2999 competing keys against lists of 768 (1024 for the budget of 300).
+  Layout lng = batched(1, 3000, 3000);
+  const std::vector<int64_t> some = {0, 1, 767, 768, 800, 1000, 1500, 2047, 2048, 2500, 2999};
+  check_topk_prefill(lng, 8, 2, 128, DType::bf16, cnt, 2705, some);
+  SelectOpts big;
+  big.k = 300;
+  big.sink = 2;
+  big.window = 8;
+  check_topk_prefill(lng, 4, 2, 64, DType::f16, big, 2706, some);
+  ScopedEnv budget("TOPK_CUDA_WORKSPACE_BUDGET", std::to_string(96 << 10));
+  check_topk_prefill(pk, 8, 2, 64, DType::bf16, cnt, 2707);
+  check_topk_prefill(lng, 8, 2, 64, DType::bf16, ratio, 2708, some);
+}
+
+// Ties at the threshold: every key is one of two distinct rows, so a row's keys at or above its
+// threshold are about half of it, past the candidate list; those rows are selected from scores
+// computed again, ties to the lowest indices.
+TEST(CudaTopkPrefill, FilteredTies) {
+  NEED_GPU();
+  ForcePath force("filtered");
+  Layout l = batched(1, 2000, 2000);
+  const int Hq = 4, Hkv = 2, D = 64;
+  Qkv in(l, Hq, Hkv, D, DType::bf16, DType::bf16, 2750);
+  uint16_t* k = in.k.host.ptr<uint16_t>();
+  const int64_t row = Hkv * D;
+  for (int64_t j = 2; j < l.S; j++)
+    for (int64_t e = 0; e < row; e++) k[j * row + e] = k[(j % 2) * row + e];
+  in.k.upload();
+  SelectOpts sel;
+  sel.k = 50;
+  const int64_t K = select_capacity(sel, l.S);
+  Pair o(DType::f32, {l.B, l.T, Hq, D}), lse(DType::f32, {l.B, l.T, Hq}), idx(DType::i32, {l.B, l.T, Hq, K});
+  topk_attention_forward(in.q.dev, in.k.dev, in.v.dev, l.seqs(), opts(true, Backend::automatic), sel, o.dev, lse.dev, idx.dev);
+  const std::vector<float> ig = idx.download();
+  // Row t's keys 0..t are two values repeated, each at least 50 times: the 50 chosen are the
+  // lowest indices of the larger one. Rows 299 and 999 keep their tied keys as candidates
+  // (all of them, or the half at the sampled threshold); row 1999's half overflows the list.
+  for (int64_t t : {int64_t(299), int64_t(999), int64_t(1999)})
+    for (int64_t h = 0; h < Hq; h++) {
+      const int64_t base = (t * Hq + h) * K;
+      std::vector<int32_t> got;
+      for (int64_t i = 0; i < K; i++) got.push_back(int32_t(ig[size_t(base + i)]));
+      for (size_t i = 1; i < got.size(); i++) ASSERT_LT(got[i - 1], got[i]) << "row " << t << " head " << h;
+      // The same parity everywhere (one of the two key rows wins), lowest indices first.
+      const int32_t first = got[0];
+      ASSERT_LE(first, 1) << "row " << t << " head " << h;
+      for (size_t i = 0; i < got.size(); i++) EXPECT_EQ(got[i], first + 2 * int32_t(i)) << "row " << t << " head " << h;
+    }
+}
+
+// The filtered path gives the same bits on every run.
+TEST(CudaTopkPrefill, FilteredDeterministic) {
+  NEED_GPU();
+  ForcePath force("filtered");
+  Layout l = batched(2, 1500, 1500);
+  const int Hq = 8, Hkv = 2, D = 128;
+  Qkv in(l, Hq, Hkv, D, DType::bf16, DType::bf16, 2760);
+  SelectOpts sel;
+  sel.ratio = 0.05;
+  const int64_t K = select_capacity(sel, l.S);
+  Pair o(DType::bf16, {l.B, l.T, Hq, D}), lse(DType::f32, {l.B, l.T, Hq}), idx(DType::i32, {l.B, l.T, Hq, K});
+  std::vector<unsigned char> first[3];
+  for (int rep = 0; rep < 2; rep++) {
+    poison(o.dev);
+    poison(lse.dev);
+    poison(idx.dev);
+    topk_attention_forward(in.q.dev, in.k.dev, in.v.dev, l.seqs(), opts(true, Backend::automatic), sel, o.dev, lse.dev, idx.dev);
+    const std::vector<unsigned char> got[3] = {o.bytes(), lse.bytes(), idx.bytes()};
+    for (int i = 0; i < 3; i++) {
+      if (rep == 0) first[i] = got[i];
+      else EXPECT_TRUE(first[i] == got[i]) << "output " << i << " differs between two runs";
+    }
+  }
 }
 
 // The gemm path gives the same bits on every run (cuBLAS on one stream and workspace, and

@@ -98,7 +98,7 @@ enum : int {
 // re-sent only when its bytes change, so that a training step's layers pay no copy (a copy
 // from pageable memory waits for the stream).
 const void* upload_table(int slot, const void* host, size_t bytes);
-enum : int { kTabFlashQ = 0, kTabFlashK, kTabIndexer, kTabCount };
+enum : int { kTabFlashQ = 0, kTabFlashK, kTabIndexer, kTabTopkTiles, kTabCount };
 
 int num_sms();
 // Whether the GPU runs the warpgroup-MMA kernels: they exist as sm_90a machine code only, so

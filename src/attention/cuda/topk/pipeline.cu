@@ -10,6 +10,10 @@
 //   gemm path (prefill and training): the general path's selection and attention over score
 //     rows that cuBLAS computes as matrix products on tensor cores (topk/gemm_scores.cu), in chunks
 //     of rows whose score rows span only the chunk's longest visible row.
+//   filtered path (prefill and training, per-head selection of 16-bit q and k): no score rows;
+//     query tiles score a 16th of their keys for thresholds, then every key on tensor cores,
+//     keeping the keys at or above the threshold as candidates, and the warp select chooses
+//     among those and attends (topk/tile_filter.cu).
 // Both other pipelines score each query row on its own: in a prefill of T rows that reads
 // about T x S x D per head, on CUDA cores or one row's tiles at a time. So calls with many
 // query rows per sequence (kGemmRows on average) and 16-bit q and k of one dtype take the
@@ -18,8 +22,9 @@
 // select-and-attend leaves most SMs idle and the general path is faster; over long rows the
 // general path's full score rows cost more (H100, one row, Hq = 32, general vs threshold
 // path: S = 32K 66 vs 85 us, and S = 128K 176 vs 149 us with the older general sequence;
-// docs/benchmarks.md). TOPK_CUDA_TOPK_PATH=threshold, =general or =gemm forces one (the tests
-// run all three; gemm with other dtypes scores its chunks with the score kernel).
+// docs/benchmarks.md). TOPK_CUDA_TOPK_PATH=threshold, =general, =gemm or =filtered forces one
+// (the tests run all four; gemm with other dtypes scores its chunks with the score kernel, and
+// filtered falls back to gemm where it does not apply).
 // Memory: rows go in ranges whose row-sized buffers (score rows, candidates, selected scores)
 // stay under workspace_budget() (256 MiB; the gemm path's score rows score_rows_budget(), up to
 // 2 GiB by the device's memory). When a prefill does not fit whole and its sequences
@@ -33,6 +38,7 @@
 
 #include "attention/cuda/common.cuh"
 #include "attention/cuda/launch.h"
+#include "attention/cuda/flash.cuh"
 #include "attention/cuda/topk/threshold.h"
 
 namespace topk::cuda {
@@ -59,6 +65,65 @@ void threshold_path(const AttnParams& p, const SeqTable& st, const SelectOpts& s
   }
 }
 
+bool filtered_fits(const AttnParams& p, bool shared, int64_t K) {
+  return !shared && select_attend_warps_fits(K) && tile_filter_fits(p);
+}
+
+// The filtered path (prefill and training; topk/tile_filter.cu): query tiles of 128 rows, in
+// chunks of consecutive tiles whose per-row buffers (candidate lists, sampled scores) fit the
+// score-row budget, each chunk's tiles longest first. Per chunk: the sample pass and its
+// thresholds, the filtering score pass, then the warp select over the candidates. Nothing of
+// size rows x keys is written: a row's buffers hold cap candidates and a 16th of Smax scores.
+void filtered_path(const AttnParams& p, const SeqTable& st, const SelectOpts& sel,
+                   int32_t* indices, int64_t K) {
+  constexpr int kTileRows = 128;  // tile_filter.cu's query tile
+  const int64_t cap = warp_select_cap(K);
+  const int64_t pitch = (tile_sample_count(p.Smax) + 3) / 4 * 4;
+  const int64_t per_row = int64_t(p.Hq) * (cap * 8 + pitch * 4 + 8);
+  const int64_t budget = int64_t(score_rows_budget());
+  struct Chunk {
+    size_t t0, t1;
+    int64_t r0, rows;
+  };
+  std::vector<FlashTile> tiles;
+  std::vector<int64_t> work;
+  std::vector<Chunk> chunks;
+  int64_t base = 0;  // compact row of sequence i's first query
+  for (int i = 0; i < p.nseq; base += p.seqs[i].T, i++) {
+    const SeqDesc& s = p.seqs[i];
+    for (int64_t t0 = 0; t0 < s.T; t0 += kTileRows) {
+      const int64_t rows = std::min<int64_t>(kTileRows, s.T - t0);
+      if (chunks.empty() || (chunks.back().rows + rows) * per_row > budget)
+        chunks.push_back({tiles.size(), tiles.size(), base + t0, 0});
+      tiles.push_back({int32_t(i), int32_t(t0)});
+      work.push_back(p.visible(s, t0 + rows - 1));
+      chunks.back().t1 = tiles.size();
+      chunks.back().rows += rows;
+    }
+  }
+  for (const Chunk& c : chunks) {
+    std::vector<size_t> order(c.t1 - c.t0);
+    for (size_t i = 0; i < order.size(); i++) order[i] = c.t0 + i;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return work[a] > work[b]; });
+    std::vector<FlashTile> sorted(order.size());
+    for (size_t i = 0; i < order.size(); i++) sorted[i] = tiles[order[i]];
+    std::copy(sorted.begin(), sorted.end(), tiles.begin() + std::ptrdiff_t(c.t0));
+  }
+  const FlashTile* dtiles = static_cast<const FlashTile*>(
+      upload_table(kTabTopkTiles, tiles.data(), tiles.size() * sizeof(FlashTile)));
+  for (const Chunk& c : chunks) {
+    const int64_t pairs = c.rows * p.Hq;
+    uint32_t* cand = static_cast<uint32_t*>(workspace(kWsScores, size_t(pairs) * size_t(cap * 8 + pitch * 4)));
+    float* samp = reinterpret_cast<float*>(cand + pairs * cap * 2);
+    uint32_t* tau = static_cast<uint32_t*>(workspace(kWsThr, size_t(pairs) * 8));
+    int* cnt = reinterpret_cast<int*>(tau + pairs);
+    const int64_t nt = int64_t(c.t1 - c.t0);
+    launch_tile_sample(p, st, dtiles + c.t0, nt, c.r0, sel, cap, samp, pitch, tau);
+    launch_tile_filter(p, st, dtiles + c.t0, nt, c.r0, sel, tau, cand, cnt, cap);
+    launch_select_attend_cands(p, st, c.r0, c.r0 + c.rows, sel, cand, cnt, cap, indices, K);
+  }
+}
+
 // Rows at least this long take the threshold path whatever their number (measured at 32K and
 // 128K keys; the crossing lies between).
 constexpr int64_t kThresholdLongRow = 65536;
@@ -67,16 +132,19 @@ constexpr int64_t kThresholdLongRow = 65536;
 // rows are matrix products: a product over fewer rows reads K for little work.
 constexpr int64_t kGemmRows = 64;
 
-enum class Path { threshold, general, gemm };
+enum class Path { threshold, general, gemm, filtered };
 
-Path pick_path(const AttnParams& p, const SeqTable& st, bool shared) {
+Path pick_path(const AttnParams& p, const SeqTable& st, bool shared, int64_t K) {
   const char* e = std::getenv("TOPK_CUDA_TOPK_PATH");
   if (e && *e) {
     // Group sharing has no threshold path.
     if (!std::strcmp(e, "threshold")) return shared ? Path::general : Path::threshold;
     if (!std::strcmp(e, "general")) return Path::general;
     if (!std::strcmp(e, "gemm")) return Path::gemm;
-    throw Error(detail::format_error("TOPK_CUDA_TOPK_PATH=%s: expected threshold, general or gemm", e));
+    // The filtered path takes per-head selection of 16-bit q and k and warp-sized budgets; the
+    // gemm path runs the rest.
+    if (!std::strcmp(e, "filtered")) return filtered_fits(p, shared, K) ? Path::filtered : Path::gemm;
+    throw Error(detail::format_error("TOPK_CUDA_TOPK_PATH=%s: expected threshold, general, gemm or filtered", e));
   }
   int64_t seqs = 0;
   for (int i = 0; i < p.nseq; i++) seqs += p.seqs[i].T > 0;
@@ -164,13 +232,17 @@ void run_topk(const AttnParams& p, const SelectOpts& sel, int32_t* indices, int6
   SeqTable st = upload_seqs(p);
   if (st.rows == 0) return;
   const bool shared = sel.share_group && p.group() > 1;
-  const Path path = pick_path(p, st, shared);
+  const Path path = pick_path(p, st, shared, K);
   if (path == Path::threshold) {
     threshold_path(p, st, sel, indices, K);
     return;
   }
   if (path == Path::gemm) {
     gemm_path(p, st, sel, shared, indices, K);
+    return;
+  }
+  if (path == Path::filtered) {
+    filtered_path(p, st, sel, indices, K);
     return;
   }
   const int64_t per_row = int64_t(p.Hq) * p.Smax * 4;

@@ -16,6 +16,13 @@ struct StoredRowsArgs {
   DRows v;
   SelectOpts sel;
   const float* scores;  // compact [r1 - r0, Hq, Smax]
+  // The warp select's candidate mode (topk/tile_filter.cu): per pair, ccap slots of (score
+  // bits, key index) and the count; q and k to score forced keys and undecided rows.
+  const uint2* cand = nullptr;
+  const int* cnt = nullptr;
+  int64_t ccap = 0;
+  DRows q, k;
+  float scale = 1.f;
   int32_t* out;
   DOut dst;
 };

@@ -23,6 +23,7 @@
 #include "attention/cuda/memory.cuh"
 #include "attention/cuda/reduce.cuh"
 #include "attention/cuda/topk/stored_rows.cuh"
+#include "attention/cuda/topk/warp_kth.cuh"
 
 namespace topk::cuda {
 
@@ -43,68 +44,6 @@ struct WarpCap {
 };
 constexpr int kWCapLarge = 1536, kWCapMid = 1024, kWCapSmall = 768;
 constexpr int kWarpMaxK = WarpCap<kWCapLarge>::kMaxK;  // the largest budget this kernel takes
-constexpr unsigned kFull = 0xffffffffu;
-
-
-// The need-th largest key (1 <= need <= count) of get(0 .. count) as T, and how many of the
-// keys equal to T are taken (the lowest positions first): `digits` digits of 8 bits from the
-// top (4: exact; fewer: T is the lower edge of the bin holding that key), each a histogram in
-// hist (256 ints of this warp) and a scan across the warp.
-template <class Get>
-__device__ void warp_kth(Get&& get, int count, int need, int digits, int* hist, uint32_t& T,
-                         int& need_eq) {
-  const int lane = threadIdx.x & 31;
-  uint32_t prefix = 0;
-  for (int shift = 24; shift >= 32 - 8 * digits; shift -= 8) {
-    for (int b = lane; b < 256; b += 32) hist[b] = 0;
-    __syncwarp();
-    const uint32_t high = shift == 24 ? 0u : ~0u << (shift + 8);
-    // Lanes with the same digit add once (the first digits of a row's keys are mostly one).
-    for (int i0 = 0; i0 < count; i0 += 32) {
-      const int i = i0 + lane;
-      const uint32_t k = i < count ? get(i) : 0u;
-      const int d = i < count && (k & high) == prefix ? int(k >> shift) & 255 : 256;
-      const unsigned peers = __match_any_sync(kFull, d);
-      if (d < 256 && (peers & ((1u << lane) - 1u)) == 0) atomicAdd(&hist[d], __popc(peers));
-    }
-    __syncwarp();
-    // Lane l holds bins 255 - 8l down to 248 - 8l: the scan runs from the top key down.
-    int c[8], sum = 0;
-#pragma unroll
-    for (int j = 0; j < 8; j++) {
-      c[j] = hist[255 - 8 * lane - j];
-      sum += c[j];
-    }
-    int incl = sum;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int y = __shfl_up_sync(kFull, incl, o);
-      if (lane >= o) incl += y;
-    }
-    const int src = __ffs(__ballot_sync(kFull, incl >= need)) - 1;
-    int digit = 0, above = 0;
-    if (lane == src) {
-      int run = incl - sum;
-      bool found = false;
-#pragma unroll
-      for (int j = 0; j < 8; j++) {
-        if (!found && run + c[j] >= need) {
-          digit = 255 - 8 * lane - j;
-          above = run;
-          found = true;
-        }
-        run += c[j];
-      }
-    }
-    digit = __shfl_sync(kFull, digit, src);
-    above = __shfl_sync(kFull, above, src);
-    need -= above;
-    prefix |= uint32_t(digit) << shift;
-    __syncwarp();  // every lane has read hist before the next digit clears it
-  }
-  T = prefix;
-  need_eq = need;
-}
 
 // One step of an ordered pass: each lane holds up to 4 consecutive keys (valid: mask of the
 // ones in range), kept when above T or equal to T within the quota eq_left (lowest positions
@@ -259,7 +198,65 @@ __device__ int filter_above(const float* row, int lo, int hi, uint32_t tau, int 
   return n;
 }
 
-template <int D, int kWCap>
+// The ckey/cidx[0 .. kept) entries (in index order) reduced in place to the exact top `take`
+// of them, still in index order: keys above the take-th largest T, and of those equal to T the
+// lowest indices.
+__device__ __forceinline__ void keep_top(uint32_t* ckey, int32_t* cidx, int kept, int take, int* hist) {
+  const int lane = threadIdx.x & 31;
+  uint32_t T;
+  int need_eq;
+  warp_kth([&](int i) { return ckey[i]; }, kept, take, 4, hist, T, need_eq);
+  // In-place compaction: a kept entry moves to a place at or before its own, and each
+  // step reads its entries before any lane writes.
+  int out = 0, eq_left = need_eq;
+  for (int b0 = 0; b0 < kept; b0 += 128) {
+    uint32_t key[4];
+    int32_t idx[4];
+    unsigned valid = 0;
+#pragma unroll
+    for (int j = 0; j < 4; j++) {
+      const int i = b0 + lane * 4 + j;
+      valid |= unsigned(i < kept) << j;
+      key[j] = i < kept ? ckey[i] : 0u;
+      idx[j] = i < kept ? cidx[i] : 0;
+    }
+    int place, total;
+    const unsigned keep = keep_step(key, valid, T, eq_left, place, total);
+    __syncwarp();
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+      if (keep >> j & 1) {
+        ckey[out + place] = key[j];
+        cidx[out + place] = idx[j];
+        place++;
+      }
+    out += total;
+    __syncwarp();
+  }
+}
+
+// scale * q.k of a 16-bit query row and key row (element offsets, 16-byte aligned), summed in a
+// fixed order: the candidate mode's scores of forced keys and of rows its candidates do not
+// decide.
+template <int D>
+__device__ float qk_score(const DRows& q, int64_t qoff, const DRows& k, int64_t koff, float scale) {
+  float d = 0.f;
+#pragma unroll 4
+  for (int c = 0; c < D / 8; c++) {
+    float x[8], y[8];
+    cvt8(*reinterpret_cast<const uint4*>(q.data + (qoff + 8 * c) * 2), q.dt, x);
+    cvt8(ldg16(k.data + (koff + 8 * c) * 2), k.dt, y);
+#pragma unroll
+    for (int e = 0; e < 8; e++) d = fmaf(x[e], y[e], d);
+  }
+  return d * scale;
+}
+
+// CAND: the competing keys come as candidate lists (a.cand: the keys of each (row, head) at or
+// above its sampled threshold, in index order, a.cnt of them; topk/tile_filter.cu) instead of a
+// stored score row. A list of at least `take` keys and at most kWCap holds the row's top keys;
+// any other row, and the forced keys, are scored here.
+template <int D, int kWCap, bool CAND>
 __global__ void __launch_bounds__(kWarps * 32, WarpCap<kWCap>::kMinBlocks)
     select_attend_warps_kernel(const StoredRowsArgs a) {
   constexpr int TPR = D / 8, SLOTS = 32 / TPR;  // threads per V row (8 elements each), rows at once
@@ -281,11 +278,55 @@ __global__ void __launch_bounds__(kWarps * 32, WarpCap<kWCap>::kMinBlocks)
   const RowSel rs = row_sel(a.sel.k, a.sel.ratio, a.sel.min_k, a.sel.sink, a.sel.window, n);
   const int lo = int(rs.lo), hi = int(rs.hi), take = int(rs.take), m = int(rs.m);
   const int nsel = int(rs.forced) + take;
-  const float* srow = a.scores + (rr * a.Hq + h) * a.Smax;
+  const float* srow = CAND ? nullptr : a.scores + (rr * a.Hq + h) * a.Smax;
   int32_t* orow = a.out + (qrow * a.Hq + h) * a.K;
+  const int64_t qoff = CAND ? a.q.offset(s.batch, s.q_start + t, h) : 0;
+  const int64_t kbase = CAND ? a.k.offset(s.batch, s.k_start, kvh) : 0;
+  auto score_at = [&](int j) {
+    if constexpr (CAND) return qk_score<D>(a.q, qoff, a.k, kbase + int64_t(j) * a.k.st, a.scale);
+    else return srow[j];
+  };
 
   // The chosen competing keys into ckey/cidx[0 .. take), in index order.
-  if (take > 0 && take < m) {
+  if (CAND && take > 0) {
+    const int kept = a.cnt[pair];
+    if (kept >= take && kept <= kWCap) {
+      const uint2* list = a.cand + pair * a.ccap;
+      for (int i = lane; i < kept; i += 32) {
+        const uint2 e = list[i];
+        ckey[i] = order_key(__uint_as_float(e.x));
+        cidx[i] = int32_t(e.y);
+      }
+      __syncwarp();
+      if (kept > take) keep_top(ckey, cidx, kept, take, hist);
+    } else {
+      // The threshold misled: select over the row, scored here (slow, rare).
+      uint32_t T;
+      int need_eq;
+      warp_kth([&](int i) { return order_key(score_at(lo + i)); }, m, take, 4, hist, T, need_eq);
+      int out = 0;
+      for (int b0 = lo; b0 < hi; b0 += 128) {
+        uint32_t key[4];
+        unsigned valid = 0;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+          const int i = b0 + lane * 4 + j;
+          valid |= unsigned(i < hi) << j;
+          key[j] = i < hi ? order_key(score_at(i)) : 0u;
+        }
+        int place, total;
+        const unsigned keep = keep_step(key, valid, T, need_eq, place, total);
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+          if (keep >> j & 1) {
+            ckey[out + place] = key[j];
+            cidx[out + place] = b0 + lane * 4 + j;
+            place++;
+          }
+        out += total;
+      }
+    }
+  } else if (!CAND && take > 0 && take < m) {
     uint32_t tau = 0;  // keep every key: the row fits whole
     if (m > kWCap) {
       // Groups of 8 keys (one 32-byte sector) evenly spread over [lo, hi): a 16th of the row,
@@ -318,43 +359,16 @@ __global__ void __launch_bounds__(kWarps * 32, WarpCap<kWCap>::kMinBlocks)
       }
     }
     int kept = filter_above(srow, lo, hi, tau, kWCap, ckey, cidx);
-    uint32_t T;
-    int need_eq;
     if (kept >= take && kept <= kWCap) {
-      warp_kth([&](int i) { return ckey[i]; }, kept, take, 4, hist, T, need_eq);
-      // In-place compaction: a kept entry moves to a place at or before its own, and each
-      // step reads its entries before any lane writes.
-      int out = 0, eq_left = need_eq;
-      for (int b0 = 0; b0 < kept; b0 += 128) {
-        uint32_t key[4];
-        int32_t idx[4];
-        unsigned valid = 0;
-#pragma unroll
-        for (int j = 0; j < 4; j++) {
-          const int i = b0 + lane * 4 + j;
-          valid |= unsigned(i < kept) << j;
-          key[j] = i < kept ? ckey[i] : 0u;
-          idx[j] = i < kept ? cidx[i] : 0;
-        }
-        int place, total;
-        const unsigned keep = keep_step(key, valid, T, eq_left, place, total);
-        __syncwarp();
-#pragma unroll
-        for (int j = 0; j < 4; j++)
-          if (keep >> j & 1) {
-            ckey[out + place] = key[j];
-            cidx[out + place] = idx[j];
-            place++;
-          }
-        out += total;
-        __syncwarp();
-      }
+      keep_top(ckey, cidx, kept, take, hist);
     } else {
       // The sample misled: select over the row itself.
+      uint32_t T;
+      int need_eq;
       warp_kth([&](int i) { return order_key(srow[lo + i]); }, m, take, 4, hist, T, need_eq);
       filter_row(srow, lo, hi, T, need_eq, kWCap, ckey, cidx);
     }
-  } else if (take == m) {
+  } else if (!CAND && take == m) {
     for (int i = lane; i < m; i += 32) {
       ckey[i] = order_key(srow[lo + i]);
       cidx[i] = lo + i;
@@ -372,7 +386,7 @@ __global__ void __launch_bounds__(kWarps * 32, WarpCap<kWCap>::kMinBlocks)
   for (int p = lane; p < nsel; p += 32) {
     const bool chosen = p >= lo && p < lo + take;
     const int i = p < lo ? p : chosen ? cidx[p - lo] : hi + (p - lo - take);
-    const uint32_t k = chosen ? ckey[p - lo] : order_key(srow[i]);
+    const uint32_t k = chosen ? ckey[p - lo] : order_key(score_at(i));
     sidx[p] = i;
     sw[p] = key_score(k);
     orow[p] = i;
@@ -417,11 +431,25 @@ __global__ void __launch_bounds__(kWarps * 32, WarpCap<kWCap>::kMinBlocks)
   if (lane == 0) a.dst.lse[qrow * a.Hq + h] = empty ? INFINITY : M + logf(L);
 }
 
-template <int D, int CAP>
+template <int D, int CAP, bool CAND>
 void launch_cap(const StoredRowsArgs& a, int64_t blocks) {
-  allow_smem(select_attend_warps_kernel<D, CAP>, WarpCap<CAP>::kSmem);
-  launch_ex(select_attend_warps_kernel<D, CAP>, blocks, kWarps * 32, WarpCap<CAP>::kSmem, 0, true, a);
+  allow_smem(select_attend_warps_kernel<D, CAP, CAND>, WarpCap<CAP>::kSmem);
+  launch_ex(select_attend_warps_kernel<D, CAP, CAND>, blocks, kWarps * 32, WarpCap<CAP>::kSmem, 0, true, a);
 }
+
+template <bool CAND>
+void launch_caps(const StoredRowsArgs& a, int D, int cap) {
+  const int64_t blocks = (a.pairs + kWarps - 1) / kWarps;
+  TOPK_CHECK(blocks < (int64_t(1) << 31), "topk_attention_forward: too many rows for one launch");
+  TOPK_CUDA_HEAD_DIM_SWITCH(D, "topk_attention_forward",
+      if (cap == kWCapSmall) launch_cap<kD, kWCapSmall, CAND>(a, blocks);
+      else if (cap == kWCapMid) launch_cap<kD, kWCapMid, CAND>(a, blocks);
+      else launch_cap<kD, kWCapLarge, CAND>(a, blocks));
+}
+
+}  // namespace
+
+bool select_attend_warps_fits(int64_t K) { return K <= kWarpMaxK; }
 
 // The candidate capacity of a launch: the smallest of 768, 1024 and 1536 whose budgets include
 // K. On the H200 the smaller ones' extra warps (24 an SM against 8) outweigh their extra
@@ -429,7 +457,7 @@ void launch_cap(const StoredRowsArgs& a, int64_t blocks) {
 // instead of 1536; 1024 takes the budgets of 257 to 341 keys (S = 32K at rho = 1%: K = 328).
 // TOPK_CUDA_WARP_CAP=768|1024|1536 forces one where K fits it, else the smallest that fits (to
 // measure the rule again).
-int warp_cap(int64_t K) {
+int warp_select_cap(int64_t K) {
   const int fits = K <= WarpCap<kWCapSmall>::kMaxK ? kWCapSmall
                    : K <= WarpCap<kWCapMid>::kMaxK ? kWCapMid : kWCapLarge;
   const char* e = std::getenv("TOPK_CUDA_WARP_CAP");
@@ -440,24 +468,29 @@ int warp_cap(int64_t K) {
   return cap > fits ? cap : fits;
 }
 
-}  // namespace
-
-bool select_attend_warps_fits(int64_t K) { return K <= kWarpMaxK; }
-
 void launch_select_attend_warps(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
                                 const SelectOpts& sel, const float* scores, int32_t* indices,
                                 int64_t K) {
   if (r1 <= r0) return;
   TOPK_CHECK(select_attend_warps_fits(K) && p.Smax < (int64_t(1) << 30),
              "topk_attention_forward: budget or rows too large for the warp select");
-  const StoredRowsArgs a = stored_rows_args(p, st, r0, r1, sel, scores, indices, K);
-  const int64_t blocks = (a.pairs + kWarps - 1) / kWarps;
-  TOPK_CHECK(blocks < (int64_t(1) << 31), "topk_attention_forward: too many rows for one launch");
-  const int cap = warp_cap(K);
-  TOPK_CUDA_HEAD_DIM_SWITCH(p.D, "topk_attention_forward",
-      if (cap == kWCapSmall) launch_cap<kD, kWCapSmall>(a, blocks);
-      else if (cap == kWCapMid) launch_cap<kD, kWCapMid>(a, blocks);
-      else launch_cap<kD, kWCapLarge>(a, blocks));
+  launch_caps<false>(stored_rows_args(p, st, r0, r1, sel, scores, indices, K), p.D, warp_select_cap(K));
+}
+
+void launch_select_attend_cands(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                                const SelectOpts& sel, const uint32_t* cand, const int* cnt,
+                                int64_t cap, int32_t* indices, int64_t K) {
+  if (r1 <= r0) return;
+  TOPK_CHECK(select_attend_warps_fits(K) && cap == warp_select_cap(K) && p.Smax < (int64_t(1) << 30),
+             "topk_attention_forward: budget or rows too large for the warp select");
+  StoredRowsArgs a = stored_rows_args(p, st, r0, r1, sel, nullptr, indices, K);
+  a.cand = reinterpret_cast<const uint2*>(cand);
+  a.cnt = cnt;
+  a.ccap = cap;
+  a.q = drows(p.q);
+  a.k = drows(p.k);
+  a.scale = p.scale;
+  launch_caps<true>(a, p.D, int(cap));
 }
 
 }  // namespace topk::cuda
