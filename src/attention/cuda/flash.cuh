@@ -134,6 +134,21 @@ __device__ __forceinline__ const unsigned char* frag_b(const unsigned char* tile
   return tile + row * (2 * D) + swizzled_chunk(row, 2 * cp + ((l >> 3) & 1)) * 16;
 }
 
+// One k-step of S += A B^T over the NK rows of a swizzled tile as the n index (K in Q K^T): the
+// A fragment a (16 rows, chunks 2 ks and 2 ks + 1) times those chunks of the tile's rows, into
+// NK / 8 m16n8 accumulators.
+template <int D, int DT, int NK>
+__device__ __forceinline__ void mma_rows_kstep(float (&acc)[NK / 8][4], const uint32_t (&a)[4],
+                                               const unsigned char* tile, int ks) {
+#pragma unroll
+  for (int np = 0; np < NK / 16; np++) {
+    uint32_t b[4];
+    ldmatrix_x4(b, frag_b<D>(tile, np * 16, ks));
+    mma16<DT>(acc[2 * np], a, b[0], b[1]);
+    mma16<DT>(acc[2 * np + 1], a, b[2], b[3]);
+  }
+}
+
 // Whether the flash kernels (D 64 and 128) run on warpgroup MMAs: where the GPU has them,
 // unless TOPK_CUDA_FLASH_PATH=mma forces the mma.sync kernels.
 inline bool flash_use_wgmma(int D) {

@@ -87,14 +87,7 @@ __global__ void __launch_bounds__(kThreads, 1) flash_forward_kernel(const FlashF
 #pragma unroll
     for (int ks = 0; ks < D / 16; ks++) {
       if constexpr (!kQRegs) ldmatrix_x4(qf[0], frag_a<D>(sq, warp * 16, ks));
-      const uint32_t(&qa)[4] = qf[kQRegs ? ks : 0];
-#pragma unroll
-      for (int np = 0; np < kBN / 16; np++) {
-        uint32_t b[4];
-        ldmatrix_x4(b, frag_b<D>(kt, np * 16, ks));
-        mma16<DT>(sc[2 * np], qa, b[0], b[1]);
-        mma16<DT>(sc[2 * np + 1], qa, b[2], b[3]);
-      }
+      mma_rows_kstep<D, DT, kBN>(sc, qf[kQRegs ? ks : 0], kt, ks);
     }
     // Online softmax; the four lanes of a row (same g) hold its 64 scores.
     const int64_t j0 = int64_t(i) * kBN;

@@ -148,14 +148,7 @@ __global__ void __launch_bounds__(kThreads) tile_scores_kernel(const TileArgs a)
 #pragma unroll
     for (int ks = 0; ks < D / 16; ks++) {
       if constexpr (!kQRegs) ldmatrix_x4(qf[0], frag_a<D>(sq, warp * 16, ks));
-      const uint32_t(&qa)[4] = qf[kQRegs ? ks : 0];
-#pragma unroll
-      for (int np = 0; np < kBN / 16; np++) {
-        uint32_t b[4];
-        ldmatrix_x4(b, frag_b<D>(kt, np * 16, ks));
-        mma16<DT>(sc[2 * np], qa, b[0], b[1]);
-        mma16<DT>(sc[2 * np + 1], qa, b[2], b[3]);
-      }
+      mma_rows_kstep<D, DT, kBN>(sc, qf[kQRegs ? ks : 0], kt, ks);
     }
     // The lane holds scores of keys 8 nb + 2 quad + c of the tile (c = 0, 1), for its row g
     // in sc[nb][c] and row g + 8 in sc[nb][2 + c].
