@@ -349,9 +349,7 @@ __global__ void __launch_bounds__(kWarps * 32, WarpCap<kWCap>::kMinBlocks)
           if (i0 + u * 32 + lane < ns) ckey[i0 + u * 32 + lane] = order_key(x[u]);
       }
       __syncwarp();
-      // r: the budget's share of the sample plus three deviations and a margin.
-      const float share = float(take) * float(ns) / float(m);
-      const int rk = int(ceilf(share + 3.f * sqrtf(share))) + 8;
+      const int rk = sample_rank(take, ns, m);
       if (rk < ns) {
         int unused;
         // Two digits: tau is the lower edge of a 16-bit bin, a hair below the sampled key.

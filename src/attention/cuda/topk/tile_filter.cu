@@ -15,9 +15,6 @@
 // (topk/stored_select_attend_warps.cu). A row of at most `cap` competing keys keeps them all
 // (tau = 0); a row whose list ends with fewer keys than its budget, or more than cap (then
 // only the first cap are stored), is selected there from scores computed again.
-#include <algorithm>
-#include <vector>
-
 #include "attention/cuda/common.cuh"
 #include "attention/cuda/memory.cuh"
 #include "attention/cuda/mma.cuh"
