@@ -328,9 +328,8 @@ __device__ inline int keep_above(const float* row, int64_t s0, int64_t s1, bool 
 // (take <= kept <= kCap), into sel[0 .. take): their top digit's bin c1 holding the take-th
 // best; keys above it are selected, keys in it move (in order) to the front of ckey/cidx for
 // resolve_candidates. Entries only move to places at or before their own, and each tile is
-// read before the scan's barriers let any thread write. Out of line: inlined into the block
-// and cluster selects, it pushed them past their 64 registers.
-static __device__ __noinline__ void select_among_kept(int kept, int64_t take, int* hist, uint32_t* ckey,
+// read before the scan's barriers let any thread write.
+__device__ inline void select_among_kept(int kept, int64_t take, int* hist, uint32_t* ckey,
                                          int32_t* cidx, int* tmp, int* s_res, int32_t* sel) {
   const int tid = threadIdx.x;
   for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
