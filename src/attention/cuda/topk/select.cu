@@ -76,61 +76,38 @@ __global__ void __launch_bounds__(kSelThreads, 2) select_kernel(const SelectArgs
     select_row_block_call(r.row, r.rs.lo, r.rs.hi, r.rs.take, smem, tmp, s_res, r.orow + r.rs.forced);
 }
 
-// The cluster select for budgets the sampled select takes: every block draws the whole row's
-// sample (the same tau everywhere, no exchange), keeps its slice's keys >= tau in index order,
-// and the slices' kept keys meet in block 0, which selects among them: one read of the row and
-// two cluster barriers. False when the sample misleads (too few or too many kept in all): the
-// same in every block, which then run the exact cluster select. Out of line: inlined, it made
-// the kernel spill at its 64 registers.
+// Few long rows (decode at small batch): a cluster of kCl blocks per row (blocks
+// [c kCl, (c + 1) kCl) of the grid, cluster size set at launch). Each block histograms a slice;
+// the cluster merges the histograms through distributed shared memory; each block gathers its
+// slice (selected keys straight to the output, candidates in index order into block 0's shared
+// memory); block 0 resolves the candidates.
 template <int kCl>
-__device__ __noinline__ bool cluster_sampled(const float* row, int64_t lo, int64_t hi, int64_t take,
-                                             int64_t s0, int64_t s1, bool aligned, int* smem,
-                                             int* tmp, int* s_res, int32_t* sel) {
+__global__ void __launch_bounds__(kSelThreads, 2) select_cluster_kernel(const SelectArgs a) {
   namespace cg = cooperative_groups;
-  cg::cluster_group cluster = cg::this_cluster();
-  const int rank = int(cluster.block_rank()), tid = threadIdx.x;
+  extern __shared__ int smem[];
   int* hist = smem;
   uint32_t* ckey = reinterpret_cast<uint32_t*>(smem + kBins);
   int32_t* cidx = reinterpret_cast<int32_t*>(ckey + kCap);
-  __shared__ int s_kept;
-  uint32_t tau;
-  if (!sample_threshold(row, lo, hi, take, hist, ckey, tmp, s_res, tau)) return false;
-  const int kept = keep_above(row, s0, s1, aligned, tau, tmp, ckey, cidx);
-  if (tid == 0) s_kept = kept;
-  cluster.sync();
-  int total = 0, before = 0;
-  for (int q = 0; q < kCl; q++) {
-    const int c = *cluster.map_shared_rank(&s_kept, q);
-    total += c;
-    before += q < rank ? c : 0;
-  }
-  if (total < take || total > kCap) return false;  // nothing after touches s_kept
-  if (rank != 0) {  // after block 0's own kept keys: before >= its count
-    uint32_t* ckey0 = cluster.map_shared_rank(ckey, 0);
-    int32_t* cidx0 = cluster.map_shared_rank(cidx, 0);
-    for (int i = tid; i < kept; i += kSelThreads) {
-      ckey0[before + i] = ckey[i];
-      cidx0[before + i] = cidx[i];
-    }
-  }
-  cluster.sync();
-  if (rank == 0) select_among_kept(total, take, hist, ckey, cidx, tmp, s_res, sel);
-  return true;
-}
-
-// The exact cluster select of row[lo, hi) (select_cluster_kernel below says how). Out of line,
-// as cluster_sampled: the kernel holding both inline spilled at its 64 registers.
-template <int kCl>
-__device__ __noinline__ void cluster_exact(const float* row, int64_t lo, int64_t hi, int64_t take,
-                                           int64_t s0, int64_t s1, bool aligned, int* smem,
-                                           int* tmp, int* s_res, int32_t* sel) {
-  namespace cg = cooperative_groups;
-  cg::cluster_group cluster = cg::this_cluster();
-  const int rank = int(cluster.block_rank()), tid = threadIdx.x;
-  int* hist = smem;
-  uint32_t* ckey = reinterpret_cast<uint32_t*>(smem + kBins);
-  int32_t* cidx = reinterpret_cast<int32_t*>(ckey + kCap);
+  __shared__ int tmp[33];
+  __shared__ int s_res[2];
   __shared__ int s_cnt[2];
+  cg::cluster_group cluster = cg::this_cluster();
+  const int rank = int(cluster.block_rank());
+
+  const int tid = threadIdx.x;
+  const int64_t pair = blockIdx.x / kCl;  // (row, selection head)
+  const SelRow r = sel_row(a, pair / a.Hsel, int(pair % a.Hsel));
+  const float* row = r.row;
+  const int64_t lo = r.rs.lo, hi = r.rs.hi, m = r.rs.m, take = r.rs.take;
+  int32_t* sel = r.orow + r.rs.forced;
+  if (rank == 0) write_forced(r, a.K);
+  if (take == 0 || take == m) return;  // the same for every block of the cluster
+
+  const int64_t per = ((m + kCl - 1) / kCl + kItems - 1) / kItems * kItems;
+  const int64_t s0 = lo + rank * per < hi ? lo + rank * per : hi;
+  const int64_t s1 = s0 + per < hi ? s0 + per : hi;
+  const bool aligned = (reinterpret_cast<uintptr_t>(row + lo) & 15) == 0;
+
   // Pass 1: local histogram of the slice.
   for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
   if (tid < 2) s_cnt[tid] = 0;
@@ -209,41 +186,7 @@ __device__ __noinline__ void cluster_exact(const float* row, int64_t lo, int64_t
   ordered_gather(row, s0, s1, aligned, b1, in_smem, nsure, ncand, tmp, sel, ckey0, cidx0);
   cluster.sync();  // candidates in place; no block reads another's memory after this
   if (rank != 0) return;
-  resolve_candidates(row, lo, hi, b1, need1, in_smem, neq, hist, ckey, cidx, tmp, s_res, sel + a1);}
-
-// Few long rows (decode at small batch): a cluster of kCl blocks per row (blocks
-// [c kCl, (c + 1) kCl) of the grid, cluster size set at launch). Budgets up to kSampledTake go
-// through the sample's threshold (below). Otherwise each block histograms a slice;
-// the cluster merges the histograms through distributed shared memory; each block gathers its
-// slice (selected keys straight to the output, candidates in index order into block 0's shared
-// memory); block 0 resolves the candidates.
-template <int kCl>
-__global__ void __launch_bounds__(kSelThreads, 2) select_cluster_kernel(const SelectArgs a) {
-  namespace cg = cooperative_groups;
-  extern __shared__ int smem[];
-  __shared__ int tmp[33];
-  __shared__ int s_res[2];
-  cg::cluster_group cluster = cg::this_cluster();
-  const int rank = int(cluster.block_rank());
-
-  const int64_t pair = blockIdx.x / kCl;  // (row, selection head)
-  const SelRow r = sel_row(a, pair / a.Hsel, int(pair % a.Hsel));
-  const float* row = r.row;
-  const int64_t lo = r.rs.lo, hi = r.rs.hi, m = r.rs.m, take = r.rs.take;
-  int32_t* sel = r.orow + r.rs.forced;
-  if (rank == 0) write_forced(r, a.K);
-  if (take == 0 || take == m) return;  // the same for every block of the cluster
-
-  const int64_t per = ((m + kCl - 1) / kCl + kItems - 1) / kItems * kItems;
-  const int64_t s0 = lo + rank * per < hi ? lo + rank * per : hi;
-  const int64_t s1 = s0 + per < hi ? s0 + per : hi;
-  const bool aligned = (reinterpret_cast<uintptr_t>(row + lo) & 15) == 0;
-
-  if (m >= kSampledMin && take <= kSampledTake &&
-      cluster_sampled<kCl>(row, lo, hi, take, s0, s1, aligned, smem, tmp, s_res, sel))
-    return;
-
-  cluster_exact<kCl>(row, lo, hi, take, s0, s1, aligned, smem, tmp, s_res, sel);
+  resolve_candidates(row, lo, hi, b1, need1, in_smem, neq, hist, ckey, cidx, tmp, s_res, sel + a1);
 }
 
 // lse of each (row, head) score row over its visible keys; +inf when no key has weight.

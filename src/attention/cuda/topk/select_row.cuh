@@ -258,20 +258,28 @@ static __device__ __noinline__ void select_row_block_call(const float* row, int6
 constexpr int64_t kSampledMin = 2 * kSelTile;
 constexpr int64_t kSampledTake = kCap / 3;
 
-// The sampled select's threshold: a sample of a 16th of row[lo, hi) (groups of 8 keys spread
-// over it, at most kCap keys, staged in ckey) gives tau, the lower edge of the 24-bit bin that
-// holds the sample's rk-th best key, rk a few deviations past take's share of the sample.
-// False (the same for every thread) when the row is too short for a useful sample.
-__device__ inline bool sample_threshold(const float* row, int64_t lo, int64_t hi, int64_t take,
-                                        int* hist, uint32_t* ckey, int* tmp, int* s_res,
-                                        uint32_t& tau) {
+// select_row_block for long rows with one read instead of two: a sample of a 16th of the row
+// (groups of 8 keys spread over it, at most kCap keys) gives a threshold tau a few deviations
+// below the take-th best; one ordered pass keeps the keys >= tau in shared memory; the exact
+// selection runs among them (the top digit, then resolve_candidates). When the sample misleads
+// (fewer than take keys >= tau, or more than kCap) it falls back to select_row_block, so the
+// result is the same either way. Same contract as select_row_block (take <= kSampledTake).
+__device__ inline void select_row_sampled(const float* row, int64_t lo, int64_t hi, int64_t take,
+                                          int* smem, int* tmp, int* s_res, int32_t* sel) {
   const int tid = threadIdx.x;
+  int* hist = smem;                                            // [kBins]
+  uint32_t* ckey = reinterpret_cast<uint32_t*>(smem + kBins);  // [kCap]
+  int32_t* cidx = reinterpret_cast<int32_t*>(ckey + kCap);     // [kCap]
   const int64_t m = hi - lo;
   const int groups = int(m / 128 < kCap / 8 ? m / 128 : kCap / 8);
   const int ns = groups * 8;
   const float share = float(take) * float(ns) / float(m);
   const int rk = int(ceilf(share + 3.f * sqrtf(share))) + 8;
-  if (groups < 2 || rk >= ns) return false;
+  if (groups < 2 || rk >= ns) {
+    select_row_block_call(row, lo, hi, take, smem, tmp, s_res, sel);
+    return;
+  }
+  // The sample's keys, and their top digit's histogram.
   for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
   __syncthreads();
   for (int i = tid; i < ns; i += kSelThreads) {
@@ -289,30 +297,25 @@ __device__ inline bool sample_threshold(const float* row, int64_t lo, int64_t hi
     if (int(ckey[i] >> 20) == b1) atomicAdd(&hist[(ckey[i] >> 8) & 0xfff], 1);
   __syncthreads();
   int b2, a2;
-  find_bin(hist, kBins, rk - a1, tmp, s_res, b2, a2);  // its barriers end the sample's reads
-  tau = (uint32_t(b1) << 20) | (uint32_t(b2) << 8);
-  return true;
-}
+  find_bin(hist, kBins, rk - a1, tmp, s_res, b2, a2);
+  // tau: the lower edge of the 24-bit bin that holds the sample's rk-th best key.
+  const uint32_t tau = (uint32_t(b1) << 20) | (uint32_t(b2) << 8);
 
-// One ordered pass over row[s0, s1): the keys >= tau, in index order, into ckey/cidx from
-// position 0 (the first kCap of them). Returns how many there are, kCap or not; every thread
-// gets it.
-__device__ inline int keep_above(const float* row, int64_t s0, int64_t s1, bool aligned,
-                                 uint32_t tau, int* tmp, uint32_t* ckey, int32_t* cidx) {
-  const int tid = threadIdx.x;
+  // One ordered pass: the keys >= tau into ckey/cidx (the sample is no longer needed).
+  const bool aligned = (reinterpret_cast<uintptr_t>(row + lo) & 15) == 0;
   int kept = 0;
-  for (int64_t t0 = s0; t0 < s1; t0 += kSelTile) {
+  for (int64_t t0 = lo; t0 < hi; t0 += kSelTile) {
     uint32_t key[kItems];
     const int64_t i0 = t0 + int64_t(tid) * kItems;
-    load_keys(row, i0, s1, aligned, key);
+    load_keys(row, i0, hi, aligned, key);
     int c = 0;
 #pragma unroll
-    for (int j = 0; j < kItems; j++) c += i0 + j < s1 && key[j] >= tau;
+    for (int j = 0; j < kItems; j++) c += i0 + j < hi && key[j] >= tau;
     int tot;
     int pos = kept + block_exclusive_scan(c, tmp, &tot);
 #pragma unroll
     for (int j = 0; j < kItems; j++)
-      if (i0 + j < s1 && key[j] >= tau) {
+      if (i0 + j < hi && key[j] >= tau) {
         if (pos < kCap) {
           ckey[pos] = key[j];
           cidx[pos] = int32_t(i0 + j);
@@ -321,17 +324,16 @@ __device__ inline int keep_above(const float* row, int64_t s0, int64_t s1, bool 
       }
     kept += tot;
   }
-  return kept;
-}
+  __syncthreads();
+  if (kept < take || kept > kCap) {
+    select_row_block_call(row, lo, hi, take, smem, tmp, s_res, sel);
+    return;
+  }
 
-// The exact selection of take keys among the kept ones, ckey/cidx[0, kept) in index order
-// (take <= kept <= kCap), into sel[0 .. take): their top digit's bin c1 holding the take-th
-// best; keys above it are selected, keys in it move (in order) to the front of ckey/cidx for
-// resolve_candidates. Entries only move to places at or before their own, and each tile is
-// read before the scan's barriers let any thread write.
-__device__ inline void select_among_kept(int kept, int64_t take, int* hist, uint32_t* ckey,
-                                         int32_t* cidx, int* tmp, int* s_res, int32_t* sel) {
-  const int tid = threadIdx.x;
+  // The exact selection among the kept keys: their top digit's bin c1 holding the take-th
+  // best; keys above it are selected, keys in it move (in order) to the front of ckey/cidx for
+  // resolve_candidates. Entries only move to places at or before their own, and each tile is
+  // read before the scan's barriers let any thread write.
   for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
   __syncthreads();
   for (int i = tid; i < kept; i += kSelThreads) atomicAdd(&hist[ckey[i] >> 20], 1);
@@ -373,34 +375,8 @@ __device__ inline void select_among_kept(int kept, int64_t take, int* hist, uint
     ncand += tot & 0xffff;
   }
   __syncthreads();
-  // in_smem: the row and its range are not read
-  resolve_candidates(nullptr, 0, 0, c1, int(take) - above, true, neq, hist, ckey, cidx, tmp, s_res,
+  resolve_candidates(row, lo, hi, c1, int(take) - above, true, neq, hist, ckey, cidx, tmp, s_res,
                      sel + above);
-}
-
-// select_row_block for long rows with one read instead of two: the sample's threshold, one
-// ordered pass keeping the keys >= tau in shared memory, the exact selection among them. When
-// the sample misleads (fewer than take keys >= tau, or more than kCap) it falls back to
-// select_row_block, so the result is the same either way. Same contract as select_row_block
-// (take <= kSampledTake).
-__device__ inline void select_row_sampled(const float* row, int64_t lo, int64_t hi, int64_t take,
-                                          int* smem, int* tmp, int* s_res, int32_t* sel) {
-  int* hist = smem;                                            // [kBins]
-  uint32_t* ckey = reinterpret_cast<uint32_t*>(smem + kBins);  // [kCap]
-  int32_t* cidx = reinterpret_cast<int32_t*>(ckey + kCap);     // [kCap]
-  uint32_t tau;
-  if (!sample_threshold(row, lo, hi, take, hist, ckey, tmp, s_res, tau)) {
-    select_row_block_call(row, lo, hi, take, smem, tmp, s_res, sel);
-    return;
-  }
-  const bool aligned = (reinterpret_cast<uintptr_t>(row + lo) & 15) == 0;
-  const int kept = keep_above(row, lo, hi, aligned, tau, tmp, ckey, cidx);
-  __syncthreads();
-  if (kept < take || kept > kCap) {
-    select_row_block_call(row, lo, hi, take, smem, tmp, s_res, sel);
-    return;
-  }
-  select_among_kept(kept, take, hist, ckey, cidx, tmp, s_res, sel);
 }
 
 }  // namespace topk::cuda
