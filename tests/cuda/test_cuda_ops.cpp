@@ -549,6 +549,12 @@ struct ForceStored {
   ~ForceStored() { unsetenv("TOPK_CUDA_STORED_SELECT"); }
 };
 
+// Forces the warp select's candidate capacity (TOPK_CUDA_WARP_CAP; "" for the default) while alive.
+struct ForceWarpCap {
+  explicit ForceWarpCap(const char* cap) { setenv("TOPK_CUDA_WARP_CAP", cap, 1); }
+  ~ForceWarpCap() { unsetenv("TOPK_CUDA_WARP_CAP"); }
+};
+
 // Per-head selection runs through every pipeline; group sharing has no threshold path. The
 // gemm path's score products need q and k of one 16-bit dtype; with others it still runs its
 // chunks, over the score kernel's rows. The filtered path takes 16-bit q and k of one dtype and
@@ -699,9 +705,9 @@ TEST(CudaTopk, TiesAcrossSlices) {
 // every budget form up to the largest it takes, decode rows and a causal prefill through the
 // gemm path, and rows of 2 distinct scores: the 2500 keys that tie at the top of a 5000-key
 // row are all >= the sampled threshold, more than a warp keeps, so that row goes to the
-// selection over the whole row (its ties to the lowest indices).
-TEST(CudaTopk, WarpSelectSampledRows) {
-  NEED_GPU();
+// selection over the whole row (its ties to the lowest indices). Run with the default
+// capacities (768 keys, 1536 past a budget of 256) and with the 1024 tier forced.
+static void check_warp_select_sampled_rows() {
   ForceStored by("warps");
   Shape s{2, 1, 5000, 8, 2, 128};
   s.seqlens = {5000, 1700};
@@ -744,6 +750,16 @@ TEST(CudaTopk, WarpSelectSampledRows) {
   Inputs in(p, 961);
   check_topk_inputs(in, ratio);
   check_topk_inputs(in, forced);
+}
+
+TEST(CudaTopk, WarpSelectSampledRows) {
+  NEED_GPU();
+  for (const char* cap : {"", "1024"}) {
+    SCOPED_TRACE(std::string("TOPK_CUDA_WARP_CAP=") + cap);
+    ForceWarpCap force(cap);
+    check_warp_select_sampled_rows();
+    if (testing::Test::HasFailure()) return;
+  }
 }
 
 // Rows long enough for the sampled-threshold path of per-head top-k (rows of more than

@@ -31,12 +31,12 @@ std::string describe(const FwdCase& c) {
 // precision): o agrees to ~1e-2; lse is fp32-exact. The split-KV path (f32 q) is tighter.
 void check_forward_path(const FwdCase& c, uint64_t seed, bool flash);
 
-// The flash cases run on both kernels: the default (warpgroup MMAs where the GPU has them, D 64
-// and 128) and the mma.sync one forced.
+// The flash cases run on both kernels: warpgroup MMAs (where the GPU has them, D 64 and 128) and
+// mma.sync, each forced.
 void check_forward(const FwdCase& c, uint64_t seed, bool flash = true) {
-  for (const char* path : {"", "mma"}) {
-    if (!flash && *path) continue;
-    SCOPED_TRACE(*path ? "TOPK_CUDA_FLASH_PATH=mma" : "default kernel");
+  if (!flash) return check_forward_path(c, seed, flash);  // the split-KV kernel: one path
+  for (const char* path : {"wgmma", "mma"}) {
+    SCOPED_TRACE(std::string("TOPK_CUDA_FLASH_PATH=") + path);
     ScopedEnv env("TOPK_CUDA_FLASH_PATH", path);
     check_forward_path(c, seed, flash);
   }

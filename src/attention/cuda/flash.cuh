@@ -149,14 +149,17 @@ __device__ __forceinline__ void mma_rows_kstep(float (&acc)[NK / 8][4], const ui
   }
 }
 
-// Whether the flash kernels (D 64 and 128) run on warpgroup MMAs: where the GPU has them,
-// unless TOPK_CUDA_FLASH_PATH=mma forces the mma.sync kernels.
-inline bool flash_use_wgmma(int D) {
+// Whether a flash kernel (D 64 and 128) runs on warpgroup MMAs where the GPU has them. By
+// default only the backward does: on an H100 (docs/benchmarks.md) the warpgroup backward is 9%
+// faster at S = 8K and the warpgroup forward 4% slower than the mma.sync kernels.
+// TOPK_CUDA_FLASH_PATH=wgmma or =mma forces one kind for both.
+inline bool flash_use_wgmma(int D, bool backward) {
   const char* e = std::getenv("TOPK_CUDA_FLASH_PATH");
   const std::string force = e ? e : "";
   TOPK_CHECK(force.empty() || force == "wgmma" || force == "mma", "TOPK_CUDA_FLASH_PATH=%s: expected "
              "wgmma or mma", force.c_str());
-  return force != "mma" && (D == 64 || D == 128) && has_wgmma();
+  const bool want = force.empty() ? backward : force == "wgmma";
+  return want && (D == 64 || D == 128) && has_wgmma();
 }
 
 // Rows [0, ROWS) of a tile of D 16-bit elements per row as core matrices for the warpgroup MMAs

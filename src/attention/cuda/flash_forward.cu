@@ -142,7 +142,7 @@ bool launch_flash_forward(const AttnParams& p, const SeqTable& st) {
   a.causal = p.causal;
   a.dst = dout(p);
   a.Tq = p.Tq;
-  if (flash_use_wgmma(p.D)) {
+  if (flash_use_wgmma(p.D, false)) {
     if (p.D == 64) {
       if (a.q.dt == kBF16) launch_flash_forward_wgmma<64, kBF16>(a, blocks);
       else launch_flash_forward_wgmma<64, kF16>(a, blocks);

@@ -10,7 +10,8 @@
 // product's MN-major operand. (q as register fragments from ldmatrix, the mma.sync kernel's way,
 // gave wrong scores at D = 64 on the H100 while D = 128 passed; both operands in shared memory,
 // as the dQ kernel does, need no registers for q.) Causal tiles and empty rows as in
-// flash_forward.cu. TOPK_CUDA_FLASH_PATH=mma forces that kernel (flash_use_wgmma).
+// flash_forward.cu. Runs only where TOPK_CUDA_FLASH_PATH=wgmma asks for it: on an H100 it is
+// slower than the mma.sync kernel (flash_use_wgmma).
 #include <cmath>
 
 #include "attention/cuda/common.cuh"

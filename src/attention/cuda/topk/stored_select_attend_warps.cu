@@ -449,21 +449,21 @@ void launch_caps(const StoredRowsArgs& a, int D, int cap) {
 
 bool select_attend_warps_fits(int64_t K) { return K <= kWarpMaxK; }
 
-// The candidate capacity of a launch: the smallest of 768, 1024 and 1536 whose budgets include
-// K. On the H200 the smaller ones' extra warps (24 an SM against 8) outweigh their extra
-// fallbacks: the forward at S = 8K, rho = 1% (K = 82) went from 111.2 to 96.4 ms with 768
-// instead of 1536; 1024 takes the budgets of 257 to 341 keys (S = 32K at rho = 1%: K = 328).
+// The candidate capacity of a launch: 768 for budgets of up to 256 keys, else 1536. On the H200
+// the smaller one's extra warps (24 an SM against 8) outweigh its extra fallbacks: the forward
+// at S = 8K, rho = 1% (K = 82) went from 111.2 to 96.4 ms with 768 instead of 1536. The 1024
+// tier (budgets of 257 to 341 keys) is not chosen by default: on an H100 the prefill at S = 32K,
+// rho = 1% (K = 328) took 151.8 ms with it against 92.8 ms with 1536 (docs/benchmarks.md).
 // TOPK_CUDA_WARP_CAP=768|1024|1536 forces one where K fits it, else the smallest that fits (to
 // measure the rule again).
 int warp_select_cap(int64_t K) {
-  const int fits = K <= WarpCap<kWCapSmall>::kMaxK ? kWCapSmall
-                   : K <= WarpCap<kWCapMid>::kMaxK ? kWCapMid : kWCapLarge;
+  const int fits = K <= WarpCap<kWCapSmall>::kMaxK ? kWCapSmall : kWCapLarge;
   const char* e = std::getenv("TOPK_CUDA_WARP_CAP");
   if (!e || !*e) return fits;
   const int cap = std::atoi(e);
   TOPK_CHECK(cap == kWCapSmall || cap == kWCapMid || cap == kWCapLarge,
              "TOPK_CUDA_WARP_CAP=%s: expected %d, %d or %d", e, kWCapSmall, kWCapMid, kWCapLarge);
-  return cap > fits ? cap : fits;
+  return K <= cap / 3 ? cap : fits;
 }
 
 void launch_select_attend_warps(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
