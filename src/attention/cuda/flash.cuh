@@ -150,7 +150,7 @@ __device__ __forceinline__ void mma_rows_kstep(float (&acc)[NK / 8][4], const ui
 }
 
 // Whether a flash kernel (D 64 and 128) runs on warpgroup MMAs where the GPU has them. By
-// default only the backward does: on an H100 (docs/benchmarks.md) the warpgroup backward is 9%
+// default only the backward does: on an H100 (docs/benchmarks.md) the warpgroup backward is 11%
 // faster at S = 8K and the warpgroup forward 4% slower than the mma.sync kernels.
 // TOPK_CUDA_FLASH_PATH=wgmma or =mma forces one kind for both.
 inline bool flash_use_wgmma(int D, bool backward) {

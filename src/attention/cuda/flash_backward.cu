@@ -13,7 +13,7 @@
 //   dQ     a block per (128-query tile, query head), 8 warps of 16 rows; 64-key K and V tiles
 //          (32 at D = 256: 192 KiB) through two stages: S = Q K^T, P, dP = dO V^T, dS, dQ += dS K.
 // On compute capability 9.0 at D 64 and 128 both run on warpgroup MMAs instead
-// (flash_backward_wgmma.cu), 9% faster on an H100; TOPK_CUDA_FLASH_PATH=mma forces these.
+// (flash_backward_wgmma.cu), 11% faster on an H100; TOPK_CUDA_FLASH_PATH=mma forces these.
 // P and dS are rounded to the input dtype for their products, as FlashAttention does; the
 // sums are fp32. Causal tiles start at the first query that sees the tile (dK/dV) or end at the
 // last key the tile's last row sees (dQ), and mask only where a tile crosses the diagonal.
