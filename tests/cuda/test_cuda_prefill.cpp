@@ -359,6 +359,27 @@ TEST(CudaTopkPrefill, GroupsAndRangesUnderSmallBudget) {
   check_topk_prefill(r, 8, 2, 64, DType::bf16, sel, 2402);
 }
 
+namespace {
+
+// The per-head budget forms the prefill paths' tests run: a count, a ratio with min_k, and a
+// count with sink and window keys.
+struct PrefillBudgets {
+  SelectOpts cnt, ratio, forced;
+};
+
+PrefillBudgets prefill_budgets() {
+  PrefillBudgets b;
+  b.cnt.k = 40;
+  b.ratio.ratio = 0.05;
+  b.ratio.min_k = 20;
+  b.forced.k = 24;
+  b.forced.sink = 4;
+  b.forced.window = 16;
+  return b;
+}
+
+}  // namespace
+
 // The gemm path (score rows as cuBLAS products, chunks as long as their longest visible row):
 // both 16-bit dtypes, G = 1, 4 and 8, every budget form (count, ratio with min_k, sink and
 // window, group sharing), packed sequences with more keys than queries, ragged batches, and a
@@ -366,15 +387,7 @@ TEST(CudaTopkPrefill, GroupsAndRangesUnderSmallBudget) {
 TEST(CudaTopkPrefill, GemmScores) {
   NEED_GPU();
   ForcePath force("gemm");
-  SelectOpts cnt;
-  cnt.k = 40;
-  SelectOpts ratio;
-  ratio.ratio = 0.05;
-  ratio.min_k = 20;
-  SelectOpts forced;
-  forced.k = 24;
-  forced.sink = 4;
-  forced.window = 16;
+  const auto [cnt, ratio, forced] = prefill_budgets();
   SelectOpts shared;
   shared.ratio = 0.1;
   shared.share_group = true;
@@ -407,15 +420,7 @@ TEST(CudaTopkPrefill, GemmScores) {
 TEST(CudaTopkPrefill, FilteredPath) {
   NEED_GPU();
   ForcePath force("filtered");
-  SelectOpts cnt;
-  cnt.k = 40;
-  SelectOpts ratio;
-  ratio.ratio = 0.05;
-  ratio.min_k = 20;
-  SelectOpts forced;
-  forced.k = 24;
-  forced.sink = 4;
-  forced.window = 16;
+  const auto [cnt, ratio, forced] = prefill_budgets();
   Layout one = batched(1, 300, 300);
   check_topk_prefill(one, 8, 2, 64, DType::bf16, cnt, 2700);
   check_topk_prefill(one, 4, 4, 128, DType::f16, ratio, 2701);
@@ -428,7 +433,7 @@ TEST(CudaTopkPrefill, FilteredPath) {
   rag.seqlens_q = {100, 7, 0};
   rag.seqlens_k = {260, 90, 5};
   check_topk_prefill(rag, 8, 2, 64, DType::bf16, forced, 2704);
-  // Sampled rows: up to 2999 competing keys against lists of 768 (1024 for the budget of 300).
+  // Sampled rows: up to 2999 competing keys against lists of 768 (1536 for the budget of 300).
   Layout lng = batched(1, 3000, 3000);
   const std::vector<int64_t> some = {0, 1, 767, 768, 800, 1000, 1500, 2047, 2048, 2500, 2999};
   check_topk_prefill(lng, 8, 2, 128, DType::bf16, cnt, 2705, some);
