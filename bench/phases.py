@@ -17,7 +17,8 @@ import sys
 
 # (phase, part, pattern on the kernel name); the first match wins.
 PHASES = [
-    ("forward", "score products (cuBLAS)", r"^(nvjet|cutlass|sm\d+_xmma|.*gemm)"),
+    # cuBLAS picks GEMM kernels by shape, and a matrix-vector kernel for a last column of keys.
+    ("forward", "score products (cuBLAS)", r"^(nvjet|cutlass|sm\d+_xmma|.*gemm|.*gemv)"),
     ("forward", "select + softmax + P V, warp per (row, head)", r"select_attend_warps_kernel"),
     ("forward", "select + softmax + P V, cluster per (row, head)", r"select_attend"),
     ("forward", "other forward kernels", r"(select|score|threshold|sample)"),
@@ -28,7 +29,7 @@ PHASES = [
      r"(sparse_keys_kernel|sparse_rows_kernel|sparse_runs_kernel|radix_sort|DeviceRadixSort|scan::|DeviceScan)"),
     ("backward", "dK, dV", r"(sparse_pieces_kernel|sparse_dkdv_kernel)"),
 ]
-SKIP = r"flash_(forward|dq|dkdv)_kernel"  # the dense baseline
+SKIP = r"flash_(forward|dq|dkdv)(_wgmma)?_kernel"  # the dense baseline (mma.sync or warpgroup)
 UNITS = {"ns": 1e-6, "nsecond": 1e-6, "us": 1e-3, "usecond": 1e-3, "ms": 1.0, "msecond": 1.0,
          "s": 1e3, "second": 1e3}
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The benchmark scripts that need no GPU, on outputs recorded on an H200: bench/phases.py on an
-# Nsight Compute summary (`topk bench cuda --only fwdbwd_topk_r0.01_S8192 --reps 1`) and its
-# error on a file that is not one; bench/join_bench.py's training targets on `topk bench cuda`
-# and bench/torch_baselines.py JSON (the faster SDPA backend, cuDNN there, is the baseline).
+# The benchmark scripts that need no GPU, on recorded outputs: bench/phases.py on Nsight Compute
+# summaries (`topk bench cuda --only fwdbwd_topk_r0.01_S8192 --reps 1` on an H200, the 32K case
+# on an H100) and its error on a file that is not one; bench/join_bench.py's training targets
+# on `topk bench cuda` and bench/torch_baselines.py JSON (the faster SDPA backend, cuDNN there,
+# is the baseline); bench/sample_margin.py's simulation of the warp select's sampled threshold.
 set -euo pipefail
 SRC=$1
 DATA=$SRC/tests/data/ncu/fwdbwd_topk_r0.01_S8192.csv
@@ -25,6 +26,15 @@ if grep -q flash <<<"$out"; then echo "bench/phases.py: counted the dense baseli
 out=$(python3 "$SRC/bench/phases.py" "$DATA" --forwards 2 --backwards 1)
 expect "| forward | total | 265.6 |"
 expect "| backward | total | 398.5 |"
+# The 32K case on an H100 (main 7600d73): the warpgroup flash kernels of the dense baseline are
+# left out and cuBLAS's matrix-vector kernel (a last column of fewer than 8 keys) counts as a
+# score product; no kernel is left unplaced.
+DATA32=$SRC/tests/data/ncu/fwdbwd_topk_r0.01_S32768.csv
+out=$(python3 "$SRC/bench/phases.py" "$DATA32" 2>&1)
+expect "| forward | score products (cuBLAS) | 155.8 |"
+expect "| backward | dK, dV | 278.4 |"
+expect "| backward | total | 583.8 |"
+if grep -q "not in any phase" <<<"$out"; then echo "bench/phases.py: left kernels unplaced:"; echo "$out"; exit 1; fi
 # Not an ncu summary: a clear error and a non-zero exit.
 if err=$(python3 "$SRC/bench/phases.py" "$SRC/README.md" 2>&1); then
   echo "bench/phases.py: accepted a file that is not an ncu summary"; exit 1
@@ -48,4 +58,16 @@ PY
 out=$(python3 "$SRC/bench/join_bench.py" "$SRC/tests/data/bench/fwdbwd_ours.json" "$flash_only")
 rm -f "$flash_only"
 expect "| S=32768, rho=1%: forward + backward >= 2x faster than SDPA (sdpa_fwdbwd_S32768) | 0.36x | no |"
+# sample_margin.py: the warp select's sampled threshold on seeded Gaussian rows. With the
+# kernels' margin of 8 and a sample of cap keys, half the lists of 24K-key rows overflow 768
+# slots; a margin of 1 leaves a tenth, and a sample of 2 cap keys none.
+out=$(python3 "$SRC/bench/sample_margin.py" --cap 768 --rows 24576 --take 246 --margin 8 --margin 1 --trials 20)
+expect "| 8 | 768 | 25 | 0.0% | 55.0% | 799 |"
+expect "| 1 | 768 | 18 | 0.0% | 10.0% | 599 |"
+out=$(python3 "$SRC/bench/sample_margin.py" --cap 768 --rows 24576 --take 246 --sample-cap 1536 --margin 1 --trials 20)
+expect "| 1 | 1536 | 29 | 0.0% | 0.0% | 470 |"
+if err=$(python3 "$SRC/bench/sample_margin.py" --cap 10 --rows 24576 --take 246 2>&1); then
+  echo "bench/sample_margin.py: accepted a capacity below the budget"; exit 1
+fi
+grep -q "cap >= --take" <<<"$err" || { echo "unexpected error: $err"; exit 1; }
 echo "bench scripts: ok"
