@@ -12,7 +12,8 @@
 # phases, engine, hf, python, dist, sanitize; sanitize is memcheck + racecheck, each also a step
 # alone), TEST_FILTER (gtest filter of the tests step), SANITIZER_FILTER (gtest filter for the
 # sanitizer runs), SKIP_TORCH=1, REPS (timed runs per case, default 50), STEP_TIMEOUT (seconds
-# per step, default 900), HF_ARGS (extra arguments of bench/hf_engine_baselines.py).
+# per step, default 900), HF_ARGS (extra arguments of bench/hf_engine_baselines.py),
+# PHASES_CASE (the training case the phases step profiles, default fwdbwd_topk_r0.01_S8192).
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-./out}
@@ -30,6 +31,7 @@ else
   fi
 fi
 REPS=${REPS:-50}
+PHASES_CASE=${PHASES_CASE:-fwdbwd_topk_r0.01_S8192}
 STEPS=${STEPS:-tests,bench,torch,dispatch,phases,engine,hf,python,dist,sanitize}
 want() { case ",$STEPS," in *",$1,"*) return 0 ;; esac; return 1; }
 export TOPK_SOURCE_DIR=$ROOT
@@ -75,15 +77,15 @@ if timeout "${STEP_TIMEOUT:-900}" "$TOPK" bench cuda --only dispatch --reps "$RE
 fi
 fi
 
-# Top-k training attention at S = 8K, rho = 1%, phase by phase: Nsight Compute's time of every
-# kernel of one `--reps 1` run, grouped by bench/phases.py (docs/benchmarks.md, "Training
+# Top-k training attention (PHASES_CASE: S = 8K, rho = 1% unless set), phase by phase: Nsight
+# Compute's time of every kernel of one `--reps 1` run, grouped by bench/phases.py (docs/benchmarks.md, "Training
 # attention, forward + backward").
 NCU=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
 if want phases && [ -x "$NCU" ]; then
 step "top-k training attention by phase (ncu)"
 st_phases=FAIL
 if timeout "${STEP_TIMEOUT:-900}" "$NCU" --metrics gpu__time_duration.sum --print-summary per-kernel --csv \
-     "$TOPK" bench cuda --only fwdbwd_topk_r0.01_S8192 --reps 1 >"$OUT/phases_kernels.csv" 2>>"$LOG" &&
+     "$TOPK" bench cuda --only "$PHASES_CASE" --reps 1 >"$OUT/phases_kernels.csv" 2>>"$LOG" &&
    python3 "$ROOT/bench/phases.py" "$OUT/phases_kernels.csv" >"$OUT/phases.md" 2>>"$LOG"; then
   st_phases=PASS
 fi
@@ -194,7 +196,7 @@ if [ "$st_bench" = PASS ] && [ "$st_torch" = PASS ]; then
 fi
 if [ "$st_phases" = PASS ]; then
   echo
-  echo "top-k training attention, S = 8K, rho = 1%, ms per forward / backward (Nsight Compute):"
+  echo "top-k training attention, $PHASES_CASE, ms per forward / backward (Nsight Compute):"
   cat "$OUT/phases.md"
 fi
 if [ "$st_engine" = PASS ]; then
