@@ -3,7 +3,8 @@
 # summaries (`topk bench cuda --only fwdbwd_topk_r0.01_S8192 --reps 1` on an H200, the 32K case
 # on an H100) and its error on a file that is not one; bench/join_bench.py's training targets
 # on `topk bench cuda` and bench/torch_baselines.py JSON (the faster SDPA backend, cuDNN there,
-# is the baseline); bench/sample_margin.py's simulation of the warp select's sampled threshold.
+# is the baseline); bench/sample_margin.py's simulation of the warp select's sampled threshold;
+# tools/gpu-ab.sh with bench/ab_table.py on recorded builds.
 set -euo pipefail
 SRC=$1
 DATA=$SRC/tests/data/ncu/fwdbwd_topk_r0.01_S8192.csv
@@ -70,4 +71,29 @@ if err=$(python3 "$SRC/bench/sample_margin.py" --cap 10 --rows 24576 --take 246 
   echo "bench/sample_margin.py: accepted a capacity below the budget"; exit 1
 fi
 grep -q "cap >= --take" <<<"$err" || { echo "unexpected error: $err"; exit 1; }
+# gpu-ab.sh and ab_table.py: a stand-in `topk` that writes the recorded JSON its build's
+# AB_FIXTURE names (so each build's VAR=VALUE pairs must reach its runs), two rounds each.
+ab=$(mktemp -d)
+cat >"$ab/topk" <<'SH'
+#!/usr/bin/env bash
+while [ $# -gt 0 ]; do [ "$1" = --out ] && cp "$AB_FIXTURE" "$2"; shift; done
+SH
+chmod +x "$ab/topk"
+out=$(OUT=$ab/out bash "$SRC/tools/gpu-ab.sh" fwdbwd_topk_r0.01 \
+        "main=$ab,AB_FIXTURE=$SRC/tests/data/bench/ab_main_h100.json" \
+        "kvhead=$ab,AB_FIXTURE=$SRC/tests/data/bench/ab_kvhead_h100.json")
+expect "| case | main | kvhead | kvhead / main |"
+expect "| fwdbwd_topk_r0.01_S32768 forward + backward (ms) | 893.7 | 1054.7 | 1.180 |"
+expect "| fwdbwd_topk_r0.01_S8192 forward (ms) | 108.0 | 115.0 | 1.065 |"
+[ -s "$ab/out/ab_kvhead_2.json" ] || { echo "gpu-ab.sh: no second round"; exit 1; }
+if err=$(bash "$SRC/tools/gpu-ab.sh" fwdbwd "main=$ab/none" 2>&1); then
+  echo "gpu-ab.sh: accepted a folder without topk"; exit 1
+fi
+grep -q "executable DIR/topk" <<<"$err" || { echo "unexpected error: $err"; exit 1; }
+if err=$(python3 "$SRC/bench/ab_table.py" "main=$SRC/tests/data/bench/ab_main_h100.json" \
+           "torch=$SRC/tests/data/bench/fwdbwd_torch.json" 2>&1); then
+  echo "ab_table.py: accepted a file that is not topk bench cuda output"; exit 1
+fi
+grep -q "not \`topk bench cuda\` output" <<<"$err" || { echo "unexpected error: $err"; exit 1; }
+rm -rf "$ab"
 echo "bench scripts: ok"
