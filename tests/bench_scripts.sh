@@ -11,7 +11,7 @@ DATA=$SRC/tests/data/ncu/fwdbwd_topk_r0.01_S8192.csv
 out=$(python3 "$SRC/bench/phases.py" "$DATA")
 expect() {
   if ! grep -qF -- "$1" <<<"$out"; then
-    echo "bench/phases.py: expected the line '$1' in:"; echo "$out"; exit 1
+    echo "bench scripts: expected the line '$1' in:"; echo "$out"; exit 1
   fi
 }
 # Each part is its kernels' time over the case's 4 forwards or 2 backwards; Delta is per call.
@@ -90,6 +90,10 @@ if err=$(bash "$SRC/tools/gpu-ab.sh" fwdbwd "main=$ab/none" 2>&1); then
   echo "gpu-ab.sh: accepted a folder without topk"; exit 1
 fi
 grep -q "executable DIR/topk" <<<"$err" || { echo "unexpected error: $err"; exit 1; }
+# Rounds of one label: each case keeps its fastest (here the main build's times, the slower
+# build's file given as the later round).
+out=$(python3 "$SRC/bench/ab_table.py" "x=$SRC/tests/data/bench/ab_main_h100.json" "x=$SRC/tests/data/bench/ab_kvhead_h100.json")
+expect "| fwdbwd_topk_r0.01_S32768 forward + backward (ms) | 893.7 |"
 if err=$(python3 "$SRC/bench/ab_table.py" "main=$SRC/tests/data/bench/ab_main_h100.json" \
            "torch=$SRC/tests/data/bench/fwdbwd_torch.json" 2>&1); then
   echo "ab_table.py: accepted a file that is not topk bench cuda output"; exit 1
