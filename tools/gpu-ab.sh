@@ -22,6 +22,8 @@ OUT=${OUT:-./out}
 ROUNDS=${ROUNDS:-2}
 REPS=${REPS:-2}
 mkdir -p "$OUT"
+# Each spec parsed once: its label, its folder and its settings (comma-separated, one string).
+labels=() dirs=() settings=()
 for spec in "$@"; do
   label=${spec%%=*}
   rest=${spec#*=}
@@ -30,17 +32,17 @@ for spec in "$@"; do
     echo "gpu-ab.sh: '$spec': need LABEL=DIR with an executable DIR/topk" >&2
     exit 2
   fi
+  labels+=("$label") dirs+=("$dir")
+  if [ "$rest" != "$dir" ]; then settings+=("${rest#*,}"); else settings+=(""); fi
 done
 files=()
 for round in $(seq 1 "$ROUNDS"); do
-  for spec in "$@"; do
-    label=${spec%%=*}
-    rest=${spec#*=}
-    dir=${rest%%,*}
+  for b in "${!labels[@]}"; do
+    label=${labels[$b]}
     vars=()
-    [ "$rest" != "$dir" ] && IFS=, read -r -a vars <<<"${rest#*,}"
+    [ -n "${settings[$b]}" ] && IFS=, read -r -a vars <<<"${settings[$b]}"
     json=$OUT/ab_${label}_$round.json
-    if ! env ${vars[@]+"${vars[@]}"} "$dir/topk" bench cuda --reps "$REPS" --only "$CASES" --out "$json" \
+    if ! env ${vars[@]+"${vars[@]}"} "${dirs[$b]}/topk" bench cuda --reps "$REPS" --only "$CASES" --out "$json" \
          >"$OUT/ab_${label}_$round.log" 2>&1; then
       echo "gpu-ab.sh: $label, round $round failed: $OUT/ab_${label}_$round.log" >&2
       exit 1
