@@ -225,6 +225,11 @@ Pair random_indices(const Layout& l, int Hsel, int64_t K, uint64_t seed) {
         if (e % 9 == 4 && nk > 0) j = int32_t(nk / 2);           // duplicates
         x[((b * l.T + q0 + t) * Hsel) * K + e] = j;
       }
+    // Every third row's lists end early, as a forward's do (its budget, then -1 up to K):
+    // tails of every length from K (nothing valid) to 0.
+    for (int64_t t = 1; t < nq; t += 3)
+      for (int64_t h = 0; h < Hsel; h++)
+        for (int64_t e = (t * 7 + h * 3) % (K + 1); e < K; e++) x[((b * l.T + q0 + t) * Hsel + h) * K + e] = -1;
   }
   for (int64_t e = 0; e < K; e++) x[e] = -1;  // row 0, list 0: nothing valid
   idx.upload();

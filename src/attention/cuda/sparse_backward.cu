@@ -3,7 +3,8 @@
 // per-entry arrays fit the score-row workspace as the forward left it, at least
 // workspace_budget(), 256 MiB by default):
 //   entries  a block per (row, KV head): for every list entry, p = exp(s - lse) and
-//            dS = scale p (dout . v - Delta), to [rows, Hq, K] arrays (invalid entries: 0);
+//            dS = scale p (dout . v - Delta), to [rows, Hq, K] arrays (invalid entries: 0;
+//            a list's entries past its last valid one are skipped and left unwritten);
 //   dQ       per (row, head), dq = sum dS k: with per-head lists, in the entry kernel from the
 //            k rows it has loaded (each slot's entries in order, then the slots in order);
 //            with group-shared lists, a kernel of its own over the K entries in slot order;
@@ -88,7 +89,8 @@ __device__ __forceinline__ float dot8(const float* a, const float (&b)[8]) {
 
 // A block per (row of the range, KV head); TPR threads per key row, SLOTS entries at a time.
 // At D = 256 a key row is a whole warp, and with no bound ptxas settled on 48 registers and a
-// 4-byte spill: 5 blocks an SM (at most 51 registers) gets the same 48 registers and no spill.
+// 4-byte spill: 5 blocks an SM (at most 51 registers) gets the same 48 registers and no spill,
+// until the list's bound (sused) brought a 4-byte spill back (not yet measured against it).
 // (A minimum of 0 is no bound, as 64 and 128 have always been built.)
 template <int D>
 __global__ void __launch_bounds__(kThreads, D <= 128 ? 0 : 5) sparse_entry_kernel(const SparseBwdArgs a) {
@@ -97,7 +99,8 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 0 : 5) sparse_entry_kerne
   __shared__ __align__(16) float sdo[kHeadChunk][D];
   __shared__ float2 sld[kHeadChunk];
   __shared__ __align__(16) float sdq[SLOTS][D];  // per-head lists: each slot's part of dq
-  static_assert(sizeof(sq) + sizeof(sdo) + sizeof(sld) + sizeof(sdq) <= kDefaultBlockSmem,
+  __shared__ int sused[kThreads / 32];
+  static_assert(sizeof(sq) + sizeof(sdo) + sizeof(sld) + sizeof(sdq) + sizeof(sused) <= kDefaultBlockSmem,
                 "static shared memory of a block is at most 48 KiB");
   static_assert(TPR <= 32 && kThreads % TPR == 0, "a key row's threads are lanes of one warp");
   const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR;
@@ -130,13 +133,29 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 0 : 5) sparse_entry_kerne
     for (int li = 0; li < nlists; li++) {
       const int hb = per_head ? li : 0, he = per_head ? li + 1 : nh;
       const int32_t* list = a.idx + (qrow * a.Hsel + (per_head ? h0 + li : kvh)) * a.K;
+      // The list's entries up to its last valid one: a forward's lists hold the row's budget
+      // and then -1 up to K, the budget of the longest row (about half the entries of a causal
+      // step go unused). Entries past it get no P or dS (no later kernel reads an invalid
+      // entry's). The warps' maxima meet in sused; the syncs that end this list (per-head) or
+      // start the next chunk keep its next writes after these reads.
+      int used = 0;
+      for (int64_t i = tid; i < a.K; i += kThreads) {
+        const int32_t j = list[i];
+        if (j >= 0 && j < s.S) used = int(i) + 1;
+      }
+      used = __reduce_max_sync(0xffffffffu, used);
+      if ((tid & 31) == 0) sused[tid >> 5] = used;
+      __syncthreads();
+      int n_used = 0;
+#pragma unroll
+      for (int w = 0; w < kThreads / 32; w++) n_used = max(n_used, sused[w]);
       // Each slot's next index is read a step ahead, so that the k and v loads do not wait
       // on it.
-      int32_t jn = slot < a.K ? list[slot] : -1;
-      for (int64_t i0 = 0; i0 < a.K; i0 += SLOTS) {  // uniform over the block
+      int32_t jn = slot < n_used ? list[slot] : -1;
+      for (int64_t i0 = 0; i0 < n_used; i0 += SLOTS) {  // uniform over the block
         const int64_t i = i0 + slot;
         const int32_t j = jn;
-        jn = i + SLOTS < a.K ? list[i + SLOTS] : -1;
+        jn = i + SLOTS < n_used ? list[i + SLOTS] : -1;
         const bool valid = j >= 0 && j < s.S;
         float kx[8], vx[8];
         if (valid) {
@@ -157,7 +176,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 0 : 5) sparse_entry_kerne
           const float2 x = sld[hl];
           const float pv = valid ? ex2(fmaf(sd, a.sl2, -x.x)) : 0.f;  // 0 when lse = +inf
           const float ds = a.scale * pv * (pd - x.y);
-          if (dg == 0 && i < a.K) {
+          if (dg == 0 && i < n_used) {
             const int64_t e = (rr * a.Hq + h0 + hl) * a.K + i;
             a.P[e] = pv;
             a.dS[e] = ds;
