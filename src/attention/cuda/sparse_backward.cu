@@ -309,30 +309,47 @@ __global__ void sparse_runs_kernel(const SparseBwdArgs a) {
 }
 
 // ak += dS q, av += p dout over the entries at sorted positions [p0, p1), in order; 8 dims
-// (dg) per thread.
+// (dg) per thread, the TPR threads of a group together. Each entry's addresses hang on a chain
+// of loads (its sorted position, then its row's (batch, row), then q, dout, P and dS), so the
+// group resolves TPR entries at once, a lane each, and passes each entry's addresses round
+// by shuffles: one chain per TPR entries instead of one per entry. The sums are the same, in
+// the same order.
+template <int TPR>
 __device__ __forceinline__ void add_entries(const SparseBwdArgs& a, int64_t p0, int64_t p1, int dg,
                                             float (&ak)[8], float (&av)[8]) {
   const uint32_t per_row = uint32_t(a.Hsel * a.K), K = uint32_t(a.K);
   const bool per_head = a.Hsel == a.Hq;
   const int nh = per_head ? 1 : a.G;
+  // The group's lanes of its warp (the groups of a warp walk runs of different lengths).
+  const unsigned group = TPR == 32 ? 0xffffffffu : ((1u << TPR) - 1u) << ((threadIdx.x & 31) & ~(TPR - 1));
+  for (int64_t c0 = p0; c0 < p1; c0 += TPR) {
+    // Entry c0 + dg: the offsets of its q and dout rows and its P / dS slot, at its first head.
+    long long qo = 0, oo = 0, ew = 0;
+    if (c0 + dg < p1) {
+      const uint32_t e = uint32_t(a.svals[c0 + dg]);
+      const uint32_t rr = e / per_row, rem = e % per_row;
+      const uint32_t hs = rem / K, i = rem % K;
+      const int2 ri = a.rowinfo[rr];  // (batch, row of q)
+      const int h0 = per_head ? int(hs) : int(hs) * a.G;
+      qo = a.q.offset(ri.x, ri.y, h0);
+      oo = a.dout.offset(ri.x, ri.y, h0);
+      ew = (int64_t(rr) * a.Hq + h0) * a.K + i;
+    }
+    const int n = p1 - c0 < TPR ? int(p1 - c0) : TPR;
 #pragma unroll 4
-  for (int64_t p = p0; p < p1; p++) {
-    const uint32_t e = uint32_t(a.svals[p]);
-    const uint32_t rr = e / per_row, rem = e % per_row;
-    const uint32_t hs = rem / K, i = rem % K;
-    const int2 ri = a.rowinfo[rr];  // (batch, row of q)
-    const int h0 = per_head ? int(hs) : int(hs) * a.G;
-    for (int hh = 0; hh < nh; hh++) {
-      const int h = h0 + hh;
-      const int64_t ew = (int64_t(rr) * a.Hq + h) * a.K + i;
-      const float wd = a.dS[ew], wp = a.P[ew];
-      float qx[8], ox[8];
-      load8(a.q, a.q.offset(ri.x, ri.y, h) + dg * 8, a.qvec, qx);
-      load8(a.dout, a.dout.offset(ri.x, ri.y, h) + dg * 8, a.ovec, ox);
+    for (int u = 0; u < n; u++) {
+      const int64_t q0 = __shfl_sync(group, qo, u, TPR), o0 = __shfl_sync(group, oo, u, TPR);
+      const int64_t e0 = __shfl_sync(group, ew, u, TPR);
+      for (int hh = 0; hh < nh; hh++) {
+        const float wd = a.dS[e0 + hh * a.K], wp = a.P[e0 + hh * a.K];
+        float qx[8], ox[8];
+        load8(a.q, q0 + hh * a.q.sh + dg * 8, a.qvec, qx);
+        load8(a.dout, o0 + hh * a.dout.sh + dg * 8, a.ovec, ox);
 #pragma unroll
-      for (int c = 0; c < 8; c++) {
-        ak[c] = fmaf(wd, qx[c], ak[c]);
-        av[c] = fmaf(wp, ox[c], av[c]);
+        for (int c = 0; c < 8; c++) {
+          ak[c] = fmaf(wd, qx[c], ak[c]);
+          av[c] = fmaf(wp, ox[c], av[c]);
+        }
       }
     }
   }
@@ -357,7 +374,7 @@ __global__ void __launch_bounds__(kThreads) sparse_pieces_kernel(const SparseBwd
   const int64_t p0 = a.run_lo[lo] + (pc - a.pstart[lo]) * kPiece;
   const int64_t p1 = min(p0 + kPiece, int64_t(a.run_lo[lo]) + a.run_n[lo]);
   float ak[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f}, av[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-  add_entries(a, p0, p1, dg, ak, av);
+  add_entries<TPR>(a, p0, p1, dg, ak, av);
   float* out = a.partial + pc * 2 * D + dg * 8;
   *reinterpret_cast<float4*>(out) = make_float4(ak[0], ak[1], ak[2], ak[3]);
   *reinterpret_cast<float4*>(out + 4) = make_float4(ak[4], ak[5], ak[6], ak[7]);
@@ -384,7 +401,7 @@ __global__ void __launch_bounds__(kThreads) sparse_dkdv_kernel(const SparseBwdAr
   }
   const int np = a.npieces[kid];
   if (np == 0) {
-    add_entries(a, a.run_lo[kid], int64_t(a.run_lo[kid]) + a.run_n[kid], dg, ak, av);
+    add_entries<TPR>(a, a.run_lo[kid], int64_t(a.run_lo[kid]) + a.run_n[kid], dg, ak, av);
   } else {
     const float* part = a.partial + int64_t(a.pstart[kid]) * 2 * D + dg * 8;
     for (int i = 0; i < np; i++, part += 2 * D) {
