@@ -90,7 +90,8 @@ enum : int {
   kWsThr, kWsCand, kWsSelScores,  // threshold path of top-k attention
   kWsLD, kWsDout,                 // backward: (lse, Delta) per row and head, dout as 16-bit
   kWsSortTemp, kWsRuns,  // sparse backward: the key sort's temporary, the runs of the sorted
-                         // keys (its per-entry arrays and sort buffers use kWsScores)
+                         // keys (its per-entry arrays and sort buffers use kWsScores),
+  kWsUsed,               // and each list's used entries with their prefix sums
   kWsCount
 };
 

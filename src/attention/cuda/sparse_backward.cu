@@ -2,15 +2,19 @@
 // floating-point atomics. dk and dv start at 0; then per range of query rows (sized so that the
 // per-entry arrays fit the score-row workspace as the forward left it, at least
 // workspace_budget(), 256 MiB by default):
-//   entries  a block per (row, KV head): for every list entry, p = exp(s - lse) and
+//   used     first, for the whole call: each list's entries up to its last valid one (a
+//            forward's lists hold the row's budget, then -1 up to the longest row's budget:
+//            about half the entries of a causal step are padding) and their prefix sums, read
+//            back to size the ranges by the entries they use;
+//   entries  a block per (row, KV head): for every used list entry, p = exp(s - lse) and
 //            dS = scale p (dout . v - Delta), to [rows, Hq, K] arrays (invalid entries: 0;
-//            a list's entries past its last valid one are skipped and left unwritten);
+//            entries past a list's used ones are left unwritten);
 //   dQ       per (row, head), dq = sum dS k: with per-head lists, in the entry kernel from the
 //            k rows it has loaded (each slot's entries in order, then the slots in order);
 //            with group-shared lists, a kernel of its own over the K entries in slot order;
-//   invert   each valid list entry's key id ((batch row of the key) * Hkv + KV head; invalid
-//            entries get a sentinel past them all), then a stable radix sort (CUB) of
-//            (key id, entry) pairs: each key's entries form a run in entry order;
+//   invert   each used list entry's key id ((batch row of the key) * Hkv + KV head; invalid
+//            entries get a sentinel past them all), packed in entry order, then a stable radix
+//            sort (CUB) of (key id, entry) pairs: each key's entries form a run in entry order;
 //   dK/dV    per key id of the sequences the range's rows belong to (TPR threads, 8 dims
 //            each) dk += dS q and dv += p dout over its run in order; runs longer than kPiece
 //            entries (a key every query selects) are first summed in pieces of kPiece by
@@ -24,6 +28,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "attention/cuda/common.cuh"
 #include "attention/cuda/memory.cuh"
@@ -48,6 +53,8 @@ struct SparseBwdArgs {
   bool kvvec, qvec, ovec;  // 16-byte aligned rows of k and v, q, dout
   DRows q, k, v, dout;     // q, dout [B, Tq, Hq, D]; k, v [B, Smax, Hkv, D]; any float dtype
   const int32_t* idx;      // [B, Tq, Hsel, K]
+  const int64_t* used;     // [rows * Hsel + 1]: used entries of each list of the call (then 0)
+  const int64_t* used_at;  // [rows * Hsel + 1]: their exclusive prefix sums
   const float2* ld;        // [Hq, R]: (lse log2 e, Delta)
   float* P;                // [rows, Hq, K]
   float* dS;               // [rows, Hq, K], scale folded in
@@ -64,7 +71,8 @@ struct SparseBwdArgs {
   int32_t* npieces;        // [nkeys + 1] its pieces (0 for runs of at most kPiece)
   int32_t* pstart;         // [nkeys + 1] its first piece (exclusive scan of npieces)
   float* partial;          // [pieces, 2, D] sums of dk, dv over each piece
-  int64_t E;               // rows * Hsel * K
+  int64_t Eall;            // rows of the range * Hsel * K: the list entries, used or not
+  int64_t E;               // the used ones: the entries sorted
   int64_t nkeys;           // B * Smax * Hkv (the sentinel)
   int64_t kid_lo, kid_hi;  // the key ids the range's rows can select: those of their sequences
 };
@@ -89,8 +97,7 @@ __device__ __forceinline__ float dot8(const float* a, const float (&b)[8]) {
 
 // A block per (row of the range, KV head); TPR threads per key row, SLOTS entries at a time.
 // At D = 256 a key row is a whole warp, and with no bound ptxas settled on 48 registers and a
-// 4-byte spill: 5 blocks an SM (at most 51 registers) gets the same 48 registers and no spill,
-// until the list's bound (sused) brought a 4-byte spill back (not yet measured against it).
+// 4-byte spill: 5 blocks an SM (at most 51 registers) gets the same 48 registers and no spill.
 // (A minimum of 0 is no bound, as 64 and 128 have always been built.)
 template <int D>
 __global__ void __launch_bounds__(kThreads, D <= 128 ? 0 : 5) sparse_entry_kernel(const SparseBwdArgs a) {
@@ -99,8 +106,7 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 0 : 5) sparse_entry_kerne
   __shared__ __align__(16) float sdo[kHeadChunk][D];
   __shared__ float2 sld[kHeadChunk];
   __shared__ __align__(16) float sdq[SLOTS][D];  // per-head lists: each slot's part of dq
-  __shared__ int sused[kThreads / 32];
-  static_assert(sizeof(sq) + sizeof(sdo) + sizeof(sld) + sizeof(sdq) + sizeof(sused) <= kDefaultBlockSmem,
+  static_assert(sizeof(sq) + sizeof(sdo) + sizeof(sld) + sizeof(sdq) <= kDefaultBlockSmem,
                 "static shared memory of a block is at most 48 KiB");
   static_assert(TPR <= 32 && kThreads % TPR == 0, "a key row's threads are lanes of one warp");
   const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR;
@@ -132,23 +138,11 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 0 : 5) sparse_entry_kerne
     const int nlists = per_head ? nh : 1;
     for (int li = 0; li < nlists; li++) {
       const int hb = per_head ? li : 0, he = per_head ? li + 1 : nh;
-      const int32_t* list = a.idx + (qrow * a.Hsel + (per_head ? h0 + li : kvh)) * a.K;
-      // The list's entries up to its last valid one: a forward's lists hold the row's budget
-      // and then -1 up to K, the budget of the longest row (about half the entries of a causal
-      // step go unused). Entries past it get no P or dS (no later kernel reads an invalid
-      // entry's). The warps' maxima meet in sused; the syncs that end this list (per-head) or
-      // start the next chunk keep its next writes after these reads.
-      int used = 0;
-      for (int64_t i = tid; i < a.K; i += kThreads) {
-        const int32_t j = list[i];
-        if (j >= 0 && j < s.S) used = int(i) + 1;
-      }
-      used = __reduce_max_sync(0xffffffffu, used);
-      if ((tid & 31) == 0) sused[tid >> 5] = used;
-      __syncthreads();
-      int n_used = 0;
-#pragma unroll
-      for (int w = 0; w < kThreads / 32; w++) n_used = max(n_used, sused[w]);
+      const int hs = per_head ? h0 + li : kvh;
+      const int32_t* list = a.idx + (qrow * a.Hsel + hs) * a.K;
+      // Entries past the list's used ones get no P or dS (no later kernel reads an invalid
+      // entry's).
+      const int n_used = int(a.used[r * a.Hsel + hs]);
       // Each slot's next index is read a step ahead, so that the k and v loads do not wait
       // on it.
       int32_t jn = slot < n_used ? list[slot] : -1;
@@ -221,16 +215,18 @@ __global__ void __launch_bounds__(kThreads) sparse_dq_kernel(const SparseBwdArgs
   const int64_t r = a.r0 + rr;
   const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
   const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + (r - s.r0);
-  const int32_t* list = a.idx + (qrow * a.Hsel + (a.Hsel == a.Hq ? h : kvh)) * a.K;
+  const int hs = a.Hsel == a.Hq ? h : kvh;
+  const int32_t* list = a.idx + (qrow * a.Hsel + hs) * a.K;
+  const int64_t n_used = a.used[r * a.Hsel + hs];
   const float* w = a.dS + (rr * a.Hq + h) * a.K;
   const int64_t kbase = a.k.offset(s.batch, s.k_start, kvh) + dg * 8;
   float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-  for (int64_t i0 = 0; i0 < a.K; i0 += U) {
+  for (int64_t i0 = 0; i0 < n_used; i0 += U) {
     float x[U][8], wu[U];
 #pragma unroll
     for (int u = 0; u < U; u++) {
       const int64_t i = i0 + u;
-      const int32_t j = i < a.K ? list[i] : -1;
+      const int32_t j = i < n_used ? list[i] : -1;
       const bool valid = j >= 0 && j < s.S;
       wu[u] = valid ? w[i] : 0.f;
       if (valid) {
@@ -259,24 +255,56 @@ __global__ void sparse_rows_kernel(const SparseBwdArgs a, int64_t nr) {
   a.rowinfo[rr] = make_int2(s.batch, int(s.q_start + (r - s.r0)));
 }
 
-// The key id of every list entry of the range (the sentinel nkeys for invalid ones) and its
-// index, for the sort.
+// Each list's used entries: 1 + the position of its last valid index (0 for none), a warp per
+// list of the call; the thread past the last list writes the 0 that ends them for the scan.
+__global__ void sparse_used_kernel(const SparseBwdArgs a, int64_t nlists, int64_t* used) {
+  const int64_t L = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 32;
+  const int lane = threadIdx.x & 31;
+  if (L > nlists) return;
+  if (L == nlists) {
+    if (lane == 0) used[L] = 0;
+    return;
+  }
+  const int64_t r = L / a.Hsel;
+  const int hs = int(L % a.Hsel);
+  const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
+  const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + (r - s.r0);
+  const int32_t* list = a.idx + (qrow * a.Hsel + hs) * a.K;
+  int n = 0;
+  for (int64_t i = lane; i < a.K; i += 32) {
+    const int32_t j = list[i];
+    if (j >= 0 && j < s.S) n = int(i) + 1;
+  }
+  n = __reduce_max_sync(0xffffffffu, n);
+  if (lane == 0) used[L] = n;
+}
+
+// The prefix sums at the first list of each row (and past the last): the ranges' sizes.
+__global__ void sparse_row_used_kernel(const int64_t* used_at, int64_t rows, int Hsel, int64_t* out) {
+  const int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (r <= rows) out[r] = used_at[r * Hsel];
+}
+
+// The key id of every used list entry of the range (the sentinel nkeys for invalid ones) and
+// its index, packed in entry order, for the sort.
 __global__ void sparse_keys_kernel(const SparseBwdArgs a) {
   const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (e >= a.E) return;
+  if (e >= a.Eall) return;
   const uint32_t per_row = uint32_t(a.Hsel * a.K), ue = uint32_t(e);
   const uint32_t rr = ue / per_row, rem = ue % per_row;
   const int hs = int(rem / uint32_t(a.K));
   const int64_t i = rem % uint32_t(a.K);
-  const int64_t r = a.r0 + rr;
+  const int64_t r = a.r0 + rr, L = r * a.Hsel + hs;
+  if (i >= a.used[L]) return;
   const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
   const int64_t qrow = int64_t(s.batch) * a.Tq + s.q_start + (r - s.r0);
   const int32_t j = a.idx[(qrow * a.Hsel + hs) * a.K + i];
   const int kvh = a.Hsel == a.Hq ? hs / a.G : hs;
-  a.keys[e] = j >= 0 && j < s.S
-                  ? uint32_t((int64_t(s.batch) * a.Smax + s.k_start + j) * a.Hkv + kvh)
-                  : uint32_t(a.nkeys);
-  a.vals[e] = int32_t(e);
+  const int64_t at = a.used_at[L] - a.used_at[a.r0 * a.Hsel] + i;
+  a.keys[at] = j >= 0 && j < s.S
+                   ? uint32_t((int64_t(s.batch) * a.Smax + s.k_start + j) * a.Hkv + kvh)
+                   : uint32_t(a.nkeys);
+  a.vals[at] = int32_t(e);
 }
 
 // First position of the sorted keys holding a key >= x.
@@ -436,19 +464,61 @@ void key_window(const SeqDesc* seqs, int nseq, int64_t Smax, int Hkv, int64_t r0
   if (hi <= lo) lo = hi = 0;
 }
 
+// The ranges of query rows, [starts[i], starts[i + 1]): each as many rows as fit room bytes (at
+// least one), counting per row P and dS per head and its entry offsets, and per used entry two
+// buffers each of keys and entries and at most 2 / kPiece pieces of 2 D partial sums; and at
+// most 2^31 - 1 list entries, used or not (an entry's index is an int32).
+std::vector<int64_t> row_ranges(const std::vector<int64_t>& used_at_row, int64_t Hq, int64_t Hsel,
+                                int64_t K, int D, int64_t room) {
+  const int64_t rows = int64_t(used_at_row.size()) - 1;
+  const int64_t per_row = Hq * K * 8 + 8, per_entry = 16 + 16 * D / kPiece;
+  const int64_t max_rows = std::max<int64_t>(1, ((int64_t(1) << 31) - 1) / std::max<int64_t>(1, Hsel * K));
+  std::vector<int64_t> starts{0};
+  for (int64_t r0 = 0, r1 = 0; r0 < rows; r0 = r1, starts.push_back(r1)) {
+    r1 = r0 + 1;
+    while (r1 < rows && r1 - r0 < max_rows &&
+           (r1 + 1 - r0) * per_row + (used_at_row[r1 + 1] - used_at_row[r0]) * per_entry <= room)
+      r1++;
+  }
+  return starts;
+}
+
 template <int D>
 void run_sparse_backward(SparseBwdArgs a, int64_t rows, const SeqDesc* seqs) {
   constexpr int TPR = D / 8, SLOTS = kThreads / TPR;
-  // Bytes per row of the range: P and dS per head; per list entry two buffers each of keys and
-  // entries, and at most 2 / kPiece pieces of 2 D partial sums. They go in the score-row
-  // workspace, which a training step's top-k forward leaves idle at up to score_rows_budget():
-  // ranges fill what it holds (at least workspace_budget()), so they cost no new memory, and
-  // fewer ranges mean fewer passes of the per-range kernels (at 8K, B = 16: 72 ranges with
-  // 256 MiB, 9 with 2 GiB).
-  const int64_t per_row = int64_t(a.Hq) * a.K * 8 + int64_t(a.Hsel) * a.K * (16 + 16 * D / kPiece) + 8;
+  // Each list's used entries and their prefix sums, for the whole call; the sums at each row's
+  // first list come back to the host, which cuts the rows into ranges by what they use.
+  const int64_t nlists = rows * a.Hsel;
+  int64_t* used = static_cast<int64_t*>(workspace(kWsUsed, size_t(2 * (nlists + 1) + rows + 1) * 8));
+  int64_t* used_at = used + (nlists + 1);
+  int64_t* used_at_row = used_at + (nlists + 1);
+  a.used = used;
+  a.used_at = used_at;
+  {
+    const int64_t threads = (nlists + 1) * 32;
+    TOPK_CHECK((threads + 255) / 256 < (int64_t(1) << 31), "sparse_attention_backward: too many lists");
+    sparse_used_kernel<<<unsigned((threads + 255) / 256), 256, 0, stream()>>>(a, nlists, used);
+    TOPK_CUDA_LAUNCH();
+    size_t scan_temp = 0;
+    TOPK_CUDA(cub::DeviceScan::ExclusiveSum(nullptr, scan_temp, used, used_at, nlists + 1, stream()));
+    void* tmp = workspace(kWsSortTemp, scan_temp);
+    TOPK_CUDA(cub::DeviceScan::ExclusiveSum(tmp, scan_temp, used, used_at, nlists + 1, stream()));
+    TOPK_CUDA_LAUNCH();
+    sparse_row_used_kernel<<<unsigned((rows + 1 + 255) / 256), 256, 0, stream()>>>(used_at, rows, a.Hsel,
+                                                                                   used_at_row);
+    TOPK_CUDA_LAUNCH();
+  }
+  std::vector<int64_t> host_used(size_t(rows + 1));
+  TOPK_CUDA(cudaMemcpyAsync(host_used.data(), used_at_row, host_used.size() * 8, cudaMemcpyDeviceToHost,
+                            stream()));
+  TOPK_CUDA(cudaStreamSynchronize(stream()));
+  // The per-range arrays go in the score-row workspace, which a training step's top-k forward
+  // leaves idle at up to score_rows_budget(): ranges fill what it holds (at least
+  // workspace_budget()), so they cost no new memory, and fewer ranges mean fewer passes of the
+  // per-range kernels.
   const int64_t room = int64_t(std::min(score_rows_budget(),
                                         std::max(workspace_budget(), workspace_size(kWsScores))));
-  const int64_t step = std::max<int64_t>(1, room / std::max<int64_t>(1, per_row));
+  const std::vector<int64_t> starts = row_ranges(host_used, a.Hq, a.Hsel, a.K, D, room);
   int end_bit = 1;
   while ((int64_t(1) << end_bit) <= a.nkeys) end_bit++;  // the sentinel nkeys must fit too
   const int nhb = (a.Hq + SLOTS - 1) / SLOTS;
@@ -463,13 +533,14 @@ void run_sparse_backward(SparseBwdArgs a, int64_t rows, const SeqDesc* seqs) {
   // Every range adds to dk and dv, the first to zeros.
   TOPK_CUDA(cudaMemsetAsync(a.dk, 0, size_t(a.nkeys) * D * sizeof(float), stream()));
   TOPK_CUDA(cudaMemsetAsync(a.dv, 0, size_t(a.nkeys) * D * sizeof(float), stream()));
-  for (int64_t r0 = 0; r0 < rows; r0 += step) {
-    const int64_t nr = std::min(rows, r0 + step) - r0;
+  for (size_t ri = 0; ri + 1 < starts.size(); ri++) {
+    const int64_t r0 = starts[ri], nr = starts[ri + 1] - r0;
     a.r0 = r0;
-    a.E = nr * a.Hsel * a.K;
-    TOPK_CHECK(a.E < (int64_t(1) << 31) && nr * a.Hkv < (int64_t(1) << 31) && nr * nhb < (int64_t(1) << 31),
+    a.Eall = nr * a.Hsel * a.K;
+    a.E = host_used[size_t(r0 + nr)] - host_used[size_t(r0)];
+    TOPK_CHECK(a.Eall < (int64_t(1) << 31) && nr * a.Hkv < (int64_t(1) << 31) && nr * nhb < (int64_t(1) << 31),
                "sparse_attention_backward: %lld index entries in one range, more than 2^31",
-               (long long)a.E);
+               (long long)a.Eall);
     const int64_t max_pieces = 2 * (a.E / kPiece) + 1;
     const size_t entry_bytes = (size_t(nr * a.Hq * a.K) * 8 + size_t(nr) * 8 + 255) / 256 * 256;
     char* entry = static_cast<char*>(workspace(
@@ -494,7 +565,7 @@ void run_sparse_backward(SparseBwdArgs a, int64_t rows, const SeqDesc* seqs) {
     a.partial = reinterpret_cast<float*>(sort + size_t(a.E) * 16);
     a.keys = k0;
     a.vals = v0;
-    sparse_keys_kernel<<<unsigned((a.E + 255) / 256), 256, 0, stream()>>>(a);
+    sparse_keys_kernel<<<unsigned((a.Eall + 255) / 256), 256, 0, stream()>>>(a);
     TOPK_CUDA_LAUNCH();
     cub::DoubleBuffer<uint32_t> keys(k0, k0 + a.E);
     cub::DoubleBuffer<int32_t> vals(v0, v0 + a.E);
