@@ -4,7 +4,8 @@
 // L2. Bytes are counted per case and the floor is bytes / measured copy bandwidth (copy
 // counts bytes read plus bytes written). Then causal prefill forwards (cases prefill_*): dense
 // flash attention beside top-k attention on each of its pipelines, timed in the same run;
-// training attention, forward + backward (cases fwdbwd_*): dense beside top-k; and, when --only
+// training attention, forward + backward (cases fwdbwd_*): dense beside top-k with per-head lists
+// (fwdbwd_topk_r*) and with one list per KV group (fwdbwd_topk_group_r*); and, when --only
 // names `dispatch`, the top-k decode pipelines forced one by one over a grid of (B, S).
 #include <algorithm>
 #include <cstdio>
@@ -196,8 +197,13 @@ void bench_train_attention(const std::vector<int64_t>& lengths, int reps, const 
   const double budgets[] = {0.01, 0.05};
   for (int64_t S : lengths) {
     const std::string tag = "_S" + std::to_string(S);
+    // Per-head lists (fwdbwd_topk_r*) and one list per KV group (fwdbwd_topk_group_r*).
+    auto topk_name = [&](bool group, double r) {
+      return std::string(group ? "fwdbwd_topk_group_r" : "fwdbwd_topk_r") + std::to_string(r).substr(0, 4) + tag;
+    };
     bool any = want("fwdbwd_dense" + tag);
-    for (double r : budgets) any = any || want("fwdbwd_topk_r" + std::to_string(r).substr(0, 4) + tag);
+    for (bool group : {false, true})
+      for (double r : budgets) any = any || want(topk_name(group, r));
     if (!any) continue;
     const int64_t B = tokens / S;
     auto make = [&](int64_t H, uint64_t seed) {
@@ -227,20 +233,22 @@ void bench_train_attention(const std::vector<int64_t>& lengths, int reps, const 
     dense.extra_bytes = free0 - free_bytes();
     dense.dense_us = dense.us;
     if (want(dense.name)) out.push_back(dense);
-    for (double ratio : budgets) {
-      TrainAttnResult r{"fwdbwd_topk_r" + std::to_string(ratio).substr(0, 4) + tag,
-                        "ratio=" + std::to_string(ratio).substr(0, 4), B, S};
+    for (bool group : {false, true}) for (double ratio : budgets) {
+      TrainAttnResult r{topk_name(group, ratio),
+                        std::string(group ? "group,ratio=" : "ratio=") + std::to_string(ratio).substr(0, 4), B, S};
       if (!want(r.name)) continue;
       SelectOpts sel;
       sel.ratio = ratio;
+      sel.share_group = group;
+      const int64_t Hsel = group ? Hkv : Hq;
       double entries = 0;
       for (int64_t t = 0; t < S; t++) entries += double(budget_of(0, ratio, 0, t + 1));
       r.flops = 2.0 * Hq * D * pairs + 14.0 * D * entries * double(B * Hq);
-      r.bytes = tensor_bytes(B, S, Hq, Hkv, D) + 2.0 * 4 * entries * double(B * Hq);
+      r.bytes = tensor_bytes(B, S, Hq, Hkv, D) + 2.0 * 4 * entries * double(B * Hsel);
       cuda::workspace_release();
       free0 = free_bytes();
       {
-        Buffer idx(DType::i32, {B, S, Hq, select_capacity(sel, S)}, Device::cuda);
+        Buffer idx(DType::i32, {B, S, Hsel, select_capacity(sel, S)}, Device::cuda);
         r.fwd_us = time_us([&](int) { topk_attention_forward(q, k, v, {}, causal, sel, o, lse, idx); }, reps, 1);
         r.us = time_us([&](int) {
           topk_attention_forward(q, k, v, {}, causal, sel, o, lse, idx);
