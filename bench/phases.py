@@ -21,12 +21,17 @@ PHASES = [
     ("forward", "score products (cuBLAS)", r"^(nvjet|cutlass|sm\d+_xmma|.*gemm|.*gemv)"),
     ("forward", "select + softmax + P V, warp per (row, head)", r"select_attend_warps_kernel"),
     ("forward", "select + softmax + P V, cluster per (row, head)", r"select_attend"),
+    # Group-shared lists: each head's row lse, then keys ranked by the group's summed
+    # probabilities; then attention over the lists (split over keys, then combined).
+    ("forward", "group ranking (row lse + summed probabilities)", r"^(row_lse_kernel|group_rank_kernel)"),
+    ("forward", "attend over the lists (split + combine)", r"^(attend_kernel|combine_kernel)"),
     ("forward", "other forward kernels", r"(select|score|threshold|sample)"),
     ("backward", "Delta (bwd_prep_kernel, one call)", r"bwd_prep_kernel"),
     ("backward", "per-entry P and dS", r"sparse_entry_kernel"),
     ("backward", "dQ", r"sparse_dq_kernel"),
-    ("backward", "invert the selection (keys, sort, runs, scan)",
-     r"(sparse_keys_kernel|sparse_rows_kernel|sparse_runs_kernel|radix_sort|DeviceRadixSort|scan::|DeviceScan)"),
+    ("backward", "invert the selection (used entries, keys, sort, runs, scan)",
+     r"(sparse_used_kernel|sparse_row_used_kernel|sparse_keys_kernel|sparse_rows_kernel|sparse_runs_kernel"
+     r"|radix_sort|DeviceRadixSort|scan::|DeviceScan)"),
     ("backward", "dK, dV", r"(sparse_pieces_kernel|sparse_dkdv_kernel)"),
 ]
 SKIP = r"flash_(forward|dq|dkdv)(_wgmma)?_kernel"  # the dense baseline (mma.sync or warpgroup)

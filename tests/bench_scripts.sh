@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark scripts that need no GPU, on recorded outputs: bench/phases.py on Nsight Compute
 # summaries (`topk bench cuda --only fwdbwd_topk_r0.01_S8192 --reps 1` on an H200, the 32K case
-# on an H100) and its error on a file that is not one; bench/join_bench.py's training targets
+# and a group-shared case on an H100) and its error on a file that is not one; bench/join_bench.py's training targets
 # on `topk bench cuda` and bench/torch_baselines.py JSON (the faster SDPA backend, cuDNN there,
 # is the baseline); bench/sample_margin.py's simulation of the warp select's sampled threshold;
 # tools/gpu-ab.sh with bench/ab_table.py on recorded builds.
@@ -35,6 +35,20 @@ out=$(python3 "$SRC/bench/phases.py" "$DATA32" 2>&1)
 expect "| forward | score products (cuBLAS) | 155.8 |"
 expect "| backward | dK, dV | 278.4 |"
 expect "| backward | total | 583.8 |"
+if grep -q "not in any phase" <<<"$out"; then echo "bench/phases.py: left kernels unplaced:"; echo "$out"; exit 1; fi
+# The same case after the backward learnt to skip each list's padding (an H100): the kernels that
+# find the used entries belong to the inversion.
+out=$(python3 "$SRC/bench/phases.py" "$SRC/tests/data/ncu/fwdbwd_topk_r0.01_S32768_used_entries.csv" 2>&1)
+expect "| backward | invert the selection (used entries, keys, sort, runs, scan) | 33.2 |"
+expect "| backward | total | 446.1 |"
+if grep -q "not in any phase" <<<"$out"; then echo "bench/phases.py: left kernels unplaced:"; echo "$out"; exit 1; fi
+# Group-shared lists at 8K (an H100): the group ranking and the split attend are phases of the
+# forward, and nothing is left unplaced.
+out=$(python3 "$SRC/bench/phases.py" "$SRC/tests/data/ncu/fwdbwd_topk_group_r0.01_S8192.csv" 2>&1)
+expect "| forward | group ranking (row lse + summed probabilities) | 138.7 |"
+expect "| forward | attend over the lists (split + combine) | 48.4 |"
+expect "| forward | total | 316.4 |"
+expect "| backward | dQ | 16.9 |"
 if grep -q "not in any phase" <<<"$out"; then echo "bench/phases.py: left kernels unplaced:"; echo "$out"; exit 1; fi
 # Not an ncu summary: a clear error and a non-zero exit.
 if err=$(python3 "$SRC/bench/phases.py" "$SRC/README.md" 2>&1); then
