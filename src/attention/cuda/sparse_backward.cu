@@ -97,8 +97,9 @@ __device__ __forceinline__ float dot8(const float* a, const float (&b)[8]) {
 
 // A block per (row of the range, KV head); TPR threads per key row, SLOTS entries at a time.
 // At D = 256 a key row is a whole warp, and with no bound ptxas settled on 48 registers and a
-// 4-byte spill: 5 blocks an SM (at most 51 registers) gets the same 48 registers and no spill.
-// (A minimum of 0 is no bound, as 64 and 128 have always been built.)
+// 4-byte spill: 5 blocks an SM (at most 51 registers) got the same 48 registers and no spill,
+// until reading each list's used entries brought a 4-byte spill back (ptxas -v; not measured
+// against other bounds). (A minimum of 0 is no bound, as 64 and 128 have always been built.)
 template <int D>
 __global__ void __launch_bounds__(kThreads, D <= 128 ? 0 : 5) sparse_entry_kernel(const SparseBwdArgs a) {
   constexpr int TPR = D / 8, SLOTS = kThreads / TPR;
