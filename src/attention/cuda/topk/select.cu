@@ -189,34 +189,53 @@ __global__ void __launch_bounds__(kSelThreads, 2) select_cluster_kernel(const Se
   resolve_candidates(row, lo, hi, b1, need1, in_smem, neq, hist, ckey, cidx, tmp, s_res, sel + a1);
 }
 
-// lse of each (row, head) score row over its visible keys; +inf when no key has weight.
-__global__ void row_lse_kernel(const SelectArgs a, int Hq, const float* scores, bool in_compact,
-                               float* lse) {
-  __shared__ float red[32];
-  const int64_t rr = blockIdx.x / Hq;
-  const int h = blockIdx.x % Hq;
+// (m, s) with s = sum exp(x - m) over the keys seen, m their maximum: the running pair of an
+// online softmax sum; -inf keys add nothing.
+__device__ __forceinline__ void lse_add(float& m, float& s, float x) {
+  if (x == -INFINITY) return;
+  if (x > m) {
+    s = s * expf(m - x) + 1.f;  // 0 * 0 + 1 for the first key (m = -inf)
+    m = x;
+  } else {
+    s += expf(x - m);
+  }
+}
+
+__device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2) {
+  const float M = fmaxf(m, m2);
+  if (M == -INFINITY) return;  // neither has a key
+  s = s * expf(m - M) + s2 * expf(m2 - M);
+  m = M;
+}
+
+// lse of each (row, head) score row over its visible keys; +inf when no key has weight. A warp
+// per row, one pass (online max and sum), 8 rows a block: a score row of a training step is a
+// few thousand keys, too short for a block's reductions and two passes to pay.
+constexpr int kLseRowsPerBlock = 8;
+__global__ void __launch_bounds__(32 * kLseRowsPerBlock) row_lse_kernel(const SelectArgs a, int Hq, int64_t nrows,
+                                                                       const float* scores, bool in_compact,
+                                                                       float* lse) {
+  const int64_t pair = int64_t(blockIdx.x) * kLseRowsPerBlock + threadIdx.x / 32;
+  if (pair >= nrows * Hq) return;
+  const int64_t rr = pair / Hq;
+  const int h = int(pair % Hq), lane = threadIdx.x & 31;
   const auto [s, t, qrow, n] = query_row(a.seqs, a.nseq, a.r0 + rr, a.Tq, a.causal);
   const float* row = scores + ((in_compact ? rr : qrow) * Hq + h) * a.Smax;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  float mx = -INFINITY;
-  for (int64_t j = threadIdx.x; j < n; j += blockDim.x) mx = fmaxf(mx, row[j]);
-  for (int o = 16; o >= 1; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-  if (lane == 0) red[warp] = mx;
-  __syncthreads();
-  mx = -INFINITY;
-  for (int i = 0; i < nw; i++) mx = fmaxf(mx, red[i]);
-  __syncthreads();
-  float sum = 0.f;
-  if (mx != -INFINITY)
-    for (int64_t j = threadIdx.x; j < n; j += blockDim.x) sum += expf(row[j] - mx);
-  for (int o = 16; o >= 1; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-  if (lane == 0) red[warp] = sum;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    float tsum = 0.f;
-    for (int i = 0; i < nw; i++) tsum += red[i];
-    lse[rr * Hq + h] = mx == -INFINITY ? INFINITY : mx + logf(tsum);
+  float m = -INFINITY, sum = 0.f;
+  int64_t j = lane;
+  for (; j + 96 < n; j += 128) {  // four loads in flight
+    const float x0 = row[j], x1 = row[j + 32], x2 = row[j + 64], x3 = row[j + 96];
+    lse_add(m, sum, x0);
+    lse_add(m, sum, x1);
+    lse_add(m, sum, x2);
+    lse_add(m, sum, x3);
   }
+  for (; j < n; j += 32) lse_add(m, sum, row[j]);
+  for (int o = 16; o >= 1; o >>= 1) {
+    const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, sum, o);
+    lse_merge(m, sum, m2, s2);
+  }
+  if (lane == 0) lse[rr * Hq + h] = m == -INFINITY ? INFINITY : m + logf(sum);
 }
 
 // rank[rr, kvh, j] = sum over the group's heads of exp(s - lse).
@@ -262,7 +281,10 @@ void group_rank(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
   TOPK_CHECK((p.Smax + 255) / 256 < 65536, "topk_select: group ranking supports up to 2^24 keys");
   SelectArgs a = make_args(p, st, r0, p.Hkv);
   float* lse = static_cast<float*>(workspace(kWsLse, size_t(rows) * p.Hq * sizeof(float)));
-  row_lse_kernel<<<unsigned(rows * p.Hq), 512, 0, stream()>>>(a, p.Hq, scores, in_compact, lse);
+  const int64_t lse_blocks = (rows * p.Hq + kLseRowsPerBlock - 1) / kLseRowsPerBlock;
+  TOPK_CHECK(lse_blocks < (int64_t(1) << 31), "topk_select: too many score rows for one launch");
+  row_lse_kernel<<<unsigned(lse_blocks), 32 * kLseRowsPerBlock, 0, stream()>>>(a, p.Hq, rows, scores,
+                                                                              in_compact, lse);
   TOPK_CUDA_LAUNCH();
   dim3 grid(unsigned(rows * p.Hkv), unsigned((p.Smax + 255) / 256));
   group_rank_kernel<<<grid, 256, 0, stream()>>>(a, p.Hq, p.group(), scores, in_compact, lse, rank);
