@@ -102,6 +102,12 @@ bool select_attend_warps_fits(int64_t K);
 void launch_select_attend_warps(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
                                 const SelectOpts& sel, const float* scores, int32_t* indices,
                                 int64_t K);
+// Group sharing, the same with a warp per (row, KV head): selection over the group's rank rows
+// (launch_group_rank, compact [r1-r0, Hkv, Smax]), then each head of the group attends over
+// the shared list with its own scores.
+void launch_select_attend_warps_group(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                                      const SelectOpts& sel, const float* scores, const float* rank,
+                                      int32_t* indices, int64_t K);
 // The warp select's capacity for budget K (768, 1024 or 1536 keys a warp keeps), and the same
 // selection and attention over candidate lists instead of stored rows: per (row, head) of rows
 // [r0, r1), cap = warp_select_cap(K) slots of (score bits, key index) in index order and their

@@ -163,8 +163,9 @@ int64_t row_bytes(const AttnParams& p, const SelectOpts& sel, int64_t K) {
 // Per-head selection over stored rows: a warp per (row, head) when the pairs fill the GPU
 // several times over and budgets are small (prefill and training), else a cluster of blocks
 // per pair (decode at small batch, where latency rules; rows past its length take a block per
-// pair). TOPK_CUDA_STORED_SELECT=warps or =clusters forces one (warps only where the budget
-// fits it).
+// pair). Group sharing follows the same rule: a warp per (row, KV head), else the radix select
+// over the rank rows and the split attend. TOPK_CUDA_STORED_SELECT=warps or =clusters forces
+// one (warps only where the budget fits it).
 bool stored_select_by_warps(const AttnParams& p, int64_t rows, int64_t K) {
   if (!select_attend_warps_fits(K)) return false;
   if (const char* e = std::getenv("TOPK_CUDA_STORED_SELECT"); e && *e) {
@@ -182,8 +183,12 @@ void select_attend_stored(const AttnParams& p, const SeqTable& st, int64_t r0, i
   if (shared) {
     float* rank = static_cast<float*>(workspace(kWsRank, size_t((r1 - r0) * p.Hkv * p.Smax * 4)));
     launch_group_rank(p, st, r0, r1, scores, rank);
-    launch_select(p, st, r0, r1, rank, true, p.Hsel, sel, indices, K);
-    launch_attend(p, st, r0, r1, indices, p.Hsel, K, scores);
+    if (stored_select_by_warps(p, r1 - r0, K)) {
+      launch_select_attend_warps_group(p, st, r0, r1, sel, scores, rank, indices, K);
+    } else {
+      launch_select(p, st, r0, r1, rank, true, p.Hsel, sel, indices, K);
+      launch_attend(p, st, r0, r1, indices, p.Hsel, K, scores);
+    }
   } else if (stored_select_by_warps(p, r1 - r0, K)) {
     launch_select_attend_warps(p, st, r0, r1, sel, scores, indices, K);
   } else if (select_attend_rows_fits(p.Smax)) {

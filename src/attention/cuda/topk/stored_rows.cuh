@@ -16,6 +16,7 @@ struct StoredRowsArgs {
   DRows v;
   SelectOpts sel;
   const float* scores;  // compact [r1 - r0, Hq, Smax]
+  const float* rank = nullptr;  // group sharing: compact [r1 - r0, Hkv, Smax], selected over
   // The warp select's candidate mode (topk/tile_filter.cu): per pair, ccap slots of (score
   // bits, key index) and the count; q and k to score forced keys and undecided rows.
   const uint2* cand = nullptr;

@@ -15,6 +15,9 @@
 // When the filter keeps fewer than the budget or more than fit (ties at tau, a skewed sample),
 // the warp selects over the whole row in global memory instead: the same digits, re-reading
 // the row. Exact either way, ties to the lower index, like the reference.
+// Group sharing (GRP): a warp per (row, KV head) selects over the group's rank row (summed
+// probabilities, launch_group_rank) and then attends each head of the group in turn over the
+// shared selection, with that head's stored scores.
 #include <cmath>
 #include <cstdlib>
 
@@ -252,15 +255,17 @@ __device__ float qk_score(const DRows& q, int64_t qoff, const DRows& k, int64_t 
   return d * scale;
 }
 
+// GRP: one list per (row, KV head), selected over a.rank, attended by the group's G heads.
 // CAND: the competing keys come as candidate lists (a.cand: the keys of each (row, head) at or
 // above its sampled threshold, in index order, a.cnt of them; topk/tile_filter.cu) instead of a
 // stored score row. A list of at least `take` keys and at most kWCap holds the row's top keys;
 // any other row, and the forced keys, are scored here.
-template <int D, int kWCap, bool CAND>
+template <int D, int kWCap, bool CAND, bool GRP>
 __global__ void __launch_bounds__(kWarps * 32, WarpCap<kWCap>::kMinBlocks)
     select_attend_warps_kernel(const StoredRowsArgs a) {
   constexpr int TPR = D / 8, SLOTS = 32 / TPR;  // threads per V row (8 elements each), rows at once
   static_assert(TPR <= 32, "a V row's lanes in one warp (D <= 256)");
+  static_assert(!(CAND && GRP), "group sharing selects over stored rank rows");
   constexpr int kMaxK = WarpCap<kWCap>::kMaxK;
   extern __shared__ int smem[];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -269,18 +274,19 @@ __global__ void __launch_bounds__(kWarps * 32, WarpCap<kWCap>::kMinBlocks)
   int* hist = cidx + kWCap;
 
   asm volatile("griddepcontrol.wait;" ::: "memory");  // the scores come from the kernel before
-  const int64_t pair = int64_t(blockIdx.x) * kWarps + warp;
+  const int64_t pair = int64_t(blockIdx.x) * kWarps + warp;  // (row, list)
   if (pair >= a.pairs) return;
-  const int64_t rr = pair / a.Hq;
-  const int h = int(pair % a.Hq), kvh = h / a.G;
+  const int Hl = GRP ? a.Hq / a.G : a.Hq;  // lists a row: KV heads, or query heads
+  const int64_t rr = pair / Hl;
+  const int hl = int(pair % Hl), kvh = GRP ? hl : hl / a.G;
   const auto [s, t, qrow, n64] = query_row(a.seqs, a.nseq, a.r0 + rr, a.Tq, a.causal);
   const int n = int(n64);
   const RowSel rs = row_sel(a.sel.k, a.sel.ratio, a.sel.min_k, a.sel.sink, a.sel.window, n);
   const int lo = int(rs.lo), hi = int(rs.hi), take = int(rs.take), m = int(rs.m);
   const int nsel = int(rs.forced) + take;
-  const float* srow = CAND ? nullptr : a.scores + (rr * a.Hq + h) * a.Smax;
-  int32_t* orow = a.out + (qrow * a.Hq + h) * a.K;
-  const int64_t qoff = CAND ? a.q.offset(s.batch, s.q_start + t, h) : 0;
+  const float* srow = CAND ? nullptr : GRP ? a.rank + (rr * Hl + hl) * a.Smax : a.scores + (rr * a.Hq + hl) * a.Smax;
+  int32_t* orow = a.out + (qrow * Hl + hl) * a.K;
+  const int64_t qoff = CAND ? a.q.offset(s.batch, s.q_start + t, hl) : 0;
   const int64_t kbase = CAND ? a.k.offset(s.batch, s.k_start, kvh) : 0;
   auto score_at = [&](int j) {
     if constexpr (CAND) return qk_score<D>(a.q, qoff, a.k, kbase + int64_t(j) * a.k.st, a.scale);
@@ -377,72 +383,88 @@ __global__ void __launch_bounds__(kWarps * 32, WarpCap<kWCap>::kMinBlocks)
   // The selection in index order (sink [0, lo), the chosen keys, window [hi, n)), its indices
   // and scores staged once in the upper halves of cidx/ckey (take <= kMaxK leaves them
   // free), so that the V gather's lanes read an index and a weight instead of each decoding
-  // the position and taking an exponential.
+  // the position and taking an exponential. With GRP the chosen keys' ckey are ranks, not
+  // scores: each head stages its own scores below.
   int32_t* sidx = cidx + kMaxK;
   float* sw = reinterpret_cast<float*>(ckey + kMaxK);
   uint32_t mk = 0;
   for (int p = lane; p < nsel; p += 32) {
     const bool chosen = p >= lo && p < lo + take;
     const int i = p < lo ? p : chosen ? cidx[p - lo] : hi + (p - lo - take);
-    const uint32_t k = chosen ? ckey[p - lo] : order_key(score_at(i));
     sidx[p] = i;
-    sw[p] = key_score(k);
     orow[p] = i;
-    mk = max(mk, k);
+    if (!GRP) {
+      const uint32_t k = chosen ? ckey[p - lo] : order_key(score_at(i));
+      sw[p] = key_score(k);
+      mk = max(mk, k);
+    }
   }
   for (int64_t p = nsel + lane; p < a.K; p += 32) orow[p] = -1;
-  mk = __reduce_max_sync(kFull, mk);
-  const float M = mk ? key_score(mk) : -INFINITY;
-  float L = 0.f;
-  if (M != -INFINITY)
-    for (int p = lane; p < nsel; p += 32) {
-      const float w = expf(sw[p] - M);
-      sw[p] = w;
-      L += w;
-    }
-#pragma unroll
-  for (int o = 16; o >= 1; o >>= 1) L += __shfl_xor_sync(kFull, L, o);
-  __syncwarp();
-
-  const int dg = lane % TPR, slot = lane / TPR;
   const int64_t vbase = int64_t(s.batch) * a.v.sb + int64_t(s.k_start) * a.v.st + int64_t(kvh) * a.v.sh;
-  float acc[8];
+  for (int g = 0; g < (GRP ? a.G : 1); g++) {
+    const int h = GRP ? kvh * a.G + g : hl;
+    if (GRP) {
+      __syncwarp();  // sidx staged, and the previous head's gather done with sw
+      const float* hrow = a.scores + (rr * a.Hq + h) * a.Smax;
+      mk = 0;
+      for (int p = lane; p < nsel; p += 32) {
+        const uint32_t k = order_key(hrow[sidx[p]]);
+        sw[p] = key_score(k);
+        mk = max(mk, k);
+      }
+    }
+    mk = __reduce_max_sync(kFull, mk);
+    const float M = mk ? key_score(mk) : -INFINITY;
+    float L = 0.f;
+    if (M != -INFINITY)
+      for (int p = lane; p < nsel; p += 32) {
+        const float w = expf(sw[p] - M);
+        sw[p] = w;
+        L += w;
+      }
 #pragma unroll
-  for (int e = 0; e < 8; e++) acc[e] = 0.f;
-  if (M != -INFINITY) {
-    constexpr int U = 8;
-    for (int b0 = 0; b0 < nsel; b0 += SLOTS * U)
-      gather_rows<U>(a.v, vbase, dg, a.vec_v, b0 + slot, SLOTS, nsel,
-                     [&](int p) { return sidx[p]; }, [&](int p) { return sw[p]; }, acc);
-  }
-  // Slots summed in a fixed order: lanes dg, dg + TPR, ... hold one slot each.
+    for (int o = 16; o >= 1; o >>= 1) L += __shfl_xor_sync(kFull, L, o);
+    __syncwarp();
+
+    const int dg = lane % TPR, slot = lane / TPR;
+    float acc[8];
 #pragma unroll
-  for (int o = TPR; o < 32; o <<= 1)
+    for (int e = 0; e < 8; e++) acc[e] = 0.f;
+    if (M != -INFINITY) {
+      constexpr int U = 8;
+      for (int b0 = 0; b0 < nsel; b0 += SLOTS * U)
+        gather_rows<U>(a.v, vbase, dg, a.vec_v, b0 + slot, SLOTS, nsel,
+                       [&](int p) { return sidx[p]; }, [&](int p) { return sw[p]; }, acc);
+    }
+    // Slots summed in a fixed order: lanes dg, dg + TPR, ... hold one slot each.
 #pragma unroll
-    for (int e = 0; e < 8; e++) acc[e] += __shfl_xor_sync(kFull, acc[e], o);
-  const bool empty = !(L > 0.f);
-  if (slot == 0) {
-    const int64_t ooff = a.dst.offset(s.batch, s.q_start + t, h) + dg * 8;
+    for (int o = TPR; o < 32; o <<= 1)
 #pragma unroll
-    for (int e = 0; e < 8; e++) store1(a.dst.o, a.dst.dt, ooff + e, empty ? 0.f : acc[e] / L);
-  }
-  if (lane == 0) a.dst.lse[qrow * a.Hq + h] = empty ? INFINITY : M + logf(L);
+      for (int e = 0; e < 8; e++) acc[e] += __shfl_xor_sync(kFull, acc[e], o);
+    const bool empty = !(L > 0.f);
+    if (slot == 0) {
+      const int64_t ooff = a.dst.offset(s.batch, s.q_start + t, h) + dg * 8;
+#pragma unroll
+      for (int e = 0; e < 8; e++) store1(a.dst.o, a.dst.dt, ooff + e, empty ? 0.f : acc[e] / L);
+    }
+    if (lane == 0) a.dst.lse[qrow * a.Hq + h] = empty ? INFINITY : M + logf(L);
+  }  // heads of the group
 }
 
-template <int D, int CAP, bool CAND>
+template <int D, int CAP, bool CAND, bool GRP>
 void launch_cap(const StoredRowsArgs& a, int64_t blocks) {
-  allow_smem(select_attend_warps_kernel<D, CAP, CAND>, WarpCap<CAP>::kSmem);
-  launch_ex(select_attend_warps_kernel<D, CAP, CAND>, blocks, kWarps * 32, WarpCap<CAP>::kSmem, 0, true, a);
+  allow_smem(select_attend_warps_kernel<D, CAP, CAND, GRP>, WarpCap<CAP>::kSmem);
+  launch_ex(select_attend_warps_kernel<D, CAP, CAND, GRP>, blocks, kWarps * 32, WarpCap<CAP>::kSmem, 0, true, a);
 }
 
-template <bool CAND>
+template <bool CAND, bool GRP = false>
 void launch_caps(const StoredRowsArgs& a, int D, int cap) {
   const int64_t blocks = (a.pairs + kWarps - 1) / kWarps;
   TOPK_CHECK(blocks < (int64_t(1) << 31), "topk_attention_forward: too many rows for one launch");
   TOPK_CUDA_HEAD_DIM_SWITCH(D, "topk_attention_forward",
-      if (cap == kWCapSmall) launch_cap<kD, kWCapSmall, CAND>(a, blocks);
-      else if (cap == kWCapMid) launch_cap<kD, kWCapMid, CAND>(a, blocks);
-      else launch_cap<kD, kWCapLarge, CAND>(a, blocks));
+      if (cap == kWCapSmall) launch_cap<kD, kWCapSmall, CAND, GRP>(a, blocks);
+      else if (cap == kWCapMid) launch_cap<kD, kWCapMid, CAND, GRP>(a, blocks);
+      else launch_cap<kD, kWCapLarge, CAND, GRP>(a, blocks));
 }
 
 }  // namespace
@@ -473,6 +495,18 @@ void launch_select_attend_warps(const AttnParams& p, const SeqTable& st, int64_t
   TOPK_CHECK(select_attend_warps_fits(K) && p.Smax < (int64_t(1) << 30),
              "topk_attention_forward: budget or rows too large for the warp select");
   launch_caps<false>(stored_rows_args(p, st, r0, r1, sel, scores, indices, K), p.D, warp_select_cap(K));
+}
+
+void launch_select_attend_warps_group(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
+                                      const SelectOpts& sel, const float* scores, const float* rank,
+                                      int32_t* indices, int64_t K) {
+  if (r1 <= r0) return;
+  TOPK_CHECK(select_attend_warps_fits(K) && p.Smax < (int64_t(1) << 30) && p.Hsel == p.Hkv,
+             "topk_attention_forward: budget or rows too large for the warp select");
+  StoredRowsArgs a = stored_rows_args(p, st, r0, r1, sel, scores, indices, K);
+  a.pairs = (r1 - r0) * p.Hkv;
+  a.rank = rank;
+  launch_caps<false, true>(a, p.D, warp_select_cap(K));
 }
 
 void launch_select_attend_cands(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
