@@ -86,7 +86,7 @@ void* workspace(int slot, size_t bytes);
 // The bytes the slot's buffer holds now (0 before its first use).
 size_t workspace_size(int slot);
 enum : int {
-  kWsScores = 0, kWsRank, kWsPartial, kWsLse,
+  kWsScores = 0, kWsRank, kWsPartial,
   kWsThr, kWsCand, kWsSelScores,  // threshold path of top-k attention
   kWsLD, kWsDout,                 // backward: (lse, Delta) per row and head, dout as 16-bit
   kWsSortTemp, kWsRuns,  // sparse backward: the key sort's temporary, the runs of the sorted

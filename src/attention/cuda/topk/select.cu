@@ -208,51 +208,77 @@ __device__ __forceinline__ void lse_merge(float& m, float& s, float m2, float s2
   m = M;
 }
 
-// lse of each (row, head) score row over its visible keys; +inf when no key has weight. A warp
-// per row, one pass (online max and sum), 8 rows a block: a score row of a training step is a
-// few thousand keys, too short for a block's reductions and two passes to pay.
-constexpr int kLseRowsPerBlock = 8;
-__global__ void __launch_bounds__(32 * kLseRowsPerBlock) row_lse_kernel(const SelectArgs a, int Hq, int64_t nrows,
-                                                                       const float* scores, bool in_compact,
-                                                                       float* lse) {
-  const int64_t pair = int64_t(blockIdx.x) * kLseRowsPerBlock + threadIdx.x / 32;
-  if (pair >= nrows * Hq) return;
-  const int64_t rr = pair / Hq;
-  const int h = int(pair % Hq), lane = threadIdx.x & 31;
-  const auto [s, t, qrow, n] = query_row(a.seqs, a.nseq, a.r0 + rr, a.Tq, a.causal);
-  const float* row = scores + ((in_compact ? rr : qrow) * Hq + h) * a.Smax;
-  float m = -INFINITY, sum = 0.f;
-  int64_t j = lane;
-  for (; j + 96 < n; j += 128) {  // four loads in flight
-    const float x0 = row[j], x1 = row[j + 32], x2 = row[j + 64], x3 = row[j + 96];
-    lse_add(m, sum, x0);
-    lse_add(m, sum, x1);
-    lse_add(m, sum, x2);
-    lse_add(m, sum, x3);
-  }
-  for (; j < n; j += 32) lse_add(m, sum, row[j]);
-  for (int o = 16; o >= 1; o >>= 1) {
-    const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, sum, o);
-    lse_merge(m, sum, m2, s2);
-  }
-  if (lane == 0) lse[rr * Hq + h] = m == -INFINITY ? INFINITY : m + logf(sum);
-}
-
-// rank[rr, kvh, j] = sum over the group's heads of exp(s - lse).
-__global__ void group_rank_kernel(const SelectArgs a, int Hq, int G, const float* scores,
-                                  bool in_compact, const float* lse, float* rank) {
+// The group ranking of one (row, KV head) a block: rank[j] = sum over the group's G heads of
+// exp(s_g[j] - lse_g), lse_g over the row's visible keys (+inf when no key has weight: that head
+// adds nothing). One kernel for both passes so that the second read of the G score rows follows
+// the first within one block, while they are still in L2 (two blocks of 1024 threads an SM keep
+// 264 (row, KV head) units in flight: 17 MB of score rows at 4K keys). Keys go four at a time
+// (float4) where the score rows' stride allows it.
+constexpr int kRankThreads = 1024;
+__host__ __device__ inline int rank_warps_per_head(int G) { return G <= kRankThreads / 32 ? kRankThreads / 32 / G : 1; }
+template <bool VEC>
+__global__ void __launch_bounds__(kRankThreads) group_rank_kernel(const SelectArgs a, int Hq, int G,
+                                                                  const float* scores, bool in_compact,
+                                                                  float* rank) {
+  // Pass 1 reads the G rows at once: each head's row is split among wpg warps (a warp takes a
+  // head, or several, when G > 32), and the partial (max, sum) pairs meet in shared memory.
+  extern __shared__ float rank_smem[];
+  const int wpg = rank_warps_per_head(G), nslots = G * wpg;
+  float *s_m = rank_smem, *s_s = rank_smem + nslots, *s_lse = rank_smem + 2 * nslots;
   const int64_t rr = blockIdx.x / a.Hsel;
-  const int kvh = blockIdx.x % a.Hsel;
+  const int kvh = int(blockIdx.x % a.Hsel);
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const auto [s, t, qrow, n] = query_row(a.seqs, a.nseq, a.r0 + rr, a.Tq, a.causal);
-  const int64_t j = int64_t(blockIdx.y) * blockDim.x + threadIdx.x;
-  if (j >= n) return;
   const float* sr = scores + ((in_compact ? rr : qrow) * Hq + int64_t(kvh) * G) * a.Smax;
-  float x = 0.f;
-  for (int g = 0; g < G; g++) {
-    float l = lse[rr * Hq + kvh * G + g];
-    if (l < INFINITY && l > -INFINITY) x += expf(sr[int64_t(g) * a.Smax + j] - l);
+  float* out = rank + (rr * a.Hsel + kvh) * a.Smax;
+  const int64_t nv = VEC ? n / 4 : 0;  // float4 groups; keys from 4 nv on go one at a time
+  for (int slot = warp; slot < nslots; slot += kRankThreads / 32) {
+    const float* row = sr + int64_t(slot / wpg) * a.Smax;
+    const int64_t stride = 32 * wpg;
+    float m = -INFINITY, sum = 0.f;
+    int64_t i = (slot % wpg) * 32 + lane;
+    for (; i + stride < nv; i += 2 * stride) {  // two float4 loads in flight
+      const float4 x = reinterpret_cast<const float4*>(row)[i];
+      const float4 y = reinterpret_cast<const float4*>(row)[i + stride];
+      lse_add(m, sum, x.x), lse_add(m, sum, x.y), lse_add(m, sum, x.z), lse_add(m, sum, x.w);
+      lse_add(m, sum, y.x), lse_add(m, sum, y.y), lse_add(m, sum, y.z), lse_add(m, sum, y.w);
+    }
+    if (i < nv) {
+      const float4 x = reinterpret_cast<const float4*>(row)[i];
+      lse_add(m, sum, x.x), lse_add(m, sum, x.y), lse_add(m, sum, x.z), lse_add(m, sum, x.w);
+    }
+    for (int64_t j = 4 * nv + (slot % wpg) * 32 + lane; j < n; j += stride) lse_add(m, sum, row[j]);
+    for (int o = 16; o >= 1; o >>= 1) {
+      const float m2 = __shfl_xor_sync(0xffffffffu, m, o), s2 = __shfl_xor_sync(0xffffffffu, sum, o);
+      lse_merge(m, sum, m2, s2);
+    }
+    if (lane == 0) s_m[slot] = m, s_s[slot] = sum;
   }
-  rank[(rr * a.Hsel + kvh) * a.Smax + j] = x;
+  __syncthreads();
+  for (int g = tid; g < G; g += kRankThreads) {
+    float m = -INFINITY, sum = 0.f;
+    for (int q = g * wpg; q < (g + 1) * wpg; q++) lse_merge(m, sum, s_m[q], s_s[q]);
+    s_lse[g] = m == -INFINITY ? INFINITY : m + logf(sum);
+  }
+  __syncthreads();
+  // The sum over heads in head order, as the reference does.
+  auto term = [&](int g, float x) {
+    const float l = s_lse[g];
+    return l < INFINITY && l > -INFINITY ? expf(x - l) : 0.f;
+  };
+  for (int64_t i = tid; i < nv; i += kRankThreads) {
+    float4 r = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int g = 0; g < G; g++) {
+      const float4 x = reinterpret_cast<const float4*>(sr + int64_t(g) * a.Smax)[i];
+      r.x += term(g, x.x), r.y += term(g, x.y), r.z += term(g, x.z), r.w += term(g, x.w);
+    }
+    reinterpret_cast<float4*>(out)[i] = r;
+  }
+  for (int64_t j = 4 * nv + tid; j < n; j += kRankThreads) {
+    float r = 0.f;
+    for (int g = 0; g < G; g++) r += term(g, sr[int64_t(g) * a.Smax + j]);
+    out[j] = r;
+  }
 }
 
 SelectArgs make_args(const AttnParams& p, const SeqTable& st, int64_t r0, int Hsel) {
@@ -278,16 +304,20 @@ void group_rank(const AttnParams& p, const SeqTable& st, int64_t r0, int64_t r1,
                 const float* scores, bool in_compact, float* rank) {
   int64_t rows = r1 - r0;
   if (rows <= 0 || p.Smax == 0) return;
-  TOPK_CHECK((p.Smax + 255) / 256 < 65536, "topk_select: group ranking supports up to 2^24 keys");
+  TOPK_CHECK(rows * p.Hkv < (int64_t(1) << 31), "topk_select: too many (row, KV head) pairs for one launch");
   SelectArgs a = make_args(p, st, r0, p.Hkv);
-  float* lse = static_cast<float*>(workspace(kWsLse, size_t(rows) * p.Hq * sizeof(float)));
-  const int64_t lse_blocks = (rows * p.Hq + kLseRowsPerBlock - 1) / kLseRowsPerBlock;
-  TOPK_CHECK(lse_blocks < (int64_t(1) << 31), "topk_select: too many score rows for one launch");
-  row_lse_kernel<<<unsigned(lse_blocks), 32 * kLseRowsPerBlock, 0, stream()>>>(a, p.Hq, rows, scores,
-                                                                              in_compact, lse);
-  TOPK_CUDA_LAUNCH();
-  dim3 grid(unsigned(rows * p.Hkv), unsigned((p.Smax + 255) / 256));
-  group_rank_kernel<<<grid, 256, 0, stream()>>>(a, p.Hq, p.group(), scores, in_compact, lse, rank);
+  // Score rows start at multiples of Smax floats from a 256-byte aligned workspace or caller
+  // buffer; float4 loads need Smax a multiple of 4 and a 16-byte aligned base.
+  const bool vec = p.Smax % 4 == 0 && reinterpret_cast<uintptr_t>(scores) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(rank) % 16 == 0;
+  const unsigned blocks = unsigned(rows * p.Hkv);
+  const int G = p.group();
+  const size_t smem = size_t(2 * G * rank_warps_per_head(G) + G) * sizeof(float);
+  TOPK_CHECK(smem <= 48 * 1024, "topk_select: group-shared ranking supports up to 4096 query heads per KV head");
+  if (vec)
+    group_rank_kernel<true><<<blocks, kRankThreads, smem, stream()>>>(a, p.Hq, p.group(), scores, in_compact, rank);
+  else
+    group_rank_kernel<false><<<blocks, kRankThreads, smem, stream()>>>(a, p.Hq, p.group(), scores, in_compact, rank);
   TOPK_CUDA_LAUNCH();
 }
 
