@@ -426,6 +426,10 @@ TEST(CudaSelect, GroupSharing) {
   sel.share_group = true;
   check_select(2, 1, 3000, 8, 2, false, {}, sel, 400, false);
   check_select(1, 1, 500, 16, 2, false, {}, sel, 401, false);
+  // The ranking's other shapes: 3 heads a group over rows of an odd stride (one key at a time,
+  // causal lengths), and more heads a group (40) than a block has warps.
+  check_select(1, 3, 501, 6, 2, true, {}, sel, 402, false);
+  check_select(1, 2, 700, 40, 1, false, {}, sel, 403, false);
 }
 
 // ---- sparse attention over given indices ----
