@@ -19,6 +19,10 @@ import sys
 PHASES = [
     # cuBLAS picks GEMM kernels by shape, and a matrix-vector kernel for a last column of keys.
     ("forward", "score products (cuBLAS)", r"^(nvjet|cutlass|sm\d+_xmma|.*gemm|.*gemv)"),
+    # Group-shared lists: the warp kernel's GRP instance (last template argument 1) selects once
+    # per (row, KV head) and attends each head of the group.
+    ("forward", "group select + each head's softmax + P V, warp per (row, KV head)",
+     r"select_attend_warps_kernel<\d+, \d+, \d+, 1>"),
     ("forward", "select + softmax + P V, warp per (row, head)", r"select_attend_warps_kernel"),
     ("forward", "select + softmax + P V, cluster per (row, head)", r"select_attend"),
     # Group-shared lists: each head's row lse, then keys ranked by the group's summed

@@ -50,6 +50,13 @@ expect "| forward | attend over the lists (split + combine) | 48.4 |"
 expect "| forward | total | 316.4 |"
 expect "| backward | dQ | 16.9 |"
 if grep -q "not in any phase" <<<"$out"; then echo "bench/phases.py: left kernels unplaced:"; echo "$out"; exit 1; fi
+# The same case once the group select is a warp per (row, KV head) and the ranking one kernel
+# (an H100): the group instance of the warp kernel is its own phase.
+out=$(python3 "$SRC/bench/phases.py" "$SRC/tests/data/ncu/fwdbwd_topk_group_r0.01_S8192_fused_rank.csv" 2>&1)
+expect "| forward | group select + each head's softmax + P V, warp per (row, KV head) | 34.4 |"
+expect "| forward | group ranking (row lse + summed probabilities) | 66.8 |"
+expect "| forward | total | 144.5 |"
+if grep -q "not in any phase" <<<"$out"; then echo "bench/phases.py: left kernels unplaced:"; echo "$out"; exit 1; fi
 # Not an ncu summary: a clear error and a non-zero exit.
 if err=$(python3 "$SRC/bench/phases.py" "$SRC/README.md" 2>&1); then
   echo "bench/phases.py: accepted a file that is not an ncu summary"; exit 1
