@@ -14,6 +14,11 @@ expect() {
     echo "bench scripts: expected the line '$1' in:"; echo "$out"; exit 1
   fi
 }
+# The phases of a recorded summary, into out; a kernel left in no phase fails the script.
+phases_of() {
+  out=$(python3 "$SRC/bench/phases.py" "$SRC/tests/data/ncu/$1" 2>&1)
+  if grep -q "not in any phase" <<<"$out"; then echo "bench/phases.py: left kernels unplaced in $1:"; echo "$out"; exit 1; fi
+}
 # Each part is its kernels' time over the case's 4 forwards or 2 backwards; Delta is per call.
 expect "| forward | score products (cuBLAS) | 35.9 |"
 expect "| forward | select + softmax + P V, warp per (row, head) | 96.9 |"
@@ -30,33 +35,28 @@ expect "| backward | total | 398.5 |"
 # The 32K case on an H100 (main 7600d73): the warpgroup flash kernels of the dense baseline are
 # left out and cuBLAS's matrix-vector kernel (a last column of fewer than 8 keys) counts as a
 # score product; no kernel is left unplaced.
-DATA32=$SRC/tests/data/ncu/fwdbwd_topk_r0.01_S32768.csv
-out=$(python3 "$SRC/bench/phases.py" "$DATA32" 2>&1)
+phases_of fwdbwd_topk_r0.01_S32768.csv
 expect "| forward | score products (cuBLAS) | 155.8 |"
 expect "| backward | dK, dV | 278.4 |"
 expect "| backward | total | 583.8 |"
-if grep -q "not in any phase" <<<"$out"; then echo "bench/phases.py: left kernels unplaced:"; echo "$out"; exit 1; fi
 # The same case after the backward learnt to skip each list's padding (an H100): the kernels that
 # find the used entries belong to the inversion.
-out=$(python3 "$SRC/bench/phases.py" "$SRC/tests/data/ncu/fwdbwd_topk_r0.01_S32768_used_entries.csv" 2>&1)
+phases_of fwdbwd_topk_r0.01_S32768_used_entries.csv
 expect "| backward | invert the selection (used entries, keys, sort, runs, scan) | 33.2 |"
 expect "| backward | total | 446.1 |"
-if grep -q "not in any phase" <<<"$out"; then echo "bench/phases.py: left kernels unplaced:"; echo "$out"; exit 1; fi
 # Group-shared lists at 8K (an H100): the group ranking and the split attend are phases of the
 # forward, and nothing is left unplaced.
-out=$(python3 "$SRC/bench/phases.py" "$SRC/tests/data/ncu/fwdbwd_topk_group_r0.01_S8192.csv" 2>&1)
+phases_of fwdbwd_topk_group_r0.01_S8192.csv
 expect "| forward | group ranking (row lse + summed probabilities) | 138.7 |"
 expect "| forward | attend over the lists (split + combine) | 48.4 |"
 expect "| forward | total | 316.4 |"
 expect "| backward | dQ | 16.9 |"
-if grep -q "not in any phase" <<<"$out"; then echo "bench/phases.py: left kernels unplaced:"; echo "$out"; exit 1; fi
 # The same case once the group select is a warp per (row, KV head) and the ranking one kernel
 # (an H100): the group instance of the warp kernel is its own phase.
-out=$(python3 "$SRC/bench/phases.py" "$SRC/tests/data/ncu/fwdbwd_topk_group_r0.01_S8192_fused_rank.csv" 2>&1)
+phases_of fwdbwd_topk_group_r0.01_S8192_fused_rank.csv
 expect "| forward | group select + each head's softmax + P V, warp per (row, KV head) | 34.4 |"
 expect "| forward | group ranking (row lse + summed probabilities) | 66.8 |"
 expect "| forward | total | 144.5 |"
-if grep -q "not in any phase" <<<"$out"; then echo "bench/phases.py: left kernels unplaced:"; echo "$out"; exit 1; fi
 # Not an ncu summary: a clear error and a non-zero exit.
 if err=$(python3 "$SRC/bench/phases.py" "$SRC/README.md" 2>&1); then
   echo "bench/phases.py: accepted a file that is not an ncu summary"; exit 1
