@@ -6,16 +6,18 @@
 //            forward's lists hold the row's budget, then -1 up to the longest row's budget:
 //            about half the entries of a causal step are padding) and their prefix sums, read
 //            back to size the ranges by the entries they use;
-//   entries  a block per (row, KV head): for every used list entry, p = exp(s - lse) and
-//            dS = scale p (dout . v - Delta), to [rows, Hq, K] arrays (invalid entries: 0;
-//            entries past a list's used ones are left unwritten);
+//   entries  a block per (row, KV head), KV head major: for every used list entry,
+//            p = exp(s - lse) and dS = scale p (dout . v - Delta), to [rows, Hq, K] arrays
+//            (invalid entries: 0; entries past a list's used ones are left unwritten);
 //   dQ       per (row, head), dq = sum dS k: with per-head lists, in the entry kernel from the
 //            k rows it has loaded (each slot's entries in order, then the slots in order);
 //            with group-shared lists, a kernel of its own over the K entries in slot order;
-//   invert   each used list entry's key id ((batch row of the key) * Hkv + KV head; invalid
-//            entries get a sentinel past them all), packed in entry order, then a stable radix
-//            sort (CUB) of (key id, entry) pairs: each key's entries form a run in entry order;
-//   dK/dV    per key id of the sequences the range's rows belong to (TPR threads, 8 dims
+//   invert   each used list entry's key id in the range's key window, KV head major (KV
+//            head * window + key row in it; invalid entries get a sentinel past them all, and
+//            the sort covers only the window's bits), packed in entry order, then a stable
+//            radix sort (CUB) of (key id, entry) pairs: each key's entries form a run in entry
+//            order;
+//   dK/dV    per key id of the window, one KV head's keys after another (TPR threads, 8 dims
 //            each) dk += dS q and dv += p dout over its run in order; runs longer than kPiece
 //            entries (a key every query selects) are first summed in pieces of kPiece by
 //            separate thread groups, then the pieces in order, so that no thread group walks a
@@ -66,15 +68,19 @@ struct SparseBwdArgs {
   int32_t* vals;           // [E] entry index
   const uint32_t* skeys;   // [E] sorted
   const int32_t* svals;    // [E] entries in key order
-  int32_t* run_lo;         // [nkeys + 1] first sorted position of each key id
-  int32_t* run_n;          // [nkeys + 1] its entries
-  int32_t* npieces;        // [nkeys + 1] its pieces (0 for runs of at most kPiece)
-  int32_t* pstart;         // [nkeys + 1] its first piece (exclusive scan of npieces)
+  int32_t* run_lo;         // [nwin + 1] first sorted position of each key id of the window
+  int32_t* run_n;          // [nwin + 1] its entries
+  int32_t* npieces;        // [nwin + 1] its pieces (0 for runs of at most kPiece)
+  int32_t* pstart;         // [nwin + 1] its first piece (exclusive scan of npieces)
   float* partial;          // [pieces, 2, D] sums of dk, dv over each piece
   int64_t Eall;            // rows of the range * Hsel * K: the list entries, used or not
   int64_t E;               // the used ones: the entries sorted
-  int64_t nkeys;           // B * Smax * Hkv (the sentinel)
-  int64_t kid_lo, kid_hi;  // the key ids the range's rows can select: those of their sequences
+  int64_t nkeys;           // B * Smax * Hkv: the (key row, KV head) pairs of the call
+  // The range's key window: key rows [krow0, krow0 + W) of the [B * Smax] rows, those of the
+  // sequences its query rows belong to. A key's id is kvh * W + (its row - krow0), KV head
+  // major, so that the per-key kernels walk one KV head's keys at a time; nwin = Hkv * W ids,
+  // and nwin itself is the sentinel of invalid entries.
+  int64_t krow0, W, nwin;
 };
 
 // Dims 8 g .. 8 g + 7 of element offset off (a multiple of 8) of r, any float dtype, as fp32.
@@ -101,7 +107,8 @@ __device__ __forceinline__ float dot8(const float* a, const float (&b)[8]) {
 // until reading each list's used entries brought a 4-byte spill back (ptxas -v; not measured
 // against other bounds). (A minimum of 0 is no bound, as 64 and 128 have always been built.)
 template <int D>
-__global__ void __launch_bounds__(kThreads, D <= 128 ? 0 : 5) sparse_entry_kernel(const SparseBwdArgs a) {
+__global__ void __launch_bounds__(kThreads, D <= 128 ? 0 : 5) sparse_entry_kernel(const SparseBwdArgs a,
+                                                                                  int64_t nr) {
   constexpr int TPR = D / 8, SLOTS = kThreads / TPR;
   __shared__ __align__(16) float sq[kHeadChunk][D];
   __shared__ __align__(16) float sdo[kHeadChunk][D];
@@ -111,8 +118,10 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 0 : 5) sparse_entry_kerne
                 "static shared memory of a block is at most 48 KiB");
   static_assert(TPR <= 32 && kThreads % TPR == 0, "a key row's threads are lanes of one warp");
   const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR;
-  const int64_t rr = blockIdx.x / a.Hkv;
-  const int kvh = int(blockIdx.x % a.Hkv);
+  // KV head major: the blocks in flight gather the k and v rows of one KV head (16 MiB of a
+  // 32K-key bf16 sequence), not of all of them.
+  const int kvh = int(blockIdx.x / nr);
+  const int64_t rr = blockIdx.x % nr;
   const int64_t r = a.r0 + rr;
   const DSeq s = a.seqs[seq_of_row(a.seqs, a.nseq, r)];
   const int64_t row = s.q_start + (r - s.r0), qrow = int64_t(s.batch) * a.Tq + row;
@@ -203,14 +212,14 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 0 : 5) sparse_entry_kerne
 }
 
 // dq of (row, head) for group-shared lists (per-head lists get dq from the entry kernel): TPR
-// threads per head, 8 dims each, the K entries in slot order, U rows of k in flight.
+// threads per head, 8 dims each, the K entries in slot order, U rows of k in flight. Blocks go
+// head block major, as the entry kernel's: the blocks in flight gather few KV heads' k rows.
 template <int D>
-__global__ void __launch_bounds__(kThreads) sparse_dq_kernel(const SparseBwdArgs a) {
+__global__ void __launch_bounds__(kThreads) sparse_dq_kernel(const SparseBwdArgs a, int64_t nr) {
   constexpr int TPR = D / 8, SLOTS = kThreads / TPR, U = 4;
   const int tid = threadIdx.x, dg = tid % TPR, slot = tid / TPR;
-  const int nhb = (a.Hq + SLOTS - 1) / SLOTS;
-  const int64_t rr = blockIdx.x / nhb;
-  const int h = int(blockIdx.x % nhb) * SLOTS + slot;
+  const int64_t rr = blockIdx.x % nr;
+  const int h = int(blockIdx.x / nr) * SLOTS + slot;
   if (h >= a.Hq) return;
   const int kvh = h / a.G;
   const int64_t r = a.r0 + rr;
@@ -286,7 +295,7 @@ __global__ void sparse_row_used_kernel(const int64_t* used_at, int64_t rows, int
   if (r <= rows) out[r] = used_at[r * Hsel];
 }
 
-// The key id of every used list entry of the range (the sentinel nkeys for invalid ones) and
+// The key id of every used list entry of the range (the sentinel nwin for invalid ones) and
 // its index, packed in entry order, for the sort.
 __global__ void sparse_keys_kernel(const SparseBwdArgs a) {
   const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -303,8 +312,8 @@ __global__ void sparse_keys_kernel(const SparseBwdArgs a) {
   const int kvh = a.Hsel == a.Hq ? hs / a.G : hs;
   const int64_t at = a.used_at[L] - a.used_at[a.r0 * a.Hsel] + i;
   a.keys[at] = j >= 0 && j < s.S
-                   ? uint32_t((int64_t(s.batch) * a.Smax + s.k_start + j) * a.Hkv + kvh)
-                   : uint32_t(a.nkeys);
+                   ? uint32_t(kvh * a.W + (int64_t(s.batch) * a.Smax + s.k_start + j - a.krow0))
+                   : uint32_t(a.nwin);
   a.vals[at] = int32_t(e);
 }
 
@@ -322,11 +331,11 @@ __device__ __forceinline__ int64_t lower_bound(const uint32_t* keys, int64_t n, 
 // The run of every key id of the range's window in the sorted keys: its start, its length, and
 // its pieces (runs longer than kPiece entries are summed in pieces of kPiece, then the pieces
 // in order: a key that every query selects, an attention sink, would otherwise be one thread
-// group's long serial loop). Thread kid_hi writes the 0 that ends the piece counts for the scan.
+// group's long serial loop). Thread nwin writes the 0 that ends the piece counts for the scan.
 __global__ void sparse_runs_kernel(const SparseBwdArgs a) {
-  const int64_t kid = a.kid_lo + int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (kid > a.kid_hi) return;
-  if (kid == a.kid_hi) {
+  const int64_t kid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (kid > a.nwin) return;
+  if (kid == a.nwin) {
     a.npieces[kid] = 0;
     return;
   }
@@ -391,10 +400,10 @@ __global__ void __launch_bounds__(kThreads) sparse_pieces_kernel(const SparseBwd
   constexpr int TPR = D / 8, SLOTS = kThreads / TPR;
   const int dg = threadIdx.x % TPR;
   const int64_t pc = int64_t(blockIdx.x) * SLOTS + threadIdx.x / TPR;
-  if (pc >= a.pstart[a.kid_hi]) return;
+  if (pc >= a.pstart[a.nwin]) return;
   // The key whose pieces hold pc: the last kid with pstart[kid] <= pc (kids without pieces
   // share their pstart with the next kid, so the last one is the one with pieces).
-  int64_t lo = a.kid_lo, hi = a.kid_hi;
+  int64_t lo = 0, hi = a.nwin;
   while (lo < hi) {
     const int64_t mid = (lo + hi + 1) >> 1;
     if (a.pstart[mid] <= pc) lo = mid;
@@ -411,18 +420,19 @@ __global__ void __launch_bounds__(kThreads) sparse_pieces_kernel(const SparseBwd
   *reinterpret_cast<float4*>(out + D + 4) = make_float4(av[4], av[5], av[6], av[7]);
 }
 
-// dk, dv of a key id (the key's row in the [B * Smax, Hkv] layout times Hkv plus its KV head):
-// TPR threads, 8 dims each, add to what is there (0 from the memset before the first range)
-// the key's entries in order, or its pieces' sums in order.
+// dk, dv of a key id of the range's window (KV head major, SparseBwdArgs::krow0): TPR threads,
+// 8 dims each, add to what is there (0 from the memset before the first range) the key's
+// entries in order, or its pieces' sums in order.
 template <int D>
 __global__ void __launch_bounds__(kThreads) sparse_dkdv_kernel(const SparseBwdArgs a) {
   constexpr int TPR = D / 8, SLOTS = kThreads / TPR;
   const int dg = threadIdx.x % TPR;
-  const int64_t kid = a.kid_lo + int64_t(blockIdx.x) * SLOTS + threadIdx.x / TPR;
-  if (kid >= a.kid_hi || a.run_n[kid] == 0) return;
+  const int64_t kid = int64_t(blockIdx.x) * SLOTS + threadIdx.x / TPR;
+  if (kid >= a.nwin || a.run_n[kid] == 0) return;
   float ak[8], av[8];
-  float* pk = a.dk + kid * D + dg * 8;
-  float* pv = a.dv + kid * D + dg * 8;
+  const int64_t at = ((a.krow0 + kid % a.W) * a.Hkv + kid / a.W) * D + dg * 8;  // [B, Smax, Hkv, D]
+  float* pk = a.dk + at;
+  float* pv = a.dv + at;
 #pragma unroll
   for (int e = 0; e < 8; e++) {
     ak[e] = pk[e];
@@ -447,22 +457,22 @@ __global__ void __launch_bounds__(kThreads) sparse_dkdv_kernel(const SparseBwdAr
   *reinterpret_cast<float4*>(pv + 4) = make_float4(av[4], av[5], av[6], av[7]);
 }
 
-// [lo, hi): the key ids that query rows [r0, r0 + nr) can select, those of the sequences the
-// rows belong to. The per-key kernels of a range run over this window alone: a range of a
-// long batch touches one sequence of many, and launching them over every key id of the batch
-// in every range cost more than their work.
-void key_window(const SeqDesc* seqs, int nseq, int64_t Smax, int Hkv, int64_t r0, int64_t nr,
-                int64_t& lo, int64_t& hi) {
+// [lo, lo + W): the key rows (of the [B * Smax] rows) that query rows [r0, r0 + nr) can
+// select, those of the sequences the rows belong to. The per-key kernels of a range run over
+// this window alone: a range of a long batch touches one sequence of many, and launching them
+// over every key of the batch in every range cost more than their work.
+void key_window(const SeqDesc* seqs, int nseq, int64_t Smax, int64_t r0, int64_t nr, int64_t& lo,
+                int64_t& W) {
   lo = INT64_MAX;
-  hi = 0;
-  int64_t rs = 0;
+  int64_t hi = 0, rs = 0;
   for (int i = 0; i < nseq; rs += seqs[i].T, i++) {
     if (rs + seqs[i].T <= r0 || rs >= r0 + nr || seqs[i].S == 0) continue;
-    const int64_t first = (int64_t(seqs[i].batch) * Smax + seqs[i].k_start) * Hkv;
+    const int64_t first = int64_t(seqs[i].batch) * Smax + seqs[i].k_start;
     lo = std::min(lo, first);
-    hi = std::max(hi, first + int64_t(seqs[i].S) * Hkv);
+    hi = std::max(hi, first + int64_t(seqs[i].S));
   }
   if (hi <= lo) lo = hi = 0;
+  W = hi - lo;
 }
 
 // The ranges of query rows, [starts[i], starts[i + 1]): each as many rows as fit room bytes (at
@@ -520,12 +530,10 @@ void run_sparse_backward(SparseBwdArgs a, int64_t rows, const SeqDesc* seqs) {
   const int64_t room = int64_t(std::min(score_rows_budget(),
                                         std::max(workspace_budget(), workspace_size(kWsScores))));
   const std::vector<int64_t> starts = row_ranges(host_used, a.Hq, a.Hsel, a.K, D, room);
-  int end_bit = 1;
-  while ((int64_t(1) << end_bit) <= a.nkeys) end_bit++;  // the sentinel nkeys must fit too
   const int nhb = (a.Hq + SLOTS - 1) / SLOTS;
   TOPK_CHECK((a.nkeys + SLOTS - 1) / SLOTS < (int64_t(1) << 31),
              "sparse_attention_backward: too many keys for one launch");
-  // Per key id: run start, run length, pieces, first piece (nkeys + 1 entries).
+  // Per key id of a window: run start, run length, pieces, first piece (at most nkeys + 1).
   int32_t* runs = static_cast<int32_t*>(workspace(kWsRuns, size_t(a.nkeys + 1) * 16));
   a.run_lo = runs;
   a.run_n = runs + (a.nkeys + 1);
@@ -551,15 +559,18 @@ void run_sparse_backward(SparseBwdArgs a, int64_t rows, const SeqDesc* seqs) {
     a.rowinfo = reinterpret_cast<int2*>(a.dS + nr * a.Hq * a.K);
     sparse_rows_kernel<<<unsigned((nr + 255) / 256), 256, 0, stream()>>>(a, nr);
     TOPK_CUDA_LAUNCH();
-    sparse_entry_kernel<D><<<unsigned(nr * a.Hkv), kThreads, 0, stream()>>>(a);
+    sparse_entry_kernel<D><<<unsigned(nr * a.Hkv), kThreads, 0, stream()>>>(a, nr);
     TOPK_CUDA_LAUNCH();
     if (a.Hsel != a.Hq) {
-      sparse_dq_kernel<D><<<unsigned(nr * nhb), kThreads, 0, stream()>>>(a);
+      sparse_dq_kernel<D><<<unsigned(nr * nhb), kThreads, 0, stream()>>>(a, nr);
       TOPK_CUDA_LAUNCH();
     }
-    key_window(seqs, a.nseq, a.Smax, a.Hkv, r0, nr, a.kid_lo, a.kid_hi);
-    if (a.E == 0 || a.kid_hi == a.kid_lo) continue;  // no entries: dk, dv keep what they have
-    const int64_t nwin = a.kid_hi - a.kid_lo;
+    key_window(seqs, a.nseq, a.Smax, r0, nr, a.krow0, a.W);
+    a.nwin = a.W * a.Hkv;
+    if (a.E == 0 || a.nwin == 0) continue;  // no entries: dk, dv keep what they have
+    const int64_t nwin = a.nwin;
+    int end_bit = 1;
+    while ((int64_t(1) << end_bit) <= nwin) end_bit++;  // the sentinel nwin must fit too
     char* sort = entry + entry_bytes;
     uint32_t* k0 = reinterpret_cast<uint32_t*>(sort);
     int32_t* v0 = reinterpret_cast<int32_t*>(sort + size_t(a.E) * 8);
@@ -572,7 +583,7 @@ void run_sparse_backward(SparseBwdArgs a, int64_t rows, const SeqDesc* seqs) {
     cub::DoubleBuffer<int32_t> vals(v0, v0 + a.E);
     size_t sort_temp = 0, scan_temp = 0;
     TOPK_CUDA(cub::DeviceRadixSort::SortPairs(nullptr, sort_temp, keys, vals, int(a.E), 0, end_bit, stream()));
-    TOPK_CUDA(cub::DeviceScan::ExclusiveSum(nullptr, scan_temp, a.npieces + a.kid_lo, a.pstart + a.kid_lo,
+    TOPK_CUDA(cub::DeviceScan::ExclusiveSum(nullptr, scan_temp, a.npieces, a.pstart,
                                             int(nwin + 1), stream()));
     void* tmp = workspace(kWsSortTemp, std::max(sort_temp, scan_temp));
     TOPK_CUDA(cub::DeviceRadixSort::SortPairs(tmp, sort_temp, keys, vals, int(a.E), 0, end_bit, stream()));
@@ -581,7 +592,7 @@ void run_sparse_backward(SparseBwdArgs a, int64_t rows, const SeqDesc* seqs) {
     a.svals = vals.Current();
     sparse_runs_kernel<<<unsigned((nwin + 1 + 255) / 256), 256, 0, stream()>>>(a);
     TOPK_CUDA_LAUNCH();
-    TOPK_CUDA(cub::DeviceScan::ExclusiveSum(tmp, scan_temp, a.npieces + a.kid_lo, a.pstart + a.kid_lo,
+    TOPK_CUDA(cub::DeviceScan::ExclusiveSum(tmp, scan_temp, a.npieces, a.pstart,
                                             int(nwin + 1), stream()));
     TOPK_CUDA_LAUNCH();
     sparse_pieces_kernel<D><<<unsigned((max_pieces + SLOTS - 1) / SLOTS), kThreads, 0, stream()>>>(a);
