@@ -290,6 +290,7 @@ void check_select(int64_t B, int64_t T, int64_t S, int Hq, int Hsel, bool causal
     float x = rng.normal();
     if (ties == 1) x = std::round(x * 4.f) / 4.f;  // few distinct values: many ties
     if (ties == 2 && i % 2 == 0) x = 5.f;           // every other key ties, above the rest
+    if (ties == 3) x += 8.f * float(i % S) / float(S);  // the large keys crowd the row's end
     sc.host.ptr<float>()[i] = x;
   }
   sc.upload();
@@ -394,7 +395,8 @@ TEST(CudaSelect, LongRowsFewRows) {
 // Many long rows (a block per row, more blocks than SMs) take the sampled select: a sample
 // sets a threshold, one pass keeps the keys above it. Budgets up to and past the largest it
 // takes, forced keys, ratio budgets over ragged rows, and rows of few distinct values whose
-// ties at the threshold overflow the kept keys and fall back to the two-pass select.
+// ties at the threshold overflow the kept keys and fall back to the two-pass select, and rows
+// whose large keys crowd one end.
 TEST(CudaSelect, SampledLongRows) {
   NEED_GPU();
   uint64_t seed = 370;
@@ -417,6 +419,9 @@ TEST(CudaSelect, SampledLongRows) {
   t.k = 500;
   check_select(1, 40, 20000, 4, 4, false, {}, t, seed++, 1);  // ties among the kept keys
   check_select(1, 40, 20000, 4, 4, false, {}, t, seed++, 2);  // 10000 keys >= the threshold
+  check_select(1, 40, 20000, 4, 4, false, {}, t, seed++, 3);  // the kept keys in one region
+  t.k = 2730;
+  check_select(1, 40, 40000, 4, 4, false, {}, t, seed++, 3);
 }
 
 TEST(CudaSelect, GroupSharing) {

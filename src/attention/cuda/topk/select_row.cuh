@@ -279,14 +279,30 @@ __device__ inline void select_row_sampled(const float* row, int64_t lo, int64_t 
     select_row_block_call(row, lo, hi, take, smem, tmp, s_res, sel);
     return;
   }
-  // The sample's keys, and their top digit's histogram.
+  // The sample's keys, and their top digit's histogram. Group g starts at lo + g * stride
+  // (the last group ends at most at hi - 1); a thread's loads are issued in batches of
+  // kSampleBatch before any of its histogram atomics, so they wait for memory once per batch
+  // instead of once per key.
   for (int i = tid; i < kBins; i += kSelThreads) hist[i] = 0;
   __syncthreads();
-  for (int i = tid; i < ns; i += kSelThreads) {
-    const int64_t pos = lo + int64_t(i >> 3) * (m - 8) / (groups - 1) + (i & 7);
-    const uint32_t k = order_key(row[pos]);
-    ckey[i] = k;
-    atomicAdd(&hist[k >> 20], 1);
+  const int64_t stride = (m - 8) / (groups - 1);
+  constexpr int kSampleBatch = 8;
+  for (int b0 = 0; b0 < ns; b0 += kSampleBatch * kSelThreads) {
+    float x[kSampleBatch];
+#pragma unroll
+    for (int c = 0; c < kSampleBatch; c++) {
+      const int i = b0 + c * kSelThreads + tid;
+      x[c] = i < ns ? row[lo + (i >> 3) * stride + (i & 7)] : 0.f;
+    }
+#pragma unroll
+    for (int c = 0; c < kSampleBatch; c++) {
+      const int i = b0 + c * kSelThreads + tid;
+      if (i < ns) {
+        const uint32_t k = order_key(x[c]);
+        ckey[i] = k;
+        atomicAdd(&hist[k >> 20], 1);
+      }
+    }
   }
   __syncthreads();
   int b1, a1;
