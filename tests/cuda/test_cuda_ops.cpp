@@ -282,15 +282,16 @@ void compare_row(const int32_t* got, const int32_t* want, int64_t K, const std::
   }
 }
 
+// pattern: 0 (or false) normal scores; 1 (or true), 2: ties; 3: scores rising along the row.
 void check_select(int64_t B, int64_t T, int64_t S, int Hq, int Hsel, bool causal,
-                  std::vector<int32_t> seqlens, const SelectOpts& sel, uint64_t seed, int ties) {
+                  std::vector<int32_t> seqlens, const SelectOpts& sel, uint64_t seed, int pattern) {
   Rng rng(seed);
   Pair sc(DType::f32, {B, T, Hq, S});
   for (int64_t i = 0; i < sc.host.numel(); i++) {
     float x = rng.normal();
-    if (ties == 1) x = std::round(x * 4.f) / 4.f;  // few distinct values: many ties
-    if (ties == 2 && i % 2 == 0) x = 5.f;           // every other key ties, above the rest
-    if (ties == 3) x += 8.f * float(i % S) / float(S);  // the large keys crowd the row's end
+    if (pattern == 1) x = std::round(x * 4.f) / 4.f;  // few distinct values: many ties
+    if (pattern == 2 && i % 2 == 0) x = 5.f;           // every other key ties, above the rest
+    if (pattern == 3) x += 8.f * float(i % S) / float(S);  // the large keys crowd the row's end
     sc.host.ptr<float>()[i] = x;
   }
   sc.upload();
