@@ -29,9 +29,11 @@ PHASES = [
     # probabilities; then attention over the lists (split over keys, then combined).
     ("forward", "group ranking (row lse + summed probabilities)", r"^(row_lse_kernel|group_rank_kernel)"),
     ("forward", "attend over the lists (split + combine)", r"^(attend_kernel|combine_kernel)"),
-    # The filtered path (TOPK_CUDA_TOPK_PATH=filtered): a 16th of the keys scored for the
-    # thresholds (template argument SAMPLE = true), then every key scored and the candidates kept.
+    # The filtered path (the default for prefill and training where it applies): a 16th of the
+    # keys scored (template argument SAMPLE = true), the thresholds from them, then every key
+    # scored and the candidates kept.
     ("forward", "tile sample (filtered path)", r"tile_scores_kernel<\d+, \d+, (true|1|\(bool\)1)>"),
+    ("forward", "thresholds from the sample (filtered path)", r"tile_thresholds_kernel"),
     ("forward", "tile filtering pass (filtered path)", r"tile_scores_kernel"),
     ("forward", "other forward kernels", r"(select|score|threshold|sample)"),
     ("backward", "Delta (bwd_prep_kernel, one call)", r"bwd_prep_kernel"),

@@ -107,3 +107,43 @@ TEST(SelectRule, KeyFloorIsTheLeastPassingScore) {
       ASSERT_EQ(order_key(x) >= t, x >= f) << "t=" << t << " x=" << x << " floor=" << f;
   }
 }
+
+TEST(SelectRule, UnscaledFloorMatchesTheScaledTest) {
+  const float inf = std::numeric_limits<float>::infinity();
+  const float den = std::numeric_limits<float>::denorm_min(), big = std::numeric_limits<float>::max();
+  const std::vector<float> edges = {-inf, -big, -1.5f, -den, -0.0f, 0.0f,
+                                    den,  1e-30f, 1.0f, big,  inf};
+  // 1/sqrt(D) for D = 64, 128, 256, and scales far from them.
+  const std::vector<float> scales = {0.125f, 0.0883883476f, 0.0625f, 1.0f,
+                                     0.3f,   3.7f,          1e-20f,  1e20f};
+  uint64_t r = 777;
+  auto next = [&r] {
+    r = r * 6364136223846793005ull + 1442695040888963407ull;
+    return uint32_t(r >> 32);
+  };
+  for (float scale : scales)
+    for (int i = 0; i < 3000; i++) {
+      // Floors as a filter gets them: key_floor of a random key, of a 16-bit bin edge, or an edge.
+      const uint32_t t = i % 3 == 0   ? next()
+                         : i % 3 == 1 ? next() & 0xffff0000u
+                                      : order_key(edges[i % edges.size()]);
+      if (t == 0) continue;
+      const float f = key_floor(t), u = unscaled_floor(f, scale);
+      std::vector<float> xs = edges;
+      for (int j = 0; j < 8; j++) {
+        const uint32_t bits = next();
+        float x;
+        std::memcpy(&x, &bits, 4);
+        xs.push_back(x);
+        xs.push_back(f / scale * (1.0f + float(int(next() % 9) - 4) * 1e-7f));
+      }
+      if (u == u) {
+        xs.push_back(u);
+        xs.push_back(std::nextafter(u, -inf));
+        xs.push_back(std::nextafter(u, inf));
+      }
+      for (float x : xs)
+        ASSERT_EQ(x * scale >= f, x >= u)
+            << "f=" << f << " scale=" << scale << " x=" << x << " u=" << u;
+    }
+}

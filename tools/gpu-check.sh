@@ -35,7 +35,7 @@ PHASES_CASE=${PHASES_CASE:-fwdbwd_topk_r0.01_S8192}
 STEPS=${STEPS:-tests,bench,torch,dispatch,phases,engine,hf,python,dist,sanitize}
 want() { case ",$STEPS," in *",$1,"*) return 0 ;; esac; return 1; }
 export TOPK_SOURCE_DIR=$ROOT
-FILTER=${SANITIZER_FILTER:-CudaAttention.ForwardRaggedDtypes:CudaAttention.ForwardPackedAndStrided:CudaSelect.*:CudaSparse.*:CudaTopk.RatiosForcedAndFull:CudaTopk.CausalPrefill:CudaTopk.ThresholdSmall:CudaTopk.SampleThresholds:CudaTopk.TiesAcrossSlices:CudaFlash.ForwardLayouts:CudaFlash.ForwardStridedCache:CudaBackward.Layouts:CudaBackward.OtherDtypesAndHeadDims:CudaSparseBackward.*:CudaMetrics.*:CudaTopkPrefill.GroupsAndRangesUnderSmallBudget:CudaModelOps.*:CudaApprox.Indexer*Reference:CudaApprox.IndexerScores*:CudaApprox.Quest*:CudaApprox.LayerNorm*}
+FILTER=${SANITIZER_FILTER:-CudaAttention.ForwardRaggedDtypes:CudaAttention.ForwardPackedAndStrided:CudaSelect.*:CudaSparse.*:CudaTopk.RatiosForcedAndFull:CudaTopk.CausalPrefill:CudaTopk.ThresholdSmall:CudaTopk.SampleThresholds:CudaTopk.TiesAcrossSlices:CudaFlash.ForwardLayouts:CudaFlash.ForwardStridedCache:CudaBackward.Layouts:CudaBackward.OtherDtypesAndHeadDims:CudaSparseBackward.*:CudaMetrics.*:CudaTopkPrefill.GroupsAndRangesUnderSmallBudget:CudaTopkPrefill.FilteredPath:CudaTopkPrefill.FilteredTies:CudaModelOps.*:CudaApprox.Indexer*Reference:CudaApprox.IndexerScores*:CudaApprox.Quest*:CudaApprox.LayerNorm*}
 LOG=$OUT/gpu-check.log
 : >"$LOG"
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || true

@@ -69,4 +69,18 @@ TOPK_HOST_DEVICE inline float key_floor(uint32_t t) {
   return f32_of_bits((t & 0x80000000u) ? (t & 0x7fffffffu) : ~t);
 }
 
+// The least score x with x * scale >= f, for scale > 0 (a NaN when there is none, which no
+// score passes): a rounded product is monotone in x, so a filter may compare unscaled products
+// with this instead of scaling each one. A binary search over the order keys of the numbers.
+TOPK_HOST_DEVICE inline float unscaled_floor(float f, float scale) {
+  uint32_t lo = 0x007fffffu, hi = 0xff800000u;  // order keys of -inf and +inf
+  if (!(key_floor(hi) * scale >= f)) return f32_of_bits(0x7fc00000u);
+  while (lo < hi) {  // the least key in [lo, hi] whose score passes
+    const uint32_t mid = lo + (hi - lo) / 2;
+    if (key_floor(mid) * scale >= f) hi = mid;
+    else lo = mid + 1;
+  }
+  return key_floor(lo);
+}
+
 }  // namespace topk

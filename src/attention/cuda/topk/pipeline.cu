@@ -16,15 +16,17 @@
 //     among those and attends (topk/tile_filter.cu).
 // Both other pipelines score each query row on its own: in a prefill of T rows that reads
 // about T x S x D per head, on CUDA cores or one row's tiles at a time. So calls with many
-// query rows per sequence (kGemmRows on average) and 16-bit q and k of one dtype take the
-// gemm path. Otherwise per-head selection takes the threshold path when there are more
-// (row, head) pairs than SMs, or when rows are long. With few pairs and short rows its
-// select-and-attend leaves most SMs idle and the general path is faster; over long rows the
-// general path's full score rows cost more (H100, one row, Hq = 32, general vs threshold
-// path: S = 32K 66 vs 85 us, and S = 128K 176 vs 149 us with the older general sequence;
-// docs/benchmarks.md). TOPK_CUDA_TOPK_PATH=threshold, =general, =gemm or =filtered forces one
-// (the tests run all four; gemm with other dtypes scores its chunks with the score kernel, and
-// filtered falls back to gemm where it does not apply).
+// query rows per sequence (kGemmRows on average) take the filtered path where it applies
+// (per-head selection, 16-bit q and k of one dtype, budgets the warp select holds), else the
+// gemm path (H100, B·S = 128K, rho = 1%, filtered vs gemm forward+backward: 187 vs 220 ms at
+// S = 8K, 703 vs 746 ms at 32K; docs/benchmarks.md). Otherwise per-head selection takes the
+// threshold path when there are more (row, head) pairs than SMs, or when rows are long. With
+// few pairs and short rows its select-and-attend leaves most SMs idle and the general path is
+// faster; over long rows the general path's full score rows cost more (H100, one row, Hq = 32,
+// general vs threshold path: S = 32K 66 vs 85 us, and S = 128K 176 vs 149 us with the older
+// general sequence; docs/benchmarks.md). TOPK_CUDA_TOPK_PATH=threshold, =general, =gemm or
+// =filtered forces one (the tests run all four; gemm with other dtypes scores its chunks with
+// the score kernel, and filtered falls back to gemm where it does not apply).
 // Memory: rows go in ranges whose row-sized buffers (score rows, candidates, selected scores)
 // stay under workspace_budget() (256 MiB; the gemm path's score rows score_rows_budget(), up to
 // 2 GiB by the device's memory). When a prefill does not fit whole and its sequences
@@ -118,7 +120,7 @@ void filtered_path(const AttnParams& p, const SeqTable& st, const SelectOpts& se
     uint32_t* tau = static_cast<uint32_t*>(workspace(kWsThr, size_t(pairs) * 8));
     int* cnt = reinterpret_cast<int*>(tau + pairs);
     const int64_t nt = int64_t(c.t1 - c.t0);
-    launch_tile_sample(p, st, dtiles + c.t0, nt, c.r0, sel, cap, samp, pitch, tau);
+    launch_tile_sample(p, st, dtiles + c.t0, nt, c.r0, c.rows, sel, cap, samp, pitch, tau);
     launch_tile_filter(p, st, dtiles + c.t0, nt, c.r0, sel, tau, cand, cnt, cap);
     launch_select_attend_cands(p, st, c.r0, c.r0 + c.rows, sel, cand, cnt, cap, indices, K);
   }
@@ -148,6 +150,7 @@ Path pick_path(const AttnParams& p, const SeqTable& st, bool shared, int64_t K) 
   }
   int64_t seqs = 0;
   for (int i = 0; i < p.nseq; i++) seqs += p.seqs[i].T > 0;
+  if (st.rows >= kGemmRows * seqs && filtered_fits(p, shared, K)) return Path::filtered;
   if (st.rows >= kGemmRows * seqs && score_gemm_fits(p)) return Path::gemm;
   if (!shared && (st.rows * p.Hq > num_sms() || p.Smax >= kThresholdLongRow)) return Path::threshold;
   return Path::general;

@@ -22,8 +22,9 @@ __device__ __forceinline__ int sample_rank(int take, int ns, int m) {
 // The need-th largest key (1 <= need <= count) of get(0 .. count) as T, and how many of the
 // keys equal to T are taken (the lowest positions first): `digits` digits of 8 bits from the
 // top (4: exact; fewer: T is the lower edge of the bin holding that key), each a histogram in
-// hist (256 ints of this warp) and a scan across the warp.
-template <class Get>
+// hist (256 ints of this warp) and a scan across the warp. Each lane reads kBatch keys before
+// the first of their atomics: more than one where get reads global memory.
+template <int kBatch = 1, class Get>
 __device__ void warp_kth(Get&& get, int count, int need, int digits, int* hist, uint32_t& T,
                          int& need_eq) {
   const int lane = threadIdx.x & 31;
@@ -33,12 +34,20 @@ __device__ void warp_kth(Get&& get, int count, int need, int digits, int* hist, 
     __syncwarp();
     const uint32_t high = shift == 24 ? 0u : ~0u << (shift + 8);
     // Lanes with the same digit add once (the first digits of a row's keys are mostly one).
-    for (int i0 = 0; i0 < count; i0 += 32) {
-      const int i = i0 + lane;
-      const uint32_t k = i < count ? get(i) : 0u;
-      const int d = i < count && (k & high) == prefix ? int(k >> shift) & 255 : 256;
-      const unsigned peers = __match_any_sync(kFull, d);
-      if (d < 256 && (peers & ((1u << lane) - 1u)) == 0) atomicAdd(&hist[d], __popc(peers));
+    for (int i0 = 0; i0 < count; i0 += 32 * kBatch) {
+      uint32_t k[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; u++) {
+        const int i = i0 + 32 * u + lane;
+        k[u] = i < count ? get(i) : 0u;
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; u++) {
+        const int i = i0 + 32 * u + lane;
+        const int d = i < count && (k[u] & high) == prefix ? int(k[u] >> shift) & 255 : 256;
+        const unsigned peers = __match_any_sync(kFull, d);
+        if (d < 256 && (peers & ((1u << lane) - 1u)) == 0) atomicAdd(&hist[d], __popc(peers));
+      }
     }
     __syncwarp();
     // Lane l holds bins 255 - 8l down to 248 - 8l: the scan runs from the top key down.
