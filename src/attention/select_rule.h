@@ -1,8 +1,9 @@
 // The selection rule, written once for the reference, the CPU kernels and the CUDA kernels
 // (docs/semantics.md, "Budget", "Forced keys" and "Ranking"): a row's budget W, its split into
-// forced keys and keys that compete, and the order-preserving key of a score. Host and device
-// compile the same lines. The budget's one rounding-sensitive step is an explicit fma, so no
-// compiler contracts it one way on the host and another on the device.
+// forced keys and keys that compete, the order-preserving key of a score, and the floors a
+// filter compares scores with. Host and device compile the same lines. The budget's one
+// rounding-sensitive step is an explicit fma, so no compiler contracts it one way on the host
+// and another on the device.
 #pragma once
 #include <cmath>
 #include <cstdint>

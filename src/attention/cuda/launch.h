@@ -120,9 +120,10 @@ void launch_select_attend_cands(const AttnParams& p, const SeqTable& st, int64_t
 // The filtered path's score passes over query tiles [tile0, tile1) of the uploaded tile table
 // (128 query rows of one sequence each; compact rows [r0, r0 + rows) in all): the sample pass
 // scores a 16th of each row's competing keys into samp ([rows, Hq, pitch]), then a second
-// kernel picks each (row, head)'s threshold into tau; the filter pass scores every competing key and keeps those
-// at or above tau as candidates (cand [rows, Hq, cap] of (score bits, key index), cnt). 16-bit
-// q and k of one dtype with aligned rows (tile_filter_fits), D 64, 128 or 256.
+// kernel picks each (row, head)'s threshold into tau; the filter pass scores every competing
+// key and keeps those at or above tau as candidates (cand [rows, Hq, cap] of (score bits, key
+// index), cnt). 16-bit q and k of one dtype with aligned rows (tile_filter_fits), D 64, 128 or
+// 256.
 bool tile_filter_fits(const AttnParams& p);
 int64_t tile_sample_count(int64_t m);
 void launch_tile_sample(const AttnParams& p, const SeqTable& st, const void* tiles, int64_t ntiles,

@@ -311,7 +311,6 @@ void launch_tile_sample(const AttnParams& p, const SeqTable& st, const void* til
   TOPK_CHECK(blocks < (int64_t(1) << 31), "topk_attention_forward: too many rows for one launch");
   tile_thresholds_kernel<<<unsigned(blocks), kThreads, 0, stream()>>>(a, st.n, pairs);
   TOPK_CUDA_LAUNCH();
-
 }
 
 void launch_tile_filter(const AttnParams& p, const SeqTable& st, const void* tiles, int64_t ntiles,
