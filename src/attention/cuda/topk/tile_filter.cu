@@ -1,7 +1,7 @@
 // The score passes of the filtered path of exact top-k prefill (topk/pipeline.cu): selection
 // inside a tensor-core score pass, so that no score row is stored. A block owns a tile of 128
 // query rows of one sequence and one query head (8 warps of 16 rows, m16n8k16 products of Q and
-// 64-key K tiles through a three-stage cp.async ring, two blocks an SM):
+// 64-key K tiles through a three-stage cp.async ring, two blocks an SM up to D = 128):
 //   sample      scores the keys of one group of 8 consecutive keys in every 128 of the
 //               competing range (a 16th; the same keys for every row of the tile, so the
 //               products share their K tiles) into each row's sample row;
