@@ -2,8 +2,8 @@
 // attention_forward, and of sparse_attention_forward when a list serves a whole KV group (the
 // indexer's one list per query, group-shared top-k). A block owns (row, KV head, slice of up to
 // 8 heads of the group, split); 64-key K and V tiles (consecutive keys, or the list's keys
-// gathered row by row) stream through a cp.async ring in shared memory and are read once for
-// all the slice's heads. Per tile:
+// gathered row by row, their list entries loaded a tile ahead) stream through a cp.async ring in
+// shared memory and are read once for all the slice's heads. Per tile:
 //   scores   S = K q (keys x dims times dims x heads, m16n8k16), q split into bf16 parts so
 //            that the products keep q's precision (1 part for bf16 q, 2 for f16, 3 for f32);
 //   softmax  one warp per head: running max and sum, weights p = e^(s - m);
@@ -88,35 +88,54 @@ __global__ void __launch_bounds__(kThreads, D <= 128 ? 2 : 1) attend_mma_kernel(
   const char* kbase = a.k.data + (int64_t(s.batch) * a.k.sb + int64_t(s.k_start) * a.k.st + int64_t(kvh) * a.k.sh) * 2;
   const char* vbase = a.v.data + (int64_t(s.batch) * a.v.sb + int64_t(s.k_start) * a.v.st + int64_t(kvh) * a.v.sh) * 2;
 
-  // Tile i of the split (K then V) into stage i % kStages; rows past p_end are not read.
+  // A thread copies one 16-byte column (tid % cpr) of kRows rows of each tile. With a list, the
+  // rows' entries of the next tile are loaded one tile ahead (fetch), so that no copy waits for
+  // its index to come back from memory.
+  constexpr int kRows = kKeys * cpr / kThreads;
+  static_assert(kKeys * cpr % kThreads == 0 && kThreads % cpr == 0, "whole rows a pass");
+  const int col = tid % cpr;
+  int32_t jnext[kRows];
+  auto fetch = [&](int64_t i) {  // the list entries of tile i's rows (i past the split: none)
+#pragma unroll
+    for (int q = 0; q < kRows; q++) {
+      const int64_t pos = p_begin + i * kKeys + tid / cpr + q * (kThreads / cpr);
+      jnext[q] = list && i < ntiles && pos < p_end ? list[pos] : 0;
+    }
+  };
+  // Tile i of the split (K then V) into stage i % kStages, its list entries already in jnext;
+  // rows past p_end are not read. Then the entries of tile i + 1.
   auto issue = [&](int64_t i) {
     if (i < ntiles) {
       const int64_t p0 = p_begin + i * kKeys;
       const int rows = p_end - p0 < kKeys ? int(p_end - p0) : kKeys;
       unsigned char* dk = ring + (i % kStages) * 2 * tile_bytes<D>();
       unsigned char* dv = dk + tile_bytes<D>();
-      for (int e = tid; e < rows * cpr; e += kThreads) {
-        const int row = e / cpr, c = e % cpr, dc = swizzled_chunk(row, c);
+#pragma unroll
+      for (int q = 0; q < kRows; q++) {
+        const int row = tid / cpr + q * (kThreads / cpr), dc = swizzled_chunk(row, col);
+        if (row >= rows) break;
         int64_t j = p0 + row;
         if (list) {
           // A list entry outside the sequence's keys (-1 padding) is masked: its V row zeroed.
-          j = list[j];
+          j = jnext[q];
           const bool ok = j >= 0 && j < s.S;
-          if (c == 0) sok[i % kStages][row] = ok;
+          if (col == 0) sok[i % kStages][row] = ok;
           if (!ok) {
             *reinterpret_cast<uint4*>(dv + row * pitch + dc * 16) = make_uint4(0, 0, 0, 0);
             continue;
           }
         }
-        cp_async16(dk + row * pitch + dc * 16, kbase + j * a.k.st * 2 + c * 16);
-        cp_async16(dv + row * pitch + dc * 16, vbase + j * a.v.st * 2 + c * 16);
+        cp_async16(dk + row * pitch + dc * 16, kbase + j * a.k.st * 2 + col * 16);
+        cp_async16(dv + row * pitch + dc * 16, vbase + j * a.v.st * 2 + col * 16);
       }
       // V rows past the end get weight 0, and 0 x NaN of stale shared memory would be NaN.
       for (int e = tid; e < (kKeys - rows) * cpr; e += kThreads)
         *reinterpret_cast<uint4*>(dv + (rows + e / cpr) * pitch + (e % cpr) * 16) = make_uint4(0, 0, 0, 0);
     }
     cp_async_commit();
+    fetch(i + 1);
   };
+  fetch(0);
   for (int i = 0; i < kStages - 1; i++) issue(i);
 
   // q as B fragments (warps 0-3 score 16 keys each): head g, dims 16 ks + t2 + {0, 1}, + 8.
