@@ -9,7 +9,7 @@
 # pairs are set for that build's runs only, so one binary can also be compared with itself
 # under other settings (TOPK_CUDA_TOPK_PATH=filtered, TOPK_CUDA_WARP_CAP=1024, ...).
 # Environment: ROUNDS (default 2), REPS (timed runs per case, default 2), OUT (default ./out).
-# Writes $OUT/ab_LABEL_ROUND.json and .log, and $OUT/ab.md (the table, also printed).
+# Writes $OUT/ab_LABEL_ROUND.json and .log, and $OUT/ab.md (the table, printed after each round).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [ $# -lt 2 ]; then
@@ -49,5 +49,7 @@ for round in $(seq 1 "$ROUNDS"); do
     fi
     files+=("$label=$json")
   done
+  # The table after every round, so that a run cut short still prints one.
+  echo "after round $round of $ROUNDS:"
+  python3 "$ROOT/bench/ab_table.py" "${files[@]}" | tee "$OUT/ab.md"
 done
-python3 "$ROOT/bench/ab_table.py" "${files[@]}" | tee "$OUT/ab.md"
